@@ -1,0 +1,169 @@
+"""Photo decoding and the image model's input, shared by data preparation, training and serving.
+
+Every side goes through `decode_image` (bytes in, upright RGB out, whatever the file name says)
+and `preprocess_image` (square, resize, centre crop, normalise, CHW float32), so a photo gives
+byte-identical model inputs in training, at the facade and in the client.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The cleaned seed photos are padded with black; padding at serving time must match.
+PAD_COLOUR = (0, 0, 0)
+# Upright photos from phones are at most ~50 MP; anything far larger is a decompression bomb.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ImageDecodeError(ValueError):
+    """A photo that cannot be used: not an image, corrupt, truncated or too large."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How a square photo becomes the image model's input.
+
+    The photo is resized to `resize_size` and centre-cropped to `image_size`, the usual ImageNet
+    ratio (256 -> 224), then normalised with `mean` and `std`.
+    """
+
+    image_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be at least 8, got {self.image_size}")
+        if self.resize_size < self.image_size:
+            raise ValueError(
+                f"resize_size ({self.resize_size}) must be at least image_size ({self.image_size})"
+            )
+
+    @classmethod
+    def for_image_size(cls, image_size: int) -> ImageSpec:
+        """The spec for a crop size, keeping the 256/224 resize ratio."""
+        return cls(image_size=image_size, resize_size=round(image_size * 256 / 224))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "image_size": self.image_size,
+            "resize_size": self.resize_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ImageSpec:
+        return cls(
+            image_size=int(data["image_size"]),
+            resize_size=int(data["resize_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+        )
+
+
+ImageSource = bytes | bytearray | memoryview | BinaryIO | str | Path | Image.Image
+
+
+def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An upright RGB image from encoded bytes, a file or a PIL image.
+
+    The format is read from the content, never from a file name, so a PNG saved as `.jpg` decodes.
+    EXIF orientation is applied, and transparency is flattened onto white (a product cut out on
+    a transparent background reads as a product on white, as sellers see it).
+    Raises ImageDecodeError for anything that is not a usable image.
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        if isinstance(source, bytes | bytearray | memoryview):
+            source = io.BytesIO(source)
+        try:
+            with warnings.catch_warnings():
+                # Pillow only warns between its own limit and twice it; we enforce ours below.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(source)
+        except UnidentifiedImageError:
+            raise ImageDecodeError("not an image, or an image format that cannot be read") from None
+        except Image.DecompressionBombError as err:
+            raise ImageDecodeError(f"image too large: {err}") from None
+        except OSError as err:
+            raise ImageDecodeError(f"cannot read image: {err}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"image too large: {width}x{height} = {width * height} pixels, limit {max_pixels}"
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(f"corrupt or truncated image: {err}") from None
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def pad_to_square(image: Image.Image) -> Image.Image:
+    """The image centred on a black square whose side is its longer side, as the seed photos are."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new("RGB", (side, side), PAD_COLOUR)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def square_photo(
+    source: ImageSource, size: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """A photo as data preparation stores it: decoded, upright, padded square, `size` pixels."""
+    if size < 8:
+        raise ValueError(f"size must be at least 8, got {size}")
+    image = pad_to_square(decode_image(source, max_pixels))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return image
+
+
+def normalize(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """An RGB image of any size as a CHW float32 array, scaled to [0, 1] and normalised."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess_image(
+    source: ImageSource, spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """A photo as the image model's input: a (3, image_size, image_size) float32 array."""
+    spec = spec or ImageSpec()
+    image = pad_to_square(decode_image(source, max_pixels))
+    image = image.resize((spec.resize_size, spec.resize_size), Image.Resampling.BILINEAR)
+    offset = (spec.resize_size - spec.image_size) // 2
+    image = image.crop((offset, offset, offset + spec.image_size, offset + spec.image_size))
+    return normalize(image, spec)
+
+
+def preprocess_batch(
+    sources: list[ImageSource], spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Several photos as one NCHW float32 batch; any undecodable photo raises ImageDecodeError."""
+    spec = spec or ImageSpec()
+    if not sources:
+        return np.zeros((0, 3, spec.image_size, spec.image_size), dtype=np.float32)
+    return np.stack([preprocess_image(s, spec, max_pixels) for s in sources])

@@ -1,0 +1,57 @@
+"""Cleaning rules for the fields of a seed-layout listing (Products.csv), shared by every side.
+
+Data preparation applies them to the whole catalogue; the facade applies the same ones to a listing
+it receives, so that a product name still carrying the marketplace's `| in Town | Gumtree` suffix
+turns into the same text the models were trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+# "Mirror wall art | in Wokingham, Berkshire | Gumtree" -> "Mirror wall art". The location part is
+# optional because some titles end in just "| Gumtree".
+_NAME_NOISE = re.compile(r"\s*\|\s*(?:in\s+[^|]*\|\s*)?Gumtree\s*$", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+_PRICE_JUNK = re.compile(r"[£$€,\s]")
+
+
+def clean_field(value: object) -> str:
+    """A text field with bare carriage returns and runs of white space folded to single spaces.
+
+    Missing values (None, NaN) become the empty string.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return _WHITESPACE.sub(" ", str(value)).strip()
+
+
+def clean_product_name(name: object) -> str:
+    """The product title without the marketplace's location and site suffix."""
+    return _NAME_NOISE.sub("", clean_field(name)).strip()
+
+
+def label_from_category(category: object) -> str | None:
+    """The top-level category (the label to predict) of a path such as `Home & Garden / Mirrors`.
+
+    None when the category is missing or blank.
+    """
+    top = clean_field(category).split("/", 1)[0].strip()
+    return top or None
+
+
+def parse_price(price: object) -> float:
+    """A price such as `£5,000.00` as a number; NaN when it is missing or not a price."""
+    text = _PRICE_JUNK.sub("", clean_field(price))
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan
+    return value if math.isfinite(value) and value >= 0 else math.nan
+
+
+def listing_text(product_name: object = "", product_description: object = "") -> str:
+    """The one text the text model reads for a listing: cleaned name, then cleaned description."""
+    parts = (clean_product_name(product_name), clean_field(product_description))
+    return " ".join(p for p in parts if p)

@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from fbmr.core.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDecodeError,
+    ImageSpec,
+    decode_image,
+    pad_to_square,
+    preprocess_batch,
+    preprocess_image,
+    square_photo,
+)
+from tests.helpers import encode
+
+
+def _two_tone(width: int = 40, height: int = 20) -> Image.Image:
+    """Red left half, blue right half: orientation and padding are visible in the pixels."""
+    image = Image.new("RGB", (width, height), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, width // 2, height))
+    return image
+
+
+def test_png_bytes_under_a_jpg_name_decode(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encode(_two_tone(), "PNG"))
+    image = decode_image(path)
+    assert image.mode == "RGB" and image.size == (40, 20)
+    assert image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the stored pixels must be turned 90 degrees clockwise to be upright
+    data = encode(_two_tone(40, 20), "JPEG", exif=exif, quality=95)
+    image = decode_image(data)
+    assert image.size == (20, 40)
+    # Red (the stored left half) ends up on top after the clockwise turn.
+    top, bottom = image.getpixel((10, 2)), image.getpixel((10, 37))
+    assert top[0] > 200 and top[2] < 60
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_transparency_is_flattened_onto_white():
+    image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert decode_image(encode(image, "PNG")).getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 20],
+    ids=["empty", "text", "png-header-only"],
+)
+def test_non_images_raise_a_clear_error(data):
+    with pytest.raises(ImageDecodeError):
+        decode_image(data)
+
+
+def test_truncated_jpeg_raises():
+    data = encode(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG")
+    with pytest.raises(ImageDecodeError, match=r"truncated|corrupt"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_pixel_limit_refuses_before_decoding():
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(encode(_two_tone(), "PNG"), max_pixels=799)
+    assert decode_image(encode(_two_tone(), "PNG"), max_pixels=800).size == (40, 20)
+    # A 9000x9000 flat PNG is a few kB on disk but 81 MP once decoded.
+    bomb = encode(Image.new("L", (9000, 9000)), "PNG", optimize=True)
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(bomb)
+
+
+def test_pad_to_square_centres_on_black():
+    square = pad_to_square(_two_tone(40, 20))
+    assert square.size == (40, 40)
+    assert square.getpixel((0, 0)) == (0, 0, 0)  # padding above
+    assert square.getpixel((0, 10)) == (255, 0, 0)  # content starts at row 10
+    assert square.getpixel((39, 29)) == (0, 0, 255)
+    assert square.getpixel((39, 30)) == (0, 0, 0)  # padding below
+
+
+def test_square_photo_has_the_requested_size():
+    assert square_photo(encode(_two_tone(300, 100), "PNG"), 64).size == (64, 64)
+    with pytest.raises(ValueError):
+        square_photo(encode(_two_tone(), "PNG"), 0)
+
+
+def test_preprocess_shape_dtype_and_normalisation():
+    spec = ImageSpec(image_size=32, resize_size=40)
+    white = encode(Image.new("RGB", (50, 50), (255, 255, 255)), "PNG")
+    array = preprocess_image(white, spec)
+    assert array.shape == (3, 32, 32) and array.dtype == np.float32
+    expected = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(array[:, 16, 16], expected, rtol=1e-6)
+
+
+def test_preprocess_centre_crops_a_padded_photo():
+    # A wide photo is padded above and below; after the crop the middle row is content, the top
+    # row still padding.
+    spec = ImageSpec(image_size=40, resize_size=48)
+    array = preprocess_image(encode(_two_tone(96, 32), "PNG"), spec)
+    black = -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(array[:, 0, 20], black, rtol=1e-5)
+    assert array[0, 20, 2] > 2.0  # red channel, left half
+
+
+def test_preprocess_batch():
+    spec = ImageSpec.for_image_size(64)
+    assert spec.resize_size == 73
+    photos = [encode(_two_tone(), "PNG"), encode(_two_tone(30, 60), "JPEG")]
+    batch = preprocess_batch(photos, spec)
+    assert batch.shape == (2, 3, 64, 64) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[0], preprocess_image(photos[0], spec))
+    assert preprocess_batch([], spec).shape == (0, 3, 64, 64)
+    with pytest.raises(ImageDecodeError):
+        preprocess_batch([photos[0], b"junk"], spec)
+
+
+def test_image_spec_validation_and_round_trip():
+    with pytest.raises(ValueError):
+        ImageSpec(image_size=224, resize_size=200)
+    spec = ImageSpec(image_size=96, resize_size=110)
+    assert ImageSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.realdata
+def test_every_raw_seller_photo_decodes(real_data):
+    raw = sorted((real_data / "raw_images").glob("*.jpg"))
+    assert len(raw) >= 10
+    formats = set()
+    for path in raw:
+        with Image.open(path) as probe:
+            formats.add(probe.format)
+        image = decode_image(path)
+        assert image.mode == "RGB"
+        assert preprocess_image(path).shape == (3, 224, 224)
+    assert formats >= {"JPEG", "PNG"}, "the sample has PNG files under .jpg names"

@@ -1,0 +1,78 @@
+"""Cleaning rules, on values shaped like the real seed data's quirks."""
+
+import math
+
+import pytest
+
+from fbmr.core.listing import (
+    clean_field,
+    clean_product_name,
+    label_from_category,
+    listing_text,
+    parse_price,
+)
+
+
+@pytest.mark.parametrize(
+    ("category", "label"),
+    [
+        (
+            "Home & Garden / Dining, Living Room Furniture / Mirrors, Clocks & Ornaments",
+            "Home & Garden",
+        ),
+        ("Appliances", "Appliances"),
+        ("  Computers & Software / Laptops\r", "Computers & Software"),
+        ("", None),
+        (float("nan"), None),
+        (None, None),
+    ],
+)
+def test_label_is_first_category_segment(category, label):
+    assert label_from_category(category) == label
+
+
+@pytest.mark.parametrize(
+    ("price", "value"),
+    [("£5,000.00", 5000.0), ("£0.50", 0.5), ("£20", 20.0), (" £1,234,567.89 ", 1234567.89)],
+)
+def test_price_text_to_number(price, value):
+    assert parse_price(price) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("price", ["", "free", "£", None, float("nan"), "-£5.00", "£inf"])
+def test_unparseable_price_is_nan(price):
+    assert math.isnan(parse_price(price))
+
+
+@pytest.mark.parametrize(
+    ("name", "clean"),
+    [
+        ("Mirror wall art | in Wokingham, Berkshire | Gumtree", "Mirror wall art"),
+        (
+            "Philips Facial Tanning Lamp £65 0NO | in Dundee | Gumtree",
+            "Philips Facial Tanning Lamp £65 0NO",
+        ),
+        (
+            "Tripod and Selfie Stick. | in Whitechapel, London | Gumtree\r",
+            "Tripod and Selfie Stick.",
+        ),
+        ("Xbox series x | Gumtree", "Xbox series x"),
+        ("Sofa | grey | 3 seater", "Sofa | grey | 3 seater"),  # a pipe that is not the noise stays
+        ("Plain title", "Plain title"),
+    ],
+)
+def test_product_name_noise_is_stripped(name, clean):
+    assert clean_product_name(name) == clean
+    assert clean_product_name(clean_product_name(name)) == clean_product_name(name)
+
+
+def test_bare_carriage_returns_are_folded():
+    assert clean_field("Brand new\rnever used\r\n  boxed ") == "Brand new never used boxed"
+    assert clean_field(float("nan")) == ""
+
+
+def test_listing_text_joins_clean_name_and_description():
+    text = listing_text("Kettle | in Leeds, West Yorkshire | Gumtree", "Works\rwell")
+    assert text == "Kettle Works well"
+    assert listing_text("", "only a description") == "only a description"
+    assert listing_text(product_name="only a name") == "only a name"

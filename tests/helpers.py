@@ -1,0 +1,47 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
+    """An image encoded in memory."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def csv_field(value: object) -> str:
+    """A CSV field as the seed export writes it: quoted only for commas and quotes, so a bare
+    carriage return can sit in an unquoted field."""
+    text = "" if value is None else str(value)
+    if any(c in text for c in ',"\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def write_seed_layout(root, products: list[dict], images: list[dict], photos: dict[str, bytes]):
+    """A seed-layout folder with the real files' line endings: Products.csv rows end in `\\n`,
+    Images.csv rows in `\\r\\n`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    columns = ["id", "product_name", "category", "product_description", "price", "location"]
+    lines = ["," + ",".join(columns)]
+    lines += [
+        ",".join([str(i)] + [csv_field(p.get(c, "")) for c in columns])
+        for i, p in enumerate(products)
+    ]
+    (root / "Products.csv").write_bytes(("\n".join(lines) + "\n").encode())
+    columns = ["id", "product_id", "bucket_link", "image_ref", "create_time"]
+    lines = ["," + ",".join(columns)]
+    lines += [
+        ",".join([str(i)] + [csv_field(row.get(c, "")) for c in columns])
+        for i, row in enumerate(images)
+    ]
+    (root / "Images.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    for image_id, data in photos.items():
+        (root / "images" / f"{image_id}.jpg").write_bytes(data)
+    return root

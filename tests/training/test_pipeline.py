@@ -1,0 +1,127 @@
+"""The whole training chain on the demo data, and resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fbmr.core.text import Tokenizer
+from fbmr.training.config import Stage, TrainConfig
+from fbmr.training.engine import load_checkpoint
+from fbmr.training.pipeline import StageError, train
+from tests.conftest import TINY_TRAINING
+
+CHANCE = 1 / 13
+
+
+@pytest.mark.parametrize("stage", ["image", "text", "fusion"])
+def test_each_model_learns_well_above_chance(tiny_run, stage):
+    metrics = json.loads((tiny_run / stage / "metrics.json").read_text())
+    val = metrics["splits"]["val"]
+    assert val["top1"] > 0.35 > 4 * CHANCE, f"{stage}: {val}"
+    assert val["top3"] >= val["top1"]
+    assert 0 < val["macro_f1"] <= 1
+    assert set(metrics["splits"]) == {"train", "val", "test"}
+    for plot in ("curves.png", "confusion.png"):
+        assert (tiny_run / stage / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoints_load_with_weights_only_and_carry_config_and_labels(tiny_run):
+    labels = json.loads((tiny_run / "label_map.json").read_text())["classes"]
+    for stage in ("image", "text", "fusion"):
+        checkpoint = torch.load(tiny_run / stage / "best.pt", map_location="cpu", weights_only=True)
+        assert checkpoint["stage"] == stage
+        assert checkpoint["classes"] == labels
+        assert checkpoint["config"]["backbone"] == "resnet18"
+        assert checkpoint["meta"]["embedding_dim"] == 256
+    assert not list(tiny_run.rglob("*.tmp")), "a temporary checkpoint was left behind"
+
+
+def test_word2vec_writes_vectors_tokenizer_and_tsne(tiny_run):
+    tokenizer = Tokenizer.load(tiny_run / "word2vec" / "tokenizer.json")
+    summary = json.loads((tiny_run / "word2vec" / "summary.json").read_text())
+    assert summary["vocabulary"] == len(tokenizer.words) > 100
+    assert tokenizer.max_length == TINY_TRAINING["max_length"]
+    assert summary["val_token_coverage"] > 0.9
+    assert (tiny_run / "word2vec" / "tsne.png").stat().st_size > 10_000
+
+
+def test_complete_stages_are_skipped(tiny_run):
+    stamp = (tiny_run / "text" / "best.pt").stat().st_mtime_ns
+    config = TrainConfig(
+        data=json.loads((tiny_run / "config.json").read_text())["data"], **TINY_TRAINING
+    )
+    results = train(config, tiny_run, Stage.text)
+    assert results["text"]["stage"] == "text"
+    assert (tiny_run / "text" / "best.pt").stat().st_mtime_ns == stamp
+
+
+def test_a_stage_without_its_inputs_is_a_clear_error(demo_prepared, tmp_path):
+    config = TrainConfig(data=str(demo_prepared), **TINY_TRAINING)
+    with pytest.raises(StageError, match=r"word2vec/tokenizer\.json"):
+        train(config, tmp_path / "run", Stage.text)
+
+
+def test_killed_stage_resumes_to_a_valid_checkpoint(tiny_run, demo_prepared, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(tiny_run / "word2vec", run / "word2vec")
+    command = [
+        str(Path(sys.executable).parent / "fbmr"), "train", "text",
+        "--data", str(demo_prepared), "--run", str(run), "--preset", "tiny",
+        "--text-epochs", "1000", "--patience", "1000", "--no-progress",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "text" / "last.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not last.exists():
+            time.sleep(0.05)
+        time.sleep(0.3)  # into a later epoch, possibly mid-write
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert last.exists(), "the stage wrote no checkpoint within two minutes"
+    assert not (run / "text" / "metrics.json").exists()
+    killed_at = load_checkpoint(last)["epoch"]
+    load_checkpoint(run / "text" / "best.pt")
+
+    config = TrainConfig(
+        data=str(demo_prepared), **{**TINY_TRAINING, "text_epochs": killed_at + 3, "patience": 1000}
+    )
+    result = train(config, run, Stage.text)["text"]
+    history = json.loads((run / "text" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(killed_at + 3))
+    assert result["splits"]["val"]["count"] > 0
+    assert load_checkpoint(run / "text" / "last.pt")["epoch"] == killed_at + 2
+
+
+def test_cached_image_mode_trains_a_head_over_cached_features(tiny_run, demo_prepared, tmp_path):
+    config = TrainConfig(
+        data=str(demo_prepared), **{**TINY_TRAINING, "image_mode": "cached", "image_epochs": 8}
+    )
+    result = train(config, tmp_path / "run", Stage.image)["image"]
+    assert result["mode"] == "cached"
+    assert result["splits"]["val"]["top1"] > 2 * CHANCE
+    features = torch.load(tmp_path / "run" / "image" / "features" / "train.pt", weights_only=True)
+    assert features["features"].shape == (result["splits"]["train"]["count"], 512)
+    # The checkpoint holds the whole model, frozen trunk included, for export.
+    state = load_checkpoint(tmp_path / "run" / "image" / "best.pt")["model"]
+    assert any(k.startswith("encoder.trunk.layer1") for k in state)
+
+
+def test_resuming_with_another_model_shape_is_refused(tiny_run, demo_prepared, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(tiny_run / "word2vec", run / "word2vec")
+    (run / "text").mkdir()
+    os.symlink(tiny_run / "text" / "last.pt", run / "text" / "last.pt")
+    config = TrainConfig(data=str(demo_prepared), **{**TINY_TRAINING, "text_filters": 8})
+    with pytest.raises(ValueError, match="another shape"):
+        train(config, run, Stage.text)

@@ -1,0 +1,1 @@
+"""fbmr.training: seed-data ingestion and cleaning, demo data, and model training."""

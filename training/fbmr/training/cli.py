@@ -1,0 +1,91 @@
+"""`fbmr train [STAGE]`: one command, one set of options with defaults from TrainConfig."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from fbmr.training.config import PRESETS, ImageMode, Preset, Stage, TrainConfig
+
+_D = TrainConfig()
+
+
+def train(
+    ctx: typer.Context,
+    stage: Stage = typer.Argument(Stage.all, help="Stage to train; `all` runs them in order."),
+    data: Path = typer.Option(..., help="Prepared dataset (from `fbmr data prepare`)."),
+    run: Path = typer.Option(..., help="Run directory for checkpoints, metrics and plots."),
+    force: bool = typer.Option(False, help="Retrain stages that are already complete."),
+    preset: Preset = typer.Option(
+        Preset.default, help="Starting values for the options not given (tiny: demo and tests)."
+    ),
+    seed: int = typer.Option(_D.seed, help="Seed for initialisation, shuffling and word2vec."),
+    device: str = typer.Option(_D.device, help="auto, cpu or cuda."),
+    workers: int = typer.Option(_D.workers, help="DataLoader processes decoding photos."),
+    patience: int = typer.Option(_D.patience, help="Epochs without improvement before stopping."),
+    embedding_dim: int = typer.Option(_D.embedding_dim, help="Width of every embedding."),
+    w2v_dim: int = typer.Option(_D.w2v_dim, help="word2vec vector size."),
+    w2v_window: int = typer.Option(_D.w2v_window, help="word2vec context window."),
+    w2v_negative: int = typer.Option(_D.w2v_negative, help="Negative samples per word."),
+    w2v_epochs: int = typer.Option(_D.w2v_epochs, help="word2vec passes over the corpus."),
+    w2v_min_count: int = typer.Option(_D.w2v_min_count, help="Rarer words become <unk>."),
+    max_length: int = typer.Option(_D.max_length, help="Tokens per listing for the text CNN."),
+    backbone: str = typer.Option(_D.backbone, help="resnet50, or resnet18 for quick runs."),
+    image_weights: str = typer.Option(
+        _D.image_weights, help="imagenet, none, or a path to a torchvision state dict."
+    ),
+    image_mode: ImageMode = typer.Option(
+        _D.image_mode, help="finetune (layer4 + head) or cached (frozen trunk, CPU-friendly)."
+    ),
+    trainable_from: str = typer.Option(
+        _D.trainable_from, help="First trunk stage trained in finetune mode (conv1..layer4)."
+    ),
+    image_size: int = typer.Option(_D.image_size, help="Crop size of the image model's input."),
+    image_epochs: int = typer.Option(_D.image_epochs),
+    image_batch_size: int = typer.Option(_D.image_batch_size),
+    image_lr: float = typer.Option(_D.image_lr),
+    text_filters: int = typer.Option(_D.text_filters, help="Filters per convolution width."),
+    text_epochs: int = typer.Option(_D.text_epochs),
+    text_batch_size: int = typer.Option(_D.text_batch_size),
+    text_lr: float = typer.Option(_D.text_lr),
+    fusion_epochs: int = typer.Option(_D.fusion_epochs),
+    fusion_batch_size: int = typer.Option(_D.fusion_batch_size),
+    fusion_lr: float = typer.Option(_D.fusion_lr),
+    unfreeze_text: bool = typer.Option(
+        _D.unfreeze_text, help="Fine-tune the text encoder together with the fusion head."
+    ),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train word2vec, the image model, the text CNN and the fusion model on a prepared dataset."""
+    from fbmr.training.models import Backbone
+    from fbmr.training.pipeline import StageError
+    from fbmr.training.pipeline import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs every lifecycle event
+    if backbone not in Backbone.__members__:
+        raise typer.BadParameter(f"one of {list(Backbone.__members__)}", param_hint="--backbone")
+    given = {k: v for k, v in locals().items() if k in TrainConfig.__dataclass_fields__}
+    for name, value in PRESETS[preset].items():
+        # By name: typer vendors its own click, whose enum is not click's.
+        if ctx.get_parameter_source(name).name == "DEFAULT":
+            given[name] = value
+    config = TrainConfig(**{**given, "data": str(data)})
+    try:
+        results = run_training(config, run, stage, force)
+    except (StageError, FileNotFoundError, ValueError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    for name, result in results.items():
+        if "splits" in result:
+            cells = "  ".join(
+                f"{split} top-1 {m['top1']:.3f} top-3 {m['top3']:.3f} F1 {m['macro_f1']:.3f}"
+                for split, m in result["splits"].items()
+                if split != "train"
+            )
+            typer.echo(f"{name:8s} {cells}")
+        else:
+            typer.echo(f"{name:8s} vocabulary {result['vocabulary']} words")
+    typer.echo(f"run directory: {run}")

@@ -1,0 +1,1 @@
+"""Seed-layout ingestion, cleaning, splitting and the demo data generator (`fbmr data ...`)."""

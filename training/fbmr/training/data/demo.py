@@ -1,0 +1,770 @@
+"""Deterministic demo listings in the exact layout of the real marketplace seed data.
+
+Why: the real sample cannot ship with the repository, yet a stranger must be able to run the
+demo, the training pipeline and the tests with no download. `generate_demo` writes
+`Products.csv`, `Images.csv` and `images/<id>.jpg` as the real seed does, with:
+
+- content that is learnable but not trivial: each category has its own vocabulary and its own
+  visual signature (palette, shape, texture), blurred by shared words, shared colours,
+  distractor shapes, noise, and "hard" listings whose photo or text points elsewhere;
+- every quirk the real loader must clean (bare `\\r` in fields, a duplicated row, a missing
+  label, products without photos, PNG bytes under `.jpg`, a corrupt and a missing photo, an
+  EXIF-rotated JPEG, non-square photos), always present so the demo exercises each rule.
+
+The same seed gives byte-identical files; only `random.Random(seed)` and
+`numpy.random.default_rng(seed)` are used, never global random state.
+"""
+
+import io
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+RGB = tuple[int, int, int]
+
+DEMO_CATEGORIES: tuple[str, ...] = (
+    "Appliances",
+    "Baby & Kids Stuff",
+    "Clothes, Footwear & Accessories",
+    "Computers & Software",
+    "DIY Tools & Materials",
+    "Health & Beauty",
+    "Home & Garden",
+    "Music, Films, Books & Games",
+    "Office Furniture & Equipment",
+    "Other Goods",
+    "Phones, Mobile Phones & Telecoms",
+    "Sports, Leisure & Travel",
+    "Video Games & Consoles",
+)
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What `generate_demo` wrote."""
+
+    out: Path
+    products: int
+    images: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Look:
+    """A category's visual signature."""
+
+    background: RGB
+    foreground: tuple[RGB, RGB]
+    shape: str
+    texture: str
+
+
+@dataclass(frozen=True)
+class _Category:
+    name: str
+    subcategories: tuple[str, ...]
+    words: tuple[str, ...]
+    price: tuple[float, float]
+    look: _Look
+
+
+# fmt: off
+_TABLE: tuple[_Category, ...] = (
+    _Category(
+        "Appliances",
+        ("Kitchen Appliances / Fridges & Freezers", "Kitchen Appliances / Washing Machines",
+         "Small Appliances"),
+        ("fridge", "freezer", "washing", "machine", "dryer", "tumble", "oven", "kettle",
+         "microwave", "toaster", "dishwasher", "cooker", "hob", "hoover", "vacuum", "blender",
+         "integrated", "freestanding", "spin", "defrost", "bosch", "hotpoint"),
+        (10, 600),
+        _Look((235, 236, 240), ((70, 130, 180), (200, 60, 50)), "squares", "gradient"),
+    ),
+    _Category(
+        "Baby & Kids Stuff",
+        ("Prams & Strollers", "Toys / Outdoor Toys", "Nursery & Children's Furniture"),
+        ("pram", "pushchair", "buggy", "cot", "stroller", "nappy", "toddler", "baby", "toys",
+         "lego", "playmat", "bouncer", "carseat", "isofix", "nursery", "infant", "months",
+         "changing", "bottle", "steriliser", "teddy", "doll"),
+        (2, 150),
+        _Look((250, 190, 215), ((120, 200, 230), (255, 226, 110)), "circles", "blotchy"),
+    ),
+    _Category(
+        "Clothes, Footwear & Accessories",
+        ("Women's Clothing / Dresses", "Men's Clothing / Coats & Jackets",
+         "Shoes, Boots & Trainers"),
+        ("dress", "jacket", "coat", "jeans", "shirt", "shoes", "trainers", "heels", "size",
+         "womens", "mens", "leather", "wool", "handbag", "scarf", "necklace", "watch",
+         "designer", "nike", "worn", "hoodie", "skirt"),
+        (2, 120),
+        _Look((150, 30, 100), ((230, 180, 60), (60, 20, 50)), "vstripes", "grain"),
+    ),
+    _Category(
+        "Computers & Software",
+        ("Laptops", "Computers & Accessories / Monitors", "Software"),
+        ("laptop", "computer", "monitor", "mouse", "windows", "ram", "ssd", "processor",
+         "intel", "graphics", "card", "macbook", "software", "usb", "hdmi", "desktop", "tower",
+         "router", "dell", "lenovo", "ghz", "webcam"),
+        (20, 1500),
+        _Look((20, 50, 100), ((0, 200, 220), (150, 150, 160)), "dots", "scanlines"),
+    ),
+    _Category(
+        "DIY Tools & Materials",
+        ("Power Tools", "Hand Tools", "Building Materials / Timber, Tiles & Bricks"),
+        ("drill", "saw", "hammer", "screwdriver", "cordless", "battery", "makita", "dewalt",
+         "timber", "plywood", "tiles", "paint", "ladder", "workbench", "spanner", "sander",
+         "grinder", "nails", "screws", "plasterboard", "toolbox", "mitre"),
+        (5, 400),
+        _Look((230, 130, 20), ((245, 215, 0), (60, 60, 60)), "diagonals", "grain"),
+    ),
+    _Category(
+        "Health & Beauty",
+        ("Fragrances", "Make Up & Cosmetics", "Hair Care & Styling / Dryers, Straighteners"),
+        ("perfume", "makeup", "lipstick", "moisturiser", "shampoo", "hair", "straighteners",
+         "nail", "polish", "skincare", "serum", "fragrance", "massage", "eyeshadow", "palette",
+         "beauty", "cream", "spa", "salon", "wax", "tweezers", "lotion"),
+        (2, 80),
+        _Look((190, 150, 240), ((230, 110, 200), (250, 250, 250)), "ellipse", "vignette"),
+    ),
+    _Category(
+        "Home & Garden",
+        ("Dining, Living Room Furniture / Tables", "Garden & Patio / Plants, Pots & Ornaments",
+         "Bedroom Furniture"),
+        ("sofa", "table", "wardrobe", "bed", "mattress", "drawers", "lamp", "rug", "curtains",
+         "cushions", "shelf", "bookcase", "dining", "furniture", "oak", "pine", "plant", "pots",
+         "lawnmower", "shed", "patio", "ornaments"),
+        (5, 2000),
+        _Look((60, 150, 50), ((150, 100, 60), (240, 230, 200)), "triangles", "blotchy"),
+    ),
+    _Category(
+        "Music, Films, Books & Games",
+        ("Musical Instruments / Guitars", "CDs, DVDs & Blu-ray", "Books, Comics & Magazines"),
+        ("guitar", "piano", "vinyl", "records", "dvd", "bluray", "cd", "album", "novel",
+         "paperback", "hardback", "author", "film", "drum", "amp", "violin", "ukulele",
+         "series", "boxset", "edition", "songs", "fiction"),
+        (1, 60),
+        _Look((100, 15, 15), ((220, 200, 150), (40, 10, 10)), "hstripes", "vignette"),
+    ),
+    _Category(
+        "Office Furniture & Equipment",
+        ("Office Chairs", "Printers, Scanners & Shredders", "Desks & Workstations"),
+        ("filing", "stationery", "shredder", "whiteboard", "laminator", "projector", "swivel",
+         "ergonomic", "office", "meeting", "conference", "paper", "ink", "cartridges",
+         "staples", "pedestal", "partition", "reception", "calculator", "binders", "folders",
+         "scanner"),
+        (10, 900),
+        _Look((140, 140, 135), ((40, 60, 90), (205, 205, 190)), "concentric", "gradient"),
+    ),
+    _Category(
+        "Other Goods",
+        ("Collectables", "Wedding & Party / Decorations", "Job Lots"),
+        ("job", "lot", "antique", "collectable", "coins", "stamps", "tickets", "pallet",
+         "crafts", "fabric", "candles", "wedding", "party", "decorations", "christmas",
+         "hamper", "bundle", "gift", "memorabilia", "figurines", "sewing", "assorted"),
+        (1, 500),
+        _Look((150, 125, 60), ((120, 70, 30), (90, 160, 160)), "crosses", "blotchy"),
+    ),
+    _Category(
+        "Phones, Mobile Phones & Telecoms",
+        ("Mobile Phones / Apple iPhone", "Mobile Phones / Samsung",
+         "Accessories / Cases, Covers & Skins"),
+        ("iphone", "samsung", "galaxy", "unlocked", "network", "sim", "pixel", "huawei",
+         "android", "case", "protector", "gb", "storage", "mobile", "phone", "smartwatch",
+         "airpods", "earbuds", "vodafone", "landline", "handset", "cracked"),
+        (10, 1200),
+        _Look((15, 15, 20), ((185, 185, 205), (50, 120, 240)), "rings", "vignette"),
+    ),
+    _Category(
+        "Sports, Leisure & Travel",
+        ("Bicycles / Mountain Bikes", "Camping & Hiking", "Fitness & Gym Equipment"),
+        ("tent", "camping", "golf", "clubs", "football", "tennis", "racket", "treadmill",
+         "weights", "dumbbells", "gym", "fishing", "rod", "reel", "kayak", "paddle", "helmet",
+         "skis", "wetsuit", "rucksack", "suitcase", "yoga"),
+        (5, 1500),
+        _Look((40, 140, 230), ((250, 250, 250), (240, 90, 30)), "star", "grain"),
+    ),
+    _Category(
+        "Video Games & Consoles",
+        ("Consoles", "Games", "Accessories / Controllers & Headsets"),
+        ("playstation", "ps4", "ps5", "xbox", "nintendo", "switch", "console", "controller",
+         "joypad", "wii", "sega", "retro", "cartridge", "disc", "fifa", "mario", "pokemon",
+         "zelda", "multiplayer", "gamepad", "handheld", "gameboy"),
+        (5, 500),
+        _Look((20, 130, 130), ((250, 230, 40), (200, 40, 150)), "checkerboard", "scanlines"),
+    ),
+)
+
+# Words that two or three related categories share, so that text alone is not decisive.
+_SHARED_WORDS: dict[str, tuple[int, ...]] = {
+    "screen": (3, 10, 12), "cable": (3, 12), "charger": (3, 10), "keyboard": (3, 7),
+    "printer": (3, 8), "kitchen": (0, 6), "electric": (0, 4), "dryer": (0, 5),
+    "chair": (1, 8), "kids": (1, 2), "bike": (1, 11), "books": (1, 7), "bag": (2, 11),
+    "boots": (2, 11), "mirror": (5, 6), "brush": (4, 5), "garden": (4, 6), "desk": (6, 8),
+    "games": (7, 12), "vintage": (7, 9), "headphones": (7, 10), "toner": (5, 8),
+}
+
+# Seller boilerplate that every category uses.
+_FILLER = (
+    "condition", "collection", "only", "used", "good", "working", "great", "cash", "pick",
+    "up", "excellent", "very", "item", "sale", "offers", "please", "message", "smoke", "free",
+    "home", "pet", "no", "time", "wasters", "bargain", "new", "brand", "barely", "original",
+    "box", "local", "delivery", "can", "price", "firm", "quick", "clean", "fully", "order",
+    "still", "like", "the", "and", "with", "in", "for",
+)
+
+_TITLE_ADJECTIVES = (
+    "Vintage", "Large", "Small", "Brand New", "Used", "Quality", "Boxed", "Immaculate",
+    "Black", "White", "Grey", "Kids", "Set of",
+)
+
+_PLACES: tuple[tuple[str, str], ...] = (
+    ("Reading", "Berkshire"), ("Guildford", "Surrey"), ("Bath", "Somerset"),
+    ("York", "North Yorkshire"), ("Leeds", "West Yorkshire"), ("Norwich", "Norfolk"),
+    ("Exeter", "Devon"), ("Truro", "Cornwall"), ("Oxford", "Oxfordshire"),
+    ("Cambridge", "Cambridgeshire"), ("Chester", "Cheshire"), ("Lancaster", "Lancashire"),
+    ("Inverness", "Highland"), ("Perth", "Perth and Kinross"), ("Cardiff", "South Glamorgan"),
+    ("Durham", "County Durham"), ("Derby", "Derbyshire"), ("Lincoln", "Lincolnshire"),
+    ("Ipswich", "Suffolk"), ("Brighton", "East Sussex"), ("Belfast", "County Antrim"),
+)
+# fmt: on
+
+_INCHES = (5, 7, 10, 13, 15, 24, 27, 32, 42, 55)
+_PRODUCTS_HEADER = ",id,product_name,category,product_description,price,location\n"
+_IMAGES_HEADER = ",id,product_id,bucket_link,image_ref,create_time\r\n"
+_IMAGE_REF_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_JPEG_QUALITY = 90
+# Share of photos whose background comes from another category: colour is a strong clue, but
+# the shape must carry the rest, as in real photos where backgrounds are shared.
+_BACKGROUND_SWAP = 0.1
+# Photo quirks, one photo each; non-square ("wide") photos are counted separately.
+_PHOTO_QUIRKS = ("png", "corrupt", "missing", "exif")
+
+
+@dataclass
+class _Product:
+    id: str
+    path: str
+    name: str
+    description: str
+    price: str
+    location: str
+    look: _Look
+    roles: tuple[str, ...]
+    photo_kinds: list[str]
+
+
+@dataclass(frozen=True)
+class _Photo:
+    id: str
+    product_id: str
+    kind: str
+    look: _Look
+    ref: str
+    created: str
+
+
+def generate_demo(
+    out: Path,
+    products_per_category: int = 24,
+    image_size: int = 128,
+    seed: int = 0,
+    hard_fraction: float = 0.1,
+    progress: bool = True,
+) -> DemoSummary:
+    """Write demo `Products.csv`, `Images.csv` and `images/` into `out` (new or empty).
+
+    Each of the 13 categories gets `products_per_category` labelled listings; one unlabelled
+    listing and one exact duplicate row are added on top. `hard_fraction` of the labelled
+    listings have a photo or (never both) a text drawn from another category.
+    Raises FileExistsError if `out` holds anything, ValueError for out-of-range arguments.
+    """
+    _validate(products_per_category, image_size, hard_fraction)
+    out = Path(out)
+    _prepare_out(out)
+    start = time.perf_counter()
+    rnd = random.Random(seed)
+    products = _plan_products(rnd, products_per_category, hard_fraction)
+    photos = _plan_photos(rnd, products)
+    rows = _with_duplicate(rnd, products)
+    _write_products_csv(out / "Products.csv", rows)
+    _write_images_csv(out / "Images.csv", photos)
+    pixels = np.random.default_rng(seed)
+    for photo in tqdm(photos, desc="demo photos", unit="photo", disable=not progress):
+        _write_photo(out / "images" / f"{photo.id}.jpg", photo, image_size, pixels)
+    return DemoSummary(out, len(rows), len(photos), time.perf_counter() - start)
+
+
+def _validate(products_per_category: int, image_size: int, hard_fraction: float) -> None:
+    if products_per_category < 3:
+        raise ValueError(
+            f"products_per_category must be at least 3 (got {products_per_category}): "
+            "every quirk and both halves of a split need listings"
+        )
+    if not 32 <= image_size <= 1024:
+        raise ValueError(f"image_size must be between 32 and 1024 pixels (got {image_size})")
+    if not 0 <= hard_fraction <= 0.5:
+        raise ValueError(f"hard_fraction must be between 0 and 0.5 (got {hard_fraction})")
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(
+            f"{out} already exists and is not an empty folder; "
+            "the demo never overwrites: pass a new or empty folder"
+        )
+    (out / "images").mkdir(parents=True, exist_ok=True)
+
+
+def _uuid(rnd: random.Random) -> str:
+    return str(uuid.UUID(int=rnd.getrandbits(128), version=4))
+
+
+# --- listings ---------------------------------------------------------------------------
+
+
+def _category_words(index: int) -> tuple[str, ...]:
+    shared = tuple(w for w, owners in _SHARED_WORDS.items() if index in owners)
+    return _TABLE[index].words + shared
+
+
+def _plan_products(rnd: random.Random, per_category: int, hard_fraction: float) -> list[_Product]:
+    """Labelled listings in shuffled order, roles assigned, plus the unlabelled one."""
+    labels = [c for c in range(len(_TABLE)) for _ in range(per_category)]
+    rnd.shuffle(labels)
+    roles = _assign_roles(rnd, len(labels), hard_fraction)
+    products = [_make_product(rnd, label, roles.get(i, ())) for i, label in enumerate(labels)]
+    unlabelled = _make_product(rnd, rnd.randrange(len(_TABLE)), ())
+    unlabelled.path = ""
+    products.insert(rnd.randrange(len(products) + 1), unlabelled)
+    return products
+
+
+def _assign_roles(rnd: random.Random, n: int, hard_fraction: float) -> dict[int, tuple[str, ...]]:
+    """Which listing carries which quirk or hardness; quirks always land on distinct listings."""
+    n_cr = max(4, n // 20)
+    n_wide = max(3, n // 40)
+    quirks = (
+        ["no_photo", "no_photo", "duplicate"]
+        + ["cr_bare", "cr_quoted"] * (n_cr // 2)
+        + list(_PHOTO_QUIRKS)
+        + ["wide"] * n_wide
+    )
+    chosen = rnd.sample(range(n), len(quirks))
+    roles: dict[int, tuple[str, ...]] = {i: (q,) for i, q in zip(chosen, quirks, strict=True)}
+    # Hard listings avoid the photo-less ones, whose hardness would go unseen.
+    free = [i for i in range(n) if roles.get(i) != ("no_photo",)]
+    hard = rnd.sample(free, min(len(free), round(hard_fraction * n)))
+    for k, i in enumerate(hard):
+        roles[i] = (*roles.get(i, ()), "image_hard" if k % 2 == 0 else "text_hard")
+    return roles
+
+
+def _make_product(rnd: random.Random, label: int, roles: Sequence[str]) -> _Product:
+    category = _TABLE[label]
+    other = rnd.choice([c for c in range(len(_TABLE)) if c != label])
+    text_source = other if "text_hard" in roles else label
+    look = _TABLE[other].look if "image_hard" in roles else category.look
+    title = _title(rnd, _category_words(text_source))
+    description = _description(rnd, label, other if "text_hard" in roles else None)
+    if "cr_bare" in roles:
+        description = _with_carriage_return(rnd, description, quoted=False)
+    elif "cr_quoted" in roles:
+        description = _with_carriage_return(rnd, description, quoted=True)
+    town, county = rnd.choice(_PLACES)
+    # Most real titles name town and county; a few name the town only.
+    where = f"{town}, {county}" if rnd.random() < 0.9 else town
+    return _Product(
+        id=_uuid(rnd),
+        path=f"{category.name} / {rnd.choice(category.subcategories)}",
+        name=f"{title} | in {where} | Gumtree",
+        description=description,
+        price=_price(rnd, *category.price),
+        location=f"{town}, {county}",
+        look=look,
+        roles=tuple(roles),
+        photo_kinds=_photo_kinds(rnd, roles),
+    )
+
+
+def _photo_kinds(rnd: random.Random, roles: Sequence[str]) -> list[str]:
+    if "no_photo" in roles:
+        return []
+    special = next((r for r in roles if r in (*_PHOTO_QUIRKS, "wide")), None)
+    if special is not None:
+        # A second, ordinary photo keeps the listing usable once its odd photo is dropped.
+        return [special, "square"]
+    return ["square"] * (1 if rnd.random() < 0.2 else 2)
+
+
+def _title(rnd: random.Random, words: Sequence[str]) -> str:
+    nouns = [w.capitalize() for w in rnd.sample(words, rnd.randint(1, 2))]
+    if rnd.random() < 0.5:
+        nouns.insert(0, rnd.choice(_TITLE_ADJECTIVES))
+    return " ".join(nouns)
+
+
+def _description(rnd: random.Random, label: int, other: int | None) -> str:
+    """10-40 words: own vocabulary mixed with filler; a text-hard one uses `other`'s instead."""
+    if other is None:
+        pools, weights = (_category_words(label), _FILLER), (0.45, 0.55)
+    else:
+        pools, weights = (_category_words(other), _FILLER), (0.3, 0.7)
+    words = [rnd.choice(rnd.choices(pools, weights)[0]) for _ in range(rnd.randint(10, 40))]
+    words = [
+        f'{rnd.choice(_INCHES)}" {w}' if w == "screen" and rnd.random() < 0.5 else w for w in words
+    ]
+    return _sentences(rnd, words)
+
+
+def _sentences(rnd: random.Random, words: list[str]) -> str:
+    """Group words into sentences; some are glued with no space, as where sellers' line
+    breaks were lost (`working orderCollection only`)."""
+    text, i = "", 0
+    while i < len(words):
+        n = rnd.randint(4, 9)
+        chunk = [w + ("," if rnd.random() < 0.08 else "") for w in words[i : i + n]]
+        sentence = " ".join(chunk).rstrip(",")
+        sentence = sentence[0].upper() + sentence[1:]
+        if text:
+            text += "" if rnd.random() < 0.25 else ". "
+        text += sentence
+        i += n
+    return text
+
+
+def _with_carriage_return(rnd: random.Random, description: str, quoted: bool) -> str:
+    """Put bare `\\r` between words, as the real data's lost line breaks do. A field with no
+    comma or quote is written unquoted, the harder case for a parser."""
+    if quoted:
+        description = description.replace(" ", ", ", 1) if "," not in description else description
+    else:
+        description = description.replace(",", "").replace('"', "")
+    words = description.split(" ")
+    for _ in range(rnd.randint(1, 3)):
+        k = rnd.randrange(1, len(words))
+        words[k] = "\r" + words[k][:1].upper() + words[k][1:]
+    return " ".join(words).replace(" \r", "\r")
+
+
+def _price(rnd: random.Random, low: float, high: float) -> str:
+    # Log-uniform: cheap listings are common, expensive ones rare, as on the real marketplace.
+    value = math.exp(rnd.uniform(math.log(low), math.log(high)))
+    pence = rnd.choice((0.0, 0.0, 0.0, 0.5, 0.99))
+    return f"£{math.floor(value) + pence:,.2f}"
+
+
+def _with_duplicate(rnd: random.Random, products: list[_Product]) -> list[_Product]:
+    """Rows as written: the listing chosen for duplication appears a second time, later on."""
+    source = next(i for i, p in enumerate(products) if "duplicate" in p.roles)
+    rows = list(products)
+    rows.insert(rnd.randint(source + 1, len(rows)), products[source])
+    return rows
+
+
+def _plan_photos(rnd: random.Random, products: Sequence[_Product]) -> list[_Photo]:
+    first_day = date(2022, 1, 1)
+    return [
+        _Photo(
+            id=_uuid(rnd),
+            product_id=product.id,
+            kind=kind,
+            look=product.look,
+            ref="".join(rnd.choices(_IMAGE_REF_CHARS, k=16)),
+            created=(first_day + timedelta(days=rnd.randrange(90))).isoformat(),
+        )
+        for product in products
+        for kind in product.photo_kinds
+    ]
+
+
+# --- CSV files ----------------------------------------------------------------------------
+
+
+def _field(value: str) -> str:
+    # Quote only where a comma, quote or newline forces it: a bare \r stays unquoted, as in
+    # the real export, which is why the csv module (it would quote \r) is not used.
+    if any(c in value for c in ',"\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _write_products_csv(path: Path, rows: Sequence[_Product]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write(_PRODUCTS_HEADER)
+        for i, p in enumerate(rows):
+            fields = (p.id, p.name, p.path, p.description, p.price, p.location)
+            f.write(",".join([str(i), *map(_field, fields)]) + "\n")
+
+
+def _write_images_csv(path: Path, photos: Sequence[_Photo]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write(_IMAGES_HEADER)
+        for i, photo in enumerate(photos):
+            link = f"https://example-bucket.invalid/images/{photo.id}.jpg"
+            fields = (photo.id, photo.product_id, link, photo.ref, photo.created)
+            # The real Images.csv ends its rows with \r\n, unlike Products.csv.
+            f.write(",".join([str(i), *map(_field, fields)]) + "\r\n")
+
+
+# --- photos -------------------------------------------------------------------------------
+
+_Drawer = Callable[[ImageDraw.ImageDraw, np.random.Generator, int, int, list[RGB]], None]
+
+
+def _write_photo(path: Path, photo: _Photo, size: int, rng: np.random.Generator) -> None:
+    if photo.kind == "missing":
+        return  # listed in Images.csv, absent from images/
+    if photo.kind in ("wide", "exif"):
+        # Not padded: these exercise the loader's own padding to a square.
+        image = _render(photo.look, rng, round(1.5 * size), size)
+    else:
+        image = _framed(photo.look, rng, size)
+    buffer = io.BytesIO()
+    if photo.kind == "png":
+        image.save(buffer, format="PNG")
+    elif photo.kind == "exif":
+        # Pixels stored rotated so that applying orientation 6 (90° clockwise) shows them upright.
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        stored = image.transpose(Image.Transpose.ROTATE_90)
+        stored.save(buffer, format="JPEG", quality=_JPEG_QUALITY, exif=exif)
+    else:
+        image.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
+    data = buffer.getvalue()
+    path.write_bytes(data[:200] if photo.kind == "corrupt" else data)
+
+
+def _framed(look: _Look, rng: np.random.Generator, size: int) -> Image.Image:
+    """A photo of random aspect ratio padded with black to a square, like the cleaned seed."""
+    ratio = 1.0 if rng.random() < 0.4 else rng.uniform(0.7, 0.95)
+    short = round(size * ratio)
+    width, height = (size, short) if rng.random() < 0.5 else (short, size)
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(_render(look, rng, width, height), ((size - width) // 2, (size - height) // 2))
+    return canvas
+
+
+def _render(look: _Look, rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    # One lighting shift for the whole photo, plus a little per-colour jitter.
+    shift = rng.integers(-15, 16, 3)
+    background = look.background
+    if rng.random() < _BACKGROUND_SWAP:
+        background = _TABLE[int(rng.integers(len(_TABLE)))].look.background
+    image = Image.new("RGB", (width, height), _jitter(rng, background, shift))
+    draw = ImageDraw.Draw(image)
+    _SHAPES[look.shape](draw, rng, width, height, [_jitter(rng, c, shift) for c in look.foreground])
+    _distractors(draw, rng, width, height)
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels = _TEXTURES[look.texture](pixels, rng)
+    pixels += 5.0 * rng.standard_normal(pixels.shape, dtype=np.float32)  # sensor noise, always
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _jitter(rng: np.random.Generator, colour: RGB, shift: np.ndarray) -> RGB:
+    r, g, b = np.clip(np.array(colour) + shift + rng.integers(-10, 11, 3), 0, 255)
+    return int(r), int(g), int(b)
+
+
+def _pick(rng: np.random.Generator, colours: Sequence[RGB]) -> RGB:
+    return colours[int(rng.integers(len(colours)))]
+
+
+def _rotated(
+    cx: float, cy: float, points: Sequence[tuple[float, float]], angle: float
+) -> list[tuple[float, float]]:
+    cos, sin = math.cos(angle), math.sin(angle)
+    return [(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in points]
+
+
+def _radial(radii: Sequence[float]) -> list[tuple[float, float]]:
+    """Evenly spaced vertices at the given distances from the centre."""
+    step = 2 * math.pi / len(radii)
+    return [(r * math.cos(k * step), r * math.sin(k * step)) for k, r in enumerate(radii)]
+
+
+def _scattered(
+    rng: np.random.Generator, width: int, height: int, count: tuple[int, int], scale: tuple
+) -> list[tuple[float, float, float, float]]:
+    """Random (x, y, radius, angle) placements."""
+    m = min(width, height)
+    return [
+        (
+            rng.uniform(0, width),
+            rng.uniform(0, height),
+            m * rng.uniform(*scale),
+            rng.uniform(0, 2 * math.pi),
+        )
+        for _ in range(int(rng.integers(*count)))
+    ]
+
+
+def _polygons(sides: int) -> _Drawer:
+    def draw_polygons(draw, rng, width, height, colours):
+        for x, y, r, angle in _scattered(rng, width, height, (3, 6), (0.1, 0.25)):
+            draw.polygon(_rotated(x, y, _radial([r] * sides), angle), fill=_pick(rng, colours))
+
+    return draw_polygons
+
+
+def _circles(draw, rng, width, height, colours):
+    for x, y, r, _ in _scattered(rng, width, height, (3, 7), (0.08, 0.22)):
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=_pick(rng, colours))
+
+
+def _rings(draw, rng, width, height, colours):
+    for x, y, r, _ in _scattered(rng, width, height, (2, 5), (0.15, 0.3)):
+        thickness = max(2, round(r * rng.uniform(0.15, 0.3)))
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=_pick(rng, colours), width=thickness)
+
+
+def _crosses(draw, rng, width, height, colours):
+    for x, y, r, angle in _scattered(rng, width, height, (2, 5), (0.12, 0.25)):
+        a = r * 0.3
+        arm = [(a, -a), (a, -r), (-a, -r), (-a, -a), (-r, -a), (-r, a),
+               (-a, a), (-a, r), (a, r), (a, a), (r, a), (r, -a)]  # fmt: skip
+        draw.polygon(_rotated(x, y, arm, angle), fill=_pick(rng, colours))
+
+
+def _star(draw, rng, width, height, colours):
+    for x, y, r, angle in _scattered(rng, width, height, (1, 3), (0.22, 0.4)):
+        points = _radial([r, r * 0.4] * 5)
+        draw.polygon(_rotated(x, y, points, angle), fill=_pick(rng, colours))
+
+
+def _ellipses(draw, rng, width, height, colours):
+    for x, y, r, angle in _scattered(rng, width, height, (1, 4), (0.2, 0.4)):
+        squash = rng.uniform(0.35, 0.6)
+        outline = [(r * math.cos(t), squash * r * math.sin(t)) for t in np.linspace(0, 6.28, 36)]
+        draw.polygon(_rotated(x, y, outline, angle), fill=_pick(rng, colours))
+
+
+def _stripes(
+    angles: tuple[float, ...], period: tuple[float, float], fill: tuple[float, float]
+) -> _Drawer:
+    """Parallel lines at one of `angles` degrees (± jitter), alternating the two colours."""
+
+    def draw_stripes(draw, rng, width, height, colours):
+        step = min(width, height) * rng.uniform(*period)
+        thickness = max(1, round(step * rng.uniform(*fill)))
+        tilt = math.radians(rng.choice(angles) + rng.uniform(-12, 12))
+        dx, dy = math.cos(tilt), math.sin(tilt)
+        reach = math.hypot(width, height)
+        offset = rng.uniform(0, step)
+        lines = int(reach / step) + 1
+        for k in range(-lines, lines + 1):
+            cx = width / 2 - dy * (k * step + offset)
+            cy = height / 2 + dx * (k * step + offset)
+            ends = [(cx - dx * reach, cy - dy * reach), (cx + dx * reach, cy + dy * reach)]
+            draw.line(ends, fill=colours[k % 2], width=thickness)
+
+    return draw_stripes
+
+
+def _checkerboard(draw, rng, width, height, colours):
+    cell = min(width, height) * rng.uniform(0.08, 0.16)
+    x0, y0 = width * rng.uniform(0, 0.3), height * rng.uniform(0, 0.3)
+    x1, y1 = width * rng.uniform(0.7, 1), height * rng.uniform(0.7, 1)
+    for i in range(int((x1 - x0) / cell) + 1):
+        for j in range(int((y1 - y0) / cell) + 1):
+            left, top = x0 + i * cell, y0 + j * cell
+            draw.rectangle((left, top, left + cell, top + cell), fill=colours[(i + j) % 2])
+
+
+def _dots(draw, rng, width, height, colours):
+    spacing = min(width, height) * rng.uniform(0.1, 0.18)
+    r = spacing * rng.uniform(0.2, 0.35)
+    ox, oy = rng.uniform(0, spacing, 2)
+    for j in range(int(height / spacing) + 1):
+        for i in range(int(width / spacing) + 1):
+            x, y = ox + i * spacing, oy + j * spacing
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=colours[j % 2])
+
+
+def _concentric(draw, rng, width, height, colours):
+    x, y = width * rng.uniform(0.3, 0.7), height * rng.uniform(0.3, 0.7)
+    angle = rng.uniform(-0.3, 0.3)
+    step = min(width, height) * rng.uniform(0.06, 0.1)
+    rings = int(rng.integers(3, 7))
+    for k in range(rings, 0, -1):  # largest first, so each smaller square stays visible
+        half = k * step
+        square = [(-half, -half), (half, -half), (half, half), (-half, half)]
+        draw.polygon(_rotated(x, y, square, angle), fill=colours[k % 2])
+
+
+_SHAPES: dict[str, _Drawer] = {
+    "circles": _circles,
+    "squares": _polygons(4),
+    "triangles": _polygons(3),
+    "hstripes": _stripes((0,), (0.15, 0.3), (0.35, 0.6)),
+    "vstripes": _stripes((90,), (0.15, 0.3), (0.35, 0.6)),
+    "diagonals": _stripes((45, 135), (0.07, 0.12), (0.15, 0.3)),
+    "checkerboard": _checkerboard,
+    "rings": _rings,
+    "crosses": _crosses,
+    "dots": _dots,
+    "star": _star,
+    "ellipse": _ellipses,
+    "concentric": _concentric,
+}
+
+
+def _distractors(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int
+) -> None:
+    """Small shapes of any colour, as the clutter around a real listed item."""
+    for x, y, r, _ in _scattered(rng, width, height, (2, 5), (0.03, 0.09)):
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+        else:
+            draw.rectangle((x - r, y - r / 2, x + r, y + r / 2), fill=colour)
+
+
+def _grain(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return pixels + 14.0 * rng.standard_normal(pixels.shape, dtype=np.float32)
+
+
+def _blotchy(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width, _ = pixels.shape
+    cells = rng.normal(0.0, 22.0, (6, 6, 1))
+    return pixels + cells[np.arange(height) * 6 // height][:, np.arange(width) * 6 // width]
+
+
+def _scanlines(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    period = int(rng.integers(2, 5))
+    dark = (np.arange(pixels.shape[0]) % period == 0)[:, None, None]
+    return pixels * np.where(dark, 0.72, 1.0)
+
+
+def _vignette(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width, _ = pixels.shape
+    yy, xx = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j]
+    strength = rng.uniform(0.2, 0.35)
+    return pixels * (1.0 - strength * (xx**2 + yy**2))[..., None]
+
+
+def _gradient(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width, _ = pixels.shape
+    yy, xx = np.mgrid[0 : 1 : height * 1j, 0 : 1 : width * 1j]
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = math.cos(angle) * xx + math.sin(angle) * yy
+    ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+    return pixels * (0.75 + 0.4 * ramp)[..., None]
+
+
+_TEXTURES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "grain": _grain,
+    "blotchy": _blotchy,
+    "scanlines": _scanlines,
+    "vignette": _vignette,
+    "gradient": _gradient,
+}

@@ -1,0 +1,269 @@
+"""The training loop every stage shares: epochs with tqdm progress, early stopping on validation
+top-1, atomic checkpoints, resume after an interruption, and the stage's report (metrics.json,
+training curves, confusion matrix).
+
+A stage folder holds:
+    last.pt        model and optimizer after the latest epoch (for resume)
+    best.pt        model with the best validation top-1 (what later stages and export read)
+    history.json   per-epoch loss and top-1, train and validation
+    metrics.json   top-1, top-3 and macro-F1 per split of the best model; written last, so its
+                   presence marks the stage as complete
+    curves.png, confusion.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, f1_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from fbmr.training import plots
+
+CHECKPOINT_FORMAT = "fbmr.checkpoint/1"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 1e-4
+    patience: int = 3
+    seed: int = 0
+    workers: int = 0
+    progress: bool = True
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when asked for or, with "auto", when present; else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by this module; tensors and plain data only (weights_only)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an fbmr checkpoint")
+    return checkpoint
+
+
+def is_complete(stage_dir: Path) -> bool:
+    return (stage_dir / "metrics.json").is_file() and (stage_dir / "best.pt").is_file()
+
+
+def make_loader(data: Dataset, settings: FitSettings, shuffle: bool, epoch: int = 0) -> DataLoader:
+    # A generator seeded per epoch makes the order of a resumed epoch the same as uninterrupted.
+    generator = torch.Generator().manual_seed(settings.seed + epoch)
+    return DataLoader(
+        data,
+        batch_size=settings.batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=settings.workers,
+    )
+
+
+def _to(batch, device: torch.device) -> list[torch.Tensor]:
+    return [t.to(device, non_blocking=True) for t in batch]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: Dataset, settings: FitSettings, device: torch.device, desc: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, logits, targets) of a dataset whose items end with the target."""
+    model.eval()
+    embeddings, logits, targets = [], [], []
+    loader = make_loader(data, settings, shuffle=False)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not settings.progress):
+        *inputs, target = _to(batch, device)
+        embedding, logit = model(*inputs)
+        embeddings.append(embedding.float().cpu())
+        logits.append(logit.float().cpu())
+        targets.append(target.cpu())
+    return torch.cat(embeddings).numpy(), torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def classification_metrics(logits: np.ndarray, targets: np.ndarray, num_classes: int) -> dict:
+    top3 = np.argsort(-logits, axis=1)[:, :3]
+    predicted = top3[:, 0]
+    return {
+        "count": len(targets),
+        "top1": float((predicted == targets).mean()) if len(targets) else float("nan"),
+        "top3": float((top3 == targets[:, None]).any(axis=1).mean())
+        if len(targets)
+        else float("nan"),
+        "macro_f1": float(
+            f1_score(
+                targets, predicted, average="macro", labels=range(num_classes), zero_division=0
+            )
+        ),
+    }
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    stage_dir: Path,
+    settings: FitSettings,
+    device: torch.device,
+    checkpoint_fields: dict,
+    saved: nn.Module | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train `model` (items: inputs..., target; output: embedding, logits) with early stopping,
+    resuming from `stage_dir/last.pt` when it exists. `saved` is what checkpoints store (the full
+    model when `model` trains only a part of it, such as a head over cached features)."""
+    saved = saved or model
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict] = []
+    best_top1, bad_epochs, start = -1.0, 0, 0
+    last_path = stage_dir / "last.pt"
+    if last_path.is_file():
+        last = load_checkpoint(last_path)
+        if last.get("meta") != checkpoint_fields.get("meta"):
+            raise ValueError(
+                f"{last_path} was written by a model of another shape ({last.get('meta')}); "
+                "resume with the same settings, or retrain the stage with --force"
+            )
+        saved.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        history, best_top1, bad_epochs = last["history"], last["best_top1"], last["bad_epochs"]
+        start = last["epoch"] + 1
+        tqdm.write(f"{stage_dir.name}: resuming after epoch {last['epoch']}")
+
+    for epoch in range(start, settings.epochs):
+        if bad_epochs >= settings.patience:
+            break
+        torch.manual_seed(settings.seed + epoch)  # dropout and augmentation, resumable
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        loader = make_loader(train, settings, shuffle=True, epoch=epoch)
+        bar = tqdm(loader, desc=f"{stage_dir.name} epoch {epoch}", disable=not settings.progress)
+        for batch in bar:
+            *inputs, target = _to(batch, device)
+            _, logits = model(*inputs)
+            loss = loss_fn(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(target)
+            correct += (logits.argmax(1) == target).sum().item()
+            seen += len(target)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", top1=f"{correct / seen:.3f}")
+        _, val_logits, val_targets = predict(model, val, settings, device, "validation")
+        val_loss = float(loss_fn(torch.from_numpy(val_logits), torch.from_numpy(val_targets)))
+        record = {
+            "epoch": epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "train_top1": correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_top1": float((val_logits.argmax(1) == val_targets).mean()),
+        }
+        history.append(record)
+        tqdm.write(
+            f"{stage_dir.name} epoch {epoch}: train loss {record['train_loss']:.3f} "
+            f"top-1 {record['train_top1']:.3f} | val loss {val_loss:.3f} "
+            f"top-1 {record['val_top1']:.3f}"
+        )
+        if record["val_top1"] > best_top1:
+            best_top1, bad_epochs = record["val_top1"], 0
+            save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    **checkpoint_fields,
+                    "model": saved.state_dict(),
+                    "epoch": epoch,
+                    "val_top1": best_top1,
+                },
+                stage_dir / "best.pt",
+            )
+        else:
+            bad_epochs += 1
+        save_atomic(
+            {
+                "format": CHECKPOINT_FORMAT,
+                **checkpoint_fields,
+                "model": saved.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "best_top1": best_top1,
+                "bad_epochs": bad_epochs,
+            },
+            last_path,
+        )
+        write_json(stage_dir / "history.json", history)
+        if on_epoch is not None:
+            on_epoch(record)
+    saved.load_state_dict(load_checkpoint(stage_dir / "best.pt")["model"])
+    return history
+
+
+def report(
+    stage_dir: Path,
+    title: str,
+    history: list[dict],
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]],
+    classes: tuple[str, ...],
+    extra: dict | None = None,
+) -> dict:
+    """metrics.json (per split: top-1, top-3, macro-F1), curves.png and confusion.png (on the
+    test split, or validation when there is no test split)."""
+    metrics = {
+        split: classification_metrics(logits, targets, len(classes))
+        for split, (logits, targets) in predictions.items()
+    }
+    plots.training_curves(history, stage_dir / "curves.png", title)
+    shown = "test" if len(predictions.get("test", ((), ()))[1]) else "val"
+    logits, targets = predictions[shown]
+    matrix = confusion_matrix(targets, logits.argmax(1), labels=range(len(classes)))
+    plots.confusion_matrix(matrix, classes, stage_dir / "confusion.png", f"{title}: {shown} split")
+    best = max(history, key=lambda h: h["val_top1"]) if history else {}
+    result = {
+        "stage": stage_dir.name,
+        "splits": metrics,
+        "best_epoch": best.get("epoch"),
+        **(extra or {}),
+    }
+    write_json(stage_dir / "metrics.json", result)
+    return result

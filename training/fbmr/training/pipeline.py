@@ -1,0 +1,85 @@
+"""Runs training stages in order on a run directory, skipping the ones already complete."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from fbmr.training.config import Stage, TrainConfig
+from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.engine import is_complete, pick_device, seed_everything
+from fbmr.training.stages.fusion import train_fusion
+from fbmr.training.stages.image import train_image
+from fbmr.training.stages.text import train_text
+from fbmr.training.stages.word2vec import train_word2vec
+
+log = logging.getLogger(__name__)
+
+ORDER = (Stage.word2vec, Stage.image, Stage.text, Stage.fusion)
+# What each stage reads from the stages before it.
+NEEDS = {
+    Stage.word2vec: (),
+    Stage.image: (),
+    Stage.text: ("word2vec/tokenizer.json", "word2vec/vectors.kv"),
+    Stage.fusion: ("word2vec/tokenizer.json", "image/best.pt", "text/best.pt"),
+}
+
+
+class StageError(RuntimeError):
+    """A stage cannot run: what it needs from an earlier stage is missing."""
+
+
+def _complete(stage: Stage, run_dir: Path) -> bool:
+    stage_dir = run_dir / stage
+    if stage == Stage.word2vec:
+        return (stage_dir / "summary.json").is_file()
+    return is_complete(stage_dir)
+
+
+def train(
+    config: TrainConfig, run_dir: Path, stage: Stage = Stage.all, force: bool = False
+) -> dict[str, dict]:
+    """Train `stage` (or all of them in order) into `run_dir`; returns each stage's report.
+
+    A stage that is complete is skipped unless `force`; one that was interrupted resumes from
+    its last checkpoint.
+    """
+    data = PreparedDataset(config.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.json")
+    data.label_map.save(run_dir / "label_map.json")
+    device = pick_device(config.device)
+    stages = ORDER if stage == Stage.all else (stage,)
+    runners: dict[Stage, Callable[[], dict]] = {
+        Stage.word2vec: lambda: train_word2vec(config, data, run_dir / "word2vec"),
+        Stage.image: lambda: train_image(config, data, run_dir, device),
+        Stage.text: lambda: train_text(config, data, run_dir, device),
+        Stage.fusion: lambda: train_fusion(config, data, run_dir, device),
+    }
+    results = {}
+    for current in stages:
+        if _complete(current, run_dir) and not force:
+            log.info(
+                "%s: complete in %s, skipped (--force retrains it)", current, run_dir / current
+            )
+            results[str(current)] = _read_report(current, run_dir)
+            continue
+        missing = [n for n in NEEDS[current] if not (run_dir / n).exists()]
+        if missing:
+            raise StageError(
+                f"{current} needs {', '.join(missing)} in {run_dir}; train the earlier stages "
+                f"first (fbmr train all, or the stage that writes them)"
+            )
+        if force and (run_dir / current).exists():
+            shutil.rmtree(run_dir / current)
+        seed_everything(config.seed)
+        results[str(current)] = runners[current]()
+    return results
+
+
+def _read_report(stage: Stage, run_dir: Path) -> dict:
+    name = "summary.json" if stage == Stage.word2vec else "metrics.json"
+    return json.loads((run_dir / stage / name).read_text())

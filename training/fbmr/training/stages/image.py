@@ -1,0 +1,154 @@
+"""Stage 2: the ResNet image model (transfer learning), in one of two modes:
+
+- finetune: stages before `trainable_from` (layer4 by default) stay frozen; layer4, the
+  projection and the head learn from augmented photos;
+- cached: the whole trunk is frozen, its features are computed once per photo and cached, and
+  only the projection and the head train on them (the CPU-friendly mode).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from fbmr.core.image import ImageSpec
+from fbmr.training.config import ImageMode, TrainConfig
+from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.datasets import PhotoDataset
+from fbmr.training.engine import (
+    SPLITS,
+    FitSettings,
+    fit,
+    make_loader,
+    predict,
+    report,
+    save_atomic,
+    seed_everything,
+)
+from fbmr.training.models import Backbone, ImageModel
+
+
+class _HeadOverFeatures(nn.Module):
+    """The trainable part of an ImageModel, fed with cached trunk features."""
+
+    def __init__(self, model: ImageModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.model.encoder.projection(features)
+        return embedding, self.model.head(embedding)
+
+
+def build_image_model(meta: dict, num_classes: int) -> ImageModel:
+    """An image model of the shape a checkpoint's `meta` describes, for its weights to load into."""
+    return ImageModel(Backbone(meta["backbone"]), num_classes, meta["embedding_dim"], None)
+
+
+@torch.no_grad()
+def _trunk_features(
+    model: ImageModel, photos: PhotoDataset, settings: FitSettings, device: torch.device, desc: str
+) -> torch.Tensor:
+    model.eval()
+    batches = [
+        model.encoder.trunk(images.to(device)).cpu()
+        for images, _ in tqdm(
+            make_loader(photos, settings, shuffle=False), desc=desc, disable=not settings.progress
+        )
+    ]
+    return torch.cat(batches) if batches else torch.zeros(0)
+
+
+def _cached_features(
+    model: ImageModel,
+    photos: PhotoDataset,
+    path: Path,
+    key: dict,
+    settings: FitSettings,
+    device: torch.device,
+) -> TensorDataset:
+    """Trunk features of every photo of a split, computed once and kept on disk; a cache made
+    with another trunk or other photos is recomputed."""
+    if path.is_file():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached["key"] == key:
+            return TensorDataset(cached["features"], cached["labels"])
+    features = _trunk_features(model, photos, settings, device, f"features {path.stem}")
+    labels = torch.from_numpy(photos.labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({"key": key, "features": features, "labels": labels}, path)
+    return TensorDataset(features, labels)
+
+
+def train_image(
+    config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
+) -> dict:
+    stage_dir = run_dir / "image"
+    classes = data.label_map.classes
+    spec = ImageSpec.for_image_size(config.image_size)
+    seed_everything(config.seed)  # a random trunk must be the same one on resume
+    model = ImageModel(
+        Backbone(config.backbone), len(classes), config.embedding_dim, config.image_weights
+    ).to(device)
+    meta = {
+        "backbone": config.backbone,
+        "embedding_dim": config.embedding_dim,
+        "image_spec": spec.to_dict(),
+        "weights_source": model.weights_source,
+        "mode": str(config.image_mode),
+    }
+    settings = FitSettings(
+        epochs=config.image_epochs,
+        batch_size=config.image_batch_size,
+        lr=config.image_lr,
+        patience=config.patience,
+        seed=config.seed,
+        workers=config.workers,
+        progress=config.progress,
+    )
+    fields = {"stage": "image", "config": config.to_dict(), "classes": list(classes), "meta": meta}
+    photos = {s: PhotoDataset(data, data.images(s), spec, augment=False) for s in SPLITS}
+    if config.image_mode == ImageMode.cached:
+        model.encoder.freeze_until("head")
+        key = {
+            "backbone": config.backbone,
+            "weights": model.weights_source,
+            "seed": config.seed,
+            "image_spec": spec.to_dict(),
+        }
+        sets = {
+            s: _cached_features(
+                model,
+                photos[s],
+                stage_dir / "features" / f"{s}.pt",
+                {**key, "count": len(photos[s])},
+                settings,
+                device,
+            )
+            for s in SPLITS
+        }
+        trainable = _HeadOverFeatures(model)
+        history = fit(
+            trainable, sets["train"], sets["val"], stage_dir, settings, device, fields, saved=model
+        )
+        predictions = {s: predict(trainable, sets[s], settings, device)[1:] for s in SPLITS}
+    else:
+        model.encoder.freeze_until(config.trainable_from)
+        train = PhotoDataset(data, data.images("train"), spec, augment=True)
+        history = fit(model, train, photos["val"], stage_dir, settings, device, fields)
+        predictions = {
+            s: predict(model, photos[s], settings, device, f"eval {s}")[1:] for s in SPLITS
+        }
+    extra = {
+        "unit": "photo",
+        "backbone": config.backbone,
+        "weights": model.weights_source,
+        "mode": str(config.image_mode),
+    }
+    return report(
+        stage_dir, f"image model ({config.backbone})", history, predictions, classes, extra
+    )

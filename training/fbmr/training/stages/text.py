@@ -1,0 +1,61 @@
+"""Stage 3: the text CNN over the word2vec space (embedding initialised from word2vec)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from gensim.models import KeyedVectors
+
+from fbmr.core.text import Tokenizer
+from fbmr.training.config import TrainConfig
+from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.datasets import token_dataset
+from fbmr.training.engine import SPLITS, FitSettings, fit, predict, report
+from fbmr.training.models import TextModel
+from fbmr.training.stages.word2vec import TOKENIZER, VECTORS, embedding_matrix
+
+
+def build_text_model(meta: dict, num_classes: int) -> TextModel:
+    """A text model of the shape a checkpoint's `meta` describes."""
+    return TextModel(
+        num_classes,
+        meta["embedding_dim"],
+        vocab_size=meta["vocab_size"],
+        word_dim=meta["word_dim"],
+        filters=meta["filters"],
+        widths=tuple(meta["widths"]),
+    )
+
+
+def train_text(
+    config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
+) -> dict:
+    stage_dir = run_dir / "text"
+    tokenizer = Tokenizer.load(run_dir / "word2vec" / TOKENIZER)
+    vectors = KeyedVectors.load(str(run_dir / "word2vec" / VECTORS))
+    meta = {
+        "embedding_dim": config.embedding_dim,
+        "vocab_size": tokenizer.vocab_size,
+        "word_dim": vectors.vector_size,
+        "filters": config.text_filters,
+        "widths": list(config.text_widths),
+        "max_length": tokenizer.max_length,
+    }
+    classes = data.label_map.classes
+    model = build_text_model(meta, len(classes))
+    with torch.no_grad():
+        model.encoder.words.weight.copy_(torch.from_numpy(embedding_matrix(vectors, tokenizer)))
+    sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
+    settings = FitSettings(
+        epochs=config.text_epochs,
+        batch_size=config.text_batch_size,
+        lr=config.text_lr,
+        patience=config.patience,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    fields = {"stage": "text", "config": config.to_dict(), "classes": list(classes), "meta": meta}
+    history = fit(model, sets["train"], sets["val"], stage_dir, settings, device, fields)
+    predictions = {s: predict(model, sets[s], settings, device)[1:] for s in SPLITS}
+    return report(stage_dir, "text CNN", history, predictions, classes, {"unit": "product"})
