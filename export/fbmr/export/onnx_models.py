@@ -1,0 +1,266 @@
+"""The trained models as ONNX files, checked for parity against PyTorch before anything is written.
+
+Encoders and heads are separate ONNX models so that Triton's ensembles can chain them and share
+one image encoder between the image and the product classifiers:
+
+    image_encoder        image [3, S, S] FP32           -> image_embedding [E]
+    image_head           image_embedding [E]             -> logits [C], probabilities [C]
+    text_encoder         token_ids [L] INT64             -> text_embedding [E]
+    text_head            text_embedding [E]              -> logits [C], probabilities [C]
+    fusion_text_encoder  token_ids [L] INT64             -> text_embedding [E]
+                         (only when --unfreeze-text changed the text encoder)
+    fusion_head          image_embedding [E], text_embedding [E]
+                                                         -> logits [C], probabilities [C],
+                                                            combined_embedding [E]
+
+Every model has a dynamic leading batch axis.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from fbmr.core.image import ImageSpec, preprocess_batch
+from fbmr.core.text import Tokenizer
+from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.engine import load_checkpoint
+from fbmr.training.models import FusionHead, FusionModel
+from fbmr.training.stages.image import build_image_model
+from fbmr.training.stages.text import build_text_model
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+PARITY_TOLERANCE = 1e-4
+PARITY_SAMPLES = 8
+
+
+class ParityError(RuntimeError):
+    """An ONNX model's outputs differ from PyTorch's beyond the tolerance."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor of a served model, without its batch axis (Triton's `dims`)."""
+
+    name: str
+    dtype: str  # Triton data type: TYPE_FP32, TYPE_INT64
+    dims: tuple[int, ...]
+
+
+class _Encoder(nn.Module):
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class _Head(nn.Module):
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head(embedding)
+        return logits, torch.softmax(logits, dim=1)
+
+
+class _FusionHead(nn.Module):
+    def __init__(self, head: FusionHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(
+        self, image_embedding: torch.Tensor, text_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        combined, logits = self.head(image_embedding, text_embedding)
+        return logits, torch.softmax(logits, dim=1), combined
+
+
+@dataclass
+class OnnxModel:
+    """One model to export: its PyTorch module, its tensors, and the parity inputs."""
+
+    name: str
+    module: nn.Module
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    examples: list[np.ndarray] = field(repr=False)
+
+
+@dataclass
+class RunModels:
+    """What a run directory holds, ready to export."""
+
+    models: list[OnnxModel]
+    classes: list[str]
+    image_spec: ImageSpec
+    tokenizer: Tokenizer
+    # which text encoder the product classifier uses: text_encoder, or fusion_text_encoder
+    product_text_encoder: str
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@torch.no_grad()
+def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
+    """The models of a trained run with parity inputs from its validation data."""
+    image_ckpt = load_checkpoint(run_dir / "image" / "best.pt")
+    text_ckpt = load_checkpoint(run_dir / "text" / "best.pt")
+    fusion_ckpt = load_checkpoint(run_dir / "fusion" / "best.pt")
+    classes = image_ckpt["classes"]
+    if not classes == text_ckpt["classes"] == fusion_ckpt["classes"]:
+        raise ValueError(f"the checkpoints in {run_dir} disagree on the class list")
+    image_model = build_image_model(image_ckpt["meta"], len(classes))
+    image_model.load_state_dict(image_ckpt["model"])
+    text_model = build_text_model(text_ckpt["meta"], len(classes))
+    text_model.load_state_dict(text_ckpt["model"])
+    fusion_meta = fusion_ckpt["meta"]
+    fusion = FusionModel(
+        build_text_model(fusion_meta["text"], len(classes)).encoder,
+        FusionHead(
+            fusion_meta["image_dim"],
+            fusion_meta["text_dim"],
+            len(classes),
+            fusion_meta["embedding_dim"],
+        ),
+    )
+    fusion.load_state_dict(fusion_ckpt["model"])
+    for module in (image_model, text_model, fusion):
+        module.eval()
+
+    spec = ImageSpec.from_dict(image_ckpt["meta"]["image_spec"])
+    tokenizer = Tokenizer.load(run_dir / "word2vec" / "tokenizer.json")
+    data = data or PreparedDataset(image_ckpt["config"]["data"])
+    images = data.images("val").head(PARITY_SAMPLES)
+    products = data.products("val").head(PARITY_SAMPLES)
+    photos = preprocess_batch([data.image_path(i) for i in images["image_id"]], spec)
+    token_ids = tokenizer.encode_batch([data.text(row) for _, row in products.iterrows()])
+    image_embedding = image_model.encoder(torch.from_numpy(photos)).numpy()
+    text_embedding = text_model.encoder(torch.from_numpy(token_ids)).numpy()
+    n = min(len(image_embedding), len(text_embedding))
+    fusion_text_embedding = fusion.text_encoder(torch.from_numpy(token_ids)).numpy()
+
+    size, length = spec.image_size, tokenizer.max_length
+    e_image, e_text = image_ckpt["meta"]["embedding_dim"], text_ckpt["meta"]["embedding_dim"]
+    e_fusion, c = fusion_meta["embedding_dim"], len(classes)
+
+    def head_outputs() -> list[TensorSpec]:
+        return [
+            TensorSpec("logits", "TYPE_FP32", (c,)),
+            TensorSpec("probabilities", "TYPE_FP32", (c,)),
+        ]
+
+    models = [
+        OnnxModel(
+            "image_encoder",
+            _Encoder(image_model.encoder),
+            [TensorSpec("image", "TYPE_FP32", (3, size, size))],
+            [TensorSpec("image_embedding", "TYPE_FP32", (e_image,))],
+            [photos],
+        ),
+        OnnxModel(
+            "image_head",
+            _Head(image_model.head),
+            [TensorSpec("image_embedding", "TYPE_FP32", (e_image,))],
+            head_outputs(),
+            [image_embedding],
+        ),
+        OnnxModel(
+            "text_encoder",
+            _Encoder(text_model.encoder),
+            [TensorSpec("token_ids", "TYPE_INT64", (length,))],
+            [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
+            [token_ids],
+        ),
+        OnnxModel(
+            "text_head",
+            _Head(text_model.head),
+            [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
+            head_outputs(),
+            [text_embedding],
+        ),
+        OnnxModel(
+            "fusion_head",
+            _FusionHead(fusion.head),
+            [
+                TensorSpec("image_embedding", "TYPE_FP32", (e_image,)),
+                TensorSpec("text_embedding", "TYPE_FP32", (e_text,)),
+            ],
+            [*head_outputs(), TensorSpec("combined_embedding", "TYPE_FP32", (e_fusion,))],
+            [image_embedding[:n], fusion_text_embedding[:n]],
+        ),
+    ]
+    product_text_encoder = "text_encoder"
+    if not _same_weights(fusion.text_encoder, text_model.encoder):
+        product_text_encoder = "fusion_text_encoder"
+        models.append(
+            OnnxModel(
+                "fusion_text_encoder",
+                _Encoder(fusion.text_encoder),
+                [TensorSpec("token_ids", "TYPE_INT64", (length,))],
+                [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
+                [token_ids],
+            )
+        )
+    return RunModels(models, classes, spec, tokenizer, product_text_encoder)
+
+
+def export_onnx(model: OnnxModel, path: Path) -> None:
+    """Write one model as ONNX (single file, dynamic batch axis) and check it with onnx."""
+    examples = tuple(torch.from_numpy(x) for x in model.examples)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(
+        model.module,
+        examples,
+        str(path),
+        input_names=[t.name for t in model.inputs],
+        output_names=[t.name for t in model.outputs],
+        dynamic_shapes=tuple({0: batch} for _ in examples),
+        opset_version=OPSET,
+        external_data=False,
+        dynamo=True,
+    )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+@torch.no_grad()
+def check_parity(model: OnnxModel, path: Path, tolerance: float = PARITY_TOLERANCE) -> float:
+    """The largest absolute difference between onnxruntime's and PyTorch's outputs on the parity
+    inputs; raises ParityError beyond `tolerance`, or when the file is not a loadable model."""
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ParityError(f"{model.name}: {path} cannot be loaded by onnxruntime: {err}") from None
+    feeds = {t.name: x for t, x in zip(model.inputs, model.examples, strict=True)}
+    got = session.run([t.name for t in model.outputs], feeds)
+    expected = model.module(*(torch.from_numpy(x) for x in model.examples))
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    worst = 0.0
+    for spec, onnx_out, torch_out in zip(model.outputs, got, expected, strict=True):
+        if onnx_out.shape != tuple(torch_out.shape):
+            raise ParityError(
+                f"{model.name}.{spec.name}: shape {onnx_out.shape} in ONNX, "
+                f"{tuple(torch_out.shape)} in PyTorch"
+            )
+        diff = float(np.max(np.abs(onnx_out - torch_out.numpy()))) if onnx_out.size else 0.0
+        if not diff <= tolerance:
+            raise ParityError(
+                f"{model.name}.{spec.name}: ONNX differs from PyTorch by {diff:.3g} "
+                f"(tolerance {tolerance:g}); refusing to write the repository"
+            )
+        worst = max(worst, diff)
+    return worst
