@@ -1,0 +1,283 @@
+"""The Triton model repository: one directory per ONNX model and per ensemble, two targets.
+
+    gpu  backend "onnxruntime" on KIND_GPU (optionally TensorRT FP16 with an engine cache), for the
+         NVIDIA Triton container;
+    cpu  python-backend models running the same model.onnx with onnxruntime, for the tritonserver
+         shipped in the nvidia-pytriton wheel (python backend only).
+
+Both targets serve the same tensors under the same names; ensembles chain encoders and heads
+inside Triton. Every export adds a new version number to every model, built aside and moved in,
+with the tokeniser, label map and image settings beside the ensembles' versions so that the
+facade reads the artifacts that match the models it calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from fbmr.export.onnx_models import RunModels, TensorSpec
+
+ARTIFACTS_FORMAT = "fbmr.model_version/1"
+REPOSITORY_FORMAT = "fbmr.model_repository/1"
+ARTIFACTS = "fbmr.json"
+REPOSITORY_MANIFEST = "repository.json"
+PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
+ENSEMBLES = ("image_classifier", "text_classifier", "product_classifier")
+
+
+class Target(StrEnum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Triton scheduling settings written into every composing model's config."""
+
+    max_batch_size: int = 32
+    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32)
+    # How long a request may wait for others to form a batch: latency traded for throughput.
+    max_queue_delay_us: int = 2_000
+    # A bounded queue: past it Triton refuses at once (the facade answers 503) instead of
+    # letting latency grow without limit under overload.
+    max_queue_size: int = 128
+    queue_timeout_us: int = 10_000_000
+    instances: int = 1
+    # cpu target: onnxruntime threads per instance (0 lets onnxruntime choose).
+    intra_op_threads: int = 0
+    # gpu target: TensorRT FP16 through onnxruntime's TensorRT execution provider.
+    tensorrt_fp16: bool = False
+    tensorrt_cache: str = "/tmp/fbmr-trt-cache"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if any(not 1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes):
+            raise ValueError(
+                f"preferred batch sizes {self.preferred_batch_sizes} must lie in "
+                f"1..max_batch_size ({self.max_batch_size})"
+            )
+        if self.instances < 1 or self.max_queue_size < 1:
+            raise ValueError("instances and max_queue_size must be at least 1")
+
+
+_DTYPES = {"TYPE_FP32": mc.TYPE_FP32, "TYPE_INT64": mc.TYPE_INT64}
+
+
+def _add_tensors(fields, specs: list[TensorSpec]) -> None:
+    for spec in specs:
+        fields.add(name=spec.name, data_type=_DTYPES[spec.dtype], dims=list(spec.dims))
+
+
+def model_config(
+    name: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    target: Target,
+    settings: ServingSettings,
+) -> mc.ModelConfig:
+    """The config of one ONNX model for `target`."""
+    config = mc.ModelConfig(name=name, max_batch_size=settings.max_batch_size)
+    _add_tensors(config.input, inputs)
+    _add_tensors(config.output, outputs)
+    batching = config.dynamic_batching
+    batching.preferred_batch_size.extend(settings.preferred_batch_sizes)
+    batching.max_queue_delay_microseconds = settings.max_queue_delay_us
+    policy = batching.default_queue_policy
+    policy.max_queue_size = settings.max_queue_size
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = settings.queue_timeout_us
+    policy.allow_timeout_override = True
+    # Warm-up runs before the model is marked ready, so the first real request does not pay for
+    # onnxruntime's (or TensorRT's) first-run initialisation.
+    for batch_size in sorted({1, settings.max_batch_size}):
+        warmup = config.model_warmup.add(name=f"zeros_batch_{batch_size}", batch_size=batch_size)
+        for spec in inputs:
+            data = warmup.inputs[spec.name]
+            data.data_type = _DTYPES[spec.dtype]
+            data.dims.extend(spec.dims)
+            data.zero_data = True
+    if target is Target.gpu:
+        config.backend = "onnxruntime"
+        config.instance_group.add(count=settings.instances, kind=mc.ModelInstanceGroup.KIND_GPU)
+        if settings.tensorrt_fp16:
+            accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
+                name="tensorrt"
+            )
+            accelerator.parameters["precision_mode"] = "FP16"
+            accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
+            accelerator.parameters["trt_engine_cache_enable"] = "true"
+            accelerator.parameters["trt_engine_cache_path"] = settings.tensorrt_cache
+    else:
+        config.backend = "python"
+        config.instance_group.add(count=settings.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+        config.parameters["intra_op_threads"].string_value = str(settings.intra_op_threads)
+    return config
+
+
+def ensemble_configs(run: RunModels, max_batch_size: int) -> list[mc.ModelConfig]:
+    """The three ensembles. Each step maps a model's tensors (key) to ensemble tensors (value)."""
+    specs = {m.name: m for m in run.models}
+
+    def tensor(model: str, name: str) -> TensorSpec:
+        model_spec = specs[model]
+        return next(t for t in [*model_spec.inputs, *model_spec.outputs] if t.name == name)
+
+    text_encoder = run.product_text_encoder
+    layouts = {
+        "image_classifier": (
+            [tensor("image_encoder", "image")],
+            [tensor("image_head", "probabilities"), tensor("image_encoder", "image_embedding")],
+            [
+                ("image_encoder", {"image": "image"}, {"image_embedding": "image_embedding"}),
+                (
+                    "image_head",
+                    {"image_embedding": "image_embedding"},
+                    {"probabilities": "probabilities"},
+                ),
+            ],
+        ),
+        "text_classifier": (
+            [tensor("text_encoder", "token_ids")],
+            [tensor("text_head", "probabilities"), tensor("text_encoder", "text_embedding")],
+            [
+                ("text_encoder", {"token_ids": "token_ids"}, {"text_embedding": "text_embedding"}),
+                (
+                    "text_head",
+                    {"text_embedding": "text_embedding"},
+                    {"probabilities": "probabilities"},
+                ),
+            ],
+        ),
+        "product_classifier": (
+            [tensor("image_encoder", "image"), tensor(text_encoder, "token_ids")],
+            [tensor("fusion_head", "probabilities"), tensor("fusion_head", "combined_embedding")],
+            [
+                ("image_encoder", {"image": "image"}, {"image_embedding": "image_embedding"}),
+                (text_encoder, {"token_ids": "token_ids"}, {"text_embedding": "text_embedding"}),
+                (
+                    "fusion_head",
+                    {"image_embedding": "image_embedding", "text_embedding": "text_embedding"},
+                    {"probabilities": "probabilities", "combined_embedding": "combined_embedding"},
+                ),
+            ],
+        ),
+    }
+    configs = []
+    for name, (inputs, outputs, steps) in layouts.items():
+        # An ensemble's max_batch_size must not exceed its composing models'; equal keeps a full
+        # client batch in one pass.
+        config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
+        _add_tensors(config.input, inputs)
+        _add_tensors(config.output, outputs)
+        for model, input_map, output_map in steps:
+            step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+            step.input_map.update(input_map)
+            step.output_map.update(output_map)
+        configs.append(config)
+    return configs
+
+
+def write_config(config: mc.ModelConfig, path: Path) -> None:
+    path.write_text(text_format.MessageToString(config))
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def next_version(repository: Path) -> int:
+    """One more than the highest version of any model in the repository (1 when empty)."""
+    versions = [int(p.name) for p in repository.glob("*/*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def latest_artifacts(repository: Path, ensemble: str = "product_classifier") -> Path:
+    """The artifacts directory (fbmr.json, tokenizer.json, labels.json) of an ensemble's latest
+    version: what the facade loads to match the served models."""
+    versions = sorted(
+        (int(p.name) for p in (repository / ensemble).glob("*") if p.name.isdigit()), reverse=True
+    )
+    for version in versions:
+        path = repository / ensemble / str(version)
+        if (path / ARTIFACTS).is_file():
+            return path
+    raise FileNotFoundError(f"{repository / ensemble} has no exported version with {ARTIFACTS}")
+
+
+def stage_version(
+    run: RunModels,
+    onnx_files: dict[str, Path],
+    staging: Path,
+    version: int,
+    target: Target,
+    settings: ServingSettings,
+    provenance: dict,
+) -> list[str]:
+    """Lay out one repository version under `staging` (the same shape as the repository);
+    returns the model names, composing models first, ensembles last."""
+    names = []
+    for model in run.models:
+        version_dir = staging / model.name / str(version)
+        version_dir.mkdir(parents=True)
+        shutil.copy2(onnx_files[model.name], version_dir / "model.onnx")
+        if target is Target.cpu:
+            shutil.copy2(PYTHON_MODEL, version_dir / "model.py")
+        config = model_config(model.name, model.inputs, model.outputs, target, settings)
+        write_config(config, staging / model.name / "config.pbtxt")
+        names.append(model.name)
+    artifacts = {
+        "format": ARTIFACTS_FORMAT,
+        "version": version,
+        "target": target.value,
+        "classes": run.classes,
+        "image_spec": run.image_spec.to_dict(),
+        "max_length": run.tokenizer.max_length,
+        "tokenizer": "tokenizer.json",
+        "labels": "labels.json",
+        "serving": asdict(settings),
+        **provenance,
+    }
+    for config in ensemble_configs(run, settings.max_batch_size):
+        version_dir = staging / config.name / str(version)
+        version_dir.mkdir(parents=True)
+        run.tokenizer.save(version_dir / "tokenizer.json")
+        run.label_map.save(version_dir / "labels.json")
+        (version_dir / ARTIFACTS).write_text(json.dumps(artifacts, indent=2) + "\n")
+        write_config(config, staging / config.name / "config.pbtxt")
+        names.append(config.name)
+    return names
+
+
+def publish_version(staging: Path, repository: Path, names: list[str], version: int) -> None:
+    """Move a staged version into the repository. Each version directory arrives by one rename
+    and each config by one replace; ensembles come last, so a polling Triton never sees an
+    ensemble whose steps are missing. Models that the new version no longer has are removed."""
+    repository.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (repository / name).mkdir(exist_ok=True)
+        os.rename(staging / name / str(version), repository / name / str(version))
+        os.replace(staging / name / "config.pbtxt", repository / name / "config.pbtxt")
+    manifest_path = repository / REPOSITORY_MANIFEST
+    if manifest_path.is_file():
+        previous = json.loads(manifest_path.read_text()).get("models", [])
+        for stale in set(previous) - set(names):
+            shutil.rmtree(repository / stale, ignore_errors=True)
+    manifest = {
+        "format": REPOSITORY_FORMAT,
+        "version": version,
+        "models": names,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, manifest_path)

@@ -1,0 +1,222 @@
+"""A local `tritonserver` process: find the binary, start it on a model repository, wait until
+it is ready, stop it.
+
+In production Triton runs in the NVIDIA container and the facade only talks to it. On a machine
+without Docker (development, CI) the `nvidia-pytriton` wheel ships a `tritonserver` binary with
+the python backend; its stub must sit beside the backend library, built for the running Python,
+so the backend directory is assembled in a cache folder rather than edited inside the wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonclient.grpc import InferenceServerClient, InferenceServerException
+
+BINARY_ENV = "FBMR_TRITONSERVER"
+BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
+
+
+class TritonError(RuntimeError):
+    """tritonserver could not be found, started or reached."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the binary is, and the backend directory to start it with (None: its default)."""
+
+    binary: Path
+    backend_directory: Path | None
+    library_path: tuple[Path, ...] = ()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fbmr"
+
+
+def _pytriton_install() -> TritonInstall | None:
+    try:
+        import pytriton
+    except ImportError:
+        return None
+    dist = Path(pytriton.__file__).parent / "tritonserver"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / python / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonError(f"nvidia-pytriton has no python-backend stub for Python {python}")
+    backends = _cache_dir() / f"triton-backends-py{python}"
+    target = backends / "python"
+    wanted = [*(dist / "backends" / "python").iterdir(), stub]
+    if not all((target / f.name).is_file() for f in wanted):
+        # Assemble aside, then rename: two processes starting at once must not see half a copy.
+        staging = backends.with_name(f"{backends.name}.{os.getpid()}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "python").mkdir(parents=True)
+        for source in wanted:
+            shutil.copy2(source, staging / "python" / source.name)
+        shutil.rmtree(backends, ignore_errors=True)
+        staging.rename(backends)
+    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    return TritonInstall(dist / "bin" / "tritonserver", backends, (libs,))
+
+
+def find_tritonserver() -> TritonInstall:
+    """The tritonserver to run: $FBMR_TRITONSERVER, then PATH, then the nvidia-pytriton wheel."""
+    backends = os.environ.get(BACKENDS_ENV)
+    if binary := os.environ.get(BINARY_ENV):
+        if not Path(binary).is_file():
+            raise TritonError(f"${BINARY_ENV} is {binary}, which is not a file")
+        return TritonInstall(Path(binary), Path(backends) if backends else None)
+    if binary := shutil.which("tritonserver"):
+        return TritonInstall(Path(binary), Path(backends) if backends else None)
+    if install := _pytriton_install():
+        return install
+    raise TritonError(
+        "no tritonserver found: set $FBMR_TRITONSERVER, put it on PATH, or install "
+        "fbmr-serving[local-triton] (the nvidia-pytriton wheel ships one)"
+    )
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    host: str = "127.0.0.1"
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics}/metrics"
+
+
+def _environment(install: TritonInstall) -> dict[str, str]:
+    """The server's environment: python-backend models run in an interpreter embedded in the
+    stub, which must load this Python's libpython and import this environment's packages
+    (numpy, onnxruntime)."""
+    env = os.environ.copy()
+    libdir = sysconfig.get_config_var("LIBDIR")
+    library_path = [str(p) for p in install.library_path] + ([libdir] if libdir else [])
+    if env.get("LD_LIBRARY_PATH"):
+        library_path.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(library_path)
+    site_packages = sysconfig.get_paths()["purelib"]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [site_packages, env.get("PYTHONPATH")]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def server_command(
+    install: TritonInstall, repository: Path, ports: TritonPorts, extra: list[str] = ()
+) -> list[str]:
+    command = [
+        str(install.binary),
+        f"--model-repository={repository.resolve()}",
+        f"--http-address={ports.host}",
+        f"--http-port={ports.http}",
+        f"--grpc-address={ports.host}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-address={ports.host}",
+        f"--metrics-port={ports.metrics}",
+        "--allow-metrics=true",
+        # Fail at start when any model does not load, instead of serving a partial repository.
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+        "--log-verbose=0",
+    ]
+    if install.backend_directory:
+        command.append(f"--backend-directory={install.backend_directory}")
+    return [*command, *extra]
+
+
+def is_ready(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the server at `url` (host:grpc_port) is ready, with every model loaded."""
+    try:
+        with InferenceServerClient(url) as client:
+            return bool(client.is_server_ready(client_timeout=timeout_s))
+    except InferenceServerException:
+        return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+class LocalTriton:
+    """A tritonserver child process on a model repository; a context manager that stops it."""
+
+    def __init__(
+        self,
+        repository: Path,
+        ports: TritonPorts | None = None,
+        log_path: Path | None = None,
+        extra_args: list[str] = (),
+    ) -> None:
+        if not any(repository.glob("*/config.pbtxt")):
+            raise TritonError(f"{repository} holds no model (no */config.pbtxt)")
+        self.repository = repository
+        self.ports = ports or TritonPorts()
+        self.log_path = log_path or repository.parent / "tritonserver.log"
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120.0, detach: bool = False) -> LocalTriton:
+        """Start the server and wait until it reports ready; on failure, raise with the tail of
+        Triton's log. `detach` starts it in its own session, to outlive this process."""
+        install = find_tritonserver()
+        command = server_command(install, self.repository, self.ports, self.extra_args)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_environment(install),
+                start_new_session=detach,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TritonError(
+                    f"tritonserver exited with code {self.process.returncode}; its log "
+                    f"({self.log_path}) ends:\n{_tail(self.log_path)}"
+                )
+            if is_ready(self.ports.grpc_url, timeout_s=1.0):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise TritonError(
+            f"tritonserver not ready after {timeout_s:.0f} s; its log ({self.log_path}) "
+            f"ends:\n{_tail(self.log_path)}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (Triton unloads its models and exits), then SIGKILL if it hangs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> LocalTriton:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
