@@ -51,3 +51,25 @@ def tiny_run(demo_prepared, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny-run") / "run"
     train(TrainConfig(data=str(demo_prepared), **TINY_TRAINING), run)
     return run
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tiny_run, demo_prepared, tmp_path_factory) -> Path:
+    """tiny_run exported to a cpu-target Triton model repository, once per test session."""
+    from fbmr.export.export import export_run
+    from fbmr.training.data.prepared import PreparedDataset
+
+    repository = tmp_path_factory.mktemp("triton") / "model_repository"
+    export_run(tiny_run, repository, data=PreparedDataset(demo_prepared), progress=False)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def triton(cpu_repository):
+    """A real tritonserver on cpu_repository, on free 127.0.0.1 ports; stopped at the end."""
+    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+    from tests.helpers import free_ports
+
+    ports = TritonPorts("127.0.0.1", *free_ports(3))
+    with LocalTriton(cpu_repository, ports) as server:
+        yield server

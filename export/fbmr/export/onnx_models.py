@@ -19,6 +19,7 @@ Every model has a dynamic leading batch axis.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,9 @@ class OnnxModel:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     examples: list[np.ndarray] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        self.module.eval()  # dropout off, batch norm on its running statistics
 
 
 @dataclass
@@ -228,18 +232,21 @@ def export_onnx(model: OnnxModel, path: Path) -> None:
     """Write one model as ONNX (single file, dynamic batch axis) and check it with onnx."""
     examples = tuple(torch.from_numpy(x) for x in model.examples)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    torch.onnx.export(
-        model.module,
-        examples,
-        str(path),
-        input_names=[t.name for t in model.inputs],
-        output_names=[t.name for t in model.outputs],
-        dynamic_shapes=tuple({0: batch} for _ in examples),
-        opset_version=OPSET,
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        # Models with two inputs share the one batch Dim, which the exporter reports as renamed.
+        warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
+        torch.onnx.export(
+            model.module,
+            examples,
+            str(path),
+            input_names=[t.name for t in model.inputs],
+            output_names=[t.name for t in model.outputs],
+            dynamic_shapes=tuple({0: batch} for _ in examples),
+            opset_version=OPSET,
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
     onnx.checker.check_model(str(path), full_check=True)
 
 

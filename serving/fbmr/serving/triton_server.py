@@ -134,6 +134,9 @@ def server_command(
         "--exit-on-error=true",
         "--strict-readiness=true",
         "--log-verbose=0",
+        # The python backend names its shared-memory regions by this prefix: unique per server,
+        # so that two local servers (tests, a benchmark beside a demo) never share regions.
+        f"--backend-config=python,shm-region-prefix-name=fbmr{os.getpid()}p{ports.grpc}_",
     ]
     if install.backend_directory:
         command.append(f"--backend-directory={install.backend_directory}")

@@ -1,0 +1,106 @@
+"""`fbmr triton start|stop|status`: a local tritonserver in the background.
+
+The server is identified by its gRPC port: `start` records its process id and ports in a small
+state file, which `status` and `stop` read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import typer
+
+from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts, is_ready
+
+app = typer.Typer(help="Run a local tritonserver on a model repository.", no_args_is_help=True)
+
+HOST_HELP = "Address to bind and call; 127.0.0.1 keeps it off the network."
+
+
+def _state_path(grpc_port: int) -> Path:
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "fbmr" / f"tritonserver-{grpc_port}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@app.command()
+def start(
+    repo: Path = typer.Option(Path("model_repository"), help="Triton model repository."),
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    http_port: int = typer.Option(8000),
+    grpc_port: int = typer.Option(8001),
+    metrics_port: int = typer.Option(8002, help="Prometheus metrics at /metrics."),
+    log: Path = typer.Option(None, help="Triton's log file [default: beside the repository]."),
+    timeout: float = typer.Option(180.0, help="Seconds to wait for every model to be ready."),
+) -> None:
+    """Start tritonserver in the background and wait until every model is ready."""
+    state = _state_path(grpc_port)
+    if state.is_file() and _alive(json.loads(state.read_text())["pid"]):
+        raise typer.BadParameter(f"a tritonserver started by fbmr already uses port {grpc_port}")
+    ports = TritonPorts(host, http_port, grpc_port, metrics_port)
+    try:
+        server = LocalTriton(repo, ports, log).start(timeout, detach=True)
+    except TritonError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    state.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "pid": server.process.pid,
+        "repository": str(repo.resolve()),
+        "grpc": ports.grpc_url,
+        "http": f"http://{host}:{http_port}",
+        "metrics": ports.metrics_url,
+        "log": str(server.log_path.resolve()),
+    }
+    state.write_text(json.dumps(record, indent=2))
+    typer.echo(json.dumps(record, indent=2))
+
+
+@app.command()
+def status(
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    grpc_port: int = typer.Option(8001),
+) -> None:
+    """Whether a tritonserver answers on the port and has every model ready (exit code 1 if
+    not)."""
+    ready = is_ready(f"{host}:{grpc_port}")
+    state = _state_path(grpc_port)
+    record = json.loads(state.read_text()) if state.is_file() else {}
+    typer.echo(json.dumps({"ready": ready, **record}, indent=2))
+    if not ready:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stop(
+    grpc_port: int = typer.Option(8001),
+    timeout: float = typer.Option(30.0, help="Seconds to wait before killing it."),
+) -> None:
+    """Stop the tritonserver that `fbmr triton start` started on this port."""
+    state = _state_path(grpc_port)
+    if not state.is_file():
+        typer.echo(f"no tritonserver started by fbmr on port {grpc_port}")
+        return
+    pid = json.loads(state.read_text())["pid"]
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    state.unlink()
+    typer.echo(f"stopped tritonserver (pid {pid})")

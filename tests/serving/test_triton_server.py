@@ -1,0 +1,202 @@
+"""A real tritonserver on the exported cpu repository, called over gRPC with tritonclient."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from typer.testing import CliRunner
+
+from fbmr.core.cli import build_app
+from fbmr.export.onnx_models import PARITY_TOLERANCE, load_run
+from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
+from fbmr.training.data.prepared import PreparedDataset
+from tests.helpers import free_ports
+
+ALL_MODELS = {
+    "image_encoder", "image_head", "text_encoder", "text_head", "fusion_head",
+    "image_classifier", "text_classifier", "product_classifier",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_models(tiny_run, demo_prepared):
+    return load_run(tiny_run, PreparedDataset(demo_prepared))
+
+
+@pytest.fixture(scope="module")
+def inputs(run_models):
+    photos = next(m for m in run_models.models if m.name == "image_encoder").examples[0]
+    token_ids = next(m for m in run_models.models if m.name == "text_encoder").examples[0]
+    n = min(len(photos), len(token_ids))
+    return {"image": photos[:n], "token_ids": token_ids[:n]}
+
+
+@pytest.fixture(scope="module")
+def client(triton):
+    with grpcclient.InferenceServerClient(triton.ports.grpc_url) as client:
+        yield client
+
+
+def _infer(client, model: str, inputs: dict[str, np.ndarray], outputs: list[str]):
+    tensors = []
+    for name, array in inputs.items():
+        tensor = grpcclient.InferInput(
+            name, list(array.shape), "FP32" if array.dtype == np.float32 else "INT64"
+        )
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    result = client.infer(
+        model, tensors, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs]
+    )
+    return {name: result.as_numpy(name) for name in outputs}
+
+
+class InProcess:
+    """The same chains run in this process: onnxruntime on the repository's ONNX files, and the
+    PyTorch modules they were exported from."""
+
+    def __init__(self, repository, run_models):
+        self.sessions = {
+            m.name: ort.InferenceSession(str(repository / m.name / "1" / "model.onnx"))
+            for m in run_models.models
+        }
+        self.modules = {m.name: m.module for m in run_models.models}
+
+    def onnx(self, name, *arrays):
+        session = self.sessions[name]
+        feeds = {i.name: a for i, a in zip(session.get_inputs(), arrays, strict=True)}
+        return session.run(None, feeds)
+
+    @torch.no_grad()
+    def torch(self, name, *arrays):
+        out = self.modules[name](*(torch.from_numpy(np.asarray(a)) for a in arrays))
+        return [t.numpy() for t in out] if isinstance(out, tuple) else [out.numpy()]
+
+    def chains(self, run, image, token_ids):
+        """ensemble -> (probabilities, embedding) through `run` (onnx or torch)."""
+        (image_embedding,) = run("image_encoder", image)
+        (text_embedding,) = run("text_encoder", token_ids)
+        _, image_probabilities = run("image_head", image_embedding)
+        _, text_probabilities = run("text_head", text_embedding)
+        _, probabilities, combined = run("fusion_head", image_embedding, text_embedding)
+        return {
+            "image_classifier": (image_probabilities, image_embedding),
+            "text_classifier": (text_probabilities, text_embedding),
+            "product_classifier": (probabilities, combined),
+        }
+
+
+ENSEMBLE_IO = {
+    "image_classifier": (["image"], ["probabilities", "image_embedding"]),
+    "text_classifier": (["token_ids"], ["probabilities", "text_embedding"]),
+    "product_classifier": (["image", "token_ids"], ["probabilities", "combined_embedding"]),
+}
+
+
+def test_every_generated_model_is_ready(client):
+    index = client.get_model_repository_index()
+    assert {m.name for m in index.models} == ALL_MODELS
+    assert all(m.state == "READY" for m in index.models), [
+        (m.name, m.state, m.reason) for m in index.models
+    ]
+
+
+@pytest.mark.parametrize("ensemble", list(ENSEMBLE_IO))
+def test_ensemble_matches_onnxruntime_and_pytorch(
+    ensemble, client, inputs, cpu_repository, run_models
+):
+    in_process = InProcess(cpu_repository, run_models)
+    expected_onnx = in_process.chains(in_process.onnx, inputs["image"], inputs["token_ids"])[
+        ensemble
+    ]
+    expected_torch = in_process.chains(in_process.torch, inputs["image"], inputs["token_ids"])[
+        ensemble
+    ]
+    names, outputs = ENSEMBLE_IO[ensemble]
+    got = _infer(client, ensemble, {n: inputs[n] for n in names}, outputs)
+    for name, onnx_value in zip(outputs, expected_onnx, strict=True):
+        assert got[name].shape == onnx_value.shape
+        np.testing.assert_allclose(got[name], onnx_value, atol=PARITY_TOLERANCE)
+    np.testing.assert_array_equal(got["probabilities"].argmax(1), expected_torch[0].argmax(1))
+    np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-5)
+
+
+def test_concurrent_requests_are_all_served_and_batched(client, inputs, triton):
+    singles = [
+        {"image": inputs["image"][i : i + 1], "token_ids": inputs["token_ids"][i : i + 1]}
+        for i in range(len(inputs["image"]))
+    ]
+    requests = singles * 4
+    url = triton.ports.grpc_url
+
+    def call(request):
+        with grpcclient.InferenceServerClient(url) as own:
+            return _infer(own, "product_classifier", request, ["probabilities"])["probabilities"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, requests))
+    whole_batch = _infer(client, "product_classifier", inputs, ["probabilities"])["probabilities"]
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result[0], whole_batch[i % len(singles)], atol=PARITY_TOLERANCE)
+    stats = client.get_inference_statistics("fusion_head", as_json=True)["model_stats"][0]
+    assert int(stats["inference_count"]) >= len(requests) + len(singles)
+
+
+def test_a_model_that_fails_to_load_stops_the_start_with_tritons_log(tmp_path):
+    repository = tmp_path / "model_repository"
+    (repository / "broken" / "1").mkdir(parents=True)
+    (repository / "broken" / "config.pbtxt").write_text(
+        'name: "broken"\nbackend: "python"\nmax_batch_size: 1\n'
+        'input [{name: "x", data_type: TYPE_FP32, dims: [1]}]\n'
+        'output [{name: "y", data_type: TYPE_FP32, dims: [1]}]\n'
+    )
+    server = LocalTriton(
+        repository, TritonPorts("127.0.0.1", *free_ports(3)), tmp_path / "triton.log"
+    )
+    with pytest.raises(TritonError, match="broken"):
+        server.start(timeout_s=60)
+    assert server.process.poll() is not None
+
+
+def test_a_folder_without_models_is_refused(tmp_path):
+    with pytest.raises(TritonError, match="holds no model"):
+        LocalTriton(tmp_path)
+
+
+def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    http, grpc, metrics = free_ports(3)
+    ports = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    runner, app = CliRunner(), build_app()
+    started = runner.invoke(
+        app,
+        [
+            "triton",
+            "start",
+            "--repo",
+            str(cpu_repository),
+            "--log",
+            str(tmp_path / "t.log"),
+            *ports,
+        ],
+    )
+    try:
+        assert started.exit_code == 0, started.output
+        record = json.loads(started.output)
+        assert record["grpc"] == f"127.0.0.1:{grpc}"
+        status = runner.invoke(app, ["triton", "status", "--grpc-port", str(grpc)])
+        assert status.exit_code == 0 and json.loads(status.output)["ready"] is True
+        import urllib.request
+
+        with urllib.request.urlopen(record["metrics"], timeout=5) as response:
+            assert b"nv_inference_count" in response.read()
+    finally:
+        stopped = runner.invoke(app, ["triton", "stop", "--grpc-port", str(grpc)])
+    assert stopped.exit_code == 0, stopped.output
+    assert runner.invoke(app, ["triton", "status", "--grpc-port", str(grpc)]).exit_code == 1
