@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo end to end on generated data: set-up, demo listings and photos in the seed layout,
-# data preparation, then training with tiny settings. Everything is written under $DEMO_DIR
-# (default runs/demo), which the demo empties first.
+# data preparation, training with tiny settings, ONNX export into a Triton model repository,
+# tritonserver and the facade, the similar-listing index, a few real requests, then everything
+# stopped. Everything is written under $DEMO_DIR (default runs/demo), emptied first; the servers
+# bind to 127.0.0.1 on ports 18000-18002 (Triton) and 18080 (facade).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,10 +21,24 @@ echo "== 3. train word2vec, image, text and fusion models (tiny settings) -> $DE
 fbmr train all --data "$DEMO_DIR/prepared" --run "$DEMO_DIR/run" --preset tiny --no-progress
 echo "== 4. export to ONNX (parity-checked) and a Triton model repository -> $DEMO_DIR/model_repository"
 fbmr export "$DEMO_DIR/run" --repo "$DEMO_DIR/model_repository" --target cpu --no-progress
-echo "== 5. a local tritonserver on it (127.0.0.1), every model ready, then stopped"
-ports=(--grpc-port 18001)
-trap 'fbmr triton stop "${ports[@]}" >/dev/null' EXIT
-fbmr triton start --repo "$DEMO_DIR/model_repository" --http-port 18000 "${ports[@]}" --metrics-port 18002
-fbmr triton status "${ports[@]}"
-echo "== done in $((SECONDS - started))s; metrics and plots are in $DEMO_DIR/run/*/"
-echo "Next, as they land: the FastAPI facade and similar-listing index (fbmr serve, fbmr index)."
+echo "== 5. tritonserver and the facade on 127.0.0.1 (fbmr serve --with-triton)"
+.venv/bin/fbmr serve --with-triton --repo "$DEMO_DIR/model_repository" --index-dir "$DEMO_DIR/index" \
+  --port 18080 --triton-grpc-port 18001 --triton-http-port 18000 --triton-metrics-port 18002 \
+  > "$DEMO_DIR/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null' EXIT
+for _ in $(seq 180); do
+  curl -fs http://127.0.0.1:18080/healthz >/dev/null 2>&1 && break
+  kill -0 $serve_pid 2>/dev/null || { cat "$DEMO_DIR/serve.log"; exit 1; }
+  sleep 1
+done
+echo "== 6. the catalogue (train + val listings) embedded through Triton into a FAISS index"
+fbmr index build "$DEMO_DIR/prepared" --out "$DEMO_DIR/index" --triton-url 127.0.0.1:18001 \
+  --repo "$DEMO_DIR/model_repository" --splits train,val --no-progress
+fbmr index reload --url http://127.0.0.1:18080
+echo "== 7. requests to the facade (a test-split listing the index has not seen)"
+bash scripts/uv.sh run --frozen python scripts/demo_requests.py http://127.0.0.1:18080 "$DEMO_DIR/prepared"
+echo "== 8. stopping the facade and Triton"
+kill $serve_pid && wait $serve_pid || true
+trap - EXIT
+echo "== done in $((SECONDS - started))s; metrics and plots are in $DEMO_DIR/run/*/, logs in $DEMO_DIR/"

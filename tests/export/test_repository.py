@@ -7,12 +7,12 @@ import json
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from fbmr.core.artifacts import ModelArtifacts, latest_version_dir
 from fbmr.export.onnx_models import load_run
 from fbmr.export.repository import (
     ENSEMBLES,
     ServingSettings,
     Target,
-    latest_artifacts,
     next_version,
     publish_version,
     read_config,
@@ -133,7 +133,10 @@ def test_each_export_publishes_a_new_version_and_drops_stale_models(run_models, 
     assert not (repository / "retired_model").exists()
     for name in names:
         assert sorted(p.name for p in (repository / name).iterdir()) == ["1", "2", "config.pbtxt"]
-    assert latest_artifacts(repository) == repository / "product_classifier" / "2"
+    assert latest_version_dir(repository) == repository / "product_classifier" / "2"
+    artifacts = ModelArtifacts.load(repository)
+    assert artifacts.version == 2 and list(artifacts.labels.classes) == run_models.classes
+    assert artifacts.image_spec == run_models.image_spec
     manifest = json.loads((repository / "repository.json").read_text())
     assert manifest["version"] == 2 and manifest["models"] == names
 

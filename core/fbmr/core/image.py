@@ -28,6 +28,10 @@ class ImageDecodeError(ValueError):
     """A photo that cannot be used: not an image, corrupt, truncated or too large."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """A photo over the pixel limit (a decompression bomb, or simply too big to process)."""
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """How a square photo becomes the image model's input.
@@ -96,12 +100,12 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         except UnidentifiedImageError:
             raise ImageDecodeError("not an image, or an image format that cannot be read") from None
         except Image.DecompressionBombError as err:
-            raise ImageDecodeError(f"image too large: {err}") from None
+            raise ImageTooLargeError(f"image too large: {err}") from None
         except OSError as err:
             raise ImageDecodeError(f"cannot read image: {err}") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"image too large: {width}x{height} = {width * height} pixels, limit {max_pixels}"
         )
     try:

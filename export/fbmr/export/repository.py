@@ -24,11 +24,10 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from fbmr.core.artifacts import ARTIFACTS_FILE, ARTIFACTS_FORMAT
 from fbmr.export.onnx_models import RunModels, TensorSpec
 
-ARTIFACTS_FORMAT = "fbmr.model_version/1"
 REPOSITORY_FORMAT = "fbmr.model_repository/1"
-ARTIFACTS = "fbmr.json"
 REPOSITORY_MANIFEST = "repository.json"
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 ENSEMBLES = ("image_classifier", "text_classifier", "product_classifier")
@@ -201,19 +200,6 @@ def next_version(repository: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def latest_artifacts(repository: Path, ensemble: str = "product_classifier") -> Path:
-    """The artifacts directory (fbmr.json, tokenizer.json, labels.json) of an ensemble's latest
-    version: what the facade loads to match the served models."""
-    versions = sorted(
-        (int(p.name) for p in (repository / ensemble).glob("*") if p.name.isdigit()), reverse=True
-    )
-    for version in versions:
-        path = repository / ensemble / str(version)
-        if (path / ARTIFACTS).is_file():
-            return path
-    raise FileNotFoundError(f"{repository / ensemble} has no exported version with {ARTIFACTS}")
-
-
 def stage_version(
     run: RunModels,
     onnx_files: dict[str, Path],
@@ -252,7 +238,7 @@ def stage_version(
         version_dir.mkdir(parents=True)
         run.tokenizer.save(version_dir / "tokenizer.json")
         run.label_map.save(version_dir / "labels.json")
-        (version_dir / ARTIFACTS).write_text(json.dumps(artifacts, indent=2) + "\n")
+        (version_dir / ARTIFACTS_FILE).write_text(json.dumps(artifacts, indent=2) + "\n")
         write_config(config, staging / config.name / "config.pbtxt")
         names.append(config.name)
     return names

@@ -1,0 +1,182 @@
+"""Similar-listing search: FAISS indexes of catalogue embeddings, saved in versions and swapped
+in atomically.
+
+One index per kind of query (photo, text, photo + text), so that a query is compared with the
+catalogue in the same embedding space. Embeddings are L2-normalised and compared by inner
+product (cosine similarity). Layout on disk:
+
+    INDEX_DIR/
+      CURRENT            name of the version in use, replaced atomically
+      v0001/             image.faiss, text.faiss, combined.faiss, listings.json, meta.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from fbmr.serving.inference import Kind
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "fbmr.index/1"
+CURRENT = "CURRENT"
+
+
+class IndexType(StrEnum):
+    exact = "exact"  # brute force: exact, best under ~100k listings
+    ivf = "ivf"  # inverted lists: approximate, trained on the catalogue
+    hnsw = "hnsw"  # graph: approximate, no training, CPU only
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def build_faiss(
+    vectors: np.ndarray, kind: IndexType = IndexType.exact, nlist: int = 0
+) -> faiss.Index:
+    """An inner-product index over L2-normalised `vectors`."""
+    vectors = normalise(vectors)
+    count, dim = vectors.shape
+    if kind is IndexType.exact:
+        index = faiss.IndexFlatIP(dim)
+    elif kind is IndexType.hnsw:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    else:
+        # ~sqrt(n) lists, each trained on at least a few dozen points
+        nlist = nlist or max(1, min(int(np.sqrt(count)), count // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = max(1, nlist // 8)
+    index.add(vectors)
+    return index
+
+
+def to_gpu_if_available(index: faiss.Index) -> faiss.Index:
+    """The index on the first GPU when faiss has GPU support and sees one (HNSW stays on CPU)."""
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpus == 0 or isinstance(index, faiss.IndexHNSWFlat):
+        return index
+    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+
+
+def save_version(
+    index_dir: Path,
+    vectors: dict[Kind, np.ndarray],
+    listings: list[dict],
+    meta: dict,
+    kind: IndexType = IndexType.exact,
+) -> Path:
+    """Write a new index version (aside, then renamed) and make it CURRENT."""
+    if not listings:
+        raise ValueError("an index needs at least one listing")
+    for name, array in vectors.items():
+        if len(array) != len(listings):
+            raise ValueError(f"{name}: {len(array)} vectors for {len(listings)} listings")
+    index_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[1:]) for p in index_dir.glob("v[0-9]*") if p.name[1:].isdigit()]
+    version = f"v{max(numbers, default=0) + 1:04d}"
+    staging = index_dir / f".{version}.partial"
+    staging.mkdir()
+    for name, array in vectors.items():
+        faiss.write_index(build_faiss(array, kind), str(staging / f"{name}.faiss"))
+    (staging / "listings.json").write_text(json.dumps(listings))
+    meta = {
+        "format": INDEX_FORMAT,
+        "version": version,
+        "type": kind.value,
+        "count": len(listings),
+        "kinds": [k.value for k in vectors],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **meta,
+    }
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    staging.rename(index_dir / version)
+    pointer = index_dir / f".{CURRENT}.tmp"
+    pointer.write_text(version + "\n")
+    os.replace(pointer, index_dir / CURRENT)
+    return index_dir / version
+
+
+@dataclass(frozen=True)
+class Hit:
+    listing: dict
+    score: float
+
+
+class SimilarityIndex:
+    """One loaded index version: search by a query embedding of a given kind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.meta = json.loads((path / "meta.json").read_text())
+        if self.meta.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{path}: not an fbmr index (format {self.meta.get('format')!r})")
+        self.listings = json.loads((path / "listings.json").read_text())
+        self.indexes = {
+            Kind(k): to_gpu_if_available(faiss.read_index(str(path / f"{k}.faiss")))
+            for k in self.meta["kinds"]
+        }
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    def search(self, kind: Kind, embedding: np.ndarray, k: int) -> list[Hit]:
+        if kind not in self.indexes:
+            raise KeyError(f"this index has no {kind.value} embeddings")
+        scores, ids = self.indexes[kind].search(
+            normalise(embedding[None]), min(k, len(self.listings))
+        )
+        return [
+            Hit(self.listings[i], float(s))
+            for s, i in zip(scores[0], ids[0], strict=True)
+            if i >= 0
+        ]
+
+
+class IndexStore:
+    """The index in use, swapped for a new version without disturbing searches in flight.
+
+    A search takes a reference to the current SimilarityIndex and uses it to the end; a reload
+    loads the new version completely before replacing that reference in one assignment.
+    """
+
+    def __init__(self, index_dir: Path | None) -> None:
+        self.index_dir = index_dir
+        self.current: SimilarityIndex | None = None
+        self._lock = threading.Lock()
+        self._stamp: tuple[str, float] | None = None
+
+    def _pointer(self) -> tuple[str, float] | None:
+        path = self.index_dir / CURRENT if self.index_dir else None
+        if path is None or not path.is_file():
+            return None
+        return path.read_text().strip(), path.stat().st_mtime
+
+    def reload(self, force: bool = False) -> bool:
+        """Load the CURRENT version if it changed (or `force`); True when a new one is in use."""
+        with self._lock:
+            stamp = self._pointer()
+            if stamp is None or (stamp == self._stamp and not force):
+                return False
+            loaded = SimilarityIndex(self.index_dir / stamp[0])
+            self.current, self._stamp = loaded, stamp
+            log.info(
+                "similar-listing index %s loaded (%d listings)",
+                loaded.version,
+                len(loaded.listings),
+            )
+            return True

@@ -1,0 +1,59 @@
+"""Request and response bodies of the facade (its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from fbmr.serving.inference import Kind
+
+
+class TextQuery(BaseModel):
+    text: str = Field(..., description="The listing's name and/or description.")
+
+
+class Prediction(BaseModel):
+    """Compatible with the seed API: `pred` and `classes`, plus the probabilities."""
+
+    pred: str = Field(..., description="The most probable category.")
+    classes: list[str] = Field(..., description="Every category, most probable first.")
+    probabilities: list[float] = Field(..., description="Their probabilities, in that order.")
+
+
+class EmbedResponse(BaseModel):
+    kind: Kind = Field(..., description="image (photo only), text (text only) or combined.")
+    embedding: list[float]
+
+
+class SimilarListing(BaseModel):
+    id: str
+    name: str
+    category: str
+    price: float | None = None
+    location: str | None = None
+    score: float = Field(..., description="Cosine similarity to the query, 1 at most.")
+
+
+class SimilarResponse(BaseModel):
+    kind: Kind
+    index_version: str
+    listings: list[SimilarListing]
+
+
+class ReloadResponse(BaseModel):
+    reloaded: bool
+    version: str | None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    triton: bool = Field(..., description="Triton ready, with every ensemble loaded.")
+    models: bool = Field(..., description="The exported version's tokeniser and labels loaded.")
+    index: bool = Field(..., description="A similar-listing index loaded.")
+    index_version: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(..., description="What was wrong, in words.")

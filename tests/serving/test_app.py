@@ -1,0 +1,270 @@
+"""The facade end to end: real tritonserver, real FAISS, demo data, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fbmr.core.artifacts import ModelArtifacts
+from fbmr.serving.catalogue import build_index
+from fbmr.serving.triton_server import LocalTriton, TritonPorts
+from fbmr.training.data.prepared import PreparedDataset
+from tests.helpers import encode, free_ports
+from tests.serving.conftest import running_facade
+
+
+@pytest.fixture(scope="module")
+def queries(demo_prepared):
+    """Test-split listings (not in the index): photo bytes, text, category."""
+    data = PreparedDataset(demo_prepared)
+    photos = data.images("test").drop_duplicates("product_id").set_index("product_id")
+    out = []
+    for _, product in data.products("test").iterrows():
+        if product["product_id"] in photos.index:
+            path = data.image_path(photos.loc[product["product_id"], "image_id"])
+            out.append((path.read_bytes(), data.text(product), product["label"]))
+    return out
+
+
+def _assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and "Traceback" not in body["error"]
+    for word in words:
+        assert word in body["error"]
+
+
+def test_predictions_rank_every_category_and_beat_chance(facade, queries, cpu_repository):
+    classes = set(ModelArtifacts.load(cpu_repository).labels.classes)
+    correct = {"image": 0, "text": 0, "combined": 0}
+    for photo, text, label in queries:
+        answers = {
+            "image": facade.post("/v1/predict/image", files={"photo": ("p.jpg", photo)}),
+            "text": facade.post("/v1/predict/text", json={"text": text}),
+            "combined": facade.post(
+                "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": text}
+            ),
+        }
+        for kind, response in answers.items():
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert set(body["classes"]) == classes and body["pred"] == body["classes"][0]
+            assert body["probabilities"] == sorted(body["probabilities"], reverse=True)
+            assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+            correct[kind] += body["pred"] == label
+    chance = len(queries) / len(classes)
+    assert all(c > 3 * chance for c in correct.values()), (correct, len(queries))
+
+
+def test_a_png_under_a_jpg_name_is_served(facade):
+    png = encode(Image.new("RGB", (80, 60), (200, 30, 30)), "PNG")
+    response = facade.post("/v1/predict/image", files={"photo": ("photo.jpg", png, "image/jpeg")})
+    assert response.status_code == 200, response.text
+
+
+def test_embeddings_have_the_kind_of_the_query(facade, queries):
+    photo, text, _ = queries[0]
+    kinds = {
+        "image": facade.post("/v1/embed", files={"photo": ("p.jpg", photo)}),
+        "text": facade.post("/v1/embed", data={"text": text}),
+        "combined": facade.post(
+            "/v1/embed", files={"photo": ("p.jpg", photo)}, data={"text": text}
+        ),
+    }
+    for kind, response in kinds.items():
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["kind"] == kind
+        assert len(body["embedding"]) > 0 and np.isfinite(body["embedding"]).all()
+
+
+def test_similar_listings_share_the_query_category(facade, queries, demo_index):
+    meta = json.loads((demo_index / "v0001" / "meta.json").read_text())
+    same, total = 0, 0
+    for photo, text, label in queries:
+        response = facade.post(
+            "/v1/similar", files={"photo": ("p.jpg", photo)}, data={"text": text, "k": "5"}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["kind"] == "combined" and body["index_version"] == "v0001"
+        listings = body["listings"]
+        assert len(listings) == 5
+        scores = [item["score"] for item in listings]
+        assert scores == sorted(scores, reverse=True) and max(scores) <= 1.0 + 1e-5
+        same += sum(item["category"] == label for item in listings)
+        total += len(listings)
+    assert meta["count"] > 5
+    assert same / total > 3 / 13, same / total
+    text_only = facade.post("/v1/similar", data={"text": queries[0][1], "k": "3"})
+    assert text_only.status_code == 200 and text_only.json()["kind"] == "text"
+
+
+def test_bad_photos_are_refused_with_a_reason(facade):
+    corrupt = encode(Image.new("RGB", (64, 64)), "JPEG")[:200]
+    _assert_error(
+        facade.post("/v1/predict/image", files={"photo": ("p.jpg", corrupt)}), 422, "photo"
+    )
+    not_image = b"%PDF-1.4 this is not a photo"
+    _assert_error(
+        facade.post("/v1/predict/image", files={"photo": ("p.jpg", not_image)}), 422, "not an image"
+    )
+    _assert_error(facade.post("/v1/predict/image", files={"photo": ("p.jpg", b"")}), 422, "empty")
+    # 2500 x 2000 = 5 Mpx over the 4 Mpx limit, yet a small file: a decompression bomb in miniature
+    bomb = encode(Image.new("L", (2500, 2000)), "PNG")
+    assert len(bomb) < 100_000
+    _assert_error(
+        facade.post("/v1/predict/image", files={"photo": ("p.png", bomb)}), 413, "too large"
+    )
+
+
+def test_oversized_bodies_are_refused(facade):
+    big = b"\xff" * 2_500_000
+    _assert_error(facade.post("/v1/predict/image", files={"photo": ("p.jpg", big)}), 413, "limit")
+
+
+def test_bad_text_is_refused_with_a_reason(facade):
+    _assert_error(facade.post("/v1/predict/text", json={"text": "   "}), 422, "empty")
+    _assert_error(facade.post("/v1/predict/text", json={"text": "word " * 1000}), 413, "limit")
+    not_utf8 = b'{"text": "caf\xe9 table"}'
+    response = facade.post(
+        "/v1/predict/text", content=not_utf8, headers={"content-type": "application/json"}
+    )
+    _assert_error(response, 422, "invalid request")
+    _assert_error(facade.post("/v1/predict/text", json={}), 422, "text")
+
+
+def test_missing_fields_and_k_out_of_range_are_refused(facade, queries):
+    photo, text, _ = queries[0]
+    _assert_error(facade.post("/v1/predict/combined", data={"text": text}), 422, "photo")
+    _assert_error(
+        facade.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)}), 422, "text"
+    )
+    _assert_error(facade.post("/v1/similar", data={}), 422, "photo, a text")
+    _assert_error(facade.post("/v1/similar", data={"text": text, "k": "0"}), 422, "k")
+    _assert_error(facade.post("/v1/similar", data={"text": text, "k": "51"}), 422, "k")
+    _assert_error(facade.post("/v1/similar", data={"text": text, "k": "ten"}), 422, "k")
+
+
+def test_health_readiness_metrics_and_openapi(facade):
+    assert facade.get("/healthz").json() == {"status": "ok"}
+    ready = facade.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "triton": True,
+        "models": True,
+        "index": True,
+        "index_version": ready.json()["index_version"],
+    }
+    facade.post("/v1/predict/text", json={"text": ""})
+    metrics = facade.get("/metrics").text
+    assert 'fbmr_requests_total{endpoint="/v1/predict/text",status="422"}' in metrics
+    assert "fbmr_request_seconds_bucket" in metrics
+    paths = facade.get("/openapi.json").json()["paths"]
+    assert {
+        "/v1/predict/image",
+        "/v1/predict/text",
+        "/v1/predict/combined",
+        "/v1/embed",
+        "/v1/similar",
+    } <= set(paths)
+
+
+def test_api_key_protects_all_but_health(facade_settings):
+    settings = facade_settings.model_copy(update={"api_key": "s3cret"})
+    with running_facade(settings) as client:
+        _assert_error(client.post("/v1/predict/text", json={"text": "a sofa"}), 401, "API key")
+        _assert_error(
+            client.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401, "API key"
+        )
+        ok = client.post(
+            "/v1/predict/text", json={"text": "a sofa"}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert ok.status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+
+
+def test_index_reload_under_concurrent_requests_fails_none(
+    facade_settings, triton, cpu_repository, demo_prepared, queries, tmp_path
+):
+    index_dir = tmp_path / "index"
+    build_index(
+        demo_prepared,
+        index_dir,
+        triton.ports.grpc_url,
+        cpu_repository,
+        splits=("train",),
+        progress=False,
+    )
+    settings = facade_settings.model_copy(update={"index_dir": index_dir, "index_poll_s": 0.2})
+    with running_facade(settings) as client:
+        stop, failures, versions = threading.Event(), [], set()
+
+        def hammer(i: int) -> None:
+            photo, text, _ = queries[i % len(queries)]
+            while not stop.is_set():
+                r = client.post(
+                    "/v1/similar", files={"photo": ("p.jpg", photo)}, data={"text": text, "k": "3"}
+                )
+                if r.status_code != 200:
+                    failures.append(r.text)
+                else:
+                    versions.add(r.json()["index_version"])
+
+        with ThreadPoolExecutor(4) as pool:
+            for i in range(4):
+                pool.submit(hammer, i)
+            # a new version, picked up by the file watcher, then a forced reload by the endpoint
+            build_index(
+                demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository, progress=False
+            )
+            for _ in range(3):
+                assert client.post("/v1/admin/reload-index").status_code == 200
+            stop.set()
+        assert failures == []
+        assert versions == {"v0001", "v0002"}
+        assert client.get("/readyz").json()["index_version"] == "v0002"
+
+
+def test_triton_away_gives_503_then_recovers(facade_settings, cpu_repository, tmp_path):
+    ports = TritonPorts("127.0.0.1", *free_ports(3))
+    triton = LocalTriton(cpu_repository, ports, tmp_path / "triton.log").start()
+    settings = facade_settings.model_copy(
+        update={"triton_url": ports.grpc_url, "triton_timeout_s": 5}
+    )
+    try:
+        with running_facade(settings) as client:
+            assert client.post("/v1/predict/text", json={"text": "a sofa"}).status_code == 200
+            triton.stop()
+            away = client.post("/v1/predict/text", json={"text": "a sofa"})
+            _assert_error(away, 503, "unavailable")
+            assert away.headers["retry-after"] == str(settings.retry_after_s)
+            assert client.get("/readyz").status_code == 503
+            triton = LocalTriton(cpu_repository, ports, tmp_path / "triton2.log").start()
+            # the facade reconnects by itself, within its reconnect backoff (about a second)
+            deadline = time.monotonic() + 10
+            while (
+                back := client.post("/v1/predict/text", json={"text": "a sofa"})
+            ).status_code != 200:
+                assert back.status_code == 503 and time.monotonic() < deadline, back.text
+                time.sleep(0.2)
+    finally:
+        triton.stop()
+
+
+def test_serving_imports_without_torch():
+    code = (
+        "import sys\n"
+        "from fbmr.serving import app, catalogue, cli, index, triton_cli\n"
+        "assert 'torch' not in sys.modules, 'fbmr.serving imported torch'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
