@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.serving.catalogue import build_index
@@ -138,7 +139,7 @@ def test_bad_text_is_refused_with_a_reason(facade):
     response = facade.post(
         "/v1/predict/text", content=not_utf8, headers={"content-type": "application/json"}
     )
-    _assert_error(response, 422, "invalid request")
+    _assert_error(response, 400, "invalid request")
     _assert_error(facade.post("/v1/predict/text", json={}), 422, "text")
 
 
@@ -179,7 +180,7 @@ def test_health_readiness_metrics_and_openapi(facade):
 
 
 def test_api_key_protects_all_but_health(facade_settings):
-    settings = facade_settings.model_copy(update={"api_key": "s3cret"})
+    settings = facade_settings.model_copy(update={"api_key": SecretStr("s3cret")})
     with running_facade(settings) as client:
         _assert_error(client.post("/v1/predict/text", json={"text": "a sofa"}), 401, "API key")
         _assert_error(

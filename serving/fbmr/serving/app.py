@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,6 +29,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
@@ -135,7 +136,11 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(err.detail)}, err.status_code, headers=err.headers)
+        # FastAPI's own: an unparsable body (400), an unknown path (404), a wrong method (405)
+        message = str(err.detail)
+        if err.status_code == 400:
+            message = f"invalid request: {message}"
+        return JSONResponse({"error": message}, err.status_code, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
