@@ -17,9 +17,17 @@ index_app = typer.Typer(help="Build or reload the similar-listing index.", no_ar
 
 
 def serve(
-    triton_url: str = typer.Option("127.0.0.1:8001", help="Triton gRPC host:port."),
-    repo: Path = typer.Option(Path("model_repository"), help="The model repository Triton serves."),
-    index_dir: Path = typer.Option(None, help="Similar-listing index (fbmr index build)."),
+    triton_url: str = typer.Option(
+        "127.0.0.1:8001", envvar="FBMR_TRITON_URL", help="Triton gRPC host:port."
+    ),
+    repo: Path = typer.Option(
+        Path("model_repository"),
+        envvar="FBMR_MODEL_REPOSITORY",
+        help="The model repository Triton serves (the facade reads its artifacts).",
+    ),
+    index_dir: Path = typer.Option(
+        None, envvar="FBMR_INDEX_DIR", help="Similar-listing index (fbmr index build)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 to serve the network."),
     port: int = typer.Option(8080),
     workers: int = typer.Option(1, help="uvicorn worker processes."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fbmr.core.image import DEFAULT_MAX_PIXELS
@@ -30,3 +30,9 @@ class FacadeSettings(BaseSettings):
         None, description="Bearer token required on every endpoint but the health checks."
     )
     retry_after_s: int = Field(2, description="Retry-After sent with 503 answers.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_means_none(cls, value: object) -> object:
+        # FBMR_API_KEY= (set but empty, as deployment templates often leave it) keeps the API open
+        return None if value in ("", None) else value

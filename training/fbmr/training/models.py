@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # The stages of a ResNet, input to output; freezing "up to layer3" freezes all before layer4.
 RESNET_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+RANDOM_INIT = "random initialisation"
 
 
 class Backbone(StrEnum):
@@ -42,7 +43,7 @@ def build_trunk(backbone: Backbone, weights: str | None = "imagenet") -> tuple[n
     silently, for a checkpoint's weights to be loaded into.
     """
     model = getattr(torchvision.models, backbone.value)(weights=None)
-    source, reason = "random initialisation", "--image-weights none"
+    source, reason = RANDOM_INIT, "--image-weights none"
     if weights == "imagenet":
         try:
             model.load_state_dict(_WEIGHTS[backbone].get_state_dict(progress=False))
@@ -54,7 +55,7 @@ def build_trunk(backbone: Backbone, weights: str | None = "imagenet") -> tuple[n
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         model.load_state_dict(state, strict=False)
         source = f"state dict {weights}"
-    if source == "random initialisation" and weights is not None:
+    if source == RANDOM_INIT and weights is not None:
         log.warning(
             "%s: the %s trunk starts from random initialisation, so it learns slower and ends "
             "less accurate; pass --image-weights PATH to use a local copy of the weights",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from fbmr.core.image import ImageSpec
@@ -24,6 +25,22 @@ from fbmr.training.models import FusionHead, FusionModel
 from fbmr.training.stages.image import build_image_model
 from fbmr.training.stages.text import build_text_model
 from fbmr.training.stages.word2vec import TOKENIZER
+
+
+@torch.no_grad()
+def _cached_image_embeddings(
+    image_model: nn.Module, run_dir: Path, split: str, count: int, device: torch.device
+) -> np.ndarray | None:
+    """Image embeddings from the trunk features the image stage cached (cached mode), which
+    saves a second pass of the trunk over every photo; None when there is no such cache."""
+    path = run_dir / "image" / "features" / f"{split}.pt"
+    if not path.is_file():
+        return None
+    features = torch.load(path, map_location="cpu", weights_only=True)["features"]
+    if len(features) != count:
+        return None
+    image_model.eval()
+    return image_model.encoder.projection(features.to(device)).cpu().numpy()
 
 
 def train_fusion(
@@ -53,7 +70,13 @@ def train_fusion(
     for split in SPLITS:
         images, products = data.images(split), data.products(split)
         photos = PhotoDataset(data, images, spec, augment=False)
-        image_embeddings = predict(image_model, photos, settings, device, f"image {split}")[0]
+        image_embeddings = None
+        if image_checkpoint["meta"]["mode"] == "cached":
+            image_embeddings = _cached_image_embeddings(
+                image_model, run_dir, split, len(photos), device
+            )
+        if image_embeddings is None:
+            image_embeddings = predict(image_model, photos, settings, device, f"image {split}")[0]
         texts = token_dataset(data, products, tokenizer)
         # Each photo takes its product's row: texts are per product, samples per photo.
         row = products.reset_index(drop=True).reset_index().set_index("product_id")["index"]

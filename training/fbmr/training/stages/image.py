@@ -29,7 +29,9 @@ from fbmr.training.engine import (
     save_atomic,
     seed_everything,
 )
-from fbmr.training.models import Backbone, ImageModel
+from fbmr.training.models import RANDOM_INIT, Backbone, ImageModel
+
+BN_CALIBRATION_PHOTOS = 2048
 
 
 class _HeadOverFeatures(nn.Module):
@@ -61,6 +63,36 @@ def _trunk_features(
         )
     ]
     return torch.cat(batches) if batches else torch.zeros(0)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(
+    model: ImageModel, photos: PhotoDataset, settings: FitSettings, device: torch.device
+) -> int:
+    """Set the trunk's batch-norm statistics to those of up to BN_CALIBRATION_PHOTOS photos.
+
+    A randomly initialised trunk carries placeholder statistics (mean 0, variance 1) that do not
+    match its activations, which then vanish or explode through fifty layers and leave frozen
+    features nearly constant. Measuring the real statistics once makes every layer's output
+    normalised, so the frozen random trunk gives features a head can learn from.
+    Returns the number of photos used.
+    """
+    norms = [m for m in model.encoder.trunk.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over every batch seen
+    model.encoder.trunk.train()
+    seen = 0
+    loader = make_loader(photos, settings, shuffle=True)
+    for images, _ in tqdm(loader, desc="batch-norm statistics", disable=not settings.progress):
+        model.encoder.trunk(images.to(device))
+        seen += len(images)
+        if seen >= BN_CALIBRATION_PHOTOS:
+            break
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
+    return seen
 
 
 def _cached_features(
@@ -114,11 +146,16 @@ def train_image(
     photos = {s: PhotoDataset(data, data.images(s), spec, augment=False) for s in SPLITS}
     if config.image_mode == ImageMode.cached:
         model.encoder.freeze_until("head")
+        if model.weights_source == RANDOM_INIT:
+            meta["batch_norm_recalibrated_on"] = recalibrate_batch_norm(
+                model, photos["train"], settings, device
+            )
         key = {
             "backbone": config.backbone,
             "weights": model.weights_source,
             "seed": config.seed,
             "image_spec": spec.to_dict(),
+            "batch_norm": meta.get("batch_norm_recalibrated_on"),
         }
         sets = {
             s: _cached_features(

@@ -1,0 +1,83 @@
+"""FAISS indexes, their versions on disk, and the store that swaps them in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fbmr.serving.index import (
+    CURRENT,
+    IndexStore,
+    IndexType,
+    SimilarityIndex,
+    build_faiss,
+    save_version,
+)
+from fbmr.serving.inference import Kind
+
+
+def _clustered(
+    n: int = 400, dim: int = 16, clusters: int = 8, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    labels = rng.integers(0, clusters, n)
+    return (centres[labels] + 0.1 * rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("kind", list(IndexType))
+def test_every_index_type_finds_each_vector_and_its_cluster(kind):
+    vectors, labels = _clustered()
+    index = build_faiss(vectors, kind)
+    scores, ids = index.search(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), 5)
+    assert (ids[:, 0] == np.arange(len(vectors))).mean() > 0.95
+    assert (labels[ids] == labels[:, None]).mean() > 0.95
+    assert np.all(scores[:, 0] <= 1.0 + 1e-5)
+
+
+def _listings(n: int) -> list[dict]:
+    return [
+        {"id": str(i), "name": f"item {i}", "category": "c", "price": None, "location": None}
+        for i in range(n)
+    ]
+
+
+def test_versions_are_written_aside_and_current_moves(tmp_path):
+    vectors, _ = _clustered(50)
+    first = save_version(tmp_path, {Kind.combined: vectors}, _listings(50), {"note": "a"})
+    second = save_version(
+        tmp_path, {Kind.combined: vectors[:10]}, _listings(10), {}, IndexType.hnsw
+    )
+    assert [first.name, second.name] == ["v0001", "v0002"]
+    assert (tmp_path / CURRENT).read_text().strip() == "v0002"
+    assert not list(tmp_path.glob(".*partial"))
+    loaded = SimilarityIndex(second)
+    assert loaded.meta["type"] == "hnsw" and loaded.meta["count"] == 10
+    hits = loaded.search(Kind.combined, vectors[3], 3)
+    assert hits[0].listing["id"] == "3" and len(hits) == 3
+    with pytest.raises(KeyError, match="no image embeddings"):
+        loaded.search(Kind.image, vectors[3], 3)
+
+
+def test_store_reloads_only_when_current_changes(tmp_path):
+    vectors, _ = _clustered(20)
+    store = IndexStore(tmp_path)
+    assert store.reload() is False and store.current is None
+    save_version(tmp_path, {Kind.text: vectors}, _listings(20), {})
+    assert store.reload() is True and store.current.version == "v0001"
+    assert store.reload() is False
+    assert store.reload(force=True) is True
+    save_version(tmp_path, {Kind.text: vectors}, _listings(20), {})
+    assert store.reload() is True and store.current.version == "v0002"
+
+
+def test_inconsistent_inputs_are_refused(tmp_path):
+    vectors, _ = _clustered(20)
+    with pytest.raises(ValueError, match="20 vectors for 19 listings"):
+        save_version(tmp_path, {Kind.text: vectors}, _listings(19), {})
+    with pytest.raises(ValueError, match="at least one listing"):
+        save_version(tmp_path, {Kind.text: vectors[:0]}, [], {})
+    (tmp_path / "v0009").mkdir()
+    (tmp_path / "v0009" / "meta.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not an fbmr index"):
+        SimilarityIndex(tmp_path / "v0009")
