@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -58,6 +59,10 @@ def serve(
         os.environ["FBMR_INDEX_DIR"] = str(index_dir.resolve())
     if api_key:
         os.environ["FBMR_API_KEY"] = api_key
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turned into SystemExit here,
+    # it unwinds through `finally`, so the local Triton is stopped too.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
     try:
         uvicorn.run(
             "fbmr.serving.app:create_app", factory=True, host=host, port=port, workers=workers
@@ -65,6 +70,10 @@ def serve(
     finally:
         if triton:
             triton.stop()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @index_app.command()

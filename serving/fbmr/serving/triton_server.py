@@ -9,6 +9,7 @@ so the backend directory is assembled in a cache folder rather than edited insid
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
 BINARY_ENV = "FBMR_TRITONSERVER"
 BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 class TritonError(RuntimeError):
@@ -152,6 +154,12 @@ def is_ready(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent exits."""
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -190,6 +198,8 @@ class LocalTriton:
                 stderr=subprocess.STDOUT,
                 env=_environment(install),
                 start_new_session=detach,
+                # an attached server dies with its parent, even one killed without cleanup
+                preexec_fn=None if detach else _die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
