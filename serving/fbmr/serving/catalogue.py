@@ -43,35 +43,35 @@ def read_catalogue(prepared: Path, splits: tuple[str, ...] | None = None) -> lis
 
 
 async def _embed(
-    models: TritonModels, artifacts: ModelArtifacts, listing: dict, limit: asyncio.Semaphore
+    models: TritonModels,
+    artifacts: ModelArtifacts,
+    listing: dict,
+    kinds: tuple[Kind, ...],
+    limit: asyncio.Semaphore,
 ) -> dict[Kind, np.ndarray] | None:
     async with limit:
         try:
-            image = await asyncio.to_thread(
-                image_input, artifacts, Path(listing["photo"]).read_bytes(), DEFAULT_MAX_PIXELS
-            )
+            photo = Path(listing["photo"]).read_bytes()
+            image = await asyncio.to_thread(image_input, artifacts, photo, DEFAULT_MAX_PIXELS)
         except (OSError, ImageDecodeError) as err:
             log.warning("skipped %s: %s", listing["product_id"], err)
             return None
-        tokens = text_input(
-            artifacts, listing_text(listing["product_name"], listing["product_description"])
-        )
-        image_result, text_result, combined = await asyncio.gather(
-            models.infer(Kind.image, image=image),
-            models.infer(Kind.text, token_ids=tokens),
-            models.infer(Kind.combined, image=image, token_ids=tokens),
-        )
-        return {
-            Kind.image: image_result.embedding,
-            Kind.text: text_result.embedding,
-            Kind.combined: combined.embedding,
+        text = listing_text(listing["product_name"], listing["product_description"])
+        tokens = text_input(artifacts, text)
+        inputs = {
+            Kind.image: {"image": image},
+            Kind.text: {"token_ids": tokens},
+            Kind.combined: {"image": image, "token_ids": tokens},
         }
+        results = await asyncio.gather(*(models.infer(kind, **inputs[kind]) for kind in kinds))
+        return {kind: result.embedding for kind, result in zip(kinds, results, strict=True)}
 
 
 async def embed_catalogue(
     listings: list[dict],
     triton_url: str,
     repository: Path,
+    kinds: tuple[Kind, ...] = tuple(Kind),
     concurrency: int = 8,
     progress: bool = True,
 ) -> tuple[list[dict], dict[Kind, np.ndarray]]:
@@ -81,7 +81,10 @@ async def embed_catalogue(
     models = TritonModels(triton_url, timeout_s=60.0)
     limit = asyncio.Semaphore(concurrency)
     try:
-        tasks = [asyncio.ensure_future(_embed(models, artifacts, item, limit)) for item in listings]
+        tasks = [
+            asyncio.ensure_future(_embed(models, artifacts, item, kinds, limit))
+            for item in listings
+        ]
         bar = tqdm(total=len(tasks), desc="embed catalogue", unit="listing", disable=not progress)
         for task in asyncio.as_completed(tasks):
             await task
@@ -91,7 +94,7 @@ async def embed_catalogue(
     finally:
         await models.close()
     kept = [(item, r) for item, r in zip(listings, results, strict=True) if r is not None]
-    vectors = {kind: np.stack([r[kind] for _, r in kept]) for kind in Kind} if kept else {}
+    vectors = {kind: np.stack([r[kind] for _, r in kept]) for kind in kinds} if kept else {}
     return [item for item, _ in kept], vectors
 
 
@@ -102,12 +105,13 @@ def build_index(
     repository: Path,
     index_type: IndexType = IndexType.exact,
     splits: tuple[str, ...] | None = None,
+    kinds: tuple[Kind, ...] = tuple(Kind),
     progress: bool = True,
 ) -> Path:
     """Embed the catalogue and save it as the index's next version; returns its folder."""
     catalogue = read_catalogue(prepared, splits)
     listings, vectors = asyncio.run(
-        embed_catalogue(catalogue, triton_url, repository, progress=progress)
+        embed_catalogue(catalogue, triton_url, repository, kinds, progress=progress)
     )
     public = [
         {

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from fbmr.serving.index import IndexType
+from fbmr.serving.inference import Kind
 
 index_app = typer.Typer(help="Build or reload the similar-listing index.", no_args_is_help=True)
 
@@ -84,6 +85,9 @@ def build(
     repo: Path = typer.Option(Path("model_repository"), help="The model repository Triton serves."),
     index_type: IndexType = typer.Option(IndexType.exact, "--type", help="exact, ivf or hnsw."),
     splits: str = typer.Option(None, help="Only these splits, comma-separated (default: all)."),
+    kinds: list[Kind] = typer.Option(
+        list(Kind), "--kind", help="Embeddings to index (repeat the option); default all three."
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Embed a catalogue through the running Triton and save the index's next version."""
@@ -92,7 +96,9 @@ def build(
 
     chosen = tuple(s.strip() for s in splits.split(",")) if splits else None
     try:
-        path = build_index(catalogue, out, triton_url, repo, index_type, chosen, progress)
+        path = build_index(
+            catalogue, out, triton_url, repo, index_type, chosen, tuple(kinds), progress
+        )
     except (FileNotFoundError, ValueError, TritonUnavailable) as err:
         typer.echo(f"index not built: {err}", err=True)
         raise typer.Exit(1) from None
