@@ -230,6 +230,9 @@ def test_index_reload_under_concurrent_requests_fails_none(
             )
             for _ in range(3):
                 assert client.post("/v1/admin/reload-index").status_code == 200
+            deadline = time.monotonic() + 30  # let requests run on the new version too
+            while "v0002" not in versions and time.monotonic() < deadline:
+                time.sleep(0.1)
             stop.set()
         assert failures == []
         assert versions == {"v0001", "v0002"}
