@@ -25,6 +25,7 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
         word_dim=meta["word_dim"],
         filters=meta["filters"],
         widths=tuple(meta["widths"]),
+        dropout=meta.get("dropout", 0.3),  # checkpoints from before the setting existed
     )
 
 
@@ -40,6 +41,7 @@ def train_text(
         "word_dim": vectors.vector_size,
         "filters": config.text_filters,
         "widths": list(config.text_widths),
+        "dropout": config.text_dropout,
         "max_length": tokenizer.max_length,
     }
     classes = data.label_map.classes
@@ -51,6 +53,7 @@ def train_text(
         epochs=config.text_epochs,
         batch_size=config.text_batch_size,
         lr=config.text_lr,
+        weight_decay=config.text_weight_decay,
         patience=config.patience,
         seed=config.seed,
         progress=config.progress,
