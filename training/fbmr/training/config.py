@@ -90,8 +90,8 @@ class TrainConfig:
     text_batch_size: int = 64
     text_lr: float = 1e-3
     # The CNN over-fits a few thousand listings fast; these are its regularisers.
-    text_dropout: float = 0.3
-    text_weight_decay: float = 1e-4
+    text_dropout: float = 0.5
+    text_weight_decay: float = 0.05
 
     # fusion head
     fusion_epochs: int = 30
