@@ -1,5 +1,2 @@
-"""fbmr.export: ONNX export of the trained models and the Triton model repository.
-
-The export itself lands with the export work; this distribution fixes its dependencies now so the
-workspace lock covers every component.
-"""
+"""fbmr.export: ONNX export of the trained models, checked for parity against PyTorch, and the
+Triton model repository (configs for the cpu and gpu targets, ensembles, versioned artifacts)."""

@@ -58,15 +58,6 @@ class TensorSpec:
     dims: tuple[int, ...]
 
 
-class _Encoder(nn.Module):
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-
 class _Head(nn.Module):
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
@@ -176,7 +167,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     models = [
         OnnxModel(
             "image_encoder",
-            _Encoder(image_model.encoder),
+            image_model.encoder,
             [TensorSpec("image", "TYPE_FP32", (3, size, size))],
             [TensorSpec("image_embedding", "TYPE_FP32", (e_image,))],
             [photos],
@@ -190,7 +181,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
         ),
         OnnxModel(
             "text_encoder",
-            _Encoder(text_model.encoder),
+            text_model.encoder,
             [TensorSpec("token_ids", "TYPE_INT64", (length,))],
             [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
             [token_ids],
@@ -219,7 +210,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
         models.append(
             OnnxModel(
                 "fusion_text_encoder",
-                _Encoder(fusion.text_encoder),
+                fusion.text_encoder,
                 [TensorSpec("token_ids", "TYPE_INT64", (length,))],
                 [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
                 [token_ids],
