@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.serving.catalogue import build_index
+from fbmr.serving.inference import Kind
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
 from fbmr.training.data.prepared import PreparedDataset
 from tests.helpers import encode, free_ports
@@ -192,6 +193,23 @@ def test_api_key_protects_all_but_health(facade_settings):
         assert ok.status_code == 200
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_query_the_index_has_no_embeddings_for_is_refused(
+    facade_settings, triton, cpu_repository, demo_prepared, queries, tmp_path
+):
+    index_dir = tmp_path / "index"
+    build_index(
+        demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
+        splits=("train",), kinds=(Kind.combined,), progress=False,
+    )  # fmt: skip
+    photo, text, _ = queries[0]
+    settings = facade_settings.model_copy(update={"index_dir": index_dir})
+    with running_facade(settings) as client:
+        both = client.post("/v1/similar", files={"photo": ("p.jpg", photo)}, data={"text": text})
+        assert both.status_code == 200, both.text
+        text_only = client.post("/v1/similar", data={"text": text})
+        _assert_error(text_only, 422, "no text embeddings", "a photo and a text")
 
 
 def test_index_reload_under_concurrent_requests_fails_none(

@@ -34,7 +34,14 @@ from starlette.exceptions import HTTPException
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
 from fbmr.serving.index import IndexStore
-from fbmr.serving.inference import Kind, TritonModels, TritonUnavailable, image_input, text_input
+from fbmr.serving.inference import (
+    Kind,
+    TritonModels,
+    TritonUnavailable,
+    image_input,
+    kind_of,
+    text_input,
+)
 from fbmr.serving.schemas import (
     EmbedResponse,
     ErrorResponse,
@@ -50,6 +57,12 @@ from fbmr.serving.settings import FacadeSettings
 
 log = logging.getLogger(__name__)
 
+# what a query must hold to be answered in each embedding space
+QUERY_INPUTS = {
+    Kind.image: "a photo only",
+    Kind.text: "a text only",
+    Kind.combined: "a photo and a text",
+}
 ERRORS = {status: {"model": ErrorResponse} for status in (401, 413, 422, 503)}
 
 
@@ -221,17 +234,16 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
             pred=ranked[0][0], classes=[c for c, _ in ranked], probabilities=[p for _, p in ranked]
         )
 
-    async def query(photo: UploadFile | None, text: str | None) -> tuple[Kind, object]:
-        """The embedding kind and Triton's answer for a photo, a text, or both."""
+    def query_kind(photo: UploadFile | None, text: str | None) -> Kind:
         if photo is None and text is None:
             raise ApiError(422, "give a photo, a text, or both")
+        return kind_of(photo is not None, text is not None)
+
+    async def query(photo: UploadFile | None, text: str | None) -> tuple[Kind, object]:
+        """The embedding kind and Triton's answer for a photo, a text, or both."""
+        kind = query_kind(photo, text)
         image = await photo_tensor(photo) if photo is not None else None
         tokens = text_tensor(text) if text is not None else None
-        kind = (
-            Kind.combined
-            if image is not None and tokens is not None
-            else (Kind.image if image is not None else Kind.text)
-        )
         return kind, await run(kind, image, tokens)
 
     # -- endpoints ------------------------------------------------------------------------
@@ -289,6 +301,13 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
         index = app.state.index.current  # this request keeps this version even if one is swapped in
         if index is None:
             raise ApiError(503, "no similar-listing index loaded yet (fbmr index build)", _retry())
+        if (kind := query_kind(photo, text)) not in index.indexes:
+            accepted = " or ".join(QUERY_INPUTS[k] for k in index.indexes)
+            raise ApiError(
+                422,
+                f"this index holds no {kind.value} embeddings, so it cannot answer a query "
+                f"with {QUERY_INPUTS[kind]}; send {accepted}",
+            )
         kind, result = await query(photo, text)
         hits = index.search(kind, result.embedding, k)
         return SimilarResponse(

@@ -70,14 +70,13 @@ async def _embed(
 async def embed_catalogue(
     listings: list[dict],
     triton_url: str,
-    repository: Path,
+    artifacts: ModelArtifacts,
     kinds: tuple[Kind, ...] = tuple(Kind),
     concurrency: int = 8,
     progress: bool = True,
 ) -> tuple[list[dict], dict[Kind, np.ndarray]]:
     """Embeddings of every listing (those whose photo cannot be read are skipped and logged).
     Requests go concurrently so Triton's dynamic batching can group them."""
-    artifacts = ModelArtifacts.load(repository)
     models = TritonModels(triton_url, timeout_s=60.0)
     limit = asyncio.Semaphore(concurrency)
     try:
@@ -110,8 +109,9 @@ def build_index(
 ) -> Path:
     """Embed the catalogue and save it as the index's next version; returns its folder."""
     catalogue = read_catalogue(prepared, splits)
+    artifacts = ModelArtifacts.load(repository)
     listings, vectors = asyncio.run(
-        embed_catalogue(catalogue, triton_url, repository, kinds, progress=progress)
+        embed_catalogue(catalogue, triton_url, artifacts, kinds, progress=progress)
     )
     public = [
         {
@@ -126,7 +126,7 @@ def build_index(
     meta = {
         "catalogue": str(prepared.resolve()),
         "splits": list(splits) if splits else "all",
-        "model_version": ModelArtifacts.load(repository).version,
+        "model_version": artifacts.version,
         "skipped": len(catalogue) - len(listings),
     }
     return save_version(index_dir, vectors, public, meta, index_type)

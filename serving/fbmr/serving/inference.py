@@ -45,6 +45,13 @@ CHANNEL_ARGS = [
 ]
 
 
+def kind_of(has_photo: bool, has_text: bool) -> Kind:
+    """The embedding a query gives: combined with both, else that of the one it has."""
+    if has_photo and has_text:
+        return Kind.combined
+    return Kind.image if has_photo else Kind.text
+
+
 class TritonUnavailable(RuntimeError):
     """Triton is unreachable, not ready, or refused the request (queue full): retry later."""
 
@@ -71,7 +78,6 @@ class TritonModels:
     """The three ensembles behind one reused asyncio gRPC connection."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
-        self.url = url
         self.timeout_s = timeout_s
         self._client = grpcaio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
 
@@ -80,9 +86,11 @@ class TritonModels:
 
     async def ready(self) -> bool:
         try:
-            models = ("image_classifier", "text_classifier", "product_classifier")
             return await self._client.is_server_ready(client_timeout=2.0) and all(
-                [await self._client.is_model_ready(m, client_timeout=2.0) for m in models]
+                [
+                    await self._client.is_model_ready(m, client_timeout=2.0)
+                    for m, _ in ENSEMBLES.values()
+                ]
             )
         except InferenceServerException:
             return False
