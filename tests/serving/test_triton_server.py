@@ -127,7 +127,7 @@ def test_ensemble_matches_onnxruntime_and_pytorch(
     np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-5)
 
 
-def test_concurrent_requests_are_all_served_and_batched(client, inputs, triton):
+def test_concurrent_requests_are_all_served(client, inputs, triton):
     singles = [
         {"image": inputs["image"][i : i + 1], "token_ids": inputs["token_ids"][i : i + 1]}
         for i in range(len(inputs["image"]))
