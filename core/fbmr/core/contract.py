@@ -1,0 +1,94 @@
+"""The serving contract: every name and default that export writes, Triton serves, and the facade,
+the client and the benchmarks call. It is defined here once and imported everywhere, so renaming an
+ensemble or a tensor is a change to this file, and a test (or a type checker) finds every caller.
+
+Three kinds of query, each answered by one Triton ensemble:
+
+    kind      ensemble             inputs               outputs
+    image     image_classifier     image                probabilities, image_embedding
+    text      text_classifier      token_ids            probabilities, text_embedding
+    combined  product_classifier   image, token_ids     probabilities, combined_embedding
+
+Inputs carry a leading batch axis; `image` is the preprocessed photo (`fbmr.core.image`), NCHW,
+`token_ids` int64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class Kind(StrEnum):
+    """Which embedding a query lives in: the photo's, the text's, or both combined."""
+
+    image = "image"
+    text = "text"
+    combined = "combined"
+
+
+def kind_of(has_photo: bool, has_text: bool) -> Kind:
+    """The kind of a query: combined with both, else that of the one it has."""
+    if has_photo and has_text:
+        return Kind.combined
+    return Kind.image if has_photo else Kind.text
+
+
+# -- tensors -------------------------------------------------------------------------------
+
+IMAGE = "image"
+TOKEN_IDS = "token_ids"
+LOGITS = "logits"
+PROBABILITIES = "probabilities"
+IMAGE_EMBEDDING = "image_embedding"
+TEXT_EMBEDDING = "text_embedding"
+COMBINED_EMBEDDING = "combined_embedding"
+
+# Triton data types of the ensembles' inputs (as tritonclient spells them).
+INPUT_DATATYPES = {IMAGE: "FP32", TOKEN_IDS: "INT64"}
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """One Triton ensemble: its name, the inputs it takes and the embedding it returns."""
+
+    name: str
+    inputs: tuple[str, ...]
+    embedding: str
+
+    @property
+    def outputs(self) -> tuple[str, str]:
+        return (PROBABILITIES, self.embedding)
+
+
+ENSEMBLES: dict[Kind, Ensemble] = {
+    Kind.image: Ensemble("image_classifier", (IMAGE,), IMAGE_EMBEDDING),
+    Kind.text: Ensemble("text_classifier", (TOKEN_IDS,), TEXT_EMBEDDING),
+    Kind.combined: Ensemble("product_classifier", (IMAGE, TOKEN_IDS), COMBINED_EMBEDDING),
+}
+ENSEMBLE_NAMES = tuple(e.name for e in ENSEMBLES.values())
+# The ensemble whose version directories carry the exported artifacts (tokeniser, labels, image
+# settings); every ensemble gets a copy, this one is where readers look.
+ARTIFACTS_ENSEMBLE = ENSEMBLES[Kind.combined].name
+
+# -- composing models (what the ensembles chain) -------------------------------------------
+
+IMAGE_ENCODER = "image_encoder"
+IMAGE_HEAD = "image_head"
+TEXT_ENCODER = "text_encoder"
+TEXT_HEAD = "text_head"
+FUSION_HEAD = "fusion_head"
+# only when `--unfreeze-text` changed the text encoder during fusion training
+FUSION_TEXT_ENCODER = "fusion_text_encoder"
+
+# -- where things listen, by default -------------------------------------------------------
+
+LOCALHOST = "127.0.0.1"
+TRITON_HTTP_PORT = 8000
+TRITON_GRPC_PORT = 8001
+TRITON_METRICS_PORT = 8002
+FACADE_PORT = 8080
+DEFAULT_TRITON_URL = f"{LOCALHOST}:{TRITON_GRPC_PORT}"
+DEFAULT_FACADE_URL = f"http://{LOCALHOST}:{FACADE_PORT}"
+DEFAULT_MODEL_REPOSITORY = Path("model_repository")
