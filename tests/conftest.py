@@ -1,4 +1,5 @@
-"""Shared fixtures: the real marketplace sample (when present)."""
+"""Shared fixtures, each built once per session: the real marketplace sample (when present), the
+demo data, a tiny trained run, its export, a real tritonserver on it, the demo index, the facade."""
 
 from __future__ import annotations
 
@@ -73,3 +74,41 @@ def triton(cpu_repository):
     ports = TritonPorts("127.0.0.1", *free_ports(3))
     with LocalTriton(cpu_repository, ports) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def demo_index(triton, cpu_repository, demo_prepared, tmp_path_factory):
+    """The demo catalogue's train and val listings, embedded through Triton and indexed."""
+    from fbmr.serving.catalogue import build_index
+
+    index_dir = tmp_path_factory.mktemp("index") / "index"
+    build_index(
+        demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
+        splits=("train", "val"), progress=False,
+    )  # fmt: skip
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def facade_settings(triton, cpu_repository, demo_index):
+    from fbmr.serving.settings import FacadeSettings
+
+    return FacadeSettings(
+        triton_url=triton.ports.grpc_url,
+        model_repository=cpu_repository,
+        index_dir=demo_index,
+        index_poll_s=0,
+        max_body_bytes=2_000_000,
+        max_pixels=4_000_000,
+        max_text_chars=2_000,
+        max_k=50,
+    )
+
+
+@pytest.fixture(scope="session")
+def facade(facade_settings):
+    """An httpx client on the facade over the session's Triton and demo index."""
+    from tests.helpers import running_facade
+
+    with running_facade(facade_settings) as client:
+        yield client

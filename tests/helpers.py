@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from PIL import Image
 
@@ -58,3 +62,30 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+@contextmanager
+def running_facade(settings) -> Iterator:
+    """Yields an httpx client on a facade (FacadeSettings) served by uvicorn in a thread on a free
+    127.0.0.1 port; stops it on exit."""
+    import httpx
+    import uvicorn
+
+    from fbmr.serving.app import create_app
+
+    (port,) = free_ports(1)
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the facade did not start")
+        time.sleep(0.05)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -19,8 +19,7 @@ from fbmr.serving.catalogue import build_index
 from fbmr.serving.inference import Kind
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
 from fbmr.training.data.prepared import PreparedDataset
-from tests.helpers import encode, free_ports
-from tests.serving.conftest import running_facade
+from tests.helpers import encode, free_ports, running_facade
 
 
 @pytest.fixture(scope="module")
