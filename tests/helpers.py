@@ -71,7 +71,7 @@ def running_facade(settings) -> Iterator:
     import httpx
     import uvicorn
 
-    from fbmr.serving.app import create_app
+    from fbmr.serving.main import create_app
 
     (port,) = free_ports(1)
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -89,3 +89,13 @@ def running_facade(settings) -> Iterator:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    """The facade's error answer: `status`, a JSON body of one `error` message holding `words`,
+    no stack trace."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and "Traceback" not in body["error"]
+    for word in words:
+        assert word in body["error"], body["error"]

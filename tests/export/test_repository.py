@@ -8,16 +8,15 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from fbmr.core.artifacts import ModelArtifacts, latest_version_dir
+from fbmr.core.contract import ENSEMBLE_NAMES
 from fbmr.export.onnx_models import load_run
 from fbmr.export.repository import (
-    ENSEMBLES,
-    ServingSettings,
-    Target,
     next_version,
     publish_version,
     read_config,
     stage_version,
 )
+from fbmr.export.settings import ServingSettings, Target
 from fbmr.training.data.prepared import PreparedDataset
 
 COMPOSING = ["image_encoder", "image_head", "text_encoder", "text_head", "fusion_head"]
@@ -47,7 +46,7 @@ def _tensors(fields):
 def test_composing_models_have_the_serving_settings(run_models, tmp_path, target):
     settings = ServingSettings(max_batch_size=16, preferred_batch_sizes=(4, 16), instances=2)
     staging, names = _stage(run_models, tmp_path, target, settings)
-    assert names == [*COMPOSING, *ENSEMBLES]
+    assert names == [*COMPOSING, *ENSEMBLE_NAMES]
     for name in COMPOSING:
         config = read_config(staging / name / "config.pbtxt")
         assert config.name == name and config.max_batch_size == 16
@@ -72,7 +71,7 @@ def test_composing_models_have_the_serving_settings(run_models, tmp_path, target
 def test_both_targets_serve_the_same_tensors(run_models, tmp_path):
     cpu, _ = _stage(run_models, tmp_path / "cpu", Target.cpu, ServingSettings())
     gpu, _ = _stage(run_models, tmp_path / "gpu", Target.gpu, ServingSettings())
-    for name in [*COMPOSING, *ENSEMBLES]:
+    for name in [*COMPOSING, *ENSEMBLE_NAMES]:
         a, b = read_config(cpu / name / "config.pbtxt"), read_config(gpu / name / "config.pbtxt")
         assert _tensors(a.input) == _tensors(b.input)
         assert _tensors(a.output) == _tensors(b.output)
@@ -96,7 +95,7 @@ def test_ensembles_chain_existing_models_with_matching_batch_sizes(run_models, t
         ServingSettings(max_batch_size=8, preferred_batch_sizes=(8,)),
     )
     outputs = {}
-    for name in ENSEMBLES:
+    for name in ENSEMBLE_NAMES:
         config = read_config(staging / name / "config.pbtxt")
         assert config.platform == "ensemble" and config.max_batch_size == 8
         produced = {t.name for t in config.input}

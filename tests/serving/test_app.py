@@ -12,14 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
-from pydantic import SecretStr
 
 from fbmr.core.artifacts import ModelArtifacts
+from fbmr.core.contract import Kind
 from fbmr.serving.catalogue import build_index
-from fbmr.serving.inference import Kind
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
 from fbmr.training.data.prepared import PreparedDataset
-from tests.helpers import encode, free_ports, running_facade
+from tests.helpers import assert_error, encode, free_ports, running_facade
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +32,6 @@ def queries(demo_prepared):
             path = data.image_path(photos.loc[product["product_id"], "image_id"])
             out.append((path.read_bytes(), data.text(product), product["label"]))
     return out
-
-
-def _assert_error(response, status: int, *words: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and "Traceback" not in body["error"]
-    for word in words:
-        assert word in body["error"]
 
 
 def test_predictions_rank_every_category_and_beat_chance(facade, queries, cpu_repository):
@@ -65,10 +56,19 @@ def test_predictions_rank_every_category_and_beat_chance(facade, queries, cpu_re
     assert all(c > 3 * chance for c in correct.values()), (correct, len(queries))
 
 
-def test_a_png_under_a_jpg_name_is_served(facade):
-    png = encode(Image.new("RGB", (80, 60), (200, 30, 30)), "PNG")
-    response = facade.post("/v1/predict/image", files={"photo": ("photo.jpg", png, "image/jpeg")})
-    assert response.status_code == 200, response.text
+def test_a_png_under_a_jpg_name_is_read_by_its_content(facade):
+    # a picture with structure, so that a misread photo would change the answer
+    picture = Image.effect_mandelbrot((96, 72), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
+    answers = [
+        facade.post("/v1/predict/image", files={"photo": (name, data, "image/jpeg")})
+        for name, data in (
+            ("photo.jpg", encode(picture, "PNG")),
+            ("photo.png", encode(picture, "PNG")),
+        )
+    ]
+    for response in answers:
+        assert response.status_code == 200, response.text
+    assert answers[0].json() == answers[1].json()
 
 
 def test_embeddings_have_the_kind_of_the_query(facade, queries):
@@ -109,66 +109,12 @@ def test_similar_listings_share_the_query_category(facade, queries, demo_index):
     assert text_only.status_code == 200 and text_only.json()["kind"] == "text"
 
 
-def test_bad_photos_are_refused_with_a_reason(facade):
-    corrupt = encode(Image.new("RGB", (64, 64)), "JPEG")[:200]
-    _assert_error(
-        facade.post("/v1/predict/image", files={"photo": ("p.jpg", corrupt)}), 422, "photo"
-    )
-    not_image = b"%PDF-1.4 this is not a photo"
-    _assert_error(
-        facade.post("/v1/predict/image", files={"photo": ("p.jpg", not_image)}), 422, "not an image"
-    )
-    _assert_error(facade.post("/v1/predict/image", files={"photo": ("p.jpg", b"")}), 422, "empty")
-    # 2500 x 2000 = 5 Mpx over the 4 Mpx limit, yet a small file: a decompression bomb in miniature
-    bomb = encode(Image.new("L", (2500, 2000)), "PNG")
-    assert len(bomb) < 100_000
-    _assert_error(
-        facade.post("/v1/predict/image", files={"photo": ("p.png", bomb)}), 413, "too large"
-    )
-
-
-def test_oversized_bodies_are_refused(facade):
-    big = b"\xff" * 2_500_000
-    _assert_error(facade.post("/v1/predict/image", files={"photo": ("p.jpg", big)}), 413, "limit")
-
-
-def test_bad_text_is_refused_with_a_reason(facade):
-    _assert_error(facade.post("/v1/predict/text", json={"text": "   "}), 422, "empty")
-    _assert_error(facade.post("/v1/predict/text", json={"text": "word " * 1000}), 413, "limit")
-    not_utf8 = b'{"text": "caf\xe9 table"}'
-    response = facade.post(
-        "/v1/predict/text", content=not_utf8, headers={"content-type": "application/json"}
-    )
-    _assert_error(response, 400, "invalid request")
-    _assert_error(facade.post("/v1/predict/text", json={}), 422, "text")
-
-
-def test_missing_fields_and_k_out_of_range_are_refused(facade, queries):
-    photo, text, _ = queries[0]
-    _assert_error(facade.post("/v1/predict/combined", data={"text": text}), 422, "photo")
-    _assert_error(
-        facade.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)}), 422, "text"
-    )
-    _assert_error(facade.post("/v1/similar", data={}), 422, "photo, a text")
-    _assert_error(facade.post("/v1/similar", data={"text": text, "k": "0"}), 422, "k")
-    _assert_error(facade.post("/v1/similar", data={"text": text, "k": "51"}), 422, "k")
-    _assert_error(facade.post("/v1/similar", data={"text": text, "k": "ten"}), 422, "k")
-
-
-def test_health_readiness_metrics_and_openapi(facade):
+def test_health_readiness_and_openapi(facade, demo_index):
     assert facade.get("/healthz").json() == {"status": "ok"}
     ready = facade.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {
-        "triton": True,
-        "models": True,
-        "index": True,
-        "index_version": ready.json()["index_version"],
-    }
-    facade.post("/v1/predict/text", json={"text": ""})
-    metrics = facade.get("/metrics").text
-    assert 'fbmr_requests_total{endpoint="/v1/predict/text",status="422"}' in metrics
-    assert "fbmr_request_seconds_bucket" in metrics
+    current = (demo_index / "CURRENT").read_text().strip()
+    assert ready.json() == {"triton": True, "models": True, "index": True, "index_version": current}
     paths = facade.get("/openapi.json").json()["paths"]
     assert {
         "/v1/predict/image",
@@ -177,21 +123,6 @@ def test_health_readiness_metrics_and_openapi(facade):
         "/v1/embed",
         "/v1/similar",
     } <= set(paths)
-
-
-def test_api_key_protects_all_but_health(facade_settings):
-    settings = facade_settings.model_copy(update={"api_key": SecretStr("s3cret")})
-    with running_facade(settings) as client:
-        _assert_error(client.post("/v1/predict/text", json={"text": "a sofa"}), 401, "API key")
-        _assert_error(
-            client.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401, "API key"
-        )
-        ok = client.post(
-            "/v1/predict/text", json={"text": "a sofa"}, headers={"Authorization": "Bearer s3cret"}
-        )
-        assert ok.status_code == 200
-        assert client.get("/healthz").status_code == 200
-        assert client.get("/readyz").status_code == 200
 
 
 def test_a_query_the_index_has_no_embeddings_for_is_refused(
@@ -208,7 +139,7 @@ def test_a_query_the_index_has_no_embeddings_for_is_refused(
         both = client.post("/v1/similar", files={"photo": ("p.jpg", photo)}, data={"text": text})
         assert both.status_code == 200, both.text
         text_only = client.post("/v1/similar", data={"text": text})
-        _assert_error(text_only, 422, "no text embeddings", "a photo and a text")
+        assert_error(text_only, 422, "no text embeddings", "a photo and a text")
 
 
 def test_index_reload_under_concurrent_requests_fails_none(
@@ -267,7 +198,7 @@ def test_triton_away_gives_503_then_recovers(facade_settings, cpu_repository, tm
             assert client.post("/v1/predict/text", json={"text": "a sofa"}).status_code == 200
             triton.stop()
             away = client.post("/v1/predict/text", json={"text": "a sofa"})
-            _assert_error(away, 503, "unavailable")
+            assert_error(away, 503, "unavailable")
             assert away.headers["retry-after"] == str(settings.retry_after_s)
             assert client.get("/readyz").status_code == 503
             triton = LocalTriton(cpu_repository, ports, tmp_path / "triton2.log").start()
@@ -285,7 +216,7 @@ def test_triton_away_gives_503_then_recovers(facade_settings, cpu_repository, tm
 def test_serving_imports_without_torch():
     code = (
         "import sys\n"
-        "from fbmr.serving import app, catalogue, cli, index, triton_cli\n"
+        "from fbmr.serving import catalogue, cli, index, main, triton_cli\n"
         "assert 'torch' not in sys.modules, 'fbmr.serving imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fbmr.core.contract import Kind
 from fbmr.serving.index import (
     CURRENT,
     IndexStore,
@@ -13,7 +14,6 @@ from fbmr.serving.index import (
     build_faiss,
     save_version,
 )
-from fbmr.serving.inference import Kind
 
 
 def _clustered(

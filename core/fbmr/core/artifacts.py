@@ -2,7 +2,9 @@
 and image settings that turn a listing into the tensors those models expect.
 
 `fbmr export` writes them into each ensemble's version directory of the Triton model repository;
-the facade, the index builder and the benchmarks read the latest version's.
+the facade, the index builder, the client and the benchmarks read the latest version's, and build
+model inputs through `ModelArtifacts.image_input` and `text_input`: the one place a listing's photo
+and text become the tensors the served models take.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fbmr.core.image import ImageSpec
+import numpy as np
+
+from fbmr.core.contract import ARTIFACTS_ENSEMBLE
+from fbmr.core.image import DEFAULT_MAX_PIXELS, ImageSource, ImageSpec, preprocess_image
 from fbmr.core.labels import LabelMap
 from fbmr.core.text import Tokenizer
 
@@ -19,7 +24,7 @@ ARTIFACTS_FILE = "fbmr.json"
 ARTIFACTS_FORMAT = "fbmr.model_version/1"
 
 
-def latest_version_dir(repository: Path, ensemble: str = "product_classifier") -> Path:
+def latest_version_dir(repository: Path, ensemble: str = ARTIFACTS_ENSEMBLE) -> Path:
     """The newest version directory of `ensemble` that holds exported artifacts."""
     versions = sorted(
         (int(p.name) for p in (Path(repository) / ensemble).glob("*") if p.name.isdigit()),
@@ -42,7 +47,7 @@ class ModelArtifacts:
     image_spec: ImageSpec
 
     @classmethod
-    def load(cls, repository: Path, ensemble: str = "product_classifier") -> ModelArtifacts:
+    def load(cls, repository: Path, ensemble: str = ARTIFACTS_ENSEMBLE) -> ModelArtifacts:
         """The artifacts of the latest exported version in `repository`."""
         path = latest_version_dir(repository, ensemble)
         manifest = json.loads((path / ARTIFACTS_FILE).read_text())
@@ -54,3 +59,12 @@ class ModelArtifacts:
             Tokenizer.load(path / manifest["tokenizer"]),
             ImageSpec.from_dict(manifest["image_spec"]),
         )
+
+    def image_input(self, photo: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """A photo as the image ensembles' input, without the batch axis; raises
+        ImageDecodeError (ImageTooLargeError over `max_pixels`) for an unusable photo."""
+        return preprocess_image(photo, self.image_spec, max_pixels)
+
+    def text_input(self, text: str) -> np.ndarray:
+        """A listing text as the text ensembles' token ids, without the batch axis."""
+        return self.tokenizer.encode(text)

@@ -92,3 +92,8 @@ FACADE_PORT = 8080
 DEFAULT_TRITON_URL = f"{LOCALHOST}:{TRITON_GRPC_PORT}"
 DEFAULT_FACADE_URL = f"http://{LOCALHOST}:{FACADE_PORT}"
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
+
+# -- limits --------------------------------------------------------------------------------
+
+# Upright photos from phones are at most ~50 MP; anything far larger is a decompression bomb.
+DEFAULT_MAX_PIXELS = 64_000_000

@@ -16,12 +16,12 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fbmr.core.contract import DEFAULT_MAX_PIXELS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The cleaned seed photos are padded with black; padding at serving time must match.
 PAD_COLOUR = (0, 0, 0)
-# Upright photos from phones are at most ~50 MP; anything far larger is a decompression bomb.
-DEFAULT_MAX_PIXELS = 64_000_000
 
 
 class ImageDecodeError(ValueError):

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import typer
 
-from fbmr.export.repository import ServingSettings, Target
+from fbmr.core.contract import DEFAULT_MODEL_REPOSITORY
+from fbmr.export.settings import ServingSettings, Target
 
 _D = ServingSettings()
 
 
 def export(
     run_dir: Path = typer.Argument(..., help="Run directory written by `fbmr train`."),
-    repo: Path = typer.Option(Path("model_repository"), help="Triton model repository."),
+    repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="Triton model repository."),
     target: Target = typer.Option(
         Target.cpu,
         help="cpu: python backend + onnxruntime (pip tritonserver); gpu: onnxruntime backend.",

@@ -11,13 +11,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fbmr.export import onnx_models
-from fbmr.export.repository import (
-    ServingSettings,
-    Target,
-    next_version,
-    publish_version,
-    stage_version,
-)
+from fbmr.export.repository import next_version, publish_version, stage_version
+from fbmr.export.settings import ServingSettings, Target
 from fbmr.training.data.prepared import PreparedDataset
 
 log = logging.getLogger(__name__)

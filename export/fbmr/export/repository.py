@@ -17,56 +17,21 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
-from enum import StrEnum
+from dataclasses import asdict
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from fbmr.core import contract as c
 from fbmr.core.artifacts import ARTIFACTS_FILE, ARTIFACTS_FORMAT
+from fbmr.core.fileio import atomic_write_json
 from fbmr.export.onnx_models import RunModels, TensorSpec
+from fbmr.export.settings import ServingSettings, Target
 
 REPOSITORY_FORMAT = "fbmr.model_repository/1"
 REPOSITORY_MANIFEST = "repository.json"
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
-ENSEMBLES = ("image_classifier", "text_classifier", "product_classifier")
-
-
-class Target(StrEnum):
-    cpu = "cpu"
-    gpu = "gpu"
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """Triton scheduling settings written into every composing model's config."""
-
-    max_batch_size: int = 32
-    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32)
-    # How long a request may wait for others to form a batch: latency traded for throughput.
-    max_queue_delay_us: int = 2_000
-    # A bounded queue: past it Triton refuses at once (the facade answers 503) instead of
-    # letting latency grow without limit under overload.
-    max_queue_size: int = 128
-    queue_timeout_us: int = 10_000_000
-    instances: int = 1
-    # cpu target: onnxruntime threads per instance (0 lets onnxruntime choose).
-    intra_op_threads: int = 0
-    # gpu target: TensorRT FP16 through onnxruntime's TensorRT execution provider.
-    tensorrt_fp16: bool = False
-    tensorrt_cache: str = "/tmp/fbmr-trt-cache"
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
-        if any(not 1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes):
-            raise ValueError(
-                f"preferred batch sizes {self.preferred_batch_sizes} must lie in "
-                f"1..max_batch_size ({self.max_batch_size})"
-            )
-        if self.instances < 1 or self.max_queue_size < 1:
-            raise ValueError("instances and max_queue_size must be at least 1")
 
 
 _DTYPES = {"TYPE_FP32": mc.TYPE_FP32, "TYPE_INT64": mc.TYPE_INT64}
@@ -132,41 +97,51 @@ def ensemble_configs(run: RunModels, max_batch_size: int) -> list[mc.ModelConfig
         return next(t for t in [*model_spec.inputs, *model_spec.outputs] if t.name == name)
 
     text_encoder = run.product_text_encoder
+    image, text = c.ENSEMBLES[c.Kind.image], c.ENSEMBLES[c.Kind.text]
+    combined = c.ENSEMBLES[c.Kind.combined]
+    encode_image = (c.IMAGE_ENCODER, {c.IMAGE: c.IMAGE}, {c.IMAGE_EMBEDDING: c.IMAGE_EMBEDDING})
     layouts = {
-        "image_classifier": (
-            [tensor("image_encoder", "image")],
-            [tensor("image_head", "probabilities"), tensor("image_encoder", "image_embedding")],
+        image.name: (
+            [tensor(c.IMAGE_ENCODER, c.IMAGE)],
+            [tensor(c.IMAGE_HEAD, c.PROBABILITIES), tensor(c.IMAGE_ENCODER, c.IMAGE_EMBEDDING)],
             [
-                ("image_encoder", {"image": "image"}, {"image_embedding": "image_embedding"}),
+                encode_image,
                 (
-                    "image_head",
-                    {"image_embedding": "image_embedding"},
-                    {"probabilities": "probabilities"},
+                    c.IMAGE_HEAD,
+                    {c.IMAGE_EMBEDDING: c.IMAGE_EMBEDDING},
+                    {c.PROBABILITIES: c.PROBABILITIES},
                 ),
             ],
         ),
-        "text_classifier": (
-            [tensor("text_encoder", "token_ids")],
-            [tensor("text_head", "probabilities"), tensor("text_encoder", "text_embedding")],
+        text.name: (
+            [tensor(c.TEXT_ENCODER, c.TOKEN_IDS)],
+            [tensor(c.TEXT_HEAD, c.PROBABILITIES), tensor(c.TEXT_ENCODER, c.TEXT_EMBEDDING)],
             [
-                ("text_encoder", {"token_ids": "token_ids"}, {"text_embedding": "text_embedding"}),
                 (
-                    "text_head",
-                    {"text_embedding": "text_embedding"},
-                    {"probabilities": "probabilities"},
+                    c.TEXT_ENCODER,
+                    {c.TOKEN_IDS: c.TOKEN_IDS},
+                    {c.TEXT_EMBEDDING: c.TEXT_EMBEDDING},
+                ),
+                (
+                    c.TEXT_HEAD,
+                    {c.TEXT_EMBEDDING: c.TEXT_EMBEDDING},
+                    {c.PROBABILITIES: c.PROBABILITIES},
                 ),
             ],
         ),
-        "product_classifier": (
-            [tensor("image_encoder", "image"), tensor(text_encoder, "token_ids")],
-            [tensor("fusion_head", "probabilities"), tensor("fusion_head", "combined_embedding")],
+        combined.name: (
+            [tensor(c.IMAGE_ENCODER, c.IMAGE), tensor(text_encoder, c.TOKEN_IDS)],
             [
-                ("image_encoder", {"image": "image"}, {"image_embedding": "image_embedding"}),
-                (text_encoder, {"token_ids": "token_ids"}, {"text_embedding": "text_embedding"}),
+                tensor(c.FUSION_HEAD, c.PROBABILITIES),
+                tensor(c.FUSION_HEAD, c.COMBINED_EMBEDDING),
+            ],
+            [
+                encode_image,
+                (text_encoder, {c.TOKEN_IDS: c.TOKEN_IDS}, {c.TEXT_EMBEDDING: c.TEXT_EMBEDDING}),
                 (
-                    "fusion_head",
-                    {"image_embedding": "image_embedding", "text_embedding": "text_embedding"},
-                    {"probabilities": "probabilities", "combined_embedding": "combined_embedding"},
+                    c.FUSION_HEAD,
+                    {c.IMAGE_EMBEDDING: c.IMAGE_EMBEDDING, c.TEXT_EMBEDDING: c.TEXT_EMBEDDING},
+                    {c.PROBABILITIES: c.PROBABILITIES, c.COMBINED_EMBEDDING: c.COMBINED_EMBEDDING},
                 ),
             ],
         ),
@@ -264,6 +239,4 @@ def publish_version(staging: Path, repository: Path, names: list[str], version: 
         "models": names,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, manifest_path)
+    atomic_write_json(manifest_path, manifest)

@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.image import DEFAULT_MAX_PIXELS, ImageDecodeError
+from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind
+from fbmr.core.image import ImageDecodeError
 from fbmr.core.listing import listing_text
 from fbmr.serving.index import IndexType, save_version
-from fbmr.serving.inference import Kind, TritonModels, image_input, text_input
+from fbmr.serving.inference import TritonModels
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,18 @@ async def _embed(
     async with limit:
         try:
             photo = Path(listing["photo"]).read_bytes()
-            image = await asyncio.to_thread(image_input, artifacts, photo, DEFAULT_MAX_PIXELS)
+            image = await asyncio.to_thread(artifacts.image_input, photo)
         except (OSError, ImageDecodeError) as err:
             log.warning("skipped %s: %s", listing["product_id"], err)
             return None
         text = listing_text(listing["product_name"], listing["product_description"])
-        tokens = text_input(artifacts, text)
-        inputs = {
-            Kind.image: {"image": image},
-            Kind.text: {"token_ids": tokens},
-            Kind.combined: {"image": image, "token_ids": tokens},
-        }
-        results = await asyncio.gather(*(models.infer(kind, **inputs[kind]) for kind in kinds))
+        inputs = {IMAGE: image[None], TOKEN_IDS: artifacts.text_input(text)[None]}
+        results = await asyncio.gather(
+            *(
+                models.infer(kind, {name: inputs[name] for name in ENSEMBLES[kind].inputs})
+                for kind in kinds
+            )
+        )
         return {kind: result.embedding for kind, result in zip(kinds, results, strict=True)}
 
 

@@ -1,73 +1,106 @@
-"""`fbmr serve` and `fbmr index build|reload`."""
+"""`fbmr serve` and `fbmr index build|reload`.
+
+Only typer and light modules are imported here: the commands' own imports (uvicorn, FAISS, the
+gRPC client) happen when a command runs, so `fbmr --help` answers at once.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from fbmr.serving.index import IndexType
-from fbmr.serving.inference import Kind
+from fbmr.core.contract import (
+    DEFAULT_FACADE_URL,
+    DEFAULT_MODEL_REPOSITORY,
+    DEFAULT_TRITON_URL,
+    FACADE_PORT,
+    LOCALHOST,
+    TRITON_GRPC_PORT,
+    TRITON_HTTP_PORT,
+    TRITON_METRICS_PORT,
+    Kind,
+)
+from fbmr.serving.index_types import IndexType
 
 index_app = typer.Typer(help="Build or reload the similar-listing index.", no_args_is_help=True)
 
 
+def _setting(name: str, *flags: str) -> Any:
+    """A `fbmr serve` option for a FacadeSettings field: unset by default, so that FBMR_* and
+    then the field's own default apply; its help names both."""
+    from fbmr.serving.settings import ENV_PREFIX, FacadeSettings
+
+    field = FacadeSettings.model_fields[name]
+    default = "none" if field.default is None else field.default
+    env = f"{ENV_PREFIX}{name.upper()}"
+    return typer.Option(None, *flags, help=f"{field.description} [env {env}; default {default}]")
+
+
 def serve(
-    triton_url: str = typer.Option(
-        "127.0.0.1:8001", envvar="FBMR_TRITON_URL", help="Triton gRPC host:port."
-    ),
-    repo: Path = typer.Option(
-        Path("model_repository"),
-        envvar="FBMR_MODEL_REPOSITORY",
-        help="The model repository Triton serves (the facade reads its artifacts).",
-    ),
-    index_dir: Path = typer.Option(
-        None, envvar="FBMR_INDEX_DIR", help="Similar-listing index (fbmr index build)."
-    ),
-    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 to serve the network."),
-    port: int = typer.Option(8080),
+    triton_url: str = _setting("triton_url"),
+    repo: Path = _setting("model_repository", "--repo"),
+    index_dir: Path = _setting("index_dir"),
+    api_key: str = _setting("api_key"),
+    host: str = typer.Option(LOCALHOST, help="Address to bind; 0.0.0.0 to serve the network."),
+    port: int = typer.Option(FACADE_PORT),
     workers: int = typer.Option(1, help="uvicorn worker processes."),
-    api_key: str = typer.Option(None, envvar="FBMR_API_KEY", help="Bearer token to require."),
     with_triton: bool = typer.Option(False, help="Also start a local tritonserver on --repo."),
-    triton_grpc_port: int = typer.Option(8001, help="With --with-triton: its gRPC port."),
-    triton_http_port: int = typer.Option(8000, help="With --with-triton: its HTTP port."),
-    triton_metrics_port: int = typer.Option(8002, help="With --with-triton: its metrics port."),
+    triton_grpc_port: int = typer.Option(TRITON_GRPC_PORT, help="With --with-triton: gRPC port."),
+    triton_http_port: int = typer.Option(TRITON_HTTP_PORT, help="With --with-triton: HTTP port."),
+    triton_metrics_port: int = typer.Option(
+        TRITON_METRICS_PORT, help="With --with-triton: metrics port."
+    ),
 ) -> None:
     """Start the FastAPI facade (uvicorn) against Triton; with --with-triton, Triton too."""
-    import uvicorn
+    import os
 
+    import uvicorn
+    from pydantic import ValidationError
+
+    from fbmr.serving.main import create_app
+    from fbmr.serving.settings import FacadeSettings
     from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    flags: dict[str, object] = {
+        "triton_url": triton_url,
+        "model_repository": repo.resolve() if repo else None,
+        "index_dir": index_dir.resolve() if index_dir else None,
+        "api_key": api_key,
+    }
+    ports = TritonPorts(LOCALHOST, triton_http_port, triton_grpc_port, triton_metrics_port)
+    if with_triton:
+        flags["triton_url"] = ports.grpc_url
+    try:
+        settings = FacadeSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as err:
+        raise typer.BadParameter(str(err)) from None
     triton = None
     if with_triton:
-        ports = TritonPorts("127.0.0.1", triton_http_port, triton_grpc_port, triton_metrics_port)
         try:
-            triton = LocalTriton(repo, ports).start()
+            triton = LocalTriton(settings.model_repository, ports).start()
         except TritonError as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
-        triton_url = ports.grpc_url
-    # Settings travel as FBMR_* variables so that every uvicorn worker process reads the same.
-    os.environ.update({"FBMR_TRITON_URL": triton_url, "FBMR_MODEL_REPOSITORY": str(repo.resolve())})
-    if index_dir:
-        os.environ["FBMR_INDEX_DIR"] = str(index_dir.resolve())
-    if api_key:
-        os.environ["FBMR_API_KEY"] = api_key
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turned into SystemExit here,
     # it unwinds through `finally`, so the local Triton is stopped too.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
     try:
-        uvicorn.run(
-            "fbmr.serving.app:create_app", factory=True, host=host, port=port, workers=workers
-        )
+        if workers == 1:
+            uvicorn.run(create_app(settings), host=host, port=port)
+        else:
+            # Each worker process builds its own app: the settings reach them as the FBMR_*
+            # variables they read back into the same object.
+            os.environ.update(settings.to_env())
+            uvicorn.run(
+                "fbmr.serving.main:create_app", factory=True, host=host, port=port, workers=workers
+            )
     finally:
         if triton:
             triton.stop()
@@ -81,8 +114,8 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def build(
     catalogue: Path = typer.Argument(..., help="Prepared dataset (fbmr data prepare) to index."),
     out: Path = typer.Option(..., "--out", help="Index directory; a new version is added."),
-    triton_url: str = typer.Option("127.0.0.1:8001", help="Triton gRPC host:port."),
-    repo: Path = typer.Option(Path("model_repository"), help="The model repository Triton serves."),
+    triton_url: str = typer.Option(DEFAULT_TRITON_URL, help="Triton gRPC host:port."),
+    repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="The model repository Triton serves."),
     index_type: IndexType = typer.Option(IndexType.exact, "--type", help="exact, ivf or hnsw."),
     splits: str = typer.Option(None, help="Only these splits, comma-separated (default: all)."),
     kinds: list[Kind] = typer.Option(
@@ -108,10 +141,13 @@ def build(
 
 @index_app.command()
 def reload(
-    url: str = typer.Option("http://127.0.0.1:8080", help="The facade's base URL."),
+    url: str = typer.Option(DEFAULT_FACADE_URL, help="The facade's base URL."),
     api_key: str = typer.Option(None, envvar="FBMR_API_KEY", help="Its bearer token."),
 ) -> None:
     """Ask a running facade to load the index's current version now."""
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(f"{url}/v1/admin/reload-index", method="POST")
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")

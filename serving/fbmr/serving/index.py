@@ -14,28 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from fbmr.serving.inference import Kind
+from fbmr.core.contract import Kind
+from fbmr.core.fileio import atomic_write_text
+from fbmr.serving.index_types import IndexType
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "fbmr.index/1"
 CURRENT = "CURRENT"
-
-
-class IndexType(StrEnum):
-    exact = "exact"  # brute force: exact, best under ~100k listings
-    ivf = "ivf"  # inverted lists: approximate, trained on the catalogue
-    hnsw = "hnsw"  # graph: approximate, no training, CPU only
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -104,9 +98,7 @@ def save_version(
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=2))
     staging.rename(index_dir / version)
-    pointer = index_dir / f".{CURRENT}.tmp"
-    pointer.write_text(version + "\n")
-    os.replace(pointer, index_dir / CURRENT)
+    atomic_write_text(index_dir / CURRENT, version + "\n")
     return index_dir / version
 
 

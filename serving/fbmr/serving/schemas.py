@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from fbmr.serving.inference import Kind
+from fbmr.core.contract import Kind
 
 
 class TextQuery(BaseModel):

@@ -1,4 +1,5 @@
-"""Facade settings, from environment variables (FBMR_*) or `fbmr serve` flags."""
+"""Facade settings: one pydantic-settings class, read from FBMR_* environment variables or built
+by `fbmr serve` from its flags (whose defaults and help come from here)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fbmr.core.image import DEFAULT_MAX_PIXELS
+from fbmr.core.contract import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_REPOSITORY, DEFAULT_TRITON_URL
+
+ENV_PREFIX = "FBMR_"
 
 
 class FacadeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FBMR_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
-    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC host:port.")
+    triton_url: str = Field(DEFAULT_TRITON_URL, description="Triton gRPC host:port.")
     model_repository: Path = Field(
-        Path("model_repository"),
+        DEFAULT_MODEL_REPOSITORY,
         description="The repository Triton serves; the facade reads the tokeniser, labels and "
         "image settings of its latest version from there.",
     )
@@ -36,3 +39,15 @@ class FacadeSettings(BaseSettings):
     def _empty_key_means_none(cls, value: object) -> object:
         # FBMR_API_KEY= (set but empty, as deployment templates often leave it) keeps the API open
         return None if value in ("", None) else value
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the FBMR_* variables that read back into equal settings: how they
+        reach uvicorn's worker processes, which each build their own app."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env

@@ -1,7 +1,8 @@
 """`fbmr triton start|stop|status`: a local tritonserver in the background.
 
 The server is identified by its gRPC port: `start` records its process id and ports in a small
-state file, which `status` and `stop` read back.
+state file, which `status` and `stop` read back. The gRPC client is imported when a command runs,
+not when the command is registered, so `fbmr --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pathlib import Path
 
 import typer
 
-from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts, is_ready
+from fbmr.core.contract import (
+    DEFAULT_MODEL_REPOSITORY,
+    LOCALHOST,
+    TRITON_GRPC_PORT,
+    TRITON_HTTP_PORT,
+    TRITON_METRICS_PORT,
+)
 
 app = typer.Typer(help="Run a local tritonserver on a model repository.", no_args_is_help=True)
 
@@ -38,15 +45,18 @@ def _alive(pid: int) -> bool:
 
 @app.command()
 def start(
-    repo: Path = typer.Option(Path("model_repository"), help="Triton model repository."),
-    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
-    http_port: int = typer.Option(8000),
-    grpc_port: int = typer.Option(8001),
-    metrics_port: int = typer.Option(8002, help="Prometheus metrics at /metrics."),
+    repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="Triton model repository."),
+    host: str = typer.Option(LOCALHOST, help=HOST_HELP),
+    http_port: int = typer.Option(TRITON_HTTP_PORT),
+    grpc_port: int = typer.Option(TRITON_GRPC_PORT),
+    metrics_port: int = typer.Option(TRITON_METRICS_PORT, help="Prometheus metrics at /metrics."),
     log: Path = typer.Option(None, help="Triton's log file [default: beside the repository]."),
     timeout: float = typer.Option(180.0, help="Seconds to wait for every model to be ready."),
 ) -> None:
     """Start tritonserver in the background and wait until every model is ready."""
+    from fbmr.core.fileio import atomic_write_json
+    from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
+
     state = _state_path(grpc_port)
     if state.is_file() and _alive(json.loads(state.read_text())["pid"]):
         raise typer.BadParameter(f"a tritonserver started by fbmr already uses port {grpc_port}")
@@ -65,17 +75,19 @@ def start(
         "metrics": ports.metrics_url,
         "log": str(server.log_path.resolve()),
     }
-    state.write_text(json.dumps(record, indent=2))
+    atomic_write_json(state, record)
     typer.echo(json.dumps(record, indent=2))
 
 
 @app.command()
 def status(
-    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
-    grpc_port: int = typer.Option(8001),
+    host: str = typer.Option(LOCALHOST, help=HOST_HELP),
+    grpc_port: int = typer.Option(TRITON_GRPC_PORT),
 ) -> None:
     """Whether a tritonserver answers on the port and has every model ready (exit code 1 if
     not)."""
+    from fbmr.serving.triton_server import is_ready
+
     ready = is_ready(f"{host}:{grpc_port}")
     state = _state_path(grpc_port)
     record = json.loads(state.read_text()) if state.is_file() else {}
@@ -86,7 +98,7 @@ def status(
 
 @app.command()
 def stop(
-    grpc_port: int = typer.Option(8001),
+    grpc_port: int = typer.Option(TRITON_GRPC_PORT),
     timeout: float = typer.Option(30.0, help="Seconds to wait before killing it."),
 ) -> None:
     """Stop the tritonserver that `fbmr triton start` started on this port."""

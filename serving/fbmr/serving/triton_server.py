@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
+from fbmr.core.contract import LOCALHOST, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
+
 BINARY_ENV = "FBMR_TRITONSERVER"
 BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
@@ -89,10 +91,10 @@ def find_tritonserver() -> TritonInstall:
 
 @dataclass(frozen=True)
 class TritonPorts:
-    host: str = "127.0.0.1"
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 8002
+    host: str = LOCALHOST
+    http: int = TRITON_HTTP_PORT
+    grpc: int = TRITON_GRPC_PORT
+    metrics: int = TRITON_METRICS_PORT
 
     @property
     def grpc_url(self) -> str:

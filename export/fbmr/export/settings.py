@@ -1,0 +1,46 @@
+"""What `fbmr export` is asked for: the repository target and Triton's scheduling settings.
+
+Apart from the repository module (which imports the models, and so torch) so that the CLI can
+declare its options without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Target(StrEnum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Triton scheduling settings written into every composing model's config."""
+
+    max_batch_size: int = 32
+    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32)
+    # How long a request may wait for others to form a batch: latency traded for throughput.
+    max_queue_delay_us: int = 2_000
+    # A bounded queue: past it Triton refuses at once (the facade answers 503) instead of
+    # letting latency grow without limit under overload.
+    max_queue_size: int = 128
+    queue_timeout_us: int = 10_000_000
+    instances: int = 1
+    # cpu target: onnxruntime threads per instance (0 lets onnxruntime choose).
+    intra_op_threads: int = 0
+    # gpu target: TensorRT FP16 through onnxruntime's TensorRT execution provider.
+    tensorrt_fp16: bool = False
+    tensorrt_cache: str = "/tmp/fbmr-trt-cache"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if any(not 1 <= b <= self.max_batch_size for b in self.preferred_batch_sizes):
+            raise ValueError(
+                f"preferred batch sizes {self.preferred_batch_sizes} must lie in "
+                f"1..max_batch_size ({self.max_batch_size})"
+            )
+        if self.instances < 1 or self.max_queue_size < 1:
+            raise ValueError("instances and max_queue_size must be at least 1")

@@ -1,0 +1,78 @@
+"""Every error the facade answers is JSON `{"error": "..."}` with a status a caller can act on.
+
+Mistakes a caller can fix are 4xx with a readable message; Triton being away or overloaded is a
+503 with Retry-After; anything unexpected is a 500 whose details go to the log, never a stack
+trace in the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from fbmr.serving.schemas import ErrorResponse
+
+log = logging.getLogger(__name__)
+
+# the error answers each protected route documents in the OpenAPI schema
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse} for status in (401, 413, 422, 503)
+}
+
+
+class ApiError(Exception):
+    """An error answered as JSON with its status code."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def unavailable(message: str, retry_after_s: int) -> ApiError:
+    """A 503 that tells the caller when to try again."""
+    return ApiError(503, message, {"Retry-After": str(retry_after_s)})
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message}, status, headers=headers)
+
+
+async def _api_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, ApiError)
+    return error_response(err.status, err.message, err.headers)
+
+
+async def _invalid_request(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestValidationError)
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
+        problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+    return error_response(422, "invalid request: " + "; ".join(problems))
+
+
+async def _http_error(request: Request, err: Exception) -> JSONResponse:
+    # FastAPI's own: an unparsable body (400), an unknown path (404), a wrong method (405)
+    assert isinstance(err, HTTPException)
+    message = str(err.detail)
+    if err.status_code == 400:
+        message = f"invalid request: {message}"
+    return error_response(err.status_code, message, err.headers)
+
+
+async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s", request.url.path)
+    return error_response(500, "internal error; the facade's log has the details")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,67 @@
+"""The FastAPI facade: listings in, categories and similar listings out, Triton behind.
+
+Photos are decoded and preprocessed and texts tokenised here, with fbmr.core, exactly as in
+training; the models run in Triton (ensembles over gRPC); similar listings come from a FAISS
+index that is reloaded without a pause when a new version is built. The routes live in
+`fbmr.serving.routes`, one router per resource; what they share, in `fbmr.serving.deps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from fbmr.serving.errors import install_error_handlers
+from fbmr.serving.index import IndexStore
+from fbmr.serving.inference import TritonModels
+from fbmr.serving.metrics import Metrics, install_middleware
+from fbmr.serving.routes import ops, predict, similar
+from fbmr.serving.settings import FacadeSettings
+from fbmr.serving.state import FacadeState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: FacadeSettings | None = None) -> FastAPI:
+    """The facade for `settings` (default: from FBMR_* environment variables)."""
+    settings = settings or FacadeSettings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        index = IndexStore(settings.index_dir)
+        index.reload()
+        models = TritonModels(settings.triton_url, settings.triton_timeout_s)
+        app.state.facade = FacadeState(settings, models, index, metrics)
+        watcher = asyncio.create_task(watch_index(index, settings.index_poll_s))
+        yield
+        watcher.cancel()
+        await models.close()
+
+    app = FastAPI(
+        title="fbmr",
+        summary="Categorise marketplace listings from photo and text; find similar listings.",
+        version="1",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_middleware(app, metrics, settings.max_body_bytes)
+    for module in (predict, similar, ops):
+        app.include_router(module.router)
+    return app
+
+
+async def watch_index(store: IndexStore, every_s: float) -> None:
+    """Pick up a new index version when its CURRENT pointer changes."""
+    if every_s <= 0 or store.index_dir is None:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(store.reload)
+        except (OSError, ValueError) as err:
+            log.warning("index not reloaded: %s", err)

@@ -1,0 +1,1 @@
+"""The facade's routers, one per resource: prediction, similar listings, operations."""

@@ -1,0 +1,68 @@
+"""Operations: liveness, readiness, Prometheus metrics and the index reload."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from fbmr.serving.deps import PROTECTED, State
+from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.serving.schemas import Health, Readiness, ReloadResponse
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(state: State) -> JSONResponse:
+    """Readiness: Triton ready with every ensemble loaded, model artifacts and index loaded."""
+    triton = await state.models.ready()
+    try:
+        state.artifacts()
+        have_artifacts = True
+    except ApiError:
+        have_artifacts = False
+    index = state.index.current
+    body = Readiness(
+        triton=triton,
+        models=have_artifacts,
+        index=index is not None,
+        index_version=index.version if index else None,
+    )
+    ready = triton and have_artifacts and index is not None
+    return JSONResponse(body.model_dump(), 200 if ready else 503)
+
+
+@router.get("/metrics", dependencies=PROTECTED, responses=ERROR_RESPONSES)
+async def metrics(state: State) -> Response:
+    """Prometheus metrics: requests and latencies by endpoint and status."""
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post(
+    "/v1/admin/reload-index",
+    response_model=ReloadResponse,
+    dependencies=PROTECTED,
+    responses=ERROR_RESPONSES,
+)
+async def reload_index(state: State) -> ReloadResponse:
+    """Load the index's CURRENT version now; requests in flight finish on the old one."""
+    store = state.index
+    if store.index_dir is None:
+        raise ApiError(422, "the facade was started without an index directory")
+    try:
+        changed = await run_in_threadpool(store.reload, True)
+    except (OSError, ValueError) as err:
+        raise unavailable(
+            f"index could not be loaded: {err}", state.settings.retry_after_s
+        ) from None
+    return ReloadResponse(
+        reloaded=changed, version=store.current.version if store.current else None
+    )

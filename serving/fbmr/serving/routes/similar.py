@@ -1,0 +1,60 @@
+"""`/v1/similar`: the catalogue listings nearest to a photo, a text, or both."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from fbmr.core.contract import Kind
+from fbmr.serving.deps import PROTECTED, Artifacts, Index, Models, Settings
+from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.serving.inputs import query_inputs, query_kind
+from fbmr.serving.routes.predict import OPTIONAL_PHOTO, OPTIONAL_TEXT, infer
+from fbmr.serving.schemas import SimilarListing, SimilarResponse
+
+router = APIRouter(prefix="/v1", dependencies=PROTECTED, responses=ERROR_RESPONSES)
+
+# what a query must hold to be answered in each embedding space
+QUERY_INPUTS = {
+    Kind.image: "a photo only",
+    Kind.text: "a text only",
+    Kind.combined: "a photo and a text",
+}
+
+
+@router.post("/similar", response_model=SimilarResponse)
+async def similar(
+    models: Models,
+    artifacts: Artifacts,
+    settings: Settings,
+    store: Index,
+    photo: UploadFile | None = OPTIONAL_PHOTO,
+    text: str | None = OPTIONAL_TEXT,
+    k: int = Form(10, description="How many similar listings."),
+) -> SimilarResponse:
+    """The k catalogue listings nearest to a photo, a text, or both."""
+    if not 1 <= k <= settings.max_k:
+        raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
+    kind = query_kind(photo is not None, text is not None)
+    index = store.current  # this request keeps this version even if a new one is swapped in
+    if index is None:
+        raise unavailable(
+            "no similar-listing index loaded yet (fbmr index build)", settings.retry_after_s
+        )
+    if kind not in index.indexes:
+        accepted = " or ".join(QUERY_INPUTS[k] for k in index.indexes)
+        raise ApiError(
+            422,
+            f"this index holds no {kind.value} embeddings, so it cannot answer a query "
+            f"with {QUERY_INPUTS[kind]}; send {accepted}",
+        )
+    kind, inputs = await query_inputs(photo, text, artifacts, settings)
+    result = await infer(models, kind, inputs, settings)
+    # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
+    # off the event loop, so other requests keep flowing meanwhile.
+    hits = await run_in_threadpool(index.search, kind, result.embedding, k)
+    return SimilarResponse(
+        kind=kind,
+        index_version=index.version,
+        listings=[SimilarListing(**hit.listing, score=hit.score) for hit in hits],
+    )

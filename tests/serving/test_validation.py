@@ -1,0 +1,115 @@
+"""Input validation and auth, in process (FastAPI's TestClient): every check here answers before
+the facade would call Triton, so no tritonserver is started; the Triton URL points at a closed
+port, and a request that passed every check would get a 503."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydantic import SecretStr
+
+from fbmr.serving.main import create_app
+from fbmr.serving.settings import FacadeSettings
+from tests.helpers import assert_error, encode, free_ports
+
+
+@pytest.fixture(scope="module")
+def settings(cpu_repository) -> FacadeSettings:
+    (closed,) = free_ports(1)
+    return FacadeSettings(
+        triton_url=f"127.0.0.1:{closed}",
+        triton_timeout_s=5,
+        model_repository=cpu_repository,
+        index_dir=None,
+        max_body_bytes=2_000_000,
+        max_pixels=4_000_000,
+        max_text_chars=2_000,
+        max_k=50,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return encode(Image.new("RGB", (64, 48), (120, 40, 200)))
+
+
+def test_bad_photos_are_refused_with_a_reason(client):
+    corrupt = encode(Image.new("RGB", (64, 64)), "JPEG")[:200]
+    assert_error(
+        client.post("/v1/predict/image", files={"photo": ("p.jpg", corrupt)}), 422, "photo"
+    )
+    not_image = b"%PDF-1.4 this is not a photo"
+    response = client.post("/v1/predict/image", files={"photo": ("p.jpg", not_image)})
+    assert_error(response, 422, "not an image")
+    assert_error(client.post("/v1/predict/image", files={"photo": ("p.jpg", b"")}), 422, "empty")
+    # 2500 x 2000 = 5 Mpx over the 4 Mpx limit, yet a small file: a decompression bomb in miniature
+    bomb = encode(Image.new("L", (2500, 2000)), "PNG")
+    assert len(bomb) < 100_000
+    assert_error(
+        client.post("/v1/predict/image", files={"photo": ("p.png", bomb)}), 413, "too large"
+    )
+
+
+def test_oversized_bodies_are_refused(client):
+    big = b"\xff" * 2_500_000
+    assert_error(client.post("/v1/predict/image", files={"photo": ("p.jpg", big)}), 413, "limit")
+
+
+def test_bad_text_is_refused_with_a_reason(client):
+    assert_error(client.post("/v1/predict/text", json={"text": "   "}), 422, "empty")
+    assert_error(client.post("/v1/predict/text", json={"text": "word " * 1000}), 413, "limit")
+    not_utf8 = b'{"text": "caf\xe9 table"}'
+    response = client.post(
+        "/v1/predict/text", content=not_utf8, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "invalid request")
+    assert_error(client.post("/v1/predict/text", json={}), 422, "text")
+
+
+def test_missing_fields_and_k_out_of_range_are_refused(client, photo):
+    assert_error(client.post("/v1/predict/combined", data={"text": "a sofa"}), 422, "photo")
+    response = client.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)})
+    assert_error(response, 422, "text")
+    assert_error(client.post("/v1/similar", data={}), 422, "photo, a text")
+    for k in ("0", "51", "ten"):
+        assert_error(client.post("/v1/similar", data={"text": "a sofa", "k": k}), 422, "k")
+
+
+def test_a_valid_request_without_triton_is_a_503_to_retry(client, settings, photo):
+    response = client.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)},
+                           data={"text": "a sofa"})  # fmt: skip
+    assert_error(response, 503, "unavailable")
+    assert response.headers["retry-after"] == str(settings.retry_after_s)
+    # nothing configured to search in: a 503 too, only once the input itself is valid
+    assert_error(client.post("/v1/similar", data={"text": "a sofa"}), 503, "index")
+
+
+def test_api_key_protects_all_but_health(settings):
+    keyed = settings.model_copy(update={"api_key": SecretStr("s3cret")})
+    with TestClient(create_app(keyed)) as client:
+        assert_error(client.post("/v1/predict/text", json={"text": "a sofa"}), 401, "API key")
+        wrong = {"Authorization": "Bearer wrong"}
+        assert_error(client.get("/metrics", headers=wrong), 401, "API key")
+        assert_error(client.post("/v1/admin/reload-index", headers=wrong), 401, "API key")
+        right = {"Authorization": "Bearer s3cret"}
+        # past the key check, the request reaches the (absent) model server
+        response = client.post("/v1/predict/text", json={"text": "a sofa"}, headers=right)
+        assert_error(response, 503, "unavailable")
+        assert client.get("/metrics", headers=right).status_code == 200
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["triton"] is False
+
+
+def test_errors_are_counted_by_endpoint_and_status(client):
+    client.post("/v1/predict/text", json={"text": ""})
+    metrics = client.get("/metrics").text
+    assert 'fbmr_requests_total{endpoint="/v1/predict/text",status="422"}' in metrics
+    assert 'fbmr_request_seconds_bucket{endpoint="/v1/predict/text"' in metrics
