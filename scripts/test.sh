@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set-up, lint, then every test. Extra arguments go to pytest (e.g. `-k prepare`).
+# Set-up, lint, type check, then every test. Extra arguments go to pytest (e.g. `-k prepare`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -7,5 +7,7 @@ bash scripts/setup.sh
 echo "== lint (ruff)"
 bash scripts/uv.sh run --frozen ruff check .
 bash scripts/uv.sh run --frozen ruff format --check .
+echo "== types (mypy, strict on the torch-free components)"
+bash scripts/uv.sh run --frozen mypy -p fbmr.core -p fbmr.serving -p fbmr.client
 echo "== tests (pytest)"
 bash scripts/uv.sh run --frozen pytest "$@"

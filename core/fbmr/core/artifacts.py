@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
-from fbmr.core.contract import ARTIFACTS_ENSEMBLE
-from fbmr.core.image import DEFAULT_MAX_PIXELS, ImageSource, ImageSpec, preprocess_image
+from fbmr.core.contract import ARTIFACTS_ENSEMBLE, DEFAULT_MAX_PIXELS
+from fbmr.core.image import ImageSource, ImageSpec, preprocess_image
 from fbmr.core.labels import LabelMap
 from fbmr.core.text import Tokenizer
 
@@ -60,11 +61,13 @@ class ModelArtifacts:
             ImageSpec.from_dict(manifest["image_spec"]),
         )
 
-    def image_input(self, photo: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    def image_input(
+        self, photo: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> NDArray[np.float32]:
         """A photo as the image ensembles' input, without the batch axis; raises
         ImageDecodeError (ImageTooLargeError over `max_pixels`) for an unusable photo."""
         return preprocess_image(photo, self.image_spec, max_pixels)
 
-    def text_input(self, text: str) -> np.ndarray:
+    def text_input(self, text: str) -> NDArray[np.int64]:
         """A listing text as the text ensembles' token ids, without the batch axis."""
         return self.tokenizer.encode(text)

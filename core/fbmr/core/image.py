@@ -11,9 +11,10 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fbmr.core.contract import DEFAULT_MAX_PIXELS
@@ -67,12 +68,15 @@ class ImageSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> ImageSpec:
+    def from_dict(cls, data: dict[str, Any]) -> ImageSpec:
+        mean, std = (tuple(float(v) for v in data[key]) for key in ("mean", "std"))
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need one value per channel, got {mean} and {std}")
         return cls(
             image_size=int(data["image_size"]),
             resize_size=int(data["resize_size"]),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
         )
 
 
@@ -143,7 +147,7 @@ def square_photo(
     return image
 
 
-def normalize(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+def normalize(image: Image.Image, spec: ImageSpec) -> NDArray[np.float32]:
     """An RGB image of any size as a CHW float32 array, scaled to [0, 1] and normalised."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
     mean = np.asarray(spec.mean, dtype=np.float32)
@@ -153,7 +157,7 @@ def normalize(image: Image.Image, spec: ImageSpec) -> np.ndarray:
 
 def preprocess_image(
     source: ImageSource, spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
+) -> NDArray[np.float32]:
     """A photo as the image model's input: a (3, image_size, image_size) float32 array."""
     spec = spec or ImageSpec()
     image = pad_to_square(decode_image(source, max_pixels))
@@ -165,7 +169,7 @@ def preprocess_image(
 
 def preprocess_batch(
     sources: list[ImageSource], spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
+) -> NDArray[np.float32]:
     """Several photos as one NCHW float32 batch; any undecodable photo raises ImageDecodeError."""
     spec = spec or ImageSpec()
     if not sources:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 LABEL_MAP_FORMAT = "fbmr.label_map/1"
 
@@ -66,7 +68,9 @@ class LabelMap:
             raise IndexError(f"class id {class_id} out of range 0..{len(self._classes) - 1}")
         return self._classes[class_id]
 
-    def rank(self, probabilities: Sequence[float] | np.ndarray) -> list[tuple[str, float]]:
+    def rank(
+        self, probabilities: Sequence[float] | NDArray[np.floating[Any]]
+    ) -> list[tuple[str, float]]:
         """Every class with its probability, most probable first (ties keep id order)."""
         probs = np.asarray(probabilities, dtype=np.float64)
         if probs.shape != (len(self),):

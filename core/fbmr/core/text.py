@@ -11,8 +11,10 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 TOKENIZER_FORMAT = "fbmr.tokenizer/1"
 PAD_TOKEN = "<pad>"
@@ -83,14 +85,14 @@ class Tokenizer:
     def token_id(self, word: str) -> int:
         return self._ids.get(word, UNK_ID)
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str) -> NDArray[np.int64]:
         """A (max_length,) int64 array of ids: the first max_length words, then padding."""
         ids = np.full(self.max_length, PAD_ID, dtype=np.int64)
         tokens = tokenize(text)[: self.max_length]
         ids[: len(tokens)] = [self._ids.get(t, UNK_ID) for t in tokens]
         return ids
 
-    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_batch(self, texts: Sequence[str]) -> NDArray[np.int64]:
         """An (N, max_length) int64 array, one row per text."""
         if not texts:
             return np.zeros((0, self.max_length), dtype=np.int64)
@@ -104,7 +106,7 @@ class Tokenizer:
         return {"format": TOKENIZER_FORMAT, "max_length": self.max_length, "words": self.words}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Tokenizer:
+    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
         if data.get("format") != TOKENIZER_FORMAT:
             raise ValueError(
                 f"not a tokenizer: format {data.get('format')!r}, want {TOKENIZER_FORMAT!r}"

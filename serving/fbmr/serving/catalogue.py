@@ -10,22 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind
 from fbmr.core.image import ImageDecodeError
 from fbmr.core.listing import listing_text
-from fbmr.serving.index import IndexType, save_version
+from fbmr.serving.index import save_version
+from fbmr.serving.index_types import IndexType
 from fbmr.serving.inference import TritonModels
 
 log = logging.getLogger(__name__)
 
 
-def read_catalogue(prepared: Path, splits: tuple[str, ...] | None = None) -> list[dict]:
+def read_catalogue(prepared: Path, splits: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Listings of a prepared dataset, each with the path of its first photo."""
     if not (prepared / "products.parquet").is_file():
         raise FileNotFoundError(
@@ -46,10 +49,10 @@ def read_catalogue(prepared: Path, splits: tuple[str, ...] | None = None) -> lis
 async def _embed(
     models: TritonModels,
     artifacts: ModelArtifacts,
-    listing: dict,
+    listing: dict[str, Any],
     kinds: tuple[Kind, ...],
     limit: asyncio.Semaphore,
-) -> dict[Kind, np.ndarray] | None:
+) -> dict[Kind, NDArray[np.float32]] | None:
     async with limit:
         try:
             photo = Path(listing["photo"]).read_bytes()
@@ -58,7 +61,10 @@ async def _embed(
             log.warning("skipped %s: %s", listing["product_id"], err)
             return None
         text = listing_text(listing["product_name"], listing["product_description"])
-        inputs = {IMAGE: image[None], TOKEN_IDS: artifacts.text_input(text)[None]}
+        inputs: dict[str, NDArray[Any]] = {
+            IMAGE: image[None],
+            TOKEN_IDS: artifacts.text_input(text)[None],
+        }
         results = await asyncio.gather(
             *(
                 models.infer(kind, {name: inputs[name] for name in ENSEMBLES[kind].inputs})
@@ -69,13 +75,13 @@ async def _embed(
 
 
 async def embed_catalogue(
-    listings: list[dict],
+    listings: list[dict[str, Any]],
     triton_url: str,
     artifacts: ModelArtifacts,
     kinds: tuple[Kind, ...] = tuple(Kind),
     concurrency: int = 8,
     progress: bool = True,
-) -> tuple[list[dict], dict[Kind, np.ndarray]]:
+) -> tuple[list[dict[str, Any]], dict[Kind, NDArray[np.float32]]]:
     """Embeddings of every listing (those whose photo cannot be read are skipped and logged).
     Requests go concurrently so Triton's dynamic batching can group them."""
     models = TritonModels(triton_url, timeout_s=60.0)

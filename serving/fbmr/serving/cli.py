@@ -67,7 +67,7 @@ def serve(
     from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    flags: dict[str, object] = {
+    flags: dict[str, Any] = {
         "triton_url": triton_url,
         "model_repository": repo.resolve() if repo else None,
         "index_dir": index_dir.resolve() if index_dir else None,

@@ -63,7 +63,7 @@ async def _http_error(request: Request, err: Exception) -> JSONResponse:
     message = str(err.detail)
     if err.status_code == 400:
         message = f"invalid request: {message}"
-    return error_response(err.status_code, message, err.headers)
+    return error_response(err.status_code, message, dict(err.headers or {}))
 
 
 async def _unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -18,9 +18,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
+from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
@@ -32,18 +34,20 @@ INDEX_FORMAT = "fbmr.index/1"
 CURRENT = "CURRENT"
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
+def normalise(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    normalised: NDArray[np.float32] = vectors / np.maximum(norms, 1e-12)
+    return normalised
 
 
 def build_faiss(
-    vectors: np.ndarray, kind: IndexType = IndexType.exact, nlist: int = 0
+    vectors: NDArray[np.float32], kind: IndexType = IndexType.exact, nlist: int = 0
 ) -> faiss.Index:
     """An inner-product index over L2-normalised `vectors`."""
     vectors = normalise(vectors)
     count, dim = vectors.shape
+    index: faiss.Index
     if kind is IndexType.exact:
         index = faiss.IndexFlatIP(dim)
     elif kind is IndexType.hnsw:
@@ -51,9 +55,10 @@ def build_faiss(
     else:
         # ~sqrt(n) lists, each trained on at least a few dozen points
         nlist = nlist or max(1, min(int(np.sqrt(count)), count // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = max(1, nlist // 8)
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(vectors)
+        ivf.nprobe = max(1, nlist // 8)
+        index = ivf
     index.add(vectors)
     return index
 
@@ -68,9 +73,9 @@ def to_gpu_if_available(index: faiss.Index) -> faiss.Index:
 
 def save_version(
     index_dir: Path,
-    vectors: dict[Kind, np.ndarray],
-    listings: list[dict],
-    meta: dict,
+    vectors: dict[Kind, NDArray[np.float32]],
+    listings: list[dict[str, Any]],
+    meta: dict[str, Any],
     kind: IndexType = IndexType.exact,
 ) -> Path:
     """Write a new index version (aside, then renamed) and make it CURRENT."""
@@ -104,7 +109,7 @@ def save_version(
 
 @dataclass(frozen=True)
 class Hit:
-    listing: dict
+    listing: dict[str, Any]
     score: float
 
 
@@ -124,9 +129,9 @@ class SimilarityIndex:
 
     @property
     def version(self) -> str:
-        return self.meta["version"]
+        return str(self.meta["version"])
 
-    def search(self, kind: Kind, embedding: np.ndarray, k: int) -> list[Hit]:
+    def search(self, kind: Kind, embedding: NDArray[np.float32], k: int) -> list[Hit]:
         if kind not in self.indexes:
             raise KeyError(f"this index has no {kind.value} embeddings")
         scores, ids = self.indexes[kind].search(
@@ -164,6 +169,7 @@ class IndexStore:
             stamp = self._pointer()
             if stamp is None or (stamp == self._stamp and not force):
                 return False
+            assert self.index_dir is not None  # a pointer was read from it
             loaded = SimilarityIndex(self.index_dir / stamp[0])
             self.current, self._stamp = loaded, stamp
             log.info(

@@ -7,9 +7,11 @@ from, so the facade and the repository cannot disagree on a name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
+from numpy.typing import NDArray
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
@@ -34,8 +36,8 @@ class TritonUnavailable(RuntimeError):
 class Inference:
     """One ensemble's answer for one listing."""
 
-    probabilities: np.ndarray
-    embedding: np.ndarray
+    probabilities: NDArray[np.float32]
+    embedding: NDArray[np.float32]
 
 
 class TritonModels:
@@ -60,7 +62,7 @@ class TritonModels:
         except InferenceServerException:
             return False
 
-    async def infer(self, kind: Kind, inputs: dict[str, np.ndarray]) -> Inference:
+    async def infer(self, kind: Kind, inputs: dict[str, NDArray[Any]]) -> Inference:
         """The ensemble of `kind` on one listing's inputs (each with a batch axis of 1)."""
         ensemble = ENSEMBLES[kind]
         tensors = []

@@ -4,8 +4,11 @@ becomes a 4xx saying what to change."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from fastapi import UploadFile
+from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import ModelArtifacts
@@ -33,7 +36,7 @@ async def read_photo(photo: UploadFile, settings: FacadeSettings) -> bytes:
 
 async def photo_tensor(
     photo: UploadFile, artifacts: ModelArtifacts, settings: FacadeSettings
-) -> np.ndarray:
+) -> NDArray[np.float32]:
     """A (1, 3, S, S) image input; decoding runs in a worker thread, off the event loop."""
     data = await read_photo(photo, settings)
     try:
@@ -47,7 +50,7 @@ async def photo_tensor(
 
 def text_tensor(
     text: str | None, artifacts: ModelArtifacts, settings: FacadeSettings
-) -> np.ndarray:
+) -> NDArray[np.int64]:
     """(1, L) token ids of a listing text."""
     text = (text or "").strip()
     if not text:
@@ -64,10 +67,10 @@ async def query_inputs(
     text: str | None,
     artifacts: ModelArtifacts,
     settings: FacadeSettings,
-) -> tuple[Kind, dict[str, np.ndarray]]:
+) -> tuple[Kind, dict[str, NDArray[Any]]]:
     """The kind of a query and its model inputs, named as the ensemble of that kind takes them."""
     kind = query_kind(photo is not None, text is not None)
-    inputs = {}
+    inputs: dict[str, NDArray[Any]] = {}
     if photo is not None:
         inputs[IMAGE] = await photo_tensor(photo, artifacts, settings)
     if text is not None:

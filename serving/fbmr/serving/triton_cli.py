@@ -68,7 +68,7 @@ def start(
         raise typer.Exit(1) from None
     state.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "pid": server.process.pid,
+        "pid": server.pid,
         "repository": str(repo.resolve()),
         "grpc": ports.grpc_url,
         "http": f"http://{host}:{http_port}",

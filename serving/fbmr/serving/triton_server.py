@@ -17,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def _environment(install: TritonInstall) -> dict[str, str]:
 
 
 def server_command(
-    install: TritonInstall, repository: Path, ports: TritonPorts, extra: list[str] = ()
+    install: TritonInstall, repository: Path, ports: TritonPorts, extra: Sequence[str] = ()
 ) -> list[str]:
     command = [
         str(install.binary),
@@ -177,7 +178,7 @@ class LocalTriton:
         repository: Path,
         ports: TritonPorts | None = None,
         log_path: Path | None = None,
-        extra_args: list[str] = (),
+        extra_args: Sequence[str] = (),
     ) -> None:
         if not any(repository.glob("*/config.pbtxt")):
             raise TritonError(f"{repository} holds no model (no */config.pbtxt)")
@@ -185,7 +186,7 @@ class LocalTriton:
         self.ports = ports or TritonPorts()
         self.log_path = log_path or repository.parent / "tritonserver.log"
         self.extra_args = list(extra_args)
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0, detach: bool = False) -> LocalTriton:
         """Start the server and wait until it reports ready; on failure, raise with the tail of
@@ -218,6 +219,12 @@ class LocalTriton:
             f"tritonserver not ready after {timeout_s:.0f} s; its log ({self.log_path}) "
             f"ends:\n{_tail(self.log_path)}"
         )
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise TritonError("tritonserver was not started")
+        return self.process.pid
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (Triton unloads its models and exits), then SIGKILL if it hangs."""

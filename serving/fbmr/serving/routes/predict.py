@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
+from numpy.typing import NDArray
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import IMAGE, TOKEN_IDS, Kind
@@ -23,7 +26,7 @@ OPTIONAL_TEXT = Form(None, description="The listing's name and/or description.")
 
 
 async def infer(
-    models: TritonModels, kind: Kind, inputs: dict[str, np.ndarray], settings: FacadeSettings
+    models: TritonModels, kind: Kind, inputs: dict[str, NDArray[Any]], settings: FacadeSettings
 ) -> Inference:
     """Triton's answer, or a 503 with Retry-After while Triton cannot give one."""
     try:
@@ -34,7 +37,7 @@ async def infer(
         ) from None
 
 
-def prediction(probabilities: np.ndarray, artifacts: ModelArtifacts) -> Prediction:
+def prediction(probabilities: NDArray[np.float32], artifacts: ModelArtifacts) -> Prediction:
     ranked = artifacts.labels.rank(probabilities)
     return Prediction(
         pred=ranked[0][0], classes=[c for c, _ in ranked], probabilities=[p for _, p in ranked]
@@ -70,7 +73,7 @@ async def predict_combined(
     text: str = TEXT,
 ) -> Prediction:
     """Category of a listing from its photo and text together."""
-    inputs = {
+    inputs: dict[str, NDArray[Any]] = {
         IMAGE: await photo_tensor(photo, artifacts, settings),
         TOKEN_IDS: text_tensor(text, artifacts, settings),
     }
