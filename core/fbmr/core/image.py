@@ -1,8 +1,11 @@
 """Photo decoding and the image model's input, shared by data preparation, training and serving.
 
 Every side goes through `decode_image` (bytes in, upright RGB out, whatever the file name says)
-and `preprocess_image` (square, resize, centre crop, normalise, CHW float32), so a photo gives
-byte-identical model inputs in training, at the facade and in the client.
+and `image_pixels` (square, resize, centre crop: CHW uint8), so a photo gives byte-identical
+model inputs in training, at the facade and in the client. What is served is those pixels: the
+exported image encoder normalises them itself (`normalize_pixels`, in the graph), so a request
+carries one byte per value instead of four. Training reads `preprocess_image`, which is exactly
+`normalize_pixels(image_pixels(...))`.
 """
 
 from __future__ import annotations
@@ -147,24 +150,49 @@ def square_photo(
     return image
 
 
+def to_chw(image: Image.Image) -> NDArray[np.uint8]:
+    """An RGB image as a CHW uint8 array."""
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
+
+
+def normalize_pixels(pixels: NDArray[np.uint8], spec: ImageSpec) -> NDArray[np.float32]:
+    """CHW (or NCHW) uint8 pixels scaled to [0, 1] and normalised, as float32.
+
+    The exported image encoder computes the same, in the same order and precision, inside its
+    graph (`fbmr.export`), so served and trained inputs match.
+    """
+    shape = (3, 1, 1)
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(shape)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(shape)
+    scaled = pixels.astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray((scaled - mean) / std)
+
+
 def normalize(image: Image.Image, spec: ImageSpec) -> NDArray[np.float32]:
     """An RGB image of any size as a CHW float32 array, scaled to [0, 1] and normalised."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+    return normalize_pixels(to_chw(image), spec)
 
 
-def preprocess_image(
+def image_pixels(
     source: ImageSource, spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> NDArray[np.float32]:
-    """A photo as the image model's input: a (3, image_size, image_size) float32 array."""
+) -> NDArray[np.uint8]:
+    """A photo as the served image models take it: (3, image_size, image_size) uint8 pixels,
+    padded square, resized and centre-cropped."""
     spec = spec or ImageSpec()
     image = pad_to_square(decode_image(source, max_pixels))
     image = image.resize((spec.resize_size, spec.resize_size), Image.Resampling.BILINEAR)
     offset = (spec.resize_size - spec.image_size) // 2
     image = image.crop((offset, offset, offset + spec.image_size, offset + spec.image_size))
-    return normalize(image, spec)
+    return to_chw(image)
+
+
+def preprocess_image(
+    source: ImageSource, spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> NDArray[np.float32]:
+    """A photo as the PyTorch image model's input: (3, image_size, image_size) float32,
+    normalised; exactly what the served encoder computes from `image_pixels`."""
+    spec = spec or ImageSpec()
+    return normalize_pixels(image_pixels(source, spec, max_pixels), spec)
 
 
 def preprocess_batch(
