@@ -13,6 +13,7 @@ import tritonclient.grpc as grpcclient
 from typer.testing import CliRunner
 
 from fbmr.core.cli import build_app
+from fbmr.core.contract import INPUT_DATATYPES
 from fbmr.export.onnx_models import PARITY_TOLERANCE, load_run
 from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
 from fbmr.training.data.prepared import PreparedDataset
@@ -46,9 +47,7 @@ def client(triton):
 def _infer(client, model: str, inputs: dict[str, np.ndarray], outputs: list[str]):
     tensors = []
     for name, array in inputs.items():
-        tensor = grpcclient.InferInput(
-            name, list(array.shape), "FP32" if array.dtype == np.float32 else "INT64"
-        )
+        tensor = grpcclient.InferInput(name, list(array.shape), INPUT_DATATYPES[name])
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     result = client.infer(

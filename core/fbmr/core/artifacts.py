@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fbmr.core.contract import ARTIFACTS_ENSEMBLE, DEFAULT_MAX_PIXELS
-from fbmr.core.image import ImageSource, ImageSpec, preprocess_image
+from fbmr.core.image import ImageSource, ImageSpec, image_pixels
 from fbmr.core.labels import LabelMap
 from fbmr.core.text import Tokenizer
 
@@ -63,10 +63,10 @@ class ModelArtifacts:
 
     def image_input(
         self, photo: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS
-    ) -> NDArray[np.float32]:
-        """A photo as the image ensembles' input, without the batch axis; raises
+    ) -> NDArray[np.uint8]:
+        """A photo as the image ensembles' input (uint8 pixels), without the batch axis; raises
         ImageDecodeError (ImageTooLargeError over `max_pixels`) for an unusable photo."""
-        return preprocess_image(photo, self.image_spec, max_pixels)
+        return image_pixels(photo, self.image_spec, max_pixels)
 
     def text_input(self, text: str) -> NDArray[np.int64]:
         """A listing text as the text ensembles' token ids, without the batch axis."""

@@ -9,8 +9,9 @@ Three kinds of query, each answered by one Triton ensemble:
     text      text_classifier      token_ids            probabilities, text_embedding
     combined  product_classifier   image, token_ids     probabilities, combined_embedding
 
-Inputs carry a leading batch axis; `image` is the preprocessed photo (`fbmr.core.image`), NCHW,
-`token_ids` int64.
+Inputs carry a leading batch axis. `image` is uint8 RGB pixels, NCHW (`image_pixels` in
+`fbmr.core.image`): the ONNX image encoder normalises them itself, so a request carries one byte
+per value rather than four. `token_ids` is int64.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ TEXT_EMBEDDING = "text_embedding"
 COMBINED_EMBEDDING = "combined_embedding"
 
 # Triton data types of the ensembles' inputs (as tritonclient spells them).
-INPUT_DATATYPES = {IMAGE: "FP32", TOKEN_IDS: "INT64"}
+INPUT_DATATYPES = {IMAGE: "UINT8", TOKEN_IDS: "INT64"}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ def export(
     intra_op_threads: int = typer.Option(
         _D.intra_op_threads, help="cpu target: onnxruntime threads per instance (0: its default)."
     ),
+    spinning: bool = typer.Option(
+        _D.spinning, help="cpu target: idle onnxruntime threads spin (fast alone, slow shared)."
+    ),
     tensorrt_fp16: bool = typer.Option(
         False, help="gpu target: TensorRT FP16 via onnxruntime, with an engine cache."
     ),
@@ -52,6 +55,7 @@ def export(
             max_queue_size=max_queue_size,
             instances=instances,
             intra_op_threads=intra_op_threads,
+            spinning=spinning,
             tensorrt_fp16=tensorrt_fp16,
         )
     except ValueError as err:

@@ -3,7 +3,8 @@
 Encoders and heads are separate ONNX models so that Triton's ensembles can chain them and share
 one image encoder between the image and the product classifiers:
 
-    image_encoder        image [3, S, S] FP32           -> image_embedding [E]
+    image_encoder        image [3, S, S] UINT8          -> image_embedding [E]
+                         (pixels: normalised inside the graph, as fbmr.core.image does)
     image_head           image_embedding [E]             -> logits [C], probabilities [C]
     text_encoder         token_ids [L] INT64             -> text_embedding [E]
     text_head            text_embedding [E]              -> logits [C], probabilities [C]
@@ -29,7 +30,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from fbmr.core.image import ImageSpec, preprocess_batch
+from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.core.labels import LabelMap
 from fbmr.core.text import Tokenizer
 from fbmr.training.data.prepared import PreparedDataset
@@ -54,8 +55,24 @@ class TensorSpec:
     """A tensor of a served model, without its batch axis (Triton's `dims`)."""
 
     name: str
-    dtype: str  # Triton data type: TYPE_FP32, TYPE_INT64
+    dtype: str  # Triton data type: TYPE_UINT8, TYPE_FP32, TYPE_INT64
     dims: tuple[int, ...]
+
+
+class _PixelEncoder(nn.Module):
+    """The image encoder on uint8 pixels: scaling and normalisation happen in the graph, in the
+    same order and precision as `fbmr.core.image.normalize_pixels`, so a request carries one byte
+    per value instead of four and the served input is exactly the trained one."""
+
+    def __init__(self, encoder: nn.Module, spec: ImageSpec) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        scaled = pixels.to(torch.float32) / 255.0
+        return self.encoder((scaled - self.mean) / self.std)
 
 
 class _Head(nn.Module):
@@ -147,9 +164,9 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     data = data or PreparedDataset(image_ckpt["config"]["data"])
     images = data.images("val").head(PARITY_SAMPLES)
     products = data.products("val").head(PARITY_SAMPLES)
-    photos = preprocess_batch([data.image_path(i) for i in images["image_id"]], spec)
+    photos = np.stack([image_pixels(data.image_path(i), spec) for i in images["image_id"]])
     token_ids = tokenizer.encode_batch([data.text(row) for _, row in products.iterrows()])
-    image_embedding = image_model.encoder(torch.from_numpy(photos)).numpy()
+    image_embedding = image_model.encoder(torch.from_numpy(normalize_pixels(photos, spec))).numpy()
     text_embedding = text_model.encoder(torch.from_numpy(token_ids)).numpy()
     n = min(len(image_embedding), len(text_embedding))
     fusion_text_embedding = fusion.text_encoder(torch.from_numpy(token_ids)).numpy()
@@ -167,8 +184,8 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     models = [
         OnnxModel(
             "image_encoder",
-            image_model.encoder,
-            [TensorSpec("image", "TYPE_FP32", (3, size, size))],
+            _PixelEncoder(image_model.encoder, spec),
+            [TensorSpec("image", "TYPE_UINT8", (3, size, size))],
             [TensorSpec("image_embedding", "TYPE_FP32", (e_image,))],
             [photos],
         ),

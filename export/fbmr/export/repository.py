@@ -34,7 +34,7 @@ REPOSITORY_MANIFEST = "repository.json"
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 
 
-_DTYPES = {"TYPE_FP32": mc.TYPE_FP32, "TYPE_INT64": mc.TYPE_INT64}
+_DTYPES = {"TYPE_UINT8": mc.TYPE_UINT8, "TYPE_FP32": mc.TYPE_FP32, "TYPE_INT64": mc.TYPE_INT64}
 
 
 def _add_tensors(fields, specs: list[TensorSpec]) -> None:
@@ -85,6 +85,7 @@ def model_config(
         config.backend = "python"
         config.instance_group.add(count=settings.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
         config.parameters["intra_op_threads"].string_value = str(settings.intra_op_threads)
+        config.parameters["allow_spinning"].string_value = "1" if settings.spinning else "0"
     return config
 
 

@@ -28,8 +28,10 @@ class ServingSettings:
     max_queue_size: int = 128
     queue_timeout_us: int = 10_000_000
     instances: int = 1
-    # cpu target: onnxruntime threads per instance (0 lets onnxruntime choose).
+    # cpu target: onnxruntime threads per instance (0 lets onnxruntime choose), and whether idle
+    # threads spin (off: several models' pools share the cores; see triton_python_model.py).
     intra_op_threads: int = 0
+    spinning: bool = False
     # gpu target: TensorRT FP16 through onnxruntime's TensorRT execution provider.
     tensorrt_fp16: bool = False
     tensorrt_cache: str = "/tmp/fbmr-trt-cache"

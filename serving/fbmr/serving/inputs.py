@@ -36,7 +36,7 @@ async def read_photo(photo: UploadFile, settings: FacadeSettings) -> bytes:
 
 async def photo_tensor(
     photo: UploadFile, artifacts: ModelArtifacts, settings: FacadeSettings
-) -> NDArray[np.float32]:
+) -> NDArray[np.uint8]:
     """A (1, 3, S, S) image input; decoding runs in a worker thread, off the event loop."""
     data = await read_photo(photo, settings)
     try:

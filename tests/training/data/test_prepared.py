@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbmr.core.image import ImageSpec, preprocess_image
+from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.core.listing import listing_text
 from fbmr.core.text import Tokenizer
 from fbmr.training.data.prepared import PreparedDataset
@@ -44,8 +44,11 @@ def test_not_a_dataset_is_a_clear_error(tmp_path):
 def test_photo_gives_identical_arrays_in_training_and_serving(dataset):
     for image_id in dataset.images("val")["image_id"].head(5):
         trained = dataset.image_input(image_id, SPEC)
-        # The facade gets the photo as uploaded bytes.
-        served = preprocess_image(dataset.image_path(image_id).read_bytes(), SPEC)
+        # The facade gets the photo as uploaded bytes and sends its pixels; the served image
+        # encoder normalises them in its graph as normalize_pixels does.
+        pixels = image_pixels(dataset.image_path(image_id).read_bytes(), SPEC)
+        assert pixels.dtype == np.uint8
+        served = normalize_pixels(pixels, SPEC)
         assert trained.dtype == served.dtype == np.float32
         np.testing.assert_array_equal(trained, served)
 

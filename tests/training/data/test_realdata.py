@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbmr.core.image import ImageSpec, preprocess_image
+from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.training.data.prepare import PrepareSettings, prepare_dataset
 from fbmr.training.data.prepared import PreparedDataset
 
@@ -53,7 +53,7 @@ def test_raw_uploads_and_prepared_photos_give_close_model_inputs(prepared, real_
     gaps = []
     for path in raw_files:
         if path.stem in known:
-            served = preprocess_image(path.read_bytes(), spec)
+            served = normalize_pixels(image_pixels(path.read_bytes(), spec), spec)
             trained = prepared.image_input(path.stem, spec)
             gaps.append(np.abs(served - trained).mean())
     assert len(gaps) >= 10
