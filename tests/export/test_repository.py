@@ -100,7 +100,11 @@ def test_ensembles_chain_existing_models_with_matching_batch_sizes(run_models, t
         assert config.platform == "ensemble" and config.max_batch_size == 8
         produced = {t.name for t in config.input}
         for step in config.ensemble_scheduling.step:
+            # pinned to the version exported with it, never "latest": no mix while Triton swaps
+            assert step.model_version == 1
+            assert (staging / step.model_name / "1" / "model.onnx").is_file()
             step_config = read_config(staging / step.model_name / "config.pbtxt")
+            assert step_config.version_policy.latest.num_versions == 2
             assert step_config.max_batch_size == config.max_batch_size
             assert set(step.input_map) <= {t.name for t in step_config.input}
             assert set(step.input_map.values()) <= produced, "a step reads a tensor made later"

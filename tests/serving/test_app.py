@@ -114,7 +114,13 @@ def test_health_readiness_and_openapi(facade, demo_index):
     ready = facade.get("/readyz")
     assert ready.status_code == 200
     current = (demo_index / "CURRENT").read_text().strip()
-    assert ready.json() == {"triton": True, "models": True, "index": True, "index_version": current}
+    assert ready.json() == {
+        "triton": True,
+        "models": True,
+        "index": True,
+        "index_version": current,
+        "model_version": 1,
+    }
     paths = facade.get("/openapi.json").json()["paths"]
     assert {
         "/v1/predict/image",

@@ -25,19 +25,24 @@ ARTIFACTS_FILE = "fbmr.json"
 ARTIFACTS_FORMAT = "fbmr.model_version/1"
 
 
+def exported_versions(repository: Path, ensemble: str = ARTIFACTS_ENSEMBLE) -> list[int]:
+    """The versions of `ensemble` that hold exported artifacts, oldest first."""
+    folder = Path(repository) / ensemble
+    return sorted(
+        int(p.name)
+        for p in folder.glob("*")
+        if p.name.isdigit() and (p / ARTIFACTS_FILE).is_file()
+    )
+
+
 def latest_version_dir(repository: Path, ensemble: str = ARTIFACTS_ENSEMBLE) -> Path:
     """The newest version directory of `ensemble` that holds exported artifacts."""
-    versions = sorted(
-        (int(p.name) for p in (Path(repository) / ensemble).glob("*") if p.name.isdigit()),
-        reverse=True,
-    )
-    for version in versions:
-        path = Path(repository) / ensemble / str(version)
-        if (path / ARTIFACTS_FILE).is_file():
-            return path
-    raise FileNotFoundError(
-        f"no exported model version in {Path(repository) / ensemble}; run `fbmr export` first"
-    )
+    versions = exported_versions(repository, ensemble)
+    if not versions:
+        raise FileNotFoundError(
+            f"no exported model version in {Path(repository) / ensemble}; run `fbmr export` first"
+        )
+    return Path(repository) / ensemble / str(versions[-1])
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,16 @@ class ModelArtifacts:
     image_spec: ImageSpec
 
     @classmethod
-    def load(cls, repository: Path, ensemble: str = ARTIFACTS_ENSEMBLE) -> ModelArtifacts:
-        """The artifacts of the latest exported version in `repository`."""
-        path = latest_version_dir(repository, ensemble)
+    def load(
+        cls, repository: Path, version: int | None = None, ensemble: str = ARTIFACTS_ENSEMBLE
+    ) -> ModelArtifacts:
+        """The artifacts of exported `version` in `repository` (default: the latest)."""
+        if version is None:
+            path = latest_version_dir(repository, ensemble)
+        else:
+            path = Path(repository) / ensemble / str(version)
+            if not (path / ARTIFACTS_FILE).is_file():
+                raise FileNotFoundError(f"{path} holds no exported model version")
         manifest = json.loads((path / ARTIFACTS_FILE).read_text())
         if manifest.get("format") != ARTIFACTS_FORMAT:
             raise ValueError(f"{path / ARTIFACTS_FILE}: format {manifest.get('format')!r}")

@@ -34,6 +34,10 @@ REPOSITORY_MANIFEST = "repository.json"
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 
 
+# Composing models keep the previous version loaded beside the new one, so that requests already
+# inside the previous version's ensemble finish on it; the one before is unloaded by Triton.
+COMPOSING_VERSIONS = 2
+
 _DTYPES = {"TYPE_UINT8": mc.TYPE_UINT8, "TYPE_FP32": mc.TYPE_FP32, "TYPE_INT64": mc.TYPE_INT64}
 
 
@@ -51,6 +55,7 @@ def model_config(
 ) -> mc.ModelConfig:
     """The config of one ONNX model for `target`."""
     config = mc.ModelConfig(name=name, max_batch_size=settings.max_batch_size)
+    config.version_policy.latest.num_versions = COMPOSING_VERSIONS
     _add_tensors(config.input, inputs)
     _add_tensors(config.output, outputs)
     batching = config.dynamic_batching
@@ -89,8 +94,12 @@ def model_config(
     return config
 
 
-def ensemble_configs(run: RunModels, max_batch_size: int) -> list[mc.ModelConfig]:
-    """The three ensembles. Each step maps a model's tensors (key) to ensemble tensors (value)."""
+def ensemble_configs(run: RunModels, max_batch_size: int, version: int) -> list[mc.ModelConfig]:
+    """The three ensembles of one exported `version`. Each step maps a model's tensors (key) to
+    ensemble tensors (value) and is pinned to that version of the model: an ensemble's config is
+    shared by all its versions, so while Triton swaps versions a request that entered the old
+    ensemble still runs the old composing models (kept loaded: `COMPOSING_VERSIONS`), never a
+    mix of the two."""
     specs = {m.name: m for m in run.models}
 
     def tensor(model: str, name: str) -> TensorSpec:
@@ -155,7 +164,7 @@ def ensemble_configs(run: RunModels, max_batch_size: int) -> list[mc.ModelConfig
         _add_tensors(config.input, inputs)
         _add_tensors(config.output, outputs)
         for model, input_map, output_map in steps:
-            step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+            step = config.ensemble_scheduling.step.add(model_name=model, model_version=version)
             step.input_map.update(input_map)
             step.output_map.update(output_map)
         configs.append(config)
@@ -209,7 +218,7 @@ def stage_version(
         "serving": asdict(settings),
         **provenance,
     }
-    for config in ensemble_configs(run, settings.max_batch_size):
+    for config in ensemble_configs(run, settings.max_batch_size, version):
         version_dir = staging / config.name / str(version)
         version_dir.mkdir(parents=True)
         run.tokenizer.save(version_dir / "tokenizer.json")

@@ -67,7 +67,11 @@ async def _embed(
         }
         results = await asyncio.gather(
             *(
-                models.infer(kind, {name: inputs[name] for name in ENSEMBLES[kind].inputs})
+                models.infer(
+                    kind,
+                    {name: inputs[name] for name in ENSEMBLES[kind].inputs},
+                    artifacts.version,  # the version the index records
+                )
                 for kind in kinds
             )
         )

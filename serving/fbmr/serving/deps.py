@@ -9,10 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from fbmr.core.artifacts import ModelArtifacts
 from fbmr.serving.errors import ApiError
 from fbmr.serving.index import IndexStore
-from fbmr.serving.inference import TritonModels
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.state import FacadeState
 
@@ -29,21 +27,11 @@ def get_settings(state: State) -> FacadeSettings:
     return state.settings
 
 
-def get_models(state: State) -> TritonModels:
-    return state.models
-
-
-def get_artifacts(state: State) -> ModelArtifacts:
-    return state.artifacts()
-
-
 def get_index(state: State) -> IndexStore:
     return state.index
 
 
 Settings = Annotated[FacadeSettings, Depends(get_settings)]
-Models = Annotated[TritonModels, Depends(get_models)]
-Artifacts = Annotated[ModelArtifacts, Depends(get_artifacts)]
 Index = Annotated[IndexStore, Depends(get_index)]
 
 _bearer = HTTPBearer(auto_error=False)

@@ -131,6 +131,13 @@ class SimilarityIndex:
     def version(self) -> str:
         return str(self.meta["version"])
 
+    @property
+    def model_version(self) -> int | None:
+        """The model version whose embeddings the index holds (None for an index from before
+        versions were recorded)."""
+        version = self.meta.get("model_version")
+        return None if version is None else int(version)
+
     def search(self, kind: Kind, embedding: NDArray[np.float32], k: int) -> list[Hit]:
         if kind not in self.indexes:
             raise KeyError(f"this index has no {kind.value} embeddings")

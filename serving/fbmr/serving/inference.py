@@ -32,6 +32,17 @@ class TritonUnavailable(RuntimeError):
     """Triton is unreachable, not ready, or refused the request (queue full): retry later."""
 
 
+class ModelVersionUnavailable(TritonUnavailable):
+    """Triton does not serve the asked model version (any more, or not yet): a newer export
+    replaced it, or the new one is still loading."""
+
+
+def _version_missing(message: str) -> bool:
+    # Triton: "Request for unknown model: 'm' version 2 is not found" or "... is not at ready
+    # state"; a model that does not exist at all reads the same without a version.
+    return "version" in message and ("not found" in message or "not at ready state" in message)
+
+
 @dataclass
 class Inference:
     """One ensemble's answer for one listing."""
@@ -50,20 +61,24 @@ class TritonModels:
     async def close(self) -> None:
         await self._client.close()
 
-    async def ready(self) -> bool:
-        """Triton ready, with every ensemble loaded."""
+    async def ready(self, version: int | None = None) -> bool:
+        """Triton ready, with every ensemble loaded (at `version`, when given)."""
+        wanted = "" if version is None else str(version)
         try:
             if not await self._client.is_server_ready(client_timeout=2.0):
                 return False
             for name in ENSEMBLE_NAMES:
-                if not await self._client.is_model_ready(name, client_timeout=2.0):
+                if not await self._client.is_model_ready(name, wanted, client_timeout=2.0):
                     return False
             return True
         except InferenceServerException:
             return False
 
-    async def infer(self, kind: Kind, inputs: dict[str, NDArray[Any]]) -> Inference:
-        """The ensemble of `kind` on one listing's inputs (each with a batch axis of 1)."""
+    async def infer(
+        self, kind: Kind, inputs: dict[str, NDArray[Any]], version: int | None = None
+    ) -> Inference:
+        """The ensemble of `kind` at model `version` (default: Triton's latest) on one listing's
+        inputs, each with a batch axis of 1."""
         ensemble = ENSEMBLES[kind]
         tensors = []
         for name in ensemble.inputs:
@@ -74,10 +89,17 @@ class TritonModels:
         outputs = [InferRequestedOutput(name) for name in ensemble.outputs]
         try:
             result = await self._client.infer(
-                ensemble.name, tensors, outputs=outputs, client_timeout=self.timeout_s
+                ensemble.name,
+                tensors,
+                model_version="" if version is None else str(version),
+                outputs=outputs,
+                client_timeout=self.timeout_s,
             )
         except InferenceServerException as err:
             # Unreachable, deadline exceeded, model not ready, or the bounded queue is full:
             # all mean "not now", which the caller may retry.
-            raise TritonUnavailable(f"{ensemble.name}: {err.message() or err}") from None
+            message = f"{ensemble.name}: {err.message() or err}"
+            if _version_missing(message):
+                raise ModelVersionUnavailable(message) from None
+            raise TritonUnavailable(message) from None
         return Inference(result.as_numpy(PROBABILITIES)[0], result.as_numpy(ensemble.embedding)[0])

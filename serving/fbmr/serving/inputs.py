@@ -1,9 +1,14 @@
 """A request's photo and text, checked against the facade's limits and turned into the model's
 input tensors by the same `fbmr.core` functions training uses. Every problem a caller can fix
-becomes a 4xx saying what to change."""
+becomes a 4xx saying what to change.
+
+Inputs are built for one model version's artifacts: `encoder` returns a function of the
+artifacts, so a request that must move to a newer version builds them again for it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -12,10 +17,13 @@ from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import IMAGE, TOKEN_IDS, Kind, kind_of
+from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind, kind_of
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
 from fbmr.serving.errors import ApiError
 from fbmr.serving.settings import FacadeSettings
+
+Inputs = dict[str, NDArray[Any]]
+Encoder = Callable[[ModelArtifacts], Awaitable[Inputs]]
 
 
 def query_kind(has_photo: bool, has_text: bool) -> Kind:
@@ -34,11 +42,10 @@ async def read_photo(photo: UploadFile, settings: FacadeSettings) -> bytes:
     return data
 
 
-async def photo_tensor(
-    photo: UploadFile, artifacts: ModelArtifacts, settings: FacadeSettings
+async def image_tensor(
+    data: bytes, artifacts: ModelArtifacts, settings: FacadeSettings
 ) -> NDArray[np.uint8]:
     """A (1, 3, S, S) image input; decoding runs in a worker thread, off the event loop."""
-    data = await read_photo(photo, settings)
     try:
         pixels = await run_in_threadpool(artifacts.image_input, data, settings.max_pixels)
     except ImageTooLargeError as err:
@@ -48,10 +55,8 @@ async def photo_tensor(
     return pixels[None]
 
 
-def text_tensor(
-    text: str | None, artifacts: ModelArtifacts, settings: FacadeSettings
-) -> NDArray[np.int64]:
-    """(1, L) token ids of a listing text."""
+def checked_text(text: str | None, settings: FacadeSettings) -> str:
+    """A listing text within the limits (a 422 for an empty one, a 413 for one too long)."""
     text = (text or "").strip()
     if not text:
         raise ApiError(422, "text: empty; give the listing's name and/or description")
@@ -59,20 +64,31 @@ def text_tensor(
         raise ApiError(
             413, f"text: {len(text)} characters, over the limit of {settings.max_text_chars}"
         )
-    return artifacts.text_input(text)[None]
+    return text
 
 
-async def query_inputs(
-    photo: UploadFile | None,
-    text: str | None,
-    artifacts: ModelArtifacts,
-    settings: FacadeSettings,
-) -> tuple[Kind, dict[str, NDArray[Any]]]:
-    """The kind of a query and its model inputs, named as the ensemble of that kind takes them."""
+def encoder(kind: Kind, photo: bytes | None, text: str | None, settings: FacadeSettings) -> Encoder:
+    """The model inputs of a query of `kind`, as a function of the artifacts they are for."""
+
+    async def encode(artifacts: ModelArtifacts) -> Inputs:
+        inputs: Inputs = {}
+        for name in ENSEMBLES[kind].inputs:
+            if name == IMAGE:
+                assert photo is not None
+                inputs[IMAGE] = await image_tensor(photo, artifacts, settings)
+            elif name == TOKEN_IDS:
+                assert text is not None
+                inputs[TOKEN_IDS] = artifacts.text_input(text)[None]
+        return inputs
+
+    return encode
+
+
+async def query_encoder(
+    photo: UploadFile | None, text: str | None, settings: FacadeSettings
+) -> tuple[Kind, Encoder]:
+    """The kind of a query that may carry a photo, a text or both, and its inputs' encoder."""
     kind = query_kind(photo is not None, text is not None)
-    inputs: dict[str, NDArray[Any]] = {}
-    if photo is not None:
-        inputs[IMAGE] = await photo_tensor(photo, artifacts, settings)
-    if text is not None:
-        inputs[TOKEN_IDS] = text_tensor(text, artifacts, settings)
-    return kind, inputs
+    data = await read_photo(photo, settings) if photo is not None else None
+    checked = checked_text(text, settings) if text is not None else None
+    return kind, encoder(kind, data, checked, settings)

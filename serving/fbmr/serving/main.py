@@ -21,7 +21,7 @@ from fbmr.serving.inference import TritonModels
 from fbmr.serving.metrics import Metrics, install_middleware
 from fbmr.serving.routes import ops, predict, similar
 from fbmr.serving.settings import FacadeSettings
-from fbmr.serving.state import FacadeState
+from fbmr.serving.state import FacadeState, watch_models
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,15 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
         index = IndexStore(settings.index_dir)
         index.reload()
         models = TritonModels(settings.triton_url, settings.triton_timeout_s)
-        app.state.facade = FacadeState(settings, models, index, metrics)
-        watcher = asyncio.create_task(watch_index(index, settings.index_poll_s))
+        state = FacadeState(settings, models, index, metrics)
+        app.state.facade = state
+        watchers = [
+            asyncio.create_task(watch_index(index, settings.index_poll_s)),
+            asyncio.create_task(watch_models(state, settings.model_poll_s)),
+        ]
         yield
-        watcher.cancel()
+        for watcher in watchers:
+            watcher.cancel()
         await models.close()
 
     app = FastAPI(

@@ -17,11 +17,13 @@ class Prediction(BaseModel):
     pred: str = Field(..., description="The most probable category.")
     classes: list[str] = Field(..., description="Every category, most probable first.")
     probabilities: list[float] = Field(..., description="Their probabilities, in that order.")
+    model_version: int = Field(..., description="The exported model version that answered.")
 
 
 class EmbedResponse(BaseModel):
     kind: Kind = Field(..., description="image (photo only), text (text only) or combined.")
     embedding: list[float]
+    model_version: int = Field(..., description="The exported model version that answered.")
 
 
 class SimilarListing(BaseModel):
@@ -36,6 +38,7 @@ class SimilarListing(BaseModel):
 class SimilarResponse(BaseModel):
     kind: Kind
     index_version: str
+    model_version: int = Field(..., description="The exported model version that answered.")
     listings: list[SimilarListing]
 
 
@@ -53,6 +56,7 @@ class Readiness(BaseModel):
     models: bool = Field(..., description="The exported version's tokeniser and labels loaded.")
     index: bool = Field(..., description="A similar-listing index loaded.")
     index_version: str | None = None
+    model_version: int | None = Field(None, description="The exported model version in use.")
 
 
 class ErrorResponse(BaseModel):

@@ -24,6 +24,9 @@ class FacadeSettings(BaseSettings):
     )
     index_dir: Path | None = Field(None, description="Similar-listing index (fbmr index build).")
     index_poll_s: float = Field(5.0, description="How often to look for a new index; 0: never.")
+    model_poll_s: float = Field(
+        2.0, description="How often to look for a newer model export; 0: never."
+    )
     triton_timeout_s: float = Field(10.0, description="Deadline of one Triton call.")
     max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="Largest photo (width x height).")

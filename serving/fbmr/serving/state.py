@@ -1,17 +1,27 @@
 """What one running facade holds: its settings, the Triton connection, the exported model's
 artifacts, the similar-listing index and the metrics. Built by the app's lifespan, read by the
-routes through `fbmr.serving.deps`."""
+routes through `fbmr.serving.deps`.
+
+Model versions: every request is pinned to the version whose artifacts (tokeniser, labels, image
+settings) the facade holds, so inputs are built for, and outputs read by, the version that ran.
+A newer export is adopted in one step once Triton reports all its ensembles ready at that
+version; requests already under way finish on the version they started with.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 
-from fbmr.core.artifacts import ModelArtifacts
+from fbmr.core.artifacts import ModelArtifacts, exported_versions
 from fbmr.serving.errors import unavailable
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
 from fbmr.serving.metrics import Metrics
 from fbmr.serving.settings import FacadeSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,15 +31,43 @@ class FacadeState:
     index: IndexStore
     metrics: Metrics = field(default_factory=Metrics)
     _artifacts: ModelArtifacts | None = None
+    _swap: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def artifacts(self) -> ModelArtifacts:
-        """The exported version's tokeniser, labels and image settings (read once, on first use);
-        a 503 while the repository holds no export."""
+        """The artifacts of the model version in use: on first use the repository's latest; a
+        503 while the repository holds no export."""
         if self._artifacts is None:
             try:
                 self._artifacts = ModelArtifacts.load(self.settings.model_repository)
             except (FileNotFoundError, ValueError) as err:
-                raise unavailable(
-                    f"no model artifacts: {err}", self.settings.retry_after_s
-                ) from None
+                message = f"no model artifacts: {err}"
+                raise unavailable(message, self.settings.retry_after_s) from None
         return self._artifacts
+
+    async def adopt_newer_version(self) -> bool:
+        """Switch to the repository's newest export if it is newer than the one in use and
+        Triton serves it; True when the version in use changed."""
+        async with self._swap:  # one check at a time; requests keep reading the old meanwhile
+            versions = exported_versions(self.settings.model_repository)
+            current = self._artifacts.version if self._artifacts else 0
+            if not versions or versions[-1] <= current:
+                return False
+            newest = versions[-1]
+            if not await self.models.ready(newest):
+                return False
+            artifacts = ModelArtifacts.load(self.settings.model_repository, newest)
+            self._artifacts = artifacts  # one assignment: the swap
+            log.info("model version %d in use (was %s)", newest, current or "none")
+            return True
+
+
+async def watch_models(state: FacadeState, every_s: float) -> None:
+    """Adopt a new export once Triton serves it, as `watch_index` picks up a new index."""
+    if every_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await state.adopt_newer_version()
+        except (OSError, ValueError) as err:
+            log.warning("model version not checked: %s", err)

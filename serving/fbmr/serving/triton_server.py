@@ -28,6 +28,8 @@ from fbmr.core.contract import LOCALHOST, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TR
 BINARY_ENV = "FBMR_TRITONSERVER"
 BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+# How often Triton looks for new exports in its repository.
+DEFAULT_POLL_S = 5
 
 
 class TritonError(RuntimeError):
@@ -123,7 +125,11 @@ def _environment(install: TritonInstall) -> dict[str, str]:
 
 
 def server_command(
-    install: TritonInstall, repository: Path, ports: TritonPorts, extra: Sequence[str] = ()
+    install: TritonInstall,
+    repository: Path,
+    ports: TritonPorts,
+    extra: Sequence[str] = (),
+    poll_s: int = DEFAULT_POLL_S,
 ) -> list[str]:
     command = [
         str(install.binary),
@@ -139,6 +145,10 @@ def server_command(
         "--exit-on-error=true",
         "--strict-readiness=true",
         "--log-verbose=0",
+        # Poll mode: a new export (new version directories, pinned ensembles) is loaded while
+        # the old one keeps serving, and the facade moves to it once it is ready.
+        "--model-control-mode=poll",
+        f"--repository-poll-secs={poll_s}",
         # The python backend names its shared-memory regions by this prefix: unique per server,
         # so that two local servers (tests, a benchmark beside a demo) never share regions.
         f"--backend-config=python,shm-region-prefix-name=fbmr{os.getpid()}p{ports.grpc}_",
@@ -179,6 +189,7 @@ class LocalTriton:
         ports: TritonPorts | None = None,
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
+        poll_s: int = DEFAULT_POLL_S,
     ) -> None:
         if not any(repository.glob("*/config.pbtxt")):
             raise TritonError(f"{repository} holds no model (no */config.pbtxt)")
@@ -186,13 +197,14 @@ class LocalTriton:
         self.ports = ports or TritonPorts()
         self.log_path = log_path or repository.parent / "tritonserver.log"
         self.extra_args = list(extra_args)
+        self.poll_s = poll_s
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0, detach: bool = False) -> LocalTriton:
         """Start the server and wait until it reports ready; on failure, raise with the tail of
         Triton's log. `detach` starts it in its own session, to outlive this process."""
         install = find_tritonserver()
-        command = server_command(install, self.repository, self.ports, self.extra_args)
+        command = server_command(install, self.repository, self.ports, self.extra_args, self.poll_s)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -22,21 +22,24 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: State) -> JSONResponse:
-    """Readiness: Triton ready with every ensemble loaded, model artifacts and index loaded."""
-    triton = await state.models.ready()
+    """Readiness: Triton serves every ensemble at the model version in use, whose artifacts are
+    loaded, and the similar-listing index is loaded (when the facade has one)."""
     try:
-        state.artifacts()
-        have_artifacts = True
+        model_version: int | None = state.artifacts().version
     except ApiError:
-        have_artifacts = False
+        model_version = None
+    triton = await state.models.ready(model_version)
     index = state.index.current
     body = Readiness(
         triton=triton,
-        models=have_artifacts,
+        models=model_version is not None,
         index=index is not None,
         index_version=index.version if index else None,
+        model_version=model_version,
     )
-    ready = triton and have_artifacts and index is not None
+    # a facade started without an index only classifies: it is ready without one
+    index_ready = index is not None or state.index.index_dir is None
+    ready = triton and model_version is not None and index_ready
     return JSONResponse(body.model_dump(), 200 if ready else 503)
 
 

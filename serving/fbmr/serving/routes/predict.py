@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
 
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 from numpy.typing import NDArray
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import IMAGE, TOKEN_IDS, Kind
-from fbmr.serving.deps import PROTECTED, Artifacts, Models, Settings
+from fbmr.core.contract import Kind
+from fbmr.serving.deps import PROTECTED, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, unavailable
-from fbmr.serving.inference import Inference, TritonModels, TritonUnavailable
-from fbmr.serving.inputs import photo_tensor, query_inputs, text_tensor
+from fbmr.serving.inference import Inference, ModelVersionUnavailable, TritonUnavailable
+from fbmr.serving.inputs import Encoder, checked_text, encoder, query_encoder, read_photo
 from fbmr.serving.schemas import EmbedResponse, Prediction, TextQuery
-from fbmr.serving.settings import FacadeSettings
+from fbmr.serving.state import FacadeState
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
@@ -23,73 +25,80 @@ PHOTO = File(..., description="The listing's photo.")
 TEXT = Form(..., description="The listing's name and/or description.")
 OPTIONAL_PHOTO = File(None, description="The listing's photo.")
 OPTIONAL_TEXT = Form(None, description="The listing's name and/or description.")
+UNAVAILABLE = "model server unavailable, retry later"
 
 
-async def infer(
-    models: TritonModels, kind: Kind, inputs: dict[str, NDArray[Any]], settings: FacadeSettings
-) -> Inference:
-    """Triton's answer, or a 503 with Retry-After while Triton cannot give one."""
-    try:
-        return await models.infer(kind, inputs)
-    except TritonUnavailable as err:
-        raise unavailable(
-            f"model server unavailable, retry later ({err})", settings.retry_after_s
-        ) from None
+async def answer(
+    state: FacadeState, kind: Kind, encode: Encoder
+) -> tuple[ModelArtifacts, Inference]:
+    """Triton's answer at the model version in use, with the artifacts that built its inputs and
+    will read its outputs. When Triton no longer serves that version (a newer export replaced
+    it), the facade adopts the newer one and encodes the query once more for it. A 503 with
+    Retry-After while Triton cannot answer; its own error text goes to the log, not the caller."""
+    retry_after = state.settings.retry_after_s
+    for attempt in range(2):
+        artifacts = state.artifacts()
+        inputs = await encode(artifacts)
+        try:
+            return artifacts, await state.models.infer(kind, inputs, artifacts.version)
+        except ModelVersionUnavailable as err:
+            log.info("model version %d not served: %s", artifacts.version, err)
+            if attempt == 0 and await state.adopt_newer_version():
+                continue
+            raise unavailable(UNAVAILABLE, retry_after) from None
+        except TritonUnavailable as err:
+            log.warning("Triton call failed: %s", err)
+            raise unavailable(UNAVAILABLE, retry_after) from None
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def prediction(probabilities: NDArray[np.float32], artifacts: ModelArtifacts) -> Prediction:
     ranked = artifacts.labels.rank(probabilities)
     return Prediction(
-        pred=ranked[0][0], classes=[c for c, _ in ranked], probabilities=[p for _, p in ranked]
+        pred=ranked[0][0],
+        classes=[c for c, _ in ranked],
+        probabilities=[p for _, p in ranked],
+        model_version=artifacts.version,
     )
 
 
 @router.post("/predict/image", response_model=Prediction)
-async def predict_image(
-    models: Models, artifacts: Artifacts, settings: Settings, photo: UploadFile = PHOTO
-) -> Prediction:
+async def predict_image(state: State, settings: Settings, photo: UploadFile = PHOTO) -> Prediction:
     """Category of a listing from its photo."""
-    inputs = {IMAGE: await photo_tensor(photo, artifacts, settings)}
-    result = await infer(models, Kind.image, inputs, settings)
+    data = await read_photo(photo, settings)
+    artifacts, result = await answer(state, Kind.image, encoder(Kind.image, data, None, settings))
     return prediction(result.probabilities, artifacts)
 
 
 @router.post("/predict/text", response_model=Prediction)
-async def predict_text(
-    body: TextQuery, models: Models, artifacts: Artifacts, settings: Settings
-) -> Prediction:
+async def predict_text(body: TextQuery, state: State, settings: Settings) -> Prediction:
     """Category of a listing from its name and/or description."""
-    inputs = {TOKEN_IDS: text_tensor(body.text, artifacts, settings)}
-    result = await infer(models, Kind.text, inputs, settings)
+    text = checked_text(body.text, settings)
+    artifacts, result = await answer(state, Kind.text, encoder(Kind.text, None, text, settings))
     return prediction(result.probabilities, artifacts)
 
 
 @router.post("/predict/combined", response_model=Prediction)
 async def predict_combined(
-    models: Models,
-    artifacts: Artifacts,
-    settings: Settings,
-    photo: UploadFile = PHOTO,
-    text: str = TEXT,
+    state: State, settings: Settings, photo: UploadFile = PHOTO, text: str = TEXT
 ) -> Prediction:
     """Category of a listing from its photo and text together."""
-    inputs: dict[str, NDArray[Any]] = {
-        IMAGE: await photo_tensor(photo, artifacts, settings),
-        TOKEN_IDS: text_tensor(text, artifacts, settings),
-    }
-    result = await infer(models, Kind.combined, inputs, settings)
+    data, checked = await read_photo(photo, settings), checked_text(text, settings)
+    encode = encoder(Kind.combined, data, checked, settings)
+    artifacts, result = await answer(state, Kind.combined, encode)
     return prediction(result.probabilities, artifacts)
 
 
 @router.post("/embed", response_model=EmbedResponse)
 async def embed(
-    models: Models,
-    artifacts: Artifacts,
+    state: State,
     settings: Settings,
     photo: UploadFile | None = OPTIONAL_PHOTO,
     text: str | None = OPTIONAL_TEXT,
 ) -> EmbedResponse:
     """The listing's embedding: image (photo only), text (text only) or combined (both)."""
-    kind, inputs = await query_inputs(photo, text, artifacts, settings)
-    result = await infer(models, kind, inputs, settings)
-    return EmbedResponse(kind=kind, embedding=result.embedding.tolist())
+    kind, encode = await query_encoder(photo, text, settings)
+    artifacts, result = await answer(state, kind, encode)
+    return EmbedResponse(
+        kind=kind, embedding=result.embedding.tolist(), model_version=artifacts.version
+    )

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.contract import Kind
-from fbmr.serving.deps import PROTECTED, Artifacts, Index, Models, Settings
+from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
-from fbmr.serving.inputs import query_inputs, query_kind
-from fbmr.serving.routes.predict import OPTIONAL_PHOTO, OPTIONAL_TEXT, infer
+from fbmr.serving.inputs import query_encoder, query_kind
+from fbmr.serving.routes.predict import OPTIONAL_PHOTO, OPTIONAL_TEXT, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
 
 router = APIRouter(prefix="/v1", dependencies=PROTECTED, responses=ERROR_RESPONSES)
@@ -24,8 +24,7 @@ QUERY_INPUTS = {
 
 @router.post("/similar", response_model=SimilarResponse)
 async def similar(
-    models: Models,
-    artifacts: Artifacts,
+    state: State,
     settings: Settings,
     store: Index,
     photo: UploadFile | None = OPTIONAL_PHOTO,
@@ -48,13 +47,22 @@ async def similar(
             f"this index holds no {kind.value} embeddings, so it cannot answer a query "
             f"with {QUERY_INPUTS[kind]}; send {accepted}",
         )
-    kind, inputs = await query_inputs(photo, text, artifacts, settings)
-    result = await infer(models, kind, inputs, settings)
+    kind, encode = await query_encoder(photo, text, settings)
+    artifacts, result = await answer(state, kind, encode)
+    if index.model_version not in (None, artifacts.version):
+        # never compare vectors from two embedding spaces
+        raise unavailable(
+            f"the similar-listing index {index.version} holds embeddings of model version "
+            f"{index.model_version}, and version {artifacts.version} is now served: rebuild "
+            "the index for it (fbmr index build)",
+            settings.retry_after_s,
+        )
     # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
     # off the event loop, so other requests keep flowing meanwhile.
     hits = await run_in_threadpool(index.search, kind, result.embedding, k)
     return SimilarResponse(
         kind=kind,
         index_version=index.version,
+        model_version=artifacts.version,
         listings=[SimilarListing(**hit.listing, score=hit.score) for hit in hits],
     )

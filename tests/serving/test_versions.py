@@ -1,0 +1,116 @@
+"""A new model version while the facade serves: the facade moves to it without a failed request,
+and every answer comes from exactly one version (inputs built, model run and labels read for the
+same export), never a mix.
+
+Version 2 is the same trained run with its class order rotated: each classifier's last layer and
+the class list shifted by one. It ranks the same categories, so every answer must equal version
+1's; an answer that mixed the versions would name the neighbouring category instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from fbmr.export.export import export_run
+from fbmr.serving.triton_server import LocalTriton, TritonPorts
+from fbmr.training.data.prepared import PreparedDataset
+from tests.helpers import free_ports, running_facade
+
+STAGES = ("image", "text", "fusion")
+
+
+def rotated_class_order(run: Path, out: Path) -> Path:
+    """A copy of `run` whose classifiers give the same answers under another class order."""
+    shutil.copytree(run, out)
+    for stage in STAGES:
+        path = out / stage / "best.pt"
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        classes = checkpoint["classes"]
+        order = [*range(1, len(classes)), 0]  # new class id i is old class order[i]
+        checkpoint["classes"] = [classes[i] for i in order]
+        state = checkpoint["model"]
+        # the last layer of the classifier head: the only head parameters with a row per class
+        last = [k for k, v in state.items() if "head" in k and tuple(v.shape[:1]) == (len(order),)]
+        assert sorted(k.rsplit(".", 1)[1] for k in last) == ["bias", "weight"], last
+        for key in last:
+            state[key] = state[key][order]
+        torch.save(checkpoint, path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def listings(demo_prepared):
+    data = PreparedDataset(demo_prepared)
+    photos = data.images("val").drop_duplicates("product_id").set_index("product_id")
+    out = []
+    for _, product in data.products("val").iterrows():
+        if product["product_id"] in photos.index:
+            path = data.image_path(photos.loc[product["product_id"], "image_id"])
+            out.append((path.read_bytes(), data.text(product)))
+    return out[:6]
+
+
+def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
+    tiny_run, demo_prepared, cpu_repository, facade_settings, listings, tmp_path
+):
+    repository = tmp_path / "model_repository"
+    shutil.copytree(cpu_repository, repository)
+    version_2 = rotated_class_order(tiny_run, tmp_path / "run-rotated")
+    ports = TritonPorts("127.0.0.1", *free_ports(3))
+    settings = facade_settings.model_copy(
+        update={"triton_url": ports.grpc_url, "model_repository": repository, "model_poll_s": 0.5}
+    )
+
+    def ask(client, i: int):
+        photo, text = listings[i % len(listings)]
+        return client.post(
+            "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": text}
+        )
+
+    with (
+        LocalTriton(repository, ports, tmp_path / "triton.log", poll_s=1),
+        running_facade(settings) as client,
+    ):
+        first = [ask(client, i).json() for i in range(len(listings))]
+        assert {answer["model_version"] for answer in first} == {1}
+        stop, failures, answers = threading.Event(), [], []
+
+        def hammer(worker: int) -> None:
+            i = worker
+            while not stop.is_set():
+                response = ask(client, i)
+                if response.status_code == 200:
+                    answers.append((i % len(listings), response.json()))
+                else:
+                    failures.append(response.text)
+                i += 1
+
+        with ThreadPoolExecutor(3) as pool:
+            for worker in range(3):
+                pool.submit(hammer, worker)
+            export_run(version_2, repository, data=PreparedDataset(demo_prepared), progress=False)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if sum(answer["model_version"] == 2 for _, answer in answers) >= 10:
+                    break
+                time.sleep(0.2)
+            stop.set()
+        ready = client.get("/readyz").json()
+        # the index was built for version 1: never searched with version 2's vectors
+        similar = client.post("/v1/similar", data={"text": listings[0][1]})
+
+    assert failures == []
+    assert {answer["model_version"] for _, answer in answers} == {1, 2}
+    for i, answer in answers:
+        assert answer["pred"] == first[i]["pred"], (answer["model_version"], i)
+        assert answer["classes"] == first[i]["classes"]
+        assert answer["probabilities"] == pytest.approx(first[i]["probabilities"], abs=1e-4)
+    assert ready["model_version"] == 2
+    assert similar.status_code == 503 and "rebuild" in similar.json()["error"]
