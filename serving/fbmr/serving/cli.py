@@ -58,6 +58,7 @@ def serve(
 ) -> None:
     """Start the FastAPI facade (uvicorn) against Triton; with --with-triton, Triton too."""
     import os
+    import tempfile
 
     import uvicorn
     from pydantic import ValidationError
@@ -66,7 +67,7 @@ def serve(
     from fbmr.serving.settings import FacadeSettings
     from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     flags: dict[str, Any] = {
         "triton_url": triton_url,
         "model_repository": repo.resolve() if repo else None,
@@ -93,17 +94,37 @@ def serve(
         signal.signal(signum, _exit_on_signal)
     try:
         if workers == 1:
-            uvicorn.run(create_app(settings), host=host, port=port)
+            uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
         else:
             # Each worker process builds its own app: the settings reach them as the FBMR_*
-            # variables they read back into the same object.
+            # variables they read back into the same object, and their metrics are summed
+            # through files in one folder (prometheus-client's multiprocess mode).
             os.environ.update(settings.to_env())
-            uvicorn.run(
-                "fbmr.serving.main:create_app", factory=True, host=host, port=port, workers=workers
-            )
+            metrics_dir = tempfile.TemporaryDirectory(prefix="fbmr-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
+            with metrics_dir:
+                uvicorn.run(
+                    "fbmr.serving.main:create_app",
+                    factory=True,
+                    host=host,
+                    port=port,
+                    workers=workers,
+                    access_log=False,
+                )
     finally:
         if triton:
             triton.stop()
+
+
+def configure_logging() -> None:
+    """Readable lines for the facade's own messages; the access log (one JSON object a request,
+    with its id, status, latency and the model and index versions that answered) on its own."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    access = logging.getLogger("fbmr.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

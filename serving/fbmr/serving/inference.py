@@ -16,6 +16,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from fbmr.core.contract import ENSEMBLE_NAMES, ENSEMBLES, INPUT_DATATYPES, PROBABILITIES, Kind
+from fbmr.serving import request_context
 
 CHANNEL_ARGS = [
     # tritonclient's defaults: no message size limit (a batch of photos is large)
@@ -92,6 +93,7 @@ class TritonModels:
                 ensemble.name,
                 tensors,
                 model_version="" if version is None else str(version),
+                request_id=info.request_id if (info := request_context.current()) else "",
                 outputs=outputs,
                 client_timeout=self.timeout_s,
             )

@@ -1,17 +1,30 @@
-"""Prometheus metrics of the facade, and the middleware that records them (and refuses bodies
-over the size limit before they are read)."""
+"""Prometheus metrics of the facade, and the middleware that records them, writes the access log
+and refuses bodies over the size limit before they are read.
+
+With several uvicorn workers (`fbmr serve --workers N`) every worker counts into files under
+`PROMETHEUS_MULTIPROC_DIR` (set by `fbmr serve`), and `/metrics` from any worker adds them all
+up (prometheus-client's multiprocess mode); with one process the app's own registry is read.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from fbmr.serving import request_context
 from fbmr.serving.errors import error_response
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+access_log = logging.getLogger("fbmr.access")
 
 
 class Metrics:
@@ -32,21 +45,49 @@ class Metrics:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: every worker's, summed, in multiprocess mode."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
 
 def install_middleware(app: FastAPI, metrics: Metrics, max_body_bytes: int) -> None:
     @app.middleware("http")
-    async def limits_and_metrics(
+    async def limits_metrics_and_access_log(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
+        info = request_context.begin(
+            request_context.request_id_from(request.headers.get(request_context.REQUEST_ID_HEADER))
+        )
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_body_bytes:
             message = f"request body of {length} bytes is over the limit of {max_body_bytes}"
             response: Response = error_response(413, message)
         else:
             response = await call_next(request)
+        seconds = time.perf_counter() - started
         # the route's path template, so that label values stay few whatever URLs are asked for
         route = request.scope.get("route")
-        endpoint = route.path if route else "unmatched"
-        metrics.observe(endpoint, response.status_code, time.perf_counter() - started)
+        endpoint = getattr(route, "path", "unmatched")
+        metrics.observe(endpoint, response.status_code, seconds)
+        response.headers[request_context.REQUEST_ID_HEADER] = info.request_id
+        access_log.info(
+            json.dumps(
+                {
+                    "request_id": info.request_id,
+                    "pid": os.getpid(),  # which worker answered
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 2),
+                    "model_version": info.model_version,
+                    "index_version": info.index_version,
+                    "client": request.client.host if request.client else None,
+                }
+            )
+        )
         return response

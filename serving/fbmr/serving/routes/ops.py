@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.serving.deps import PROTECTED, State
@@ -46,7 +46,7 @@ async def readyz(state: State) -> JSONResponse:
 @router.get("/metrics", dependencies=PROTECTED, responses=ERROR_RESPONSES)
 async def metrics(state: State) -> Response:
     """Prometheus metrics: requests and latencies by endpoint and status."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post(

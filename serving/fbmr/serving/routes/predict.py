@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
+from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, unavailable
 from fbmr.serving.inference import Inference, ModelVersionUnavailable, TritonUnavailable
@@ -40,7 +41,10 @@ async def answer(
         artifacts = state.artifacts()
         inputs = await encode(artifacts)
         try:
-            return artifacts, await state.models.infer(kind, inputs, artifacts.version)
+            result = await state.models.infer(kind, inputs, artifacts.version)
+            if info := request_context.current():
+                info.model_version = artifacts.version
+            return artifacts, result
         except ModelVersionUnavailable as err:
             log.info("model version %d not served: %s", artifacts.version, err)
             if attempt == 0 and await state.adopt_newer_version():

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.contract import Kind
+from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.inputs import query_encoder, query_kind
@@ -60,6 +61,8 @@ async def similar(
     # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
     # off the event loop, so other requests keep flowing meanwhile.
     hits = await run_in_threadpool(index.search, kind, result.embedding, k)
+    if info := request_context.current():
+        info.index_version = index.version
     return SimilarResponse(
         kind=kind,
         index_version=index.version,
