@@ -16,7 +16,7 @@ from PIL import Image
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.serving.catalogue import build_index
-from fbmr.serving.triton_server import LocalTriton, TritonPorts
+from fbmr.serving.triton_server import LocalTriton, TritonPorts, alive, orphan_stubs
 from fbmr.training.data.prepared import PreparedDataset
 from tests.helpers import assert_error, encode, free_ports, running_facade
 
@@ -193,30 +193,60 @@ def test_index_reload_under_concurrent_requests_fails_none(
         assert client.get("/readyz").json()["index_version"] == "v0002"
 
 
-def test_triton_away_gives_503_then_recovers(facade_settings, cpu_repository, tmp_path):
+def test_triton_killed_under_load_gives_only_503s_then_recovers(
+    facade_settings, cpu_repository, tmp_path
+):
     ports = TritonPorts("127.0.0.1", *free_ports(3))
     triton = LocalTriton(cpu_repository, ports, tmp_path / "triton.log").start()
     settings = facade_settings.model_copy(
         update={"triton_url": ports.grpc_url, "triton_timeout_s": 5}
     )
+    answers, stop = [], threading.Event()
     try:
         with running_facade(settings) as client:
-            assert client.post("/v1/predict/text", json={"text": "a sofa"}).status_code == 200
-            triton.stop()
-            away = client.post("/v1/predict/text", json={"text": "a sofa"})
-            assert_error(away, 503, "unavailable")
-            assert away.headers["retry-after"] == str(settings.retry_after_s)
-            assert client.get("/readyz").status_code == 503
-            triton = LocalTriton(cpu_repository, ports, tmp_path / "triton2.log").start()
-            # the facade reconnects by itself, within its reconnect backoff (about a second)
-            deadline = time.monotonic() + 10
-            while (
-                back := client.post("/v1/predict/text", json={"text": "a sofa"})
-            ).status_code != 200:
-                assert back.status_code == 503 and time.monotonic() < deadline, back.text
-                time.sleep(0.2)
+
+            def hammer() -> None:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    r = client.post("/v1/predict/text", json={"text": "a sofa"})
+                    answers.append((started, time.monotonic() - started, r))
+
+            with ThreadPoolExecutor(3) as pool:
+                for _ in range(3):
+                    pool.submit(hammer)
+                time.sleep(1)
+                stubs = [int(p) for p in subprocess.check_output(
+                    ["pgrep", "-P", str(triton.pid)], text=True).split()]  # fmt: skip
+                triton.process.kill()
+                triton.process.wait()
+                killed = time.monotonic()
+                time.sleep(2)
+                # a SIGKILLed tritonserver cannot stop its python-backend stubs ...
+                assert stubs and set(stubs) <= set(orphan_stubs())
+                triton = LocalTriton(cpu_repository, ports, tmp_path / "triton2.log").start()
+                ready = time.monotonic()
+                # ... so the next server reaps them before it starts
+                assert not any(alive(pid) for pid in stubs)
+                deadline = ready + 10
+                while time.monotonic() < deadline and not any(
+                    t > ready and r.status_code == 200 for t, _, r in answers
+                ):
+                    time.sleep(0.1)
+                stop.set()
     finally:
         triton.stop()
+
+    assert {r.status_code for _, _, r in answers} == {200, 503}
+    for _, seconds, r in answers:
+        if r.status_code == 503:
+            assert_error(r, 503, "unavailable")
+            assert r.headers["retry-after"] == str(settings.retry_after_s)
+            # Triton's address and gRPC error text go to the log, not to the caller
+            assert str(ports.grpc) not in r.text and "StatusCode" not in r.text
+            assert seconds < settings.triton_timeout_s + 2  # nothing waits past the deadline
+    assert any(killed < t < ready and r.status_code == 503 for t, _, r in answers)
+    recovered = min(t + s for t, s, r in answers if t > ready and r.status_code == 200)
+    assert recovered - ready < 5, f"first 200 {recovered - ready:.1f} s after Triton was back"
 
 
 def test_serving_imports_without_torch():

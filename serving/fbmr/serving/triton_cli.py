@@ -33,16 +33,6 @@ def _state_path(grpc_port: int) -> Path:
     return base / "fbmr" / f"tritonserver-{grpc_port}.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @app.command()
 def start(
     repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="Triton model repository."),
@@ -55,10 +45,10 @@ def start(
 ) -> None:
     """Start tritonserver in the background and wait until every model is ready."""
     from fbmr.core.fileio import atomic_write_json
-    from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
+    from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts, alive
 
     state = _state_path(grpc_port)
-    if state.is_file() and _alive(json.loads(state.read_text())["pid"]):
+    if state.is_file() and alive(json.loads(state.read_text())["pid"]):
         raise typer.BadParameter(f"a tritonserver started by fbmr already uses port {grpc_port}")
     ports = TritonPorts(host, http_port, grpc_port, metrics_port)
     try:
@@ -102,17 +92,20 @@ def stop(
     timeout: float = typer.Option(30.0, help="Seconds to wait before killing it."),
 ) -> None:
     """Stop the tritonserver that `fbmr triton start` started on this port."""
+    from fbmr.serving.triton_server import alive, reap_orphan_stubs
+
     state = _state_path(grpc_port)
     if not state.is_file():
         typer.echo(f"no tritonserver started by fbmr on port {grpc_port}")
         return
     pid = json.loads(state.read_text())["pid"]
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
+            reap_orphan_stubs()  # a killed server cannot stop its python-backend stubs
     state.unlink()
     typer.echo(f"stopped tritonserver (pid {pid})")

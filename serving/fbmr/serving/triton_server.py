@@ -9,6 +9,7 @@ so the backend directory is assembled in a cache folder rather than edited insid
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -151,7 +152,7 @@ def server_command(
         f"--repository-poll-secs={poll_s}",
         # The python backend names its shared-memory regions by this prefix: unique per server,
         # so that two local servers (tests, a benchmark beside a demo) never share regions.
-        f"--backend-config=python,shm-region-prefix-name=fbmr{os.getpid()}p{ports.grpc}_",
+        f"--backend-config=python,shm-region-prefix-name={SHM_PREFIX}{os.getpid()}p{ports.grpc}_",
     ]
     if install.backend_directory:
         command.append(f"--backend-directory={install.backend_directory}")
@@ -165,6 +166,51 @@ def is_ready(url: str, timeout_s: float = 2.0) -> bool:
             return bool(client.is_server_ready(client_timeout=timeout_s))
     except InferenceServerException:
         return False
+
+
+STUB_NAME = "triton_python_backend_stub"
+SHM_PREFIX = "fbmr"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphan_stubs() -> list[int]:
+    """Python-backend stub processes of our servers whose tritonserver is gone.
+
+    A stub is started as `stub MODEL.py SHM_REGION SHM_SIZE SHM_GROWTH PARENT_PID ...`; a
+    tritonserver killed with SIGKILL cannot stop its stubs, which then run on (and may spin)
+    with nothing to serve.
+    """
+    orphans = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) < 6 or not argv[0].endswith(STUB_NAME.encode()):
+            continue
+        ours = argv[2].startswith(SHM_PREFIX.encode()) and argv[5].isdigit()
+        if ours and not alive(int(argv[5])):
+            orphans.append(int(proc.name))
+    return orphans
+
+
+def reap_orphan_stubs() -> list[int]:
+    """Kill the stubs `orphan_stubs` finds, so that a new server gets the cores to itself."""
+    reaped = []
+    for pid in orphan_stubs():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            reaped.append(pid)
+    return reaped
 
 
 def _die_with_parent() -> None:
@@ -204,6 +250,7 @@ class LocalTriton:
         """Start the server and wait until it reports ready; on failure, raise with the tail of
         Triton's log. `detach` starts it in its own session, to outlive this process."""
         install = find_tritonserver()
+        reap_orphan_stubs()  # left by a server killed before this one
         command = server_command(install, self.repository, self.ports, self.extra_args, self.poll_s)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
@@ -248,6 +295,7 @@ class LocalTriton:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            reap_orphan_stubs()
 
     def __enter__(self) -> LocalTriton:
         return self.start() if self.process is None else self
