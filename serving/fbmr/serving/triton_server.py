@@ -10,7 +10,6 @@ so the backend directory is assembled in a cache folder rather than edited insid
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -28,7 +27,6 @@ from fbmr.core.contract import LOCALHOST, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TR
 
 BINARY_ENV = "FBMR_TRITONSERVER"
 BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 # How often Triton looks for new exports in its repository.
 DEFAULT_POLL_S = 5
 
@@ -213,10 +211,18 @@ def reap_orphan_stubs() -> list[int]:
     return reaped
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it when its parent exits."""
-    if sys.platform == "linux":
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _dying_with_parent(command: list[str]) -> list[str]:
+    """`command` run so that Linux SIGTERMs it when its parent exits (an attached server dies
+    with the facade or test that started it, even one killed without cleanup).
+
+    util-linux's `setpriv --pdeathsig` sets that before exec. Setting it from Python would need
+    a `preexec_fn`, which makes subprocess fork() the whole process: with the gRPC client's
+    threads busy (a facade in the same process) that fork can abort the child.
+    """
+    setpriv = shutil.which("setpriv")
+    if sys.platform != "linux" or setpriv is None:
+        return command
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -252,6 +258,8 @@ class LocalTriton:
         install = find_tritonserver()
         reap_orphan_stubs()  # left by a server killed before this one
         command = server_command(install, self.repository, self.ports, self.extra_args, self.poll_s)
+        if not detach:
+            command = _dying_with_parent(command)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -260,8 +268,6 @@ class LocalTriton:
                 stderr=subprocess.STDOUT,
                 env=_environment(install),
                 start_new_session=detach,
-                # an attached server dies with its parent, even one killed without cleanup
-                preexec_fn=None if detach else _die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
