@@ -149,7 +149,7 @@ step "8. requests through the containers"
 curl -fsS "$FACADE/readyz" || fail "/readyz"
 echo
 read -r photo text < <(.venv/bin/python - "$DEMO/prepared" <<'PY'
-import json, sys
+import sys
 import pyarrow.parquet as pq
 root = sys.argv[1]
 products = {p["product_id"]: p for p in pq.read_table(f"{root}/products.parquet").to_pylist()
@@ -157,14 +157,14 @@ products = {p["product_id"]: p for p in pq.read_table(f"{root}/products.parquet"
 image = next(i for i in pq.read_table(f"{root}/images.parquet").to_pylist()
              if i["product_id"] in products)
 product = products[image["product_id"]]
-print(f"{root}/{image['file']}", json.dumps(product["product_name"]), sep="\t")
+print(f"{root}/{image['file']}", product["product_name"])
 PY
 )
-echo "   query: photo $photo, text $text (a test-split listing)"
-prediction="$(curl -fsS -F "photo=@$photo" -F "text=$text" "$FACADE/v1/predict/combined")" \
+echo "   query: photo $photo, text '$text' (a test-split listing)"
+prediction="$(curl -fsS -F "photo=@$photo" --form-string "text=$text" "$FACADE/v1/predict/combined")" \
   || fail "POST /v1/predict/combined"
 echo "   POST /v1/predict/combined -> $prediction"
-similar="$(curl -fsS -F "photo=@$photo" -F "text=$text" -F k=3 "$FACADE/v1/similar")" \
+similar="$(curl -fsS -F "photo=@$photo" --form-string "text=$text" -F k=3 "$FACADE/v1/similar")" \
   || fail "POST /v1/similar"
 echo "   POST /v1/similar k=3 -> $similar"
 .venv/bin/python - "$prediction" "$similar" <<'PY' || fail "unexpected answers"
