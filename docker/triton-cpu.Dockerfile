@@ -32,8 +32,10 @@ RUN useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin triton
 COPY --from=build /opt/triton /opt/triton
 COPY docker/check_repository.py docker/triton-entrypoint.sh /opt/fbmr/
 # The python backend's stub embeds this image's Python: it needs libpython (on the default search
-# path in both bases), the wheel's bundled libraries, and the virtual environment's packages.
+# path in both bases), the wheel's bundled libraries, and the virtual environment's packages (the
+# embedded interpreter finds its environment from the first python3 on PATH).
 ENV FBMR_TARGET=cpu \
+    PATH=/opt/triton/bin:$PATH \
     TRITONSERVER=/opt/triton/bin/tritonserver \
     TRITON_BACKEND_DIRECTORY=/opt/triton/backends \
     LD_LIBRARY_PATH=/opt/triton/libs \

@@ -175,9 +175,12 @@ assert abs(sum(prediction["probabilities"]) - 1) < 1e-3, prediction
 assert len(similar["listings"]) == 3, similar
 assert all(item["category"] in prediction["classes"] for item in similar["listings"]), similar
 PY
-curl -fsS "http://127.0.0.1:$TRITON_METRICS_PORT/metrics" | grep -q nv_inference_request_success \
-  || fail "Triton's metrics"
-curl -fsS "$FACADE/metrics" | grep -q "^# HELP" || fail "the facade's metrics"
+triton_metrics="$(curl -fsS "http://127.0.0.1:$TRITON_METRICS_PORT/metrics")" || fail "Triton's metrics"
+grep -q '^nv_inference_request_success{model="product_classifier"' <<<"$triton_metrics" \
+  || fail "Triton's metrics do not count the requests"
+facade_metrics="$(curl -fsS "$FACADE/metrics")" || fail "the facade's metrics"
+grep -q "^# HELP" <<<"$facade_metrics" || fail "the facade's metrics are not Prometheus'"
+echo "   metrics: Triton's and the facade's answered"
 
 step "9. stopping the containers"
 docker stop -t 30 "$FACADE_NAME" "$TRITON_NAME" >/dev/null
