@@ -1,0 +1,19 @@
+#!/bin/sh
+# Entrypoint of both Triton images: check that the mounted repository was exported for this
+# image's target (FBMR_TARGET), then run tritonserver in the foreground on it. Addresses and ports
+# come from TRITON_ADDRESS (0.0.0.0) and TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT
+# (8000-8002); arguments are passed on to tritonserver.
+set -eu
+repo="${TRITON_MODEL_REPOSITORY:-/models}"
+python3 "$(dirname "$0")/check_repository.py" "$repo" "$FBMR_TARGET"
+address="${TRITON_ADDRESS:-0.0.0.0}"
+if [ -n "${TRITON_BACKEND_DIRECTORY:-}" ]; then
+  set -- "--backend-directory=$TRITON_BACKEND_DIRECTORY" "$@"
+fi
+exec "${TRITONSERVER:-tritonserver}" \
+  --model-repository="$repo" \
+  --http-address="$address" --http-port="${TRITON_HTTP_PORT:-8000}" \
+  --grpc-address="$address" --grpc-port="${TRITON_GRPC_PORT:-8001}" \
+  --metrics-address="$address" --metrics-port="${TRITON_METRICS_PORT:-8002}" \
+  --allow-metrics=true --exit-on-error=true --strict-readiness=true --log-verbose=0 \
+  "$@"

@@ -1,0 +1,178 @@
+"""The Kubernetes manifests (deploy/k8s): every file, and the base and gpu overlay as kustomize
+renders them, valid against the Kubernetes API schemas (offline, strict: an unknown field fails),
+and wired together: Services and autoscaling find their pods, probes and settings are the ones the
+images serve and read."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import shutil
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from fbmr.serving.settings import FacadeSettings
+from tests.conftest import REPO_ROOT
+
+K8S = REPO_ROOT / "deploy" / "k8s"
+# The oldest Kubernetes the manifests are meant for (every API they use is GA there).
+KUBERNETES_VERSION = "1.29.0"
+IMAGE_VARIABLES = {"FBMR_HOST", "FBMR_PORT", "FBMR_WORKERS"}
+
+
+def _validate(resources: list[dict]) -> None:
+    for resource in resources:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+def _render(path: str) -> list[dict]:
+    """kustomize's output for deploy/k8s/PATH, by kubectl's built-in kustomize or kustomize."""
+    return copy.deepcopy(_rendered(path))
+
+
+@functools.cache
+def _rendered(path: str) -> list[dict]:
+    if kubectl := shutil.which("kubectl"):
+        command = [kubectl, "kustomize", str(K8S / path)]
+    elif kustomize := shutil.which("kustomize"):
+        command = [kustomize, "build", str(K8S / path)]
+    else:
+        pytest.skip("neither kubectl nor kustomize is installed: the overlays cannot be rendered")
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return [r for r in yaml.safe_load_all(out.stdout) if r]
+
+
+def _one(resources: list[dict], kind: str, name: str) -> dict:
+    (found,) = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
+    return found
+
+
+def _container(deployment: dict, name: str) -> dict:
+    (found,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name
+    ]
+    return found
+
+
+# kustomization.yaml is kustomize's own file, not a Kubernetes resource
+BASE_FILES = sorted(p.name for p in (K8S / "base").glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@pytest.mark.parametrize("path", BASE_FILES)
+def test_every_base_file_is_valid_kubernetes(path: str) -> None:
+    resources = [r for r in yaml.safe_load_all((K8S / "base" / path).read_text()) if r]
+    assert resources
+    _validate(resources)
+
+
+def test_a_typo_in_a_manifest_fails_validation() -> None:
+    deployment = _one(_render("base"), "Deployment", "fbmr-facade")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.fixture(scope="module", params=["base", "overlays/gpu"])
+def rendered(request: pytest.FixtureRequest) -> list[dict]:
+    return _render(request.param)
+
+
+def test_rendered_manifests_are_valid_kubernetes(rendered: list[dict]) -> None:
+    kinds = sorted(r["kind"] for r in rendered)
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Service",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    _validate(rendered)
+
+
+def test_services_autoscaler_and_budget_select_their_pods(rendered: list[dict]) -> None:
+    for name in ("fbmr-triton", "fbmr-facade"):
+        deployment = _one(rendered, "Deployment", name)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        service = _one(rendered, "Service", name)
+        assert service["spec"]["selector"].items() <= labels.items()
+        port_names = {
+            p["name"]
+            for c in deployment["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        scraped = int(annotations["prometheus.io/port"])
+        assert scraped in {
+            p["containerPort"]
+            for c in deployment["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+    facade_labels = _one(rendered, "Deployment", "fbmr-facade")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    hpa = _one(rendered, "HorizontalPodAutoscaler", "fbmr-facade")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "fbmr-facade",
+    }
+    assert hpa["spec"]["minReplicas"] >= 2
+    budget = _one(rendered, "PodDisruptionBudget", "fbmr-facade")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= facade_labels.items()
+    assert budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+
+
+def test_probes_are_the_ones_the_servers_answer(rendered: list[dict]) -> None:
+    triton = _container(_one(rendered, "Deployment", "fbmr-triton"), "triton")
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    facade = _container(_one(rendered, "Deployment", "fbmr-facade"), "facade")
+    assert facade["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert facade["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for container in (triton, facade):
+        assert "cpu" in container["resources"]["requests"]
+        assert "memory" in container["resources"]["limits"]
+
+
+def test_the_facade_gets_known_settings_and_its_key_from_a_secret(rendered: list[dict]) -> None:
+    deployment = _one(rendered, "Deployment", "fbmr-facade")
+    env = {e["name"]: e for e in _container(deployment, "facade")["env"]}
+    settings = {f"FBMR_{name.upper()}" for name in FacadeSettings.model_fields}
+    assert set(env) <= settings | IMAGE_VARIABLES, set(env) - settings - IMAGE_VARIABLES
+    assert "value" not in env["FBMR_API_KEY"]
+    assert env["FBMR_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "fbmr-api-key"
+    host, port = env["FBMR_TRITON_URL"]["value"].split(":")
+    triton = _one(rendered, "Service", "fbmr-triton")
+    assert host == "fbmr-triton"
+    assert int(port) == next(p["port"] for p in triton["spec"]["ports"] if p["name"] == "grpc")
+    mounts = {m["mountPath"] for m in _container(deployment, "facade")["volumeMounts"]}
+    assert {env["FBMR_MODEL_REPOSITORY"]["value"], env["FBMR_INDEX_DIR"]["value"]} <= mounts
+
+
+def test_pods_run_as_non_root(rendered: list[dict]) -> None:
+    for deployment in [r for r in rendered if r["kind"] == "Deployment"]:
+        assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_only_the_gpu_overlay_puts_triton_on_a_gpu() -> None:
+    for path, image, gpus in (
+        ("base", "fbmr-triton-cpu", None),
+        ("overlays/gpu", "fbmr-triton-gpu", 1),
+    ):
+        triton = _container(_one(_render(path), "Deployment", "fbmr-triton"), "triton")
+        assert triton["image"].split(":")[0] == image
+        assert triton["resources"]["limits"].get("nvidia.com/gpu") == gpus
+        cache = [m for m in triton["volumeMounts"] if m["mountPath"] == "/tmp/fbmr-trt-cache"]
+        assert bool(cache) == (gpus is not None)
