@@ -2,7 +2,9 @@
 # Entrypoint of both Triton images: check that the mounted repository was exported for this
 # image's target (FBMR_TARGET), then run tritonserver in the foreground on it. Addresses and ports
 # come from TRITON_ADDRESS (0.0.0.0) and TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT
-# (8000-8002); arguments are passed on to tritonserver.
+# (8000-8002); arguments are passed on to tritonserver. Triton polls the repository (every
+# TRITON_POLL_SECS, 5 by default), so a new `fbmr export` is loaded beside the version in use and
+# the facade moves to it once it is ready.
 set -eu
 repo="${TRITON_MODEL_REPOSITORY:-/models}"
 python3 "$(dirname "$0")/check_repository.py" "$repo" "$FBMR_TARGET"
@@ -16,4 +18,5 @@ exec "${TRITONSERVER:-tritonserver}" \
   --grpc-address="$address" --grpc-port="${TRITON_GRPC_PORT:-8001}" \
   --metrics-address="$address" --metrics-port="${TRITON_METRICS_PORT:-8002}" \
   --allow-metrics=true --exit-on-error=true --strict-readiness=true --log-verbose=0 \
+  --model-control-mode=poll --repository-poll-secs="${TRITON_POLL_SECS:-5}" \
   "$@"
