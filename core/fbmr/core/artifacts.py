@@ -29,9 +29,7 @@ def exported_versions(repository: Path, ensemble: str = ARTIFACTS_ENSEMBLE) -> l
     """The versions of `ensemble` that hold exported artifacts, oldest first."""
     folder = Path(repository) / ensemble
     return sorted(
-        int(p.name)
-        for p in folder.glob("*")
-        if p.name.isdigit() and (p / ARTIFACTS_FILE).is_file()
+        int(p.name) for p in folder.glob("*") if p.name.isdigit() and (p / ARTIFACTS_FILE).is_file()
     )
 
 
