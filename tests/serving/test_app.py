@@ -256,3 +256,28 @@ def test_serving_imports_without_torch():
         "assert 'torch' not in sys.modules, 'fbmr.serving imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_seed_compatible_routes_answer_as_the_v1_routes(facade, queries):
+    photo, text, _ = queries[0]
+    pairs = [
+        (
+            facade.post("/image", files={"image": ("p.jpg", photo)}),
+            facade.post("/v1/predict/image", files={"photo": ("p.jpg", photo)}),
+        ),
+        (
+            facade.post("/text", data={"text": text}),
+            facade.post("/v1/predict/text", json={"text": text}),
+        ),
+        (
+            facade.post("/combined", files={"image": ("p.jpg", photo)}, data={"text": text}),
+            facade.post(
+                "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": text}
+            ),
+        ),
+    ]
+    for seed, v1 in pairs:
+        assert seed.status_code == v1.status_code == 200, (seed.text, v1.text)
+        assert seed.json() == v1.json()
+        assert seed.json()["pred"] == seed.json()["classes"][0]
+    assert_error(facade.post("/combined", data={"text": text}), 422, "image")

@@ -19,7 +19,7 @@ from fbmr.serving.errors import install_error_handlers
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
 from fbmr.serving.metrics import Metrics, install_middleware
-from fbmr.serving.routes import ops, predict, similar
+from fbmr.serving.routes import ops, predict, seed, similar
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.state import FacadeState, watch_models
 
@@ -55,7 +55,7 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_middleware(app, metrics, settings.max_body_bytes)
-    for module in (predict, similar, ops):
+    for module in (predict, similar, ops, seed):
         app.include_router(module.router)
     return app
 
