@@ -30,14 +30,27 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from fbmr.core.contract import (
+    COMBINED_EMBEDDING,
+    FUSION_HEAD,
+    FUSION_TEXT_ENCODER,
+    IMAGE,
+    IMAGE_EMBEDDING,
+    IMAGE_ENCODER,
+    IMAGE_HEAD,
+    LOGITS,
+    PROBABILITIES,
+    TEXT_EMBEDDING,
+    TEXT_ENCODER,
+    TEXT_HEAD,
+    TOKEN_IDS,
+)
 from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.core.labels import LabelMap
 from fbmr.core.text import Tokenizer
 from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.engine import load_checkpoint
-from fbmr.training.models import FusionHead, FusionModel
-from fbmr.training.stages.image import build_image_model
-from fbmr.training.stages.text import build_text_model
+from fbmr.training.models import FusionHead
+from fbmr.training.trained import load_trained_models
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +132,7 @@ class RunModels:
     classes: list[str]
     image_spec: ImageSpec
     tokenizer: Tokenizer
-    # which text encoder the product classifier uses: text_encoder, or fusion_text_encoder
+    # which text encoder the product classifier uses: TEXT_ENCODER, or FUSION_TEXT_ENCODER
     product_text_encoder: str
 
     @property
@@ -135,33 +148,12 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 @torch.no_grad()
 def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     """The models of a trained run with parity inputs from its validation data."""
-    image_ckpt = load_checkpoint(run_dir / "image" / "best.pt")
-    text_ckpt = load_checkpoint(run_dir / "text" / "best.pt")
-    fusion_ckpt = load_checkpoint(run_dir / "fusion" / "best.pt")
-    classes = image_ckpt["classes"]
-    if not classes == text_ckpt["classes"] == fusion_ckpt["classes"]:
-        raise ValueError(f"the checkpoints in {run_dir} disagree on the class list")
-    image_model = build_image_model(image_ckpt["meta"], len(classes))
-    image_model.load_state_dict(image_ckpt["model"])
-    text_model = build_text_model(text_ckpt["meta"], len(classes))
-    text_model.load_state_dict(text_ckpt["model"])
-    fusion_meta = fusion_ckpt["meta"]
-    fusion = FusionModel(
-        build_text_model(fusion_meta["text"], len(classes)).encoder,
-        FusionHead(
-            fusion_meta["image_dim"],
-            fusion_meta["text_dim"],
-            len(classes),
-            fusion_meta["embedding_dim"],
-        ),
-    )
-    fusion.load_state_dict(fusion_ckpt["model"])
-    for module in (image_model, text_model, fusion):
-        module.eval()
-
-    spec = ImageSpec.from_dict(image_ckpt["meta"]["image_spec"])
-    tokenizer = Tokenizer.load(run_dir / "word2vec" / "tokenizer.json")
-    data = data or PreparedDataset(image_ckpt["config"]["data"])
+    trained = load_trained_models(run_dir)
+    if trained.fusion is None or trained.fusion_meta is None:
+        raise FileNotFoundError(f"{run_dir} has no trained fusion model; train the fusion stage")
+    image_model, text_model, fusion = trained.image, trained.text, trained.fusion
+    classes, spec, tokenizer = trained.classes, trained.image_spec, trained.tokenizer
+    data = data or PreparedDataset(trained.data)
     images = data.images("val").head(PARITY_SAMPLES)
     products = data.products("val").head(PARITY_SAMPLES)
     photos = np.stack([image_pixels(data.image_path(i), spec) for i in images["image_id"]])
@@ -172,67 +164,62 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     fusion_text_embedding = fusion.text_encoder(torch.from_numpy(token_ids)).numpy()
 
     size, length = spec.image_size, tokenizer.max_length
-    e_image, e_text = image_ckpt["meta"]["embedding_dim"], text_ckpt["meta"]["embedding_dim"]
-    e_fusion, c = fusion_meta["embedding_dim"], len(classes)
+    e_image, e_text = trained.image_meta["embedding_dim"], trained.text_meta["embedding_dim"]
+    e_fusion, c = trained.fusion_meta["embedding_dim"], len(classes)
 
     def head_outputs() -> list[TensorSpec]:
         return [
-            TensorSpec("logits", "TYPE_FP32", (c,)),
-            TensorSpec("probabilities", "TYPE_FP32", (c,)),
+            TensorSpec(LOGITS, "TYPE_FP32", (c,)),
+            TensorSpec(PROBABILITIES, "TYPE_FP32", (c,)),
         ]
+
+    def text_encoder(name: str, module: nn.Module) -> OnnxModel:
+        return OnnxModel(
+            name,
+            module,
+            [TensorSpec(TOKEN_IDS, "TYPE_INT64", (length,))],
+            [TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (e_text,))],
+            [token_ids],
+        )
 
     models = [
         OnnxModel(
-            "image_encoder",
+            IMAGE_ENCODER,
             _PixelEncoder(image_model.encoder, spec),
-            [TensorSpec("image", "TYPE_UINT8", (3, size, size))],
-            [TensorSpec("image_embedding", "TYPE_FP32", (e_image,))],
+            [TensorSpec(IMAGE, "TYPE_UINT8", (3, size, size))],
+            [TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (e_image,))],
             [photos],
         ),
         OnnxModel(
-            "image_head",
+            IMAGE_HEAD,
             _Head(image_model.head),
-            [TensorSpec("image_embedding", "TYPE_FP32", (e_image,))],
+            [TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (e_image,))],
             head_outputs(),
             [image_embedding],
         ),
+        text_encoder(TEXT_ENCODER, text_model.encoder),
         OnnxModel(
-            "text_encoder",
-            text_model.encoder,
-            [TensorSpec("token_ids", "TYPE_INT64", (length,))],
-            [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
-            [token_ids],
-        ),
-        OnnxModel(
-            "text_head",
+            TEXT_HEAD,
             _Head(text_model.head),
-            [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
+            [TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (e_text,))],
             head_outputs(),
             [text_embedding],
         ),
         OnnxModel(
-            "fusion_head",
+            FUSION_HEAD,
             _FusionHead(fusion.head),
             [
-                TensorSpec("image_embedding", "TYPE_FP32", (e_image,)),
-                TensorSpec("text_embedding", "TYPE_FP32", (e_text,)),
+                TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (e_image,)),
+                TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (e_text,)),
             ],
-            [*head_outputs(), TensorSpec("combined_embedding", "TYPE_FP32", (e_fusion,))],
+            [*head_outputs(), TensorSpec(COMBINED_EMBEDDING, "TYPE_FP32", (e_fusion,))],
             [image_embedding[:n], fusion_text_embedding[:n]],
         ),
     ]
-    product_text_encoder = "text_encoder"
+    product_text_encoder = TEXT_ENCODER
     if not _same_weights(fusion.text_encoder, text_model.encoder):
-        product_text_encoder = "fusion_text_encoder"
-        models.append(
-            OnnxModel(
-                "fusion_text_encoder",
-                fusion.text_encoder,
-                [TensorSpec("token_ids", "TYPE_INT64", (length,))],
-                [TensorSpec("text_embedding", "TYPE_FP32", (e_text,))],
-                [token_ids],
-            )
-        )
+        product_text_encoder = FUSION_TEXT_ENCODER
+        models.append(text_encoder(FUSION_TEXT_ENCODER, fusion.text_encoder))
     return RunModels(models, classes, spec, tokenizer, product_text_encoder)
 
 

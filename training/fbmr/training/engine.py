@@ -13,11 +13,9 @@ A stage folder holds:
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +25,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from fbmr.core.fileio import atomic_path, atomic_write_json
 from fbmr.training import plots
+from fbmr.training.layout import BEST, CONFUSION, CURVES, HISTORY, LAST, METRICS, stage_complete
 
 CHECKPOINT_FORMAT = "fbmr.checkpoint/1"
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TrainState:
+    """Where training stands between epochs: what last.pt saves and a resumed run restores."""
+
+    history: list[dict] = field(default_factory=list)
+    best_top1: float = -1.0
+    bad_epochs: int = 0
+    start: int = 0  # the next epoch to run
 
 
 @dataclass(frozen=True)
@@ -60,19 +70,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by this module; tensors and plain data only (weights_only)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -82,7 +79,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def is_complete(stage_dir: Path) -> bool:
-    return (stage_dir / "metrics.json").is_file() and (stage_dir / "best.pt").is_file()
+    return stage_complete(stage_dir)
 
 
 def make_loader(data: Dataset, settings: FitSettings, shuffle: bool, epoch: int = 0) -> DataLoader:
@@ -135,6 +132,73 @@ def classification_metrics(logits: np.ndarray, targets: np.ndarray, num_classes:
     }
 
 
+def _resume(
+    path: Path, saved: nn.Module, optimizer: torch.optim.Optimizer, meta: object
+) -> TrainState:
+    """The state a stage left in `path` (last.pt), loaded into `saved` and `optimizer`; a
+    fresh state when there is no such file."""
+    if not path.is_file():
+        return TrainState()
+    last = load_checkpoint(path)
+    if last.get("meta") != meta:
+        raise ValueError(
+            f"{path} was written by a model of another shape ({last.get('meta')}); "
+            "resume with the same settings, or retrain the stage with --force"
+        )
+    saved.load_state_dict(last["model"])
+    optimizer.load_state_dict(last["optimizer"])
+    tqdm.write(f"{path.parent.name}: resuming after epoch {last['epoch']}")
+    return TrainState(last["history"], last["best_top1"], last["bad_epochs"], last["epoch"] + 1)
+
+
+def save_checkpoint(path: Path, fields: dict) -> None:
+    """An fbmr checkpoint (tensors and plain data), written atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **fields}, tmp)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    device: torch.device,
+    desc: str,
+    progress: bool = True,
+) -> tuple[float, float]:
+    """One pass over `loader` (items: inputs..., target; model output: embedding, logits);
+    returns the mean training loss and top-1."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress)
+    for batch in bar:
+        *inputs, target = _to(batch, device)
+        _, logits = model(*inputs)
+        loss = loss_fn(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(target)
+        correct += (logits.argmax(1) == target).sum().item()
+        seen += len(target)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", top1=f"{correct / seen:.3f}")
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def evaluate(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    data: Dataset,
+    settings: FitSettings,
+    device: torch.device,
+) -> tuple[float, float]:
+    """The loss and top-1 of `model` on `data`, in evaluation mode."""
+    _, logits, targets = predict(model, data, settings, device, "validation")
+    loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets)))
+    top1 = float((logits.argmax(1) == targets).mean()) if len(targets) else float("nan")
+    return loss, top1
+
+
 def fit(
     model: nn.Module,
     train: Dataset,
@@ -155,88 +219,51 @@ def fit(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    history: list[dict] = []
-    best_top1, bad_epochs, start = -1.0, 0, 0
-    last_path = stage_dir / "last.pt"
-    if last_path.is_file():
-        last = load_checkpoint(last_path)
-        if last.get("meta") != checkpoint_fields.get("meta"):
-            raise ValueError(
-                f"{last_path} was written by a model of another shape ({last.get('meta')}); "
-                "resume with the same settings, or retrain the stage with --force"
-            )
-        saved.load_state_dict(last["model"])
-        optimizer.load_state_dict(last["optimizer"])
-        history, best_top1, bad_epochs = last["history"], last["best_top1"], last["bad_epochs"]
-        start = last["epoch"] + 1
-        tqdm.write(f"{stage_dir.name}: resuming after epoch {last['epoch']}")
+    state = _resume(stage_dir / LAST, saved, optimizer, checkpoint_fields.get("meta"))
 
-    for epoch in range(start, settings.epochs):
-        if bad_epochs >= settings.patience:
+    for epoch in range(state.start, settings.epochs):
+        if state.bad_epochs >= settings.patience:
             break
         torch.manual_seed(settings.seed + epoch)  # dropout and augmentation, resumable
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
         loader = make_loader(train, settings, shuffle=True, epoch=epoch)
-        bar = tqdm(loader, desc=f"{stage_dir.name} epoch {epoch}", disable=not settings.progress)
-        for batch in bar:
-            *inputs, target = _to(batch, device)
-            _, logits = model(*inputs)
-            loss = loss_fn(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(target)
-            correct += (logits.argmax(1) == target).sum().item()
-            seen += len(target)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", top1=f"{correct / seen:.3f}")
-        _, val_logits, val_targets = predict(model, val, settings, device, "validation")
-        val_loss = float(loss_fn(torch.from_numpy(val_logits), torch.from_numpy(val_targets)))
+        desc = f"{stage_dir.name} epoch {epoch}"
+        train_loss, train_top1 = train_one_epoch(
+            model, loss_fn, optimizer, loader, device, desc, settings.progress
+        )
+        val_loss, val_top1 = evaluate(model, loss_fn, val, settings, device)
         record = {
             "epoch": epoch,
-            "train_loss": total_loss / max(seen, 1),
-            "train_top1": correct / max(seen, 1),
+            "train_loss": train_loss,
+            "train_top1": train_top1,
             "val_loss": val_loss,
-            "val_top1": float((val_logits.argmax(1) == val_targets).mean()),
+            "val_top1": val_top1,
         }
-        history.append(record)
+        state.history.append(record)
         tqdm.write(
-            f"{stage_dir.name} epoch {epoch}: train loss {record['train_loss']:.3f} "
-            f"top-1 {record['train_top1']:.3f} | val loss {val_loss:.3f} "
-            f"top-1 {record['val_top1']:.3f}"
+            f"{desc}: train loss {train_loss:.3f} top-1 {train_top1:.3f} | "
+            f"val loss {val_loss:.3f} top-1 {val_top1:.3f}"
         )
-        if record["val_top1"] > best_top1:
-            best_top1, bad_epochs = record["val_top1"], 0
-            save_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    **checkpoint_fields,
-                    "model": saved.state_dict(),
-                    "epoch": epoch,
-                    "val_top1": best_top1,
-                },
-                stage_dir / "best.pt",
-            )
+        weights = {**checkpoint_fields, "model": saved.state_dict(), "epoch": epoch}
+        if val_top1 > state.best_top1:
+            state.best_top1, state.bad_epochs = val_top1, 0
+            save_checkpoint(stage_dir / BEST, {**weights, "val_top1": val_top1})
         else:
-            bad_epochs += 1
-        save_atomic(
+            state.bad_epochs += 1
+        save_checkpoint(
+            stage_dir / LAST,
             {
-                "format": CHECKPOINT_FORMAT,
-                **checkpoint_fields,
-                "model": saved.state_dict(),
+                **weights,
                 "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "best_top1": best_top1,
-                "bad_epochs": bad_epochs,
+                "history": state.history,
+                "best_top1": state.best_top1,
+                "bad_epochs": state.bad_epochs,
             },
-            last_path,
         )
-        write_json(stage_dir / "history.json", history)
+        atomic_write_json(stage_dir / HISTORY, state.history)
         if on_epoch is not None:
             on_epoch(record)
-    saved.load_state_dict(load_checkpoint(stage_dir / "best.pt")["model"])
-    return history
+    saved.load_state_dict(load_checkpoint(stage_dir / BEST)["model"])
+    return state.history
 
 
 def report(
@@ -253,11 +280,11 @@ def report(
         split: classification_metrics(logits, targets, len(classes))
         for split, (logits, targets) in predictions.items()
     }
-    plots.training_curves(history, stage_dir / "curves.png", title)
+    plots.training_curves(history, stage_dir / CURVES, title)
     shown = "test" if len(predictions.get("test", ((), ()))[1]) else "val"
     logits, targets = predictions[shown]
     matrix = confusion_matrix(targets, logits.argmax(1), labels=range(len(classes)))
-    plots.confusion_matrix(matrix, classes, stage_dir / "confusion.png", f"{title}: {shown} split")
+    plots.confusion_matrix(matrix, classes, stage_dir / CONFUSION, f"{title}: {shown} split")
     best = max(history, key=lambda h: h["val_top1"]) if history else {}
     result = {
         "stage": stage_dir.name,
@@ -265,5 +292,5 @@ def report(
         "best_epoch": best.get("epoch"),
         **(extra or {}),
     }
-    write_json(stage_dir / "metrics.json", result)
+    atomic_write_json(stage_dir / METRICS, result)
     return result

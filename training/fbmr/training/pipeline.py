@@ -10,7 +10,8 @@ from pathlib import Path
 
 from fbmr.training.config import Stage, TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.engine import is_complete, pick_device, seed_everything
+from fbmr.training.engine import pick_device, seed_everything
+from fbmr.training.layout import RunLayout, stage_complete
 from fbmr.training.stages.fusion import train_fusion
 from fbmr.training.stages.image import train_image
 from fbmr.training.stages.text import train_text
@@ -20,11 +21,11 @@ log = logging.getLogger(__name__)
 
 ORDER = (Stage.word2vec, Stage.image, Stage.text, Stage.fusion)
 # What each stage reads from the stages before it.
-NEEDS = {
-    Stage.word2vec: (),
-    Stage.image: (),
-    Stage.text: ("word2vec/tokenizer.json", "word2vec/vectors.kv"),
-    Stage.fusion: ("word2vec/tokenizer.json", "image/best.pt", "text/best.pt"),
+NEEDS: dict[Stage, Callable[[RunLayout], tuple[Path, ...]]] = {
+    Stage.word2vec: lambda run: (),
+    Stage.image: lambda run: (),
+    Stage.text: lambda run: (run.tokenizer, run.vectors),
+    Stage.fusion: lambda run: (run.tokenizer, run.best(Stage.image), run.best(Stage.text)),
 }
 
 
@@ -32,11 +33,10 @@ class StageError(RuntimeError):
     """A stage cannot run: what it needs from an earlier stage is missing."""
 
 
-def _complete(stage: Stage, run_dir: Path) -> bool:
-    stage_dir = run_dir / stage
+def _complete(stage: Stage, run: RunLayout) -> bool:
     if stage == Stage.word2vec:
-        return (stage_dir / "summary.json").is_file()
-    return is_complete(stage_dir)
+        return run.word2vec_summary.is_file()
+    return stage_complete(run.stage(stage))
 
 
 def train(
@@ -48,38 +48,39 @@ def train(
     its last checkpoint.
     """
     data = PreparedDataset(config.data)
+    run = RunLayout(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.json")
-    data.label_map.save(run_dir / "label_map.json")
+    config.save(run.config)
+    data.label_map.save(run.label_map)
     device = pick_device(config.device)
     stages = ORDER if stage == Stage.all else (stage,)
     runners: dict[Stage, Callable[[], dict]] = {
-        Stage.word2vec: lambda: train_word2vec(config, data, run_dir / "word2vec"),
+        Stage.word2vec: lambda: train_word2vec(config, data, run.word2vec),
         Stage.image: lambda: train_image(config, data, run_dir, device),
         Stage.text: lambda: train_text(config, data, run_dir, device),
         Stage.fusion: lambda: train_fusion(config, data, run_dir, device),
     }
     results = {}
     for current in stages:
-        if _complete(current, run_dir) and not force:
+        if _complete(current, run) and not force:
             log.info(
-                "%s: complete in %s, skipped (--force retrains it)", current, run_dir / current
+                "%s: complete in %s, skipped (--force retrains it)", current, run.stage(current)
             )
-            results[str(current)] = _read_report(current, run_dir)
+            results[str(current)] = _read_report(current, run)
             continue
-        missing = [n for n in NEEDS[current] if not (run_dir / n).exists()]
+        missing = [str(p.relative_to(run_dir)) for p in NEEDS[current](run) if not p.exists()]
         if missing:
             raise StageError(
                 f"{current} needs {', '.join(missing)} in {run_dir}; train the earlier stages "
                 f"first (fbmr train all, or the stage that writes them)"
             )
-        if force and (run_dir / current).exists():
-            shutil.rmtree(run_dir / current)
+        if force and run.stage(current).exists():
+            shutil.rmtree(run.stage(current))
         seed_everything(config.seed)
         results[str(current)] = runners[current]()
     return results
 
 
-def _read_report(stage: Stage, run_dir: Path) -> dict:
-    name = "summary.json" if stage == Stage.word2vec else "metrics.json"
-    return json.loads((run_dir / stage / name).read_text())
+def _read_report(stage: Stage, run: RunLayout) -> dict:
+    path = run.word2vec_summary if stage == Stage.word2vec else run.metrics(stage)
+    return json.loads(path.read_text())

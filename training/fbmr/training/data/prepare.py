@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from fbmr.core.fileio import atomic_path, atomic_write_json
 from fbmr.core.image import ImageDecodeError, square_photo
 from fbmr.core.labels import LabelMap
 from fbmr.training.data.seed import (
@@ -83,12 +84,6 @@ def _partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _process_image(
     source: SeedSource, image_id: str, images_dir: Path, settings: PrepareSettings
 ) -> ImageOutcome:
@@ -105,9 +100,8 @@ def _process_image(
         photo = square_photo(data, settings.image_size)
     except ImageDecodeError as err:
         return ImageOutcome(image_id, "skipped", str(err))
-    tmp = target.with_name(target.name + ".tmp")
-    photo.save(tmp, format="JPEG", quality=settings.jpeg_quality)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        photo.save(tmp, format="JPEG", quality=settings.jpeg_quality)
     return ImageOutcome(image_id, "written")
 
 
@@ -198,7 +192,7 @@ def prepare_dataset(
         shutil.rmtree(partial)
     images_dir = partial / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(partial / RUN_KEY, run_key)
+    atomic_write_json(partial / RUN_KEY, run_key)
 
     counts = CleanCounts()
     products = clean_products(source.read_csv("Products.csv", PRODUCT_COLUMNS), counts)
@@ -270,7 +264,7 @@ def prepare_dataset(
         "skipped": [{"image_id": o.image_id, "reason": o.reason} for o in skipped],
         "seconds": round(time.monotonic() - started, 2),
     }
-    _write_json(partial / MANIFEST, manifest)
+    atomic_write_json(partial / MANIFEST, manifest)
     (partial / RUN_KEY).unlink()
     _publish(partial, out)
     return manifest

@@ -12,50 +12,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 
-from fbmr.core.image import ImageSpec
-from fbmr.core.text import Tokenizer
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
-from fbmr.training.engine import SPLITS, FitSettings, fit, load_checkpoint, predict, report
+from fbmr.training.engine import SPLITS, FitSettings, fit, predict, report
+from fbmr.training.layout import RunLayout
 from fbmr.training.models import FusionHead, FusionModel
-from fbmr.training.stages.image import build_image_model
-from fbmr.training.stages.text import build_text_model
-from fbmr.training.stages.word2vec import TOKENIZER
+from fbmr.training.stages.image import load_cached_features
+from fbmr.training.trained import TrainedModels, load_trained_models
 
 
 @torch.no_grad()
 def _cached_image_embeddings(
-    image_model: nn.Module, run_dir: Path, split: str, count: int, device: torch.device
+    trained: TrainedModels, split: str, count: int, device: torch.device
 ) -> np.ndarray | None:
     """Image embeddings from the trunk features the image stage cached (cached mode), which
     saves a second pass of the trunk over every photo; None when there is no such cache."""
-    path = run_dir / "image" / "features" / f"{split}.pt"
-    if not path.is_file():
+    if not trained.image_cached:
         return None
-    features = torch.load(path, map_location="cpu", weights_only=True)["features"]
-    if len(features) != count:
+    features = load_cached_features(trained.layout, split)
+    if features is None or len(features) != count:
         return None
-    image_model.eval()
-    return image_model.encoder.projection(features.to(device)).cpu().numpy()
+    return trained.image.encoder.projection(features.to(device)).cpu().numpy()
 
 
 def train_fusion(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
 ) -> dict:
-    stage_dir = run_dir / "fusion"
+    stage_dir = RunLayout(run_dir).stage("fusion")
     classes = data.label_map.classes
-    image_checkpoint = load_checkpoint(run_dir / "image" / "best.pt")
-    text_checkpoint = load_checkpoint(run_dir / "text" / "best.pt")
-    image_model = build_image_model(image_checkpoint["meta"], len(classes)).to(device)
-    image_model.load_state_dict(image_checkpoint["model"])
-    text_model = build_text_model(text_checkpoint["meta"], len(classes)).to(device)
-    text_model.load_state_dict(text_checkpoint["model"])
-    tokenizer = Tokenizer.load(run_dir / "word2vec" / TOKENIZER)
-    spec = ImageSpec.from_dict(image_checkpoint["meta"]["image_spec"])
+    trained = load_trained_models(run_dir, device, fusion=False)
+    image_model, text_model, tokenizer = trained.image, trained.text, trained.tokenizer
+    spec = trained.image_spec
     settings = FitSettings(
         epochs=config.fusion_epochs,
         batch_size=config.fusion_batch_size,
@@ -70,11 +60,7 @@ def train_fusion(
     for split in SPLITS:
         images, products = data.images(split), data.products(split)
         photos = PhotoDataset(data, images, spec, augment=False)
-        image_embeddings = None
-        if image_checkpoint["meta"]["mode"] == "cached":
-            image_embeddings = _cached_image_embeddings(
-                image_model, run_dir, split, len(photos), device
-            )
+        image_embeddings = _cached_image_embeddings(trained, split, len(photos), device)
         if image_embeddings is None:
             image_embeddings = predict(image_model, photos, settings, device, f"image {split}")[0]
         texts = token_dataset(data, products, tokenizer)
@@ -90,11 +76,11 @@ def train_fusion(
 
     meta = {
         "embedding_dim": config.embedding_dim,
-        "image_dim": image_checkpoint["meta"]["embedding_dim"],
-        "text_dim": text_checkpoint["meta"]["embedding_dim"],
+        "image_dim": trained.image_meta["embedding_dim"],
+        "text_dim": trained.text_meta["embedding_dim"],
         "unfreeze_text": config.unfreeze_text,
-        "text": text_checkpoint["meta"],
-        "image": image_checkpoint["meta"],
+        "text": trained.text_meta,
+        "image": trained.image_meta,
     }
     head = FusionHead(meta["image_dim"], meta["text_dim"], len(classes), config.embedding_dim)
     model = FusionModel(copy.deepcopy(text_model.encoder), head)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from fbmr.core.fileio import atomic_path
 from fbmr.core.image import ImageSpec
 from fbmr.training.config import ImageMode, TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
@@ -26,9 +27,9 @@ from fbmr.training.engine import (
     make_loader,
     predict,
     report,
-    save_atomic,
     seed_everything,
 )
+from fbmr.training.layout import RunLayout
 from fbmr.training.models import RANDOM_INIT, Backbone, ImageModel
 
 BN_CALIBRATION_PHOTOS = 2048
@@ -112,14 +113,25 @@ def _cached_features(
     features = _trunk_features(model, photos, settings, device, f"features {path.stem}")
     labels = torch.from_numpy(photos.labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic({"key": key, "features": features, "labels": labels}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, "features": features, "labels": labels}, tmp)
     return TensorDataset(features, labels)
+
+
+def load_cached_features(layout: RunLayout, split: str) -> torch.Tensor | None:
+    """The trunk features of a split that the image stage cached (cached mode), in photo order;
+    None when there is no such cache."""
+    path = layout.image_features(split)
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)["features"]
 
 
 def train_image(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
 ) -> dict:
-    stage_dir = run_dir / "image"
+    layout = RunLayout(run_dir)
+    stage_dir = layout.stage("image")
     classes = data.label_map.classes
     spec = ImageSpec.for_image_size(config.image_size)
     seed_everything(config.seed)  # a random trunk must be the same one on resume
@@ -161,7 +173,7 @@ def train_image(
             s: _cached_features(
                 model,
                 photos[s],
-                stage_dir / "features" / f"{s}.pt",
+                layout.image_features(s),
                 {**key, "count": len(photos[s])},
                 settings,
                 device,

@@ -12,8 +12,9 @@ from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
 from fbmr.training.engine import SPLITS, FitSettings, fit, predict, report
+from fbmr.training.layout import RunLayout
 from fbmr.training.models import TextModel
-from fbmr.training.stages.word2vec import TOKENIZER, VECTORS, embedding_matrix
+from fbmr.training.stages.word2vec import embedding_matrix
 
 
 def build_text_model(meta: dict, num_classes: int) -> TextModel:
@@ -32,9 +33,10 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
 def train_text(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
 ) -> dict:
-    stage_dir = run_dir / "text"
-    tokenizer = Tokenizer.load(run_dir / "word2vec" / TOKENIZER)
-    vectors = KeyedVectors.load(str(run_dir / "word2vec" / VECTORS))
+    layout = RunLayout(run_dir)
+    stage_dir = layout.stage("text")
+    tokenizer = Tokenizer.load(layout.tokenizer)
+    vectors = KeyedVectors.load(str(layout.vectors))
     meta = {
         "embedding_dim": config.embedding_dim,
         "vocab_size": tokenizer.vocab_size,

@@ -15,14 +15,12 @@ from gensim.models.callbacks import CallbackAny2Vec
 from sklearn.manifold import TSNE
 from tqdm.auto import tqdm
 
+from fbmr.core.fileio import atomic_write_json
 from fbmr.core.text import Tokenizer, tokenize
 from fbmr.training import plots
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.engine import write_json
-
-VECTORS = "vectors.kv"
-TOKENIZER = "tokenizer.json"
+from fbmr.training.layout import SUMMARY, TOKENIZER, TSNE_PLOT, VECTORS
 
 
 class _EpochBar(CallbackAny2Vec):
@@ -85,7 +83,7 @@ def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) 
             random_state=config.seed,
         ).fit_transform(model.wv[words])
         plots.word_map(
-            points, words, stage_dir / "tsne.png", f"word2vec: {len(words)} most frequent"
+            points, words, stage_dir / TSNE_PLOT, f"word2vec: {len(words)} most frequent"
         )
 
     val_tokens = [t for sentence in _corpus(data, "val") for t in sentence]
@@ -99,5 +97,5 @@ def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) 
         },
         "seconds": round(time.monotonic() - started, 1),
     }
-    write_json(stage_dir / "summary.json", summary)
+    atomic_write_json(stage_dir / SUMMARY, summary)
     return summary
