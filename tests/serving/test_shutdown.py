@@ -57,12 +57,14 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
         with ThreadPoolExecutor(4) as pool:
             for _ in range(4):
                 pool.submit(hammer)
-            time.sleep(2)
-            terminated = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
-            time.sleep(0.5)
-            stop.set()
+            try:
+                time.sleep(2)
+                terminated = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+                time.sleep(0.5)
+            finally:
+                stop.set()
     finally:
         if process.poll() is None:
             process.kill()

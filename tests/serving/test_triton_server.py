@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,7 +20,15 @@ from typer.testing import CliRunner
 from fbmr.core.cli import build_app
 from fbmr.core.contract import INPUT_DATATYPES
 from fbmr.export.onnx_models import PARITY_TOLERANCE, load_run
-from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
+from fbmr.serving.triton_server import (
+    SHM_PREFIX,
+    STUB_NAME,
+    LocalTriton,
+    TritonError,
+    TritonPorts,
+    orphan_stubs,
+    reap_orphan_stubs,
+)
 from fbmr.training.data.prepared import PreparedDataset
 from tests.helpers import free_ports
 
@@ -199,3 +212,32 @@ def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeyp
         stopped = runner.invoke(app, ["triton", "stop", "--grpc-port", str(grpc)])
     assert stopped.exit_code == 0, stopped.output
     assert runner.invoke(app, ["triton", "status", "--grpc-port", str(grpc)]).exit_code == 1
+
+
+def test_stubs_whose_server_is_gone_are_found_and_reaped(tmp_path):
+    """A python-backend stub records its server's pid (argv[5]); stubs of a server that died
+    without stopping them are killed, and nobody else's."""
+    stub = tmp_path / STUB_NAME  # this interpreter under the stub's name
+    stub.symlink_to(sys.executable)
+    script = tmp_path / "model.py"
+    script.write_text("import time\ntime.sleep(120)\n")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def fake_stub(server_pid: int) -> subprocess.Popen:
+        shm = f"{SHM_PREFIX}1p2_region"
+        return subprocess.Popen([str(stub), str(script), shm, "1", "1", str(server_pid)])
+
+    orphan, adopted = fake_stub(gone.pid), fake_stub(os.getpid())
+    try:
+        deadline = time.monotonic() + 10
+        while orphan.pid not in orphan_stubs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert orphan.pid in orphan_stubs() and adopted.pid not in orphan_stubs()
+        assert orphan.pid in reap_orphan_stubs()
+        assert orphan.wait(10) == -signal.SIGKILL
+        assert adopted.poll() is None
+    finally:
+        for process in (orphan, adopted):
+            process.kill()
+            process.wait()

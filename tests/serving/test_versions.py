@@ -95,13 +95,17 @@ def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
         with ThreadPoolExecutor(3) as pool:
             for worker in range(3):
                 pool.submit(hammer, worker)
-            export_run(version_2, repository, data=PreparedDataset(demo_prepared), progress=False)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if sum(answer["model_version"] == 2 for _, answer in answers) >= 10:
-                    break
-                time.sleep(0.2)
-            stop.set()
+            try:
+                export_run(
+                    version_2, repository, data=PreparedDataset(demo_prepared), progress=False
+                )
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    if sum(answer["model_version"] == 2 for _, answer in answers) >= 10:
+                        break
+                    time.sleep(0.2)
+            finally:
+                stop.set()
         ready = client.get("/readyz").json()
         # the index was built for version 1: never searched with version 2's vectors
         similar = client.post("/v1/similar", data={"text": listings[0][1]})
