@@ -10,7 +10,7 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -27,6 +27,9 @@ from fbmr.core.contract import (
 )
 from fbmr.serving.index_types import IndexType
 
+if TYPE_CHECKING:
+    from fbmr.serving.settings import FacadeSettings
+
 index_app = typer.Typer(help="Build or reload the similar-listing index.", no_args_is_help=True)
 
 
@@ -38,7 +41,7 @@ def _setting(name: str, *flags: str) -> Any:
     field = FacadeSettings.model_fields[name]
     default = "none" if field.default is None else field.default
     env = f"{ENV_PREFIX}{name.upper()}"
-    return typer.Option(None, *flags, help=f"{field.description} [env {env}; default {default}]")
+    return typer.Option(None, *flags, help=f"{field.description} (env {env}; default {default})")
 
 
 def serve(
@@ -57,13 +60,8 @@ def serve(
     ),
 ) -> None:
     """Start the FastAPI facade (uvicorn) against Triton; with --with-triton, Triton too."""
-    import os
-    import tempfile
-
-    import uvicorn
     from pydantic import ValidationError
 
-    from fbmr.serving.main import create_app
     from fbmr.serving.settings import FacadeSettings
     from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
 
@@ -93,27 +91,37 @@ def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
     try:
-        if workers == 1:
-            uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
-        else:
-            # Each worker process builds its own app: the settings reach them as the FBMR_*
-            # variables they read back into the same object, and their metrics are summed
-            # through files in one folder (prometheus-client's multiprocess mode).
-            os.environ.update(settings.to_env())
-            metrics_dir = tempfile.TemporaryDirectory(prefix="fbmr-metrics-")
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
-            with metrics_dir:
-                uvicorn.run(
-                    "fbmr.serving.main:create_app",
-                    factory=True,
-                    host=host,
-                    port=port,
-                    workers=workers,
-                    access_log=False,
-                )
+        _run_uvicorn(settings, host, port, workers)
     finally:
         if triton:
             triton.stop()
+
+
+def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -> None:
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from fbmr.serving.main import create_app
+
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
+        return
+    # Each worker process builds its own app: the settings reach them as the FBMR_* variables
+    # they read back into the same object, and their metrics are summed through files in one
+    # folder (prometheus-client's multiprocess mode).
+    os.environ.update(settings.to_env())
+    with tempfile.TemporaryDirectory(prefix="fbmr-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "fbmr.serving.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+        )
 
 
 def configure_logging() -> None:
