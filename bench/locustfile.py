@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 import gevent
 import pandas as pd
+from answers import check_prediction, check_similar
 from locust import FastHttpUser, HttpUser, constant, events, task
 from locust.env import Environment
 
@@ -125,41 +126,6 @@ def requests_for(listing: Listing, k: int) -> dict[str, Request]:
     }
 
 
-# -- answer checks (pure functions: tests/bench/test_locustfile.py) --------------------------
-
-
-def check_prediction(status: int, body: Any, classes: frozenset[str] | None) -> str | None:
-    """Why a prediction answer is wrong, or None when it is right."""
-    if status != 200:
-        return f"HTTP {status}"
-    if not isinstance(body, dict):
-        return "not a JSON object"
-    pred, ranked = body.get("pred"), body.get("classes")
-    if not isinstance(ranked, list) or not ranked:
-        return "no classes"
-    if pred not in ranked:
-        return f"pred {pred!r} not among classes"
-    if classes is not None and set(ranked) != classes:
-        return f"classes differ from the label map's: {sorted(set(ranked) ^ classes)[:3]}"
-    if pred != ranked[0]:
-        return f"pred {pred!r} is not the first class {ranked[0]!r}"
-    return None
-
-
-def check_similar(status: int, body: Any, k: int) -> str | None:
-    """Why a similar-listings answer is wrong, or None when it is right."""
-    if status != 200:
-        return f"HTTP {status}"
-    listings = body.get("listings") if isinstance(body, dict) else None
-    if not isinstance(listings, list) or not listings:
-        return "no listings"
-    if len(listings) > k:
-        return f"{len(listings)} listings for k={k}"
-    if not all(isinstance(x, dict) and "id" in x and "category" in x for x in listings):
-        return "a listing without id or category"
-    return None
-
-
 # -- options and shared state -----------------------------------------------------------------
 
 
@@ -205,6 +171,9 @@ def _init(environment: Environment, **_: Any) -> None:
     Shared.classes = frozenset(LabelMap.load(label_map).classes) if label_map.is_file() else None
     Shared.headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
     Shared.k = options.k
+    # Loading took seconds without yielding to gevent's loop, whose cached clock is now stale:
+    # timers set from it (Locust's --run-time, the warm-up) would fire that much too early.
+    gevent.get_hub().loop.update_now()
 
 
 _started: dict[str, float] = {}
