@@ -10,7 +10,8 @@ Endpoints: POST /v1/predict/image (multipart `photo`), /v1/predict/text (JSON `{
 index in the seed style: POST /v1/similar answers 501, so load tests of this server leave
 SimilarUser out of the mix. Endpoints are plain `def` functions, as FastAPI's documentation
 suggests for blocking work: Starlette runs them in its thread pool, several at once, each in
-PyTorch with torch.set_num_threads(2) (the seed's setting on a 2-core machine).
+PyTorch with torch.set_num_threads(2) (the seed's setting on a 2-core machine); on the GPU
+when there is one (--device).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Prediction(BaseModel):
 class SeedModels:
     """The run's image, text and fusion models in eval mode, and what turns inputs into tensors."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, device: torch.device) -> None:
         image_ckpt = load_checkpoint(run_dir / "image" / "best.pt")
         text_ckpt = load_checkpoint(run_dir / "text" / "best.pt")
         fusion_ckpt = load_checkpoint(run_dir / "fusion" / "best.pt")
@@ -65,8 +66,9 @@ class SeedModels:
             FusionHead(meta["image_dim"], meta["text_dim"], len(classes), meta["embedding_dim"]),
         )
         self.fusion.load_state_dict(fusion_ckpt["model"])
+        self.device = device
         for model in (self.image, self.text, self.fusion):
-            model.eval()
+            model.eval().to(device)
         spec = ImageSpec.from_dict(image_ckpt["meta"]["image_spec"])
         self.transform = transforms.Compose(
             [
@@ -79,21 +81,23 @@ class SeedModels:
         self.tokenizer = Tokenizer.load(run_dir / "word2vec" / "tokenizer.json")
 
     def photo(self, data: bytes) -> torch.Tensor:
-        return self.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None]
+        return self.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None].to(self.device)
 
     def tokens(self, text: str) -> torch.Tensor:
-        return torch.from_numpy(self.tokenizer.encode(text))[None]
+        return torch.from_numpy(self.tokenizer.encode(text))[None].to(self.device)
 
     def prediction(self, logits: torch.Tensor) -> Prediction:
-        ranked = self.labels.rank(torch.softmax(logits, dim=1)[0].numpy())
+        ranked = self.labels.rank(torch.softmax(logits, dim=1)[0].cpu().numpy())
         return Prediction(
             pred=ranked[0][0], classes=[c for c, _ in ranked], probabilities=[p for _, p in ranked]
         )
 
 
-def create_app(run_dir: Path, threads: int = 2) -> FastAPI:
+def create_app(run_dir: Path, threads: int = 2, device: str = "auto") -> FastAPI:
     torch.set_num_threads(threads)
-    models = SeedModels(run_dir)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    models = SeedModels(run_dir, torch.device(device))
     app = FastAPI(title="seed-style server")
 
     @app.post("/v1/predict/image", response_model=Prediction)
@@ -132,8 +136,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18090)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda")
     args = parser.parse_args()
-    app = create_app(args.run, args.threads)
+    app = create_app(args.run, args.threads, args.device)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
