@@ -23,47 +23,36 @@ import httpx
 import matplotlib
 import numpy as np
 import tritonclient.grpc as grpcclient
+from common import listings, model_inputs, percentiles, triton_datatype
 
-from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.image import preprocess_image
+from fbmr.core import contract
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
-from fbmr.training.data.prepared import PreparedDataset
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-
-def listings(data: PreparedDataset, count: int) -> list[tuple[Path, str]]:
-    """(photo path, text) of `count` validation listings."""
-    products = data.products("val").head(count)
-    photos = data.images("val").drop_duplicates("product_id").set_index("product_id")
-    return [
-        (data.image_path(photos.loc[p["product_id"], "image_id"]), data.text(p))
-        for _, p in products.iterrows()
-    ]
 
 
 def triton_caller(
     url: str, repository: Path, items: list[tuple[Path, str]]
 ) -> tuple[Callable, Callable]:
     """(connect, call): call(connection, i) sends listing i to product_classifier, preprocessed."""
-    artifacts = ModelArtifacts.load(repository)
-    inputs = []
-    for photo, text in items:
-        image = grpcclient.InferInput(
-            "image", [1, 3, *[artifacts.image_spec.image_size] * 2], "FP32"
-        )
-        image.set_data_from_numpy(preprocess_image(photo, artifacts.image_spec)[None])
-        tokens = grpcclient.InferInput("token_ids", [1, artifacts.tokenizer.max_length], "INT64")
-        tokens.set_data_from_numpy(artifacts.tokenizer.encode(text)[None])
-        inputs.append([image, tokens])
-    wanted = [grpcclient.InferRequestedOutput("probabilities")]
+    inputs = model_inputs(repository, items)
+    ensemble = contract.ENSEMBLES[contract.Kind.combined]
+    requests = []
+    for i in range(len(inputs)):
+        tensors = []
+        for name, array in inputs.batch(slice(i, i + 1)).items():
+            tensor = grpcclient.InferInput(name, list(array.shape), triton_datatype(array))
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        requests.append(tensors)
+    wanted = [grpcclient.InferRequestedOutput(contract.PROBABILITIES)]
 
     def connect() -> grpcclient.InferenceServerClient:
         return grpcclient.InferenceServerClient(url)
 
     def call(client: grpcclient.InferenceServerClient, i: int) -> None:
-        client.infer("product_classifier", inputs[i], outputs=wanted)
+        client.infer(ensemble.name, requests[i], outputs=wanted)
 
     return connect, call
 
@@ -109,8 +98,7 @@ def run_load(
         "concurrency": concurrency,
         "requests": len(latencies),
         "throughput_rps": len(latencies) / elapsed,
-        **{f"p{q}_ms": float(np.percentile(latencies, q)) for q in (50, 90, 99)},
-        "mean_ms": float(latencies.mean()),
+        **percentiles(latencies),
         "latencies_ms": latencies.tolist(),
     }
 
@@ -120,20 +108,21 @@ def main() -> None:
     parser.add_argument("target", choices=["triton", "facade"])
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset (val listings)")
     parser.add_argument(
-        "--repo", type=Path, default=Path("model_repository"), help="triton: repository"
+        "--repo", type=Path, default=contract.DEFAULT_MODEL_REPOSITORY, help="triton: repository"
     )
     parser.add_argument(
         "--url",
         help="triton: gRPC host:port of a running server (default: start one); facade: base URL",
     )
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--listings", type=int, default=128, help="distinct listings sent")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latency"))
     args = parser.parse_args()
     if args.target == "facade" and not args.url:
         parser.error("facade: give --url of a running facade (fbmr serve)")
 
-    items = listings(PreparedDataset(args.data), min(args.requests, 100))
+    items = listings(args.data, min(args.requests, args.listings))
     server = nullcontext()
     if args.target == "triton" and not args.url:
         server = LocalTriton(args.repo, TritonPorts(http=18800, grpc=18801, metrics=18802))
@@ -151,7 +140,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in results]
     what = (
-        "product_classifier (Triton gRPC)"
+        f"{contract.ENSEMBLES[contract.Kind.combined].name} (Triton gRPC)"
         if args.target == "triton"
         else "POST /v1/predict/combined"
     )

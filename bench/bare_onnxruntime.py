@@ -1,0 +1,154 @@
+"""The limit of the hardware for the served models: the exported ONNX files of the product
+classifier (image encoder, text encoder, fusion head) in one process with onnxruntime, configured
+for speed, on the same preprocessed listings the servers get. Batch 1 sequentially (latency),
+then batches of 8 and 32 (throughput).
+
+    uv run python bench/bare_onnxruntime.py --repo model_repository --data runs/real/prepared
+
+Sessions: intra-op threads set (default: every core), one inter-op thread, intra-op spinning
+off (idle threads sleep rather than spin, as they must on a machine shared with a server and a
+load generator), all graph optimisations. The ONNX files are the latest version in the
+repository (`MODEL/VERSION/model.onnx`); model and tensor names come from fbmr.core.contract.
+Preprocessing (decoding, resizing, tokenising) happens before the clock starts. Writes
+bare_onnxruntime.json to --out: per batch size, p50/p90/p99 per batch and rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from common import ModelInputs, listings, model_inputs, percentiles
+
+from fbmr.core import contract
+from fbmr.core.artifacts import ModelArtifacts
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class ProductClassifier:
+    """The product classifier's chain as the ensemble runs it: image and text encoders, then the
+    fusion head."""
+
+    def __init__(self, repository: Path, threads: int, providers: list[str] | None = None) -> None:
+        version = ModelArtifacts.load(repository, contract.ARTIFACTS_ENSEMBLE).version
+
+        def model(name: str) -> Path:
+            return repository / name / str(version) / "model.onnx"
+
+        # the fusion head's own text encoder exists only when fusion training changed it, and
+        # then the product classifier uses it
+        text = contract.FUSION_TEXT_ENCODER
+        if not model(text).is_file():
+            text = contract.TEXT_ENCODER
+        available = ort.get_available_providers()
+        providers = providers or [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
+        ]
+        options = session_options(threads)
+        self.version = version
+        self.files = {
+            "image": model(contract.IMAGE_ENCODER),
+            "text": model(text),
+            "head": model(contract.FUSION_HEAD),
+        }
+        self.sessions = {
+            k: ort.InferenceSession(str(path), options, providers=providers)
+            for k, path in self.files.items()
+        }
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Probabilities for a batch of the product classifier's inputs."""
+        (image_embedding,) = self.sessions["image"].run(
+            [contract.IMAGE_EMBEDDING], {contract.IMAGE: inputs[contract.IMAGE]}
+        )
+        (text_embedding,) = self.sessions["text"].run(
+            [contract.TEXT_EMBEDDING], {contract.TOKEN_IDS: inputs[contract.TOKEN_IDS]}
+        )
+        (probabilities,) = self.sessions["head"].run(
+            [contract.PROBABILITIES],
+            {contract.IMAGE_EMBEDDING: image_embedding, contract.TEXT_EMBEDDING: text_embedding},
+        )
+        return probabilities
+
+
+def measure(
+    model: ProductClassifier, inputs: ModelInputs, batch: int, min_seconds: float, warmup: int
+) -> dict:
+    """Batches of `batch` rows back to back, cycling over the listings, for at least
+    `min_seconds` (and at least one pass over them)."""
+    starts = list(range(0, len(inputs) - batch + 1, batch)) or [0]
+    batches = [inputs.batch(slice(s, s + batch)) for s in starts]
+    for i in range(warmup):
+        model(batches[i % len(batches)])
+    latencies, rows = [], 0
+    began = time.perf_counter()
+    while True:
+        for b in batches:
+            start = time.perf_counter()
+            model(b)
+            latencies.append((time.perf_counter() - start) * 1000)
+            rows += len(b[contract.IMAGE])
+        if time.perf_counter() - began >= min_seconds:
+            break
+    elapsed = time.perf_counter() - began
+    return {
+        "batch": batch,
+        "batches": len(latencies),
+        "rows": rows,
+        "rows_s": rows / elapsed,
+        **percentiles(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=contract.DEFAULT_MODEL_REPOSITORY)
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset (val listings)")
+    parser.add_argument("--listings", type=int, default=128)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seconds", type=float, default=15.0, help="at least, per batch size")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/bare_onnxruntime"))
+    args = parser.parse_args()
+
+    inputs = model_inputs(args.repo, listings(args.data, args.listings))
+    model = ProductClassifier(args.repo, args.threads)
+    results = []
+    for batch in args.batches:
+        result = measure(model, inputs, batch, args.seconds, warmup=3)
+        results.append(result)
+        print(
+            f"batch {batch:>2}: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms "
+            f"per batch, {result['rows_s']:.1f} rows/s",
+            flush=True,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "what": "image encoder + text encoder + fusion head, onnxruntime in-process",
+        "version": model.version,
+        "files": {k: str(v) for k, v in model.files.items()},
+        "threads": args.threads,
+        "providers": model.sessions["image"].get_providers(),
+        "listings": len(inputs),
+        "image_input": {"shape": list(inputs.images.shape), "dtype": str(inputs.images.dtype)},
+        "results": results,
+    }
+    (args.out / "bare_onnxruntime.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

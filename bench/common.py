@@ -1,0 +1,70 @@
+"""What the serving benchmarks share: the listings they send and the model inputs built from them.
+
+Inputs are built through fbmr.core with the artifacts of the repository's latest export (image
+settings, tokeniser), exactly as the facade builds them, so a change of the input format in
+fbmr.core or in the export is followed here without edits. Tensor names come from
+fbmr.core.contract, and Triton data types from the arrays themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tritonclient.utils import np_to_triton_dtype
+
+from fbmr.core import contract
+from fbmr.core.artifacts import ModelArtifacts
+from fbmr.core.image import preprocess_image
+from fbmr.training.data.prepared import PreparedDataset
+
+
+def listings(data: Path, count: int, split: str = "val") -> list[tuple[Path, str]]:
+    """(photo path, text) of the first `count` listings of `split` that have a photo."""
+    dataset = PreparedDataset(data)
+    photos = dataset.images(split).drop_duplicates("product_id").set_index("product_id")
+    products = dataset.products(split)
+    products = products[products["product_id"].isin(photos.index)].head(count)
+    return [
+        (dataset.image_path(photos.loc[p["product_id"], "image_id"]), dataset.text(p))
+        for _, p in products.iterrows()
+    ]
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """Preprocessed inputs of N listings: one row per listing, by contract tensor name."""
+
+    images: np.ndarray  # (N, 3, S, S), the dtype fbmr.core.image gives
+    token_ids: np.ndarray  # (N, L) int64
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
+        """The product classifier's inputs for some rows."""
+        return {
+            contract.IMAGE: np.ascontiguousarray(self.images[rows]),
+            contract.TOKEN_IDS: np.ascontiguousarray(self.token_ids[rows]),
+        }
+
+
+def model_inputs(repository: Path, items: list[tuple[Path, str]]) -> ModelInputs:
+    """The listings as model inputs, preprocessed with the latest export's artifacts."""
+    artifacts = ModelArtifacts.load(repository, contract.ARTIFACTS_ENSEMBLE)
+    images = np.stack([preprocess_image(photo, artifacts.image_spec) for photo, _ in items])
+    tokens = np.stack([artifacts.tokenizer.encode(text) for _, text in items])
+    return ModelInputs(images, tokens)
+
+
+def triton_datatype(array: np.ndarray) -> str:
+    """Triton's name of an array's dtype (FP32, UINT8, INT64, ...)."""
+    return np_to_triton_dtype(array.dtype)
+
+
+def percentiles(values_ms: list[float] | np.ndarray) -> dict[str, float]:
+    values = np.asarray(values_ms, dtype=np.float64)
+    return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 90, 99)} | {
+        "mean_ms": float(values.mean())
+    }

@@ -1,0 +1,172 @@
+"""The table and the plot of bench/compare.sh: every system of one side-by-side run, with its
+ratios to bare onnxruntime.
+
+    uv run python bench/compare.py runs/bench/compare-20250101-120000
+
+Reads what compare.sh wrote into the folder (bare/, triton/, facade-*/, seed-*/) and writes
+compare.md, compare.json and compare.png there. Ratios, all from the same run:
+  throughput   req/s at 1 client / bare batch-1 rows/s; at 8 / bare batch-8 rows/s
+  p50 (1)      bare batch-1 p50 / the system's p50 at 1 client (1 = as fast as bare)
+  p99 (8)      the system's p99 at 8 clients / bare's p50 for one batch of 8 (the issue's target:
+               at most 1.5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _locust(folder: Path) -> dict[int, dict]:
+    summary = _load(folder / "summary.json")
+    return {s["users"]: s for s in summary["steps"]} if summary else {}
+
+
+def collect(out: Path) -> dict:
+    """Per system: {1: {req_s, p50_ms, p99_ms}, 8: {...}} plus bare onnxruntime's batches."""
+    bare = _load(out / "bare" / "bare_onnxruntime.json")
+    if bare is None:
+        raise SystemExit(f"{out}: no bare/bare_onnxruntime.json; run bench/compare.sh first")
+    batches = {r["batch"]: r for r in bare["results"]}
+    systems: dict[str, dict[int, dict]] = {
+        "bare onnxruntime (batch 1 / batch 8)": {
+            1: {"req_s": batches[1]["rows_s"], **_lat(batches[1])},
+            8: {"req_s": batches[8]["rows_s"], **_lat(batches[8])},
+        }
+    }
+    triton = _load(out / "triton" / "latency.json")
+    if triton:
+        systems["Triton product_classifier, gRPC, preprocessed"] = {
+            r["concurrency"]: {"req_s": r["throughput_rps"], **_lat(r)} for r in triton["results"]
+        }
+    names = {
+        "facade-combined": "facade /v1/predict/combined",
+        "facade-mix": "facade, the mix",
+        "seed-combined": "seed-style /v1/predict/combined",
+        "seed-mix": "seed-style, the mix without similar",
+    }
+    for folder, name in names.items():
+        steps = _locust(out / folder)
+        if steps:
+            systems[name] = {
+                users: {
+                    "req_s": s["req_s"],
+                    "p50_ms": s["p50_ms"],
+                    "p99_ms": s["p99_ms"],
+                    "failures": s["failures"],
+                    "loadgen_cpu_share": s.get("loadgen_cpu_share"),
+                }
+                for users, s in steps.items()
+            }
+    return {"bare": batches, "systems": systems, "bare_meta": bare}
+
+
+def _lat(row: dict) -> dict:
+    return {"p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"]}
+
+
+def ratios(data: dict) -> dict[str, dict[str, float]]:
+    bare = data["bare"]
+    out = {}
+    for name, levels in data["systems"].items():
+        one, eight = levels.get(1), levels.get(8)
+        out[name] = {
+            "throughput_1": one["req_s"] / bare[1]["rows_s"] if one else math.nan,
+            "throughput_8": eight["req_s"] / bare[8]["rows_s"] if eight else math.nan,
+            "p50_1": one["p50_ms"] / bare[1]["p50_ms"] if one else math.nan,
+            "p99_8": eight["p99_ms"] / bare[8]["p50_ms"] if eight else math.nan,
+        }
+    return out
+
+
+def _f(value: float | None, fmt: str, unit: str = "") -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:{fmt}}{unit}"
+
+
+def markdown(data: dict, rates: dict) -> str:
+    bare = data["bare"]
+    lines = [
+        "| system | 1 client: p50, req/s | 8 clients: req/s, p99 | throughput ratio "
+        "(1 / 8 clients) | p50 (1) / bare batch-1 p50 | p99 (8) / bare batch-8 p50 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, levels in data["systems"].items():
+        one, eight, r = levels.get(1), levels.get(8), rates[name]
+        first = f"{_f(one['p50_ms'], '.1f', ' ms')}, {_f(one['req_s'], '.1f')}" if one else "—"
+        second = (
+            f"{_f(eight['req_s'], '.1f')}, {_f(eight['p99_ms'], '.0f', ' ms')}" if eight else "—"
+        )
+        lines.append(
+            f"| {name} | {first} | {second} | {_f(r['throughput_1'], '.2f')} / "
+            f"{_f(r['throughput_8'], '.2f')} | {_f(r['p50_1'], '.2f')} | {_f(r['p99_8'], '.2f')} |"
+        )
+    b32 = bare.get(32)
+    if b32:
+        lines += [
+            "",
+            f"Bare onnxruntime at batch 32: {b32['rows_s']:.1f} rows/s, "
+            f"{b32['p50_ms']:.0f} ms per batch (p50). Batch 8: {bare[8]['p50_ms']:.0f} ms per "
+            f"batch (p50), {bare[8]['p99_ms']:.0f} ms (p99).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict, path: Path) -> None:
+    systems = data["systems"]
+    names = list(systems)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.38
+    for offset, level in ((-width / 2, 1), (width / 2, 8)):
+        xs = [i + offset for i in range(len(names))]
+        left.bar(
+            xs,
+            [systems[n].get(level, {}).get("req_s", 0) for n in names],
+            width,
+            label=f"{level} client{'s' if level > 1 else ''}",
+        )
+        right.bar(
+            xs,
+            [systems[n].get(level, {}).get("p50_ms" if level == 1 else "p99_ms", 0) for n in names],
+            width,
+            label="p50, 1 client" if level == 1 else "p99, 8 clients",
+        )
+    for axis, label in ((left, "requests (rows) per second"), (right, "latency (ms)")):
+        axis.set_xticks(range(len(names)))
+        axis.set_xticklabels([n.split(",")[0] for n in names], rotation=20, ha="right", fontsize=8)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3, axis="y")
+        axis.legend()
+    figure.suptitle("Serving side by side: same run, same listings, same machine")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="the folder bench/compare.sh wrote")
+    args = parser.parse_args()
+    data = collect(args.out)
+    rates = ratios(data)
+    table = markdown(data, rates)
+    (args.out / "compare.md").write_text(table)
+    (args.out / "compare.json").write_text(
+        json.dumps({"systems": data["systems"], "ratios": rates}, indent=2) + "\n"
+    )
+    plot(data, args.out / "compare.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

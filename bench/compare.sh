@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Side by side, in one run, on one machine: the same trained run, the same listings, one system
+# after another, so that the ratios between them hold even where the machine is shared.
+#   1. bare onnxruntime: the exported ONNX files in-process, batch 1, 8 and 32 (the limit)
+#   2. Triton direct: the product_classifier ensemble over gRPC, preprocessed inputs, 1 and 8 clients
+#   3. the facade under Locust: /v1/predict/combined at 1 and 8 users, then the mix at 8
+#   4. the seed-style server (bench/seed_style_app.py) under the same Locust runs (its mix has no
+#      similar listings: it has no index)
+# then one table (compare.md) and one plot (compare.png) with the ratios to bare onnxruntime.
+#
+# Usage: bash bench/compare.sh RUN [OUT_DIR]
+#   RUN       a trained run (fbmr train); exported here to OUT_DIR/model_repository for $TARGET
+#   OUT_DIR   default runs/bench/compare-<time>
+# Environment: DATA (prepared dataset whose val listings are sent; default the run's own data),
+#   REPO (an exported repository to use instead of exporting RUN), TARGET (cpu or gpu, default
+#   cpu), DURATION / WARMUP (Locust seconds measured / left out per step, default 40 / 10),
+#   INDEX_SPLITS (listings in the facade's similar-listing index, default test), BASE_PORT
+#   (default 18100: Triton 18100-18102, facade +80, seed-style server +90), NICE (default 0).
+# Everything listens on 127.0.0.1 and is stopped at the end, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { sed -n '2,20p' "$0"; exit 2; }
+RUN="$1"
+OUT="${2:-runs/bench/compare-$(date +%Y%m%d-%H%M%S)}"
+TARGET="${TARGET:-cpu}"
+DURATION="${DURATION:-40}"
+WARMUP="${WARMUP:-10}"
+INDEX_SPLITS="${INDEX_SPLITS:-test}"
+BASE_PORT="${BASE_PORT:-18100}"
+NICE="${NICE:-0}"
+TRITON_HTTP=$BASE_PORT TRITON_GRPC=$((BASE_PORT + 1)) TRITON_METRICS=$((BASE_PORT + 2))
+FACADE_PORT=$((BASE_PORT + 80)) SEED_PORT=$((BASE_PORT + 90))
+FACADE="http://127.0.0.1:$FACADE_PORT" SEED="http://127.0.0.1:$SEED_PORT"
+mkdir -p "$OUT"
+py() { nice -n "$NICE" .venv/bin/python "$@"; }
+fbmr() { nice -n "$NICE" .venv/bin/fbmr "$@"; }
+started=$SECONDS
+step() { echo "== [$((SECONDS - started)) s] $*"; }
+
+DATA="${DATA:-$(py -c 'import json, sys; print(json.load(open(sys.argv[1]))["data"])' "$RUN/config.json")}"
+if [ -z "${REPO:-}" ]; then
+  REPO="$OUT/model_repository"
+  step "export $RUN ($TARGET target) -> $REPO"
+  fbmr export "$RUN" --repo "$REPO" --target "$TARGET" --no-progress > "$OUT/export.log" 2>&1 ||
+    { tail -20 "$OUT/export.log"; exit 1; }
+fi
+printf 'run=%s\nrepo=%s\ndata=%s\ntarget=%s\nduration=%s\nwarmup=%s\n' \
+  "$RUN" "$REPO" "$DATA" "$TARGET" "$DURATION" "$WARMUP" > "$OUT/settings.txt"
+
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=()
+  # the facade stops its Triton on exit; this catches one left behind by a harder stop
+  .venv/bin/fbmr triton stop --grpc-port "$TRITON_GRPC" >/dev/null 2>&1 || true
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+wait_for() {  # URL PID LOG
+  for _ in $(seq 600); do
+    curl -fs "$1" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || { tail -30 "$3"; return 1; }
+    sleep 1
+  done
+  echo "timed out waiting for $1"; return 1
+}
+locust_steps() {  # URL NAME USERS... -- CLASSES...
+  local url=$1 name=$2; shift 2
+  local users=() classes=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do users+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  classes=("$@")
+  py bench/load.py "$url" "${classes[@]}" --data "$DATA" --users "${users[@]}" \
+    --duration "$DURATION" --warmup "$WARMUP" --out "$OUT/$name"
+}
+
+step "1. bare onnxruntime (no server running)"
+py bench/bare_onnxruntime.py --repo "$REPO" --data "$DATA" --out "$OUT/bare"
+
+step "2. Triton + the facade on 127.0.0.1"
+.venv/bin/fbmr serve --with-triton --repo "$REPO" --index-dir "$OUT/index" --port "$FACADE_PORT" \
+  --triton-grpc-port "$TRITON_GRPC" --triton-http-port "$TRITON_HTTP" \
+  --triton-metrics-port "$TRITON_METRICS" > "$OUT/facade.log" 2>&1 &
+pids+=($!)
+wait_for "$FACADE/healthz" "${pids[-1]}" "$OUT/facade.log"
+step "   similar-listing index of the $INDEX_SPLITS listings (combined embeddings)"
+fbmr index build "$DATA" --out "$OUT/index" --triton-url "127.0.0.1:$TRITON_GRPC" --repo "$REPO" \
+  --splits "$INDEX_SPLITS" --kind combined --no-progress > "$OUT/index.log" 2>&1 ||
+  { tail -20 "$OUT/index.log"; exit 1; }
+fbmr index reload --url "$FACADE" > /dev/null
+wait_for "$FACADE/readyz" "${pids[-1]}" "$OUT/facade.log"
+
+step "3. Triton direct: product_classifier over gRPC, 1 and 8 clients"
+py bench/latency.py triton --url "127.0.0.1:$TRITON_GRPC" --repo "$REPO" --data "$DATA" \
+  --requests 300 --concurrency 1 8 --out "$OUT/triton"
+
+step "4. the facade under Locust: combined at 1 and 8 users, the mix at 8"
+locust_steps "$FACADE" facade-combined 1 8 -- CombinedUser
+locust_steps "$FACADE" facade-mix 8 -- CombinedUser TextUser ImageUser SimilarUser
+stop_all
+
+step "5. the seed-style server under Locust: combined at 1 and 8 users, the mix at 8 (no similar)"
+nice -n "$NICE" .venv/bin/python bench/seed_style_app.py "$RUN" --port "$SEED_PORT" \
+  > "$OUT/seed.log" 2>&1 &
+pids+=($!)
+wait_for "$SEED/healthz" "${pids[-1]}" "$OUT/seed.log"
+locust_steps "$SEED" seed-combined 1 8 -- CombinedUser
+locust_steps "$SEED" seed-mix 8 -- CombinedUser TextUser ImageUser
+stop_all
+
+step "6. table and plot"
+py bench/compare.py "$OUT"
+step "done: $OUT/compare.md, $OUT/compare.png"

@@ -1,0 +1,72 @@
+"""The load tests' answer checks and Locust statistics parser (bench/answers.py, load.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from answers import check_prediction, check_similar
+from load import parse_stats
+
+CLASSES = frozenset({"Phones", "Office", "Sports"})
+
+
+def test_a_right_prediction_passes() -> None:
+    body = {"pred": "Office", "classes": ["Office", "Phones", "Sports"], "probabilities": [0.5] * 3}
+    assert check_prediction(200, body, CLASSES) is None
+    assert check_prediction(200, body, None) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "why"),
+    [
+        (503, {"error": "model server unavailable"}, "HTTP 503"),
+        (200, None, "not a JSON object"),
+        (200, {"pred": "Office", "classes": []}, "no classes"),
+        (200, {"pred": "Toys", "classes": ["Office", "Phones", "Sports"]}, "not among classes"),
+        (200, {"pred": "Office", "classes": ["Office", "Phones", "Toys"]}, "label map"),
+        (200, {"pred": "Phones", "classes": ["Office", "Phones", "Sports"]}, "not the first"),
+    ],
+)
+def test_a_wrong_prediction_is_a_failure(status: int, body: object, why: str) -> None:
+    assert why in check_prediction(status, body, CLASSES)
+
+
+def test_similar_answers() -> None:
+    listing = {"id": "1", "category": "Office", "name": "desk", "score": 0.9}
+    assert check_similar(200, {"listings": [listing] * 3}, k=3) is None
+    assert "4 listings" in check_similar(200, {"listings": [listing] * 4}, k=3)
+    assert check_similar(200, {"listings": []}, k=3) == "no listings"
+    assert "without id" in check_similar(200, {"listings": [{"id": "1"}]}, k=3)
+    assert check_similar(501, {"error": "no index"}, k=3) == "HTTP 501"
+
+
+def test_locust_statistics_are_read_per_endpoint_and_aggregated(tmp_path: Path) -> None:
+    header = (
+        '"Type","Name","Request Count","Failure Count","Median Response Time",'
+        '"Average Response Time","Min Response Time","Max Response Time",'
+        '"Average Content Size","Requests/s","Failures/s","50%","66%","75%","80%","90%",'
+        '"95%","98%","99%","99.9%","99.99%","100%"'
+    )
+    rows = [
+        "POST,/v1/predict/combined,100,2,55,57.5,40,300,700,10.5,0.2,"
+        "55,60,62,65,70,80,90,120,300,300,300",
+        ",Aggregated,100,2,55,57.5,40,300,700,10.5,0.2,55,60,62,65,70,80,90,120,300,300,300",
+    ]
+    path = tmp_path / "u8_stats.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    stats = parse_stats(path)
+    assert stats["Aggregated"] == {
+        "requests": 100,
+        "failures": 2,
+        "req_s": 10.5,
+        "p50_ms": 55.0,
+        "p95_ms": 80.0,
+        "p99_ms": 120.0,
+        "mean_ms": 57.5,
+    }
+    assert stats["/v1/predict/combined"]["p99_ms"] == 120.0
