@@ -44,7 +44,7 @@ class ProductClassifier:
     fusion head."""
 
     def __init__(self, repository: Path, threads: int, providers: list[str] | None = None) -> None:
-        version = ModelArtifacts.load(repository, contract.ARTIFACTS_ENSEMBLE).version
+        version = ModelArtifacts.load(repository).version
 
         def model(name: str) -> Path:
             return repository / name / str(version) / "model.onnx"

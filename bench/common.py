@@ -16,7 +16,6 @@ from tritonclient.utils import np_to_triton_dtype
 
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.image import preprocess_image
 from fbmr.training.data.prepared import PreparedDataset
 
 
@@ -52,9 +51,9 @@ class ModelInputs:
 
 def model_inputs(repository: Path, items: list[tuple[Path, str]]) -> ModelInputs:
     """The listings as model inputs, preprocessed with the latest export's artifacts."""
-    artifacts = ModelArtifacts.load(repository, contract.ARTIFACTS_ENSEMBLE)
-    images = np.stack([preprocess_image(photo, artifacts.image_spec) for photo, _ in items])
-    tokens = np.stack([artifacts.tokenizer.encode(text) for _, text in items])
+    artifacts = ModelArtifacts.load(repository)
+    images = np.stack([artifacts.image_input(photo) for photo, _ in items])
+    tokens = np.stack([artifacts.text_input(text) for _, text in items])
     return ModelInputs(images, tokens)
 
 

@@ -52,7 +52,7 @@ class ModelArtifacts:
 
     @classmethod
     def load(
-        cls, repository: Path, version: int | None = None, ensemble: str = ARTIFACTS_ENSEMBLE
+        cls, repository: Path, *, version: int | None = None, ensemble: str = ARTIFACTS_ENSEMBLE
     ) -> ModelArtifacts:
         """The artifacts of exported `version` in `repository` (default: the latest)."""
         if version is None:

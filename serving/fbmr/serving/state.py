@@ -55,7 +55,7 @@ class FacadeState:
             newest = versions[-1]
             if not await self.models.ready(newest):
                 return False
-            artifacts = ModelArtifacts.load(self.settings.model_repository, newest)
+            artifacts = ModelArtifacts.load(self.settings.model_repository, version=newest)
             self._artifacts = artifacts  # one assignment: the swap
             log.info("model version %d in use (was %s)", newest, current or "none")
             return True
