@@ -73,6 +73,7 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
     assert process.returncode in (0, 128 + signal.SIGTERM), log.read_text()
     # answered in full, or not connected at all: never a connection dropped mid-answer
     assert {o for _, _, o in outcomes} <= {"200", "ConnectError"}, outcomes
-    in_flight = [o for sent, done, o in outcomes if sent < terminated < done]
-    assert in_flight and set(in_flight) == {"200"}
+    # requests the server had taken before SIGTERM were answered after it
+    assert any(sent < terminated < done and o == "200" for sent, done, o in outcomes)
+    # and once it stopped listening, new connections were refused
     assert any(sent > terminated and o == "ConnectError" for sent, _, o in outcomes)

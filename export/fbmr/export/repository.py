@@ -237,7 +237,11 @@ def publish_version(staging: Path, repository: Path, names: list[str], version: 
     for name in names:
         (repository / name).mkdir(exist_ok=True)
         os.rename(staging / name / str(version), repository / name / str(version))
-        os.replace(staging / name / "config.pbtxt", repository / name / "config.pbtxt")
+        config, published = staging / name / "config.pbtxt", repository / name / "config.pbtxt"
+        # An unchanged config is left alone: a polling Triton reloads every version of a model
+        # whose config file changes, and only the new version needs loading.
+        if not published.is_file() or published.read_bytes() != config.read_bytes():
+            os.replace(config, published)
     manifest_path = repository / REPOSITORY_MANIFEST
     if manifest_path.is_file():
         previous = json.loads(manifest_path.read_text()).get("models", [])

@@ -6,8 +6,10 @@ gRPC client) happen when a command runs, so `fbmr --help` answers at once.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import logging.config
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +67,7 @@ def serve(
     from fbmr.serving.settings import FacadeSettings
     from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
 
-    configure_logging()
+    logging.config.dictConfig(log_config())
     flags: dict[str, Any] = {
         "triton_url": triton_url,
         "model_repository": repo.resolve() if repo else None,
@@ -106,7 +108,9 @@ def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -
     from fbmr.serving.main import create_app
 
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
+        uvicorn.run(
+            create_app(settings), host=host, port=port, access_log=False, log_config=log_config()
+        )
         return
     # Each worker process builds its own app: the settings reach them as the FBMR_* variables
     # they read back into the same object, and their metrics are summed through files in one
@@ -121,18 +125,31 @@ def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -
             port=port,
             workers=workers,
             access_log=False,
+            log_config=log_config(),
         )
 
 
-def configure_logging() -> None:
-    """Readable lines for the facade's own messages; the access log (one JSON object a request,
-    with its id, status, latency and the model and index versions that answered) on its own."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    access = logging.getLogger("fbmr.access")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.propagate = False
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus the facade's: readable lines for its own messages, and the access
+    log (one JSON object a request: its id, status, latency, the model and index versions that
+    answered, the worker) on standard output. Handed to uvicorn, which applies it in every
+    worker process."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["fbmr"] = {"format": "%(levelname)s %(name)s: %(message)s"}
+    config["formatters"]["json_lines"] = {"format": "%(message)s"}
+    config["handlers"]["fbmr"] = {
+        "class": "logging.StreamHandler", "formatter": "fbmr", "stream": "ext://sys.stderr"
+    }  # fmt: skip
+    config["handlers"]["fbmr_access"] = {
+        "class": "logging.StreamHandler", "formatter": "json_lines", "stream": "ext://sys.stdout"
+    }  # fmt: skip
+    config["loggers"]["fbmr"] = {"handlers": ["fbmr"], "level": "INFO", "propagate": False}
+    config["loggers"]["fbmr.access"] = {
+        "handlers": ["fbmr_access"], "level": "INFO", "propagate": False
+    }  # fmt: skip
+    return config
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

@@ -44,14 +44,15 @@ class FacadeState:
                 raise unavailable(message, self.settings.retry_after_s) from None
         return self._artifacts
 
-    async def adopt_newer_version(self) -> bool:
+    async def adopt_newer_version(self, than: int = 0) -> bool:
         """Switch to the repository's newest export if it is newer than the one in use and
-        Triton serves it; True when the version in use changed."""
+        Triton serves it. True when the version in use is now newer than `than` (the version a
+        request was built for): swapped here, or by a request that met the swap first."""
         async with self._swap:  # one check at a time; requests keep reading the old meanwhile
             versions = exported_versions(self.settings.model_repository)
             current = self._artifacts.version if self._artifacts else 0
             if not versions or versions[-1] <= current:
-                return False
+                return current > than
             newest = versions[-1]
             if not await self.models.ready(newest):
                 return False

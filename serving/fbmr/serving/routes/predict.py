@@ -47,7 +47,7 @@ async def answer(
             return artifacts, result
         except ModelVersionUnavailable as err:
             log.info("model version %d not served: %s", artifacts.version, err)
-            if attempt == 0 and await state.adopt_newer_version():
+            if attempt == 0 and await state.adopt_newer_version(than=artifacts.version):
                 continue
             raise unavailable(UNAVAILABLE, retry_after) from None
         except TritonUnavailable as err:
