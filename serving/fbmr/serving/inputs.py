@@ -77,7 +77,7 @@ async def text_query(request: Request) -> str:
         raise ApiError(415, f"{sent} cannot be read; {SEND_TEXT}")
     try:
         data = json.loads(await request.body())
-    except ValueError as err:  # not JSON, or not UTF-8
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested too deep
         raise ApiError(400, f"invalid request: the body is not JSON ({err}); {SEND_TEXT}") from None
     if not isinstance(data, dict):
         kind = _JSON_KINDS.get(type(data), "not an object")
