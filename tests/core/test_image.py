@@ -8,6 +8,7 @@ from fbmr.core.image import (
     ImageDecodeError,
     ImageSpec,
     decode_image,
+    image_pixels,
     pad_to_square,
     preprocess_batch,
     preprocess_image,
@@ -73,6 +74,45 @@ def test_pixel_limit_refuses_before_decoding():
     assert len(bomb) < 200_000
     with pytest.raises(ImageDecodeError, match="too large"):
         decode_image(bomb)
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "PDF"),
+        (encode(Image.new("RGB", (8, 8)), "TIFF"), "TIFF"),
+    ],
+    ids=["heic", "svg", "pdf", "tiff"],
+)
+def test_unsupported_formats_are_named_with_the_accepted_ones(data, name):
+    # TIFF is one Pillow reads, yet not one photos are uploaded in: its decoder is never run
+    with pytest.raises(ImageDecodeError, match=f"{name}.* not a supported .*JPEG, PNG, WebP"):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_accepted_formats_decode(fmt):
+    image = decode_image(encode(Image.new("RGB", (8, 6), (250, 0, 0)), fmt))
+    assert image.size == (8, 6) and image.getpixel((4, 3))[0] > 200
+
+
+def test_16_bit_greyscale_keeps_its_tones():
+    # Pillow's own conversion clips 16-bit values at 255: mid-grey would come out white
+    grey = decode_image(encode(Image.new("I;16", (8, 8), 32768), "PNG"))
+    assert grey.getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_a_long_strip_is_served_without_a_huge_canvas():
+    # padded to a square first, 2,000,000 x 1 pixels would be a canvas of 4e12 pixels
+    strip = encode(Image.new("RGB", (2_000_000, 1), (250, 0, 0)), "PNG")
+    spec = ImageSpec.for_image_size(32)
+    pixels = image_pixels(strip, spec, max_pixels=4_000_000)
+    red_rows = np.flatnonzero((pixels[0] > 200).all(axis=1))
+    assert pixels.shape == (3, 32, 32) and red_rows.tolist() == [16]  # one line across the middle
+    wide = image_pixels(encode(Image.new("RGB", (3000, 300), (250, 0, 0)), "PNG"), spec, 4_000_000)
+    assert wide[0, 16, 16] > 200 and wide[0, 0, 16] == 0  # a red band on black
 
 
 def test_pad_to_square_centres_on_black():

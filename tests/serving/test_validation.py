@@ -47,7 +47,7 @@ def test_bad_photos_are_refused_with_a_reason(client):
     )
     not_image = b"%PDF-1.4 this is not a photo"
     response = client.post("/v1/predict/image", files={"photo": ("p.jpg", not_image)})
-    assert_error(response, 422, "not an image")
+    assert_error(response, 422, "PDF is not a supported photo format")
     assert_error(client.post("/v1/predict/image", files={"photo": ("p.jpg", b"")}), 422, "empty")
     # 2500 x 2000 = 5 Mpx over the 4 Mpx limit, yet a small file: a decompression bomb in miniature
     bomb = encode(Image.new("L", (2500, 2000)), "PNG")

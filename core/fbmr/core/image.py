@@ -11,6 +11,7 @@ carries one byte per value instead of four. Training reads `preprocess_image`, w
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The cleaned seed photos are padded with black; padding at serving time must match.
 PAD_COLOUR = (0, 0, 0)
+
+# What photos come in from phones and browsers; Pillow's other decoders (TIFF, PSD, EPS, ICO, ...)
+# are never run on uploaded bytes. JPEG includes MPO, as some cameras write.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+ACCEPTED = "JPEG, PNG, WebP, GIF or BMP"
+# Formats people send that are not accepted, by their first bytes, so the refusal can name them.
+_KNOWN_UNSUPPORTED = (
+    (re.compile(rb"^....ftyp(heic|heix|hevc|heim|heis|mif1|msf1)", re.S), "HEIC/HEIF"),
+    (re.compile(rb"^....ftyp(avif|avis)", re.S), "AVIF"),
+    (re.compile(rb"^%PDF-"), "PDF"),
+    (re.compile(rb"^\s*<(\?xml|!doctype svg|svg)", re.I), "SVG"),
+    (re.compile(rb"^(II\*\x00|MM\x00\*)"), "TIFF"),
+    (re.compile(rb"^8BPS"), "PSD"),
+)
+
+
+def unsupported_format(head: bytes) -> str | None:
+    """The name of a known image format that is not accepted, from a file's first bytes."""
+    for pattern, name in _KNOWN_UNSUPPORTED:
+        if pattern.match(head):
+            return name
+    return None
 
 
 class ImageDecodeError(ValueError):
@@ -91,7 +114,8 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
 
     The format is read from the content, never from a file name, so a PNG saved as `.jpg` decodes.
     EXIF orientation is applied, and transparency is flattened onto white (a product cut out on
-    a transparent background reads as a product on white, as sellers see it).
+    a transparent background reads as a product on white, as sellers see it). Encoded photos
+    must be in one of ACCEPTED_FORMATS; an animated one gives its first frame.
     Raises ImageDecodeError for anything that is not a usable image.
     """
     if isinstance(source, Image.Image):
@@ -103,9 +127,9 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
             with warnings.catch_warnings():
                 # Pillow only warns between its own limit and twice it; we enforce ours below.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(source)
+                image = Image.open(source, formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError:
-            raise ImageDecodeError("not an image, or an image format that cannot be read") from None
+            raise ImageDecodeError(_unreadable(source)) from None
         except Image.DecompressionBombError as err:
             raise ImageTooLargeError(f"image too large: {err}") from None
         except OSError as err:
@@ -120,11 +144,32 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from None
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        # 16-bit greyscale: Pillow's conversion to RGB clips at 255, which turns a photo white
+        wide = np.asarray(image, dtype=np.int64) >> 8
+        image = Image.fromarray(wide.clip(0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def _unreadable(source: BinaryIO | str | Path) -> str:
+    """Why a photo could not be opened, saying which formats are accepted."""
+    try:
+        if isinstance(source, str | Path):
+            with open(source, "rb") as file:
+                head = file.read(512)
+        else:
+            source.seek(0)
+            head = source.read(512)
+    except OSError:
+        head = b""
+    name = unsupported_format(head)
+    if name is not None:
+        return f"{name} is not a supported photo format; send {ACCEPTED}"
+    return f"not an image, or an image format that is not supported; send {ACCEPTED}"
 
 
 def pad_to_square(image: Image.Image) -> Image.Image:
@@ -179,7 +224,17 @@ def image_pixels(
     """A photo as the served image models take it: (3, image_size, image_size) uint8 pixels,
     padded square, resized and centre-cropped."""
     spec = spec or ImageSpec()
-    image = pad_to_square(decode_image(source, max_pixels))
+    image = decode_image(source, max_pixels)
+    side = max(image.size)
+    if side * side > max_pixels:
+        # The padded square obeys the pixel limit too: a long strip (a 6 KB PNG of 2,000,000 x 1
+        # pixels) would otherwise ask for a canvas of terabytes. Shrink it to the served size
+        # first; photos whose square is within the limit are not affected.
+        width, height = image.size
+        scale = spec.resize_size / side
+        shrunk = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(shrunk, Image.Resampling.BILINEAR)
+    image = pad_to_square(image)
     image = image.resize((spec.resize_size, spec.resize_size), Image.Resampling.BILINEAR)
     offset = (spec.resize_size - spec.image_size) // 2
     image = image.crop((offset, offset, offset + spec.image_size, offset + spec.image_size))

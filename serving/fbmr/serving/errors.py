@@ -11,6 +11,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.params import Form
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -48,22 +49,44 @@ async def _api_error(request: Request, err: Exception) -> JSONResponse:
     return error_response(err.status, err.message, err.headers)
 
 
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def takes_form(request: Request) -> bool:
+    """Whether the request's route reads its body as form fields and files."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    return any(isinstance(f.field_info, Form) for f in getattr(dependant, "body_params", ()))
+
+
 async def _invalid_request(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
     problems = []
     for e in err.errors():
         where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
         problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
-    return error_response(422, "invalid request: " + "; ".join(problems))
+    message = "invalid request: " + "; ".join(problems)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if takes_form(request) and content_type not in FORM_TYPES:
+        # e.g. JSON sent to a photo endpoint: its fields come out missing; say why
+        sent = content_type or "a body without Content-Type"
+        message += (
+            f"; this endpoint takes multipart/form-data (a photo file, text fields), not {sent}"
+        )
+    return error_response(422, message)
 
 
 async def _http_error(request: Request, err: Exception) -> JSONResponse:
-    # FastAPI's own: an unparsable body (400), an unknown path (404), a wrong method (405)
+    # FastAPI's own: an unparsable body (400), an unknown path (404), a wrong method (405);
+    # and the body guard's 408 and 413 (fbmr.serving.metrics)
     assert isinstance(err, HTTPException)
-    message = str(err.detail)
-    if err.status_code == 400:
+    status, message = err.status_code, str(err.detail)
+    if status == 400 and "exceeded maximum size" in message:
+        # Starlette's multipart parser refusing a form field or part over its size limit
+        status, message = 413, f"form field over the size limit ({message})"
+    elif status == 400:
         message = f"invalid request: {message}"
-    return error_response(err.status_code, message, dict(err.headers or {}))
+    return error_response(status, message, dict(err.headers or {}))
 
 
 async def _unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -8,28 +8,35 @@ artifacts, so a request that must move to a newer version builds them again for 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from numpy.typing import NDArray
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind, kind_of
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
-from fbmr.serving.errors import ApiError
+from fbmr.serving.errors import FORM_TYPES, ApiError
+from fbmr.serving.schemas import TextQuery
 from fbmr.serving.settings import FacadeSettings
 
 Inputs = dict[str, NDArray[Any]]
 Encoder = Callable[[ModelArtifacts], Awaitable[Inputs]]
 
+SEND_TEXT = 'send JSON {"text": "..."} (Content-Type: application/json) or a form field "text"'
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+
 
 def query_kind(has_photo: bool, has_text: bool) -> Kind:
     """The kind of a query that may carry a photo, a text or both (a 422 for neither)."""
     if not has_photo and not has_text:
-        raise ApiError(422, "give a photo, a text, or both")
+        raise ApiError(422, "give a photo, a text, or both (multipart/form-data fields)")
     return kind_of(has_photo, has_text)
 
 
@@ -53,6 +60,32 @@ async def image_tensor(
     except ImageDecodeError as err:
         raise ApiError(422, f"photo: {err}") from None
     return pixels[None]
+
+
+async def text_query(request: Request) -> str:
+    """The text of a body that is JSON `{"text": ...}` or a form with a `text` field (urlencoded
+    or multipart, as the photo endpoints take it): callers of the combined endpoint send both."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in FORM_TYPES:
+        async with request.form() as form:
+            text = form.get("text")
+        if not isinstance(text, str):
+            raise ApiError(422, f"text: missing from the form, or not a text field; {SEND_TEXT}")
+        return text
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        sent = f"a {content_type} body" if content_type else "a body without Content-Type"
+        raise ApiError(415, f"{sent} cannot be read; {SEND_TEXT}")
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested too deep
+        raise ApiError(400, f"invalid request: the body is not JSON ({err}); {SEND_TEXT}") from None
+    if not isinstance(data, dict):
+        kind = _JSON_KINDS.get(type(data), "not an object")
+        raise ApiError(422, f"invalid request: the body is {kind}; {SEND_TEXT}")
+    try:
+        return TextQuery.model_validate(data).text
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
 
 
 def checked_text(text: str | None, settings: FacadeSettings) -> str:

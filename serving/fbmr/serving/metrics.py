@@ -1,5 +1,7 @@
 """Prometheus metrics of the facade, and the middleware that records them, writes the access log
-and refuses bodies over the size limit before they are read.
+and refuses bodies over the size limit: by their Content-Length before they are read, and by
+the bytes that arrive when there is none or it lies (BodyGuard); a body that stops arriving is
+answered 408, not waited for.
 
 With several uvicorn workers (`fbmr serve --workers N`) every worker counts into files under
 `PROMETHEUS_MULTIPROC_DIR` (set by `fbmr serve`), and `/metrics` from any worker adds them all
@@ -8,6 +10,7 @@ up (prometheus-client's multiprocess mode); with one process the app's own regis
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fbmr.serving import request_context
 from fbmr.serving.errors import error_response
@@ -54,7 +59,48 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# The longest wait for the next piece of a request body: a client that says more is coming and
+# sends nothing (a Content-Length larger than the body) gets a 408 instead of holding a request.
+BODY_IDLE_TIMEOUT_S = 30.0
+
+
+class BodyGuard:
+    """ASGI middleware that counts a request body's bytes as the app reads them: more than
+    `max_body_bytes` (chunked, or past a Content-Length that lies) is a 413, and a body that
+    stalls for BODY_IDLE_TIMEOUT_S a 408, both raised where the app reads it and answered as
+    every HTTP error is (JSON `{"error": ...}`)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def guarded_receive() -> Message:
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"request body: nothing received for {BODY_IDLE_TIMEOUT_S:g} s"
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(
+                        413, f"request body over the limit of {self.max_body_bytes} bytes"
+                    )
+            return message
+
+        await self.app(scope, guarded_receive, send)
+
+
 def install_middleware(app: FastAPI, metrics: Metrics, max_body_bytes: int) -> None:
+    app.add_middleware(BodyGuard, max_body_bytes=max_body_bytes)  # inside the one below
+
     @app.middleware("http")
     async def limits_metrics_and_access_log(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from numpy.typing import NDArray
 
 from fbmr.core.artifacts import ModelArtifacts
@@ -14,8 +15,15 @@ from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, unavailable
 from fbmr.serving.inference import Inference, ModelVersionUnavailable, TritonUnavailable
-from fbmr.serving.inputs import Encoder, checked_text, encoder, query_encoder, read_photo
-from fbmr.serving.schemas import EmbedResponse, Prediction, TextQuery
+from fbmr.serving.inputs import (
+    Encoder,
+    checked_text,
+    encoder,
+    query_encoder,
+    read_photo,
+    text_query,
+)
+from fbmr.serving.schemas import EmbedResponse, ErrorResponse, Prediction, TextQuery
 from fbmr.serving.state import FacadeState
 
 log = logging.getLogger(__name__)
@@ -74,10 +82,28 @@ async def predict_image(state: State, settings: Settings, photo: UploadFile = PH
     return prediction(result.probabilities, artifacts)
 
 
-@router.post("/predict/text", response_model=Prediction)
-async def predict_text(body: TextQuery, state: State, settings: Settings) -> Prediction:
-    """Category of a listing from its name and/or description."""
-    text = checked_text(body.text, settings)
+# /v1/predict/text reads its body itself, so that a form works as well as JSON; documented here
+TEXT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": TextQuery.model_json_schema()},
+            "application/x-www-form-urlencoded": {"schema": TextQuery.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post(
+    "/predict/text",
+    response_model=Prediction,
+    openapi_extra=TEXT_BODY,
+    responses={415: {"model": ErrorResponse}},
+)
+async def predict_text(request: Request, state: State, settings: Settings) -> Prediction:
+    """Category of a listing from its name and/or description: JSON `{"text": "..."}`, or a
+    form field `text` (urlencoded or multipart), as the photo endpoints take it."""
+    text = checked_text(await text_query(request), settings)
     artifacts, result = await answer(state, Kind.text, encoder(Kind.text, None, text, settings))
     return prediction(result.probabilities, artifacts)
 
