@@ -6,6 +6,7 @@
 #   3. the facade under Locust: /v1/predict/combined at 1 and 8 users, then the mix at 8
 #   4. the seed-style server (bench/seed_style_app.py) under the same Locust runs (its mix has no
 #      similar listings: it has no index)
+#   5. bare onnxruntime again (the reference is the mean of both; their gap shows the drift)
 # then one table (compare.md) and one plot (compare.png) with the ratios to bare onnxruntime.
 #
 # Usage: bash bench/compare.sh RUN [OUT_DIR]
@@ -113,6 +114,9 @@ locust_steps "$SEED" seed-combined 1 8 -- CombinedUser
 locust_steps "$SEED" seed-mix 8 -- CombinedUser TextUser ImageUser
 stop_all
 
-step "6. table and plot"
+step "6. bare onnxruntime again: how far the machine drifted during the run"
+py bench/bare_onnxruntime.py --repo "$REPO" --data "$DATA" --out "$OUT/bare-end"
+
+step "7. table and plot"
 py bench/compare.py "$OUT"
 step "done: $OUT/compare.md, $OUT/compare.png"

@@ -111,17 +111,22 @@ class Device:
 
 
 def build(
-    factory: str, base: np.ndarray, device: Device, nlist: int = 0, seed: int = 0
+    factory: str,
+    base: np.ndarray,
+    device: Device,
+    nlist: int = 0,
+    train_per_list: int = TRAIN_PER_LIST,
+    seed: int = 0,
 ) -> tuple[faiss.Index, float]:
-    """An inner-product index from a factory string, trained (IVF, on 50 vectors per list with
-    10 k-means iterations) and filled; build seconds."""
+    """An inner-product index from a factory string, trained (IVF, on `train_per_list` vectors
+    per list with 10 k-means iterations) and filled; build seconds."""
     started = time.perf_counter()
     index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         faiss.extract_index_ivf(index).cp.niter = KMEANS_ITERATIONS
     index = device.place(index, factory)
     if not index.is_trained:
-        sample = min(len(base), TRAIN_PER_LIST * nlist)
+        sample = min(len(base), train_per_list * nlist)
         rows = np.random.default_rng(seed).choice(len(base), sample, replace=False)
         index.train(base[np.sort(rows)])
     index.add(base)
@@ -171,12 +176,14 @@ def sweep(
     ef_searches: list[int],
     single: int,
     device: Device,
+    train_per_list: int = TRAIN_PER_LIST,
+    repeats: int = 3,
 ) -> list[dict]:
     """Every index and search setting on one catalogue; the first row is exact search."""
     rows: list[dict] = []
 
     def record(factory: str, setting: str, index: faiss.Index, build_s: float, size: int) -> None:
-        ids, batched, one = timed_search(index, queries, single)
+        ids, batched, one = timed_search(index, queries, single, repeats)
         row = {
             "catalogue": name,
             "vectors": len(base),
@@ -204,10 +211,10 @@ def sweep(
     del flat
 
     for nlist in nlists:
-        if nlist * TRAIN_PER_LIST > len(base) * 4:
+        if nlist * train_per_list > len(base) * 4:
             continue
         factory = f"IVF{nlist},Flat"
-        index, build_s = build(factory, base, device, nlist)
+        index, build_s = build(factory, base, device, nlist, train_per_list)
         size = device.bytes(index)
         for nprobe in nprobes:
             if nprobe > nlist:
@@ -299,6 +306,11 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     parser.add_argument("--hnsw-max", type=int, default=200_000, help="largest size for HNSW")
+    parser.add_argument(
+        "--nlist", type=int, nargs="*", help="IVF lists (default: about sqrt(n) and 4 sqrt(n))"
+    )
+    parser.add_argument("--train-per-list", type=int, default=TRAIN_PER_LIST)
+    parser.add_argument("--repeats", type=int, default=3, help="batched searches, best of")
     parser.add_argument("--index-dir", type=Path, help="a real index (fbmr index build)")
     parser.add_argument("--kind", default="combined", help="which of its embeddings")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -307,7 +319,20 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/faiss_scale"))
     parser.add_argument("--plot", type=Path, default=None, help="default OUT/faiss_scale.png")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="measure nothing: the table and plot of earlier runs' faiss_scale.json, merged",
+    )
     args = parser.parse_args()
+    if args.from_json:
+        rows = [r for path in args.from_json for r in json.loads(path.read_text())["rows"]]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "faiss_scale.md").write_text(markdown(rows))
+        plot(rows, args.plot or args.out / "faiss_scale.png")
+        print(markdown(rows))
+        return
     faiss.omp_set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     device = Device(allow_gpu=not args.cpu)
@@ -324,7 +349,7 @@ def main() -> None:
     queries = source.sample(args.queries, seed=1)
     for size in args.sizes:
         base = source.sample(size, seed=2)
-        nlists = sorted({pow2(math.sqrt(size)), pow2(4 * math.sqrt(size))})
+        nlists = args.nlist or sorted({pow2(math.sqrt(size)), pow2(4 * math.sqrt(size))})
         rows += sweep(
             "synthetic",
             base,
@@ -335,6 +360,8 @@ def main() -> None:
             args.ef_search,
             args.single,
             device,
+            args.train_per_list,
+            args.repeats,
         )
         del base
         # written after every size, so that an interrupted run keeps what it measured

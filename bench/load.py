@@ -23,11 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 BENCH = Path(__file__).resolve().parent
 LOCUSTFILE = BENCH / "locustfile.py"
 DEFAULT_USERS = (1, 2, 4, 8, 16, 32)
@@ -146,6 +141,11 @@ def markdown(rows: list[dict], title: str = "") -> str:
 
 def plot(series: dict[str, list[dict]], path: Path, title: str) -> None:
     """Throughput and p99 against users, one line per series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for name, rows in series.items():
         users = [r["users"] for r in rows]
