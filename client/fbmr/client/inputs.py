@@ -157,7 +157,9 @@ def read_input(location: str | Path) -> pd.DataFrame:
             f"{location}: ids must be unique; {len(duplicated)} repeated, "
             f"e.g. {', '.join(map(str, duplicated.unique()[:3]))}"
         )
-    return rows[list(COLUMNS)].reset_index(drop=True)
+    rows = rows[list(COLUMNS)].reset_index(drop=True).astype(object)
+    # plain Python values, None where missing (pandas 3 would infer strings with NaN)
+    return rows.where(rows.notna(), None)
 
 
 def fingerprint(rows: pd.DataFrame) -> str:

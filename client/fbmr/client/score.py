@@ -48,6 +48,7 @@ from fbmr.client.retry import DEFAULT_POLICY, RetryPolicy
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import DEFAULT_FACADE_URL, DEFAULT_MODEL_REPOSITORY
 from fbmr.core.fileio import atomic_path, atomic_write_json
+from fbmr.core.image import DEFAULT_MAX_PIXELS
 
 STATE_FORMAT = "fbmr.score/1"
 STATE_FILE = "state.json"
@@ -78,6 +79,8 @@ class TritonTarget:
     workers: int = 2
     retry: RetryPolicy = TRITON_RETRY
     ray_address: str | None = None
+    # photos over this many pixels are refused, as the facade refuses them
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -381,7 +384,12 @@ async def _score_triton(
     )
     threads = ThreadPoolExecutor(concurrency, thread_name_prefix="fbmr-score")
     scorer = TritonScorer(
-        target.urls, artifacts, run.options, retry=target.retry, executor=processes
+        target.urls,
+        artifacts,
+        run.options,
+        retry=target.retry,
+        max_pixels=target.max_pixels,
+        executor=processes,
     )
     try:
         await _execute(
@@ -432,6 +440,7 @@ def _score_ray(
                 "artifacts": artifacts,
                 "options": run.options,
                 "retry": target.retry,
+                "max_pixels": target.max_pixels,
             },
             batch_size=batch_size,
             batch_format="pandas",
