@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fbmr.client.batch import ScoreOptions
+from fbmr.client.retry import RetryPolicy
 from fbmr.client.score import FacadeTarget, TritonTarget, read_output, score, work_dir
 from fbmr.core.cli import build_app
 from tests.client.conftest import comparable, first_photo_problems
@@ -151,7 +152,7 @@ def test_retry_errors_rescores_only_the_failed_rows(bad_rows, facade_url, tmp_pa
     second = pd.read_parquet(out)
     assert list(second["id"]) == list(first["id"])
     fixed = second.set_index("id").loc["missing"]
-    assert fixed["error"] is None and fixed["kind"] == "combined"
+    assert pd.isna(fixed["error"]) and fixed["kind"] == "combined"
     unchanged = second["id"] != "missing"
     assert comparable(second[unchanged]) == comparable(first[unchanged])
     assert not work_dir(out).exists()
@@ -245,7 +246,9 @@ def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repo
 
     def run() -> None:
         try:
-            target = TritonTarget((ports.grpc_url,), cpu_repository, workers=0)
+            # retries outlast a restart even on a busy machine (the wait is bounded below)
+            retry = RetryPolicy(attempts=None, timeout_s=400, wait_initial_s=0.2, wait_max_s=2)
+            target = TritonTarget((ports.grpc_url,), cpu_repository, workers=0, retry=retry)
             result["summary"] = score(
                 rows, out, target, batch_size=8, chunk_rows=32, concurrency=2, progress=False
             )
@@ -263,7 +266,7 @@ def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repo
         time.sleep(1.0)
         assert worker.is_alive(), "the run ended while Triton was down"
         second = LocalTriton(cpu_repository, ports, log_path=tmp_path / "triton-2.log").start()
-        worker.join(240)
+        worker.join(450)
         assert not worker.is_alive(), "the run did not finish after Triton came back"
     finally:
         first.stop()

@@ -305,6 +305,34 @@ class TritonScorer:
                 rows[i].embedding = embeddings[j]
         return _frame(batch, rows, self.options)
 
+    def embeddings(
+        self, batch: pd.DataFrame, kinds: Sequence[Kind] = tuple(Kind)
+    ) -> tuple[list[str | None], dict[Kind, NDArray[np.float32]]]:
+        """Every row's embedding of each of `kinds` (a photo preprocessed once for all), for
+        building a similar-listing index: the rows' errors (None: embedded), and per kind one
+        array with a row per embedded row, in batch order. Triton's transient errors are
+        retried under this scorer's policy; `Unavailable` once it is spent."""
+        photo = any(k in NEEDS_PHOTO for k in kinds)
+        text = any(k in NEEDS_TEXT for k in kinds)
+        needs = Kind.combined if photo and text else Kind.image if photo else Kind.text
+        rows = [
+            plan_row(p, t, needs.value) for p, t in zip(batch["photo"], batch["text"], strict=True)
+        ]
+        images = self._images(rows)
+        members = [i for i, r in enumerate(rows) if r.error is None]
+        vectors: dict[Kind, NDArray[np.float32]] = {}
+        for kind in kinds:
+            if not members:
+                break
+            inputs: dict[str, NDArray[Any]] = {}
+            if kind in NEEDS_PHOTO:
+                inputs[IMAGE] = np.stack([images[i] for i in members])
+            if kind in NEEDS_TEXT:
+                encode = self.artifacts.tokenizer.encode
+                inputs[TOKEN_IDS] = np.stack([encode(str(rows[i].text)) for i in members])
+            vectors[kind] = self._infer(kind, inputs)[1].astype(np.float32)
+        return [r.error for r in rows], vectors
+
     def _images(self, rows: list[_Row]) -> dict[int, NDArray[Any]]:
         """Preprocessed photos by row position; rows whose photo fails get their error."""
         wanted = [i for i, r in enumerate(rows) if r.photo is not None and r.error is None]

@@ -174,7 +174,10 @@ def write_output(table: pa.Table, out: Path) -> None:
             return
         for name in frame.columns:
             if pa.types.is_list(table.schema.field(name).type):
-                frame[name] = [None if v is None else json.dumps(list(v)) for v in frame[name]]
+                frame[name] = [
+                    None if v is None else json.dumps(v.tolist() if hasattr(v, "tolist") else v)
+                    for v in frame[name]
+                ]
         frame.to_csv(tmp, index=False)
 
 
