@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fbmr.client.score import TritonTarget, score
-from tests.client.conftest import comparable
+from tests.client.conftest import assert_same_rows
 
 ray = pytest.importorskip("ray")
 
@@ -30,4 +30,4 @@ def test_ray_actor_pool_scores_like_the_local_direct_mode(
     frame = pd.read_parquet(out)
     assert summary.rows == summary.scored == len(direct_scores)
     assert list(frame["id"]) == list(direct_scores["id"])
-    assert comparable(frame) == comparable(direct_scores)
+    assert_same_rows(frame, direct_scores)

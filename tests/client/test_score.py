@@ -20,7 +20,7 @@ from fbmr.client.batch import ScoreOptions
 from fbmr.client.retry import RetryPolicy
 from fbmr.client.score import FacadeTarget, TritonTarget, read_output, score, work_dir
 from fbmr.core.cli import build_app
-from tests.client.conftest import comparable, first_photo_problems
+from tests.client.conftest import assert_same_rows, first_photo_problems
 from tests.helpers import encode
 
 
@@ -50,11 +50,10 @@ def test_the_facade_gives_the_same_rows(direct_scores, demo_seed, facade_url, tm
     assert summary.rows == summary.scored == len(direct_scores)
     assert sum(summary.errors.values()) == direct_scores["error"].notna().sum()
     # same predictions; photo errors come from the facade's 422 rather than the local decoder
-    same = direct_scores.assign(error=direct_scores["error"].str.split(":").str[0])
-    assert comparable(through_facade.assign(error=through_facade["error"].str.split(":").str[0]))
-    assert comparable(
-        through_facade.assign(error=through_facade["error"].str.split(":").str[0])
-    ) == comparable(same)
+    assert_same_rows(
+        through_facade.assign(error=through_facade["error"].str.split(":").str[0]),
+        direct_scores.assign(error=direct_scores["error"].str.split(":").str[0]),
+    )
 
 
 @pytest.fixture
@@ -154,7 +153,7 @@ def test_retry_errors_rescores_only_the_failed_rows(bad_rows, facade_url, tmp_pa
     fixed = second.set_index("id").loc["missing"]
     assert pd.isna(fixed["error"]) and fixed["kind"] == "combined"
     unchanged = second["id"] != "missing"
-    assert comparable(second[unchanged]) == comparable(first[unchanged])
+    assert_same_rows(second[unchanged], first[unchanged])
     assert not work_dir(out).exists()
 
 
@@ -230,7 +229,7 @@ def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
     )
     assert "from an earlier run" in resumed.stdout
     assert f"({chunks * 32} from an earlier run)" in resumed.stdout
-    assert comparable(pd.read_parquet(out)) == comparable(pd.read_parquet(whole))
+    assert_same_rows(pd.read_parquet(out), pd.read_parquet(whole))
     assert list(pd.read_parquet(out)["id"]) == list(pd.read_parquet(rows)["id"])
     assert not work_dir(out).exists()
 
@@ -281,4 +280,4 @@ def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repo
     )
     # every copy of a listing scored as the uninterrupted run scored it
     base = frame.assign(id=frame["id"].str.rsplit("-", n=1).str[0]).drop_duplicates("id")
-    assert comparable(base) == comparable(direct_scores)
+    assert_same_rows(base, direct_scores)
