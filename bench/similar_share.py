@@ -13,9 +13,9 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 from tqdm import tqdm
 
+from fbmr.client import Client
 from fbmr.training.data.prepared import PreparedDataset
 
 
@@ -41,17 +41,12 @@ def main() -> None:
         if p["product_id"] in photos.index
     ]
 
-    with httpx.Client(base_url=args.url, timeout=120) as client:
+    with Client(args.url, timeout_s=120) as client:
 
         def ask(query: tuple[bytes, str, str]) -> tuple[str, list[str]]:
             photo, text, label = query
-            response = client.post(
-                "/v1/similar",
-                files={"photo": ("photo.jpg", photo)},
-                data={"text": text, "k": str(args.k)},
-            )
-            response.raise_for_status()
-            return label, [item["category"] for item in response.json()["listings"]]
+            similar = client.similar(photo=photo, text=text, k=args.k)
+            return label, [item.category for item in similar.listings]
 
         with ThreadPoolExecutor(4) as pool:
             answers = list(

@@ -1,4 +1,5 @@
-"""The demo's requests: one prediction per endpoint and similar listings for one demo photo.
+"""The demo's requests: one prediction per endpoint and similar listings for one demo photo,
+through the Python client (`fbmr.client`).
 
 python scripts/demo_requests.py URL PREPARED_DATASET
 """
@@ -9,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-import httpx
 import pyarrow.parquet as pq
+
+from fbmr.client import Client, InvalidInput, Prediction
 
 
 def main() -> None:
@@ -31,37 +33,25 @@ def main() -> None:
     text = f"{product['product_name']}. {product['product_description']}"
     print(f"query: {product['product_name']!r} (category {product['label']!r}), photo {photo_file}")
 
-    with httpx.Client(base_url=args.url, timeout=60) as client:
-        calls = {
-            "POST /v1/predict/image": lambda: client.post(
-                "/v1/predict/image", files={"photo": ("photo.jpg", photo)}
-            ),
-            "POST /v1/predict/text": lambda: client.post("/v1/predict/text", json={"text": text}),
-            "POST /v1/predict/combined": lambda: client.post(
-                "/v1/predict/combined", files={"photo": ("photo.jpg", photo)}, data={"text": text}
-            ),
+    with Client(args.url) as client:
+        predictions: dict[str, Prediction] = {
+            "POST /v1/predict/image": client.predict_image(photo),
+            "POST /v1/predict/text": client.predict_text(text),
+            "POST /v1/predict/combined": client.predict_combined(photo, text),
         }
-        for name, call in calls.items():
-            body = call().raise_for_status().json()
-            top3 = ", ".join(
-                f"{c} {p:.2f}"
-                for c, p in zip(body["classes"][:3], body["probabilities"][:3], strict=True)
-            )
-            print(f"{name:28s} pred={body['pred']!r}  top-3: {top3}")
-        embedding = client.post(
-            "/v1/embed", files={"photo": ("photo.jpg", photo)}, data={"text": text}
-        )
-        body = embedding.raise_for_status().json()
-        print(f"{'POST /v1/embed':28s} {body['kind']} embedding, {len(body['embedding'])} floats")
-        similar = client.post(
-            "/v1/similar", files={"photo": ("photo.jpg", photo)}, data={"text": text, "k": "5"}
-        )
-        body = similar.raise_for_status().json()
-        print(f"POST /v1/similar (k=5, index {body['index_version']}):")
-        for item in body["listings"]:
-            print(f"  {item['score']:.3f}  {item['category']:36s} {item['name']}")
-        bad = client.post("/v1/predict/image", files={"photo": ("photo.jpg", b"not a photo")})
-        print(f"a corrupt photo -> {bad.status_code} {json.dumps(bad.json())}")
+        for name, prediction in predictions.items():
+            top3 = ", ".join(f"{c} {p:.2f}" for c, p in prediction.top(3))
+            print(f"{name:28s} pred={prediction.pred!r}  top-3: {top3}")
+        embedding = client.embed(photo=photo, text=text)
+        print(f"{'POST /v1/embed':28s} {embedding.kind} embedding, {len(embedding.vector)} floats")
+        similar = client.similar(photo=photo, text=text, k=5)
+        print(f"POST /v1/similar (k=5, index {similar.index_version}):")
+        for item in similar.listings:
+            print(f"  {item.score:.3f}  {item.category:36s} {item.name}")
+        try:
+            client.predict_image(b"not a photo")
+        except InvalidInput as err:
+            print(f"a corrupt photo -> {err.status} {json.dumps({'error': err.message})}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,28 @@ def test_torch_stays_out_of_torch_free_installs(component):
     assert not any(n.startswith("nvidia-") for n in closure), "CUDA wheels came along"
 
 
+@pytest.mark.parametrize("extras", [("cli",), ("cli", "ray")])
+def test_the_client_installs_without_torch_with_or_without_ray(extras):
+    closure = _closure("fbmr-client", extras)
+    assert "torch" not in closure and "torchvision" not in closure
+    assert not any(n.startswith("nvidia-") for n in closure), "CUDA wheels came along"
+    # and without the other components: the client talks to them over the network only
+    assert not {"fbmr-serving", "fbmr-training", "fbmr-export"} & closure
+    assert ("ray" in closure) == ("ray" in extras)
+    assert {"httpx", "stamina", "tritonclient", "pandas"} <= closure
+
+
+def test_fbmr_client_imports_none_of_the_other_components():
+    code = (
+        "import sys, fbmr.client, fbmr.client.cli, fbmr.client.score, fbmr.client.batch;"
+        "from fbmr.client import Client;"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith("
+        "('fbmr.serving', 'fbmr.training', 'fbmr.export'))];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_closure_walk_sees_torch_where_it_is():
     # Guards the check above: the same walk must find torch in the training install.
     assert {"torch", "torchvision", "gensim"} <= _closure("fbmr-training")

@@ -1,4 +1,80 @@
-"""fbmr.client: Python client library and batch-scoring CLI for the fbmr facade (no torch).
+"""fbmr.client: the facade's API from Python, and batch scoring of whole catalogues (no torch).
 
-The client lands after the facade; this distribution fixes its torch-free dependencies now.
+    from fbmr.client import Client
+    with Client("http://127.0.0.1:8080") as client:
+        prediction = client.predict(photo="chair.jpg", text="Oak dining chair")
+        print(prediction.pred, prediction.top(3))
+
+`AsyncClient` is the same API for asyncio. Errors are typed (`fbmr.client.errors`); 503s and
+transport failures are retried (`fbmr.client.retry`). `fbmr score` (`fbmr.client.score`) scores a
+catalogue resumably through the facade, straight to Triton (`fbmr.client.batch.TritonScorer`),
+or on Ray.
+
+Names are imported on first use, so `fbmr --help` (which imports `fbmr.client.cli`) does not
+pay for httpx and numpy.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fbmr.client.client import AsyncClient, Client
+    from fbmr.client.errors import (
+        ClientError,
+        FbmrError,
+        InvalidInput,
+        ServerError,
+        ServerUnreachable,
+        TooLarge,
+        Unauthorised,
+        Unavailable,
+    )
+    from fbmr.client.retry import RetryPolicy
+    from fbmr.client.types import Embedding, Prediction, Readiness, Reload, Similar, SimilarListing
+
+_HOMES = {
+    "AsyncClient": "client",
+    "Client": "client",
+    "ClientError": "errors",
+    "FbmrError": "errors",
+    "InvalidInput": "errors",
+    "ServerError": "errors",
+    "ServerUnreachable": "errors",
+    "TooLarge": "errors",
+    "Unauthorised": "errors",
+    "Unavailable": "errors",
+    "RetryPolicy": "retry",
+    "Embedding": "types",
+    "Prediction": "types",
+    "Readiness": "types",
+    "Reload": "types",
+    "Similar": "types",
+    "SimilarListing": "types",
+}
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "Embedding",
+    "FbmrError",
+    "InvalidInput",
+    "Prediction",
+    "Readiness",
+    "Reload",
+    "RetryPolicy",
+    "ServerError",
+    "ServerUnreachable",
+    "Similar",
+    "SimilarListing",
+    "TooLarge",
+    "Unauthorised",
+    "Unavailable",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"fbmr.client.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'fbmr.client' has no attribute {name!r}")

@@ -1,0 +1,290 @@
+"""Batch-scoring throughput: `fbmr score` through the facade and straight to Triton, against bare
+onnxruntime over the same ONNX files, on the same rows, in one run on one machine.
+
+Rows: every photo of the chosen splits of a prepared dataset, with its listing's text (the
+combined model: image encoder, text encoder, fusion head). The three contenders:
+
+- facade: `fbmr score --url` with `--concurrency 8` against `fbmr serve` (one worker) and Triton;
+- direct: `fbmr score --triton` (photos preprocessed in a process pool, batches of 32 to the
+  `product_classifier` ensemble over gRPC);
+- bare onnxruntime: one process, the same preprocessing (`fbmr.core`) and tokeniser, the ONNX files
+  of the served version run at batch 32, thread spinning off (several sessions in one process
+  otherwise fight over the cores).
+
+Then where the time goes, each part measured alone: preprocessing (one process, and the pool),
+the models alone in onnxruntime, and Triton's ensemble alone (the same preprocessed batches sent
+over gRPC, 1 and 2 in flight).
+
+    python bench/score.py --data runs/real/prepared --repo runs/real/model_repository
+
+Figures: printed, and written to runs/bench/score/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fbmr.client import Client
+from fbmr.client.batch import TritonScorer, prepare_photos
+from fbmr.client.score import default_workers
+from fbmr.core.artifacts import ModelArtifacts
+from fbmr.core.contract import (
+    FUSION_HEAD,
+    FUSION_TEXT_ENCODER,
+    IMAGE,
+    IMAGE_EMBEDDING,
+    IMAGE_ENCODER,
+    PROBABILITIES,
+    TEXT_EMBEDDING,
+    TEXT_ENCODER,
+    TOKEN_IDS,
+    Kind,
+)
+
+BATCH = 32
+FBMR = str(Path(sys.executable).parent / "fbmr")
+
+
+def rows_table(prepared: Path, splits: list[str], out: Path) -> Path:
+    """One row per photo of `splits`: id, the listing's text, the photo's absolute path."""
+    from fbmr.core.listing import listing_text
+
+    products = pd.read_parquet(prepared / "products.parquet").set_index("product_id")
+    images = pd.read_parquet(prepared / "images.parquet")
+    images = images[images["split"].isin(splits)]
+    table = pd.DataFrame(
+        {
+            "id": images["image_id"].to_numpy(),
+            "text": [
+                listing_text(products.at[p, "product_name"], products.at[p, "product_description"])
+                for p in images["product_id"]
+            ],
+            "photo": [str((prepared / f).resolve()) for f in images["file"]],
+        }
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out)
+    return out
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now (held open together so that they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def latest_onnx(repo: Path, model: str) -> Path:
+    versions = sorted(int(p.name) for p in (repo / model).iterdir() if p.name.isdigit())
+    return repo / model / str(versions[-1]) / "model.onnx"
+
+
+class BareOnnx:
+    """The combined model as three onnxruntime sessions in this process."""
+
+    def __init__(self, repo: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        text_model = FUSION_TEXT_ENCODER if (repo / FUSION_TEXT_ENCODER).is_dir() else TEXT_ENCODER
+
+        def session(model: str) -> ort.InferenceSession:
+            return ort.InferenceSession(
+                str(latest_onnx(repo, model)), options, providers=["CPUExecutionProvider"]
+            )
+
+        self.image, self.text, self.fusion = map(session, (IMAGE_ENCODER, text_model, FUSION_HEAD))
+
+    def __call__(self, image: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        (image_embedding,) = self.image.run([IMAGE_EMBEDDING], {IMAGE: image})
+        (text_embedding,) = self.text.run([TEXT_EMBEDDING], {TOKEN_IDS: tokens})
+        (probabilities,) = self.fusion.run(
+            [PROBABILITIES], {IMAGE_EMBEDDING: image_embedding, TEXT_EMBEDDING: text_embedding}
+        )
+        return probabilities
+
+
+def bare_onnxruntime(table: pd.DataFrame, artifacts: ModelArtifacts, repo: Path) -> dict:
+    """End to end in one process (read, preprocess, tokenise, run), and the models alone."""
+    model = BareOnnx(repo)
+    pixels, encode = artifacts.image_input, artifacts.text_input
+    model(  # warm-up
+        np.stack([pixels(Path(table["photo"].iloc[0]).read_bytes())] * BATCH),
+        np.stack([encode(table["text"].iloc[0])] * BATCH),
+    )
+    started = time.perf_counter()
+    inputs, preprocess_s = [], 0.0
+    for start in range(0, len(table), BATCH):
+        part = table.iloc[start : start + BATCH]
+        t0 = time.perf_counter()
+        image = np.stack([pixels(Path(p).read_bytes()) for p in part["photo"]])
+        tokens = np.stack([encode(t) for t in part["text"]])
+        preprocess_s += time.perf_counter() - t0
+        model(image, tokens)
+        inputs.append((image, tokens))
+    total_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for image, tokens in inputs:
+        model(image, tokens)
+    model_s = time.perf_counter() - started
+    return {
+        "rows": len(table),
+        "rows_per_s": len(table) / total_s,
+        "wall_s": total_s,
+        "preprocess_rows_per_s_1_process": len(table) / preprocess_s,
+        "model_only_rows_per_s": len(table) / model_s,
+        "inputs": inputs,
+    }
+
+
+def preprocess_pool(table: pd.DataFrame, artifacts: ModelArtifacts, workers: int) -> float:
+    """Rows/s of photo preprocessing alone in the process pool direct mode uses."""
+    spec = artifacts.image_spec
+    chunks = [list(table["photo"].iloc[s : s + BATCH]) for s in range(0, len(table), BATCH)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        list(pool.map(prepare_photos, chunks[:workers], [spec] * workers))  # start the workers
+        started = time.perf_counter()
+        list(pool.map(prepare_photos, chunks, [spec] * len(chunks)))
+    return len(table) / (time.perf_counter() - started)
+
+
+def triton_only(url: str, artifacts: ModelArtifacts, inputs: list, in_flight: int) -> float:
+    """Rows/s of the combined ensemble alone: preprocessed batches over gRPC."""
+    scorer = TritonScorer(url, artifacts)
+    rows = sum(len(image) for image, _ in inputs)
+    try:
+        scorer._infer(Kind.combined, {IMAGE: inputs[0][0], TOKEN_IDS: inputs[0][1]})  # warm-up
+        started = time.perf_counter()
+        with ThreadPoolExecutor(in_flight) as pool:
+            list(
+                pool.map(
+                    lambda batch: scorer._infer(
+                        Kind.combined, {IMAGE: batch[0], TOKEN_IDS: batch[1]}
+                    ),
+                    inputs,
+                )
+            )
+        return rows / (time.perf_counter() - started)
+    finally:
+        scorer.close()
+
+
+def fbmr_score(table: Path, out: Path, target: list[str], extra: list[str]) -> dict:
+    summary = out.with_suffix(".summary.json")
+    command = [FBMR, "score", str(table), "--out", str(out), "--kind", "combined", "--overwrite",
+               "--no-progress", "--summary-json", str(summary), *target, *extra]  # fmt: skip
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return json.loads(summary.read_text())
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    with Client(url) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError("the facade exited")
+            try:
+                if client.ready().triton:
+                    return
+            except Exception:
+                pass
+            time.sleep(1)
+    raise RuntimeError("the facade did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("runs/real/prepared"))
+    parser.add_argument("--repo", type=Path, default=Path("runs/real/model_repository"))
+    parser.add_argument("--splits", default="val,test")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N rows (0: all)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/score"))
+    args = parser.parse_args()
+
+    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+
+    table_path = rows_table(args.data, args.splits.split(","), args.out / "rows.parquet")
+    table = pd.read_parquet(table_path)
+    if args.limit:
+        table = table.iloc[: args.limit]
+        table.to_parquet(table_path)
+    artifacts = ModelArtifacts.load(args.repo)
+    workers = default_workers()
+    results: dict = {
+        "rows": len(table),
+        "splits": args.splits,
+        "cores": os.cpu_count(),
+        "batch": BATCH,
+        "load_before": os.getloadavg(),
+    }
+    print(f"{len(table)} rows ({args.splits}), {os.cpu_count()} cores", flush=True)
+
+    ports = TritonPorts("127.0.0.1", *free_ports(3))
+    (facade_port,) = free_ports(1)
+    facade_url = f"http://127.0.0.1:{facade_port}"
+    with ExitStack() as stack:
+        stack.enter_context(LocalTriton(args.repo, ports, log_path=args.out / "triton.log"))
+        facade = subprocess.Popen(
+            [FBMR, "serve", "--triton-url", ports.grpc_url, "--repo", str(args.repo),
+             "--port", str(facade_port)],
+            stdout=(args.out / "facade.log").open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        stack.callback(lambda: (facade.terminate(), facade.wait(30)))
+        wait_http(facade_url, facade)
+
+        results["direct"] = fbmr_score(
+            table_path, args.out / "direct.parquet",
+            ["--triton", ports.grpc_url, "--repo", str(args.repo)], ["--batch-size", str(BATCH)],
+        )  # fmt: skip
+        results["facade"] = fbmr_score(
+            table_path, args.out / "facade.parquet", ["--url", facade_url], ["--concurrency", "8"]
+        )
+        bare = bare_onnxruntime(table, artifacts, args.repo)
+        inputs = bare.pop("inputs")
+        results["bare_onnxruntime"] = bare
+        results["parts"] = {
+            "preprocess_rows_per_s_1_process": bare["preprocess_rows_per_s_1_process"],
+            f"preprocess_rows_per_s_pool_{workers}": preprocess_pool(table, artifacts, workers),
+            "onnxruntime_models_only_rows_per_s": bare["model_only_rows_per_s"],
+            "triton_ensemble_only_rows_per_s_1_in_flight": triton_only(
+                ports.grpc_url, artifacts, inputs, 1
+            ),
+            "triton_ensemble_only_rows_per_s_2_in_flight": triton_only(
+                ports.grpc_url, artifacts, inputs, 2
+            ),
+        }
+    reference = bare["rows_per_s"]
+    for mode in ("direct", "facade"):
+        results[mode]["ratio_to_bare_onnxruntime"] = results[mode]["rows_per_s"] / reference
+    results["load_after"] = os.getloadavg()
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    for mode in ("direct", "facade"):
+        rate, ratio = results[mode]["rows_per_s"], results[mode]["ratio_to_bare_onnxruntime"]
+        print(f"{mode}: {rate:.1f} rows/s, {ratio:.2f} x bare onnxruntime ({reference:.1f})")
+
+
+if __name__ == "__main__":
+    main()

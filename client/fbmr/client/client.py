@@ -1,0 +1,327 @@
+"""`Client` and `AsyncClient`: the facade's HTTP API as Python methods with typed results.
+
+Each client holds one httpx connection pool for its lifetime (use it as a context manager, or
+call `close`). Requests are described once (`_Call`: method, path, body, how to read the answer)
+and sent by either client, so the sync and async APIs cannot drift apart. Answers >= 400 become
+the typed errors of `fbmr.client.errors`; 503s and transport failures are retried under the
+client's `RetryPolicy` (`fbmr.client.retry`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from fbmr.client.errors import FbmrError, ServerUnreachable, error_for
+from fbmr.client.photos import Photo, photo_bytes
+from fbmr.client.retry import DEFAULT_POLICY, TRANSIENT, RetryPolicy
+from fbmr.client.types import Embedding, Prediction, Readiness, Reload, Similar
+from fbmr.core.contract import DEFAULT_FACADE_URL, Kind, kind_of
+
+API_KEY_ENV = "FBMR_API_KEY"
+USER_AGENT = "fbmr-client/0.1"
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Call(Generic[R]):
+    """One request and how to read its answer."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], R]
+    json: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    files: dict[str, tuple[str, bytes]] | None = None
+    # statuses >= 400 that are answers rather than errors (/readyz says "not ready" with a 503)
+    answers: frozenset[int] = field(default_factory=frozenset)
+    retry: bool = True
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise FbmrError(
+            f"not a JSON answer from {response.request.url} (is this the facade?)",
+            response.status_code,
+        ) from None
+    if not isinstance(data, dict):
+        raise FbmrError(f"unexpected answer from {response.request.url}", response.status_code)
+    return data
+
+
+def _photo_part(photo: Photo) -> tuple[str, bytes]:
+    return ("photo", photo_bytes(photo))
+
+
+def _query(photo: Photo | None, text: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+    if photo is None and text is None:
+        raise ValueError("give a photo, a text, or both")
+    data = {} if text is None else {"text": text}
+    files = {} if photo is None else {"photo": _photo_part(photo)}
+    return data, files
+
+
+def _prediction(response: httpx.Response) -> Prediction:
+    return Prediction.from_json(_json(response))
+
+
+def _predict_image(photo: Photo) -> _Call[Prediction]:
+    return _Call("POST", "/v1/predict/image", _prediction, files={"photo": _photo_part(photo)})
+
+
+def _predict_text(text: str) -> _Call[Prediction]:
+    return _Call("POST", "/v1/predict/text", _prediction, json={"text": text})
+
+
+def _predict_combined(photo: Photo, text: str) -> _Call[Prediction]:
+    return _Call(
+        "POST",
+        "/v1/predict/combined",
+        _prediction,
+        data={"text": text},
+        files={"photo": _photo_part(photo)},
+    )
+
+
+def _predict(photo: Photo | None, text: str | None) -> _Call[Prediction]:
+    if photo is None and text is None:
+        raise ValueError("give a photo, a text, or both")
+    kind = kind_of(photo is not None, text is not None)
+    if kind is Kind.combined:
+        assert photo is not None and text is not None
+        return _predict_combined(photo, text)
+    if kind is Kind.image:
+        assert photo is not None
+        return _predict_image(photo)
+    assert text is not None
+    return _predict_text(text)
+
+
+def _embed(photo: Photo | None, text: str | None) -> _Call[Embedding]:
+    data, files = _query(photo, text)
+    return _Call(
+        "POST", "/v1/embed", lambda r: Embedding.from_json(_json(r)), data=data, files=files
+    )
+
+
+def _similar(photo: Photo | None, text: str | None, k: int) -> _Call[Similar]:
+    data, files = _query(photo, text)
+    return _Call(
+        "POST",
+        "/v1/similar",
+        lambda r: Similar.from_json(_json(r)),
+        data={**data, "k": str(k)},
+        files=files,
+    )
+
+
+def _health() -> _Call[bool]:
+    return _Call("GET", "/healthz", lambda r: _json(r).get("status") == "ok", retry=False)
+
+
+def _ready() -> _Call[Readiness]:
+    return _Call(
+        "GET",
+        "/readyz",
+        lambda r: Readiness.from_json(_json(r), r.status_code == 200),
+        answers=frozenset({503}),
+        retry=False,
+    )
+
+
+def _reload_index() -> _Call[Reload]:
+    return _Call("POST", "/v1/admin/reload-index", lambda r: Reload.from_json(_json(r)))
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    headers = {"User-Agent": USER_AGENT}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def _answer(call: _Call[R], response: httpx.Response) -> R:
+    if response.status_code >= 400 and response.status_code not in call.answers:
+        raise error_for(response.status_code, response.content, response.headers.get("Retry-After"))
+    return call.read(response)
+
+
+def _unreachable(url: str, err: httpx.TransportError) -> ServerUnreachable:
+    what = "timed out" if isinstance(err, httpx.TimeoutException) else "unreachable"
+    return ServerUnreachable(f"{url} {what}: {type(err).__name__}: {err}".rstrip(": "))
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str = DEFAULT_FACADE_URL,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
+        """`url`: the facade; `api_key`: its bearer token (default: $FBMR_API_KEY); `timeout_s`:
+        of one request; `retry`: how 503s and transport failures are retried."""
+        self.url = url.rstrip("/")
+        self.retry = retry
+        self._headers = _headers(api_key)
+        self._timeout = httpx.Timeout(timeout_s)
+
+
+class Client(_Base):
+    """The facade's API, blocking. Thread-safe (httpx's pool is)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_FACADE_URL,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy = DEFAULT_POLICY,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout_s, retry)
+        self._http = httpx.Client(
+            base_url=self.url, headers=self._headers, timeout=self._timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _Call[R]) -> R:
+        policy = self.retry if call.retry else RetryPolicy.none()
+        for attempt in policy.context(TRANSIENT):
+            with attempt:
+                try:
+                    response = self._http.request(
+                        call.method, call.path, json=call.json, data=call.data, files=call.files
+                    )
+                except httpx.TransportError as err:
+                    raise _unreachable(self.url, err) from err
+                return _answer(call, response)
+        raise AssertionError("unreachable")
+
+    def predict(self, photo: Photo | None = None, text: str | None = None) -> Prediction:
+        """The category from a photo, a text or both (image, text or combined model)."""
+        return self._send(_predict(photo, text))
+
+    def predict_image(self, photo: Photo) -> Prediction:
+        return self._send(_predict_image(photo))
+
+    def predict_text(self, text: str) -> Prediction:
+        return self._send(_predict_text(text))
+
+    def predict_combined(self, photo: Photo, text: str) -> Prediction:
+        return self._send(_predict_combined(photo, text))
+
+    def embed(self, photo: Photo | None = None, text: str | None = None) -> Embedding:
+        """The listing's embedding, in the space of what it is given."""
+        return self._send(_embed(photo, text))
+
+    def similar(self, photo: Photo | None = None, text: str | None = None, k: int = 10) -> Similar:
+        """The `k` catalogue listings nearest to a photo, a text or both."""
+        return self._send(_similar(photo, text, k))
+
+    def health(self) -> bool:
+        """Whether the facade's process answers (GET /healthz); not retried."""
+        return self._send(_health())
+
+    def ready(self) -> Readiness:
+        """Whether Triton, the models and the index are ready (GET /readyz); not retried."""
+        return self._send(_ready())
+
+    def reload_index(self) -> Reload:
+        """Load the index's current version now (POST /v1/admin/reload-index)."""
+        return self._send(_reload_index())
+
+
+class AsyncClient(_Base):
+    """The facade's API for asyncio; one client serves any number of concurrent calls."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_FACADE_URL,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy = DEFAULT_POLICY,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        super().__init__(url, api_key, timeout_s, retry)
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=self._headers,
+            timeout=self._timeout,
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: _Call[R]) -> R:
+        policy = self.retry if call.retry else RetryPolicy.none()
+        async for attempt in policy.context(TRANSIENT):
+            with attempt:
+                try:
+                    response = await self._http.request(
+                        call.method, call.path, json=call.json, data=call.data, files=call.files
+                    )
+                except httpx.TransportError as err:
+                    raise _unreachable(self.url, err) from err
+                return _answer(call, response)
+        raise AssertionError("unreachable")
+
+    async def predict(self, photo: Photo | None = None, text: str | None = None) -> Prediction:
+        """The category from a photo, a text or both (image, text or combined model)."""
+        return await self._send(_predict(photo, text))
+
+    async def predict_image(self, photo: Photo) -> Prediction:
+        return await self._send(_predict_image(photo))
+
+    async def predict_text(self, text: str) -> Prediction:
+        return await self._send(_predict_text(text))
+
+    async def predict_combined(self, photo: Photo, text: str) -> Prediction:
+        return await self._send(_predict_combined(photo, text))
+
+    async def embed(self, photo: Photo | None = None, text: str | None = None) -> Embedding:
+        """The listing's embedding, in the space of what it is given."""
+        return await self._send(_embed(photo, text))
+
+    async def similar(
+        self, photo: Photo | None = None, text: str | None = None, k: int = 10
+    ) -> Similar:
+        """The `k` catalogue listings nearest to a photo, a text or both."""
+        return await self._send(_similar(photo, text, k))
+
+    async def health(self) -> bool:
+        """Whether the facade's process answers (GET /healthz); not retried."""
+        return await self._send(_health())
+
+    async def ready(self) -> Readiness:
+        """Whether Triton, the models and the index are ready (GET /readyz); not retried."""
+        return await self._send(_ready())
+
+    async def reload_index(self) -> Reload:
+        """Load the index's current version now (POST /v1/admin/reload-index)."""
+        return await self._send(_reload_index())

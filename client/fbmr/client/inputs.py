@@ -1,0 +1,172 @@
+"""What `fbmr score` reads: a seed layout or a table, as rows of `id`, `text` and `photo`.
+
+- A seed layout (a folder or fsspec URL holding Products.csv, Images.csv and images/) gives one
+  row per listing: its id, its cleaned name and description (`fbmr.core.listing.listing_text`)
+  and its first photo (none for a listing without one). The CSVs are split on `\\n` only, as the
+  marketplace export needs (bare `\\r` sits inside descriptions). This is a small reader of its
+  own: `fbmr.training.data.seed` reads the same files for training, but the client installs
+  without training (no torch), and `fbmr.core` holds no pandas.
+- A table (CSV, Parquet, JSON lines) with an `id` column and `text` and/or `photo`; a photo is
+  a path relative to the table's folder, an absolute path or an fsspec URL.
+
+Photos are resolved to absolute paths or URLs here, so whoever scores a row (a local process
+pool, a Ray actor on another node) reads it without knowing where the table was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+
+from fbmr.core.listing import clean_field, listing_text
+
+COLUMNS = ("id", "text", "photo")
+TABLE_FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+
+
+class InputError(ValueError):
+    """The input cannot be scored as given (unknown format, missing columns, duplicate ids)."""
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location
+
+
+def _join(base: str, relative: str) -> str:
+    return posixpath.join(base, relative) if _is_url(base) else str(Path(base) / relative)
+
+
+def _is_seed_layout(location: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(location)
+    return bool(fs.isdir(root) and fs.isfile(f"{root.rstrip('/')}/Products.csv"))
+
+
+def _read_seed_csv(location: str, name: str, required: tuple[str, ...]) -> pd.DataFrame:
+    with fsspec.open(_join(location, name), "rb") as f:
+        table = pd.read_csv(f, lineterminator="\n", dtype=str, keep_default_na=False, index_col=0)
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise InputError(f"{name} lacks columns {missing}; found {list(table.columns)}")
+    return table.reset_index(drop=True)
+
+
+def read_seed_layout(location: str) -> pd.DataFrame:
+    """One row per listing of a seed layout (duplicate ids: the first kept), with its first
+    photo; listings without a photo get none (they are scored on their text)."""
+    products = _read_seed_csv(
+        location, "Products.csv", ("id", "product_name", "product_description")
+    )
+    ids = products["id"].map(clean_field)
+    rows = pd.DataFrame(
+        {
+            "id": ids,
+            "text": [
+                listing_text(name, description)
+                for name, description in zip(
+                    products["product_name"], products["product_description"], strict=True
+                )
+            ],
+        }
+    )
+    rows = rows[rows["id"] != ""].drop_duplicates("id", keep="first")
+    first_photo: dict[str, str] = {}
+    fs, root = fsspec.core.url_to_fs(location)
+    if fs.isfile(f"{root.rstrip('/')}/Images.csv"):
+        images = _read_seed_csv(location, "Images.csv", ("id", "product_id"))
+        for image_id, product_id in zip(
+            images["id"].map(clean_field), images["product_id"].map(clean_field), strict=True
+        ):
+            if image_id and product_id:
+                first_photo.setdefault(product_id, image_id)
+    rows["photo"] = [
+        _join(location, f"images/{first_photo[i]}.jpg") if i in first_photo else None
+        for i in rows["id"]
+    ]
+    return rows.reset_index(drop=True)
+
+
+def read_table(location: str) -> pd.DataFrame:
+    """Rows of a CSV, Parquet or JSON-lines table with `id` and `text` and/or `photo`."""
+    suffix = posixpath.splitext(location.rstrip("/"))[1].lower()
+    if suffix not in TABLE_FORMATS:
+        raise InputError(
+            f"{location}: not a seed layout, and not a table by its extension "
+            f"({', '.join(sorted(TABLE_FORMATS))})"
+        )
+    with fsspec.open(location, "rb") as f:
+        fmt = TABLE_FORMATS[suffix]
+        if fmt == "csv":
+            table = pd.read_csv(f, dtype=str, keep_default_na=False)
+        elif fmt == "parquet":
+            table = pd.read_parquet(f)
+        else:
+            table = pd.read_json(f, lines=True, dtype=False)
+    if "id" not in table.columns or not {"text", "photo"} & set(table.columns):
+        raise InputError(
+            f"{location}: a table needs an `id` column and `text` and/or `photo`; "
+            f"found {list(table.columns)}"
+        )
+    base = posixpath.dirname(location) if _is_url(location) else str(Path(location).parent)
+    rows = pd.DataFrame({"id": table["id"].map(lambda v: "" if pd.isna(v) else str(v))})
+    rows["text"] = table["text"].map(_text) if "text" in table.columns else None
+    if "photo" in table.columns:
+        rows["photo"] = [_photo_location(base, value) for value in table["photo"]]
+    else:
+        rows["photo"] = None
+    return rows
+
+
+def _text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return str(value)
+
+
+def _photo_location(base: str, value: object) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == "":
+        return None
+    text = str(value)
+    if _is_url(text) or Path(text).is_absolute():
+        return text
+    return _join(base, text)
+
+
+def read_input(location: str | Path) -> pd.DataFrame:
+    """The rows to score: columns id, text (None: no text), photo (None: no photo), in input
+    order. Raises InputError for duplicate or empty ids: every row must be named once."""
+    location = str(location)
+    rows = read_seed_layout(location) if _is_seed_layout(location) else read_table(location)
+    empty = int((rows["id"] == "").sum())
+    if empty:
+        raise InputError(f"{location}: {empty} rows without an id")
+    duplicated = rows["id"][rows["id"].duplicated()]
+    if len(duplicated):
+        raise InputError(
+            f"{location}: ids must be unique; {len(duplicated)} repeated, "
+            f"e.g. {', '.join(map(str, duplicated.unique()[:3]))}"
+        )
+    rows = rows[list(COLUMNS)].reset_index(drop=True).astype(object)
+    # plain Python values, None where missing (pandas 3 would infer strings with NaN)
+    return rows.where(rows.notna(), None)
+
+
+def fingerprint(rows: pd.DataFrame) -> str:
+    """A digest of the rows to score, so that a resumed run can tell its input has not changed."""
+    digest = hashlib.sha256()
+    for column in COLUMNS:
+        digest.update(column.encode())
+        values = pd.util.hash_pandas_object(rows[column].astype("string"), index=True)
+        digest.update(values.to_numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,109 @@
+"""When and how to retry: only what is safe, with back-off and jitter, within a time budget.
+
+Every facade endpoint is idempotent (a prediction, an embedding, a search, a reload), so a
+request can be sent again after a 503, a refused connection or a timeout. A 4xx is never retried:
+the same request gets the same answer. The back-off is stamina's (exponential, jittered, capped);
+a 503's `Retry-After` replaces it for that wait. `RetryPolicy.timeout_s` bounds the total time.
+
+`retry_async` and `retry_call` apply the same policy to any call and exception type, so code
+outside the client (a Triton call that raises its own "unavailable" error) retries the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import stamina
+
+from fbmr.client.errors import ServerUnreachable, Unavailable
+
+if TYPE_CHECKING:
+    from stamina._core import _RetryContextIterator
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: at most `attempts` tries within `timeout_s` seconds in all; waits grow
+    from `wait_initial_s` by `wait_exp_base` up to `wait_max_s`, plus up to `wait_jitter_s`."""
+
+    attempts: int | None = 8
+    timeout_s: float | None = 60.0
+    wait_initial_s: float = 0.2
+    wait_max_s: float = 5.0
+    wait_jitter_s: float = 0.5
+    wait_exp_base: float = 2.0
+    # a server's Retry-After beyond this is cut to it (the total time still bounds everything)
+    retry_after_max_s: float = 30.0
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        """One attempt, no retry."""
+        return cls(attempts=1)
+
+    def hook(
+        self, retryable: type[BaseException] | tuple[type[BaseException], ...]
+    ) -> Callable[[Exception], bool | float]:
+        """A stamina backoff hook: retry `retryable` errors; honour an `Unavailable`'s
+        Retry-After (with jitter, so clients told the same delay do not return together)."""
+
+        def decide(error: Exception) -> bool | float:
+            if not isinstance(error, retryable):
+                return False
+            retry_after = getattr(error, "retry_after", None)
+            if isinstance(retry_after, int | float) and retry_after > 0:
+                jitter = random.uniform(0, self.wait_jitter_s)
+                return float(min(retry_after, self.retry_after_max_s)) + jitter
+            return True
+
+        return decide
+
+    def context(
+        self, retryable: type[BaseException] | tuple[type[BaseException], ...]
+    ) -> _RetryContextIterator:
+        """stamina's retry context (sync and async iteration) for this policy."""
+        return stamina.retry_context(
+            on=self.hook(retryable),
+            attempts=self.attempts,
+            timeout=self.timeout_s,
+            wait_initial=self.wait_initial_s,
+            wait_max=self.wait_max_s,
+            wait_jitter=self.wait_jitter_s,
+            wait_exp_base=self.wait_exp_base,
+        )
+
+
+DEFAULT_POLICY = RetryPolicy()
+# What the client retries: a 503 and no answer at all.
+TRANSIENT: tuple[type[Exception], ...] = (Unavailable, ServerUnreachable)
+
+
+def retry_call(
+    call: Callable[[], T],
+    retryable: type[BaseException] | tuple[type[BaseException], ...] = TRANSIENT,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> T:
+    """`call()`, tried again on `retryable` errors under `policy`; the last error is raised."""
+    for attempt in policy.context(retryable):
+        with attempt:
+            return call()
+    raise AssertionError("unreachable: stamina raises once attempts are spent")
+
+
+async def retry_async(
+    call: Callable[[], Awaitable[T]],
+    retryable: type[BaseException] | tuple[type[BaseException], ...] = TRANSIENT,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> T:
+    """`await call()`, tried again on `retryable` errors under `policy`; the last error is raised.
+
+    For instance, in `fbmr index build`:
+    `await retry_async(lambda: models.infer(kind, **inputs), TritonUnavailable)`."""
+    async for attempt in policy.context(retryable):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: stamina raises once attempts are spent")

@@ -1,0 +1,283 @@
+"""`fbmr score` against the real facade and tritonserver: every row exactly once, bad rows recorded
+with their reason, the same results through the facade and straight to Triton, and runs that
+survive Triton restarting, `kill -9` and resume to the same rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fbmr.client.batch import ScoreOptions
+from fbmr.client.retry import RetryPolicy
+from fbmr.client.score import FacadeTarget, TritonTarget, read_output, score, work_dir
+from fbmr.core.cli import build_app
+from tests.client.conftest import assert_same_rows, first_photo_problems
+from tests.helpers import encode
+
+
+def _reasons(frame: pd.DataFrame) -> dict[str, str]:
+    errors = frame[frame["error"].notna()]
+    return {i: e.split(":", 1)[0] for i, e in zip(errors["id"], errors["error"], strict=True)}
+
+
+def test_direct_mode_scores_each_row_once_and_records_bad_photos(direct_scores, demo_seed):
+    from fbmr.client.inputs import read_input
+
+    rows = read_input(demo_seed)
+    assert list(direct_scores["id"]) == list(rows["id"])  # input order, each row once
+    assert _reasons(direct_scores) == first_photo_problems(demo_seed)
+    ok = direct_scores[direct_scores["error"].isna()]
+    assert len(ok) > 0.9 * len(rows)
+    assert (ok["pred"] == ok["classes"].str[0]).all() and (ok["classes"].str.len() == 3).all()
+    without_photo = set(rows.loc[rows["photo"].isna(), "id"])
+    assert without_photo and set(ok.loc[ok["kind"] == "text", "id"]) == without_photo
+    assert set(ok["kind"]) == {"combined", "text"}
+
+
+def test_the_facade_gives_the_same_rows(direct_scores, demo_seed, facade_url, tmp_path):
+    out = tmp_path / "facade.parquet"
+    summary = score(demo_seed, out, FacadeTarget(facade_url), concurrency=8, progress=False)
+    through_facade = pd.read_parquet(out)
+    assert summary.rows == summary.scored == len(direct_scores)
+    assert sum(summary.errors.values()) == direct_scores["error"].notna().sum()
+    # same predictions; photo errors come from the facade's 422 rather than the local decoder
+    assert_same_rows(
+        through_facade.assign(error=through_facade["error"].str.split(":").str[0]),
+        direct_scores.assign(error=direct_scores["error"].str.split(":").str[0]),
+    )
+
+
+@pytest.fixture
+def bad_rows(tmp_path, listing) -> Path:
+    """A table of good rows and one of each kind of bad row."""
+    photo, text, _ = listing
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "good.jpg").write_bytes(photo)
+    (photos / "corrupt.jpg").write_bytes(photo[:150])
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "text.jpg").write_bytes(b"this is text, not a photo")
+    from PIL import Image
+
+    (photos / "huge.png").write_bytes(encode(Image.new("RGB", (2100, 2000)), "PNG"))
+    table = pd.DataFrame(
+        [
+            ("good-photo", None, "photos/good.jpg"),
+            ("good-both", text, "photos/good.jpg"),
+            ("good-text", text, None),
+            ("missing", text, "photos/nowhere.jpg"),
+            ("corrupt", None, "photos/corrupt.jpg"),
+            ("empty", text, "photos/empty.jpg"),
+            ("not-an-image", None, "photos/text.jpg"),
+            ("too-many-pixels", None, "photos/huge.png"),
+            ("empty-text", "   ", None),
+            ("nothing", None, None),
+        ],
+        columns=["id", "text", "photo"],
+    )
+    table.to_parquet(tmp_path / "rows.parquet")
+    return tmp_path / "rows.parquet"
+
+
+EXPECTED_REASONS = {
+    "missing": "photo_missing",
+    "corrupt": "photo_unreadable",
+    "empty": "photo_empty",
+    "not-an-image": "photo_unreadable",
+    "too-many-pixels": "photo_too_large",
+    "empty-text": "text_empty",
+    "nothing": "no_input",
+}
+
+
+@pytest.mark.parametrize("mode", ["facade", "triton"])
+def test_bad_rows_are_recorded_with_their_reason(
+    mode, bad_rows, facade_url, facade_settings, triton, cpu_repository, tmp_path
+):
+    # the facade's pixel limit (facade_settings) applies in direct mode too
+    target = (
+        FacadeTarget(facade_url)
+        if mode == "facade"
+        else TritonTarget(
+            (triton.ports.grpc_url,), cpu_repository, workers=0,
+            max_pixels=facade_settings.max_pixels,
+        )
+    )  # fmt: skip
+    out = tmp_path / "scores.jsonl"
+    summary = score(bad_rows, out, target, progress=False, batch_size=4)
+    frame = read_output(out)
+    assert list(frame["id"]) == list(pd.read_parquet(bad_rows)["id"])
+    assert _reasons(frame) == EXPECTED_REASONS
+    assert summary.errors == {
+        r: list(EXPECTED_REASONS.values()).count(r) for r in set(EXPECTED_REASONS.values())
+    }
+    good = frame.set_index("id").loc[["good-photo", "good-both", "good-text"]]
+    assert list(good["kind"]) == ["image", "combined", "text"]
+    assert good["pred"].notna().all()
+
+
+def test_embeddings_similar_and_every_probability(demo_seed, facade_url, tmp_path):
+    out = tmp_path / "rich.csv"
+    options = ScoreOptions(top=None, embeddings=True, similar=4)
+    score(demo_seed, out, FacadeTarget(facade_url), options, progress=False)
+    frame = read_output(out)
+    ok = frame[frame["error"].isna()]
+    assert (ok["classes"].str.len() == 13).all()
+    assert ok["probabilities"].map(sum).between(0.999, 1.001).all()
+    assert ok["embedding"].str.len().nunique() == 1
+    assert (ok["similar_ids"].str.len() == 4).all()
+    assert all(s == sorted(s, reverse=True) for s in ok["similar_scores"])
+
+
+def test_retry_errors_rescores_only_the_failed_rows(bad_rows, facade_url, tmp_path, listing):
+    out = tmp_path / "scores.parquet"
+    score(bad_rows, out, FacadeTarget(facade_url), progress=False)
+    first = pd.read_parquet(out)
+    # the missing photo turns up; the run without --retry-errors changes nothing
+    (bad_rows.parent / "photos" / "nowhere.jpg").write_bytes(listing[0])
+    again = score(bad_rows, out, FacadeTarget(facade_url), progress=False)
+    assert again.scored == 0 and pd.read_parquet(out).equals(first)
+    retried = score(bad_rows, out, FacadeTarget(facade_url), retry_errors=True, progress=False)
+    assert retried.scored == len(EXPECTED_REASONS)  # only the failed rows were sent again
+    second = pd.read_parquet(out)
+    assert list(second["id"]) == list(first["id"])
+    fixed = second.set_index("id").loc["missing"]
+    assert pd.isna(fixed["error"]) and fixed["kind"] == "combined"
+    unchanged = second["id"] != "missing"
+    assert_same_rows(second[unchanged], first[unchanged])
+    assert not work_dir(out).exists()
+
+
+def test_a_run_with_other_options_is_not_mixed_in(bad_rows, facade_url, tmp_path):
+    out = tmp_path / "scores.parquet"
+    work = work_dir(out)
+    work.mkdir()
+    (work / "state.json").write_text('{"format": "fbmr.score/1", "fingerprint": "other"}')
+    result = CliRunner().invoke(
+        build_app(), ["score", str(bad_rows), "--out", str(out), "--url", facade_url]
+    )
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    result = CliRunner().invoke(
+        build_app(),
+        ["score", str(bad_rows), "--out", str(out), "--url", facade_url, "--overwrite",
+         "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "errors: 7" in result.output and "rows/s" in result.output
+
+
+def _many_rows(demo_seed: Path, folder: Path, copies: int) -> Path:
+    """The demo catalogue `copies` times over (new ids), as a table: enough rows that a run can
+    be stopped in the middle."""
+    from fbmr.client.inputs import read_input
+
+    rows = read_input(demo_seed)
+    table = pd.concat(
+        [rows.assign(id=rows["id"] + f"-{n}") for n in range(copies)], ignore_index=True
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(folder / "rows.parquet")
+    return folder / "rows.parquet"
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
+    demo_seed, triton, cpu_repository, tmp_path
+):
+    rows = _many_rows(demo_seed, tmp_path / "input", copies=4)
+    fbmr = str(Path(sys.executable).parent / "fbmr")
+    command = [
+        fbmr, "score", str(rows), "--triton", triton.ports.grpc_url,
+        "--repo", str(cpu_repository), "--chunk-rows", "32", "--batch-size", "8",
+        "--concurrency", "1", "--workers", "0", "--no-progress",
+    ]  # fmt: skip
+    whole = tmp_path / "whole.parquet"
+    subprocess.run([*command, "--out", str(whole)], check=True, timeout=300)
+
+    out = tmp_path / "killed.parquet"
+    process = subprocess.Popen([*command, "--out", str(out)])
+    try:
+        _wait_for(
+            lambda: len(list(work_dir(out).glob("chunk-*.parquet"))) >= 3, 120, "three chunks"
+        )
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not out.exists(), "the run finished before it could be killed"
+    chunks = len(list(work_dir(out).glob("chunk-*.parquet")))
+    assert chunks < -(-len(pd.read_parquet(rows)) // 32)
+    resumed = subprocess.run(
+        [*command, "--out", str(out)], check=True, timeout=300, capture_output=True, text=True
+    )
+    assert "from an earlier run" in resumed.stdout
+    assert f"({chunks * 32} from an earlier run)" in resumed.stdout
+    assert_same_rows(pd.read_parquet(out), pd.read_parquet(whole))
+    assert list(pd.read_parquet(out)["id"]) == list(pd.read_parquet(rows)["id"])
+    assert not work_dir(out).exists()
+
+
+def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repository, tmp_path):
+    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+    from tests.helpers import free_ports
+
+    rows = _many_rows(demo_seed, tmp_path / "input", copies=3)
+    ports = TritonPorts("127.0.0.1", *free_ports(3))
+    out = tmp_path / "scores.parquet"
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            # retries outlast a restart even on a busy machine (the wait is bounded below)
+            retry = RetryPolicy(attempts=None, timeout_s=400, wait_initial_s=0.2, wait_max_s=2)
+            target = TritonTarget((ports.grpc_url,), cpu_repository, workers=0, retry=retry)
+            result["summary"] = score(
+                rows, out, target, batch_size=8, chunk_rows=32, concurrency=2, progress=False
+            )
+        except BaseException as err:  # reported by the test below
+            result["error"] = err
+
+    first = LocalTriton(cpu_repository, ports, log_path=tmp_path / "triton-1.log").start()
+    second = None
+    worker = threading.Thread(target=run, daemon=True)
+    try:
+        worker.start()
+        _wait_for(lambda: len(list(work_dir(out).glob("chunk-*.parquet"))) >= 2, 120, "chunks")
+        first.stop()
+        done_while_down = len(list(work_dir(out).glob("chunk-*.parquet")))
+        time.sleep(1.0)
+        assert worker.is_alive(), "the run ended while Triton was down"
+        second = LocalTriton(cpu_repository, ports, log_path=tmp_path / "triton-2.log").start()
+        worker.join(450)
+        assert not worker.is_alive(), "the run did not finish after Triton came back"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert "error" not in result, result.get("error")
+    frame = pd.read_parquet(out)
+    total = len(pd.read_parquet(rows))
+    assert done_while_down * 32 < total
+    assert result["summary"].rows == total and list(frame["id"]) == list(
+        pd.read_parquet(rows)["id"]
+    )
+    # every copy of a listing scored as the uninterrupted run scored it
+    base = frame.assign(id=frame["id"].str.rsplit("-", n=1).str[0]).drop_duplicates("id")
+    assert_same_rows(base, direct_scores)
