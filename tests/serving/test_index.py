@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
 from fbmr.serving.index import (
     CURRENT,
+    EXACT_MAX,
+    HNSW_EF_SEARCH,
+    IVF_NPROBE,
     IndexStore,
     IndexType,
     SimilarityIndex,
     build_faiss,
+    resolve_type,
     save_version,
 )
 
@@ -81,3 +86,19 @@ def test_inconsistent_inputs_are_refused(tmp_path):
     (tmp_path / "v0009" / "meta.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not an fbmr index"):
         SimilarityIndex(tmp_path / "v0009")
+
+
+def test_auto_chooses_by_catalogue_size_and_records_the_choice(tmp_path):
+    assert resolve_type(IndexType.auto, EXACT_MAX) is IndexType.exact
+    # no GPU here: above the exact limit, the graph index (IVF is for faiss-gpu)
+    assert resolve_type(IndexType.auto, EXACT_MAX + 1) is IndexType.hnsw
+    assert resolve_type(IndexType.ivf, 10) is IndexType.ivf
+    vectors, _ = _clustered(80)
+    path = save_version(tmp_path, {Kind.combined: vectors}, _listings(80), {})
+    assert SimilarityIndex(path).meta["type"] == "exact"
+    # the measured search settings travel inside the saved index
+    hnsw = faiss.read_index(str(save_version(
+        tmp_path, {Kind.combined: vectors}, _listings(80), {}, IndexType.hnsw
+    ) / "combined.faiss"))  # fmt: skip
+    assert hnsw.hnsw.efSearch == HNSW_EF_SEARCH
+    assert build_faiss(vectors, IndexType.ivf).nprobe == min(IVF_NPROBE, 2)  # 80 // 39 lists

@@ -113,7 +113,7 @@ def build_index(
     index_dir: Path,
     triton_url: str,
     repository: Path,
-    index_type: IndexType = IndexType.exact,
+    index_type: IndexType = IndexType.auto,
     splits: tuple[str, ...] | None = None,
     kinds: tuple[Kind, ...] = tuple(Kind),
     progress: bool = True,

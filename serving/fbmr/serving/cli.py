@@ -162,7 +162,11 @@ def build(
     out: Path = typer.Option(..., "--out", help="Index directory; a new version is added."),
     triton_url: str = typer.Option(DEFAULT_TRITON_URL, help="Triton gRPC host:port."),
     repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="The model repository Triton serves."),
-    index_type: IndexType = typer.Option(IndexType.exact, "--type", help="exact, ivf or hnsw."),
+    index_type: IndexType = typer.Option(
+        IndexType.auto,
+        "--type",
+        help="auto (exact up to 100k listings, then hnsw, or ivf with a GPU), exact, ivf, hnsw.",
+    ),
     splits: str = typer.Option(None, help="Only these splits, comma-separated (default: all)."),
     kinds: list[Kind] = typer.Option(
         list(Kind), "--kind", help="Embeddings to index (repeat the option); default all three."
