@@ -194,16 +194,18 @@ def reload(
     url: str = typer.Option(DEFAULT_FACADE_URL, help="The facade's base URL."),
     api_key: str = typer.Option(None, envvar="FBMR_API_KEY", help="Its bearer token."),
 ) -> None:
-    """Ask a running facade to load the index's current version now."""
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(f"{url}/v1/admin/reload-index", method="POST")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
+    """Ask a running facade to load the index's current version now (through fbmr.client)."""
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            typer.echo(response.read().decode())
-    except urllib.error.HTTPError as err:
-        typer.echo(f"{err.code}: {err.read().decode()}", err=True)
+        from fbmr.client import Client, FbmrError
+    except ImportError:  # a facade-only install: the client is an extra
+        typer.echo(
+            "fbmr index reload needs fbmr-client: pip install 'fbmr-serving[client]'", err=True
+        )
         raise typer.Exit(1) from None
+    try:
+        with Client(url, api_key=api_key) as client:
+            result = client.reload_index()
+    except FbmrError as err:
+        typer.echo(f"index not reloaded: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"reloaded": result.reloaded, "version": result.version}))
