@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fbmr.client.score import TritonTarget, score
+from fbmr.client.score import TritonTarget, score, use_this_environment_for_local_ray
 from tests.client.conftest import assert_same_rows
 
 ray = pytest.importorskip("ray")
@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray")
 def test_ray_actor_pool_scores_like_the_local_direct_mode(
     demo_seed, triton, cpu_repository, direct_scores, tmp_path
 ):
+    use_this_environment_for_local_ray()  # as fbmr score does for a local instance
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         # the same Triton twice: a "fleet" of two URLs, one picked per actor

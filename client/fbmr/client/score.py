@@ -409,6 +409,14 @@ async def _score_triton(
         scorer.close()
 
 
+def use_this_environment_for_local_ray() -> None:
+    """Have a local Ray instance's workers run in this Python environment. Ray otherwise notices
+    a driver started by `uv run` and gives each worker a runtime environment that runs `uv run`
+    again in an uploaded copy of the working directory: a new environment built per worker, which
+    outlasts Ray's worker start-up timeout, so the workers never start."""
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+
+
 def _score_ray(
     run: _Run,
     units: list[_Unit],
@@ -425,6 +433,8 @@ def _score_ray(
     started = not ray.is_initialized()
     if started:
         address = None if target.ray_address in (None, "local") else target.ray_address
+        if address is None:
+            use_this_environment_for_local_ray()
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         context = ray.data.DataContext.get_current()
