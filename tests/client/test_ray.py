@@ -9,13 +9,13 @@ import pytest
 from fbmr.client.score import TritonTarget, score, use_this_environment_for_local_ray
 from tests.client.conftest import assert_same_rows
 
+use_this_environment_for_local_ray()  # before Ray is imported, as fbmr score does
 ray = pytest.importorskip("ray")
 
 
 def test_ray_actor_pool_scores_like_the_local_direct_mode(
     demo_seed, triton, cpu_repository, direct_scores, tmp_path
 ):
-    use_this_environment_for_local_ray()  # as fbmr score does for a local instance
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         # the same Triton twice: a "fleet" of two URLs, one picked per actor

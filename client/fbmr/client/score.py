@@ -413,7 +413,8 @@ def use_this_environment_for_local_ray() -> None:
     """Have a local Ray instance's workers run in this Python environment. Ray otherwise notices
     a driver started by `uv run` and gives each worker a runtime environment that runs `uv run`
     again in an uploaded copy of the working directory: a new environment built per worker, which
-    outlasts Ray's worker start-up timeout, so the workers never start."""
+    outlasts Ray's worker start-up timeout, so the workers never start. Ray reads the switch
+    when it is imported: call this first."""
     os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 
 
@@ -428,13 +429,13 @@ def _score_ray(
 ) -> None:
     """The same TritonScorer as Ray Data `map_batches` on an actor pool (one connection each);
     results stream back to this process, which writes the chunks."""
+    address = None if target.ray_address in (None, "local") else target.ray_address
+    if address is None:
+        use_this_environment_for_local_ray()  # before Ray is imported: it reads it then
     import ray
 
     started = not ray.is_initialized()
     if started:
-        address = None if target.ray_address in (None, "local") else target.ray_address
-        if address is None:
-            use_this_environment_for_local_ray()
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         context = ray.data.DataContext.get_current()
