@@ -38,4 +38,4 @@ def test_embeddings_of_every_kind_match_the_facade(demo_seed, triton, cpu_reposi
             }.items():
                 answer = client.embed(photo=p, text=t)
                 assert answer.kind is kind
-                assert np.allclose(answer.vector, vectors[kind][j], atol=1e-5)
+                assert np.allclose(answer.vector, vectors[kind][j], atol=1e-4)

@@ -124,7 +124,9 @@ def test_async_client_mirrors_the_sync_one(facade_url, listing):
         assert _same(answers[0], answers[1]) and _same(answers[1], client.predict_image(photo))
         assert _same(answers[2], client.predict_text(text))
         assert _same(answers[3], client.predict_combined(photo, text))
-        assert np.allclose(answers[4].vector, client.embed(photo=photo, text=text).vector)
+        embedded = client.embed(photo=photo, text=text).vector
+        # up to float noise: concurrent requests are batched together
+        assert np.allclose(answers[4].vector, embedded, atol=1e-4)
         assert answers[5].ids == client.similar(text=text, k=3).ids
     assert (
         answers[6] is True and answers[7].ready and answers[8].version == answers[5].index_version
