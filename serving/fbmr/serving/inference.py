@@ -6,6 +6,7 @@ from, so the facade and the repository cannot disagree on a name.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from numpy.typing import NDArray
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from fbmr.core.contract import ENSEMBLE_NAMES, ENSEMBLES, INPUT_DATATYPES, PROBABILITIES, Kind
+from fbmr.core.contract import ENSEMBLES, INPUT_DATATYPES, PROBABILITIES, Kind
 from fbmr.serving import request_context
 
 CHANNEL_ARGS = [
@@ -62,13 +63,14 @@ class TritonModels:
     async def close(self) -> None:
         await self._client.close()
 
-    async def ready(self, version: int | None = None) -> bool:
-        """Triton ready, with every ensemble loaded (at `version`, when given)."""
+    async def ready(self, version: int | None = None, kinds: Iterable[Kind] = tuple(Kind)) -> bool:
+        """Triton ready, with the ensembles of `kinds` (all by default) loaded (at `version`,
+        when given)."""
         wanted = "" if version is None else str(version)
         try:
             if not await self._client.is_server_ready(client_timeout=2.0):
                 return False
-            for name in ENSEMBLE_NAMES:
+            for name in (ENSEMBLES[kind].name for kind in kinds):
                 if not await self._client.is_model_ready(name, wanted, client_timeout=2.0):
                     return False
             return True

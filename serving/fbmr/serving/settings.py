@@ -27,6 +27,11 @@ class FacadeSettings(BaseSettings):
     model_poll_s: float = Field(
         2.0, description="How often to look for a newer model export; 0: never."
     )
+    swap_wait_s: float = Field(
+        20.0,
+        description="How long a request waits while Triton swaps model versions (it reports the "
+        "ensembles not ready while their models reload) before it gets a 503.",
+    )
     triton_timeout_s: float = Field(10.0, description="Deadline of one Triton call.")
     max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="Largest photo (width x height).")

@@ -6,6 +6,10 @@ Model versions: every request is pinned to the version whose artifacts (tokenise
 settings) the facade holds, so inputs are built for, and outputs read by, the version that ran.
 A newer export is adopted in one step once Triton reports all its ensembles ready at that
 version; requests already under way finish on the version they started with.
+
+While Triton swaps versions it reports the ensembles not ready (it reloads their composing models,
+the old version among them): for a second on an idle machine, several under load. A request that
+meets that window waits for the swap to end (`swap_wait_s`) rather than failing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 
 from fbmr.core.artifacts import ModelArtifacts, exported_versions
+from fbmr.core.contract import Kind
 from fbmr.serving.errors import unavailable
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
@@ -32,6 +37,7 @@ class FacadeState:
     metrics: Metrics = field(default_factory=Metrics)
     _artifacts: ModelArtifacts | None = None
     _swap: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _wait: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def artifacts(self) -> ModelArtifacts:
         """The artifacts of the model version in use: on first use the repository's latest; a
@@ -60,6 +66,25 @@ class FacadeState:
             self._artifacts = artifacts  # one assignment: the swap
             log.info("model version %d in use (was %s)", newest, current or "none")
             return True
+
+    async def after_refusal(self, kind: Kind, refused: int) -> ModelArtifacts | None:
+        """The artifacts to retry a request with after Triton refused version `refused` of the
+        ensemble of `kind`: a newer version once Triton serves all of it (adopted here), or the
+        same version once Triton serves it again. Waits up to `swap_wait_s`; None after that.
+        One waiting request asks Triton at a time; the others then find its answer at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.swap_wait_s
+        try:
+            async with asyncio.timeout_at(deadline), self._wait:
+                while True:
+                    current = self.artifacts()
+                    if current.version != refused or await self.adopt_newer_version(than=refused):
+                        return self.artifacts()
+                    if await self.models.ready(refused, kinds=(kind,)):
+                        return current
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            return None
 
 
 async def watch_models(state: FacadeState, every_s: float) -> None:

@@ -41,12 +41,13 @@ async def answer(
     state: FacadeState, kind: Kind, encode: Encoder
 ) -> tuple[ModelArtifacts, Inference]:
     """Triton's answer at the model version in use, with the artifacts that built its inputs and
-    will read its outputs. When Triton no longer serves that version (a newer export replaced
-    it), the facade adopts the newer one and encodes the query once more for it. A 503 with
-    Retry-After while Triton cannot answer; its own error text goes to the log, not the caller."""
+    will read its outputs. When Triton does not serve that version (a newer export is replacing
+    it), the request waits for the swap (`FacadeState.after_refusal`) and is encoded once more
+    for the version then in use. A 503 with Retry-After while Triton cannot answer; its own error
+    text goes to the log, not the caller."""
     retry_after = state.settings.retry_after_s
+    artifacts = state.artifacts()
     for attempt in range(2):
-        artifacts = state.artifacts()
         inputs = await encode(artifacts)
         try:
             result = await state.models.infer(kind, inputs, artifacts.version)
@@ -55,9 +56,10 @@ async def answer(
             return artifacts, result
         except ModelVersionUnavailable as err:
             log.info("model version %d not served: %s", artifacts.version, err)
-            if attempt == 0 and await state.adopt_newer_version(than=artifacts.version):
-                continue
-            raise unavailable(UNAVAILABLE, retry_after) from None
+            swapped = await state.after_refusal(kind, artifacts.version) if attempt == 0 else None
+            if swapped is None:
+                raise unavailable(UNAVAILABLE, retry_after) from None
+            artifacts = swapped
         except TritonUnavailable as err:
             log.warning("Triton call failed: %s", err)
             raise unavailable(UNAVAILABLE, retry_after) from None

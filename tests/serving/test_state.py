@@ -1,0 +1,87 @@
+"""`FacadeState` during a model version swap, against a scripted stand-in for Triton's readiness
+(the swap through a real Triton is tests/serving/test_versions.py): a request refused while
+Triton reloads waits for the swap instead of failing, and gives up after `swap_wait_s`."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from fbmr.core.artifacts import ModelArtifacts, exported_versions
+from fbmr.core.contract import ENSEMBLE_NAMES, Kind
+from fbmr.serving.settings import FacadeSettings
+from fbmr.serving.state import FacadeState
+
+
+class ScriptedTriton:
+    """Ready at the versions in `serving` once `after_s` have passed; not ready before."""
+
+    def __init__(self, serving: set[int], after_s: float) -> None:
+        self.serving, self.from_time, self.asked = serving, time.monotonic() + after_s, 0
+
+    async def ready(self, version: int | None = None, kinds=tuple(Kind)) -> bool:
+        self.asked += 1
+        return time.monotonic() >= self.from_time and version in self.serving
+
+
+@pytest.fixture
+def two_versions(cpu_repository, tmp_path) -> Path:
+    """A repository whose ensembles hold version 1 and a copy of it as version 2."""
+    repository = tmp_path / "repository"
+    for name in ENSEMBLE_NAMES:
+        for version in ("1", "2"):
+            shutil.copytree(cpu_repository / name / "1", repository / name / version)
+    return repository
+
+
+def state_on(repository: Path, triton: ScriptedTriton, wait_s: float) -> FacadeState:
+    settings = FacadeSettings(model_repository=repository, swap_wait_s=wait_s)
+    return FacadeState(settings=settings, models=triton, index=None)  # type: ignore[arg-type]
+
+
+def test_a_refused_request_waits_for_the_new_version(two_versions):
+    assert exported_versions(two_versions) == [1, 2]
+
+    async def scenario():
+        state = state_on(two_versions, ScriptedTriton({2}, after_s=0.6), wait_s=10)
+        state._artifacts = ModelArtifacts.load(two_versions, version=1)
+        started = time.monotonic()
+        # three requests refused at version 1 while Triton swaps: all continue at version 2
+        answers = await asyncio.gather(*(state.after_refusal(Kind.text, 1) for _ in range(3)))
+        return answers, time.monotonic() - started, state
+
+    answers, waited, state = asyncio.run(scenario())
+    assert [a.version for a in answers] == [2, 2, 2]
+    assert state.artifacts().version == 2
+    assert 0.5 < waited < 5
+
+
+def test_the_same_version_back_is_retried_on(two_versions):
+    async def scenario():
+        state = state_on(two_versions, ScriptedTriton({1}, after_s=0.3), wait_s=10)
+        state._artifacts = ModelArtifacts.load(two_versions, version=1)
+        return await state.after_refusal(Kind.image, 1), state
+
+    again, state = asyncio.run(scenario())
+    assert again is not None and again.version == 1  # version 2 never served: not adopted
+    assert state.artifacts().version == 1
+
+
+def test_the_wait_is_bounded(two_versions):
+    triton = ScriptedTriton(set(), after_s=0)
+
+    async def scenario():
+        state = state_on(two_versions, triton, wait_s=0.5)
+        state._artifacts = ModelArtifacts.load(two_versions, version=1)
+        started = time.monotonic()
+        results = await asyncio.gather(*(state.after_refusal(Kind.combined, 1) for _ in range(4)))
+        return results, time.monotonic() - started
+
+    results, waited = asyncio.run(scenario())
+    assert results == [None] * 4
+    assert waited < 3  # all four share one deadline's worth of waiting, not four in turn
+    assert triton.asked < 40  # one request polls at a time, every 0.2 s
