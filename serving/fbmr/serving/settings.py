@@ -33,6 +33,11 @@ class FacadeSettings(BaseSettings):
         "ensembles not ready while their models reload) before it gets a 503.",
     )
     triton_timeout_s: float = Field(10.0, description="Deadline of one Triton call.")
+    max_in_flight: int = Field(
+        64,
+        description="Most requests one facade process keeps under way to Triton; past it a "
+        "request gets a 503 at once (load shedding). Per worker; 0: no bound.",
+    )
     max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="Largest photo (width x height).")
     max_text_chars: int = Field(10_000, description="Longest listing text.")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from fbmr.core.artifacts import ModelArtifacts, exported_versions
 from fbmr.core.contract import Kind
+from fbmr.serving.admission import Admission
 from fbmr.serving.errors import unavailable
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
@@ -36,8 +37,12 @@ class FacadeState:
     index: IndexStore
     metrics: Metrics = field(default_factory=Metrics)
     _artifacts: ModelArtifacts | None = None
+    admission: Admission = field(init=False)
     _swap: asyncio.Lock = field(default_factory=asyncio.Lock)
     _wait: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_in_flight)
 
     def artifacts(self) -> ModelArtifacts:
         """The artifacts of the model version in use: on first use the repository's latest; a

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.serving import request_context
+from fbmr.serving.admission import Overloaded
 from fbmr.serving.deps import PROTECTED, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, unavailable
 from fbmr.serving.inference import Inference, ModelVersionUnavailable, TritonUnavailable
@@ -35,16 +36,29 @@ TEXT = Form(..., description="The listing's name and/or description.")
 OPTIONAL_PHOTO = File(None, description="The listing's photo.")
 OPTIONAL_TEXT = Form(None, description="The listing's name and/or description.")
 UNAVAILABLE = "model server unavailable, retry later"
+OVERLOADED = "too many requests under way, retry later"
 
 
 async def answer(
     state: FacadeState, kind: Kind, encode: Encoder
 ) -> tuple[ModelArtifacts, Inference]:
     """Triton's answer at the model version in use, with the artifacts that built its inputs and
-    will read its outputs. When Triton does not serve that version (a newer export is replacing
-    it), the request waits for the swap (`FacadeState.after_refusal`) and is encoded once more
-    for the version then in use. A 503 with Retry-After while Triton cannot answer; its own error
-    text goes to the log, not the caller."""
+    will read its outputs. A 503 with Retry-After at once when the facade has as many requests
+    under way as it admits, and while Triton cannot answer (its error text goes to the log, not
+    the caller)."""
+    try:
+        with state.admission.slot():
+            return await _answer(state, kind, encode)
+    except Overloaded:
+        raise unavailable(OVERLOADED, state.settings.retry_after_s) from None
+
+
+async def _answer(
+    state: FacadeState, kind: Kind, encode: Encoder
+) -> tuple[ModelArtifacts, Inference]:
+    """When Triton does not serve the version in use (a newer export is replacing it), the request
+    waits for the swap (`FacadeState.after_refusal`) and is encoded once more for the version
+    then in use."""
     retry_after = state.settings.retry_after_s
     artifacts = state.artifacts()
     for attempt in range(2):
