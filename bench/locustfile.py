@@ -17,7 +17,10 @@ is the server's capacity at that many concurrent users.
 
 Every answer is checked: HTTP 200, a prediction's `pred` among its `classes` and those the
 dataset's label map names, similar listings a list of at most k with ids and categories; a wrong
-answer counts as a failure in Locust's statistics.
+answer counts as a failure in Locust's statistics. A 503 (the facade shedding load, or Triton
+away) is also counted under its own name, `PATH (503)`, so that the latency of answered requests
+stays apart from that of fast refusals; the user then waits the answer's Retry-After before its
+next request, as `fbmr.client` does.
 
 Options (also from environment variables): --data / FBMR_BENCH_DATA (prepared dataset, required),
 --split / FBMR_BENCH_SPLIT (default val), --listings / FBMR_BENCH_LISTINGS (how many, default
@@ -242,6 +245,7 @@ class ApiUser(BaseUser):
         request = Shared.requests[self.position % len(Shared.requests)][self.kind]
         self.position += 1
         headers = {**Shared.headers, "Content-Type": request.content_type}
+        retry_after = 0.0
         with self.client.post(
             request.path, data=request.body, headers=headers, catch_response=True
         ) as response:
@@ -253,10 +257,26 @@ class ApiUser(BaseUser):
                 problem = check_similar(response.status_code, body, Shared.k)
             else:
                 problem = check_prediction(response.status_code, body, Shared.classes)
+            if response.status_code == 503:
+                # refused (load shed, or Triton away): its own row, so that the latency of the
+                # answered requests is not diluted by fast refusals; still a failure
+                response.request_meta["name"] = f"{request.path} (503)"
+                retry_after = retry_after_s(response.headers.get("Retry-After"))
             if problem:
                 response.failure(problem)
             else:
                 response.success()
+        # as fbmr.client does: a refused caller waits what the server asked before trying again,
+        # instead of sending refusals back to back (which takes the CPU the answers need)
+        gevent.sleep(retry_after)
+
+
+def retry_after_s(value: str | None) -> float:
+    """A Retry-After in seconds (1 when missing or not a number of seconds), at most 10."""
+    try:
+        return min(10.0, max(0.0, float(value or 1)))
+    except ValueError:
+        return 1.0
 
 
 class CombinedUser(ApiUser):

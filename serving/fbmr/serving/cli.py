@@ -51,6 +51,7 @@ def serve(
     repo: Path = _setting("model_repository", "--repo"),
     index_dir: Path = _setting("index_dir"),
     api_key: str = _setting("api_key"),
+    max_in_flight: int = _setting("max_in_flight"),
     host: str = typer.Option(LOCALHOST, help="Address to bind; 0.0.0.0 to serve the network."),
     port: int = typer.Option(FACADE_PORT),
     workers: int = typer.Option(1, help="uvicorn worker processes."),
@@ -73,6 +74,7 @@ def serve(
         "model_repository": repo.resolve() if repo else None,
         "index_dir": index_dir.resolve() if index_dir else None,
         "api_key": api_key,
+        "max_in_flight": max_in_flight,
     }
     ports = TritonPorts(LOCALHOST, triton_http_port, triton_grpc_port, triton_metrics_port)
     if with_triton:
