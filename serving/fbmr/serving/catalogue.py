@@ -3,27 +3,33 @@
 The catalogue is a prepared dataset (`fbmr data prepare`; a seed layout is prepared by that one
 command first). Each listing is embedded with its first photo and its text, through the same
 preprocessing and ensembles the facade uses for queries.
+
+The embedding itself is the client library's direct scorer (`fbmr.client.batch.TritonScorer`,
+what `fbmr score --triton` runs): whole batches per call, pinned to the exported version the
+index records, Triton's transient errors retried with back-off for up to two minutes, so a
+Triton restart delays a catalogue-wide build instead of ending it. It needs fbmr-client
+(`fbmr-serving[client]`), which the facade itself does not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from fbmr.client.batch import TritonScorer
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind
-from fbmr.core.image import ImageDecodeError
+from fbmr.core.contract import Kind
 from fbmr.core.listing import listing_text
 from fbmr.serving.index import save_version
 from fbmr.serving.index_types import IndexType
-from fbmr.serving.inference import TritonModels
 
 log = logging.getLogger(__name__)
 
@@ -46,66 +52,49 @@ def read_catalogue(prepared: Path, splits: tuple[str, ...] | None = None) -> lis
     ]
 
 
-async def _embed(
-    models: TritonModels,
-    artifacts: ModelArtifacts,
-    listing: dict[str, Any],
-    kinds: tuple[Kind, ...],
-    limit: asyncio.Semaphore,
-) -> dict[Kind, NDArray[np.float32]] | None:
-    async with limit:
-        try:
-            photo = Path(listing["photo"]).read_bytes()
-            image = await asyncio.to_thread(artifacts.image_input, photo)
-        except (OSError, ImageDecodeError) as err:
-            log.warning("skipped %s: %s", listing["product_id"], err)
-            return None
-        text = listing_text(listing["product_name"], listing["product_description"])
-        inputs: dict[str, NDArray[Any]] = {
-            IMAGE: image[None],
-            TOKEN_IDS: artifacts.text_input(text)[None],
-        }
-        results = await asyncio.gather(
-            *(
-                models.infer(
-                    kind,
-                    {name: inputs[name] for name in ENSEMBLES[kind].inputs},
-                    artifacts.version,  # the version the index records
-                )
-                for kind in kinds
-            )
-        )
-        return {kind: result.embedding for kind, result in zip(kinds, results, strict=True)}
-
-
-async def embed_catalogue(
+def embed_catalogue(
     listings: list[dict[str, Any]],
     triton_url: str,
     artifacts: ModelArtifacts,
     kinds: tuple[Kind, ...] = tuple(Kind),
-    concurrency: int = 8,
+    batch_rows: int = 32,
+    concurrency: int = 4,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[Kind, NDArray[np.float32]]]:
-    """Embeddings of every listing (those whose photo cannot be read are skipped and logged).
-    Requests go concurrently so Triton's dynamic batching can group them."""
-    models = TritonModels(triton_url, timeout_s=60.0)
-    limit = asyncio.Semaphore(concurrency)
+    """Embeddings of every listing, in `batch_rows` batches with `concurrency` under way at once
+    (one decodes photos while another waits for Triton). Listings whose photo cannot be read are
+    skipped and logged; `fbmr.client.errors.Unavailable` once Triton stays away."""
+    rows = pd.DataFrame(
+        {
+            "photo": [item["photo"] for item in listings],
+            "text": [
+                listing_text(item["product_name"], item["product_description"]) for item in listings
+            ],
+        }
+    )
+    batches = [rows.iloc[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
+    scorer = TritonScorer(triton_url, artifacts)
+    bar = tqdm(total=len(rows), desc="embed catalogue", unit="listing", disable=not progress)
+    errors: list[str | None] = []
+    parts: dict[Kind, list[NDArray[np.float32]]] = {kind: [] for kind in kinds}
     try:
-        tasks = [
-            asyncio.ensure_future(_embed(models, artifacts, item, kinds, limit))
-            for item in listings
-        ]
-        bar = tqdm(total=len(tasks), desc="embed catalogue", unit="listing", disable=not progress)
-        for task in asyncio.as_completed(tasks):
-            await task
-            bar.update()
-        bar.close()
-        results = [task.result() for task in tasks]
+        with ThreadPoolExecutor(concurrency) as pool:
+            for batch_errors, vectors in pool.map(lambda b: scorer.embeddings(b, kinds), batches):
+                errors += batch_errors
+                for kind, array in vectors.items():
+                    parts[kind].append(array)
+                bar.update(len(batch_errors))
     finally:
-        await models.close()
-    kept = [(item, r) for item, r in zip(listings, results, strict=True) if r is not None]
-    vectors = {kind: np.stack([r[kind] for _, r in kept]) for kind in kinds} if kept else {}
-    return [item for item, _ in kept], vectors
+        bar.close()
+        scorer.close()
+    kept = []
+    for item, error in zip(listings, errors, strict=True):
+        if error is None:
+            kept.append(item)
+        else:
+            log.warning("skipped %s: %s", item["product_id"], error)
+    vectors = {kind: np.concatenate(parts[kind]) for kind in kinds} if kept else {}
+    return kept, vectors
 
 
 def build_index(
@@ -121,9 +110,7 @@ def build_index(
     """Embed the catalogue and save it as the index's next version; returns its folder."""
     catalogue = read_catalogue(prepared, splits)
     artifacts = ModelArtifacts.load(repository)
-    listings, vectors = asyncio.run(
-        embed_catalogue(catalogue, triton_url, artifacts, kinds, progress=progress)
-    )
+    listings, vectors = embed_catalogue(catalogue, triton_url, artifacts, kinds, progress=progress)
     public = [
         {
             "id": item["product_id"],

@@ -176,15 +176,21 @@ def build(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Embed a catalogue through the running Triton and save the index's next version."""
-    from fbmr.serving.catalogue import build_index
-    from fbmr.serving.inference import TritonUnavailable
+    try:
+        from fbmr.client.errors import Unavailable
+        from fbmr.serving.catalogue import build_index
+    except ImportError:  # a facade-only install: the client is an extra
+        typer.echo(
+            "fbmr index build needs fbmr-client: pip install 'fbmr-serving[client]'", err=True
+        )
+        raise typer.Exit(1) from None
 
     chosen = tuple(s.strip() for s in splits.split(",")) if splits else None
     try:
         path = build_index(
             catalogue, out, triton_url, repo, index_type, chosen, tuple(kinds), progress
         )
-    except (FileNotFoundError, ValueError, TritonUnavailable) as err:
+    except (FileNotFoundError, ValueError, Unavailable) as err:
         typer.echo(f"index not built: {err}", err=True)
         raise typer.Exit(1) from None
     meta = json.loads((path / "meta.json").read_text())
