@@ -99,7 +99,7 @@ async def retry_async(
     retryable: type[BaseException] | tuple[type[BaseException], ...] = TRANSIENT,
     policy: RetryPolicy = DEFAULT_POLICY,
 ) -> T:
-    """`await call()`, tried again on `retryable` errors under `policy`; the last error is raised."""
+    """`await call()`, tried again on `retryable` errors under `policy`; the last error raised."""
     async for attempt in policy.context(retryable):
         with attempt:
             return await call()
