@@ -47,6 +47,7 @@ from fbmr.core.contract import (
     Kind,
 )
 from fbmr.core.image import ImageDecodeError, ImageSpec, ImageTooLargeError, image_pixels
+from fbmr.core.listing import model_text
 
 AUTO = "auto"
 
@@ -293,8 +294,7 @@ class TritonScorer:
             if kind in NEEDS_PHOTO:
                 inputs[IMAGE] = np.stack([images[i] for i in members])
             if kind in NEEDS_TEXT:
-                encode = self.artifacts.tokenizer.encode
-                inputs[TOKEN_IDS] = np.stack([encode(str(rows[i].text)) for i in members])
+                inputs[TOKEN_IDS] = np.stack([self._tokens(rows[i].text) for i in members])
             probabilities, embeddings = self._infer(kind, inputs)
             for j, i in enumerate(members):
                 rows[i].ranked = self.artifacts.labels.rank(probabilities[j])
@@ -324,10 +324,13 @@ class TritonScorer:
             if kind in NEEDS_PHOTO:
                 inputs[IMAGE] = np.stack([images[i] for i in members])
             if kind in NEEDS_TEXT:
-                encode = self.artifacts.tokenizer.encode
-                inputs[TOKEN_IDS] = np.stack([encode(str(rows[i].text)) for i in members])
+                inputs[TOKEN_IDS] = np.stack([self._tokens(rows[i].text) for i in members])
             vectors[kind] = self._infer(kind, inputs)[1].astype(np.float32)
         return [r.error for r in rows], vectors
+
+    def _tokens(self, text: object) -> NDArray[np.int64]:
+        # read as training read the listing (and as the facade reads what it is sent)
+        return self.artifacts.text_input(model_text(text=text))
 
     def _images(self, rows: list[_Row]) -> dict[int, NDArray[Any]]:
         """Preprocessed photos by row position; rows whose photo fails get their error."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Request, UploadFile
+from fastapi import Depends, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from numpy.typing import NDArray
 from pydantic import ValidationError
@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind, kind_of
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
+from fbmr.core.listing import model_text
 from fbmr.serving.errors import FORM_TYPES, ApiError
 from fbmr.serving.schemas import TextQuery
 from fbmr.serving.settings import FacadeSettings
@@ -29,7 +30,11 @@ from fbmr.serving.settings import FacadeSettings
 Inputs = dict[str, NDArray[Any]]
 Encoder = Callable[[ModelArtifacts], Awaitable[Inputs]]
 
-SEND_TEXT = 'send JSON {"text": "..."} (Content-Type: application/json) or a form field "text"'
+SEND_TEXT = (
+    'send JSON {"text": "..."} or {"name": "...", "description": "..."} (Content-Type: '
+    "application/json), or the same as form fields"
+)
+TEXT_FIELDS = ("text", "name", "description")
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
 
 
@@ -62,16 +67,34 @@ async def image_tensor(
     return pixels[None]
 
 
-async def text_query(request: Request) -> str:
-    """The text of a body that is JSON `{"text": ...}` or a form with a `text` field (urlencoded
-    or multipart, as the photo endpoints take it): callers of the combined endpoint send both."""
+def listing_form(
+    text: str | None = Form(None, description=TextQuery.model_fields["text"].description),
+    name: str | None = Form(None, description=TextQuery.model_fields["name"].description),
+    description: str | None = Form(
+        None, description=TextQuery.model_fields["description"].description
+    ),
+) -> TextQuery:
+    """A listing's text from form fields (a route dependency): `text`, or `name` and
+    `description`."""
+    return TextQuery(text=text, name=name, description=description)
+
+
+ListingForm = Annotated[TextQuery, Depends(listing_form)]
+
+
+async def text_query(request: Request) -> TextQuery:
+    """The text of a body that is JSON or a form (urlencoded or multipart, as the photo endpoints
+    take it): `text`, or `name` and `description`; callers of the combined endpoint send both."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in FORM_TYPES:
         async with request.form() as form:
-            text = form.get("text")
-        if not isinstance(text, str):
-            raise ApiError(422, f"text: missing from the form, or not a text field; {SEND_TEXT}")
-        return text
+            fields = {name: form.get(name) for name in TEXT_FIELDS}
+        if any(value is not None and not isinstance(value, str) for value in fields.values()):
+            raise ApiError(422, f"text, name and description must be text fields; {SEND_TEXT}")
+        query = TextQuery.model_validate(fields)
+        if not query.given:
+            raise ApiError(422, f"no text in the form; {SEND_TEXT}")
+        return query
     if content_type != "application/json" and not content_type.endswith("+json"):
         sent = f"a {content_type} body" if content_type else "a body without Content-Type"
         raise ApiError(415, f"{sent} cannot be read; {SEND_TEXT}")
@@ -83,20 +106,27 @@ async def text_query(request: Request) -> str:
         kind = _JSON_KINDS.get(type(data), "not an object")
         raise ApiError(422, f"invalid request: the body is {kind}; {SEND_TEXT}")
     try:
-        return TextQuery.model_validate(data).text
+        query = TextQuery.model_validate(data)
     except ValidationError as err:
         raise RequestValidationError(err.errors()) from None
+    if not query.given:
+        raise ApiError(422, f"no text in the body; {SEND_TEXT}")
+    return query
 
 
-def checked_text(text: str | None, settings: FacadeSettings) -> str:
-    """A listing text within the limits (a 422 for an empty one, a 413 for one too long)."""
-    text = (text or "").strip()
+def checked_text(query: TextQuery, settings: FacadeSettings) -> str:
+    """The text the model reads for a query (`fbmr.core.listing.model_text`, as training reads a
+    listing), within the limits: a 422 for an empty one or for fields and a free text together,
+    a 413 for one too long."""
+    sent = sum(len(part) for part in (query.text, query.name, query.description) if part)
+    if sent > settings.max_text_chars:
+        raise ApiError(413, f"text: {sent} characters, over the limit of {settings.max_text_chars}")
+    try:
+        text = model_text(query.name, query.description, query.text)
+    except ValueError as err:
+        raise ApiError(422, f"text: {err}") from None
     if not text:
         raise ApiError(422, "text: empty; give the listing's name and/or description")
-    if len(text) > settings.max_text_chars:
-        raise ApiError(
-            413, f"text: {len(text)} characters, over the limit of {settings.max_text_chars}"
-        )
     return text
 
 
@@ -118,10 +148,10 @@ def encoder(kind: Kind, photo: bytes | None, text: str | None, settings: FacadeS
 
 
 async def query_encoder(
-    photo: UploadFile | None, text: str | None, settings: FacadeSettings
+    photo: UploadFile | None, query: TextQuery, settings: FacadeSettings
 ) -> tuple[Kind, Encoder]:
     """The kind of a query that may carry a photo, a text or both, and its inputs' encoder."""
-    kind = query_kind(photo is not None, text is not None)
+    kind = query_kind(photo is not None, query.given)
     data = await read_photo(photo, settings) if photo is not None else None
-    checked = checked_text(text, settings) if text is not None else None
+    checked = checked_text(query, settings) if query.given else None
     return kind, encoder(kind, data, checked, settings)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fbmr.core.contract import Kind
 
 
 class TextQuery(BaseModel):
-    text: str = Field(..., description="The listing's name and/or description.")
+    """A listing's text: its fields, or one free text. Either way the facade reads it as training
+    read the listing (`fbmr.core.listing.model_text`): the marketplace's `| in Town | Gumtree`
+    title suffix removed, white space folded."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is named, not ignored
+
+    text: str | None = Field(
+        None, description="The listing's name and/or description as one free text."
+    )
+    name: str | None = Field(None, description="The listing's title, as the marketplace wrote it.")
+    description: str | None = Field(None, description="The listing's description.")
+
+    @property
+    def given(self) -> bool:
+        return any(part is not None for part in (self.text, self.name, self.description))
 
 
 class Prediction(BaseModel):

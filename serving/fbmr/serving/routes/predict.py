@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from numpy.typing import NDArray
 
 from fbmr.core.artifacts import ModelArtifacts
@@ -18,6 +18,7 @@ from fbmr.serving.errors import ERROR_RESPONSES, unavailable
 from fbmr.serving.inference import Inference, ModelVersionUnavailable, TritonUnavailable
 from fbmr.serving.inputs import (
     Encoder,
+    ListingForm,
     checked_text,
     encoder,
     query_encoder,
@@ -32,9 +33,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
 PHOTO = File(..., description="The listing's photo.")
-TEXT = Form(..., description="The listing's name and/or description.")
 OPTIONAL_PHOTO = File(None, description="The listing's photo.")
-OPTIONAL_TEXT = Form(None, description="The listing's name and/or description.")
 UNAVAILABLE = "model server unavailable, retry later"
 OVERLOADED = "too many requests under way, retry later"
 
@@ -126,10 +125,11 @@ async def predict_text(request: Request, state: State, settings: Settings) -> Pr
 
 @router.post("/predict/combined", response_model=Prediction)
 async def predict_combined(
-    state: State, settings: Settings, photo: UploadFile = PHOTO, text: str = TEXT
+    state: State, settings: Settings, listing: ListingForm, photo: UploadFile = PHOTO
 ) -> Prediction:
-    """Category of a listing from its photo and text together."""
-    data, checked = await read_photo(photo, settings), checked_text(text, settings)
+    """Category of a listing from its photo and text (`text`, or `name` and `description`)
+    together."""
+    data, checked = await read_photo(photo, settings), checked_text(listing, settings)
     encode = encoder(Kind.combined, data, checked, settings)
     artifacts, result = await answer(state, Kind.combined, encode)
     return prediction(result.probabilities, artifacts)
@@ -139,11 +139,11 @@ async def predict_combined(
 async def embed(
     state: State,
     settings: Settings,
+    listing: ListingForm,
     photo: UploadFile | None = OPTIONAL_PHOTO,
-    text: str | None = OPTIONAL_TEXT,
 ) -> EmbedResponse:
     """The listing's embedding: image (photo only), text (text only) or combined (both)."""
-    kind, encode = await query_encoder(photo, text, settings)
+    kind, encode = await query_encoder(photo, listing, settings)
     artifacts, result = await answer(state, kind, encode)
     return EmbedResponse(
         kind=kind, embedding=result.embedding.tolist(), model_version=artifacts.version

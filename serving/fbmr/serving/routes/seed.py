@@ -13,7 +13,7 @@ from fbmr.serving.deps import PROTECTED, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES
 from fbmr.serving.inputs import checked_text, encoder, read_photo
 from fbmr.serving.routes.predict import answer, prediction
-from fbmr.serving.schemas import Prediction
+from fbmr.serving.schemas import Prediction, TextQuery
 
 router = APIRouter(tags=["seed-compatible"], dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
@@ -25,7 +25,7 @@ async def _predict(
     state: State, settings: Settings, kind: Kind, image: UploadFile | None, text: str | None
 ) -> Prediction:
     data = await read_photo(image, settings) if image is not None else None
-    checked = checked_text(text, settings) if text is not None else None
+    checked = checked_text(TextQuery(text=text), settings) if text is not None else None
     artifacts, result = await answer(state, kind, encoder(kind, data, checked, settings))
     return prediction(result.probabilities, artifacts)
 

@@ -9,8 +9,8 @@ from fbmr.core.contract import Kind
 from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
-from fbmr.serving.inputs import query_encoder, query_kind
-from fbmr.serving.routes.predict import OPTIONAL_PHOTO, OPTIONAL_TEXT, answer
+from fbmr.serving.inputs import ListingForm, query_encoder, query_kind
+from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
 
 router = APIRouter(prefix="/v1", dependencies=PROTECTED, responses=ERROR_RESPONSES)
@@ -28,14 +28,14 @@ async def similar(
     state: State,
     settings: Settings,
     store: Index,
+    listing: ListingForm,
     photo: UploadFile | None = OPTIONAL_PHOTO,
-    text: str | None = OPTIONAL_TEXT,
     k: int = Form(10, description="How many similar listings."),
 ) -> SimilarResponse:
     """The k catalogue listings nearest to a photo, a text, or both."""
     if not 1 <= k <= settings.max_k:
         raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
-    kind = query_kind(photo is not None, text is not None)
+    kind = query_kind(photo is not None, listing.given)
     index = store.current  # this request keeps this version even if a new one is swapped in
     if index is None:
         raise unavailable(
@@ -48,7 +48,7 @@ async def similar(
             f"this index holds no {kind.value} embeddings, so it cannot answer a query "
             f"with {QUERY_INPUTS[kind]}; send {accepted}",
         )
-    kind, encode = await query_encoder(photo, text, settings)
+    kind, encode = await query_encoder(photo, listing, settings)
     artifacts, result = await answer(state, kind, encode)
     if index.model_version not in (None, artifacts.version):
         # never compare vectors from two embedding spaces
