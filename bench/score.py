@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -78,18 +77,6 @@ def rows_table(prepared: Path, splits: list[str], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out)
     return out
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now (held open together so that they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def latest_onnx(repo: Path, model: str) -> Path:
@@ -223,7 +210,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/score"))
     args = parser.parse_args()
 
-    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+    from fbmr.serving.triton_server import LocalTriton, TritonPorts, free_ports
 
     table_path = rows_table(args.data, args.splits.split(","), args.out / "rows.parquet")
     table = pd.read_parquet(table_path)

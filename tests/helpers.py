@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from PIL import Image
+
+from fbmr.serving.triton_server import free_ports as free_ports  # re-exported for the tests
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
@@ -50,18 +51,6 @@ def write_seed_layout(root, products: list[dict], images: list[dict], photos: di
     for image_id, data in photos.items():
         (root / "images" / f"{image_id}.jpg").write_bytes(data)
     return root
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (held open together so that they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @contextmanager

@@ -17,36 +17,23 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from fbmr.serving import metrics
-from fbmr.serving.main import create_app
 from fbmr.serving.settings import FacadeSettings
-from tests.helpers import assert_error, encode, free_ports
+from tests.helpers import assert_error, encode
 
 ACCEPTED = "JPEG, PNG, WebP, GIF or BMP"
 
 
 @pytest.fixture(scope="module")
-def settings(cpu_repository) -> FacadeSettings:
-    (closed,) = free_ports(1)
-    return FacadeSettings(
-        triton_url=f"127.0.0.1:{closed}",
-        triton_timeout_s=5,
-        model_repository=cpu_repository,
-        index_dir=None,
-        max_body_bytes=2_000_000,
-        max_pixels=4_000_000,
-        max_text_chars=2_000,
-        max_k=50,
-    )
+def settings(offline_settings) -> FacadeSettings:
+    return offline_settings
 
 
 @pytest.fixture(scope="module")
-def client(settings):
-    with TestClient(create_app(settings)) as client:
-        yield client
+def client(offline_client):
+    return offline_client
 
 
 def _photo(size=(64, 48), colour=(200, 40, 90)) -> Image.Image:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -155,6 +156,19 @@ def server_command(
     if install.backend_directory:
         command.append(f"--backend-directory={install.backend_directory}")
     return [*command, *extra]
+
+
+def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
+    """Ports free on `host` right now (held open together so that they differ): for a local
+    Triton and facade beside others, as the tests and benchmarks start them."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def is_ready(url: str, timeout_s: float = 2.0) -> bool:

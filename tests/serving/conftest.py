@@ -1,0 +1,33 @@
+"""The in-process facade of the validation tests: FastAPI's TestClient over an app whose Triton URL
+points at a closed port, so every check answers before a model server would be called, and a
+request that passed them all gets a 503."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fbmr.serving.main import create_app
+from fbmr.serving.settings import FacadeSettings
+from tests.helpers import free_ports
+
+
+@pytest.fixture(scope="module")
+def offline_settings(cpu_repository) -> FacadeSettings:
+    (closed,) = free_ports(1)
+    return FacadeSettings(
+        triton_url=f"127.0.0.1:{closed}",
+        triton_timeout_s=5,
+        model_repository=cpu_repository,
+        index_dir=None,
+        max_body_bytes=2_000_000,
+        max_pixels=4_000_000,
+        max_text_chars=2_000,
+        max_k=50,
+    )
+
+
+@pytest.fixture(scope="module")
+def offline_client(offline_settings):
+    with TestClient(create_app(offline_settings)) as client:
+        yield client
