@@ -181,6 +181,23 @@ def test_a_folder_without_models_is_refused(tmp_path):
         LocalTriton(tmp_path)
 
 
+def metrics_page(url: str, within_s: float = 30) -> bytes:
+    """Triton's metrics page; its metrics server may start listening a moment after Triton
+    reports ready (seconds on a loaded machine)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     http, grpc, metrics = free_ports(3)
@@ -204,10 +221,7 @@ def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeyp
         assert record["grpc"] == f"127.0.0.1:{grpc}"
         status = runner.invoke(app, ["triton", "status", "--grpc-port", str(grpc)])
         assert status.exit_code == 0 and json.loads(status.output)["ready"] is True
-        import urllib.request
-
-        with urllib.request.urlopen(record["metrics"], timeout=5) as response:
-            assert b"nv_inference_count" in response.read()
+        assert b"nv_inference_count" in metrics_page(record["metrics"])
     finally:
         stopped = runner.invoke(app, ["triton", "stop", "--grpc-port", str(grpc)])
     assert stopped.exit_code == 0, stopped.output
