@@ -17,6 +17,7 @@ from fbmr.client import (
     AsyncClient,
     Client,
     InvalidInput,
+    ListingText,
     Prediction,
     ServerUnreachable,
     TooLarge,
@@ -58,6 +59,16 @@ def test_predict_each_kind(facade_url, listing):
         assert _same(client.predict(photo=photo, text=text), both)
         with pytest.raises(ValueError, match="photo, a text"):
             client.predict()
+
+
+def test_a_listing_may_be_sent_as_its_fields(facade_url, listing):
+    photo, text, _ = listing
+    raw = ListingText(name=f"{text} | in Leeds, West Yorkshire | Gumtree", description="")
+    with Client(facade_url) as client:
+        # the title as the marketplace wrote it reads as the cleaned text training saw
+        assert _same(client.predict_text(raw), client.predict_text(text))
+        assert _same(client.predict_combined(photo, raw), client.predict_combined(photo, text))
+        assert client.embed(text=raw).kind is Kind.text
 
 
 def test_a_photo_may_be_a_path_bytes_a_file_or_a_pil_image(facade_url, listing, tmp_path):

@@ -4,6 +4,8 @@
     with Client("http://127.0.0.1:8080") as client:
         prediction = client.predict(photo="chair.jpg", text="Oak dining chair")
         print(prediction.pred, prediction.top(3))
+        # or the listing's fields, as the marketplace wrote them
+        client.predict_text(ListingText(name="Oak chair | in Leeds | Gumtree", description="..."))
 
 `AsyncClient` is the same API for asyncio. Errors are typed (`fbmr.client.errors`); 503s and
 transport failures are retried (`fbmr.client.retry`). `fbmr score` (`fbmr.client.score`) scores a
@@ -32,7 +34,15 @@ if TYPE_CHECKING:
         Unavailable,
     )
     from fbmr.client.retry import RetryPolicy
-    from fbmr.client.types import Embedding, Prediction, Readiness, Reload, Similar, SimilarListing
+    from fbmr.client.types import (
+        Embedding,
+        ListingText,
+        Prediction,
+        Readiness,
+        Reload,
+        Similar,
+        SimilarListing,
+    )
 
 _HOMES = {
     "AsyncClient": "client",
@@ -47,6 +57,7 @@ _HOMES = {
     "Unavailable": "errors",
     "RetryPolicy": "retry",
     "Embedding": "types",
+    "ListingText": "types",
     "Prediction": "types",
     "Readiness": "types",
     "Reload": "types",
@@ -60,6 +71,7 @@ __all__ = [
     "Embedding",
     "FbmrError",
     "InvalidInput",
+    "ListingText",
     "Prediction",
     "Readiness",
     "Reload",

@@ -19,7 +19,7 @@ import httpx
 from fbmr.client.errors import FbmrError, ServerUnreachable, error_for
 from fbmr.client.photos import Photo, photo_bytes
 from fbmr.client.retry import DEFAULT_POLICY, TRANSIENT, RetryPolicy
-from fbmr.client.types import Embedding, Prediction, Readiness, Reload, Similar
+from fbmr.client.types import Embedding, Prediction, Readiness, Reload, Similar, Text
 from fbmr.core.contract import DEFAULT_FACADE_URL, Kind, kind_of
 
 API_KEY_ENV = "FBMR_API_KEY"
@@ -59,10 +59,14 @@ def _photo_part(photo: Photo) -> tuple[str, bytes]:
     return ("photo", photo_bytes(photo))
 
 
-def _query(photo: Photo | None, text: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+def _text_fields(text: Text) -> dict[str, str]:
+    return {"text": text} if isinstance(text, str) else text.fields()
+
+
+def _query(photo: Photo | None, text: Text | None) -> tuple[dict[str, str], dict[str, Any]]:
     if photo is None and text is None:
         raise ValueError("give a photo, a text, or both")
-    data = {} if text is None else {"text": text}
+    data = {} if text is None else _text_fields(text)
     files = {} if photo is None else {"photo": _photo_part(photo)}
     return data, files
 
@@ -75,21 +79,21 @@ def _predict_image(photo: Photo) -> _Call[Prediction]:
     return _Call("POST", "/v1/predict/image", _prediction, files={"photo": _photo_part(photo)})
 
 
-def _predict_text(text: str) -> _Call[Prediction]:
-    return _Call("POST", "/v1/predict/text", _prediction, json={"text": text})
+def _predict_text(text: Text) -> _Call[Prediction]:
+    return _Call("POST", "/v1/predict/text", _prediction, json=_text_fields(text))
 
 
-def _predict_combined(photo: Photo, text: str) -> _Call[Prediction]:
+def _predict_combined(photo: Photo, text: Text) -> _Call[Prediction]:
     return _Call(
         "POST",
         "/v1/predict/combined",
         _prediction,
-        data={"text": text},
+        data=_text_fields(text),
         files={"photo": _photo_part(photo)},
     )
 
 
-def _predict(photo: Photo | None, text: str | None) -> _Call[Prediction]:
+def _predict(photo: Photo | None, text: Text | None) -> _Call[Prediction]:
     if photo is None and text is None:
         raise ValueError("give a photo, a text, or both")
     kind = kind_of(photo is not None, text is not None)
@@ -103,14 +107,14 @@ def _predict(photo: Photo | None, text: str | None) -> _Call[Prediction]:
     return _predict_text(text)
 
 
-def _embed(photo: Photo | None, text: str | None) -> _Call[Embedding]:
+def _embed(photo: Photo | None, text: Text | None) -> _Call[Embedding]:
     data, files = _query(photo, text)
     return _Call(
         "POST", "/v1/embed", lambda r: Embedding.from_json(_json(r)), data=data, files=files
     )
 
 
-def _similar(photo: Photo | None, text: str | None, k: int) -> _Call[Similar]:
+def _similar(photo: Photo | None, text: Text | None, k: int) -> _Call[Similar]:
     data, files = _query(photo, text)
     return _Call(
         "POST",
@@ -212,24 +216,24 @@ class Client(_Base):
                 return _answer(call, response)
         raise AssertionError("unreachable")
 
-    def predict(self, photo: Photo | None = None, text: str | None = None) -> Prediction:
+    def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:
         """The category from a photo, a text or both (image, text or combined model)."""
         return self._send(_predict(photo, text))
 
     def predict_image(self, photo: Photo) -> Prediction:
         return self._send(_predict_image(photo))
 
-    def predict_text(self, text: str) -> Prediction:
+    def predict_text(self, text: Text) -> Prediction:
         return self._send(_predict_text(text))
 
-    def predict_combined(self, photo: Photo, text: str) -> Prediction:
+    def predict_combined(self, photo: Photo, text: Text) -> Prediction:
         return self._send(_predict_combined(photo, text))
 
-    def embed(self, photo: Photo | None = None, text: str | None = None) -> Embedding:
+    def embed(self, photo: Photo | None = None, text: Text | None = None) -> Embedding:
         """The listing's embedding, in the space of what it is given."""
         return self._send(_embed(photo, text))
 
-    def similar(self, photo: Photo | None = None, text: str | None = None, k: int = 10) -> Similar:
+    def similar(self, photo: Photo | None = None, text: Text | None = None, k: int = 10) -> Similar:
         """The `k` catalogue listings nearest to a photo, a text or both."""
         return self._send(_similar(photo, text, k))
 
@@ -291,25 +295,25 @@ class AsyncClient(_Base):
                 return _answer(call, response)
         raise AssertionError("unreachable")
 
-    async def predict(self, photo: Photo | None = None, text: str | None = None) -> Prediction:
+    async def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:
         """The category from a photo, a text or both (image, text or combined model)."""
         return await self._send(_predict(photo, text))
 
     async def predict_image(self, photo: Photo) -> Prediction:
         return await self._send(_predict_image(photo))
 
-    async def predict_text(self, text: str) -> Prediction:
+    async def predict_text(self, text: Text) -> Prediction:
         return await self._send(_predict_text(text))
 
-    async def predict_combined(self, photo: Photo, text: str) -> Prediction:
+    async def predict_combined(self, photo: Photo, text: Text) -> Prediction:
         return await self._send(_predict_combined(photo, text))
 
-    async def embed(self, photo: Photo | None = None, text: str | None = None) -> Embedding:
+    async def embed(self, photo: Photo | None = None, text: Text | None = None) -> Embedding:
         """The listing's embedding, in the space of what it is given."""
         return await self._send(_embed(photo, text))
 
     async def similar(
-        self, photo: Photo | None = None, text: str | None = None, k: int = 10
+        self, photo: Photo | None = None, text: Text | None = None, k: int = 10
     ) -> Similar:
         """The `k` catalogue listings nearest to a photo, a text or both."""
         return await self._send(_similar(photo, text, k))

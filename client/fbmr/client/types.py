@@ -16,6 +16,23 @@ from fbmr.core.contract import Kind
 
 
 @dataclass(frozen=True)
+class ListingText:
+    """A listing's text as its fields: the title as the marketplace wrote it (its `| in Town |
+    Gumtree` suffix may stay) and the description. The facade reads them as training read the
+    catalogue; a plain `str` is sent as one free text instead."""
+
+    name: str = ""
+    description: str = ""
+
+    def fields(self) -> dict[str, str]:
+        return {"name": self.name, "description": self.description}
+
+
+# What the client's `text` parameters take.
+Text = str | ListingText
+
+
+@dataclass(frozen=True)
 class Prediction:
     """Every category, most probable first, with its probability; `pred` is the first."""
 
