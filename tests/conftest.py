@@ -92,16 +92,14 @@ def demo_index(triton, cpu_repository, demo_prepared, tmp_path_factory):
 @pytest.fixture(scope="session")
 def facade_settings(triton, cpu_repository, demo_index):
     from fbmr.serving.settings import FacadeSettings
+    from tests.helpers import TEST_LIMITS
 
     return FacadeSettings(
         triton_url=triton.ports.grpc_url,
         model_repository=cpu_repository,
         index_dir=demo_index,
         index_poll_s=0,
-        max_body_bytes=2_000_000,
-        max_pixels=4_000_000,
-        max_text_chars=2_000,
-        max_k=50,
+        **TEST_LIMITS,
     )
 
 

@@ -12,6 +12,14 @@ from PIL import Image
 
 from fbmr.serving.triton_server import free_ports as free_ports  # re-exported for the tests
 
+# The facade's limits in the tests: small enough to test going over them cheaply.
+TEST_LIMITS = {
+    "max_body_bytes": 2_000_000,
+    "max_pixels": 4_000_000,
+    "max_text_chars": 2_000,
+    "max_k": 50,
+}
+
 
 def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
     """An image encoded in memory."""

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from fbmr.serving.main import create_app
 from fbmr.serving.settings import FacadeSettings
-from tests.helpers import free_ports
+from tests.helpers import TEST_LIMITS, free_ports
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,7 @@ def offline_settings(cpu_repository) -> FacadeSettings:
         triton_timeout_s=5,
         model_repository=cpu_repository,
         index_dir=None,
-        max_body_bytes=2_000_000,
-        max_pixels=4_000_000,
-        max_text_chars=2_000,
-        max_k=50,
+        **TEST_LIMITS,
     )
 
 
