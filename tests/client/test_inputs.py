@@ -73,6 +73,22 @@ def test_tables_with_photos_relative_to_the_table(tmp_path, suffix):
     assert rows.loc[1, "text"] in (None, "") and rows.loc[3, "text"] in (None, "")
 
 
+def test_a_table_may_hold_the_listing_fields_instead_of_text(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "name": ["Sun loungers | in Skegness, Lincolnshire | Gumtree", None, None],
+            "description": ["Great  condition", "Oak chair", None],
+        }
+    )
+    frame.to_parquet(tmp_path / "fields.parquet")
+    rows = read_input(tmp_path / "fields.parquet")
+    assert rows["text"].tolist() == ["Sun loungers Great condition", "Oak chair", None]
+    frame.assign(text="x").to_parquet(tmp_path / "both.parquet")
+    with pytest.raises(InputError, match="not both"):
+        read_input(tmp_path / "both.parquet")
+
+
 def test_a_table_on_an_fsspec_filesystem(tmp_path):
     fs = fsspec.filesystem("memory")
     with fs.open("memory://catalogue/rows.jsonl", "w") as f:

@@ -7,7 +7,9 @@
   own: `fbmr.training.data.seed` reads the same files for training, but the client installs
   without training (no torch), and `fbmr.core` holds no pandas.
 - A table (CSV, Parquet, JSON lines) with an `id` column and `text` and/or `photo`; a photo is
-  a path relative to the table's folder, an absolute path or an fsspec URL.
+  a path relative to the table's folder, an absolute path or an fsspec URL. Instead of `text`, a
+  table may hold the listing's fields, `name` (as the marketplace wrote it) and/or
+  `description`, read as training reads them (`listing_text`).
 
 Photos are resolved to absolute paths or URLs here, so whoever scores a row (a local process
 pool, a Ray actor on another node) reads it without knowing where the table was.
@@ -25,6 +27,7 @@ import pandas as pd
 from fbmr.core.listing import clean_field, listing_text
 
 COLUMNS = ("id", "text", "photo")
+FIELDS = {"name", "description"}  # a listing's text as its fields, instead of `text`
 TABLE_FORMATS = {
     ".csv": "csv",
     ".parquet": "parquet",
@@ -113,14 +116,26 @@ def read_table(location: str) -> pd.DataFrame:
             table = pd.read_parquet(f)
         else:
             table = pd.read_json(f, lines=True, dtype=False)
-    if "id" not in table.columns or not {"text", "photo"} & set(table.columns):
+    columns = set(table.columns)
+    fields = sorted(FIELDS & columns)
+    if "id" not in columns or not ({"text", "photo"} | FIELDS) & columns:
         raise InputError(
-            f"{location}: a table needs an `id` column and `text` and/or `photo`; "
-            f"found {list(table.columns)}"
+            f"{location}: a table needs an `id` column and `text` (or `name` and/or "
+            f"`description`) and/or `photo`; found {list(table.columns)}"
         )
+    if "text" in columns and fields:
+        raise InputError(f"{location}: give `text` or the fields {fields}, not both")
     base = posixpath.dirname(location) if _is_url(location) else str(Path(location).parent)
     rows = pd.DataFrame({"id": table["id"].map(lambda v: "" if pd.isna(v) else str(v))})
-    rows["text"] = table["text"].map(_text) if "text" in table.columns else None
+    if fields:
+        names = table["name"] if "name" in columns else [None] * len(table)
+        descriptions = table["description"] if "description" in columns else [None] * len(table)
+        rows["text"] = [
+            listing_text(*(_text(v) or "" for v in pair)) or None
+            for pair in zip(names, descriptions, strict=True)
+        ]
+    else:
+        rows["text"] = table["text"].map(_text) if "text" in columns else None
     if "photo" in table.columns:
         rows["photo"] = [_photo_location(base, value) for value in table["photo"]]
     else:
