@@ -110,6 +110,11 @@ def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
         # the index was built for version 1: never searched with version 2's vectors
         similar = client.post("/v1/similar", data={"text": listings[0][1]})
 
+    versions = [answer["model_version"] for _, answer in answers]
+    print(
+        f"{len(answers) + len(failures)} requests during the swap: {versions.count(1)} answered "
+        f"by version 1, {versions.count(2)} by version 2, {len(failures)} failed"
+    )
     assert failures == []
     assert {answer["model_version"] for _, answer in answers} == {1, 2}
     for i, answer in answers:
