@@ -65,7 +65,14 @@ def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
     version_2 = rotated_class_order(tiny_run, tmp_path / "run-rotated")
     ports = TritonPorts("127.0.0.1", *free_ports(3))
     settings = facade_settings.model_copy(
-        update={"triton_url": ports.grpc_url, "model_repository": repository, "model_poll_s": 0.5}
+        update={
+            "triton_url": ports.grpc_url,
+            "model_repository": repository,
+            "model_poll_s": 0.5,
+            # the swap takes about 5 s on a loaded machine; room for a slower one (the client's
+            # timeout is 60 s)
+            "swap_wait_s": 45,
+        }
     )
 
     def ask(client, i: int):
