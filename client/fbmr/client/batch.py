@@ -45,6 +45,7 @@ from fbmr.core.contract import (
     PROBABILITIES,
     TOKEN_IDS,
     Kind,
+    kind_of,
 )
 from fbmr.core.image import ImageDecodeError, ImageSpec, ImageTooLargeError, image_pixels
 from fbmr.core.listing import model_text
@@ -61,8 +62,8 @@ PHOTO_TOO_LARGE = "photo_too_large"
 INVALID_INPUT = "invalid_input"
 TOO_LARGE = "too_large"
 
-NEEDS_PHOTO = {Kind.image, Kind.combined}
-NEEDS_TEXT = {Kind.text, Kind.combined}
+NEEDS_PHOTO = {kind for kind in Kind if IMAGE in ENSEMBLES[kind].inputs}
+NEEDS_TEXT = {kind for kind in Kind if TOKEN_IDS in ENSEMBLES[kind].inputs}
 
 # gRPC: no message size limit (a batch of photos is large), and reconnect within a second once
 # Triton is back instead of gRPC's default back-off of up to two minutes.
@@ -151,9 +152,7 @@ def plan_row(photo: object, text: object, kind: str) -> _Row:
     has_text = text_given and str(text).strip() != ""
     if kind == AUTO:
         if has_photo or has_text:
-            chosen = (
-                Kind.combined if has_photo and has_text else Kind.image if has_photo else Kind.text
-            )
+            chosen = kind_of(has_photo, has_text)
         elif text_given:
             return _Row(None, f"{TEXT_EMPTY}: the text is empty and there is no photo")
         else:
@@ -290,12 +289,7 @@ class TritonScorer:
             members = [i for i, r in enumerate(rows) if r.kind is kind and r.error is None]
             if not members:
                 continue
-            inputs: dict[str, NDArray[Any]] = {}
-            if kind in NEEDS_PHOTO:
-                inputs[IMAGE] = np.stack([images[i] for i in members])
-            if kind in NEEDS_TEXT:
-                inputs[TOKEN_IDS] = np.stack([self._tokens(rows[i].text) for i in members])
-            probabilities, embeddings = self._infer(kind, inputs)
+            probabilities, embeddings = self._infer(kind, self._inputs(kind, rows, members, images))
             for j, i in enumerate(members):
                 rows[i].ranked = self.artifacts.labels.rank(probabilities[j])
                 rows[i].embedding = embeddings[j]
@@ -308,9 +302,7 @@ class TritonScorer:
         building a similar-listing index: the rows' errors (None: embedded), and per kind one
         array with a row per embedded row, in batch order. Triton's transient errors are
         retried under this scorer's policy; `Unavailable` once it is spent."""
-        photo = any(k in NEEDS_PHOTO for k in kinds)
-        text = any(k in NEEDS_TEXT for k in kinds)
-        needs = Kind.combined if photo and text else Kind.image if photo else Kind.text
+        needs = kind_of(any(k in NEEDS_PHOTO for k in kinds), any(k in NEEDS_TEXT for k in kinds))
         rows = [
             plan_row(p, t, needs.value) for p, t in zip(batch["photo"], batch["text"], strict=True)
         ]
@@ -320,17 +312,22 @@ class TritonScorer:
         for kind in kinds:
             if not members:
                 break
-            inputs: dict[str, NDArray[Any]] = {}
-            if kind in NEEDS_PHOTO:
-                inputs[IMAGE] = np.stack([images[i] for i in members])
-            if kind in NEEDS_TEXT:
-                inputs[TOKEN_IDS] = np.stack([self._tokens(rows[i].text) for i in members])
+            inputs = self._inputs(kind, rows, members, images)
             vectors[kind] = self._infer(kind, inputs)[1].astype(np.float32)
         return [r.error for r in rows], vectors
 
-    def _tokens(self, text: object) -> NDArray[np.int64]:
-        # read as training read the listing (and as the facade reads what it is sent)
-        return self.artifacts.text_input(model_text(text=text))
+    def _inputs(
+        self, kind: Kind, rows: list[_Row], members: list[int], images: dict[int, NDArray[Any]]
+    ) -> dict[str, NDArray[Any]]:
+        """The ensemble inputs of `kind` for the rows at `members`, stacked in that order; text
+        read as training read the listing (and as the facade reads what it is sent)."""
+        inputs: dict[str, NDArray[Any]] = {}
+        if kind in NEEDS_PHOTO:
+            inputs[IMAGE] = np.stack([images[i] for i in members])
+        if kind in NEEDS_TEXT:
+            encode = self.artifacts.text_input
+            inputs[TOKEN_IDS] = np.stack([encode(model_text(text=rows[i].text)) for i in members])
+        return inputs
 
     def _images(self, rows: list[_Row]) -> dict[int, NDArray[Any]]:
         """Preprocessed photos by row position; rows whose photo fails get their error."""
