@@ -81,6 +81,16 @@ class TritonTarget:
     # photos over this many pixels are refused, as the facade refuses them
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    def scorer_arguments(self, options: ScoreOptions) -> dict[str, Any]:
+        """What a `TritonScorer` for this target takes (here, or in each Ray actor)."""
+        return {
+            "urls": list(self.urls),
+            "artifacts": ModelArtifacts.load(self.repository),
+            "options": options,
+            "retry": self.retry,
+            "max_pixels": self.max_pixels,
+        }
+
 
 @dataclass
 class Summary:
@@ -376,7 +386,6 @@ async def _score_triton(
     concurrency: int,
     bar: tqdm,
 ) -> None:
-    artifacts = ModelArtifacts.load(target.repository)
     loop = asyncio.get_running_loop()
     # spawn, not fork: the parent holds gRPC threads, which a forked child must not inherit
     processes = (
@@ -385,14 +394,7 @@ async def _score_triton(
         else None
     )
     threads = ThreadPoolExecutor(concurrency, thread_name_prefix="fbmr-score")
-    scorer = TritonScorer(
-        target.urls,
-        artifacts,
-        run.options,
-        retry=target.retry,
-        max_pixels=target.max_pixels,
-        executor=processes,
-    )
+    scorer = TritonScorer(**target.scorer_arguments(run.options), executor=processes)
     try:
         await _execute(
             units,
@@ -440,7 +442,6 @@ def _score_ray(
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
-        artifacts = ModelArtifacts.load(target.repository)
         by_row = {}
         for unit in units:
             unit.pending = len(unit.rows)
@@ -448,13 +449,7 @@ def _score_ray(
         rows = pd.concat([unit.rows for unit in units])
         dataset = ray.data.from_pandas(rows).map_batches(
             TritonScorer,
-            fn_constructor_kwargs={
-                "urls": list(target.urls),
-                "artifacts": artifacts,
-                "options": run.options,
-                "retry": target.retry,
-                "max_pixels": target.max_pixels,
-            },
+            fn_constructor_kwargs=target.scorer_arguments(run.options),
             batch_size=batch_size,
             batch_format="pandas",
             concurrency=concurrency,
