@@ -5,14 +5,15 @@ request can be sent again after a 503, a refused connection or a timeout. A 4xx 
 the same request gets the same answer. The back-off is stamina's (exponential, jittered, capped);
 a 503's `Retry-After` replaces it for that wait. `RetryPolicy.timeout_s` bounds the total time.
 
-`retry_async` and `retry_call` apply the same policy to any call and exception type, so code
-outside the client (a Triton call that raises its own "unavailable" error) retries the same way.
+`retry_call` applies the same policy to any call and exception type, so code outside the HTTP
+client (the direct scorer's Triton calls, which raise their own `Unavailable`) retries the same
+way.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -91,16 +92,4 @@ def retry_call(
     for attempt in policy.context(retryable):
         with attempt:
             return call()
-    raise AssertionError("unreachable: stamina raises once attempts are spent")
-
-
-async def retry_async(
-    call: Callable[[], Awaitable[T]],
-    retryable: type[BaseException] | tuple[type[BaseException], ...] = TRANSIENT,
-    policy: RetryPolicy = DEFAULT_POLICY,
-) -> T:
-    """`await call()`, tried again on `retryable` errors under `policy`; the last error raised."""
-    async for attempt in policy.context(retryable):
-        with attempt:
-            return await call()
     raise AssertionError("unreachable: stamina raises once attempts are spent")
