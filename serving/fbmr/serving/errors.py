@@ -52,6 +52,11 @@ async def _api_error(request: Request, err: Exception) -> JSONResponse:
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
+def media_type(request: Request) -> str:
+    """The request body's media type, without parameters (charset, boundary); "" when unsent."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def takes_form(request: Request) -> bool:
     """Whether the request's route reads its body as form fields and files."""
     route = request.scope.get("route")
@@ -66,7 +71,7 @@ async def _invalid_request(request: Request, err: Exception) -> JSONResponse:
         where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))
         problems.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
     message = "invalid request: " + "; ".join(problems)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request)
     if takes_form(request) and content_type not in FORM_TYPES:
         # e.g. JSON sent to a photo endpoint: its fields come out missing; say why
         sent = content_type or "a body without Content-Type"

@@ -23,7 +23,7 @@ from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind, kind_of
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
 from fbmr.core.listing import model_text
-from fbmr.serving.errors import FORM_TYPES, ApiError
+from fbmr.serving.errors import FORM_TYPES, ApiError, media_type
 from fbmr.serving.schemas import TextQuery
 from fbmr.serving.settings import FacadeSettings
 
@@ -85,7 +85,7 @@ ListingForm = Annotated[TextQuery, Depends(listing_form)]
 async def text_query(request: Request) -> TextQuery:
     """The text of a body that is JSON or a form (urlencoded or multipart, as the photo endpoints
     take it): `text`, or `name` and `description`; callers of the combined endpoint send both."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request)
     if content_type in FORM_TYPES:
         async with request.form() as form:
             fields = {name: form.get(name) for name in TEXT_FIELDS}
