@@ -20,20 +20,9 @@ import pytest
 from PIL import Image
 
 from fbmr.serving import metrics
-from fbmr.serving.settings import FacadeSettings
 from tests.helpers import assert_error, encode
 
 ACCEPTED = "JPEG, PNG, WebP, GIF or BMP"
-
-
-@pytest.fixture(scope="module")
-def settings(offline_settings) -> FacadeSettings:
-    return offline_settings
-
-
-@pytest.fixture(scope="module")
-def client(offline_client):
-    return offline_client
 
 
 def _photo(size=(64, 48), colour=(200, 40, 90)) -> Image.Image:
@@ -127,10 +116,12 @@ def test_odd_photos_are_categorised(facade, name):
 
 
 @pytest.mark.parametrize("name", BAD_PHOTOS)
-def test_bad_photos_are_refused_with_the_reason(client, name):
+def test_bad_photos_are_refused_with_the_reason(offline_client, name):
     make, status, words = BAD_PHOTOS[name]
     for path in ("/v1/predict/image", "/v1/predict/combined", "/v1/embed"):
-        response = client.post(path, files={"photo": ("p.jpg", make())}, data={"text": "a sofa"})
+        response = offline_client.post(
+            path, files={"photo": ("p.jpg", make())}, data={"text": "a sofa"}
+        )
         assert_error(response, status, *words)
 
 
@@ -144,15 +135,15 @@ def test_odd_texts_are_categorised(facade, name):
     assert response.status_code == 200 and len(response.json()["listings"]) == 3, response.text
 
 
-def test_a_megabyte_of_text_is_refused_as_too_long(client):
+def test_a_megabyte_of_text_is_refused_as_too_long(offline_client):
     megabyte = "sofa " * 200_000  # 1,000,000 characters, over the 2,000 of max_text_chars
-    assert_error(client.post("/v1/predict/text", json={"text": megabyte}), 413, "limit")
-    assert_error(client.post("/v1/predict/text", data={"text": megabyte}), 413, "limit")
+    assert_error(offline_client.post("/v1/predict/text", json={"text": megabyte}), 413, "limit")
+    assert_error(offline_client.post("/v1/predict/text", data={"text": megabyte}), 413, "limit")
     # a form field over the multipart parser's own limit (1 MiB) is a 413 too, not a 400
     over = "sofa " * 300_000
-    assert_error(client.post("/v1/predict/text", data={"text": over}), 413, "limit")
+    assert_error(offline_client.post("/v1/predict/text", data={"text": over}), 413, "limit")
     photo = encode(_photo(), "JPEG")
-    response = client.post(
+    response = offline_client.post(
         "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": over}
     )
     assert_error(response, 413, "limit")
@@ -171,47 +162,54 @@ def test_a_megabyte_of_text_is_refused_as_too_long(client):
     ],
     ids=["number", "null", "list", "other-field", "array", "string", "bare-number"],
 )
-def test_json_of_the_wrong_shape_is_refused(client, body, words):
-    response = client.post(
+def test_json_of_the_wrong_shape_is_refused(offline_client, body, words):
+    response = offline_client.post(
         "/v1/predict/text", content=body, headers={"content-type": "application/json"}
     )
     assert_error(response, 422, *words)
 
 
-def test_a_form_is_taken_like_json_and_other_bodies_are_told_what_to_send(client):
+def test_a_form_is_taken_like_json_and_other_bodies_are_told_what_to_send(offline_client):
     # past the body, the request reaches the (absent) model server: the text was read
-    assert_error(client.post("/v1/predict/text", data={"text": "a sofa"}), 503, "unavailable")
-    multipart = client.post("/v1/predict/text", data={"text": "a sofa"}, files={"x": ("x", b"")})
+    assert_error(
+        offline_client.post("/v1/predict/text", data={"text": "a sofa"}), 503, "unavailable"
+    )
+    multipart = offline_client.post(
+        "/v1/predict/text", data={"text": "a sofa"}, files={"x": ("x", b"")}
+    )
     assert_error(multipart, 503, "unavailable")
-    assert_error(client.post("/v1/predict/text", data={"title": "a sofa"}), 422, '"text"')
+    assert_error(offline_client.post("/v1/predict/text", data={"title": "a sofa"}), 422, '"text"')
     plain = {"content-type": "text/plain"}
-    response = client.post("/v1/predict/text", content=b"a sofa", headers=plain)
+    response = offline_client.post("/v1/predict/text", content=b"a sofa", headers=plain)
     assert_error(response, 415, "text/plain", '{"text": "..."}', "application/json", "form")
-    assert_error(client.post("/v1/predict/text", content=b"a sofa"), 415, "Content-Type")
-    response = client.post(
+    assert_error(offline_client.post("/v1/predict/text", content=b"a sofa"), 415, "Content-Type")
+    response = offline_client.post(
         "/v1/predict/text", content=b'{"text": "a so', headers={"content-type": "application/json"}
     )
     assert_error(response, 400, "not JSON", '{"text": "..."}')
-    deep = client.post(
+    deep = offline_client.post(
         "/v1/predict/text", content=b"[" * 100_000, headers={"content-type": "application/json"}
     )
     assert_error(deep, 400, "not JSON")  # nested too deep for the parser: not a 500
     # JSON to the photo endpoints: they say they take multipart/form-data
     sent = {"text": "a sofa", "photo": "p.jpg"}
     for path in ("/v1/predict/image", "/v1/predict/combined"):
-        response = client.post(path, json=sent)
+        response = offline_client.post(path, json=sent)
         assert_error(response, 422, "photo", "multipart/form-data", "not application/json")
     for path in ("/v1/embed", "/v1/similar"):  # where both are optional
-        assert_error(client.post(path, json=sent), 422, "photo, a text", "multipart/form-data")
+        assert_error(
+            offline_client.post(path, json=sent), 422, "photo, a text", "multipart/form-data"
+        )
 
 
 @pytest.mark.parametrize("k", ["0", "-1", str(10**9), "ten", "1.5"])
-def test_k_out_of_range_or_not_a_number_is_refused(client, k):
-    assert_error(client.post("/v1/similar", data={"text": "a sofa", "k": k}), 422, "k")
+def test_k_out_of_range_or_not_a_number_is_refused(offline_client, k):
+    assert_error(offline_client.post("/v1/similar", data={"text": "a sofa", "k": k}), 422, "k")
 
 
-def test_the_openapi_schema_documents_both_text_encodings(client):
-    body = client.get("/openapi.json").json()["paths"]["/v1/predict/text"]["post"]["requestBody"]
+def test_the_openapi_schema_documents_both_text_encodings(offline_client):
+    schema = offline_client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/predict/text"]["post"]["requestBody"]
     for media in ("application/json", "application/x-www-form-urlencoded"):
         assert set(body["content"][media]["schema"]["properties"]) == {
             "text",

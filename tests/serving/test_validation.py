@@ -10,18 +10,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from fbmr.serving.main import create_app
-from fbmr.serving.settings import FacadeSettings
 from tests.helpers import assert_error, encode
-
-
-@pytest.fixture(scope="module")
-def settings(offline_settings) -> FacadeSettings:
-    return offline_settings
-
-
-@pytest.fixture(scope="module")
-def client(offline_client):
-    return offline_client
 
 
 @pytest.fixture(scope="module")
@@ -29,59 +18,65 @@ def photo() -> bytes:
     return encode(Image.new("RGB", (64, 48), (120, 40, 200)))
 
 
-def test_bad_photos_are_refused_with_a_reason(client):
+def test_bad_photos_are_refused_with_a_reason(offline_client):
     corrupt = encode(Image.new("RGB", (64, 64)), "JPEG")[:200]
     assert_error(
-        client.post("/v1/predict/image", files={"photo": ("p.jpg", corrupt)}), 422, "photo"
+        offline_client.post("/v1/predict/image", files={"photo": ("p.jpg", corrupt)}), 422, "photo"
     )
     not_image = b"%PDF-1.4 this is not a photo"
-    response = client.post("/v1/predict/image", files={"photo": ("p.jpg", not_image)})
+    response = offline_client.post("/v1/predict/image", files={"photo": ("p.jpg", not_image)})
     assert_error(response, 422, "PDF is not a supported photo format")
-    assert_error(client.post("/v1/predict/image", files={"photo": ("p.jpg", b"")}), 422, "empty")
+    assert_error(
+        offline_client.post("/v1/predict/image", files={"photo": ("p.jpg", b"")}), 422, "empty"
+    )
     # 2500 x 2000 = 5 Mpx over the 4 Mpx limit, yet a small file: a decompression bomb in miniature
     bomb = encode(Image.new("L", (2500, 2000)), "PNG")
     assert len(bomb) < 100_000
     assert_error(
-        client.post("/v1/predict/image", files={"photo": ("p.png", bomb)}), 413, "too large"
+        offline_client.post("/v1/predict/image", files={"photo": ("p.png", bomb)}), 413, "too large"
     )
 
 
-def test_oversized_bodies_are_refused(client):
+def test_oversized_bodies_are_refused(offline_client):
     big = b"\xff" * 2_500_000
-    assert_error(client.post("/v1/predict/image", files={"photo": ("p.jpg", big)}), 413, "limit")
+    assert_error(
+        offline_client.post("/v1/predict/image", files={"photo": ("p.jpg", big)}), 413, "limit"
+    )
 
 
-def test_bad_text_is_refused_with_a_reason(client):
-    assert_error(client.post("/v1/predict/text", json={"text": "   "}), 422, "empty")
-    assert_error(client.post("/v1/predict/text", json={"text": "word " * 1000}), 413, "limit")
+def test_bad_text_is_refused_with_a_reason(offline_client):
+    assert_error(offline_client.post("/v1/predict/text", json={"text": "   "}), 422, "empty")
+    assert_error(
+        offline_client.post("/v1/predict/text", json={"text": "word " * 1000}), 413, "limit"
+    )
     not_utf8 = b'{"text": "caf\xe9 table"}'
-    response = client.post(
+    response = offline_client.post(
         "/v1/predict/text", content=not_utf8, headers={"content-type": "application/json"}
     )
     assert_error(response, 400, "invalid request")
-    assert_error(client.post("/v1/predict/text", json={}), 422, "text")
+    assert_error(offline_client.post("/v1/predict/text", json={}), 422, "text")
 
 
-def test_missing_fields_and_k_out_of_range_are_refused(client, photo):
-    assert_error(client.post("/v1/predict/combined", data={"text": "a sofa"}), 422, "photo")
-    response = client.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)})
+def test_missing_fields_and_k_out_of_range_are_refused(offline_client, photo):
+    assert_error(offline_client.post("/v1/predict/combined", data={"text": "a sofa"}), 422, "photo")
+    response = offline_client.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)})
     assert_error(response, 422, "text")
-    assert_error(client.post("/v1/similar", data={}), 422, "photo, a text")
+    assert_error(offline_client.post("/v1/similar", data={}), 422, "photo, a text")
     for k in ("0", "51", "ten"):
-        assert_error(client.post("/v1/similar", data={"text": "a sofa", "k": k}), 422, "k")
+        assert_error(offline_client.post("/v1/similar", data={"text": "a sofa", "k": k}), 422, "k")
 
 
-def test_a_valid_request_without_triton_is_a_503_to_retry(client, settings, photo):
-    response = client.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)},
+def test_a_valid_request_without_triton_is_a_503_to_retry(offline_client, offline_settings, photo):
+    response = offline_client.post("/v1/predict/combined", files={"photo": ("p.jpg", photo)},
                            data={"text": "a sofa"})  # fmt: skip
     assert_error(response, 503, "unavailable")
-    assert response.headers["retry-after"] == str(settings.retry_after_s)
+    assert response.headers["retry-after"] == str(offline_settings.retry_after_s)
     # nothing configured to search in: a 503 too, only once the input itself is valid
-    assert_error(client.post("/v1/similar", data={"text": "a sofa"}), 503, "index")
+    assert_error(offline_client.post("/v1/similar", data={"text": "a sofa"}), 503, "index")
 
 
-def test_api_key_protects_all_but_health(settings):
-    keyed = settings.model_copy(update={"api_key": SecretStr("s3cret")})
+def test_api_key_protects_all_but_health(offline_settings):
+    keyed = offline_settings.model_copy(update={"api_key": SecretStr("s3cret")})
     with TestClient(create_app(keyed)) as client:
         assert_error(client.post("/v1/predict/text", json={"text": "a sofa"}), 401, "API key")
         wrong = {"Authorization": "Bearer wrong"}
@@ -97,8 +92,8 @@ def test_api_key_protects_all_but_health(settings):
         assert ready.status_code == 503 and ready.json()["triton"] is False
 
 
-def test_errors_are_counted_by_endpoint_and_status(client):
-    client.post("/v1/predict/text", json={"text": ""})
-    metrics = client.get("/metrics").text
+def test_errors_are_counted_by_endpoint_and_status(offline_client):
+    offline_client.post("/v1/predict/text", json={"text": ""})
+    metrics = offline_client.get("/metrics").text
     assert 'fbmr_requests_total{endpoint="/v1/predict/text",status="422"}' in metrics
     assert 'fbmr_request_seconds_bucket{endpoint="/v1/predict/text"' in metrics
