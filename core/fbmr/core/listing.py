@@ -1,8 +1,9 @@
 """Cleaning rules for the fields of a seed-layout listing (Products.csv), shared by every side.
 
-Data preparation applies them to the whole catalogue; the facade applies the same ones to a listing
-it receives, so that a product name still carrying the marketplace's `| in Town | Gumtree` suffix
-turns into the same text the models were trained on.
+Data preparation applies them to the whole catalogue, and the text model reads each listing through
+`model_text`; the facade calls the same function on the fields a client sends, so that a product
+name still carrying the marketplace's `| in Town | Gumtree` suffix turns into the same text the
+models were trained on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 # "Mirror wall art | in Wokingham, Berkshire | Gumtree" -> "Mirror wall art". The location part is
 # optional because some titles end in just "| Gumtree".
 _NAME_NOISE = re.compile(r"\s*\|\s*(?:in\s+[^|]*\|\s*)?Gumtree\s*$", re.IGNORECASE)
+# The same suffix anywhere in a free text (a title pasted before its description).
+_NAME_NOISE_ANYWHERE = re.compile(r"\s*\|\s*(?:in\s+[^|]*\|\s*)?Gumtree\b", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _PRICE_JUNK = re.compile(r"[£$€,\s]")
 
@@ -55,3 +58,20 @@ def listing_text(product_name: object = "", product_description: object = "") ->
     """The one text the text model reads for a listing: cleaned name, then cleaned description."""
     parts = (clean_product_name(product_name), clean_field(product_description))
     return " ".join(p for p in parts if p)
+
+
+def model_text(name: object = None, description: object = None, text: object = None) -> str:
+    """The one text the text model reads for a listing, from the fields a client sends.
+
+    Either the listing's fields, `name` (as the marketplace wrote it, suffix and all) and
+    `description`, cleaned exactly as training cleans them (`listing_text`, which is what every
+    training stage reads), or a free `text`: white space folded and the marketplace's
+    `| in Town | Gumtree` suffix removed wherever it appears. Raises ValueError when both the
+    fields and a free text are given.
+    """
+    has_fields = bool(clean_field(name) or clean_field(description))
+    if has_fields and clean_field(text):
+        raise ValueError("give the listing's name and description, or a free text, not both")
+    if has_fields:
+        return listing_text(name, description)
+    return _WHITESPACE.sub(" ", _NAME_NOISE_ANYWHERE.sub(" ", clean_field(text))).strip()

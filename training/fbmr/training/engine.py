@@ -165,16 +165,20 @@ def train_one_epoch(
     device: torch.device,
     desc: str,
     progress: bool = True,
+    auxiliary: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
     """One pass over `loader` (items: inputs..., target; model output: embedding, logits);
-    returns the mean training loss and top-1."""
+    returns the mean training loss and top-1. `auxiliary(embedding, target)`, when given, is a
+    loss term added to the logits' loss."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress)
     for batch in bar:
         *inputs, target = _to(batch, device)
-        _, logits = model(*inputs)
+        embedding, logits = model(*inputs)
         loss = loss_fn(logits, target)
+        if auxiliary is not None:
+            loss = loss + auxiliary(embedding, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -209,10 +213,12 @@ def fit(
     checkpoint_fields: dict,
     saved: nn.Module | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    auxiliary: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict]:
     """Train `model` (items: inputs..., target; output: embedding, logits) with early stopping,
     resuming from `stage_dir/last.pt` when it exists. `saved` is what checkpoints store (the full
-    model when `model` trains only a part of it, such as a head over cached features)."""
+    model when `model` trains only a part of it, such as a head over cached features).
+    `auxiliary` adds a loss term (see train_one_epoch)."""
     saved = saved or model
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
@@ -228,7 +234,7 @@ def fit(
         loader = make_loader(train, settings, shuffle=True, epoch=epoch)
         desc = f"{stage_dir.name} epoch {epoch}"
         train_loss, train_top1 = train_one_epoch(
-            model, loss_fn, optimizer, loader, device, desc, settings.progress
+            model, loss_fn, optimizer, loader, device, desc, settings.progress, auxiliary
         )
         val_loss, val_top1 = evaluate(model, loss_fn, val, settings, device)
         record = {

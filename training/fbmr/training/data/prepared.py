@@ -15,7 +15,7 @@ import pandas as pd
 
 from fbmr.core.image import ImageSpec, preprocess_image
 from fbmr.core.labels import LabelMap
-from fbmr.core.listing import listing_text
+from fbmr.core.listing import model_text
 from fbmr.core.text import Tokenizer
 from fbmr.training.data.prepare import IMAGES, LABEL_MAP, MANIFEST, MANIFEST_FORMAT, PRODUCTS
 from fbmr.training.data.split import SPLITS
@@ -72,8 +72,9 @@ class PreparedDataset:
 
     @staticmethod
     def text(product: pd.Series) -> str:
-        """A product's text as the text model reads it (the facade builds it the same way)."""
-        return listing_text(product["product_name"], product["product_description"])
+        """A product's text as the text model reads it: `fbmr.core.listing.model_text` of its
+        fields, the function the facade applies to the fields a client sends."""
+        return model_text(name=product["product_name"], description=product["product_description"])
 
     def text_input(self, product: pd.Series, tokenizer: Tokenizer) -> np.ndarray:
         """A product's text as the text model's (max_length,) int64 input, through fbmr.core."""
