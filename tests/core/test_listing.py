@@ -9,6 +9,7 @@ from fbmr.core.listing import (
     clean_product_name,
     label_from_category,
     listing_text,
+    model_text,
     parse_price,
 )
 
@@ -76,3 +77,25 @@ def test_listing_text_joins_clean_name_and_description():
     assert text == "Kettle Works well"
     assert listing_text("", "only a description") == "only a description"
     assert listing_text(product_name="only a name") == "only a name"
+
+
+def test_model_text_of_raw_fields_is_the_text_training_reads():
+    raw_name = "Sun loungers | in Skegness, Lincolnshire | Gumtree"
+    raw_description = "Two loungers,\r  barely used.\rCollection only"
+    # What data preparation stores (cleaned fields), read the way training reads it.
+    prepared = listing_text(clean_product_name(raw_name), clean_field(raw_description))
+    assert model_text(name=raw_name, description=raw_description) == prepared
+    assert prepared == "Sun loungers Two loungers, barely used. Collection only"
+    assert model_text(name=raw_name) == "Sun loungers"
+
+
+def test_model_text_of_a_free_text_drops_the_marketplace_suffix():
+    title = "Sun loungers | in Skegness, Lincolnshire | Gumtree"
+    assert model_text(text=title) == "Sun loungers"
+    assert model_text(text=f"{title} Two loungers\r barely used") == (
+        "Sun loungers Two loungers barely used"
+    )
+    assert model_text(text="Sofa | Gumtree") == "Sofa"
+    assert model_text(text="Gumtree bag, a|b") == "Gumtree bag, a|b"
+    with pytest.raises(ValueError, match="not both"):
+        model_text(name="Sofa", text="Sofa")

@@ -1,7 +1,13 @@
+import json
+import os
+import subprocess
+import sys
+import zlib
+
 import numpy as np
 import pytest
 
-from fbmr.core.text import PAD_ID, UNK_ID, Tokenizer, tokenize
+from fbmr.core.text import PAD_ID, UNK_ID, NgramHashing, Tokenizer, stable_hash, tokenize
 
 
 def test_tokenize_splits_glued_words_and_digits():
@@ -16,7 +22,7 @@ def test_tokenize_splits_glued_words_and_digits():
 
 
 def test_encode_pads_truncates_and_maps_unknown_words():
-    tokenizer = Tokenizer(["sofa", "grey", "table"], max_length=4)
+    tokenizer = Tokenizer(["sofa", "grey", "table"], max_words=4)
     ids = tokenizer.encode("Grey sofa, velvet")
     assert ids.dtype == np.int64
     assert ids.tolist() == [tokenizer.token_id("grey"), tokenizer.token_id("sofa"), UNK_ID, PAD_ID]
@@ -25,7 +31,7 @@ def test_encode_pads_truncates_and_maps_unknown_words():
 
 
 def test_encode_batch_shape():
-    tokenizer = Tokenizer(["a"], max_length=6)
+    tokenizer = Tokenizer(["a"], max_words=6)
     assert tokenizer.encode_batch(["a a", "b", ""]).shape == (3, 6)
     assert tokenizer.encode_batch([]).shape == (0, 6)
 
@@ -44,12 +50,85 @@ def test_vocabulary_is_validated():
     with pytest.raises(ValueError):
         Tokenizer(["<pad>"])
     with pytest.raises(ValueError):
-        Tokenizer(["a"], max_length=0)
+        Tokenizer(["a"], max_words=0)
 
 
 def test_save_load_round_trip(tmp_path):
-    tokenizer = Tokenizer(["sofa", "grey"], max_length=8)
+    tokenizer = Tokenizer(["sofa", "grey"], max_words=8)
     tokenizer.save(tmp_path / "tokenizer.json")
     loaded = Tokenizer.load(tmp_path / "tokenizer.json")
     assert loaded.words == tokenizer.words and loaded.max_length == 8
     np.testing.assert_array_equal(loaded.encode("grey sofa"), tokenizer.encode("grey sofa"))
+
+
+def test_stable_hash_is_crc32_of_utf8():
+    # CRC-32's published check value, and values computed with other tools (e.g. `crc32` of the
+    # same bytes in zlib's C library or in a shell).
+    assert stable_hash("123456789") == 0xCBF43926
+    assert stable_hash("hello") == 0x3610A686
+    assert stable_hash("caf\u00e9") == zlib.crc32(b"caf\xc3\xa9")
+
+
+NGRAMS = NgramHashing(buckets=1000, slots=16, word_ngrams=2, char_min=2, char_max=3)
+
+
+def test_ngram_ids_follow_the_words_in_one_fixed_length_array():
+    tokenizer = Tokenizer(["sofa", "grey"], max_words=4, ngrams=NGRAMS)
+    assert tokenizer.max_length == 4 + 16
+    ids = tokenizer.encode("Grey sofa")
+    assert ids.dtype == np.int64 and ids.shape == (20,)
+    assert ids[:4].tolist() == [tokenizer.token_id("grey"), tokenizer.token_id("sofa"), 0, 0]
+    features = [
+        "w grey", "c <g", "c gr", "c re", "c ey", "c y>", "c <gr", "c gre", "c rey", "c ey>",
+        "w sofa", "c <s", "c so", "c of", "c fa", "c a>", "c <so", "c sof", "c ofa", "c fa>",
+        "w grey sofa",
+    ]  # fmt: skip
+    expected = list(dict.fromkeys(1 + stable_hash(f) % 1000 for f in features))[:16]
+    assert ids[4:].tolist() == expected
+    # Every n-gram once: a repeated word adds nothing; padding fills the rest.
+    short = tokenizer.encode("sofa sofa")[4:]
+    assert len(set(short[short > 0].tolist())) == (short > 0).sum() == 11
+    assert tokenizer.decode(ids) == ["grey", "sofa"]
+
+
+def test_ngram_ids_are_the_same_in_another_process_with_another_hash_seed():
+    tokenizer = Tokenizer(["sofa"], max_words=4, ngrams=NGRAMS)
+    text = "Velvet corner sofa, grey \u2014 caf\u00e9 table"
+    script = (
+        "import sys; from fbmr.core.text import NgramHashing, Tokenizer; "
+        "t = Tokenizer(['sofa'], 4, NgramHashing(buckets=1000, slots=16, char_max=3)); "
+        "print(t.encode(sys.argv[1]).tolist())"
+    )
+    for seed in ("1", "12345"):
+        result = subprocess.run(
+            [sys.executable, "-c", script, text],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result.stdout.strip() == str(tokenizer.encode(text).tolist())
+
+
+def test_tokenizer_with_ngrams_round_trips_and_words_only_files_still_load(tmp_path):
+    tokenizer = Tokenizer(["sofa", "grey"], max_words=8, ngrams=NGRAMS)
+    tokenizer.save(tmp_path / "tokenizer.json")
+    loaded = Tokenizer.load(tmp_path / "tokenizer.json")
+    assert loaded.ngrams == NGRAMS and loaded.max_length == 24
+    np.testing.assert_array_equal(loaded.encode("grey sofas"), tokenizer.encode("grey sofas"))
+
+    words_only = {"format": "fbmr.tokenizer/1", "max_length": 6, "words": ["sofa"]}
+    (tmp_path / "v1.json").write_text(json.dumps(words_only))
+    old = Tokenizer.load(tmp_path / "v1.json")
+    assert old.ngrams is None and old.max_length == old.max_words == 6
+    assert old.encode("sofa chair").tolist() == [2, 1, 0, 0, 0, 0]
+
+    (tmp_path / "v9.json").write_text(json.dumps({**words_only, "format": "fbmr.tokenizer/9"}))
+    with pytest.raises(ValueError, match=r"fbmr\.tokenizer/9"):
+        Tokenizer.load(tmp_path / "v9.json")
+
+
+def test_ngram_slots_cap_long_texts():
+    tokenizer = Tokenizer([], max_words=2, ngrams=NgramHashing(buckets=1 << 20, slots=5))
+    ids = tokenizer.encode("a very long listing text with many different words")
+    assert (ids[2:] > 0).all() and ids.shape == (7,)

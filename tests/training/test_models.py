@@ -65,6 +65,47 @@ def test_text_and_fusion_shapes():
     assert combined.shape == (3, 20) and logits.shape == (3, 13)
 
 
+def test_text_encoder_reads_word_ids_and_hashed_ngrams_from_one_array():
+    torch.manual_seed(0)
+    both = TextModel(13, embedding_dim=24, vocab_size=50, word_dim=8, filters=4, widths=(2, 3),
+                     max_words=6, ngram_buckets=100, ngram_dim=5)  # fmt: skip
+    bag_only = TextModel(13, embedding_dim=24, vocab_size=50, word_dim=8, filters=0,
+                         max_words=6, ngram_buckets=100, ngram_dim=5)  # fmt: skip
+    ids = torch.cat([torch.randint(0, 50, (3, 6)), torch.randint(1, 101, (3, 9))], dim=1)
+    ids[0, 10:] = 0  # padding
+    for model in (both, bag_only):
+        embedding, logits = model.eval()(ids)
+        assert embedding.shape == (3, 24) and logits.shape == (3, 13)
+    # The bag ignores padding and the order of its ids; the word part does not reach it.
+    shuffled = ids.clone()
+    shuffled[:, 6:10] = ids[:, 6:10].flip(1)
+    shuffled[:, :6] = 7
+    torch.testing.assert_close(bag_only(shuffled)[0], bag_only(ids)[0])
+    bag = bag_only.encoder.bag
+    expected = bag.embedding.weight[ids[0, 6:10]].sum(0) / 2.0  # 4 n-grams: sum / sqrt(4)
+    torch.testing.assert_close(bag(ids[:1, 6:])[0], expected)
+    with pytest.raises(ValueError, match="needs the CNN"):
+        TextModel(13, vocab_size=50, word_dim=8, filters=0)
+
+
+def test_stacked_fusion_head_starts_as_the_text_model():
+    torch.manual_seed(0)
+    text = TextModel(13, embedding_dim=24, vocab_size=50, word_dim=8, filters=4, widths=(2, 3))
+    image_head = ImageModel(Backbone.resnet18, 13, embedding_dim=16, weights="none").head
+    head = FusionHead(16, 24, 13, embedding_dim=20, image_head=image_head,
+                      text_head=text.head, modality_dropout=0.5)  # fmt: skip
+    fusion = FusionModel(text.encoder, head).eval()
+    ids = torch.randint(0, 50, (3, 10))
+    combined, logits = fusion(torch.randn(3, 16), ids)
+    assert combined.shape == (3, 20)
+    torch.testing.assert_close(logits, text.eval()(ids)[1])
+    # Only the stacking weights and the combined head learn; the copied heads stay frozen.
+    trainable = {n for n, p in head.named_parameters() if p.requires_grad}
+    assert "weights" in trainable and not any(n.startswith("text_head") for n in trainable)
+    head.train()
+    assert not head.text_head.training and head.mlp.training
+
+
 def test_classification_metrics():
     logits = np.array([[3, 2, 1], [1, 3, 2], [1, 2, 3], [3, 2, 1]], dtype=float)
     targets = np.array([0, 2, 0, 1])

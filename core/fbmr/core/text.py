@@ -2,6 +2,17 @@
 
 Training builds the vocabulary from the word2vec model and saves it with `Tokenizer.save`; the
 facade and the client load that file, so the text model sees the same ids for the same words.
+
+One fixed-length int64 array per text, in two parts:
+
+    [0, max_words)              word ids (the vocabulary's), then padding: the CNN's input
+    [max_words, max_length)     hashed n-gram bucket ids, then padding: the bag-of-n-grams input
+
+The n-grams (format 2 on) are the text's word unigrams and bigrams and the character 2-5-grams of
+each word within word boundaries ("<sofa>": "<s", "so", ..., "fa>"), each counted once, in the
+order they first appear. Each maps to one of `buckets` ids by CRC-32 of its UTF-8 bytes: a hash
+defined by a standard, the same in every process and on every platform (Python's `hash()` of a
+string is salted per process, so it cannot be used). Format 1 files (words only) still load.
 """
 
 from __future__ import annotations
@@ -9,14 +20,18 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-TOKENIZER_FORMAT = "fbmr.tokenizer/1"
+TOKENIZER_FORMAT = "fbmr.tokenizer/2"
+# Format 1: words only (max_length word ids). Loaded as a tokeniser without n-grams.
+TOKENIZER_FORMAT_WORDS_ONLY = "fbmr.tokenizer/1"
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 PAD_ID = 0
@@ -38,29 +53,82 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+_WORD_CACHE_SIZE = 1 << 16
+
+
+def stable_hash(feature: str) -> int:
+    """CRC-32 of the UTF-8 bytes of `feature`: an unsigned 32-bit hash that is the same in every
+    process and on every platform."""
+    return zlib.crc32(feature.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class NgramHashing:
+    """Which n-grams a tokeniser hashes, into how many buckets, and how many slots it keeps."""
+
+    buckets: int = 1 << 18  # ids 1..buckets; 0 is padding
+    slots: int = 1024  # n-gram ids per text (most listings have fewer distinct n-grams)
+    word_ngrams: int = 2  # word n-grams of length 1 up to this
+    char_min: int = 2  # character n-grams of each word (with its boundaries) from char_min...
+    char_max: int = 5  # ...to char_max characters; char_min 0 turns them off
+
+    def __post_init__(self) -> None:
+        if self.buckets < 1 or self.slots < 1 or self.word_ngrams < 0:
+            raise ValueError(f"n-gram hashing needs buckets, slots >= 1: {self}")
+        if self.char_min and not 1 <= self.char_min <= self.char_max:
+            raise ValueError(f"character n-grams need 1 <= char_min <= char_max: {self}")
+
+    def bucket(self, feature: str) -> int:
+        """The id of one n-gram: 1..buckets."""
+        return 1 + stable_hash(feature) % self.buckets
+
+    def word_features(self, word: str) -> list[str]:
+        """A word's own n-grams: the word, then its character n-grams (with boundaries)."""
+        features = [f"w {word}"] if self.word_ngrams >= 1 else []
+        if self.char_min:
+            marked = f"<{word}>"
+            for n in range(self.char_min, self.char_max + 1):
+                features.extend(f"c {marked[i : i + n]}" for i in range(len(marked) - n + 1))
+        return features
+
+
 class Tokenizer:
-    """Maps text to fixed-length token-id arrays with a fixed vocabulary.
+    """Maps text to fixed-length token-id arrays with a fixed vocabulary and, optionally, hashed
+    n-grams (see the module's docstring for the layout).
 
     Id 0 is padding and id 1 stands for any word outside the vocabulary; the vocabulary's words
-    follow in the order given (word2vec's, most frequent first).
+    follow in the order given (word2vec's, most frequent first). `max_length` is the length of
+    the whole array (the served tensor's), `max_words` that of its word part.
     """
 
-    def __init__(self, words: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH) -> None:
-        if max_length < 1:
-            raise ValueError(f"max_length must be positive, got {max_length}")
+    def __init__(
+        self,
+        words: Sequence[str],
+        max_words: int = DEFAULT_MAX_LENGTH,
+        ngrams: NgramHashing | None = None,
+    ) -> None:
+        if max_words < 1:
+            raise ValueError(f"max_words must be positive, got {max_words}")
         words = list(words)
         bad = [w for w in words if w in (PAD_TOKEN, UNK_TOKEN) or tokenize(w) != [w]]
         if bad:
             raise ValueError(f"vocabulary words must be single tokens; not usable: {bad[:5]}")
         if len(set(words)) != len(words):
             raise ValueError("vocabulary words must be unique")
-        self.max_length = max_length
+        self.max_words = max_words
+        self.ngrams = ngrams
         self._tokens = [PAD_TOKEN, UNK_TOKEN, *words]
         self._ids = {w: i for i, w in enumerate(self._tokens)}
+        # A word's own n-gram ids depend on the word alone: computed once per distinct word.
+        self._word_cache: dict[str, tuple[int, ...]] = {}
 
     @classmethod
     def from_corpus(
-        cls, texts: Iterable[str], min_count: int = 1, max_length: int = DEFAULT_MAX_LENGTH
+        cls,
+        texts: Iterable[str],
+        min_count: int = 1,
+        max_words: int = DEFAULT_MAX_LENGTH,
+        ngrams: NgramHashing | None = None,
     ) -> Tokenizer:
         """A vocabulary of every word seen at least `min_count` times, most frequent first."""
         counts: dict[str, int] = {}
@@ -70,7 +138,12 @@ class Tokenizer:
         ranked = sorted(
             (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
         )
-        return cls(ranked, max_length)
+        return cls(ranked, max_words, ngrams)
+
+    @property
+    def max_length(self) -> int:
+        """Length of an encoded text: word slots, then n-gram slots."""
+        return self.max_words + (self.ngrams.slots if self.ngrams else 0)
 
     @property
     def vocab_size(self) -> int:
@@ -85,11 +158,44 @@ class Tokenizer:
     def token_id(self, word: str) -> int:
         return self._ids.get(word, UNK_ID)
 
+    def _word_buckets(self, word: str) -> tuple[int, ...]:
+        cached = self._word_cache.get(word)
+        if cached is None:
+            assert self.ngrams is not None
+            cached = tuple(self.ngrams.bucket(f) for f in self.ngrams.word_features(word))
+            if len(self._word_cache) >= _WORD_CACHE_SIZE:
+                self._word_cache.clear()
+            self._word_cache[word] = cached
+        return cached
+
+    def ngram_ids(self, tokens: Sequence[str]) -> list[int]:
+        """The distinct n-gram bucket ids of a token sequence, in order of first appearance, at
+        most `ngrams.slots` of them ([] without n-grams)."""
+        if self.ngrams is None:
+            return []
+        spec, seen, ids = self.ngrams, set(), []
+        for i, token in enumerate(tokens):
+            candidates = list(self._word_buckets(token))
+            for n in range(2, spec.word_ngrams + 1):
+                if i + 1 >= n:
+                    candidates.append(spec.bucket("w " + " ".join(tokens[i + 1 - n : i + 1])))
+            for bucket in candidates:
+                if bucket not in seen:
+                    seen.add(bucket)
+                    ids.append(bucket)
+                    if len(ids) == spec.slots:
+                        return ids
+        return ids
+
     def encode(self, text: str) -> NDArray[np.int64]:
-        """A (max_length,) int64 array of ids: the first max_length words, then padding."""
+        """A (max_length,) int64 array: the ids of the first max_words words, padding, then the
+        text's n-gram ids and padding."""
         ids = np.full(self.max_length, PAD_ID, dtype=np.int64)
-        tokens = tokenize(text)[: self.max_length]
-        ids[: len(tokens)] = [self._ids.get(t, UNK_ID) for t in tokens]
+        tokens = tokenize(text)
+        words = tokens[: self.max_words]
+        ids[: len(words)] = [self._ids.get(t, UNK_ID) for t in words]
+        ngram_ids = self.ngram_ids(tokens)
+        ids[self.max_words : self.max_words + len(ngram_ids)] = ngram_ids
         return ids
 
     def encode_batch(self, texts: Sequence[str]) -> NDArray[np.int64]:
@@ -99,19 +205,40 @@ class Tokenizer:
         return np.stack([self.encode(t) for t in texts])
 
     def decode(self, ids: Iterable[int]) -> list[str]:
-        """The words behind ids, padding dropped (for debugging and tests)."""
-        return [self._tokens[i] for i in ids if i != PAD_ID]
+        """The words behind the word part of ids, padding dropped (for debugging and tests)."""
+        return [self._tokens[i] for i in list(ids)[: self.max_words] if i != PAD_ID]
 
     def to_dict(self) -> dict[str, object]:
-        return {"format": TOKENIZER_FORMAT, "max_length": self.max_length, "words": self.words}
+        return {
+            "format": TOKENIZER_FORMAT,
+            "max_words": self.max_words,
+            "max_length": self.max_length,
+            "ngrams": asdict(self.ngrams) if self.ngrams else None,
+            "words": self.words,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
-        if data.get("format") != TOKENIZER_FORMAT:
+        fmt = data.get("format")
+        if fmt == TOKENIZER_FORMAT_WORDS_ONLY:
+            return cls(data["words"], int(data["max_length"]))
+        if fmt != TOKENIZER_FORMAT:
             raise ValueError(
-                f"not a tokenizer: format {data.get('format')!r}, want {TOKENIZER_FORMAT!r}"
+                f"not a tokenizer this version reads: format {fmt!r}, want {TOKENIZER_FORMAT!r} "
+                f"(or {TOKENIZER_FORMAT_WORDS_ONLY!r})"
             )
-        return cls(data["words"], int(data["max_length"]))
+        ngrams = data.get("ngrams")
+        tokenizer = cls(
+            data["words"],
+            int(data["max_words"]),
+            NgramHashing(**ngrams) if ngrams else None,
+        )
+        if tokenizer.max_length != data.get("max_length"):
+            raise ValueError(
+                f"tokenizer file says max_length {data.get('max_length')}, its settings give "
+                f"{tokenizer.max_length}"
+            )
+        return tokenizer
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False) + "\n")

@@ -21,7 +21,7 @@ def dataset(demo_prepared):
 @pytest.fixture(scope="module")
 def tokenizer(dataset):
     return Tokenizer.from_corpus(
-        dataset.products("train").apply(dataset.text, axis=1), max_length=32
+        dataset.products("train").apply(dataset.text, axis=1), max_words=32
     )
 
 

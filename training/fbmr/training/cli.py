@@ -26,12 +26,22 @@ def train(
     workers: int = typer.Option(_D.workers, help="DataLoader processes decoding photos."),
     patience: int = typer.Option(_D.patience, help="Epochs without improvement before stopping."),
     embedding_dim: int = typer.Option(_D.embedding_dim, help="Width of every embedding."),
+    w2v_corpus: str = typer.Option(
+        _D.w2v_corpus, help="word2vec's text: train (the train split's) or all (every split's)."
+    ),
     w2v_dim: int = typer.Option(_D.w2v_dim, help="word2vec vector size."),
     w2v_window: int = typer.Option(_D.w2v_window, help="word2vec context window."),
     w2v_negative: int = typer.Option(_D.w2v_negative, help="Negative samples per word."),
     w2v_epochs: int = typer.Option(_D.w2v_epochs, help="word2vec passes over the corpus."),
     w2v_min_count: int = typer.Option(_D.w2v_min_count, help="Rarer words become <unk>."),
-    max_length: int = typer.Option(_D.max_length, help="Tokens per listing for the text CNN."),
+    max_length: int = typer.Option(_D.max_length, help="Words per listing for the text CNN."),
+    ngram_buckets: int = typer.Option(
+        _D.ngram_buckets, help="Hash buckets of the text model's n-gram bag (0: no bag)."
+    ),
+    ngram_slots: int = typer.Option(_D.ngram_slots, help="Distinct n-grams kept per listing."),
+    word_ngrams: int = typer.Option(_D.word_ngrams, help="Longest word n-gram in the bag."),
+    char_min: int = typer.Option(_D.char_min, help="Shortest character n-gram (0: none)."),
+    char_max: int = typer.Option(_D.char_max, help="Longest character n-gram."),
     backbone: str = typer.Option(_D.backbone, help="resnet50, or resnet18 for quick runs."),
     image_weights: str = typer.Option(
         _D.image_weights, help="imagenet, none, or a path to a torchvision state dict."
@@ -46,7 +56,13 @@ def train(
     image_epochs: int = typer.Option(_D.image_epochs),
     image_batch_size: int = typer.Option(_D.image_batch_size),
     image_lr: float = typer.Option(_D.image_lr),
-    text_filters: int = typer.Option(_D.text_filters, help="Filters per convolution width."),
+    text_filters: int = typer.Option(
+        _D.text_filters, help="Filters per convolution width of the text CNN (0: no CNN)."
+    ),
+    ngram_dim: int = typer.Option(_D.ngram_dim, help="Width of the n-gram bag's embeddings."),
+    ngram_idf: bool = typer.Option(
+        _D.ngram_idf, help="Weight the bag's n-grams by inverse document frequency."
+    ),
     text_epochs: int = typer.Option(_D.text_epochs),
     text_batch_size: int = typer.Option(_D.text_batch_size),
     text_lr: float = typer.Option(_D.text_lr),
@@ -57,6 +73,13 @@ def train(
     fusion_lr: float = typer.Option(_D.fusion_lr),
     unfreeze_text: bool = typer.Option(
         _D.unfreeze_text, help="Fine-tune the text encoder together with the fusion head."
+    ),
+    fusion_stacking: bool = typer.Option(
+        _D.fusion_stacking,
+        help="Fusion logits: the image and text heads' stacked with the combined head's.",
+    ),
+    fusion_modality_dropout: float = typer.Option(
+        _D.fusion_modality_dropout, help="Chance of zeroing a sample's image embedding."
     ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:

@@ -39,6 +39,7 @@ class TrainState:
 
     history: list[dict] = field(default_factory=list)
     best_top1: float = -1.0
+    best_loss: float = float("inf")  # validation loss of the best epoch: breaks ties of top-1
     bad_epochs: int = 0
     start: int = 0  # the next epoch to run
 
@@ -148,7 +149,13 @@ def _resume(
     saved.load_state_dict(last["model"])
     optimizer.load_state_dict(last["optimizer"])
     tqdm.write(f"{path.parent.name}: resuming after epoch {last['epoch']}")
-    return TrainState(last["history"], last["best_top1"], last["bad_epochs"], last["epoch"] + 1)
+    return TrainState(
+        last["history"],
+        last["best_top1"],
+        last.get("best_loss", float("inf")),  # checkpoints from before the tie-break
+        last["bad_epochs"],
+        last["epoch"] + 1,
+    )
 
 
 def save_checkpoint(path: Path, fields: dict) -> None:
@@ -165,16 +172,20 @@ def train_one_epoch(
     device: torch.device,
     desc: str,
     progress: bool = True,
+    auxiliary: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
     """One pass over `loader` (items: inputs..., target; model output: embedding, logits);
-    returns the mean training loss and top-1."""
+    returns the mean training loss and top-1. `auxiliary(embedding, target)`, when given, is a
+    loss term added to the logits' loss."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress)
     for batch in bar:
         *inputs, target = _to(batch, device)
-        _, logits = model(*inputs)
+        embedding, logits = model(*inputs)
         loss = loss_fn(logits, target)
+        if auxiliary is not None:
+            loss = loss + auxiliary(embedding, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -209,10 +220,12 @@ def fit(
     checkpoint_fields: dict,
     saved: nn.Module | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    auxiliary: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict]:
     """Train `model` (items: inputs..., target; output: embedding, logits) with early stopping,
     resuming from `stage_dir/last.pt` when it exists. `saved` is what checkpoints store (the full
-    model when `model` trains only a part of it, such as a head over cached features)."""
+    model when `model` trains only a part of it, such as a head over cached features).
+    `auxiliary` adds a loss term (see train_one_epoch)."""
     saved = saved or model
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
@@ -228,7 +241,7 @@ def fit(
         loader = make_loader(train, settings, shuffle=True, epoch=epoch)
         desc = f"{stage_dir.name} epoch {epoch}"
         train_loss, train_top1 = train_one_epoch(
-            model, loss_fn, optimizer, loader, device, desc, settings.progress
+            model, loss_fn, optimizer, loader, device, desc, settings.progress, auxiliary
         )
         val_loss, val_top1 = evaluate(model, loss_fn, val, settings, device)
         record = {
@@ -244,8 +257,12 @@ def fit(
             f"val loss {val_loss:.3f} top-1 {val_top1:.3f}"
         )
         weights = {**checkpoint_fields, "model": saved.state_dict(), "epoch": epoch}
-        if val_top1 > state.best_top1:
-            state.best_top1, state.bad_epochs = val_top1, 0
+        # Better top-1, or the same with a lower loss (a saturated validation top-1, as on small
+        # data, would otherwise keep the first epoch).
+        if val_top1 > state.best_top1 or (
+            val_top1 == state.best_top1 and val_loss < state.best_loss
+        ):
+            state.best_top1, state.best_loss, state.bad_epochs = val_top1, val_loss, 0
             save_checkpoint(stage_dir / BEST, {**weights, "val_top1": val_top1})
         else:
             state.bad_epochs += 1
@@ -256,6 +273,7 @@ def fit(
                 "optimizer": optimizer.state_dict(),
                 "history": state.history,
                 "best_top1": state.best_top1,
+                "best_loss": state.best_loss,
                 "bad_epochs": state.bad_epochs,
             },
         )
@@ -285,7 +303,7 @@ def report(
     logits, targets = predictions[shown]
     matrix = confusion_matrix(targets, logits.argmax(1), labels=range(len(classes)))
     plots.confusion_matrix(matrix, classes, stage_dir / CONFUSION, f"{title}: {shown} split")
-    best = max(history, key=lambda h: h["val_top1"]) if history else {}
+    best = max(history, key=lambda h: (h["val_top1"], -h["val_loss"])) if history else {}
     result = {
         "stage": stage_dir.name,
         "splits": metrics,

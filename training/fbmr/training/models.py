@@ -136,9 +136,54 @@ class ImageModel(nn.Module):
         return embedding, self.head(embedding)
 
 
+class NgramBag(nn.Module):
+    """Hashed n-gram ids (N, S) -> a bag-of-n-grams embedding (N, dim).
+
+    Each distinct n-gram of a text is weighted by its inverse document frequency on the training
+    texts (`weights`, a fixed buffer that `set_idf` fills; 0 for n-grams seen in fewer than
+    `min_df` training texts, as TF-IDF's min_df drops them), and the weighted sum of their
+    embeddings is divided by the l2 norm of the weights: the embedding of an l2-normalised
+    binary TF-IDF vector, the representation of the strong linear baselines, learned end to end.
+    Padding (id 0) weighs nothing. Written as embedding lookups and a sum, which export to ONNX
+    as Gather and ReduceSum.
+    """
+
+    def __init__(self, buckets: int, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(buckets + 1, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        weights = torch.ones(buckets + 1)
+        weights[0] = 0.0
+        self.register_buffer("weights", weights)
+
+    @torch.no_grad()
+    def set_idf(self, ids: torch.Tensor, min_df: int = 2) -> None:
+        """Weights from the training texts' n-gram ids (N, S): smoothed inverse document
+        frequency, ln((1 + N) / (1 + df)) + 1, and 0 below `min_df` texts."""
+        df = torch.bincount(ids.flatten(), minlength=len(self.weights)).float()
+        idf = torch.log((1.0 + len(ids)) / (1.0 + df)) + 1.0
+        idf[df < min_df] = 0.0
+        idf[0] = 0.0
+        self.weights.copy_(idf)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        weights = self.weights[ids]  # (N, S); padding 0
+        summed = (self.embedding(ids) * weights.unsqueeze(2)).sum(dim=1)
+        norm = weights.pow(2).sum(dim=1, keepdim=True).sqrt().clamp(min=1e-6)
+        return summed / norm
+
+
 class TextEncoder(nn.Module):
-    """Token ids (N, L) -> text embedding (N, embedding_dim): convolutions of several widths over
-    word vectors, max-pooled over the text."""
+    """Token ids (N, L) -> text embedding (N, embedding_dim).
+
+    The ids are laid out as fbmr.core.text's tokeniser writes them: `max_words` word ids, then
+    hashed n-gram ids. Two branches read them, each optional: convolutions of several widths over
+    word vectors, max-pooled over the text (the CNN; `filters` 0 turns it off), and a bag of
+    hashed word and character n-grams (`ngram_buckets` 0 turns it off). Their outputs are
+    concatenated and projected to the embedding, so the two are trained as one model.
+    """
 
     def __init__(
         self,
@@ -148,17 +193,34 @@ class TextEncoder(nn.Module):
         filters: int = 128,
         widths: tuple[int, ...] = (2, 3, 4, 5),
         dropout: float = 0.3,
+        max_words: int | None = None,
+        ngram_buckets: int = 0,
+        ngram_dim: int = 0,
     ) -> None:
         super().__init__()
-        self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
-        self.convs = nn.ModuleList(nn.Conv1d(word_dim, filters, w, padding=w - 1) for w in widths)
+        if not filters and not ngram_buckets:
+            raise ValueError("a text encoder needs the CNN (filters) or the n-gram bag, or both")
+        self.max_words = max_words
+        self.cnn = bool(filters)
+        if self.cnn:
+            self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
+            self.convs = nn.ModuleList(
+                nn.Conv1d(word_dim, filters, w, padding=w - 1) for w in widths
+            )
+        self.bag = NgramBag(ngram_buckets, ngram_dim) if ngram_buckets else None
         self.dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(filters * len(widths), embedding_dim)
+        features = (filters * len(widths) if self.cnn else 0) + (ngram_dim if self.bag else 0)
+        self.projection = nn.Linear(features, embedding_dim)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        words = self.words(token_ids).transpose(1, 2)  # (N, word_dim, L)
-        pooled = [torch.relu(conv(words)).amax(dim=2) for conv in self.convs]
-        return self.projection(self.dropout(torch.cat(pooled, dim=1)))
+        split = self.max_words if self.max_words is not None else token_ids.shape[1]
+        parts = []
+        if self.cnn:
+            words = self.words(token_ids[:, :split]).transpose(1, 2)  # (N, word_dim, L)
+            parts.extend(torch.relu(conv(words)).amax(dim=2) for conv in self.convs)
+        if self.bag is not None:
+            parts.append(self.bag(token_ids[:, split:]))
+        return self.projection(self.dropout(torch.cat(parts, dim=1)))
 
 
 class TextModel(nn.Module):
@@ -177,7 +239,21 @@ class TextModel(nn.Module):
 class FusionHead(nn.Module):
     """(image embedding, text embedding) -> (combined embedding, logits).
 
-    The combined embedding is what similar-listing search indexes.
+    The logits stack the calibrated logits of the image and text models' own heads (copies,
+    frozen) with those of a head over the combined embedding:
+
+        logits = t * text_head(text) + i * image_head(image) + c * combined_head(combined)
+
+    with t, i and c learned scalars that start at 1, 0 and 0, so the fusion model starts as
+    exactly the text model and moves away from it only as far as the training data rewards: it
+    leans on the text where the image side carries nothing, and gains where it does. During
+    training the image embedding is dropped (zeroed) with probability `modality_dropout`, so the
+    combined head cannot come to depend on it. The combined embedding, which similar-listing
+    search indexes, is trained through its own head as well (`combined_logits`), so it stays a
+    category-aware embedding whatever the weights settle to.
+
+    Without `image_head` and `text_head` (checkpoints from before the stacking), the logits are
+    the combined head's alone.
     """
 
     def __init__(
@@ -187,18 +263,54 @@ class FusionHead(nn.Module):
         num_classes: int,
         embedding_dim: int = 256,
         dropout: float = 0.3,
+        image_head: nn.Module | None = None,
+        text_head: nn.Module | None = None,
+        modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(image_dim + text_dim, embedding_dim)
         )
         self.head = ClassifierHead(embedding_dim, num_classes, dropout)
+        self.modality_dropout = modality_dropout
+        self.stacked = image_head is not None and text_head is not None
+        if self.stacked:
+            self.image_head, self.text_head = image_head, text_head
+            for frozen in (self.image_head, self.text_head):
+                frozen.requires_grad_(False)
+            # weights of the text, image and combined logits
+            self.weights = nn.Parameter(torch.tensor([1.0, 0.0, 0.0]))
+
+    def combined(self, image_embedding: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+        if self.training and self.modality_dropout > 0:
+            keep = torch.rand(len(image_embedding), 1, device=image_embedding.device)
+            image_embedding = image_embedding * (keep >= self.modality_dropout)
+        return self.mlp(torch.cat([image_embedding, text_embedding], dim=1))
 
     def forward(
         self, image_embedding: torch.Tensor, text_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        combined = self.mlp(torch.cat([image_embedding, text_embedding], dim=1))
-        return combined, self.head(combined)
+        combined = self.combined(image_embedding, text_embedding)
+        logits = self.head(combined)
+        if self.stacked:
+            t, i, c = self.weights
+            logits = (
+                t * self.text_head(text_embedding)
+                + i * self.image_head(image_embedding)
+                + c * logits
+            )
+        return combined, logits
+
+    def train(self, mode: bool = True) -> FusionHead:
+        super().train(mode)
+        if self.stacked:  # the copied heads keep their dropout off: they are frozen
+            self.image_head.eval()
+            self.text_head.eval()
+        return self
+
+    def combined_logits(self, combined: torch.Tensor) -> torch.Tensor:
+        """The combined head's own logits (its auxiliary training signal)."""
+        return self.head(combined)
 
 
 class FusionModel(nn.Module):

@@ -14,7 +14,7 @@ from fbmr.core.text import Tokenizer
 from fbmr.training.config import ImageMode
 from fbmr.training.engine import load_checkpoint
 from fbmr.training.layout import RunLayout
-from fbmr.training.models import FusionHead, FusionModel, ImageModel, TextModel
+from fbmr.training.models import ClassifierHead, FusionHead, FusionModel, ImageModel, TextModel
 from fbmr.training.stages.image import build_image_model
 from fbmr.training.stages.text import build_text_model
 
@@ -47,10 +47,17 @@ class TrainedModels:
 
 def build_fusion_model(meta: dict, num_classes: int) -> FusionModel:
     """A fusion model (its text encoder and head) of the shape a checkpoint's `meta` describes."""
-    return FusionModel(
-        build_text_model(meta["text"], num_classes).encoder,
-        FusionHead(meta["image_dim"], meta["text_dim"], num_classes, meta["embedding_dim"]),
+    stacked = meta.get("stacked", False)  # checkpoints from before the stacking: not stacked
+    head = FusionHead(
+        meta["image_dim"],
+        meta["text_dim"],
+        num_classes,
+        meta["embedding_dim"],
+        image_head=ClassifierHead(meta["image_dim"], num_classes) if stacked else None,
+        text_head=ClassifierHead(meta["text_dim"], num_classes) if stacked else None,
+        modality_dropout=meta.get("modality_dropout", 0.0),
     )
+    return FusionModel(build_text_model(meta["text"], num_classes).encoder, head)
 
 
 def load_trained_models(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from fbmr.training.config import TrainConfig
@@ -81,15 +82,39 @@ def train_fusion(
         "unfreeze_text": config.unfreeze_text,
         "text": trained.text_meta,
         "image": trained.image_meta,
+        "stacked": config.fusion_stacking,
+        "modality_dropout": config.fusion_modality_dropout,
     }
-    head = FusionHead(meta["image_dim"], meta["text_dim"], len(classes), config.embedding_dim)
+    stacked = config.fusion_stacking
+    head = FusionHead(
+        meta["image_dim"],
+        meta["text_dim"],
+        len(classes),
+        config.embedding_dim,
+        image_head=copy.deepcopy(image_model.head) if stacked else None,
+        text_head=copy.deepcopy(text_model.head) if stacked else None,
+        modality_dropout=config.fusion_modality_dropout,
+    )
     model = FusionModel(copy.deepcopy(text_model.encoder), head)
     if not config.unfreeze_text:
         model.text_encoder.requires_grad_(False)
     trainable = model if config.unfreeze_text else head
     fields = {"stage": "fusion", "config": config.to_dict(), "classes": list(classes), "meta": meta}
+
+    def combined_loss(combined: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # Keeps the combined embedding (what similar-listing search indexes) category-aware.
+        return nn.functional.cross_entropy(head.combined_logits(combined), target)
+
     history = fit(
-        trainable, sets["train"], sets["val"], stage_dir, settings, device, fields, saved=model
+        trainable,
+        sets["train"],
+        sets["val"],
+        stage_dir,
+        settings,
+        device,
+        fields,
+        saved=model,
+        auxiliary=combined_loss if stacked else None,
     )
     predictions = {s: predict(trainable, sets[s], settings, device)[1:] for s in SPLITS}
     extra = {"unit": "photo", "unfreeze_text": config.unfreeze_text}

@@ -1,4 +1,5 @@
-"""Stage 3: the text CNN over the word2vec space (embedding initialised from word2vec)."""
+"""Stage 3: the text encoder: a CNN over the word2vec space (embedding initialised from word2vec)
+beside a bag of hashed word and character n-grams, trained as one model."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
         filters=meta["filters"],
         widths=tuple(meta["widths"]),
         dropout=meta.get("dropout", 0.3),  # checkpoints from before the setting existed
+        # checkpoints from before the n-gram bag: word ids only
+        max_words=meta.get("max_words", meta["max_length"]),
+        ngram_buckets=meta.get("ngram_buckets", 0),
+        ngram_dim=meta.get("ngram_dim", 0),
     )
 
 
@@ -45,12 +50,20 @@ def train_text(
         "widths": list(config.text_widths),
         "dropout": config.text_dropout,
         "max_length": tokenizer.max_length,
+        "max_words": tokenizer.max_words,
+        "ngram_buckets": tokenizer.ngrams.buckets if tokenizer.ngrams else 0,
+        "ngram_dim": config.ngram_dim if tokenizer.ngrams else 0,
     }
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))
-    with torch.no_grad():
-        model.encoder.words.weight.copy_(torch.from_numpy(embedding_matrix(vectors, tokenizer)))
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
+    if model.encoder.bag is not None and config.ngram_idf:
+        # n-gram weights: inverse document frequency over the training listings
+        model.encoder.bag.set_idf(sets["train"].tensors[0][:, tokenizer.max_words :])
+    if model.encoder.cnn:
+        with torch.no_grad():
+            matrix = embedding_matrix(vectors, tokenizer)
+            model.encoder.words.weight.copy_(torch.from_numpy(matrix))
     settings = FitSettings(
         epochs=config.text_epochs,
         batch_size=config.text_batch_size,
@@ -63,4 +76,4 @@ def train_text(
     fields = {"stage": "text", "config": config.to_dict(), "classes": list(classes), "meta": meta}
     history = fit(model, sets["train"], sets["val"], stage_dir, settings, device, fields)
     predictions = {s: predict(model, sets[s], settings, device)[1:] for s in SPLITS}
-    return report(stage_dir, "text CNN", history, predictions, classes, {"unit": "product"})
+    return report(stage_dir, "text model", history, predictions, classes, {"unit": "product"})

@@ -16,10 +16,11 @@ from sklearn.manifold import TSNE
 from tqdm.auto import tqdm
 
 from fbmr.core.fileio import atomic_write_json
-from fbmr.core.text import Tokenizer, tokenize
+from fbmr.core.text import NgramHashing, Tokenizer, tokenize
 from fbmr.training import plots
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.data.split import SPLITS
 from fbmr.training.layout import SUMMARY, TOKENIZER, TSNE_PLOT, VECTORS
 
 
@@ -36,6 +37,19 @@ class _EpochBar(CallbackAny2Vec):
 
 def _corpus(data: PreparedDataset, split: str) -> list[list[str]]:
     return [tokenize(data.text(row)) for _, row in data.products(split).iterrows()]
+
+
+def ngram_hashing(config: TrainConfig) -> NgramHashing | None:
+    """The tokeniser's n-gram settings from the training settings (None: no n-gram bag)."""
+    if not config.ngram_buckets:
+        return None
+    return NgramHashing(
+        buckets=config.ngram_buckets,
+        slots=config.ngram_slots,
+        word_ngrams=config.word_ngrams,
+        char_min=config.char_min,
+        char_max=config.char_max,
+    )
 
 
 def embedding_matrix(vectors: KeyedVectors, tokenizer: Tokenizer, seed: int = 0) -> np.ndarray:
@@ -56,7 +70,11 @@ def embedding_matrix(vectors: KeyedVectors, tokenizer: Tokenizer, seed: int = 0)
 def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) -> dict:
     stage_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    sentences = _corpus(data, "train")
+    if config.w2v_corpus not in ("train", "all"):
+        raise ValueError(f"w2v_corpus is train or all, not {config.w2v_corpus!r}")
+    # Every split's text is unlabelled text a user has at training time; labels stay unused.
+    splits = ("train",) if config.w2v_corpus == "train" else SPLITS
+    sentences = [s for split in splits for s in _corpus(data, split)]
     model = Word2Vec(
         sentences=sentences,
         vector_size=config.w2v_dim,
@@ -70,7 +88,7 @@ def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) 
         workers=1,  # one worker makes the vectors reproducible for a seed
         callbacks=[_EpochBar(config.w2v_epochs, config.progress)],
     )
-    tokenizer = Tokenizer(model.wv.index_to_key, config.max_length)
+    tokenizer = Tokenizer(model.wv.index_to_key, config.max_length, ngram_hashing(config))
     model.wv.save(str(stage_dir / VECTORS))
     tokenizer.save(stage_dir / TOKENIZER)
 
@@ -86,6 +104,7 @@ def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) 
             points, words, stage_dir / TSNE_PLOT, f"word2vec: {len(words)} most frequent"
         )
 
+    # With the "all" corpus the validation words were seen: then this is 1 by construction.
     val_tokens = [t for sentence in _corpus(data, "val") for t in sentence]
     in_vocab = sum(t in model.wv.key_to_index for t in val_tokens)
     summary = {
