@@ -72,22 +72,32 @@ def test_stable_hash_is_crc32_of_utf8():
 NGRAMS = NgramHashing(buckets=1000, slots=16, word_ngrams=2, char_min=2, char_max=3)
 
 
-def test_ngram_ids_follow_the_words_in_one_fixed_length_array():
+def test_ngram_ids_and_counts_follow_the_words_in_one_fixed_length_array():
     tokenizer = Tokenizer(["sofa", "grey"], max_words=4, ngrams=NGRAMS)
-    assert tokenizer.max_length == 4 + 16
+    assert tokenizer.max_length == 4 + 2 * 16
     ids = tokenizer.encode("Grey sofa")
-    assert ids.dtype == np.int64 and ids.shape == (20,)
+    assert ids.dtype == np.int64 and ids.shape == (36,)
     assert ids[:4].tolist() == [tokenizer.token_id("grey"), tokenizer.token_id("sofa"), 0, 0]
-    features = [
-        "w grey", "c <g", "c gr", "c re", "c ey", "c y>", "c <gr", "c gre", "c rey", "c ey>",
-        "w sofa", "c <s", "c so", "c of", "c fa", "c a>", "c <so", "c sof", "c ofa", "c fa>",
-        "w grey sofa",
+    words = ["w grey", "w sofa", "w grey sofa"]
+    chars = [
+        "c <g", "c gr", "c re", "c ey", "c y>", "c <gr", "c gre", "c rey", "c ey>",
+        "c <s", "c so", "c of", "c fa", "c a>", "c <so", "c sof", "c ofa", "c fa>",
     ]  # fmt: skip
-    expected = list(dict.fromkeys(1 + stable_hash(f) % 1000 for f in features))[:16]
-    assert ids[4:].tolist() == expected
-    # Every n-gram once: a repeated word adds nothing; padding fills the rest.
-    short = tokenizer.encode("sofa sofa")[4:]
-    assert len(set(short[short > 0].tolist())) == (short > 0).sum() == 11
+    # Word n-grams hash into ids 1..500, character n-grams into 501..1000.
+    expected = {f: 1 + stable_hash(f) % 500 for f in words}
+    expected |= {f: 501 + stable_hash(f) % 500 for f in chars}
+    order = ["w grey", *chars[:9], "w sofa", *chars[9:], "w grey sofa"]
+    first = list(dict.fromkeys(expected[f] for f in order))[:16]
+    assert ids[4:20].tolist() == first
+    assert all(1 <= expected[f] <= 500 for f in words)
+    assert all(501 <= expected[f] <= 1000 for f in chars)
+    # Each distinct n-gram once, with its count beside it; padding fills the rest.
+    repeated = tokenizer.encode("sofa sofa sofa")
+    present = repeated[4:20] > 0
+    assert present.sum() == 11 and len(set(repeated[4:20][present].tolist())) == 11
+    # "w sofa" and its 9 character n-grams three times, "w sofa sofa" twice
+    assert repeated[20:][present].tolist() == [3] * 10 + [2]
+    assert (repeated[20:][~present] == 0).all()
     assert tokenizer.decode(ids) == ["grey", "sofa"]
 
 
@@ -114,7 +124,7 @@ def test_tokenizer_with_ngrams_round_trips_and_words_only_files_still_load(tmp_p
     tokenizer = Tokenizer(["sofa", "grey"], max_words=8, ngrams=NGRAMS)
     tokenizer.save(tmp_path / "tokenizer.json")
     loaded = Tokenizer.load(tmp_path / "tokenizer.json")
-    assert loaded.ngrams == NGRAMS and loaded.max_length == 24
+    assert loaded.ngrams == NGRAMS and loaded.max_length == 8 + 2 * 16
     np.testing.assert_array_equal(loaded.encode("grey sofas"), tokenizer.encode("grey sofas"))
 
     words_only = {"format": "fbmr.tokenizer/1", "max_length": 6, "words": ["sofa"]}
@@ -131,4 +141,4 @@ def test_tokenizer_with_ngrams_round_trips_and_words_only_files_still_load(tmp_p
 def test_ngram_slots_cap_long_texts():
     tokenizer = Tokenizer([], max_words=2, ngrams=NgramHashing(buckets=1 << 20, slots=5))
     ids = tokenizer.encode("a very long listing text with many different words")
-    assert (ids[2:] > 0).all() and ids.shape == (7,)
+    assert (ids[2:] > 0).all() and ids.shape == (12,)

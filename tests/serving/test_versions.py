@@ -36,9 +36,11 @@ def rotated_class_order(run: Path, out: Path) -> Path:
         order = [*range(1, len(classes)), 0]  # new class id i is old class order[i]
         checkpoint["classes"] = [classes[i] for i in order]
         state = checkpoint["model"]
-        # the last layer of the classifier head: the only head parameters with a row per class
+        # the last layer of each classifier head (the fusion model stacks three): the only head
+        # parameters with a row per class
         last = [k for k, v in state.items() if "head" in k and tuple(v.shape[:1]) == (len(order),)]
-        assert sorted(k.rsplit(".", 1)[1] for k in last) == ["bias", "weight"], last
+        ends = sorted(k.rsplit(".", 1)[1] for k in last)
+        assert last and ends == sorted(["bias", "weight"] * (len(last) // 2)), last
         for key in last:
             state[key] = state[key][order]
         torch.save(checkpoint, path)

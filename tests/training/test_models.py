@@ -1,4 +1,5 @@
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -71,19 +72,26 @@ def test_text_encoder_reads_word_ids_and_hashed_ngrams_from_one_array():
                      max_words=6, ngram_buckets=100, ngram_dim=5)  # fmt: skip
     bag_only = TextModel(13, embedding_dim=24, vocab_size=50, word_dim=8, filters=0,
                          max_words=6, ngram_buckets=100, ngram_dim=5)  # fmt: skip
-    ids = torch.cat([torch.randint(0, 50, (3, 6)), torch.randint(1, 101, (3, 9))], dim=1)
-    ids[0, 10:] = 0  # padding
+    # 6 word ids, then 5 n-gram slots (ids 1..50 word n-grams, 51..100 character n-grams), then
+    # the n-grams' counts
+    words = torch.randint(0, 50, (3, 6))
+    ngrams = torch.tensor([[3, 60, 70, 0, 0], [4, 5, 99, 51, 8], [1, 0, 0, 0, 0]])
+    counts = torch.tensor([[1, 1, 2, 0, 0], [1, 3, 1, 1, 2], [4, 0, 0, 0, 0]])
+    ids = torch.cat([words, ngrams, counts], dim=1)
     for model in (both, bag_only):
         embedding, logits = model.eval()(ids)
         assert embedding.shape == (3, 24) and logits.shape == (3, 13)
-    # The bag ignores padding and the order of its ids; the word part does not reach it.
+    # The bag ignores padding and the order of its n-grams; the word part does not reach it.
     shuffled = ids.clone()
-    shuffled[:, 6:10] = ids[:, 6:10].flip(1)
+    shuffled[:, 6:11], shuffled[:, 11:] = ngrams.flip(1), counts.flip(1)
     shuffled[:, :6] = 7
     torch.testing.assert_close(bag_only(shuffled)[0], bag_only(ids)[0])
-    bag = bag_only.encoder.bag
-    expected = bag.embedding.weight[ids[0, 6:10]].sum(0) / 2.0  # 4 n-grams: sum / sqrt(4)
-    torch.testing.assert_close(bag(ids[:1, 6:])[0], expected)
+    # Word and character n-grams are each an l2-normalised TF-IDF-weighted sum (idf 1 here):
+    # tf 1 + ln(count).
+    bag, table = bag_only.encoder.bag, bag_only.encoder.bag.embedding.weight
+    tf = 1.0 + math.log(2.0)
+    expected = table[3] + (table[60] + tf * table[70]) / math.sqrt(1.0 + tf**2)
+    torch.testing.assert_close(bag(ngrams[:1], counts[:1])[0], expected)
     with pytest.raises(ValueError, match="needs the CNN"):
         TextModel(13, vocab_size=50, word_dim=8, filters=0)
 

@@ -5,12 +5,16 @@ facade and the client load that file, so the text model sees the same ids for th
 
 One fixed-length int64 array per text, in two parts:
 
-    [0, max_words)              word ids (the vocabulary's), then padding: the CNN's input
-    [max_words, max_length)     hashed n-gram bucket ids, then padding: the bag-of-n-grams input
+    [0, max_words)                      word ids (the vocabulary's), then padding: the CNN's input
+    [max_words, max_words + slots)      hashed n-gram bucket ids, then padding  } the bag of
+    [max_words + slots, max_length)     how often each of those n-grams occurs  } n-grams' input
 
 The n-grams (format 2 on) are the text's word unigrams and bigrams and the character 2-5-grams of
-each word within word boundaries ("<sofa>": "<s", "so", ..., "fa>"), each counted once, in the
-order they first appear. Each maps to one of `buckets` ids by CRC-32 of its UTF-8 bytes: a hash
+each word within word boundaries ("<sofa>": "<s", "so", ..., "fa>"), each distinct n-gram once,
+in the order they first appear, with its count in the text beside it (TF-IDF's term frequency:
+listings repeat the words that matter; with the TF-IDF baselines, counts measured 1 to 1.5
+points of top-1 above presence alone). Each maps to one of `buckets` ids by CRC-32 of its
+UTF-8 bytes (word n-grams to the first half of the ids, character n-grams to the second): a hash
 defined by a standard, the same in every process and on every platform (Python's `hash()` of a
 string is salted per process, so it cannot be used). Format 1 files (words only) still load.
 """
@@ -66,21 +70,32 @@ def stable_hash(feature: str) -> int:
 class NgramHashing:
     """Which n-grams a tokeniser hashes, into how many buckets, and how many slots it keeps."""
 
-    buckets: int = 1 << 18  # ids 1..buckets; 0 is padding
-    slots: int = 1024  # n-gram ids per text (most listings have fewer distinct n-grams)
+    # ids 1..buckets (0 is padding): word n-grams hash into the first half, 1..buckets // 2,
+    # character n-grams into the second, so a model can weigh the two kinds apart
+    buckets: int = 1 << 18
+    slots: int = (
+        2048  # distinct n-grams kept per text (97% of the real sample's listings have fewer)
+    )
     word_ngrams: int = 2  # word n-grams of length 1 up to this
     char_min: int = 2  # character n-grams of each word (with its boundaries) from char_min...
     char_max: int = 5  # ...to char_max characters; char_min 0 turns them off
 
     def __post_init__(self) -> None:
-        if self.buckets < 1 or self.slots < 1 or self.word_ngrams < 0:
-            raise ValueError(f"n-gram hashing needs buckets, slots >= 1: {self}")
+        if self.buckets < 2 or self.slots < 1 or self.word_ngrams < 0:
+            raise ValueError(f"n-gram hashing needs buckets >= 2, slots >= 1: {self}")
         if self.char_min and not 1 <= self.char_min <= self.char_max:
             raise ValueError(f"character n-grams need 1 <= char_min <= char_max: {self}")
 
+    @property
+    def word_buckets(self) -> int:
+        """Ids 1..word_buckets are word n-grams; the ids above, character n-grams."""
+        return self.buckets // 2
+
     def bucket(self, feature: str) -> int:
-        """The id of one n-gram: 1..buckets."""
-        return 1 + stable_hash(feature) % self.buckets
+        """The id of one n-gram ("w ..." a word n-gram, "c ..." a character n-gram)."""
+        if feature.startswith("w "):
+            return 1 + stable_hash(feature) % self.word_buckets
+        return 1 + self.word_buckets + stable_hash(feature) % (self.buckets - self.word_buckets)
 
     def word_features(self, word: str) -> list[str]:
         """A word's own n-grams: the word, then its character n-grams (with boundaries)."""
@@ -142,8 +157,8 @@ class Tokenizer:
 
     @property
     def max_length(self) -> int:
-        """Length of an encoded text: word slots, then n-gram slots."""
-        return self.max_words + (self.ngrams.slots if self.ngrams else 0)
+        """Length of an encoded text: word slots, then n-gram id and count slots."""
+        return self.max_words + (2 * self.ngrams.slots if self.ngrams else 0)
 
     @property
     def vocab_size(self) -> int:
@@ -168,34 +183,37 @@ class Tokenizer:
             self._word_cache[word] = cached
         return cached
 
-    def ngram_ids(self, tokens: Sequence[str]) -> list[int]:
+    def ngram_counts(self, tokens: Sequence[str]) -> dict[int, int]:
         """The distinct n-gram bucket ids of a token sequence, in order of first appearance, at
-        most `ngrams.slots` of them ([] without n-grams)."""
+        most `ngrams.slots` of them, each with how often it occurs ({} without n-grams)."""
         if self.ngrams is None:
-            return []
-        spec, seen, ids = self.ngrams, set(), []
+            return {}
+        spec, counts = self.ngrams, {}  # dicts keep insertion order: first appearance
         for i, token in enumerate(tokens):
             candidates = list(self._word_buckets(token))
             for n in range(2, spec.word_ngrams + 1):
                 if i + 1 >= n:
                     candidates.append(spec.bucket("w " + " ".join(tokens[i + 1 - n : i + 1])))
             for bucket in candidates:
-                if bucket not in seen:
-                    seen.add(bucket)
-                    ids.append(bucket)
-                    if len(ids) == spec.slots:
-                        return ids
-        return ids
+                if bucket in counts:
+                    counts[bucket] += 1
+                elif len(counts) < spec.slots:
+                    counts[bucket] = 1
+        return counts
 
     def encode(self, text: str) -> NDArray[np.int64]:
         """A (max_length,) int64 array: the ids of the first max_words words, padding, then the
-        text's n-gram ids and padding."""
+        text's n-gram ids and padding, then their counts and padding."""
         ids = np.full(self.max_length, PAD_ID, dtype=np.int64)
         tokens = tokenize(text)
         words = tokens[: self.max_words]
         ids[: len(words)] = [self._ids.get(t, UNK_ID) for t in words]
-        ngram_ids = self.ngram_ids(tokens)
-        ids[self.max_words : self.max_words + len(ngram_ids)] = ngram_ids
+        if self.ngrams is not None:
+            counts = self.ngram_counts(tokens)
+            start = self.max_words
+            ids[start : start + len(counts)] = list(counts)
+            start += self.ngrams.slots
+            ids[start : start + len(counts)] = list(counts.values())
         return ids
 
     def encode_batch(self, texts: Sequence[str]) -> NDArray[np.int64]:

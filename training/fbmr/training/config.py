@@ -79,8 +79,8 @@ class TrainConfig:
     max_length: int = 128  # words per listing fed to the text CNN
     # hashed n-grams for the text model's bag: word 1..word_ngrams-grams and character
     # char_min..char_max-grams, into ngram_buckets ids (0 turns the bag off), ngram_slots per text
-    ngram_buckets: int = 1 << 18
-    ngram_slots: int = 1024
+    ngram_buckets: int = 1 << 20
+    ngram_slots: int = 2048
     word_ngrams: int = 2
     char_min: int = 2
     char_max: int = 5
@@ -102,8 +102,8 @@ class TrainConfig:
     text_filters: int = 0
     ngram_dim: int = 64  # width of the n-gram bag's embeddings
     # weight the bag's n-grams by inverse document frequency (0 below 2 training listings);
-    # off: every n-gram weighs 1
-    ngram_idf: bool = False
+    # off: every n-gram weighs its term frequency alone
+    ngram_idf: bool = True
     text_widths: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     text_epochs: int = 20
     text_batch_size: int = 64

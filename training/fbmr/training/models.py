@@ -139,17 +139,21 @@ class ImageModel(nn.Module):
 class NgramBag(nn.Module):
     """Hashed n-gram ids (N, S) -> a bag-of-n-grams embedding (N, dim).
 
-    Each distinct n-gram of a text is weighted by its inverse document frequency on the training
-    texts (`weights`, a fixed buffer that `set_idf` fills; 0 for n-grams seen in fewer than
-    `min_df` training texts, as TF-IDF's min_df drops them), and the weighted sum of their
-    embeddings is divided by the l2 norm of the weights: the embedding of an l2-normalised
-    binary TF-IDF vector, the representation of the strong linear baselines, learned end to end.
-    Padding (id 0) weighs nothing. Written as embedding lookups and a sum, which export to ONNX
-    as Gather and ReduceSum.
+    Each distinct n-gram of a text is weighted by its sublinear term frequency in the text,
+    1 + ln(count), times its inverse document frequency on the training texts (`weights`, a
+    fixed buffer that `set_idf` fills; 0 for n-grams seen in fewer than `min_df` training texts,
+    as TF-IDF's min_df drops them). The word n-grams (ids up to
+    `word_buckets`, as `fbmr.core.text.NgramHashing` lays them out) and the character n-grams are
+    summed apart, each sum divided by the l2 norm of its weights, and the two added: the
+    embedding of a word TF-IDF vector and a character TF-IDF vector, each l2-normalised, the
+    representation of the strong linear baselines, learned end to end. One joint norm would let
+    the character n-grams (about nine per word) drown the words. Padding (id 0) weighs nothing.
+    Written as embedding lookups, comparisons and sums, which export to ONNX as they are.
     """
 
-    def __init__(self, buckets: int, dim: int) -> None:
+    def __init__(self, buckets: int, dim: int, word_buckets: int | None = None) -> None:
         super().__init__()
+        self.word_buckets = buckets // 2 if word_buckets is None else word_buckets
         self.embedding = nn.Embedding(buckets + 1, dim, padding_idx=0)
         nn.init.normal_(self.embedding.weight, std=0.1)
         with torch.no_grad():
@@ -168,11 +172,17 @@ class NgramBag(nn.Module):
         idf[0] = 0.0
         self.weights.copy_(idf)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        weights = self.weights[ids]  # (N, S); padding 0
-        summed = (self.embedding(ids) * weights.unsqueeze(2)).sum(dim=1)
-        norm = weights.pow(2).sum(dim=1, keepdim=True).sqrt().clamp(min=1e-6)
-        return summed / norm
+    def forward(self, ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        # (N, S); padding weighs 0 through its idf (its count, 0, is clamped to keep log finite)
+        weights = self.weights[ids] * (1.0 + torch.log(counts.clamp(min=1).float()))
+        embedded = self.embedding(ids) * weights.unsqueeze(2)
+        is_word = (ids <= self.word_buckets).unsqueeze(2)
+        bag = torch.zeros_like(embedded[:, 0])
+        for part in (is_word, ~is_word):
+            summed = torch.where(part, embedded, 0.0).sum(dim=1)
+            norm = torch.where(part.squeeze(2), weights, 0.0).pow(2).sum(dim=1, keepdim=True)
+            bag = bag + summed / norm.sqrt().clamp(min=1e-6)
+        return bag
 
 
 class TextEncoder(nn.Module):
@@ -219,7 +229,8 @@ class TextEncoder(nn.Module):
             words = self.words(token_ids[:, :split]).transpose(1, 2)  # (N, word_dim, L)
             parts.extend(torch.relu(conv(words)).amax(dim=2) for conv in self.convs)
         if self.bag is not None:
-            parts.append(self.bag(token_ids[:, split:]))
+            ngrams, counts = token_ids[:, split:].chunk(2, dim=1)  # ids, then their counts
+            parts.append(self.bag(ngrams, counts))
         return self.projection(self.dropout(torch.cat(parts, dim=1)))
 
 

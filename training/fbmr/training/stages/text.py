@@ -59,7 +59,8 @@ def train_text(
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
     if model.encoder.bag is not None and config.ngram_idf:
         # n-gram weights: inverse document frequency over the training listings
-        model.encoder.bag.set_idf(sets["train"].tensors[0][:, tokenizer.max_words :])
+        ngrams = sets["train"].tensors[0][:, tokenizer.max_words :]
+        model.encoder.bag.set_idf(ngrams.chunk(2, dim=1)[0])
     if model.encoder.cnn:
         with torch.no_grad():
             matrix = embedding_matrix(vectors, tokenizer)
