@@ -50,7 +50,8 @@ def test_word2vec_writes_vectors_tokenizer_and_tsne(tiny_run):
     assert tokenizer.max_words == TINY_TRAINING["max_length"]
     assert tokenizer.ngrams is not None
     assert tokenizer.ngrams.buckets == TINY_TRAINING["ngram_buckets"]
-    assert tokenizer.max_length == TINY_TRAINING["max_length"] + TINY_TRAINING["ngram_slots"]
+    # word ids, then n-gram ids and their counts
+    assert tokenizer.max_length == TINY_TRAINING["max_length"] + 2 * TINY_TRAINING["ngram_slots"]
     assert summary["val_token_coverage"] > 0.9
     assert (tiny_run / "word2vec" / "tsne.png").stat().st_size > 10_000
 
