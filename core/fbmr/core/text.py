@@ -188,7 +188,8 @@ class Tokenizer:
         most `ngrams.slots` of them, each with how often it occurs ({} without n-grams)."""
         if self.ngrams is None:
             return {}
-        spec, counts = self.ngrams, {}  # dicts keep insertion order: first appearance
+        spec = self.ngrams
+        counts: dict[int, int] = {}  # dicts keep insertion order: first appearance
         for i, token in enumerate(tokens):
             candidates = list(self._word_buckets(token))
             for n in range(2, spec.word_ngrams + 1):
