@@ -72,7 +72,7 @@ class NgramHashing:
 
     # ids 1..buckets (0 is padding): word n-grams hash into the first half, 1..buckets // 2,
     # character n-grams into the second, so a model can weigh the two kinds apart
-    buckets: int = 1 << 18
+    buckets: int = 1 << 20
     slots: int = (
         2048  # distinct n-grams kept per text (97% of the real sample's listings have fewer)
     )
