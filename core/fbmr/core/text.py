@@ -66,6 +66,12 @@ def stable_hash(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8"))
 
 
+def word_buckets(buckets: int) -> int:
+    """How many of `buckets` n-gram ids (1..buckets) word n-grams take: the first half. A model
+    reading the ids tells the two kinds apart by this bound."""
+    return buckets // 2
+
+
 @dataclass(frozen=True)
 class NgramHashing:
     """Which n-grams a tokeniser hashes, into how many buckets, and how many slots it keeps."""
@@ -73,9 +79,8 @@ class NgramHashing:
     # ids 1..buckets (0 is padding): word n-grams hash into the first half, 1..buckets // 2,
     # character n-grams into the second, so a model can weigh the two kinds apart
     buckets: int = 1 << 20
-    slots: int = (
-        2048  # distinct n-grams kept per text (97% of the real sample's listings have fewer)
-    )
+    # distinct n-grams kept per text (97% of the real sample's listings have fewer)
+    slots: int = 2048
     word_ngrams: int = 2  # word n-grams of length 1 up to this
     char_min: int = 2  # character n-grams of each word (with its boundaries) from char_min...
     char_max: int = 5  # ...to char_max characters; char_min 0 turns them off
@@ -89,7 +94,7 @@ class NgramHashing:
     @property
     def word_buckets(self) -> int:
         """Ids 1..word_buckets are word n-grams; the ids above, character n-grams."""
-        return self.buckets // 2
+        return word_buckets(self.buckets)
 
     def bucket(self, feature: str) -> int:
         """The id of one n-gram ("w ..." a word n-gram, "c ..." a character n-gram)."""

@@ -15,6 +15,8 @@ import torch
 import torchvision
 from torch import nn
 
+from fbmr.core.text import word_buckets
+
 log = logging.getLogger(__name__)
 
 # The stages of a ResNet, input to output; freezing "up to layer3" freezes all before layer4.
@@ -151,9 +153,9 @@ class NgramBag(nn.Module):
     Written as embedding lookups, comparisons and sums, which export to ONNX as they are.
     """
 
-    def __init__(self, buckets: int, dim: int, word_buckets: int | None = None) -> None:
+    def __init__(self, buckets: int, dim: int) -> None:
         super().__init__()
-        self.word_buckets = buckets // 2 if word_buckets is None else word_buckets
+        self.word_buckets = word_buckets(buckets)
         self.embedding = nn.Embedding(buckets + 1, dim, padding_idx=0)
         nn.init.normal_(self.embedding.weight, std=0.1)
         with torch.no_grad():
@@ -189,10 +191,11 @@ class TextEncoder(nn.Module):
     """Token ids (N, L) -> text embedding (N, embedding_dim).
 
     The ids are laid out as fbmr.core.text's tokeniser writes them: `max_words` word ids, then
-    hashed n-gram ids. Two branches read them, each optional: convolutions of several widths over
-    word vectors, max-pooled over the text (the CNN; `filters` 0 turns it off), and a bag of
-    hashed word and character n-grams (`ngram_buckets` 0 turns it off). Their outputs are
-    concatenated and projected to the embedding, so the two are trained as one model.
+    hashed n-gram ids and their counts (`split` cuts them apart). Two branches read them, each
+    optional: convolutions of several widths over word vectors, max-pooled over the text (the
+    CNN; `filters` 0 turns it off), and a bag of hashed word and character n-grams
+    (`ngram_buckets` 0 turns it off). Their outputs are concatenated and projected to the
+    embedding, so the two are trained as one model.
     """
 
     def __init__(
@@ -222,14 +225,22 @@ class TextEncoder(nn.Module):
         features = (filters * len(widths) if self.cnn else 0) + (ngram_dim if self.bag else 0)
         self.projection = nn.Linear(features, embedding_dim)
 
+    def split(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(word ids, n-gram ids, n-gram counts) of token ids (N, L); the last two are empty
+        (N, 0) for ids without n-grams."""
+        end = self.max_words if self.max_words is not None else token_ids.shape[1]
+        if self.bag is None:
+            return token_ids[:, :end], token_ids[:, :0], token_ids[:, :0]
+        ngrams, counts = token_ids[:, end:].chunk(2, dim=1)
+        return token_ids[:, :end], ngrams, counts
+
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        split = self.max_words if self.max_words is not None else token_ids.shape[1]
+        word_ids, ngrams, counts = self.split(token_ids)
         parts = []
         if self.cnn:
-            words = self.words(token_ids[:, :split]).transpose(1, 2)  # (N, word_dim, L)
+            words = self.words(word_ids).transpose(1, 2)  # (N, word_dim, L)
             parts.extend(torch.relu(conv(words)).amax(dim=2) for conv in self.convs)
         if self.bag is not None:
-            ngrams, counts = token_ids[:, split:].chunk(2, dim=1)  # ids, then their counts
             parts.append(self.bag(ngrams, counts))
         return self.projection(self.dropout(torch.cat(parts, dim=1)))
 

@@ -59,8 +59,7 @@ def train_text(
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
     if model.encoder.bag is not None and config.ngram_idf:
         # n-gram weights: inverse document frequency over the training listings
-        ngrams = sets["train"].tensors[0][:, tokenizer.max_words :]
-        model.encoder.bag.set_idf(ngrams.chunk(2, dim=1)[0])
+        model.encoder.bag.set_idf(model.encoder.split(sets["train"].tensors[0])[1])
     if model.encoder.cnn:
         with torch.no_grad():
             matrix = embedding_matrix(vectors, tokenizer)
