@@ -129,3 +129,14 @@ def test_resuming_with_another_model_shape_is_refused(tiny_run, demo_prepared, t
     config = TrainConfig(data=str(demo_prepared), **{**TINY_TRAINING, "text_filters": 8})
     with pytest.raises(ValueError, match="another shape"):
         train(config, run, Stage.text)
+
+
+def test_fusion_is_held_to_its_inputs_on_the_same_photos(tiny_run):
+    metrics = json.loads((tiny_run / "fusion" / "metrics.json").read_text())
+    inputs = metrics["inputs_top1"]
+    assert set(inputs) == {"train", "val", "test"}
+    for split in ("val", "test"):
+        assert set(inputs[split]) == {"image", "text"}
+        best_input = max(inputs[split].values())
+        # The stacked head starts as the text model and learns to use the photo on top of it.
+        assert metrics["splits"][split]["top1"] >= best_input, (split, metrics)

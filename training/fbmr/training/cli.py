@@ -68,6 +68,9 @@ def train(
     text_lr: float = typer.Option(_D.text_lr),
     text_dropout: float = typer.Option(_D.text_dropout, help="Dropout before the projection."),
     text_weight_decay: float = typer.Option(_D.text_weight_decay, help="AdamW weight decay."),
+    text_label_smoothing: float = typer.Option(
+        _D.text_label_smoothing, help="Probability the training targets spread over other classes."
+    ),
     fusion_epochs: int = typer.Option(_D.fusion_epochs),
     fusion_batch_size: int = typer.Option(_D.fusion_batch_size),
     fusion_lr: float = typer.Option(_D.fusion_lr),

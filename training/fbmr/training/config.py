@@ -112,6 +112,7 @@ class TrainConfig:
     # weight decay 0.05 and lr 1e-3 (docs/results.md).
     text_dropout: float = 0.3
     text_weight_decay: float = 0.0
+    text_label_smoothing: float = 0.1
 
     # fusion head
     fusion_epochs: int = 30

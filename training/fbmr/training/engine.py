@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from fbmr.core.fileio import atomic_path, atomic_write_json
 from fbmr.training import plots
 from fbmr.training.layout import BEST, CONFUSION, CURVES, HISTORY, LAST, METRICS, stage_complete
+from fbmr.training.optim import SplitAdam, sparse_parameters
 
 CHECKPOINT_FORMAT = "fbmr.checkpoint/1"
 SPLITS = ("train", "val", "test")
@@ -54,6 +55,9 @@ class FitSettings:
     seed: int = 0
     workers: int = 0
     progress: bool = True
+    # Training targets put this much probability on the other classes (validation loss, which
+    # breaks ties of top-1, is measured without it).
+    label_smoothing: float = 0.0
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -133,9 +137,7 @@ def classification_metrics(logits: np.ndarray, targets: np.ndarray, num_classes:
     }
 
 
-def _resume(
-    path: Path, saved: nn.Module, optimizer: torch.optim.Optimizer, meta: object
-) -> TrainState:
+def _resume(path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object) -> TrainState:
     """The state a stage left in `path` (last.pt), loaded into `saved` and `optimizer`; a
     fresh state when there is no such file."""
     if not path.is_file():
@@ -167,7 +169,7 @@ def save_checkpoint(path: Path, fields: dict) -> None:
 def train_one_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: SplitAdam,
     loader: DataLoader,
     device: torch.device,
     desc: str,
@@ -230,8 +232,11 @@ def fit(
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = SplitAdam(
+        trainable, sparse_parameters(model), lr=settings.lr, weight_decay=settings.weight_decay
+    )
     loss_fn = nn.CrossEntropyLoss()
+    train_loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     state = _resume(stage_dir / LAST, saved, optimizer, checkpoint_fields.get("meta"))
 
     for epoch in range(state.start, settings.epochs):
@@ -241,7 +246,7 @@ def fit(
         loader = make_loader(train, settings, shuffle=True, epoch=epoch)
         desc = f"{stage_dir.name} epoch {epoch}"
         train_loss, train_top1 = train_one_epoch(
-            model, loss_fn, optimizer, loader, device, desc, settings.progress, auxiliary
+            model, train_loss_fn, optimizer, loader, device, desc, settings.progress, auxiliary
         )
         val_loss, val_top1 = evaluate(model, loss_fn, val, settings, device)
         record = {

@@ -156,7 +156,8 @@ class NgramBag(nn.Module):
     def __init__(self, buckets: int, dim: int) -> None:
         super().__init__()
         self.word_buckets = word_buckets(buckets)
-        self.embedding = nn.Embedding(buckets + 1, dim, padding_idx=0)
+        # sparse: a batch's gradient holds the rows of its n-grams alone (fbmr.training.optim)
+        self.embedding = nn.Embedding(buckets + 1, dim, padding_idx=0, sparse=True)
         nn.init.normal_(self.embedding.weight, std=0.1)
         with torch.no_grad():
             self.embedding.weight[0].zero_()

@@ -39,6 +39,27 @@ def _cached_image_embeddings(
     return trained.image.encoder.projection(features.to(device)).cpu().numpy()
 
 
+@torch.no_grad()
+def _inputs_top1(
+    image_model: nn.Module,
+    image_embeddings: np.ndarray,
+    text_logits: np.ndarray,
+    labels: torch.Tensor,
+) -> dict[str, float]:
+    """Top-1 of the image and text models alone on the fusion samples (photos), the figures the
+    fusion model is held to: never worse than the better of the two."""
+    image_model.eval()
+    device = next(image_model.parameters()).device
+    image_logits = image_model.head(torch.from_numpy(image_embeddings).to(device)).cpu().numpy()
+    target = labels.numpy()
+    if not len(target):
+        return {}
+    return {
+        "image": float((image_logits.argmax(1) == target).mean()),
+        "text": float((text_logits.argmax(1) == target).mean()),
+    }
+
+
 def train_fusion(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
 ) -> dict:
@@ -58,6 +79,7 @@ def train_fusion(
     )
 
     sets = {}
+    inputs: dict[str, dict[str, float]] = {}  # the input models' top-1 on the same photos
     for split in SPLITS:
         images, products = data.images(split), data.products(split)
         photos = PhotoDataset(data, images, spec, augment=False)
@@ -69,11 +91,13 @@ def train_fusion(
         row = products.reset_index(drop=True).reset_index().set_index("product_id")["index"]
         rows = torch.from_numpy(images["product_id"].map(row).to_numpy(dtype=np.int64, copy=True))
         labels = torch.from_numpy(images["label_id"].to_numpy(dtype=np.int64, copy=True))
+        text_embeddings, text_logits, _ = predict(text_model, texts, settings, device)
         if config.unfreeze_text:
             second = texts.tensors[0][rows]
         else:
-            second = torch.from_numpy(predict(text_model, texts, settings, device)[0])[rows]
+            second = torch.from_numpy(text_embeddings)[rows]
         sets[split] = TensorDataset(torch.from_numpy(image_embeddings), second, labels)
+        inputs[split] = _inputs_top1(image_model, image_embeddings, text_logits[rows], labels)
 
     meta = {
         "embedding_dim": config.embedding_dim,
@@ -117,5 +141,5 @@ def train_fusion(
         auxiliary=combined_loss if stacked else None,
     )
     predictions = {s: predict(trainable, sets[s], settings, device)[1:] for s in SPLITS}
-    extra = {"unit": "photo", "unfreeze_text": config.unfreeze_text}
+    extra = {"unit": "photo", "unfreeze_text": config.unfreeze_text, "inputs_top1": inputs}
     return report(stage_dir, "fusion model", history, predictions, classes, extra)

@@ -69,6 +69,7 @@ def train_text(
         batch_size=config.text_batch_size,
         lr=config.text_lr,
         weight_decay=config.text_weight_decay,
+        label_smoothing=config.text_label_smoothing,
         patience=config.patience,
         seed=config.seed,
         progress=config.progress,

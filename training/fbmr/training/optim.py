@@ -1,0 +1,66 @@
+"""One optimiser for models whose embedding tables take sparse gradients.
+
+The text model's n-gram table has about a million rows and a batch touches a few thousand of
+them. Declared `sparse=True`, the table's gradient holds those rows alone, and SparseAdam updates
+them alone; AdamW (which takes no sparse gradients) updates the dense parameters. A dense Adam
+over the whole table every step made the text stage about seven times slower on the real sample
+(docs/results.md). `SplitAdam` steps both as one optimiser, so the training loop and its
+checkpoints see a single object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The weights of `model`'s embedding tables that produce sparse gradients."""
+    return [
+        module.weight
+        for module in model.modules()
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag) and module.sparse
+    ]
+
+
+class SplitAdam:
+    """AdamW over dense parameters beside SparseAdam over sparse ones (no weight decay there:
+    decaying rows only when a batch touches them would penalise common n-grams most)."""
+
+    def __init__(
+        self,
+        parameters: Iterable[nn.Parameter],
+        sparse: Iterable[nn.Parameter],
+        lr: float,
+        weight_decay: float,
+    ) -> None:
+        sparse_ids = {id(p) for p in sparse}
+        parameters = list(parameters)
+        dense = [p for p in parameters if id(p) not in sparse_ids]
+        rows = [p for p in parameters if id(p) in sparse_ids]
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        if dense:
+            self.optimizers["dense"] = torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay)
+        if rows:
+            self.optimizers["sparse"] = torch.optim.SparseAdam(rows, lr=lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.optimizers):
+            raise ValueError(
+                f"optimiser state for {sorted(state)}, this model trains {sorted(self.optimizers)}"
+            )
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state[name])
