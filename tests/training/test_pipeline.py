@@ -135,6 +135,8 @@ def test_fusion_is_held_to_its_inputs_on_the_same_photos(tiny_run):
     metrics = json.loads((tiny_run / "fusion" / "metrics.json").read_text())
     inputs = metrics["inputs_top1"]
     assert set(inputs) == {"train", "val", "test"}
+    assert metrics["stacking"] in {"trained", "text", "image"}
+    assert len(metrics["stacking_weights"]) == 3
     for split in ("val", "test"):
         assert set(inputs[split]) == {"image", "text"}
         best_input = max(inputs[split].values())

@@ -18,8 +18,17 @@ from torch.utils.data import TensorDataset
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
-from fbmr.training.engine import SPLITS, FitSettings, fit, predict, report
-from fbmr.training.layout import RunLayout
+from fbmr.training.engine import (
+    SPLITS,
+    FitSettings,
+    evaluate,
+    fit,
+    load_checkpoint,
+    predict,
+    report,
+    save_checkpoint,
+)
+from fbmr.training.layout import BEST, RunLayout
 from fbmr.training.models import FusionHead, FusionModel
 from fbmr.training.stages.image import load_cached_features
 from fbmr.training.trained import TrainedModels, load_trained_models
@@ -58,6 +67,42 @@ def _inputs_top1(
         "image": float((image_logits.argmax(1) == target).mean()),
         "text": float((text_logits.argmax(1) == target).mean()),
     }
+
+
+# Stacking weights (text, image, combined) that answer with one input model alone.
+INPUTS_ALONE = {"text": (1.0, 0.0, 0.0), "image": (0.0, 1.0, 0.0)}
+
+
+def _hold_to_inputs(
+    model: FusionModel,
+    trainable: nn.Module,
+    val: TensorDataset,
+    settings: FitSettings,
+    device: torch.device,
+    stage_dir: Path,
+) -> str:
+    """Keep the trained stacking weights only if they beat, on validation, each input model
+    answering alone (ties broken by validation loss); else switch to the better input and
+    rewrite best.pt. The stacked head fits its weights on training photos, whose text the text
+    model has already memorised (training top-1 near 1), so it can trust the text a little more
+    or less than validation rewards. The combined head and embedding stay as trained either way.
+    Returns which weights were kept: "trained", "text" or "image"."""
+    weights = model.head.weights
+    loss_fn = nn.CrossEntropyLoss()
+    loss, top1 = evaluate(trainable, loss_fn, val, settings, device)
+    kept, best, best_key = "trained", weights.detach().clone(), (top1, -loss)
+    for name, alone in INPUTS_ALONE.items():
+        with torch.no_grad():
+            weights.copy_(torch.tensor(alone))
+        loss, top1 = evaluate(trainable, loss_fn, val, settings, device)
+        if (top1, -loss) > best_key:
+            kept, best, best_key = name, weights.detach().clone(), (top1, -loss)
+    with torch.no_grad():
+        weights.copy_(best)
+    if kept != "trained":
+        checkpoint = load_checkpoint(stage_dir / BEST)
+        save_checkpoint(stage_dir / BEST, {**checkpoint, "model": model.state_dict()})
+    return kept
 
 
 def train_fusion(
@@ -140,6 +185,11 @@ def train_fusion(
         saved=model,
         auxiliary=combined_loss if stacked else None,
     )
+    extra: dict = {"unit": "photo", "unfreeze_text": config.unfreeze_text, "inputs_top1": inputs}
+    if stacked:
+        extra["stacking"] = _hold_to_inputs(
+            model, trainable, sets["val"], settings, device, stage_dir
+        )
+        extra["stacking_weights"] = model.head.weights.tolist()
     predictions = {s: predict(trainable, sets[s], settings, device)[1:] for s in SPLITS}
-    extra = {"unit": "photo", "unfreeze_text": config.unfreeze_text, "inputs_top1": inputs}
     return report(stage_dir, "fusion model", history, predictions, classes, extra)
