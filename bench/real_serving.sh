@@ -16,7 +16,7 @@ timed() { local start=$SECONDS; "$@"; echo "== $* took $((SECONDS - start)) s"; 
   --port 18080 --triton-grpc-port 18001 --triton-http-port 18000 --triton-metrics-port 18002 \
   > "$OUT/serve.log" 2>&1 &
 serve_pid=$!
-trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null' EXIT
+trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null || true' EXIT
 for _ in $(seq 300); do
   curl -fs http://127.0.0.1:18080/healthz >/dev/null 2>&1 && break
   kill -0 $serve_pid 2>/dev/null || { tail -20 "$OUT/serve.log"; exit 1; }
