@@ -120,12 +120,23 @@ def predict(
     return torch.cat(embeddings).numpy(), torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 
+def top1(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Share of samples whose highest logit is their target (NaN without samples)."""
+    return float((logits.argmax(1) == targets).mean()) if len(targets) else float("nan")
+
+
+def selection_key(accuracy: float, loss: float) -> tuple[float, float]:
+    """What picks the best of several models on validation: top-1, ties broken by the lower loss
+    (a saturated validation top-1, as on small data, would otherwise keep the first)."""
+    return accuracy, -loss
+
+
 def classification_metrics(logits: np.ndarray, targets: np.ndarray, num_classes: int) -> dict:
     top3 = np.argsort(-logits, axis=1)[:, :3]
     predicted = top3[:, 0]
     return {
         "count": len(targets),
-        "top1": float((predicted == targets).mean()) if len(targets) else float("nan"),
+        "top1": top1(logits, targets),
         "top3": float((top3 == targets[:, None]).any(axis=1).mean())
         if len(targets)
         else float("nan"),
@@ -208,8 +219,7 @@ def evaluate(
     """The loss and top-1 of `model` on `data`, in evaluation mode."""
     _, logits, targets = predict(model, data, settings, device, "validation")
     loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets)))
-    top1 = float((logits.argmax(1) == targets).mean()) if len(targets) else float("nan")
-    return loss, top1
+    return loss, top1(logits, targets)
 
 
 def fit(
@@ -262,11 +272,7 @@ def fit(
             f"val loss {val_loss:.3f} top-1 {val_top1:.3f}"
         )
         weights = {**checkpoint_fields, "model": saved.state_dict(), "epoch": epoch}
-        # Better top-1, or the same with a lower loss (a saturated validation top-1, as on small
-        # data, would otherwise keep the first epoch).
-        if val_top1 > state.best_top1 or (
-            val_top1 == state.best_top1 and val_loss < state.best_loss
-        ):
+        if selection_key(val_top1, val_loss) > selection_key(state.best_top1, state.best_loss):
             state.best_top1, state.best_loss, state.bad_epochs = val_top1, val_loss, 0
             save_checkpoint(stage_dir / BEST, {**weights, "val_top1": val_top1})
         else:
@@ -308,7 +314,9 @@ def report(
     logits, targets = predictions[shown]
     matrix = confusion_matrix(targets, logits.argmax(1), labels=range(len(classes)))
     plots.confusion_matrix(matrix, classes, stage_dir / CONFUSION, f"{title}: {shown} split")
-    best = max(history, key=lambda h: (h["val_top1"], -h["val_loss"])) if history else {}
+    best = (
+        max(history, key=lambda h: selection_key(h["val_top1"], h["val_loss"])) if history else {}
+    )
     result = {
         "stage": stage_dir.name,
         "splits": metrics,

@@ -27,6 +27,8 @@ from fbmr.training.engine import (
     predict,
     report,
     save_checkpoint,
+    selection_key,
+    top1,
 )
 from fbmr.training.layout import BEST, RunLayout
 from fbmr.training.models import FusionHead, FusionModel
@@ -63,10 +65,7 @@ def _inputs_top1(
     target = labels.numpy()
     if not len(target):
         return {}
-    return {
-        "image": float((image_logits.argmax(1) == target).mean()),
-        "text": float((text_logits.argmax(1) == target).mean()),
-    }
+    return {"image": top1(image_logits, target), "text": top1(text_logits, target)}
 
 
 # Stacking weights (text, image, combined) that answer with one input model alone.
@@ -89,14 +88,15 @@ def _hold_to_inputs(
     Returns which weights were kept: "trained", "text" or "image"."""
     weights = model.head.weights
     loss_fn = nn.CrossEntropyLoss()
-    loss, top1 = evaluate(trainable, loss_fn, val, settings, device)
-    kept, best, best_key = "trained", weights.detach().clone(), (top1, -loss)
+    loss, val_top1 = evaluate(trainable, loss_fn, val, settings, device)
+    kept, best, best_key = "trained", weights.detach().clone(), selection_key(val_top1, loss)
     for name, alone in INPUTS_ALONE.items():
         with torch.no_grad():
             weights.copy_(torch.tensor(alone))
-        loss, top1 = evaluate(trainable, loss_fn, val, settings, device)
-        if (top1, -loss) > best_key:
-            kept, best, best_key = name, weights.detach().clone(), (top1, -loss)
+        loss, val_top1 = evaluate(trainable, loss_fn, val, settings, device)
+        key = selection_key(val_top1, loss)
+        if key > best_key:
+            kept, best, best_key = name, weights.detach().clone(), key
     with torch.no_grad():
         weights.copy_(best)
     if kept != "trained":
