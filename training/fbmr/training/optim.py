@@ -3,9 +3,9 @@
 The text model's n-gram table has about a million rows and a batch touches a few thousand of
 them. Declared `sparse=True`, the table's gradient holds those rows alone, and SparseAdam updates
 them alone; AdamW (which takes no sparse gradients) updates the dense parameters. A dense Adam
-over the whole table every step made each epoch of the text stage about seven times slower on
-the real sample (docs/results.md). `SplitAdam` steps both as one optimiser, so the training loop
-and its checkpoints see a single object.
+over the whole table made each training step 4.3 times slower on the real sample
+(`bench/text_optimiser.py`, docs/results.md). `SplitAdam` steps both as one optimiser, so the
+training loop and its checkpoints see a single object.
 """
 
 from __future__ import annotations
