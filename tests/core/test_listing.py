@@ -74,9 +74,9 @@ def test_bare_carriage_returns_are_folded():
 
 def test_listing_text_joins_clean_name_and_description():
     text = listing_text("Kettle | in Leeds, West Yorkshire | Gumtree", "Works\rwell")
-    assert text == "Kettle Works well"
+    assert text == "Kettle | Works well"  # the mark: where the name ends
     assert listing_text("", "only a description") == "only a description"
-    assert listing_text(product_name="only a name") == "only a name"
+    assert listing_text(product_name="only a name") == "only a name |"
 
 
 def test_model_text_of_raw_fields_is_the_text_training_reads():
@@ -85,17 +85,19 @@ def test_model_text_of_raw_fields_is_the_text_training_reads():
     # What data preparation stores (cleaned fields), read the way training reads it.
     prepared = listing_text(clean_product_name(raw_name), clean_field(raw_description))
     assert model_text(name=raw_name, description=raw_description) == prepared
-    assert prepared == "Sun loungers Two loungers, barely used. Collection only"
-    assert model_text(name=raw_name) == "Sun loungers"
+    assert prepared == "Sun loungers | Two loungers, barely used. Collection only"
+    assert model_text(name=raw_name) == "Sun loungers |"
 
 
 def test_model_text_of_a_free_text_drops_the_marketplace_suffix():
     title = "Sun loungers | in Skegness, Lincolnshire | Gumtree"
-    assert model_text(text=title) == "Sun loungers"
+    # The suffix marks where the name ends: the text reads as the fields would.
+    assert model_text(text=title) == "Sun loungers |" == listing_text(title)
     assert model_text(text=f"{title} Two loungers\r barely used") == (
-        "Sun loungers Two loungers barely used"
+        "Sun loungers | Two loungers barely used"
     )
-    assert model_text(text="Sofa | Gumtree") == "Sofa"
+    assert model_text(text=f"{title} Two | Gumtree loungers") == "Sun loungers | Two loungers"
+    assert model_text(text="Sofa | Gumtree") == "Sofa |"
     assert model_text(text="Gumtree bag, a|b") == "Gumtree bag, a|b"
     with pytest.raises(ValueError, match="not both"):
         model_text(name="Sofa", text="Sofa")

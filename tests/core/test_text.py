@@ -7,7 +7,15 @@ import zlib
 import numpy as np
 import pytest
 
-from fbmr.core.text import PAD_ID, UNK_ID, NgramHashing, Tokenizer, stable_hash, tokenize
+from fbmr.core.text import (
+    PAD_ID,
+    UNK_ID,
+    NgramHashing,
+    Tokenizer,
+    kind_bounds,
+    stable_hash,
+    tokenize,
+)
 
 
 def test_tokenize_splits_glued_words_and_digits():
@@ -142,3 +150,39 @@ def test_ngram_slots_cap_long_texts():
     tokenizer = Tokenizer([], max_words=2, ngrams=NgramHashing(buckets=1 << 20, slots=5))
     ids = tokenizer.encode("a very long listing text with many different words")
     assert (ids[2:] > 0).all() and ids.shape == (12,)
+
+
+def test_the_names_ngrams_are_kinds_of_their_own():
+    spec = NgramHashing(buckets=1000, slots=64, word_ngrams=2, char_min=2, char_max=3,
+                        name_ngrams=True)  # fmt: skip
+    tokenizer = Tokenizer(["sofa", "grey"], max_words=4, ngrams=spec)
+    marked, plain = tokenizer.encode("Grey sofa | a sofa"), tokenizer.encode("Grey sofa a sofa")
+    # The mark is no word: the word ids, and the text's own n-grams, are the same.
+    assert marked[:4].tolist() == plain[:4].tolist()
+    text_ids = {int(i): int(c) for i, c in zip(plain[4:68], plain[68:], strict=True) if i}
+    name_features = [f for w in ("grey", "sofa") for f in spec.word_features(w, "n")]
+    name_ids = {spec.bucket(f) for f in [*name_features, "nw grey sofa"]}
+    got = {int(i): int(c) for i, c in zip(marked[4:68], marked[68:], strict=True) if i}
+    assert got == text_ids | dict.fromkeys(name_ids, 1)  # each of the name's n-grams once
+    assert got[spec.bucket("w sofa")] == 2  # the text's "sofa": twice
+    # Four equal id ranges: the text's words, its characters, the name's words, its characters.
+    assert kind_bounds(1000, 4) == [(0, 250), (250, 500), (500, 750), (750, 1000)]
+    assert all(1 <= i <= 500 for i in text_ids) and all(501 <= i <= 1000 for i in name_ids)
+    assert spec.bucket("nw sofa") <= 750 < spec.bucket("nc <so")
+    # A text without the mark has no name.
+    assert tokenizer.encode("Grey sofa a sofa").tolist() == plain.tolist()
+
+
+def test_format_2_files_read_without_the_names_ngrams(tmp_path):
+    spec = NgramHashing(buckets=1000, slots=16, char_max=3, name_ngrams=True)
+    Tokenizer(["sofa"], 4, spec).save(tmp_path / "tokenizer.json")
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert saved["format"] == "fbmr.tokenizer/3"
+    assert Tokenizer.load(tmp_path / "tokenizer.json").ngrams == spec
+    del saved["ngrams"]["name_ngrams"]
+    (tmp_path / "v2.json").write_text(json.dumps({**saved, "format": "fbmr.tokenizer/2"}))
+    old = Tokenizer.load(tmp_path / "v2.json")
+    assert old.ngrams is not None and not old.ngrams.name_ngrams
+    # Format 2's ids: words in 1..500, characters in 501..1000, the mark read as no name.
+    assert old.encode("Sofa | sofa").tolist() == old.encode("Sofa sofa").tolist()
+    assert old.ngrams.bucket("w sofa") == 1 + stable_hash("w sofa") % 500

@@ -12,6 +12,7 @@ from fbmr.training.models import (
     FusionHead,
     FusionModel,
     ImageModel,
+    NgramBag,
     TextModel,
     build_trunk,
 )
@@ -123,3 +124,21 @@ def test_classification_metrics():
     # Per class F1: class 0: p=1/2, r=1/2 -> 0.5; classes 1 and 2: 0.
     assert metrics["macro_f1"] == pytest.approx(0.5 / 3)
     assert metrics["count"] == 4
+
+
+def test_the_names_ngrams_are_summed_apart_and_dropped_in_training_only():
+    torch.manual_seed(0)
+    bag = NgramBag(100, 5, kinds=4, name_dropout=0.5)
+    # ids 1..25 words, 26..50 characters, 51..75 the name's words, 76..100 its characters
+    ngrams = torch.tensor([[3, 30, 60, 80, 90]] * 64)
+    counts = torch.tensor([[1, 1, 1, 1, 1]] * 64)
+    table = bag.embedding.weight
+    text_part = table[3] + table[30]
+    name_part = table[60] + (table[80] + table[90]) / math.sqrt(2.0)
+    bag.eval()
+    torch.testing.assert_close(bag(ngrams[:1], counts[:1])[0], text_part + name_part)
+    # In training, a listing keeps its name's n-grams or loses both kinds of them together.
+    outputs = bag.train()(ngrams, counts).detach()
+    kept = torch.isclose(outputs, (text_part + name_part).detach()).all(dim=1)
+    dropped = torch.isclose(outputs, text_part.detach()).all(dim=1)
+    assert (kept | dropped).all() and kept.any() and dropped.any()

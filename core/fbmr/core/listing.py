@@ -17,6 +17,12 @@ _NAME_NOISE = re.compile(r"\s*\|\s*(?:in\s+[^|]*\|\s*)?Gumtree\s*$", re.IGNORECA
 # The same suffix inside a free text (a title as written, then the description after it).
 _NAME_NOISE_ANYWHERE = re.compile(r"\s*\|\s*(?:in\s+[^|]*\|\s*)?Gumtree\b", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
+# Where a listing's name ends in its text: "Sun loungers | Two loungers, barely used". The
+# tokeniser reads what comes before the first mark as the name, a field of its own (the words of a
+# title say more than those of a description); the mark itself is no word, so the word ids are
+# those of the name and description alone. A free text as the marketplace writes it carries the
+# mark where the name's `| in Town | Gumtree` suffix was.
+NAME_END = "|"
 _PRICE_JUNK = re.compile(r"[£$€,\s]")
 
 
@@ -55,9 +61,12 @@ def parse_price(price: object) -> float:
 
 
 def listing_text(product_name: object = "", product_description: object = "") -> str:
-    """The one text the text model reads for a listing: cleaned name, then cleaned description."""
-    parts = (clean_product_name(product_name), clean_field(product_description))
-    return " ".join(p for p in parts if p)
+    """The one text the text model reads for a listing: cleaned name, the name's end (`NAME_END`),
+    then cleaned description; a description alone without the mark."""
+    name, description = clean_product_name(product_name), clean_field(product_description)
+    if not name:
+        return description
+    return f"{name} {NAME_END} {description}".rstrip()
 
 
 def model_text(name: object = None, description: object = None, text: object = None) -> str:
@@ -66,12 +75,14 @@ def model_text(name: object = None, description: object = None, text: object = N
     Either the listing's fields, `name` (as the marketplace wrote it, suffix and all) and
     `description`, cleaned as data preparation cleans them (`listing_text`), or a free `text`
     (say a title as written followed by the description): white space folded and the
-    marketplace's `| in Town | Gumtree` suffix removed wherever it appears. A text already
-    cleaned comes back unchanged. ValueError when both the fields and a free text are given.
+    marketplace's `| in Town | Gumtree` suffix replaced by the name's end (`NAME_END`) where it
+    first appears, removed after. A text already cleaned comes back unchanged. ValueError when
+    both the fields and a free text are given.
     """
     has_fields = bool(clean_field(name) or clean_field(description))
     if has_fields and clean_field(text):
         raise ValueError("give the listing's name and description, or a free text, not both")
     if has_fields:
         return listing_text(name, description)
-    return _WHITESPACE.sub(" ", _NAME_NOISE_ANYWHERE.sub(" ", clean_field(text))).strip()
+    text = _NAME_NOISE_ANYWHERE.sub(f" {NAME_END} ", clean_field(text), count=1)
+    return _WHITESPACE.sub(" ", _NAME_NOISE_ANYWHERE.sub(" ", text)).strip()

@@ -13,10 +13,16 @@ The n-grams (format 2 on) are the text's word unigrams and bigrams and the chara
 each word within word boundaries ("<sofa>": "<s", "so", ..., "fa>"), each distinct n-gram once,
 in the order they first appear, with its count in the text beside it (TF-IDF's term frequency:
 listings repeat the words that matter; with the TF-IDF baselines, counts measured 1 to 1.5
-points of top-1 above presence alone). Each maps to one of `buckets` ids by CRC-32 of its
-UTF-8 bytes (word n-grams to the first half of the ids, character n-grams to the second): a hash
-defined by a standard, the same in every process and on every platform (Python's `hash()` of a
-string is salted per process, so it cannot be used). Format 1 files (words only) still load.
+points of top-1 above presence alone). With `name_ngrams`, the listing's name (the text before
+`fbmr.core.listing.NAME_END`) gives its word and character n-grams a second time as features of
+their own, so a model can weigh a word in the title apart from the same word in the description
+(format 3 on).
+
+Each n-gram maps to one id by CRC-32 of its UTF-8 bytes: a hash defined by a standard, the same
+in every process and on every platform (Python's `hash()` of a string is salted per process, so it
+cannot be used). The ids 1..buckets fall in equal ranges, one per kind of n-gram (`KINDS`, in
+order: word, character, then the name's word and character n-grams when on), so a model tells
+the kinds apart by the id alone. Format 1 files (words only) still load.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-TOKENIZER_FORMAT = "fbmr.tokenizer/2"
+from fbmr.core.listing import NAME_END
+
+TOKENIZER_FORMAT = "fbmr.tokenizer/3"
+# Format 2: n-grams without the name's (`name_ngrams` absent, off); read as it was written.
+TOKENIZER_FORMAT_NO_NAMES = "fbmr.tokenizer/2"
 # Format 1: words only (max_length word ids). Loaded as a tokeniser without n-grams.
 TOKENIZER_FORMAT_WORDS_ONLY = "fbmr.tokenizer/1"
 PAD_TOKEN = "<pad>"
@@ -66,49 +76,59 @@ def stable_hash(feature: str) -> int:
     return zlib.crc32(feature.encode("utf-8"))
 
 
-def word_buckets(buckets: int) -> int:
-    """How many of `buckets` n-gram ids (1..buckets) word n-grams take: the first half. A model
-    reading the ids tells the two kinds apart by this bound."""
-    return buckets // 2
+# The kinds of n-gram, each hashed into its own range of ids: a feature string starts with its
+# kind ("w grey sofa", "c <so", "nw sofa").
+KINDS = ("w", "c", "nw", "nc")
+
+
+def kind_bounds(buckets: int, kinds: int) -> list[tuple[int, int]]:
+    """The id range (lo, hi] of each of the first `kinds` kinds of n-gram among ids 1..buckets:
+    equal ranges, in `KINDS` order. A model reading the ids tells the kinds apart by them."""
+    return [(k * buckets // kinds, (k + 1) * buckets // kinds) for k in range(kinds)]
 
 
 @dataclass(frozen=True)
 class NgramHashing:
     """Which n-grams a tokeniser hashes, into how many buckets, and how many slots it keeps."""
 
-    # ids 1..buckets (0 is padding): word n-grams hash into the first half, 1..buckets // 2,
-    # character n-grams into the second, so a model can weigh the two kinds apart
+    # ids 1..buckets (0 is padding), one equal range per kind of n-gram (`KINDS`), so a model can
+    # weigh the kinds apart
     buckets: int = 1 << 20
     # distinct n-grams kept per text (97% of the real sample's listings have fewer)
     slots: int = 2048
     word_ngrams: int = 2  # word n-grams of length 1 up to this
     char_min: int = 2  # character n-grams of each word (with its boundaries) from char_min...
     char_max: int = 5  # ...to char_max characters; char_min 0 turns them off
+    # the name's n-grams again, as kinds of their own (files from before the setting: off)
+    name_ngrams: bool = False
 
     def __post_init__(self) -> None:
-        if self.buckets < 2 or self.slots < 1 or self.word_ngrams < 0:
-            raise ValueError(f"n-gram hashing needs buckets >= 2, slots >= 1: {self}")
+        if self.buckets < 2 * self.kinds or self.slots < 1 or self.word_ngrams < 0:
+            raise ValueError(f"n-gram hashing needs 2 buckets a kind, slots >= 1: {self}")
         if self.char_min and not 1 <= self.char_min <= self.char_max:
             raise ValueError(f"character n-grams need 1 <= char_min <= char_max: {self}")
 
     @property
-    def word_buckets(self) -> int:
-        """Ids 1..word_buckets are word n-grams; the ids above, character n-grams."""
-        return word_buckets(self.buckets)
+    def kinds(self) -> int:
+        """How many kinds of n-gram the ids hold: the first 2 or all 4 of `KINDS`."""
+        return 4 if self.name_ngrams else 2
 
     def bucket(self, feature: str) -> int:
-        """The id of one n-gram ("w ..." a word n-gram, "c ..." a character n-gram)."""
-        if feature.startswith("w "):
-            return 1 + stable_hash(feature) % self.word_buckets
-        return 1 + self.word_buckets + stable_hash(feature) % (self.buckets - self.word_buckets)
+        """The id of one n-gram, in its kind's range ("w ...": a word n-gram, "c ...": a
+        character n-gram, "nw ..." and "nc ...": the same of the name)."""
+        lo, hi = kind_bounds(self.buckets, self.kinds)[KINDS.index(feature.split(" ", 1)[0])]
+        return 1 + lo + stable_hash(feature) % (hi - lo)
 
-    def word_features(self, word: str) -> list[str]:
-        """A word's own n-grams: the word, then its character n-grams (with boundaries)."""
-        features = [f"w {word}"] if self.word_ngrams >= 1 else []
+    def word_features(self, word: str, prefix: str = "") -> list[str]:
+        """A word's own n-grams: the word, then its character n-grams (with boundaries); `prefix`
+        "n" for a word of the name."""
+        features = [f"{prefix}w {word}"] if self.word_ngrams >= 1 else []
         if self.char_min:
             marked = f"<{word}>"
             for n in range(self.char_min, self.char_max + 1):
-                features.extend(f"c {marked[i : i + n]}" for i in range(len(marked) - n + 1))
+                features.extend(
+                    f"{prefix}c {marked[i : i + n]}" for i in range(len(marked) - n + 1)
+                )
         return features
 
 
@@ -140,7 +160,7 @@ class Tokenizer:
         self._tokens = [PAD_TOKEN, UNK_TOKEN, *words]
         self._ids = {w: i for i, w in enumerate(self._tokens)}
         # A word's own n-gram ids depend on the word alone: computed once per distinct word.
-        self._word_cache: dict[str, tuple[int, ...]] = {}
+        self._word_cache: dict[tuple[str, str], tuple[int, ...]] = {}
 
     @classmethod
     def from_corpus(
@@ -178,44 +198,51 @@ class Tokenizer:
     def token_id(self, word: str) -> int:
         return self._ids.get(word, UNK_ID)
 
-    def _word_buckets(self, word: str) -> tuple[int, ...]:
-        cached = self._word_cache.get(word)
+    def _word_buckets(self, word: str, prefix: str) -> tuple[int, ...]:
+        cached = self._word_cache.get((prefix, word))
         if cached is None:
             assert self.ngrams is not None
-            cached = tuple(self.ngrams.bucket(f) for f in self.ngrams.word_features(word))
+            features = self.ngrams.word_features(word, prefix)
+            cached = tuple(self.ngrams.bucket(f) for f in features)
             if len(self._word_cache) >= _WORD_CACHE_SIZE:
                 self._word_cache.clear()
-            self._word_cache[word] = cached
+            self._word_cache[(prefix, word)] = cached
         return cached
 
-    def ngram_counts(self, tokens: Sequence[str]) -> dict[int, int]:
-        """The distinct n-gram bucket ids of a token sequence, in order of first appearance, at
-        most `ngrams.slots` of them, each with how often it occurs ({} without n-grams)."""
+    def ngram_counts(self, tokens: Sequence[str], name: Sequence[str] = ()) -> dict[int, int]:
+        """The distinct n-gram bucket ids of a token sequence (after those of the `name`'s tokens
+        when the tokeniser reads names), in order of first appearance, at most `ngrams.slots` of
+        them, each with how often it occurs ({} without n-grams)."""
         if self.ngrams is None:
             return {}
         spec = self.ngrams
         counts: dict[int, int] = {}  # dicts keep insertion order: first appearance
-        for i, token in enumerate(tokens):
-            candidates = list(self._word_buckets(token))
-            for n in range(2, spec.word_ngrams + 1):
-                if i + 1 >= n:
-                    candidates.append(spec.bucket("w " + " ".join(tokens[i + 1 - n : i + 1])))
-            for bucket in candidates:
-                if bucket in counts:
-                    counts[bucket] += 1
-                elif len(counts) < spec.slots:
-                    counts[bucket] = 1
+        fields = (("n", name), ("", tokens)) if spec.name_ngrams else (("", tokens),)
+        for prefix, words in fields:
+            for i, token in enumerate(words):
+                candidates = list(self._word_buckets(token, prefix))
+                for n in range(2, spec.word_ngrams + 1):
+                    if i + 1 >= n:
+                        gram = " ".join(words[i + 1 - n : i + 1])
+                        candidates.append(spec.bucket(f"{prefix}w {gram}"))
+                for bucket in candidates:
+                    if bucket in counts:
+                        counts[bucket] += 1
+                    elif len(counts) < spec.slots:
+                        counts[bucket] = 1
         return counts
 
     def encode(self, text: str) -> NDArray[np.int64]:
         """A (max_length,) int64 array: the ids of the first max_words words, padding, then the
-        text's n-gram ids and padding, then their counts and padding."""
+        text's n-gram ids and padding, then their counts and padding. The name is what precedes
+        the first `NAME_END` (a text without one has none)."""
         ids = np.full(self.max_length, PAD_ID, dtype=np.int64)
         tokens = tokenize(text)
         words = tokens[: self.max_words]
         ids[: len(words)] = [self._ids.get(t, UNK_ID) for t in words]
         if self.ngrams is not None:
-            counts = self.ngram_counts(tokens)
+            name = tokenize(text.split(NAME_END, 1)[0]) if NAME_END in text else []
+            counts = self.ngram_counts(tokens, name)
             start = self.max_words
             ids[start : start + len(counts)] = list(counts)
             start += self.ngrams.slots
@@ -246,10 +273,10 @@ class Tokenizer:
         fmt = data.get("format")
         if fmt == TOKENIZER_FORMAT_WORDS_ONLY:
             return cls(data["words"], int(data["max_length"]))
-        if fmt != TOKENIZER_FORMAT:
+        if fmt not in (TOKENIZER_FORMAT, TOKENIZER_FORMAT_NO_NAMES):
             raise ValueError(
                 f"not a tokenizer this version reads: format {fmt!r}, want {TOKENIZER_FORMAT!r} "
-                f"(or {TOKENIZER_FORMAT_WORDS_ONLY!r})"
+                f"(or {TOKENIZER_FORMAT_NO_NAMES!r}, {TOKENIZER_FORMAT_WORDS_ONLY!r})"
             )
         ngrams = data.get("ngrams")
         tokenizer = cls(

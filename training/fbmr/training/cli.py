@@ -42,6 +42,9 @@ def train(
     word_ngrams: int = typer.Option(_D.word_ngrams, help="Longest word n-gram in the bag."),
     char_min: int = typer.Option(_D.char_min, help="Shortest character n-gram (0: none)."),
     char_max: int = typer.Option(_D.char_max, help="Longest character n-gram."),
+    name_ngrams: bool = typer.Option(
+        _D.name_ngrams, help="The listing name's n-grams again, apart from the description's."
+    ),
     backbone: str = typer.Option(_D.backbone, help="resnet50, or resnet18 for quick runs."),
     image_weights: str = typer.Option(
         _D.image_weights, help="imagenet, none, or a path to a torchvision state dict."
@@ -70,6 +73,9 @@ def train(
     text_weight_decay: float = typer.Option(_D.text_weight_decay, help="AdamW weight decay."),
     text_label_smoothing: float = typer.Option(
         _D.text_label_smoothing, help="Probability the training targets spread over other classes."
+    ),
+    text_name_dropout: float = typer.Option(
+        _D.text_name_dropout, help="Probability a training listing's name n-grams are dropped."
     ),
     fusion_epochs: int = typer.Option(_D.fusion_epochs),
     fusion_batch_size: int = typer.Option(_D.fusion_batch_size),

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fbmr.core.text import word_buckets
+from fbmr.core.text import kind_bounds
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +144,22 @@ class NgramBag(nn.Module):
     Each distinct n-gram of a text is weighted by its sublinear term frequency in the text,
     1 + ln(count), times its inverse document frequency on the training texts (`weights`, a
     fixed buffer that `set_idf` fills; 0 for n-grams seen in fewer than `min_df` training texts,
-    as TF-IDF's min_df drops them). The word n-grams (ids up to
-    `word_buckets`, as `fbmr.core.text.NgramHashing` lays them out) and the character n-grams are
-    summed apart, each sum divided by the l2 norm of its weights, and the two added: the
-    embedding of a word TF-IDF vector and a character TF-IDF vector, each l2-normalised, the
-    representation of the strong linear baselines, learned end to end. One joint norm would let
-    the character n-grams (about nine per word) drown the words. Padding (id 0) weighs nothing.
-    Written as embedding lookups, comparisons and sums, which export to ONNX as they are.
+    as TF-IDF's min_df drops them). Each kind of n-gram (word, character, and with `kinds` 4 the
+    name's word and character n-grams, in the id ranges `fbmr.core.text.kind_bounds` gives) is
+    summed apart, each sum divided by the l2 norm of its weights, and the sums added: the
+    embedding of one l2-normalised TF-IDF vector per kind, the representation of the strong
+    linear baselines, learned end to end. One joint norm would let the character n-grams (about
+    nine per word) drown the words, and a long description its title. Padding (id 0) weighs
+    nothing. Written as embedding lookups, comparisons and sums, which export to ONNX as they are.
+
+    `name_dropout` drops the name's kinds of a training text with that probability, so the model
+    also answers well for a text sent without its name marked (a free text).
     """
 
-    def __init__(self, buckets: int, dim: int) -> None:
+    def __init__(self, buckets: int, dim: int, kinds: int = 2, name_dropout: float = 0.0) -> None:
         super().__init__()
-        self.word_buckets = word_buckets(buckets)
+        self.bounds = kind_bounds(buckets, kinds)
+        self.name_dropout = name_dropout
         # sparse: a batch's gradient holds the rows of its n-grams alone (fbmr.training.optim)
         self.embedding = nn.Embedding(buckets + 1, dim, padding_idx=0, sparse=True)
         nn.init.normal_(self.embedding.weight, std=0.1)
@@ -179,12 +183,18 @@ class NgramBag(nn.Module):
         # (N, S); padding weighs 0 through its idf (its count, 0, is clamped to keep log finite)
         weights = self.weights[ids] * (1.0 + torch.log(counts.clamp(min=1).float()))
         embedded = self.embedding(ids) * weights.unsqueeze(2)
-        is_word = (ids <= self.word_buckets).unsqueeze(2)
         bag = torch.zeros_like(embedded[:, 0])
-        for part in (is_word, ~is_word):
-            summed = torch.where(part, embedded, 0.0).sum(dim=1)
-            norm = torch.where(part.squeeze(2), weights, 0.0).pow(2).sum(dim=1, keepdim=True)
-            bag = bag + summed / norm.sqrt().clamp(min=1e-6)
+        keep_name = None
+        if self.training and self.name_dropout > 0 and len(self.bounds) > 2:
+            keep_name = torch.rand(len(ids), 1, device=ids.device) >= self.name_dropout
+        for kind, (lo, hi) in enumerate(self.bounds):
+            part = (ids > lo) & (ids <= hi)
+            summed = torch.where(part.unsqueeze(2), embedded, 0.0).sum(dim=1)
+            norm = torch.where(part, weights, 0.0).pow(2).sum(dim=1, keepdim=True)
+            summed = summed / norm.sqrt().clamp(min=1e-6)
+            if kind >= 2 and keep_name is not None:  # the name's kinds, dropped together
+                summed = summed * keep_name
+            bag = bag + summed
         return bag
 
 
@@ -210,6 +220,8 @@ class TextEncoder(nn.Module):
         max_words: int | None = None,
         ngram_buckets: int = 0,
         ngram_dim: int = 0,
+        ngram_kinds: int = 2,
+        name_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if not filters and not ngram_buckets:
@@ -221,7 +233,9 @@ class TextEncoder(nn.Module):
             self.convs = nn.ModuleList(
                 nn.Conv1d(word_dim, filters, w, padding=w - 1) for w in widths
             )
-        self.bag = NgramBag(ngram_buckets, ngram_dim) if ngram_buckets else None
+        self.bag = (
+            NgramBag(ngram_buckets, ngram_dim, ngram_kinds, name_dropout) if ngram_buckets else None
+        )
         self.dropout = nn.Dropout(dropout)
         features = (filters * len(widths) if self.cnn else 0) + (ngram_dim if self.bag else 0)
         self.projection = nn.Linear(features, embedding_dim)

@@ -32,6 +32,8 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
         max_words=meta.get("max_words", meta["max_length"]),
         ngram_buckets=meta.get("ngram_buckets", 0),
         ngram_dim=meta.get("ngram_dim", 0),
+        ngram_kinds=meta.get("ngram_kinds", 2),  # checkpoints from before the name's n-grams
+        name_dropout=meta.get("name_dropout", 0.0),
     )
 
 
@@ -53,6 +55,8 @@ def train_text(
         "max_words": tokenizer.max_words,
         "ngram_buckets": tokenizer.ngrams.buckets if tokenizer.ngrams else 0,
         "ngram_dim": config.ngram_dim if tokenizer.ngrams else 0,
+        "ngram_kinds": tokenizer.ngrams.kinds if tokenizer.ngrams else 2,
+        "name_dropout": config.text_name_dropout,
     }
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))

@@ -49,6 +49,7 @@ def ngram_hashing(config: TrainConfig) -> NgramHashing | None:
         word_ngrams=config.word_ngrams,
         char_min=config.char_min,
         char_max=config.char_max,
+        name_ngrams=config.name_ngrams,
     )
 
 
