@@ -28,7 +28,11 @@ def test_seed_layout_one_row_per_listing_with_its_first_photo(tmp_path):
     root = write_seed_layout(tmp_path / "seed", products, images, {})
     rows = read_input(root)
     assert list(rows["id"]) == ["p1", "p2", "p3"]
-    assert list(rows["text"]) == ["Oak chair Solid oak", "Bike Red, fast", "No photo text only"]
+    assert list(rows["text"]) == [
+        "Oak chair | Solid oak",
+        "Bike | Red, fast",
+        "No photo | text only",
+    ]
     assert list(rows["photo"]) == [
         str(root / "images" / "i1.jpg"),
         str(root / "images" / "i3.jpg"),
@@ -83,7 +87,7 @@ def test_a_table_may_hold_the_listing_fields_instead_of_text(tmp_path):
     )
     frame.to_parquet(tmp_path / "fields.parquet")
     rows = read_input(tmp_path / "fields.parquet")
-    assert rows["text"].tolist() == ["Sun loungers Great condition", "Oak chair", None]
+    assert rows["text"].tolist() == ["Sun loungers | Great condition", "Oak chair", None]
     frame.assign(text="x").to_parquet(tmp_path / "both.parquet")
     with pytest.raises(InputError, match="not both"):
         read_input(tmp_path / "both.parquet")
