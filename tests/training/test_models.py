@@ -142,3 +142,28 @@ def test_the_names_ngrams_are_summed_apart_and_dropped_in_training_only():
     kept = torch.isclose(outputs, (text_part + name_part).detach()).all(dim=1)
     dropped = torch.isclose(outputs, text_part.detach()).all(dim=1)
     assert (kept | dropped).all() and kept.any() and dropped.any()
+
+
+def test_set_idf_keeps_table_rows_for_the_weighed_ngrams_alone():
+    torch.manual_seed(0)
+    bag = NgramBag(100, 5)
+    train = torch.tensor([[3, 60, 70, 0], [3, 60, 0, 0], [3, 9, 0, 0]])
+    bag.set_idf(train)  # ids 3 and 60 are in two texts or more; 70 and 9 in one
+    assert bag.rows == 2 and bag.embedding.weight.shape == (3, 5)
+    assert bag.weights[1:].tolist() == pytest.approx([math.log(4 / 4) + 1, math.log(4 / 3) + 1])
+    # The same as a table with a row per id that holds those rows and weighs the rest 0.
+    full = NgramBag(100, 5)
+    with torch.no_grad():
+        full.embedding.weight.zero_()
+        full.embedding.weight[[3, 60]] = bag.embedding.weight[1:]
+        full.weights.zero_()
+        full.weights[[3, 60]] = bag.weights[1:]
+    ngrams = torch.tensor([[3, 60, 70, 9], [9, 60, 0, 0], [5, 0, 0, 0]])
+    counts = torch.tensor([[1, 2, 1, 1], [3, 1, 0, 0], [1, 0, 0, 0]])
+    torch.testing.assert_close(bag(ngrams, counts), full(ngrams, counts))
+    # A checkpoint loads into a bag built with its shape; the table is pruned once only.
+    again = NgramBag(100, 5, rows=bag.rows)
+    again.load_state_dict(bag.state_dict())
+    torch.testing.assert_close(again(ngrams, counts), bag(ngrams, counts))
+    with pytest.raises(ValueError, match="already"):
+        bag.set_idf(train)

@@ -154,35 +154,72 @@ class NgramBag(nn.Module):
 
     `name_dropout` drops the name's kinds of a training text with that probability, so the model
     also answers well for a text sent without its name marked (a free text).
+
+    The table starts with one row per id. `set_idf` keeps rows only for the n-grams it weighs
+    (seen in `min_df` training texts; the others weigh 0 and so never count): about a tenth of
+    the 2^20 ids on the real sample, so the checkpoint and the exported text encoder shrink as
+    much. `row_of` then maps each id to its row (0, the zero padding row, for the rest); `rows`
+    rebuilds a table of that shape for a checkpoint to be loaded into.
     """
 
-    def __init__(self, buckets: int, dim: int, kinds: int = 2, name_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        buckets: int,
+        dim: int,
+        kinds: int = 2,
+        name_dropout: float = 0.0,
+        rows: int | None = None,
+    ) -> None:
         super().__init__()
         self.bounds = kind_bounds(buckets, kinds)
         self.name_dropout = name_dropout
+        self._new_table(rows if rows is not None else buckets, dim)
+        self.row_of: torch.Tensor | None
+        if rows is None:
+            self.register_buffer("row_of", None)
+        else:
+            self.register_buffer("row_of", torch.zeros(buckets + 1, dtype=torch.long))
+
+    def _new_table(self, rows: int, dim: int) -> None:
         # sparse: a batch's gradient holds the rows of its n-grams alone (fbmr.training.optim)
-        self.embedding = nn.Embedding(buckets + 1, dim, padding_idx=0, sparse=True)
+        self.embedding = nn.Embedding(rows + 1, dim, padding_idx=0, sparse=True)
         nn.init.normal_(self.embedding.weight, std=0.1)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
-        weights = torch.ones(buckets + 1)
+        weights = torch.ones(rows + 1)
         weights[0] = 0.0
         self.register_buffer("weights", weights)
+
+    @property
+    def rows(self) -> int | None:
+        """Rows of the table besides padding when it holds only the weighed n-grams (None: one
+        per id)."""
+        return None if self.row_of is None else self.embedding.num_embeddings - 1
 
     @torch.no_grad()
     def set_idf(self, ids: torch.Tensor, min_df: int = 2) -> None:
         """Weights from the training texts' n-gram ids (N, S): smoothed inverse document
-        frequency, ln((1 + N) / (1 + df)) + 1, and 0 below `min_df` texts."""
-        df = torch.bincount(ids.flatten(), minlength=len(self.weights)).float()
+        frequency, ln((1 + N) / (1 + df)) + 1, and 0 below `min_df` texts; then a fresh table
+        with rows for the weighed n-grams alone. Called once, before training."""
+        if self.row_of is not None:
+            raise ValueError("the n-gram table already holds only its weighed n-grams")
+        buckets = self.bounds[-1][1]
+        df = torch.bincount(ids.flatten(), minlength=buckets + 1).float()
         idf = torch.log((1.0 + len(ids)) / (1.0 + df)) + 1.0
         idf[df < min_df] = 0.0
         idf[0] = 0.0
-        self.weights.copy_(idf)
+        weighed = torch.nonzero(idf > 0).squeeze(1)
+        row_of = torch.zeros(buckets + 1, dtype=torch.long)
+        row_of[weighed] = torch.arange(1, len(weighed) + 1)
+        self._new_table(len(weighed), self.embedding.embedding_dim)
+        self.weights[1:] = idf[weighed]
+        self.row_of = row_of
 
     def forward(self, ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        rows = ids if self.row_of is None else self.row_of[ids]
         # (N, S); padding weighs 0 through its idf (its count, 0, is clamped to keep log finite)
-        weights = self.weights[ids] * (1.0 + torch.log(counts.clamp(min=1).float()))
-        embedded = self.embedding(ids) * weights.unsqueeze(2)
+        weights = self.weights[rows] * (1.0 + torch.log(counts.clamp(min=1).float()))
+        embedded = self.embedding(rows) * weights.unsqueeze(2)
         bag = torch.zeros_like(embedded[:, 0])
         keep_name = None
         if self.training and self.name_dropout > 0 and len(self.bounds) > 2:
@@ -222,6 +259,7 @@ class TextEncoder(nn.Module):
         ngram_dim: int = 0,
         ngram_kinds: int = 2,
         name_dropout: float = 0.0,
+        ngram_rows: int | None = None,
     ) -> None:
         super().__init__()
         if not filters and not ngram_buckets:
@@ -234,7 +272,9 @@ class TextEncoder(nn.Module):
                 nn.Conv1d(word_dim, filters, w, padding=w - 1) for w in widths
             )
         self.bag = (
-            NgramBag(ngram_buckets, ngram_dim, ngram_kinds, name_dropout) if ngram_buckets else None
+            NgramBag(ngram_buckets, ngram_dim, ngram_kinds, name_dropout, ngram_rows)
+            if ngram_buckets
+            else None
         )
         self.dropout = nn.Dropout(dropout)
         features = (filters * len(widths) if self.cnn else 0) + (ngram_dim if self.bag else 0)

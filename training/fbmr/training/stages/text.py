@@ -34,6 +34,7 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
         ngram_dim=meta.get("ngram_dim", 0),
         ngram_kinds=meta.get("ngram_kinds", 2),  # checkpoints from before the name's n-grams
         name_dropout=meta.get("name_dropout", 0.0),
+        ngram_rows=meta.get("ngram_rows"),  # None: a table row per id, as before set_idf pruned
     )
 
 
@@ -64,6 +65,7 @@ def train_text(
     if model.encoder.bag is not None and config.ngram_idf:
         # n-gram weights: inverse document frequency over the training listings
         model.encoder.bag.set_idf(model.encoder.split(sets["train"].tensors[0])[1])
+        meta["ngram_rows"] = model.encoder.bag.rows
     if model.encoder.cnn:
         with torch.no_grad():
             matrix = embedding_matrix(vectors, tokenizer)
