@@ -1,8 +1,9 @@
 """Training-step time of the text model's n-gram bag: a dense AdamW step over the whole n-gram
 table against `SplitAdam` (SparseAdam over the rows a batch touches), side by side in one run.
 
-Both contenders train the same model shape (the defaults: 2^20 buckets x 64) on the same batches
-of a prepared dataset's training listings, tokenised as the text stage does; the steps alternate
+Both contenders train the same model shape (the defaults: 2^20 buckets x 64, the table pruned to
+the n-grams the training listings weigh, as the text stage does) on the same batches of a prepared
+dataset's training listings, tokenised as the text stage does; the steps alternate
 between the two so machine load hits both alike. Prints the median step time of each and their
 ratio.
 
@@ -27,7 +28,8 @@ from fbmr.training.models import TextModel
 from fbmr.training.optim import SplitAdam, sparse_parameters
 
 
-def _model(tokenizer: Tokenizer, classes: int, sparse: bool) -> TextModel:
+def _model(tokenizer: Tokenizer, classes: int, sparse: bool, ids: torch.Tensor) -> TextModel:
+    """The text stage's default model, its table pruned by the IDF of the training `ids`."""
     assert tokenizer.ngrams is not None, "the tokeniser has no n-grams: no bag to train"
     torch.manual_seed(0)
     model = TextModel(
@@ -38,7 +40,10 @@ def _model(tokenizer: Tokenizer, classes: int, sparse: bool) -> TextModel:
         max_words=tokenizer.max_words,
         ngram_buckets=tokenizer.ngrams.buckets,
         ngram_dim=64,
+        ngram_kinds=tokenizer.ngrams.kinds,
     )
+    assert model.encoder.bag is not None
+    model.encoder.bag.set_idf(model.encoder.split(ids)[1])
     model.encoder.bag.embedding.sparse = sparse
     return model
 
@@ -56,7 +61,7 @@ def main(
     classes = len(prepared.label_map.classes)
     contenders = {}
     for name, sparse in (("dense AdamW", False), ("SplitAdam (sparse rows)", True)):
-        model = _model(tok, classes, sparse)
+        model = _model(tok, classes, sparse, ids)
         contenders[name] = (model, SplitAdam(model.parameters(), sparse_parameters(model), 3e-3, 0))
     times: dict[str, list[float]] = {name: [] for name in contenders}
     generator = torch.Generator().manual_seed(0)
