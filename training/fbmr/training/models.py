@@ -150,7 +150,8 @@ class NgramBag(nn.Module):
     embedding of one l2-normalised TF-IDF vector per kind, the representation of the strong
     linear baselines, learned end to end. One joint norm would let the character n-grams (about
     nine per word) drown the words, and a long description its title. Padding (id 0) weighs
-    nothing. Written as embedding lookups, comparisons and sums, which export to ONNX as they are.
+    nothing. Written as embedding lookups, comparisons, a batched product and sums, which export
+    to ONNX as they are.
 
     `name_dropout` drops the name's kinds of a training text with that probability, so the model
     also answers well for a text sent without its name marked (a free text).
@@ -219,20 +220,19 @@ class NgramBag(nn.Module):
         rows = ids if self.row_of is None else self.row_of[ids]
         # (N, S); padding weighs 0 through its idf (its count, 0, is clamped to keep log finite)
         weights = self.weights[rows] * (1.0 + torch.log(counts.clamp(min=1).float()))
-        embedded = self.embedding(rows) * weights.unsqueeze(2)
-        bag = torch.zeros_like(embedded[:, 0])
-        keep_name = None
+        # Each n-gram's weight in the column of its kind, (N, S, K): one batched product sums
+        # every kind at once, instead of a masked pass over (N, S, dim) per kind.
+        kind = sum((ids > lo).long() for lo, _ in self.bounds[1:])
+        kinds = torch.arange(len(self.bounds), device=ids.device)
+        by_kind = (kind.unsqueeze(2) == kinds).float() * weights.unsqueeze(2)
+        sums = by_kind.transpose(1, 2) @ self.embedding(rows)  # (N, K, dim)
+        norms = by_kind.pow(2).sum(dim=1).sqrt().clamp(min=1e-6)  # (N, K)
+        scale = 1.0 / norms
         if self.training and self.name_dropout > 0 and len(self.bounds) > 2:
-            keep_name = torch.rand(len(ids), 1, device=ids.device) >= self.name_dropout
-        for kind, (lo, hi) in enumerate(self.bounds):
-            part = (ids > lo) & (ids <= hi)
-            summed = torch.where(part.unsqueeze(2), embedded, 0.0).sum(dim=1)
-            norm = torch.where(part, weights, 0.0).pow(2).sum(dim=1, keepdim=True)
-            summed = summed / norm.sqrt().clamp(min=1e-6)
-            if kind >= 2 and keep_name is not None:  # the name's kinds, dropped together
-                summed = summed * keep_name
-            bag = bag + summed
-        return bag
+            # the name's kinds (the last two), dropped together
+            keep = torch.rand(len(ids), 1, device=ids.device) >= self.name_dropout
+            scale = torch.cat([scale[:, :2], scale[:, 2:] * keep], dim=1)
+        return (sums * scale.unsqueeze(2)).sum(dim=1)
 
 
 class TextEncoder(nn.Module):

@@ -1,0 +1,96 @@
+"""The n-gram bag's forward and backward: one masked pass per kind of n-gram (the bag before)
+against one batched product over all kinds (`fbmr.training.models.NgramBag` now), side by side.
+
+Both run on the same module (the default shape: 2^20 buckets x 64 pruned by the training
+listings' IDF, the name's kinds) and the same batches of 64 real training listings, alternating;
+prints the largest difference between their outputs, the median time of each and the ratio.
+
+    python bench/text_bag_forward.py runs/real/prepared \
+        --tokenizer runs/real/run/word2vec/tokenizer.json
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import typer
+
+from fbmr.core.text import Tokenizer
+from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.datasets import token_dataset
+from fbmr.training.models import NgramBag, TextModel
+
+
+def masked_per_kind(bag: NgramBag, ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The bag as it was: each kind summed by its own masked pass over (N, S, dim); no name
+    dropout (both contenders run in eval mode)."""
+    rows = ids if bag.row_of is None else bag.row_of[ids]
+    weights = bag.weights[rows] * (1.0 + torch.log(counts.clamp(min=1).float()))
+    embedded = bag.embedding(rows) * weights.unsqueeze(2)
+    out = torch.zeros_like(embedded[:, 0])
+    for lo, hi in bag.bounds:
+        part = (ids > lo) & (ids <= hi)
+        summed = torch.where(part.unsqueeze(2), embedded, 0.0).sum(dim=1)
+        norm = torch.where(part, weights, 0.0).pow(2).sum(dim=1, keepdim=True)
+        out = out + summed / norm.sqrt().clamp(min=1e-6)
+    return out
+
+
+def main(
+    data: Path = typer.Argument(..., help="Prepared dataset."),
+    tokenizer: Path = typer.Option(..., help="tokenizer.json of a run's word2vec stage."),
+    steps: int = typer.Option(20, help="Timed steps per contender (after 2 warm-up steps)."),
+    batch_size: int = typer.Option(64, help="Listings per step, as the text stage's default."),
+) -> None:
+    torch.set_num_threads(2)
+    prepared = PreparedDataset(data)
+    tok = Tokenizer.load(tokenizer)
+    assert tok.ngrams is not None, "the tokeniser has no n-grams: no bag to run"
+    ids = token_dataset(prepared, prepared.products("train"), tok).tensors[0]
+    torch.manual_seed(0)
+    model = TextModel(
+        13,
+        vocab_size=tok.vocab_size,
+        word_dim=1,
+        filters=0,
+        max_words=tok.max_words,
+        ngram_buckets=tok.ngrams.buckets,
+        ngram_dim=64,
+        ngram_kinds=tok.ngrams.kinds,
+    )
+    bag = model.encoder.bag
+    assert bag is not None
+    bag.set_idf(model.encoder.split(ids)[1])
+    bag.eval()
+    contenders: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "a masked pass per kind": lambda n, c: masked_per_kind(bag, n, c),
+        "one batched product": bag,
+    }
+    _, ngrams, counts = model.encoder.split(ids[:256])
+    with torch.no_grad():
+        outputs = [f(ngrams, counts) for f in contenders.values()]
+    print(f"largest |difference| of the outputs: {(outputs[0] - outputs[1]).abs().max():.1e}")
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    generator = torch.Generator().manual_seed(0)
+    for step in range(steps + 2):
+        batch = torch.randint(len(ids), (batch_size,), generator=generator)
+        _, ngrams, counts = model.encoder.split(ids[batch])
+        for name, forward in contenders.items():
+            started = time.perf_counter()
+            forward(ngrams, counts).pow(2).sum().backward()
+            bag.embedding.weight.grad = None
+            if step >= 2:
+                times[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, median in medians.items():
+        print(f"{name:24s} median forward + backward {median * 1000:7.1f} ms over {steps} steps")
+    before, after = medians.values()
+    print(f"masked / batched: {before / after:.1f}x")
+
+
+if __name__ == "__main__":
+    typer.run(main)
