@@ -4,8 +4,8 @@ The text model's n-gram table has about a million rows and a batch touches a few
 them. Declared `sparse=True`, the table's gradient holds those rows alone, and SparseAdam updates
 them alone; AdamW (which takes no sparse gradients) updates the dense parameters. A dense Adam
 over the whole 2^20-row table made each training step 4.3 times slower on the real sample; over
-the table pruned to the n-grams the training listings weigh (the default, a tenth of the rows) the
-two measure the same (`bench/text_optimiser.py`, docs/results.md). `SplitAdam` steps both as one
+the table pruned to the n-grams the training listings weigh (the default, a tenth of the rows),
+1.5 times slower (`bench/text_optimiser.py`, docs/results.md). `SplitAdam` steps both as one
 optimiser, so the training loop and its checkpoints see a single object.
 """
 
