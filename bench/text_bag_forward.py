@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 import typer
+from text_optimiser import default_model
 
 from fbmr.core.text import Tokenizer
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
-from fbmr.training.models import NgramBag, TextModel
+from fbmr.training.models import NgramBag
 
 
 def masked_per_kind(bag: NgramBag, ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -49,22 +50,10 @@ def main(
     torch.set_num_threads(2)
     prepared = PreparedDataset(data)
     tok = Tokenizer.load(tokenizer)
-    assert tok.ngrams is not None, "the tokeniser has no n-grams: no bag to run"
     ids = token_dataset(prepared, prepared.products("train"), tok).tensors[0]
-    torch.manual_seed(0)
-    model = TextModel(
-        13,
-        vocab_size=tok.vocab_size,
-        word_dim=1,
-        filters=0,
-        max_words=tok.max_words,
-        ngram_buckets=tok.ngrams.buckets,
-        ngram_dim=64,
-        ngram_kinds=tok.ngrams.kinds,
-    )
+    model = default_model(tok, len(prepared.label_map.classes), ids)
     bag = model.encoder.bag
     assert bag is not None
-    bag.set_idf(model.encoder.split(ids)[1])
     bag.eval()
     contenders: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
         "a masked pass per kind": lambda n, c: masked_per_kind(bag, n, c),

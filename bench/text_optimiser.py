@@ -28,8 +28,9 @@ from fbmr.training.models import TextModel
 from fbmr.training.optim import SplitAdam, sparse_parameters
 
 
-def _model(tokenizer: Tokenizer, classes: int, sparse: bool, ids: torch.Tensor) -> TextModel:
-    """The text stage's default model, its table pruned by the IDF of the training `ids`."""
+def default_model(tokenizer: Tokenizer, classes: int, ids: torch.Tensor) -> TextModel:
+    """The text stage's default model shape, its table pruned by the IDF of the training `ids`
+    (also the model `text_bag_forward.py` times)."""
     assert tokenizer.ngrams is not None, "the tokeniser has no n-grams: no bag to train"
     torch.manual_seed(0)
     model = TextModel(
@@ -44,7 +45,6 @@ def _model(tokenizer: Tokenizer, classes: int, sparse: bool, ids: torch.Tensor) 
     )
     assert model.encoder.bag is not None
     model.encoder.bag.set_idf(model.encoder.split(ids)[1])
-    model.encoder.bag.embedding.sparse = sparse
     return model
 
 
@@ -61,7 +61,9 @@ def main(
     classes = len(prepared.label_map.classes)
     contenders = {}
     for name, sparse in (("dense AdamW", False), ("SplitAdam (sparse rows)", True)):
-        model = _model(tok, classes, sparse, ids)
+        model = default_model(tok, classes, ids)
+        assert model.encoder.bag is not None
+        model.encoder.bag.embedding.sparse = sparse
         contenders[name] = (model, SplitAdam(model.parameters(), sparse_parameters(model), 3e-3, 0))
     times: dict[str, list[float]] = {name: [] for name in contenders}
     generator = torch.Generator().manual_seed(0)
