@@ -127,8 +127,14 @@ def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
     assert failures == []
     assert {answer["model_version"] for _, answer in answers} == {1, 2}
     for i, answer in answers:
-        assert answer["pred"] == first[i]["pred"], (answer["model_version"], i)
-        assert answer["classes"] == first[i]["classes"]
-        assert answer["probabilities"] == pytest.approx(first[i]["probabilities"], abs=1e-4)
+        # Each category's probability as version 1 gave it (version 2 holds its classes in
+        # another order). The demo model is barely trained, so two categories can tie within
+        # float rounding, which differs with Triton's batch: the prediction is a most probable
+        # category, not necessarily the same one of a tie.
+        got = dict(zip(answer["classes"], answer["probabilities"], strict=True))
+        want = dict(zip(first[i]["classes"], first[i]["probabilities"], strict=True))
+        assert got == pytest.approx(want, abs=1e-4), (answer["model_version"], i)
+        assert answer["pred"] == answer["classes"][0]
+        assert want[answer["pred"]] == pytest.approx(max(want.values()), abs=1e-4)
     assert ready["model_version"] == 2
     assert similar.status_code == 503 and "rebuild" in similar.json()["error"]
