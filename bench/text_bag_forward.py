@@ -11,18 +11,13 @@ prints the largest difference between their outputs, the median time of each and
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import typer
-from text_optimiser import default_model
+from text_timing import alternate, default_model, training_listings
 
-from fbmr.core.text import Tokenizer
-from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.datasets import token_dataset
 from fbmr.training.models import NgramBag
 
 
@@ -47,34 +42,31 @@ def main(
     steps: int = typer.Option(20, help="Timed steps per contender (after 2 warm-up steps)."),
     batch_size: int = typer.Option(64, help="Listings per step, as the text stage's default."),
 ) -> None:
-    torch.set_num_threads(2)
-    prepared = PreparedDataset(data)
-    tok = Tokenizer.load(tokenizer)
-    ids = token_dataset(prepared, prepared.products("train"), tok).tensors[0]
-    model = default_model(tok, len(prepared.label_map.classes), ids)
+    tok, ids, _, classes = training_listings(data, tokenizer)
+    model = default_model(tok, classes, ids)
     bag = model.encoder.bag
     assert bag is not None
     bag.eval()
-    contenders: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    forwards: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
         "a masked pass per kind": lambda n, c: masked_per_kind(bag, n, c),
         "one batched product": bag,
     }
     _, ngrams, counts = model.encoder.split(ids[:256])
     with torch.no_grad():
-        outputs = [f(ngrams, counts) for f in contenders.values()]
+        outputs = [f(ngrams, counts) for f in forwards.values()]
     print(f"largest |difference| of the outputs: {(outputs[0] - outputs[1]).abs().max():.1e}")
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    generator = torch.Generator().manual_seed(0)
-    for step in range(steps + 2):
-        batch = torch.randint(len(ids), (batch_size,), generator=generator)
+
+    def forward_backward(forward: Callable[..., torch.Tensor], batch: torch.Tensor) -> None:
         _, ngrams, counts = model.encoder.split(ids[batch])
-        for name, forward in contenders.items():
-            started = time.perf_counter()
-            forward(ngrams, counts).pow(2).sum().backward()
-            bag.embedding.weight.grad = None
-            if step >= 2:
-                times[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+        forward(ngrams, counts).pow(2).sum().backward()
+        bag.embedding.weight.grad = None
+
+    medians = alternate(
+        {name: lambda batch, f=f: forward_backward(f, batch) for name, f in forwards.items()},
+        len(ids),
+        steps,
+        batch_size,
+    )
     for name, median in medians.items():
         print(f"{name:24s} median forward + backward {median * 1000:7.1f} ms over {steps} steps")
     before, after = medians.values()
