@@ -420,6 +420,28 @@ def use_this_environment_for_local_ray() -> None:
     os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 
 
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at `address`, or start a local one (None). A local head waits for its
+    GCS server to write its port, 30 s by default; on a loaded 2-core machine the GCS once never
+    wrote it (one start in about forty, no GCS log at all), so the wait is raised to 120 s unless
+    set, and a local start that still times out is shut down and tried once more."""
+    if address is None:
+        use_this_environment_for_local_ray()
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+    import ray
+
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(address=address, **kwargs)
+    except RuntimeError:
+        if address is not None:
+            raise
+        ray.shutdown()
+        ray.init(**kwargs)
+
+
 def _score_ray(
     run: _Run,
     units: list[_Unit],
@@ -438,7 +460,7 @@ def _score_ray(
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        start_ray(address)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
