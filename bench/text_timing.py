@@ -34,7 +34,8 @@ def training_listings(
 
 
 def default_model(tokenizer: Tokenizer, classes: int, ids: torch.Tensor) -> TextModel:
-    """The text stage's default model shape, its table pruned by the IDF of the training `ids`."""
+    """One member of the text stage's default ensemble (the members are alike and trained side
+    by side, so one shows the cost of each), its table pruned by the IDF of the training `ids`."""
     assert tokenizer.ngrams is not None, "the tokeniser has no n-grams: no bag to train"
     torch.manual_seed(0)
     model = TextModel(
@@ -47,8 +48,9 @@ def default_model(tokenizer: Tokenizer, classes: int, ids: torch.Tensor) -> Text
         ngram_dim=64,
         ngram_kinds=tokenizer.ngrams.kinds,
     )
-    assert model.encoder.bag is not None
-    model.encoder.bag.set_idf(model.encoder.split(ids)[1])
+    (encoder,) = model.encoders
+    assert encoder.bag is not None
+    encoder.bag.set_idf(encoder.split(ids)[1])
     return model
 
 

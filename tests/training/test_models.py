@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torchvision.models._api import WeightsEnum
 
 from fbmr.training.engine import classification_metrics
@@ -113,6 +114,40 @@ def test_stacked_fusion_head_starts_as_the_text_model():
     assert "weights" in trainable and not any(n.startswith("text_head") for n in trainable)
     head.train()
     assert not head.text_head.training and head.mlp.training
+
+
+def test_an_ensemble_concatenates_its_members_and_averages_their_log_probabilities():
+    torch.manual_seed(0)
+    args = dict(vocab_size=50, word_dim=8, filters=0, max_words=6, ngram_buckets=100, ngram_dim=5)
+    ensemble = TextModel(13, embedding_dim=24, members=3, **args).eval()
+    ids = torch.cat([torch.randint(0, 50, (4, 6)), torch.randint(1, 101, (4, 5)),
+                     torch.randint(1, 3, (4, 5))], dim=1)  # fmt: skip
+    embedding, logits = ensemble(ids)
+    assert embedding.shape == (4, 24) and logits.shape == (4, 13)
+    members = ensemble.encoders
+    assert len(members) == 3
+    # each member its own table, started apart, and its own 8 columns of the embedding
+    assert not torch.equal(members[0].bag.embedding.weight, members[1].bag.embedding.weight)
+    for k, member in enumerate(members):
+        torch.testing.assert_close(embedding[:, 8 * k : 8 * (k + 1)], member(ids))
+    own = ensemble.member_logits(embedding)
+    assert [m.shape for m in own] == [(4, 13)] * 3
+    for k, member_logits in enumerate(own):
+        torch.testing.assert_close(member_logits, ensemble.head.heads[k](members[k](ids)))
+    mean_log_probs = torch.stack([torch.log_softmax(m, dim=1) for m in own]).mean(dim=0)
+    torch.testing.assert_close(logits, mean_log_probs)
+    # the fusion head stacks the ensemble's logits as it does one model's
+    head = FusionHead(16, 24, 13, embedding_dim=20, image_head=nn.Linear(16, 13),
+                      text_head=ensemble.head)  # fmt: skip
+    torch.testing.assert_close(
+        FusionModel(ensemble.encoder, head).eval()(torch.randn(4, 16), ids)[1], logits
+    )
+    with pytest.raises(ValueError, match="does not split into 5"):
+        TextModel(13, embedding_dim=24, members=5, **args)
+    # one member is the plain model, as checkpoints from before the ensemble hold it
+    single = TextModel(13, embedding_dim=24, **args)
+    assert single.encoders == [single.encoder]
+    assert not any(key.startswith("encoder.members") for key in single.state_dict())
 
 
 def test_classification_metrics():

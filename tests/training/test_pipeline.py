@@ -39,7 +39,10 @@ def test_checkpoints_load_with_weights_only_and_carry_config_and_labels(tiny_run
         assert checkpoint["stage"] == stage
         assert checkpoint["classes"] == labels
         assert checkpoint["config"]["backbone"] == "resnet18"
-        assert checkpoint["meta"]["embedding_dim"] == 256
+        # the text model's embedding: its members' (the tiny preset's two) concatenated
+        members = 2 if stage == "text" else 1
+        assert checkpoint["meta"]["embedding_dim"] == 256 * members
+        assert checkpoint["meta"].get("members", 1) == members
     assert not list(tiny_run.rglob("*.tmp")), "a temporary checkpoint was left behind"
 
 

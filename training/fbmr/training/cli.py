@@ -77,6 +77,9 @@ def train(
     text_name_dropout: float = typer.Option(
         _D.text_name_dropout, help="Probability a training listing's name n-grams are dropped."
     ),
+    text_members: int = typer.Option(
+        _D.text_members, help="Text encoders trained together as an ensemble (1: one model)."
+    ),
     fusion_epochs: int = typer.Option(_D.fusion_epochs),
     fusion_batch_size: int = typer.Option(_D.fusion_batch_size),
     fusion_lr: float = typer.Option(_D.fusion_lr),

@@ -50,6 +50,7 @@ PRESETS: dict[Preset, dict] = {
         "ngram_slots": 256,
         "ngram_dim": 32,
         "ngram_idf": True,
+        "text_members": 2,
         "text_epochs": 25,
         "text_lr": 3e-3,
         "fusion_epochs": 15,
@@ -121,6 +122,10 @@ class TrainConfig:
     # drop the name's n-grams of a training listing with this probability, so a free text sent
     # without its name marked is still read well
     text_name_dropout: float = 0.3
+    # text encoders (each its own n-gram table, projection and head, trained together, each on
+    # its own loss) whose log-probabilities are averaged; the text embedding is theirs
+    # concatenated, members x embedding_dim wide
+    text_members: int = 3
 
     # fusion head
     fusion_epochs: int = 30

@@ -34,6 +34,11 @@ CHECKPOINT_FORMAT = "fbmr.checkpoint/1"
 SPLITS = ("train", "val", "test")
 
 
+# A training loss other than the logits' cross-entropy: (embedding, logits, target, the
+# cross-entropy with the settings' label smoothing) -> the batch's loss.
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
+
+
 @dataclass
 class TrainState:
     """Where training stands between epochs: what last.pt saves and a resumed run restores."""
@@ -185,20 +190,21 @@ def train_one_epoch(
     device: torch.device,
     desc: str,
     progress: bool = True,
-    auxiliary: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    objective: Objective | None = None,
 ) -> tuple[float, float]:
     """One pass over `loader` (items: inputs..., target; model output: embedding, logits);
-    returns the mean training loss and top-1. `auxiliary(embedding, target)`, when given, is a
-    loss term added to the logits' loss."""
+    returns the mean training loss and top-1. The loss is `loss_fn` of the logits, or what
+    `objective` makes of the batch."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress)
     for batch in bar:
         *inputs, target = _to(batch, device)
         embedding, logits = model(*inputs)
-        loss = loss_fn(logits, target)
-        if auxiliary is not None:
-            loss = loss + auxiliary(embedding, target)
+        if objective is None:
+            loss = loss_fn(logits, target)
+        else:
+            loss = objective(embedding, logits, target, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -232,12 +238,12 @@ def fit(
     checkpoint_fields: dict,
     saved: nn.Module | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-    auxiliary: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    objective: Objective | None = None,
 ) -> list[dict]:
     """Train `model` (items: inputs..., target; output: embedding, logits) with early stopping,
     resuming from `stage_dir/last.pt` when it exists. `saved` is what checkpoints store (the full
     model when `model` trains only a part of it, such as a head over cached features).
-    `auxiliary` adds a loss term (see train_one_epoch)."""
+    `objective` replaces the training loss (see `Objective`)."""
     saved = saved or model
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
@@ -256,7 +262,7 @@ def fit(
         loader = make_loader(train, settings, shuffle=True, epoch=epoch)
         desc = f"{stage_dir.name} epoch {epoch}"
         train_loss, train_top1 = train_one_epoch(
-            model, train_loss_fn, optimizer, loader, device, desc, settings.progress, auxiliary
+            model, train_loss_fn, optimizer, loader, device, desc, settings.progress, objective
         )
         val_loss, val_top1 = evaluate(model, loss_fn, val, settings, device)
         record = {

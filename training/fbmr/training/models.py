@@ -1,4 +1,6 @@
-"""The four models: ResNet image model, word2vec text CNN, and the fusion head over both.
+"""The models: the ResNet image model, the text model (a bag of hashed n-grams, optionally
+beside a CNN over word2vec, and optionally an ensemble of such encoders), and the fusion head
+over both.
 
 Each classifier is an encoder (input -> embedding) followed by a head (embedding -> logits), so
 export can serve the encoders and the heads as separate ONNX models chained in Triton, and the
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
 import torch
 import torchvision
@@ -300,13 +303,77 @@ class TextEncoder(nn.Module):
         return self.projection(self.dropout(torch.cat(parts, dim=1)))
 
 
-class TextModel(nn.Module):
-    """Token ids -> (text embedding, logits)."""
+class TextEnsembleEncoder(nn.Module):
+    """`members` text encoders of the same shape side by side, each with its own n-gram table,
+    projection and random start: token ids (N, L) -> their embeddings concatenated (N,
+    members x embedding_dim). With `EnsembleHead` over it, an ensemble trained as one model."""
 
-    def __init__(self, num_classes: int, embedding_dim: int = 256, **encoder_args) -> None:
+    def __init__(self, members: int, **encoder_args) -> None:
         super().__init__()
-        self.encoder = TextEncoder(embedding_dim=embedding_dim, **encoder_args)
-        self.head = ClassifierHead(embedding_dim, num_classes)
+        self.members = nn.ModuleList(TextEncoder(**encoder_args) for _ in range(members))
+
+    def split(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.members[0].split(token_ids)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(token_ids) for member in self.members], dim=1)
+
+
+class EnsembleHead(nn.Module):
+    """Concatenated member embeddings (N, members x dim) -> logits: a classifier head per member,
+    and as the ensemble's logits the mean of the members' log-probabilities (their softmax is the
+    members' normalised geometric mean). `member_logits` gives each member's own logits, which
+    training fits each to its own loss, so the members stay different models."""
+
+    def __init__(self, embedding_dim: int, members: int, num_classes: int) -> None:
+        super().__init__()
+        if embedding_dim % members:
+            raise ValueError(f"an embedding of {embedding_dim} does not split into {members}")
+        self.heads = nn.ModuleList(
+            ClassifierHead(embedding_dim // members, num_classes) for _ in range(members)
+        )
+
+    def member_logits(self, embedding: torch.Tensor) -> list[torch.Tensor]:
+        parts = embedding.chunk(len(self.heads), dim=1)
+        return [head(part) for head, part in zip(self.heads, parts, strict=True)]
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        logits = self.member_logits(embedding)
+        return torch.stack([torch.log_softmax(m, dim=1) for m in logits]).mean(dim=0)
+
+
+class TextModel(nn.Module):
+    """Token ids -> (text embedding, logits). With `members` > 1, an ensemble of that many text
+    encoders and heads (`TextEnsembleEncoder`, `EnsembleHead`): the embedding is theirs
+    concatenated, `embedding_dim` wide in all."""
+
+    def __init__(
+        self, num_classes: int, embedding_dim: int = 256, members: int = 1, **encoder_args
+    ) -> None:
+        super().__init__()
+        self.encoder: TextEncoder | TextEnsembleEncoder
+        self.head: ClassifierHead | EnsembleHead
+        if members == 1:
+            self.encoder = TextEncoder(embedding_dim=embedding_dim, **encoder_args)
+            self.head = ClassifierHead(embedding_dim, num_classes)
+        else:
+            self.head = EnsembleHead(embedding_dim, members, num_classes)
+            self.encoder = TextEnsembleEncoder(
+                members, embedding_dim=embedding_dim // members, **encoder_args
+            )
+
+    @property
+    def encoders(self) -> list[TextEncoder]:
+        """The text encoders: the ensemble's members, or the one."""
+        if isinstance(self.encoder, TextEnsembleEncoder):
+            return [cast(TextEncoder, member) for member in self.encoder.members]
+        return [self.encoder]
+
+    def member_logits(self, embedding: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's own logits (the one model's logits when it is not an ensemble)."""
+        if isinstance(self.head, EnsembleHead):
+            return self.head.member_logits(embedding)
+        return [self.head(embedding)]
 
     def forward(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.encoder(token_ids)
@@ -395,7 +462,7 @@ class FusionModel(nn.Module):
     text encoder it was trained with (frozen by default, fine-tuned with --unfreeze-text), so
     export serves the very text encoder the head expects."""
 
-    def __init__(self, text_encoder: TextEncoder, head: FusionHead) -> None:
+    def __init__(self, text_encoder: TextEncoder | TextEnsembleEncoder, head: FusionHead) -> None:
         super().__init__()
         self.text_encoder = text_encoder
         self.head = head

@@ -48,16 +48,17 @@ class TrainedModels:
 def build_fusion_model(meta: dict, num_classes: int) -> FusionModel:
     """A fusion model (its text encoder and head) of the shape a checkpoint's `meta` describes."""
     stacked = meta.get("stacked", False)  # checkpoints from before the stacking: not stacked
+    text = build_text_model(meta["text"], num_classes)
     head = FusionHead(
         meta["image_dim"],
         meta["text_dim"],
         num_classes,
         meta["embedding_dim"],
         image_head=ClassifierHead(meta["image_dim"], num_classes) if stacked else None,
-        text_head=ClassifierHead(meta["text_dim"], num_classes) if stacked else None,
+        text_head=text.head if stacked else None,
         modality_dropout=meta.get("modality_dropout", 0.0),
     )
-    return FusionModel(build_text_model(meta["text"], num_classes).encoder, head)
+    return FusionModel(text.encoder, head)
 
 
 def load_trained_models(

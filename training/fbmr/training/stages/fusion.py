@@ -170,9 +170,13 @@ def train_fusion(
     trainable = model if config.unfreeze_text else head
     fields = {"stage": "fusion", "config": config.to_dict(), "classes": list(classes), "meta": meta}
 
-    def combined_loss(combined: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # Keeps the combined embedding (what similar-listing search indexes) category-aware.
-        return nn.functional.cross_entropy(head.combined_logits(combined), target)
+    def with_combined_loss(
+        combined: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, loss_fn: nn.Module
+    ) -> torch.Tensor:
+        # The combined head's own loss keeps the combined embedding (what similar-listing search
+        # indexes) category-aware.
+        combined_loss = nn.functional.cross_entropy(head.combined_logits(combined), target)
+        return loss_fn(logits, target) + combined_loss
 
     history = fit(
         trainable,
@@ -183,7 +187,7 @@ def train_fusion(
         device,
         fields,
         saved=model,
-        auxiliary=combined_loss if stacked else None,
+        objective=with_combined_loss if stacked else None,
     )
     extra: dict = {"unit": "photo", "unfreeze_text": config.unfreeze_text, "inputs_top1": inputs}
     if stacked:
