@@ -91,7 +91,7 @@ def train_text(
         embedding: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, loss_fn: nn.Module
     ) -> torch.Tensor:
         # Each member fits the targets on its own; a loss on the averaged logits instead draws
-        # the members together (0.8 points lower on test over three seeds, docs/results.md).
+        # the members together (0.8 points lower on test over three ensembles, docs/results.md).
         return sum(
             (loss_fn(own, target) for own in model.member_logits(embedding)), logits.new_zeros(())
         )
