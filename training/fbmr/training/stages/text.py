@@ -1,5 +1,6 @@
-"""Stage 3: the text encoder: a CNN over the word2vec space (embedding initialised from word2vec)
-beside a bag of hashed word and character n-grams, trained as one model."""
+"""Stage 3: the text model: a bag of hashed word and character n-grams (optionally beside a CNN
+over the word2vec space, its embedding initialised from word2vec), and by default three such
+encoders trained side by side as one ensemble (`TextModel`'s members)."""
 
 from __future__ import annotations
 
@@ -66,15 +67,15 @@ def train_text(
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
+    words = embedding_matrix(vectors, tokenizer) if config.text_filters else None
     for encoder in model.encoders:
         if encoder.bag is not None and config.ngram_idf:
             # n-gram weights: inverse document frequency over the training listings
             encoder.bag.set_idf(encoder.split(sets["train"].tensors[0])[1])
             meta["ngram_rows"] = encoder.bag.rows
-        if encoder.cnn:
+        if words is not None:
             with torch.no_grad():
-                matrix = embedding_matrix(vectors, tokenizer)
-                encoder.words.weight.copy_(torch.from_numpy(matrix))
+                encoder.words.weight.copy_(torch.from_numpy(words))
     settings = FitSettings(
         epochs=config.text_epochs,
         batch_size=config.text_batch_size,
