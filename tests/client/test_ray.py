@@ -3,12 +3,16 @@ the session's real tritonserver, gives the rows the local direct mode gives."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from fbmr.client.score import TritonTarget, score, start_ray, use_this_environment_for_local_ray
+from fbmr.client.score import start_ray, use_this_environment_for_local_ray
 from tests.client.conftest import assert_same_rows
 
 use_this_environment_for_local_ray()  # before Ray is imported, as fbmr score does
@@ -18,20 +22,22 @@ ray = pytest.importorskip("ray")
 def test_ray_actor_pool_scores_like_the_local_direct_mode(
     demo_seed, triton, cpu_repository, direct_scores, tmp_path
 ):
-    start_ray(num_cpus=2)  # local, started here so that `score` joins it rather than its own
-    try:
-        # the same Triton twice: a "fleet" of two URLs, one picked per actor
-        target = TritonTarget(
-            (triton.ports.grpc_url, triton.ports.grpc_url), cpu_repository, ray_address="local"
-        )
-        out = tmp_path / "ray.parquet"
-        summary = score(
-            demo_seed, out, target, batch_size=16, concurrency=2, chunk_rows=100, progress=False
-        )
-    finally:
-        ray.shutdown()
+    # `fbmr score --ray local` in a process of its own, as a user runs it: a local Ray started
+    # in this test process would fork Ray's servers from a process that holds gRPC client
+    # threads (the session's Triton clients), which is not fork-safe (twice a server so forked
+    # never came up in time). The same Triton twice: a "fleet" of two URLs, one per actor.
+    out = tmp_path / "ray.parquet"
+    fleet = f"{triton.ports.grpc_url},{triton.ports.grpc_url}"
+    command = [str(Path(sys.executable).with_name("fbmr")), "score", str(demo_seed),
+               "--out", str(out), "--triton", fleet, "--repo", str(cpu_repository),
+               "--ray", "local", "--batch-size", "16", "--concurrency", "2",
+               "--chunk-rows", "100", "--summary-json", str(tmp_path / "summary.json"),
+               "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
     frame = pd.read_parquet(out)
-    assert summary.rows == summary.scored == len(direct_scores)
+    assert summary["rows"] == summary["scored"] == len(direct_scores)
     assert list(frame["id"]) == list(direct_scores["id"])
     assert_same_rows(frame, direct_scores)
 
@@ -42,14 +48,14 @@ def test_a_local_start_that_times_out_is_tried_once_more(monkeypatch):
     def init(address=None, **kwargs):
         calls.append(f"init {address} {sorted(kwargs.items())}")
         if len(calls) == 1:
-            raise RuntimeError("Timed out waiting for file .../gcs_server_port")
+            raise Exception("The current node timed out during startup.")
 
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
     monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)
     start_ray(num_cpus=2)
     options = "[('include_dashboard', False), ('log_to_driver', False), ('num_cpus', 2)]"
-    assert calls == [f"init None {options}", "shutdown", f"init None {options}"]
+    assert calls == [f"init local {options}", "shutdown", f"init local {options}"]
     assert os.environ["RAY_gcs_server_port_wait_time_s"] == "120"  # noqa: SIM112 (Ray spells it so)
 
 

@@ -421,10 +421,12 @@ def use_this_environment_for_local_ray() -> None:
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the Ray cluster at `address`, or start a local one (None). A local head waits for its
-    GCS server to write its port, 30 s by default; on a loaded 2-core machine the GCS once never
-    wrote it (one start in about forty, no GCS log at all), so the wait is raised to 120 s unless
-    set, and a local start that still times out is shut down and tried once more."""
+    """Join the Ray cluster at `address`, or start a local one (None). A local start forks Ray's
+    servers from this process and waits for them, 30 s by default; on a loaded 2-core machine a
+    server has missed that wait (no GCS port written; no raylet registered), so the GCS wait is
+    raised to 120 s unless set, and a local start that still fails is shut down and tried once
+    more. (Forking is also why a process that already holds gRPC client threads, Triton's, does
+    better to join a head started apart, `ray start --head`: the tests do.)"""
     if address is None:
         use_this_environment_for_local_ray()
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
@@ -433,13 +435,15 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
+    # "local": always a new instance; with no address Ray would join the last one `ray start`
+    # recorded on this machine, even one long gone
     try:
-        ray.init(address=address, **kwargs)
-    except RuntimeError:
+        ray.init(address=address or "local", **kwargs)
+    except Exception:  # Ray raises a bare Exception when the raylet misses its wait
         if address is not None:
             raise
         ray.shutdown()
-        ray.init(**kwargs)
+        ray.init(address="local", **kwargs)
 
 
 def _score_ray(
