@@ -12,11 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fbmr.client.score import start_ray, use_this_environment_for_local_ray
+from fbmr.client.score import start_ray
 from tests.client.conftest import assert_same_rows
 
-use_this_environment_for_local_ray()  # before Ray is imported, as fbmr score does
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray")  # no Ray starts in this process: `fbmr score` starts its own
 
 
 def test_ray_actor_pool_scores_like_the_local_direct_mode(

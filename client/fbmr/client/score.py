@@ -425,8 +425,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     servers from this process and waits for them, 30 s by default; on a loaded 2-core machine a
     server has missed that wait (no GCS port written; no raylet registered), so the GCS wait is
     raised to 120 s unless set, and a local start that still fails is shut down and tried once
-    more. (Forking is also why a process that already holds gRPC client threads, Triton's, does
-    better to join a head started apart, `ray start --head`: the tests do.)"""
+    more. Forking from a process that already holds gRPC client threads (Triton's) is not
+    fork-safe: start Ray from a fresh process, as `fbmr score --ray local` does (so does the
+    test), or join a head started apart (`ray start --head`)."""
     if address is None:
         use_this_environment_for_local_ray()
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
