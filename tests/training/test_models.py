@@ -202,3 +202,32 @@ def test_set_idf_keeps_table_rows_for_the_weighed_ngrams_alone():
     torch.testing.assert_close(again(ngrams, counts), bag(ngrams, counts))
     with pytest.raises(ValueError, match="already"):
         bag.set_idf(train)
+
+
+def test_a_member_reading_a_view_weighs_only_its_kinds_of_ngram():
+    # ids 1..25 words, 26..50 characters, 51..75 the name's words, 76..100 its characters
+    train = torch.tensor([[3, 30, 60, 80], [3, 30, 60, 80]])
+    ngrams = torch.tensor([[3, 30, 60, 80], [30, 80, 0, 0]])
+    counts = torch.ones_like(ngrams)
+    read = {}
+    for view in ("all", "words", "chars"):
+        bag = NgramBag(100, 5, kinds=4)
+        bag.set_idf(train, view=view)
+        read[view] = {i for i in (3, 30, 60, 80) if bag.row_of[i] > 0}
+        if view == "words":
+            # a text with none of the view's n-grams embeds as nothing
+            assert bag.eval()(ngrams, counts)[1].abs().max() == 0
+            table = bag.embedding.weight
+            torch.testing.assert_close(bag(ngrams, counts)[0], table[1] + table[2])
+    # the name's kinds go with their text's: words are 3 and 60, characters 30 and 80
+    assert read == {"all": {3, 30, 60, 80}, "words": {3, 60}, "chars": {30, 80}}
+    with pytest.raises(KeyError):
+        NgramBag(100, 5, kinds=4).set_idf(train, view="bigrams")
+
+
+def test_ensemble_members_keep_tables_of_their_own_sizes():
+    args = dict(vocab_size=50, word_dim=8, filters=0, max_words=6, ngram_buckets=100, ngram_dim=5)
+    model = TextModel(13, embedding_dim=24, members=3, ngram_rows=[4, 2, 3], **args)
+    assert [m.bag.rows for m in model.encoders] == [4, 2, 3]
+    with pytest.raises(ValueError, match="2 n-gram table sizes for 3 members"):
+        TextModel(13, embedding_dim=24, members=3, ngram_rows=[4, 2], **args)

@@ -43,6 +43,12 @@ def test_checkpoints_load_with_weights_only_and_carry_config_and_labels(tiny_run
         members = 2 if stage == "text" else 1
         assert checkpoint["meta"]["embedding_dim"] == 256 * members
         assert checkpoint["meta"].get("members", 1) == members
+        if stage == "text":
+            # the tiny preset's members read the whole listing and its words alone: the words'
+            # member keeps rows for fewer n-grams
+            assert checkpoint["meta"]["views"] == ["all", "words"]
+            whole, words = checkpoint["meta"]["ngram_rows"]
+            assert 0 < words < whole
     assert not list(tiny_run.rglob("*.tmp")), "a temporary checkpoint was left behind"
 
 

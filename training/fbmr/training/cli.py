@@ -80,6 +80,11 @@ def train(
     text_members: int = typer.Option(
         _D.text_members, help="Text encoders trained together as an ensemble (1: one model)."
     ),
+    text_views: str = typer.Option(
+        _D.text_views,
+        help="What each ensemble member's n-gram bag reads, comma-separated, member i the i-th "
+        "(all, words or chars; the last ones cycle).",
+    ),
     fusion_epochs: int = typer.Option(_D.fusion_epochs),
     fusion_batch_size: int = typer.Option(_D.fusion_batch_size),
     fusion_lr: float = typer.Option(_D.fusion_lr),

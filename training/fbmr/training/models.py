@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fbmr.core.text import kind_bounds
+from fbmr.core.text import KINDS, kind_bounds
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,12 @@ class ImageModel(nn.Module):
         return embedding, self.head(embedding)
 
 
+# What an ensemble member's n-gram bag reads, by kind (fbmr.core.text.KINDS, the name's kinds
+# with their text's): members that read different views are more different models than members
+# that differ only in their random start (measured in docs/results.md).
+VIEWS: dict[str, tuple[str, ...]] = {"all": ("w", "c"), "words": ("w",), "chars": ("c",)}
+
+
 class NgramBag(nn.Module):
     """Hashed n-gram ids (N, S) -> a bag-of-n-grams embedding (N, dim).
 
@@ -201,10 +207,11 @@ class NgramBag(nn.Module):
         return None if self.row_of is None else self.embedding.num_embeddings - 1
 
     @torch.no_grad()
-    def set_idf(self, ids: torch.Tensor, min_df: int = 2) -> None:
+    def set_idf(self, ids: torch.Tensor, min_df: int = 2, view: str = "all") -> None:
         """Weights from the training texts' n-gram ids (N, S): smoothed inverse document
-        frequency, ln((1 + N) / (1 + df)) + 1, and 0 below `min_df` texts; then a fresh table
-        with rows for the weighed n-grams alone. Called once, before training."""
+        frequency, ln((1 + N) / (1 + df)) + 1, and 0 below `min_df` texts or outside the kinds
+        `view` reads (`VIEWS`); then a fresh table with rows for the weighed n-grams alone.
+        Called once, before training."""
         if self.row_of is not None:
             raise ValueError("the n-gram table already holds only its weighed n-grams")
         buckets = self.bounds[-1][1]
@@ -212,6 +219,9 @@ class NgramBag(nn.Module):
         idf = torch.log((1.0 + len(ids)) / (1.0 + df)) + 1.0
         idf[df < min_df] = 0.0
         idf[0] = 0.0
+        for kind, (lo, hi) in enumerate(self.bounds):
+            if KINDS[kind].removeprefix("n") not in VIEWS[view]:  # nw: the name's w
+                idf[lo + 1 : hi + 1] = 0.0
         weighed = torch.nonzero(idf > 0).squeeze(1)
         row_of = torch.zeros(buckets + 1, dtype=torch.long)
         row_of[weighed] = torch.arange(1, len(weighed) + 1)
@@ -308,9 +318,15 @@ class TextEnsembleEncoder(nn.Module):
     projection and random start: token ids (N, L) -> their embeddings concatenated (N,
     members x embedding_dim). With `EnsembleHead` over it, an ensemble trained as one model."""
 
-    def __init__(self, members: int, **encoder_args) -> None:
+    def __init__(
+        self, members: int, ngram_rows: int | list[int] | None = None, **encoder_args
+    ) -> None:
         super().__init__()
-        self.members = nn.ModuleList(TextEncoder(**encoder_args) for _ in range(members))
+        # members reading different views (VIEWS) keep tables of different sizes
+        rows = ngram_rows if isinstance(ngram_rows, list) else [ngram_rows] * members
+        if len(rows) != members:
+            raise ValueError(f"{len(rows)} n-gram table sizes for {members} members")
+        self.members = nn.ModuleList(TextEncoder(ngram_rows=r, **encoder_args) for r in rows)
 
     def split(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.members[0].split(token_ids)

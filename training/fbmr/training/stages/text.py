@@ -16,7 +16,7 @@ from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
 from fbmr.training.engine import SPLITS, FitSettings, fit, predict, report
 from fbmr.training.layout import RunLayout
-from fbmr.training.models import TextModel
+from fbmr.training.models import VIEWS, TextModel
 from fbmr.training.stages.word2vec import embedding_matrix
 
 
@@ -37,8 +37,18 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
         ngram_dim=meta.get("ngram_dim", 0),
         ngram_kinds=meta.get("ngram_kinds", 2),  # checkpoints from before the name's n-grams
         name_dropout=meta.get("name_dropout", 0.0),
-        ngram_rows=meta.get("ngram_rows"),  # None: a table row per id, as before set_idf pruned
+        # None: a row per id, as before set_idf pruned; a list: each member's (reading views)
+        ngram_rows=meta.get("ngram_rows"),
     )
+
+
+def member_views(views: str, members: int) -> list[str]:
+    """The view (`VIEWS`) each of `members` reads: the comma-separated `views` in turn."""
+    names = [v.strip() for v in views.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(VIEWS))
+    if not names or unknown:
+        raise ValueError(f"text views must be some of {sorted(VIEWS)}: {views!r}")
+    return [names[i % len(names)] for i in range(members)]
 
 
 def train_text(
@@ -63,16 +73,21 @@ def train_text(
         "ngram_dim": config.ngram_dim if tokenizer.ngrams else 0,
         "ngram_kinds": tokenizer.ngrams.kinds if tokenizer.ngrams else 2,
         "name_dropout": config.text_name_dropout,
+        "views": member_views(config.text_views, config.text_members),
     }
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
     words = embedding_matrix(vectors, tokenizer) if config.text_filters else None
-    for encoder in model.encoders:
+    rows = []
+    for encoder, view in zip(model.encoders, meta["views"], strict=True):
         if encoder.bag is not None and config.ngram_idf:
-            # n-gram weights: inverse document frequency over the training listings
-            encoder.bag.set_idf(encoder.split(sets["train"].tensors[0])[1])
-            meta["ngram_rows"] = encoder.bag.rows
+            # n-gram weights: inverse document frequency over the training listings, 0 for the
+            # kinds of n-gram outside the member's view
+            encoder.bag.set_idf(encoder.split(sets["train"].tensors[0])[1], view=view)
+            rows.append(encoder.bag.rows)
+    if rows:
+        meta["ngram_rows"] = rows if len(rows) > 1 else rows[0]
         if words is not None:
             with torch.no_grad():
                 encoder.words.weight.copy_(torch.from_numpy(words))

@@ -1,0 +1,14 @@
+import pytest
+
+from fbmr.training.config import TrainConfig
+from fbmr.training.stages.text import member_views
+
+
+def test_members_read_the_views_in_turn():
+    assert member_views(TrainConfig().text_views, 3) == ["all", "all", "all"]
+    assert member_views("all,words,chars", 3) == ["all", "words", "chars"]
+    assert member_views("all, words", 3) == ["all", "words", "all"]
+    assert member_views("chars", 1) == ["chars"]
+    for bad in ("all,bigrams", " , "):
+        with pytest.raises(ValueError, match="text views must be some of"):
+            member_views(bad, 2)
