@@ -12,3 +12,9 @@ def test_members_read_the_views_in_turn():
     for bad in ("all,bigrams", " , "):
         with pytest.raises(ValueError, match="text views must be some of"):
             member_views(bad, 2)
+
+
+def test_views_other_than_all_need_the_idf_weighted_bag():
+    assert member_views("all", 2, weighed=False) == ["all", "all"]
+    with pytest.raises(ValueError, match="need the n-gram bag with IDF"):
+        member_views("all,words", 2, weighed=False)

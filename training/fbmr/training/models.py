@@ -314,9 +314,10 @@ class TextEncoder(nn.Module):
 
 
 class TextEnsembleEncoder(nn.Module):
-    """`members` text encoders of the same shape side by side, each with its own n-gram table,
-    projection and random start: token ids (N, L) -> their embeddings concatenated (N,
-    members x embedding_dim). With `EnsembleHead` over it, an ensemble trained as one model."""
+    """`members` text encoders of the same shape side by side, each with its own n-gram table
+    (of its own size when members read different views), projection and random start: token
+    ids (N, L) -> their embeddings concatenated (N, members x embedding_dim). With
+    `EnsembleHead` over it, an ensemble trained as one model."""
 
     def __init__(
         self, members: int, ngram_rows: int | list[int] | None = None, **encoder_args

@@ -42,12 +42,16 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
     )
 
 
-def member_views(views: str, members: int) -> list[str]:
-    """The view (`VIEWS`) each of `members` reads: the comma-separated `views` in turn."""
+def member_views(views: str, members: int, weighed: bool = True) -> list[str]:
+    """The view (`VIEWS`) each of `members` reads: the comma-separated `views` in turn. A view
+    is made by the IDF weights `NgramBag.set_idf` gives, so views other than "all" need them
+    (`weighed`: an n-gram bag weighted by IDF)."""
     names = [v.strip() for v in views.split(",") if v.strip()]
     unknown = sorted(set(names) - set(VIEWS))
     if not names or unknown:
         raise ValueError(f"text views must be some of {sorted(VIEWS)}: {views!r}")
+    if not weighed and set(names) != {"all"}:
+        raise ValueError(f"text views other than 'all' need the n-gram bag with IDF: {views!r}")
     return [names[i % len(names)] for i in range(members)]
 
 
@@ -73,7 +77,9 @@ def train_text(
         "ngram_dim": config.ngram_dim if tokenizer.ngrams else 0,
         "ngram_kinds": tokenizer.ngrams.kinds if tokenizer.ngrams else 2,
         "name_dropout": config.text_name_dropout,
-        "views": member_views(config.text_views, config.text_members),
+        "views": member_views(
+            config.text_views, config.text_members, config.ngram_idf and bool(tokenizer.ngrams)
+        ),
     }
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))
@@ -86,11 +92,11 @@ def train_text(
             # kinds of n-gram outside the member's view
             encoder.bag.set_idf(encoder.split(sets["train"].tensors[0])[1], view=view)
             rows.append(encoder.bag.rows)
-    if rows:
-        meta["ngram_rows"] = rows if len(rows) > 1 else rows[0]
         if words is not None:
             with torch.no_grad():
                 encoder.words.weight.copy_(torch.from_numpy(words))
+    if rows:
+        meta["ngram_rows"] = rows if len(rows) > 1 else rows[0]
     settings = FitSettings(
         epochs=config.text_epochs,
         batch_size=config.text_batch_size,
