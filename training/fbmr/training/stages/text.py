@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from gensim.models import KeyedVectors
 from torch import nn
@@ -55,6 +56,28 @@ def member_views(views: str, members: int, weighed: bool = True) -> list[str]:
     return [names[i % len(names)] for i in range(members)]
 
 
+def start_members(
+    model: TextModel,
+    views: list[str],
+    idf_from: torch.Tensor | None,
+    words: np.ndarray | None,
+) -> list[int]:
+    """Give each of the model's members its starting point before training: with `idf_from`
+    (the training listings' token ids), n-gram weights by inverse document frequency over them,
+    0 for the kinds of n-gram outside the member's view (`views`, one per member), its table
+    pruned to the weighed rows; with `words` (the word2vec matrix), its CNN's word embedding.
+    Returns the members' pruned table sizes (empty without IDF weights)."""
+    rows = []
+    for encoder, view in zip(model.encoders, views, strict=True):
+        if encoder.bag is not None and idf_from is not None:
+            encoder.bag.set_idf(encoder.split(idf_from)[1], view=view)
+            rows.append(encoder.bag.rows)
+        if words is not None:
+            with torch.no_grad():
+                encoder.words.weight.copy_(torch.from_numpy(words))
+    return rows
+
+
 def train_text(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
 ) -> dict:
@@ -85,16 +108,8 @@ def train_text(
     model = build_text_model(meta, len(classes))
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
     words = embedding_matrix(vectors, tokenizer) if config.text_filters else None
-    rows = []
-    for encoder, view in zip(model.encoders, meta["views"], strict=True):
-        if encoder.bag is not None and config.ngram_idf:
-            # n-gram weights: inverse document frequency over the training listings, 0 for the
-            # kinds of n-gram outside the member's view
-            encoder.bag.set_idf(encoder.split(sets["train"].tensors[0])[1], view=view)
-            rows.append(encoder.bag.rows)
-        if words is not None:
-            with torch.no_grad():
-                encoder.words.weight.copy_(torch.from_numpy(words))
+    idf_from = sets["train"].tensors[0] if config.ngram_idf else None
+    rows = start_members(model, meta["views"], idf_from, words)
     if rows:
         meta["ngram_rows"] = rows if len(rows) > 1 else rows[0]
     settings = FitSettings(
