@@ -85,6 +85,11 @@ def train(
         help="What each ensemble member's n-gram bag reads, comma-separated, member i the i-th "
         "(all, words or chars; the last ones cycle).",
     ),
+    text_average_from: int = typer.Option(
+        _D.text_average_from,
+        help="Epoch from which the text model kept is the mean of the weights at each epoch's end "
+        "(stochastic weight averaging; --text-epochs or more: off).",
+    ),
     fusion_epochs: int = typer.Option(_D.fusion_epochs),
     fusion_batch_size: int = typer.Option(_D.fusion_batch_size),
     fusion_lr: float = typer.Option(_D.fusion_lr),

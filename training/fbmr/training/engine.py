@@ -1,10 +1,12 @@
 """The training loop every stage shares: epochs with tqdm progress, early stopping on validation
-top-1, atomic checkpoints, resume after an interruption, and the stage's report (metrics.json,
-training curves, confusion matrix).
+top-1, atomic checkpoints, resume after an interruption, optional weight averaging, and the
+stage's report (metrics.json, training curves, confusion matrix).
 
 A stage folder holds:
-    last.pt        model and optimizer after the latest epoch (for resume)
-    best.pt        model with the best validation top-1 (what later stages and export read)
+    last.pt        model and optimizer after the latest epoch, and the running weight average
+                   (for resume)
+    best.pt        model with the best validation top-1 (what later stages and export read); with
+                   weight averaging, the best of the averaged models
     history.json   per-epoch loss and top-1, train and validation
     metrics.json   top-1, top-3 and macro-F1 per split of the best model; written last, so its
                    presence marks the stage as complete
@@ -48,6 +50,8 @@ class TrainState:
     best_loss: float = float("inf")  # validation loss of the best epoch: breaks ties of top-1
     bad_epochs: int = 0
     start: int = 0  # the next epoch to run
+    average: dict[str, torch.Tensor] | None = None  # the running mean of the weights, if averaging
+    averaged: int = 0  # how many epochs' weights `average` holds
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class FitSettings:
     # Training targets put this much probability on the other classes (validation loss, which
     # breaks ties of top-1, is measured without it).
     label_smoothing: float = 0.0
+    # From this epoch on, the model judged on validation (and saved as best) is the mean of the
+    # weights at the end of every epoch since, stochastic weight averaging; training goes on
+    # from the live weights. None: each epoch's live model is judged.
+    average_from: int | None = None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -153,6 +161,21 @@ def classification_metrics(logits: np.ndarray, targets: np.ndarray, num_classes:
     }
 
 
+def running_mean(
+    mean: dict[str, torch.Tensor] | None, count: int, weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The mean of `count` state dicts (`mean`) with `weights` added, as a new dict. Entries that
+    are not floating point (lookups of ids) are taken from `weights` as they are."""
+    if mean is None:
+        return {name: value.detach().clone() for name, value in weights.items()}
+    return {
+        name: mean[name] + (value.detach() - mean[name]) / (count + 1)
+        if value.is_floating_point()
+        else value.detach().clone()
+        for name, value in weights.items()
+    }
+
+
 def _resume(path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object) -> TrainState:
     """The state a stage left in `path` (last.pt), loaded into `saved` and `optimizer`; a
     fresh state when there is no such file."""
@@ -173,6 +196,8 @@ def _resume(path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object) ->
         last.get("best_loss", float("inf")),  # checkpoints from before the tie-break
         last["bad_epochs"],
         last["epoch"] + 1,
+        last.get("average"),  # checkpoints from before weight averaging
+        last.get("averaged", 0),
     )
 
 
@@ -243,8 +268,15 @@ def fit(
     """Train `model` (items: inputs..., target; output: embedding, logits) with early stopping,
     resuming from `stage_dir/last.pt` when it exists. `saved` is what checkpoints store (the full
     model when `model` trains only a part of it, such as a head over cached features).
-    `objective` replaces the training loss (see `Objective`)."""
+    `objective` replaces the training loss (see `Objective`); `settings.average_from` judges the
+    running mean of the weights instead of the live ones (see `FitSettings`)."""
     saved = saved or model
+    if settings.average_from is not None and any(
+        isinstance(module, nn.modules.batchnorm._BatchNorm) for module in saved.modules()
+    ):
+        # An average of weights needs batch-norm statistics recomputed for it, which this loop
+        # does not do; the models it averages (the text encoders) have no batch norm.
+        raise ValueError("weight averaging is for models without batch norm")
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -264,29 +296,42 @@ def fit(
         train_loss, train_top1 = train_one_epoch(
             model, train_loss_fn, optimizer, loader, device, desc, settings.progress, objective
         )
+        averaging = settings.average_from is not None and epoch >= settings.average_from
+        if averaging:
+            state.average = running_mean(state.average, state.averaged, saved.state_dict())
+            state.averaged += 1
+            live = {name: value.clone() for name, value in saved.state_dict().items()}
+            saved.load_state_dict(state.average)
         val_loss, val_top1 = evaluate(model, loss_fn, val, settings, device)
+        judged = {**checkpoint_fields, "model": saved.state_dict(), "epoch": epoch}
+        if selection_key(val_top1, val_loss) > selection_key(state.best_top1, state.best_loss):
+            state.best_top1, state.best_loss, state.bad_epochs = val_top1, val_loss, 0
+            save_checkpoint(stage_dir / BEST, {**judged, "val_top1": val_top1})
+        else:
+            state.bad_epochs += 1
+        if averaging:
+            saved.load_state_dict(live)  # training goes on from the live weights
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
             "train_top1": train_top1,
             "val_loss": val_loss,
             "val_top1": val_top1,
+            "averaged": averaging,  # the validation figures are the averaged model's
         }
         state.history.append(record)
         tqdm.write(
             f"{desc}: train loss {train_loss:.3f} top-1 {train_top1:.3f} | "
-            f"val loss {val_loss:.3f} top-1 {val_top1:.3f}"
+            f"val{' (averaged)' if averaging else ''} loss {val_loss:.3f} top-1 {val_top1:.3f}"
         )
-        weights = {**checkpoint_fields, "model": saved.state_dict(), "epoch": epoch}
-        if selection_key(val_top1, val_loss) > selection_key(state.best_top1, state.best_loss):
-            state.best_top1, state.best_loss, state.bad_epochs = val_top1, val_loss, 0
-            save_checkpoint(stage_dir / BEST, {**weights, "val_top1": val_top1})
-        else:
-            state.bad_epochs += 1
         save_checkpoint(
             stage_dir / LAST,
             {
-                **weights,
+                **checkpoint_fields,
+                "model": saved.state_dict(),
+                "epoch": epoch,
+                "average": state.average,
+                "averaged": state.averaged,
                 "optimizer": optimizer.state_dict(),
                 "history": state.history,
                 "best_top1": state.best_top1,

@@ -118,6 +118,7 @@ def train_text(
         lr=config.text_lr,
         weight_decay=config.text_weight_decay,
         label_smoothing=config.text_label_smoothing,
+        average_from=config.text_average_from,
         patience=config.patience,
         seed=config.seed,
         progress=config.progress,

@@ -1,0 +1,88 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from fbmr.training.engine import FitSettings, fit, load_checkpoint, running_mean
+
+
+class Linear(nn.Module):
+    """The smallest model `fit` trains: (embedding, logits) of a linear layer."""
+
+    def __init__(self, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(6) if batch_norm else nn.Identity()
+        self.layer = nn.Linear(6, 3)
+        self.register_buffer("ids", torch.arange(4))  # not floating point: never averaged
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.norm(x)
+        return x, self.layer(x)
+
+
+def _data(seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(48, 6, generator=g)
+    return TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long())
+
+
+def _fit(stage_dir, epochs: int, average_from: int | None, snapshots: list | None = None):
+    torch.manual_seed(0)
+    model = Linear()
+    settings = FitSettings(
+        epochs=epochs, batch_size=8, lr=0.05, patience=99, progress=False, average_from=average_from
+    )
+
+    def snapshot(record: dict) -> None:
+        if snapshots is not None:
+            snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    history = fit(model, _data(1), _data(2), stage_dir, settings, torch.device("cpu"), {},
+                  on_epoch=snapshot)  # fmt: skip
+    return model, history
+
+
+def test_running_mean_is_the_mean_and_keeps_integer_entries():
+    states = [{"w": torch.tensor([float(i), 2.0 * i]), "ids": torch.tensor([i])} for i in range(4)]
+    mean = None
+    for count, state in enumerate(states):
+        mean = running_mean(mean, count, state)
+    torch.testing.assert_close(mean["w"], torch.tensor([1.5, 3.0]))
+    assert mean["ids"].tolist() == [3]
+    assert states[0]["w"].tolist() == [0.0, 0.0]  # the inputs are left as they were
+
+
+def test_weight_averaging_keeps_the_mean_of_the_epochs_since_it_began(tmp_path):
+    live: list[dict] = []
+    model, history = _fit(tmp_path, epochs=5, average_from=2, snapshots=live)
+    assert [r["averaged"] for r in history] == [False, False, True, True, True]
+    best = load_checkpoint(tmp_path / "best.pt")
+    epoch = best["epoch"]
+    # validation chooses an averaged epoch on this data; the kept weights are the mean of the
+    # live weights at the end of epochs 2..epoch
+    assert epoch >= 2
+    expected = torch.stack([s["layer.weight"] for s in live[2 : epoch + 1]]).mean(0)
+    torch.testing.assert_close(best["model"]["layer.weight"], expected)
+    torch.testing.assert_close(model.layer.weight, expected)  # fit leaves the model at the best
+    # and the averaged model is not the last live one: training went on from the live weights
+    assert not torch.allclose(live[4]["layer.weight"], torch.stack(
+        [s["layer.weight"] for s in live[2:]]).mean(0))  # fmt: skip
+
+
+def test_an_interrupted_averaging_run_resumes_to_the_same_average(tmp_path):
+    whole, _ = _fit(tmp_path / "whole", epochs=5, average_from=1)
+    _fit(tmp_path / "cut", epochs=3, average_from=1)  # stopped after epoch 2
+    resumed, history = _fit(tmp_path / "cut", epochs=5, average_from=1)
+    assert len(history) == 5
+    last = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert last["averaged"] == 4
+    torch.testing.assert_close(
+        load_checkpoint(tmp_path / "whole" / "last.pt")["average"], last["average"]
+    )
+    torch.testing.assert_close(resumed.state_dict(), whole.state_dict())
+
+
+def test_weight_averaging_refuses_models_with_batch_norm(tmp_path):
+    settings = FitSettings(epochs=1, batch_size=8, lr=0.05, progress=False, average_from=0)
+    with pytest.raises(ValueError, match="without batch norm"):
+        fit(Linear(True), _data(1), _data(2), tmp_path, settings, torch.device("cpu"), {})
