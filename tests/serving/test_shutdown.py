@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -54,17 +55,43 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
                     outcome = type(err).__name__
                 outcomes.append((sent, time.monotonic(), outcome))
 
-        with ThreadPoolExecutor(4) as pool:
+        # One request is certainly in flight at SIGTERM: its body is still being sent. (The
+        # hammering requests alone may all be between two requests at that moment on a loaded
+        # machine.)
+        body_started, signalled = threading.Event(), threading.Event()
+        in_flight: list[tuple[float, float, str]] = []
+
+        def slow_body() -> Iterator[bytes]:
+            yield b'{"text": "an oak'
+            body_started.set()  # asked for more: the headers and the first part are out
+            signalled.wait(30)
+            time.sleep(0.3)
+            yield b' chest"}'
+
+        def slow_request() -> None:
+            sent = time.monotonic()
+            response = httpx.post(
+                f"{url}/v1/predict/text", content=slow_body(), timeout=30,
+                headers={"content-type": "application/json"},
+            )  # fmt: skip
+            in_flight.append((sent, time.monotonic(), str(response.status_code)))
+
+        with ThreadPoolExecutor(5) as pool:
             for _ in range(4):
                 pool.submit(hammer)
+            slow = pool.submit(slow_request)
             try:
                 time.sleep(2)
+                assert body_started.wait(30)
                 terminated = time.monotonic()
                 process.send_signal(signal.SIGTERM)
+                signalled.set()
                 process.wait(30)
                 time.sleep(0.5)
             finally:
                 stop.set()
+                signalled.set()
+            slow.result(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -74,6 +101,6 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
     # answered in full, or not connected at all: never a connection dropped mid-answer
     assert {o for _, _, o in outcomes} <= {"200", "ConnectError"}, outcomes
     # requests the server had taken before SIGTERM were answered after it
-    assert any(sent < terminated < done and o == "200" for sent, done, o in outcomes)
+    assert [o for sent, done, o in in_flight if sent < terminated < done] == ["200"], in_flight
     # and once it stopped listening, new connections were refused
     assert any(sent > terminated and o == "ConnectError" for sent, _, o in outcomes)

@@ -64,9 +64,11 @@ def test_weight_averaging_keeps_the_mean_of_the_epochs_since_it_began(tmp_path):
     expected = torch.stack([s["layer.weight"] for s in live[2 : epoch + 1]]).mean(0)
     torch.testing.assert_close(best["model"]["layer.weight"], expected)
     torch.testing.assert_close(model.layer.weight, expected)  # fit leaves the model at the best
-    # and the averaged model is not the last live one: training went on from the live weights
-    assert not torch.allclose(live[4]["layer.weight"], torch.stack(
-        [s["layer.weight"] for s in live[2:]]).mean(0))  # fmt: skip
+    # training went on from the live weights: they are those of a run that never averaged
+    plain: list[dict] = []
+    _fit(tmp_path / "plain", epochs=5, average_from=None, snapshots=plain)
+    for averaging, not_averaging in zip(live, plain, strict=True):
+        torch.testing.assert_close(averaging, not_averaging, rtol=0, atol=0)
 
 
 def test_an_interrupted_averaging_run_resumes_to_the_same_average(tmp_path):
@@ -80,6 +82,12 @@ def test_an_interrupted_averaging_run_resumes_to_the_same_average(tmp_path):
         load_checkpoint(tmp_path / "whole" / "last.pt")["average"], last["average"]
     )
     torch.testing.assert_close(resumed.state_dict(), whole.state_dict())
+
+
+def test_resuming_with_other_weight_averaging_is_refused(tmp_path):
+    _fit(tmp_path, epochs=2, average_from=None)
+    with pytest.raises(ValueError, match="weight averaging from epoch None, not 1"):
+        _fit(tmp_path, epochs=4, average_from=1)
 
 
 def test_weight_averaging_refuses_models_with_batch_norm(tmp_path):

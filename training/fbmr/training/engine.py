@@ -6,7 +6,8 @@ A stage folder holds:
     last.pt        model and optimizer after the latest epoch, and the running weight average
                    (for resume)
     best.pt        model with the best validation top-1 (what later stages and export read); with
-                   weight averaging, the best of the averaged models
+                   weight averaging, the best of the models judged: the live ones before it
+                   begins, the running averages from then on
     history.json   per-epoch loss and top-1, train and validation
     metrics.json   top-1, top-3 and macro-F1 per split of the best model; written last, so its
                    presence marks the stage as complete
@@ -67,9 +68,9 @@ class FitSettings:
     # Training targets put this much probability on the other classes (validation loss, which
     # breaks ties of top-1, is measured without it).
     label_smoothing: float = 0.0
-    # From this epoch on, the model judged on validation (and saved as best) is the mean of the
-    # weights at the end of every epoch since, stochastic weight averaging; training goes on
-    # from the live weights. None: each epoch's live model is judged.
+    # From this epoch on, the model judged on validation (and saved as best when it is) is the
+    # mean of the weights at the end of every epoch since, stochastic weight averaging; training
+    # goes on from the live weights. None: each epoch's live model is judged.
     average_from: int | None = None
 
 
@@ -176,7 +177,9 @@ def running_mean(
     }
 
 
-def _resume(path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object) -> TrainState:
+def _resume(
+    path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object, average_from: int | None
+) -> TrainState:
     """The state a stage left in `path` (last.pt), loaded into `saved` and `optimizer`; a
     fresh state when there is no such file."""
     if not path.is_file():
@@ -187,8 +190,18 @@ def _resume(path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object) ->
             f"{path} was written by a model of another shape ({last.get('meta')}); "
             "resume with the same settings, or retrain the stage with --force"
         )
+    if last.get("average_from") != average_from:  # None before weight averaging existed
+        raise ValueError(
+            f"{path} was trained with weight averaging from epoch {last.get('average_from')}, "
+            f"not {average_from}; resume with the same settings, or retrain the stage with --force"
+        )
     saved.load_state_dict(last["model"])
     optimizer.load_state_dict(last["optimizer"])
+    average = last.get("average")
+    if average is not None:
+        # checkpoints load onto the CPU; the average stays beside the weights it follows
+        here = saved.state_dict()
+        average = {name: value.to(here[name].device) for name, value in average.items()}
     tqdm.write(f"{path.parent.name}: resuming after epoch {last['epoch']}")
     return TrainState(
         last["history"],
@@ -196,7 +209,7 @@ def _resume(path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object) ->
         last.get("best_loss", float("inf")),  # checkpoints from before the tie-break
         last["bad_epochs"],
         last["epoch"] + 1,
-        last.get("average"),  # checkpoints from before weight averaging
+        average,
         last.get("averaged", 0),
     )
 
@@ -285,7 +298,9 @@ def fit(
     )
     loss_fn = nn.CrossEntropyLoss()
     train_loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    state = _resume(stage_dir / LAST, saved, optimizer, checkpoint_fields.get("meta"))
+    state = _resume(
+        stage_dir / LAST, saved, optimizer, checkpoint_fields.get("meta"), settings.average_from
+    )
 
     for epoch in range(state.start, settings.epochs):
         if state.bad_epochs >= settings.patience:
@@ -330,6 +345,7 @@ def fit(
                 **checkpoint_fields,
                 "model": saved.state_dict(),
                 "epoch": epoch,
+                "average_from": settings.average_from,
                 "average": state.average,
                 "averaged": state.averaged,
                 "optimizer": optimizer.state_dict(),
