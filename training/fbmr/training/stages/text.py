@@ -68,9 +68,11 @@ def start_members(
     pruned to the weighed rows; with `words` (the word2vec matrix), its CNN's word embedding.
     Returns the members' pruned table sizes (empty without IDF weights)."""
     rows = []
+    # the members split token ids alike: the n-gram ids once for all of them
+    ngrams = model.encoder.split(idf_from)[1] if idf_from is not None else None
     for encoder, view in zip(model.encoders, views, strict=True):
-        if encoder.bag is not None and idf_from is not None:
-            encoder.bag.set_idf(encoder.split(idf_from)[1], view=view)
+        if encoder.bag is not None and ngrams is not None:
+            encoder.bag.set_idf(ngrams, view=view)
             rows.append(encoder.bag.rows)
         if words is not None:
             with torch.no_grad():
