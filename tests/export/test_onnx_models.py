@@ -6,20 +6,25 @@ import copy
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
+from fbmr.core.contract import TEXT_EMBEDDING, TEXT_ENCODER, TOKEN_IDS
 from fbmr.export import onnx_models
 from fbmr.export.export import export_run
 from fbmr.export.onnx_models import (
     PARITY_TOLERANCE,
+    OnnxModel,
     ParityError,
+    TensorSpec,
     check_parity,
     export_onnx,
     load_run,
 )
 from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.models import TextModel
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +62,36 @@ def test_exported_model_matches_pytorch_on_any_batch_size(run_models, tmp_path):
         expected = model.module(torch.from_numpy(token_ids)).numpy()
     assert got.shape == (19, expected.shape[1])
     np.testing.assert_allclose(got, expected, atol=PARITY_TOLERANCE)
+
+
+def test_members_reading_the_same_view_share_their_constants_in_the_file(tmp_path):
+    torch.manual_seed(0)
+    args = dict(vocab_size=50, word_dim=8, filters=0, max_words=6, ngram_buckets=4000, ngram_dim=5)
+    encoder = TextModel(13, embedding_dim=24, members=3, **args).encoder
+    ids = torch.cat([torch.randint(0, 50, (40, 6)), torch.randint(1, 300, (40, 5)),
+                     torch.randint(1, 3, (40, 5))], dim=1)  # fmt: skip
+    members = list(encoder.members)
+    for member in members:  # every member reads the whole listing: the same lookup and IDF
+        member.bag.set_idf(member.split(ids)[1])
+    model = OnnxModel(
+        TEXT_ENCODER,
+        encoder,
+        [TensorSpec(TOKEN_IDS, "TYPE_INT64", (ids.shape[1],))],
+        [TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (24,))],
+        [ids.numpy()],
+    )
+    path = tmp_path / "text_encoder.onnx"
+    export_onnx(model, path)
+    assert check_parity(model, path) <= PARITY_TOLERANCE
+    contents = [
+        (tuple(t.dims), t.data_type, onnx.numpy_helper.to_array(t).tobytes())
+        for t in onnx.load(str(path)).graph.initializer
+    ]
+    assert len(set(contents)) == len(contents)  # each constant once
+    # the three n-gram tables (random starts) stay three; the lookup (4,001 ids) is written once
+    lookups = [c for c in contents if c[0] == (4001,)]
+    assert len(lookups) == 1
+    assert sum(c[0] == (members[0].bag.rows + 1, 5) for c in contents) == 3
 
 
 def test_corrupted_onnx_file_is_refused(run_models, tmp_path):

@@ -154,12 +154,5 @@ class TrainConfig:
         data["image_mode"] = str(self.image_mode)
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        config = cls(**{k: v for k, v in data.items() if k in known})
-        config.image_mode = ImageMode(config.image_mode)
-        return config
-
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
