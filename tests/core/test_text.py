@@ -16,6 +16,7 @@ from fbmr.core.text import (
     stable_hash,
     tokenize,
 )
+from fbmr.core.wordpiece import WordPiece
 
 
 def test_tokenize_splits_glued_words_and_digits():
@@ -177,7 +178,7 @@ def test_format_2_files_read_without_the_names_ngrams(tmp_path):
     spec = NgramHashing(buckets=1000, slots=16, char_max=3, name_ngrams=True)
     Tokenizer(["sofa"], 4, spec).save(tmp_path / "tokenizer.json")
     saved = json.loads((tmp_path / "tokenizer.json").read_text())
-    assert saved["format"] == "fbmr.tokenizer/3"
+    assert saved["format"] == "fbmr.tokenizer/4" and saved["wordpiece"] is None
     assert Tokenizer.load(tmp_path / "tokenizer.json").ngrams == spec
     del saved["ngrams"]["name_ngrams"]
     (tmp_path / "v2.json").write_text(json.dumps({**saved, "format": "fbmr.tokenizer/2"}))
@@ -186,3 +187,17 @@ def test_format_2_files_read_without_the_names_ngrams(tmp_path):
     # Format 2's ids: words in 1..500, characters in 501..1000, the mark read as no name.
     assert old.encode("Sofa | sofa").tolist() == old.encode("Sofa sofa").tolist()
     assert old.ngrams.bucket("w sofa") == 1 + stable_hash("w sofa") % 500
+
+
+def test_wordpiece_ids_end_the_array_and_round_trip(tmp_path):
+    pieces = WordPiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "grey", "sofa", "##s", "|"], length=6)
+    tokenizer = Tokenizer(["sofa", "grey"], max_words=4, ngrams=NGRAMS, wordpiece=pieces)
+    assert tokenizer.max_length == 4 + 2 * 16 + 6
+    ids = tokenizer.encode("Grey sofas | sofa")
+    assert ids[-6:].tolist() == [2, 4, 5, 6, 7, 3]  # [CLS] grey sofa ##s | [SEP], cut to 6
+    without = Tokenizer(["sofa", "grey"], max_words=4, ngrams=NGRAMS).encode("Grey sofas | sofa")
+    assert ids[:-6].tolist() == without.tolist()  # the parts before are the same
+    tokenizer.save(tmp_path / "tokenizer.json")
+    loaded = Tokenizer.load(tmp_path / "tokenizer.json")
+    assert loaded.wordpiece == pieces and loaded.max_length == tokenizer.max_length
+    np.testing.assert_array_equal(loaded.encode("grey sofa"), tokenizer.encode("grey sofa"))

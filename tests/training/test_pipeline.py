@@ -39,11 +39,16 @@ def test_checkpoints_load_with_weights_only_and_carry_config_and_labels(tiny_run
         assert checkpoint["stage"] == stage
         assert checkpoint["classes"] == labels
         assert checkpoint["config"]["backbone"] == "resnet18"
-        # the text model's embedding: its members' (the tiny preset's two) concatenated
+        # the text model's embedding: its members' (the tiny preset's two n-gram bags and its
+        # sentence encoder) concatenated
         members = 2 if stage == "text" else 1
-        assert checkpoint["meta"]["embedding_dim"] == 256 * members
+        heads = members + (stage == "text")
+        assert checkpoint["meta"]["embedding_dim"] == 256 * heads
         assert checkpoint["meta"].get("members", 1) == members
         if stage == "text":
+            sentence = checkpoint["meta"]["sentence"]
+            assert sentence["frozen"] == TINY_TRAINING["text_sentence_frozen"]
+            assert sentence["length"] == TINY_TRAINING["text_sentence_length"]
             # the tiny preset's members read the whole listing and its words alone: the words'
             # member keeps rows for fewer n-grams
             assert checkpoint["meta"]["views"] == ["all", "words"]
@@ -59,8 +64,14 @@ def test_word2vec_writes_vectors_tokenizer_and_tsne(tiny_run):
     assert tokenizer.max_words == TINY_TRAINING["max_length"]
     assert tokenizer.ngrams is not None
     assert tokenizer.ngrams.buckets == TINY_TRAINING["ngram_buckets"]
-    # word ids, then n-gram ids and their counts
-    assert tokenizer.max_length == TINY_TRAINING["max_length"] + 2 * TINY_TRAINING["ngram_slots"]
+    # word ids, then n-gram ids and their counts, then the sentence encoder's WordPiece ids
+    assert tokenizer.wordpiece is not None
+    assert tokenizer.wordpiece.length == TINY_TRAINING["text_sentence_length"]
+    assert tokenizer.max_length == (
+        TINY_TRAINING["max_length"]
+        + 2 * TINY_TRAINING["ngram_slots"]
+        + TINY_TRAINING["text_sentence_length"]
+    )
     assert summary["val_token_coverage"] > 0.9
     assert (tiny_run / "word2vec" / "tsne.png").stat().st_size > 10_000
 

@@ -7,7 +7,9 @@ One fixed-length int64 array per text, in two parts:
 
     [0, max_words)                      word ids (the vocabulary's), then padding: the CNN's input
     [max_words, max_words + slots)      hashed n-gram bucket ids, then padding  } the bag of
-    [max_words + slots, max_length)     how often each of those n-grams occurs  } n-grams' input
+    [max_words + slots, + 2 slots)      how often each of those n-grams occurs  } n-grams' input
+    [max_length - pieces, max_length)   BERT WordPiece ids (`fbmr.core.wordpiece`), when the
+                                        text model has a pretrained sentence encoder (format 4)
 
 The n-grams (format 2 on) are the text's word unigrams and bigrams and the character 2-5-grams of
 each word within word boundaries ("<sofa>": "<s", "so", ..., "fa>"), each distinct n-gram once,
@@ -40,8 +42,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fbmr.core.listing import NAME_END
+from fbmr.core.wordpiece import WordPiece
 
-TOKENIZER_FORMAT = "fbmr.tokenizer/3"
+TOKENIZER_FORMAT = "fbmr.tokenizer/4"
+# Format 3: no WordPiece part (`wordpiece` absent); read as it was written.
+TOKENIZER_FORMAT_NO_PIECES = "fbmr.tokenizer/3"
 # Format 2: n-grams without the name's (`name_ngrams` absent, off); read as it was written.
 TOKENIZER_FORMAT_NO_NAMES = "fbmr.tokenizer/2"
 # Format 1: words only (max_length word ids). Loaded as a tokeniser without n-grams.
@@ -146,6 +151,7 @@ class Tokenizer:
         words: Sequence[str],
         max_words: int = DEFAULT_MAX_LENGTH,
         ngrams: NgramHashing | None = None,
+        wordpiece: WordPiece | None = None,
     ) -> None:
         if max_words < 1:
             raise ValueError(f"max_words must be positive, got {max_words}")
@@ -157,6 +163,7 @@ class Tokenizer:
             raise ValueError("vocabulary words must be unique")
         self.max_words = max_words
         self.ngrams = ngrams
+        self.wordpiece = wordpiece
         self._tokens = [PAD_TOKEN, UNK_TOKEN, *words]
         self._ids = {w: i for i, w in enumerate(self._tokens)}
         # A word's own n-gram ids depend on the word alone: computed once per distinct word.
@@ -182,8 +189,12 @@ class Tokenizer:
 
     @property
     def max_length(self) -> int:
-        """Length of an encoded text: word slots, then n-gram id and count slots."""
-        return self.max_words + (2 * self.ngrams.slots if self.ngrams else 0)
+        """Length of an encoded text: word slots, n-gram id and count slots, WordPiece ids."""
+        return (
+            self.max_words
+            + (2 * self.ngrams.slots if self.ngrams else 0)
+            + (self.wordpiece.length if self.wordpiece else 0)
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -235,7 +246,8 @@ class Tokenizer:
     def encode(self, text: str) -> NDArray[np.int64]:
         """A (max_length,) int64 array: the ids of the first max_words words, padding, then the
         text's n-gram ids and padding, then their counts and padding. The name is what precedes
-        the first `NAME_END` (a text without one has none)."""
+        the first `NAME_END` (a text without one has none). With a WordPiece vocabulary, the
+        text's WordPiece ids end the array."""
         ids = np.full(self.max_length, PAD_ID, dtype=np.int64)
         tokens = tokenize(text)
         words = tokens[: self.max_words]
@@ -247,6 +259,8 @@ class Tokenizer:
             ids[start : start + len(counts)] = list(counts)
             start += self.ngrams.slots
             ids[start : start + len(counts)] = list(counts.values())
+        if self.wordpiece is not None:
+            ids[-self.wordpiece.length :] = self.wordpiece.encode(text)
         return ids
 
     def encode_batch(self, texts: Sequence[str]) -> NDArray[np.int64]:
@@ -265,6 +279,7 @@ class Tokenizer:
             "max_words": self.max_words,
             "max_length": self.max_length,
             "ngrams": asdict(self.ngrams) if self.ngrams else None,
+            "wordpiece": self.wordpiece.to_dict() if self.wordpiece else None,
             "words": self.words,
         }
 
@@ -273,16 +288,18 @@ class Tokenizer:
         fmt = data.get("format")
         if fmt == TOKENIZER_FORMAT_WORDS_ONLY:
             return cls(data["words"], int(data["max_length"]))
-        if fmt not in (TOKENIZER_FORMAT, TOKENIZER_FORMAT_NO_NAMES):
+        known = (TOKENIZER_FORMAT, TOKENIZER_FORMAT_NO_PIECES, TOKENIZER_FORMAT_NO_NAMES)
+        if fmt not in known:
             raise ValueError(
-                f"not a tokenizer this version reads: format {fmt!r}, want {TOKENIZER_FORMAT!r} "
-                f"(or {TOKENIZER_FORMAT_NO_NAMES!r}, {TOKENIZER_FORMAT_WORDS_ONLY!r})"
+                f"not a tokenizer this version reads: format {fmt!r}, want one of "
+                f"{[*known, TOKENIZER_FORMAT_WORDS_ONLY]}"
             )
-        ngrams = data.get("ngrams")
+        ngrams, pieces = data.get("ngrams"), data.get("wordpiece")
         tokenizer = cls(
             data["words"],
             int(data["max_words"]),
             NgramHashing(**ngrams) if ngrams else None,
+            WordPiece(pieces["vocab"], int(pieces["length"])) if pieces else None,
         )
         if tokenizer.max_length != data.get("max_length"):
             raise ValueError(

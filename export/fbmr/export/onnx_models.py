@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import torch
 from onnx_ir.passes.common import DeduplicateHashedInitializersPass
@@ -247,6 +248,13 @@ def export_onnx(model: OnnxModel, path: Path) -> None:
         )
     if program is None:  # only without dynamo=True
         raise RuntimeError(f"{model.name}: the ONNX exporter returned no program")
+    # The pass hashes each constant's buffer as it lies, which fails for a strided view (a
+    # transposed or sliced weight, as the sentence encoder's position table): laid out afresh.
+    for graph in program.model.graphs():
+        for value in graph.initializers.values():
+            array = value.const_value.numpy() if value.const_value is not None else None
+            if array is not None and not array.flags.c_contiguous:
+                value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
     # by content, whatever the size (the pass leaves tensors over 1,024 elements alone by default)
     DeduplicateHashedInitializersPass(size_limit=2**62)(program.model)
     program.save(str(path), external_data=False)

@@ -90,6 +90,20 @@ def train(
         help="Epoch from which the text model kept is the mean of the weights at each epoch's end "
         "(stochastic weight averaging; --text-epochs or more: off).",
     ),
+    text_sentence: str = typer.Option(
+        _D.text_sentence,
+        help="Pretrained sentence encoder as one more text ensemble member: minilm, tiny (a "
+        "small random one, for tests) or none.",
+    ),
+    text_sentence_length: int = typer.Option(
+        _D.text_sentence_length, help="WordPiece ids the sentence encoder reads per listing."
+    ),
+    text_sentence_frozen: int = typer.Option(
+        _D.text_sentence_frozen, help="Sentence encoder layers kept as pretrained."
+    ),
+    text_sentence_lr: float = typer.Option(
+        _D.text_sentence_lr, help="Learning rate of the sentence encoder's fine-tuned layers."
+    ),
     fusion_epochs: int = typer.Option(_D.fusion_epochs),
     fusion_batch_size: int = typer.Option(_D.fusion_batch_size),
     fusion_lr: float = typer.Option(_D.fusion_lr),

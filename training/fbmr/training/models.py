@@ -1,6 +1,6 @@
 """The models: the ResNet image model, the text model (a bag of hashed n-grams, optionally
-beside a CNN over word2vec, and optionally an ensemble of such encoders), and the fusion head
-over both.
+beside a CNN over word2vec, and optionally an ensemble of such encoders with a pretrained
+sentence encoder among them), and the fusion head over both.
 
 Each classifier is an encoder (input -> embedding) followed by a head (embedding -> logits), so
 export can serve the encoders and the heads as separate ONNX models chained in Triton, and the
@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 
 from fbmr.core.text import KINDS, kind_bounds
+from fbmr.training.sentence import SentenceMember, SentenceSpec
 
 log = logging.getLogger(__name__)
 
@@ -315,12 +316,21 @@ class TextEncoder(nn.Module):
 
 class TextEnsembleEncoder(nn.Module):
     """`members` text encoders of the same shape side by side, each with its own n-gram table
-    (of its own size when members read different views), projection and random start: token
-    ids (N, L) -> their embeddings concatenated (N, members x embedding_dim). With
-    `EnsembleHead` over it, an ensemble trained as one model."""
+    (of its own size when members read different views), projection and random start, and
+    optionally a pretrained sentence encoder (`fbmr.training.sentence.SentenceMember`, reading
+    the WordPiece ids that end the token ids) as one more member: token ids (N, L) -> their
+    embeddings concatenated (N, all members x embedding_dim). With `EnsembleHead` over it, an
+    ensemble trained as one model.
+
+    `forward`'s `lower` is the sentence member's frozen layers' output for these ids, when the
+    caller has it (the text stage caches it: those layers never change); without it, they run."""
 
     def __init__(
-        self, members: int, ngram_rows: int | list[int] | None = None, **encoder_args
+        self,
+        members: int,
+        ngram_rows: int | list[int] | None = None,
+        sentence: SentenceMember | None = None,
+        **encoder_args,
     ) -> None:
         super().__init__()
         # members reading different views (VIEWS) keep tables of different sizes
@@ -328,12 +338,23 @@ class TextEnsembleEncoder(nn.Module):
         if len(rows) != members:
             raise ValueError(f"{len(rows)} n-gram table sizes for {members} members")
         self.members = nn.ModuleList(TextEncoder(ngram_rows=r, **encoder_args) for r in rows)
+        self.sentence = sentence
+        self.pieces = sentence.length if sentence is not None else 0
+
+    def cut(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the n-gram members' ids, the WordPiece ids) of token ids (N, L)."""
+        end = token_ids.shape[1] - self.pieces
+        return token_ids[:, :end], token_ids[:, end:]
 
     def split(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.members[0].split(token_ids)
+        return self.members[0].split(self.cut(token_ids)[0])
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return torch.cat([member(token_ids) for member in self.members], dim=1)
+    def forward(self, token_ids: torch.Tensor, lower: torch.Tensor | None = None) -> torch.Tensor:
+        ids, pieces = self.cut(token_ids)
+        parts = [member(ids) for member in self.members]
+        if self.sentence is not None:
+            parts.append(self.sentence(pieces, lower))
+        return torch.cat(parts, dim=1)
 
 
 class EnsembleHead(nn.Module):
@@ -360,24 +381,40 @@ class EnsembleHead(nn.Module):
 
 
 class TextModel(nn.Module):
-    """Token ids -> (text embedding, logits). With `members` > 1, an ensemble of that many text
-    encoders and heads (`TextEnsembleEncoder`, `EnsembleHead`): the embedding is theirs
-    concatenated, `embedding_dim` wide in all."""
+    """Token ids -> (text embedding, logits). With `members` > 1, or a `sentence` encoder (shape
+    and frozen layers, `fbmr.training.sentence.SentenceSpec`) beside them, an ensemble of that
+    many text encoders, the sentence member and their heads (`TextEnsembleEncoder`,
+    `EnsembleHead`): the embedding is theirs concatenated, `embedding_dim` wide in all."""
 
     def __init__(
-        self, num_classes: int, embedding_dim: int = 256, members: int = 1, **encoder_args
+        self,
+        num_classes: int,
+        embedding_dim: int = 256,
+        members: int = 1,
+        sentence: SentenceSpec | None = None,
+        **encoder_args,
     ) -> None:
         super().__init__()
         self.encoder: TextEncoder | TextEnsembleEncoder
         self.head: ClassifierHead | EnsembleHead
-        if members == 1:
+        heads = members + (sentence is not None)
+        if heads == 1:
             self.encoder = TextEncoder(embedding_dim=embedding_dim, **encoder_args)
             self.head = ClassifierHead(embedding_dim, num_classes)
         else:
-            self.head = EnsembleHead(embedding_dim, members, num_classes)
+            self.head = EnsembleHead(embedding_dim, heads, num_classes)
+            dim = embedding_dim // heads
             self.encoder = TextEnsembleEncoder(
-                members, embedding_dim=embedding_dim // members, **encoder_args
+                members,
+                sentence=sentence.build(dim) if sentence is not None else None,
+                embedding_dim=dim,
+                **encoder_args,
             )
+
+    @property
+    def sentence(self) -> SentenceMember | None:
+        """The pretrained sentence member, if the ensemble has one."""
+        return self.encoder.sentence if isinstance(self.encoder, TextEnsembleEncoder) else None
 
     @property
     def encoders(self) -> list[TextEncoder]:
@@ -392,8 +429,13 @@ class TextModel(nn.Module):
             return self.head.member_logits(embedding)
         return [self.head(embedding)]
 
-    def forward(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.encoder(token_ids)
+    def forward(
+        self, token_ids: torch.Tensor, lower: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if lower is None:
+            embedding = self.encoder(token_ids)
+        else:  # the sentence member's cached frozen layers (the text stage's training sets)
+            embedding = cast(TextEnsembleEncoder, self.encoder)(token_ids, lower)
         return embedding, self.head(embedding)
 
 

@@ -26,9 +26,23 @@ def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
     ]
 
 
+def pretrained_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The weights of `model`'s modules marked `pretrained` (a pretrained encoder being
+    fine-tuned), which take a learning rate of their own."""
+    return [
+        parameter
+        for module in model.modules()
+        if getattr(module, "pretrained", False)
+        for parameter in module.parameters()
+    ]
+
+
 class SplitAdam:
     """AdamW over dense parameters beside SparseAdam over sparse ones (no weight decay there:
-    decaying rows only when a batch touches them would penalise common n-grams most)."""
+    decaying rows only when a batch touches them would penalise common n-grams most).
+
+    `slow` dense parameters (pretrained weights being fine-tuned) step at `slow_lr`, a group of
+    AdamW's own."""
 
     def __init__(
         self,
@@ -36,14 +50,20 @@ class SplitAdam:
         sparse: Iterable[nn.Parameter],
         lr: float,
         weight_decay: float,
+        slow: Iterable[nn.Parameter] = (),
+        slow_lr: float | None = None,
     ) -> None:
-        sparse_ids = {id(p) for p in sparse}
+        sparse_ids, slow_ids = {id(p) for p in sparse}, {id(p) for p in slow}
         parameters = list(parameters)
-        dense = [p for p in parameters if id(p) not in sparse_ids]
+        dense = [p for p in parameters if id(p) not in sparse_ids | slow_ids]
+        pretrained = [p for p in parameters if id(p) in slow_ids]
         rows = [p for p in parameters if id(p) in sparse_ids]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        if dense:
-            self.optimizers["dense"] = torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay)
+        groups: list[dict] = [{"params": dense}] if dense else []
+        if pretrained:
+            groups.append({"params": pretrained, "lr": slow_lr if slow_lr is not None else lr})
+        if groups:
+            self.optimizers["dense"] = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
         if rows:
             self.optimizers["sparse"] = torch.optim.SparseAdam(rows, lr=lr)
 

@@ -1,6 +1,11 @@
 """Stage 3: the text model: a bag of hashed word and character n-grams (optionally beside a CNN
 over the word2vec space, its embedding initialised from word2vec), and by default three such
-encoders trained side by side as one ensemble (`TextModel`'s members)."""
+encoders and a pretrained sentence encoder (MiniLM, `fbmr.training.sentence`) trained side by
+side as one ensemble (`TextModel`'s members).
+
+The sentence member's frozen layers never change, so their output for every listing is computed
+once, before training (`sentence_cache`), and the training and validation batches carry it
+beside the token ids: each epoch runs only the layers that train."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import numpy as np
 import torch
 from gensim.models import KeyedVectors
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from fbmr.core.text import Tokenizer
 from fbmr.training.config import TrainConfig
@@ -17,7 +23,8 @@ from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
 from fbmr.training.engine import SPLITS, FitSettings, fit, predict, report
 from fbmr.training.layout import RunLayout
-from fbmr.training.models import VIEWS, TextModel
+from fbmr.training.models import VIEWS, EnsembleHead, TextEnsembleEncoder, TextModel
+from fbmr.training.sentence import SentenceSpec, minilm_dir, sentence_spec
 from fbmr.training.stages.word2vec import embedding_matrix
 
 
@@ -40,6 +47,26 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
         name_dropout=meta.get("name_dropout", 0.0),
         # None: a row per id, as before set_idf pruned; a list: each member's (reading views)
         ngram_rows=meta.get("ngram_rows"),
+        # checkpoints from before the sentence member: none
+        sentence=SentenceSpec.from_dict(meta["sentence"]) if meta.get("sentence") else None,
+    )
+
+
+@torch.no_grad()
+def sentence_cache(
+    model: TextModel, token_ids: torch.Tensor, device: torch.device, batch: int = 128
+) -> torch.Tensor:
+    """The output of the sentence member's frozen layers for each text's token ids (N, L):
+    (N, pieces, hidden), on the CPU."""
+    member, encoder = model.sentence, model.encoder
+    assert member is not None and isinstance(encoder, TextEnsembleEncoder)
+    member.to(device).eval()
+    parts = [
+        member.lower(encoder.cut(token_ids[i : i + batch].to(device))[1]).cpu()
+        for i in range(0, len(token_ids), batch)
+    ]
+    return (
+        torch.cat(parts) if parts else torch.zeros(0, member.length, member.bert.shape.hidden_size)
     )
 
 
@@ -87,9 +114,20 @@ def train_text(
     stage_dir = layout.stage("text")
     tokenizer = Tokenizer.load(layout.tokenizer)
     vectors = KeyedVectors.load(str(layout.vectors))
+    sentence = sentence_spec(
+        config.text_sentence, config.text_sentence_frozen, config.text_sentence_length
+    )
+    if sentence is not None and (
+        tokenizer.wordpiece is None or tokenizer.wordpiece.length != sentence.length
+    ):
+        raise ValueError(
+            f"the sentence encoder reads {sentence.length} WordPiece ids, the tokeniser writes "
+            f"{tokenizer.wordpiece.length if tokenizer.wordpiece else 'none'}: retrain the "
+            "word2vec stage (it writes the tokeniser) with --force"
+        )
     meta = {
-        # the members' embeddings concatenated
-        "embedding_dim": config.embedding_dim * config.text_members,
+        # the members' embeddings concatenated, the sentence member's last
+        "embedding_dim": config.embedding_dim * (config.text_members + (sentence is not None)),
         "members": config.text_members,
         "vocab_size": tokenizer.vocab_size,
         "word_dim": vectors.vector_size,
@@ -105,6 +143,7 @@ def train_text(
         "views": member_views(
             config.text_views, config.text_members, config.ngram_idf and bool(tokenizer.ngrams)
         ),
+        "sentence": sentence.to_dict() if sentence is not None else None,
     }
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))
@@ -114,6 +153,13 @@ def train_text(
     rows = start_members(model, meta["views"], idf_from, words)
     if rows:
         meta["ngram_rows"] = rows if len(rows) > 1 else rows[0]
+    if model.sentence is not None:
+        if config.text_sentence == "minilm":
+            model.sentence.bert.load_pretrained(minilm_dir())
+        sets = {
+            s: TensorDataset(ids, sentence_cache(model, ids, device), labels)
+            for s, (ids, labels) in ((s, sets[s].tensors) for s in SPLITS)
+        }
     settings = FitSettings(
         epochs=config.text_epochs,
         batch_size=config.text_batch_size,
@@ -121,6 +167,7 @@ def train_text(
         weight_decay=config.text_weight_decay,
         label_smoothing=config.text_label_smoothing,
         average_from=config.text_average_from,
+        pretrained_lr=config.text_sentence_lr if model.sentence is not None else None,
         patience=config.patience,
         seed=config.seed,
         progress=config.progress,
@@ -144,7 +191,7 @@ def train_text(
         settings,
         device,
         fields,
-        objective=members_own_losses if len(model.encoders) > 1 else None,
+        objective=members_own_losses if isinstance(model.head, EnsembleHead) else None,
     )
     predictions = {s: predict(model, sets[s], settings, device)[1:] for s in SPLITS}
     return report(stage_dir, "text model", history, predictions, classes, {"unit": "product"})

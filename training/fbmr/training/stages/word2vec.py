@@ -22,6 +22,7 @@ from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.data.split import SPLITS
 from fbmr.training.layout import SUMMARY, TOKENIZER, TSNE_PLOT, VECTORS
+from fbmr.training.sentence import wordpiece
 
 
 class _EpochBar(CallbackAny2Vec):
@@ -89,7 +90,8 @@ def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) 
         workers=1,  # one worker makes the vectors reproducible for a seed
         callbacks=[_EpochBar(config.w2v_epochs, config.progress)],
     )
-    tokenizer = Tokenizer(model.wv.index_to_key, config.max_length, ngram_hashing(config))
+    pieces = wordpiece(config.text_sentence, config.text_sentence_length)
+    tokenizer = Tokenizer(model.wv.index_to_key, config.max_length, ngram_hashing(config), pieces)
     model.wv.save(str(stage_dir / VECTORS))
     tokenizer.save(stage_dir / TOKENIZER)
 

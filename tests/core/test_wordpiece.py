@@ -1,0 +1,47 @@
+"""BERT's WordPiece rules (fbmr.core.wordpiece); tests/training/test_sentence.py holds them to the
+reference implementation on real listings."""
+
+import numpy as np
+import pytest
+
+from fbmr.core.wordpiece import WordPiece, basic_tokens
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "sofa", "##bed", "##s", "cafe", "£", "##5", ",", "000"]
+
+
+def test_basic_tokens_lowercase_strip_accents_and_split_punctuation():
+    assert basic_tokens("Café SOFA-bed, £5,000!\x07\tnew") == [
+        "cafe",
+        "sofa",
+        "-",
+        "bed",
+        ",",
+        "£5",
+        ",",
+        "000",
+        "!",
+        "new",
+    ]  # fmt: skip: "£" is a currency symbol, no punctuation, so it stays with its digits
+    assert basic_tokens("東京 sofa") == ["東", "京", "sofa"]
+
+
+def test_words_split_into_the_longest_pieces_or_unknown():
+    pieces = WordPiece(VOCAB, length=16)
+    assert pieces.pieces("sofabeds") == (4, 5, 6)
+    assert pieces.pieces("sofax") == (1,)  # no split reaches the end: the whole word unknown
+    assert pieces.pieces("s" * 101) == (1,)
+    ids = pieces.encode("Sofabed £5,000")
+    assert ids.tolist() == [2, 4, 5, 8, 9, 10, 11, 3] + [0] * 8
+    assert ids.dtype == np.int64
+
+
+def test_long_texts_are_cut_and_still_end_in_sep():
+    ids = WordPiece(VOCAB, length=4).encode("sofa sofa sofa sofa")
+    assert ids.tolist() == [2, 4, 4, 3]
+
+
+def test_a_vocabulary_needs_the_special_pieces_with_padding_first():
+    with pytest.raises(ValueError, match="SEP"):
+        WordPiece(["[PAD]", "[UNK]", "[CLS]"])
+    with pytest.raises(ValueError, match="id 0"):
+        WordPiece(["[UNK]", "[PAD]", "[CLS]", "[SEP]"])
