@@ -16,6 +16,7 @@ import torch
 from gensim.models import KeyedVectors
 from torch import nn
 from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
 
 from fbmr.core.text import Tokenizer
 from fbmr.training.config import TrainConfig
@@ -54,16 +55,21 @@ def build_text_model(meta: dict, num_classes: int) -> TextModel:
 
 @torch.no_grad()
 def sentence_cache(
-    model: TextModel, token_ids: torch.Tensor, device: torch.device, batch: int = 128
+    model: TextModel,
+    token_ids: torch.Tensor,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "sentence encoder",
+    batch: int = 128,
 ) -> torch.Tensor:
     """The output of the sentence member's frozen layers for each text's token ids (N, L):
     (N, pieces, hidden), on the CPU."""
     member, encoder = model.sentence, model.encoder
     assert member is not None and isinstance(encoder, TextEnsembleEncoder)
     member.to(device).eval()
+    starts = tqdm(range(0, len(token_ids), batch), desc=desc, disable=not progress)
     parts = [
-        member.lower(encoder.cut(token_ids[i : i + batch].to(device))[1]).cpu()
-        for i in range(0, len(token_ids), batch)
+        member.lower(encoder.cut(token_ids[i : i + batch].to(device))[1]).cpu() for i in starts
     ]
     return (
         torch.cat(parts) if parts else torch.zeros(0, member.length, member.bert.shape.hidden_size)
@@ -157,7 +163,9 @@ def train_text(
         if config.text_sentence == "minilm":
             model.sentence.bert.load_pretrained(minilm_dir())
         sets = {
-            s: TensorDataset(ids, sentence_cache(model, ids, device), labels)
+            s: TensorDataset(
+                ids, sentence_cache(model, ids, device, config.progress, f"sentence {s}"), labels
+            )
             for s, (ids, labels) in ((s, sets[s].tensors) for s in SPLITS)
         }
     settings = FitSettings(
