@@ -1,7 +1,8 @@
 """Stage 1: gensim word2vec (skip-gram, negative sampling) on the train split's listing texts.
 
 Writes the word vectors, the tokeniser whose vocabulary is word2vec's (most frequent first) for
-fbmr.core to use at serving time, and a t-SNE map of the most frequent words.
+fbmr.core to use at serving time (with the sentence encoder's WordPiece vocabulary beside it, when
+the text model has one), and a t-SNE map of the most frequent words.
 """
 
 from __future__ import annotations
