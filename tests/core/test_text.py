@@ -189,6 +189,17 @@ def test_format_2_files_read_without_the_names_ngrams(tmp_path):
     assert old.ngrams.bucket("w sofa") == 1 + stable_hash("w sofa") % 500
 
 
+def test_format_3_files_read_without_wordpiece_ids(tmp_path):
+    Tokenizer(["sofa", "grey"], max_words=4, ngrams=NGRAMS).save(tmp_path / "tokenizer.json")
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    del saved["wordpiece"]
+    (tmp_path / "v3.json").write_text(json.dumps({**saved, "format": "fbmr.tokenizer/3"}))
+    old = Tokenizer.load(tmp_path / "v3.json")
+    assert old.wordpiece is None and old.max_length == 4 + 2 * 16
+    expected = Tokenizer(["sofa", "grey"], max_words=4, ngrams=NGRAMS).encode("grey sofa")
+    assert old.encode("grey sofa").tolist() == expected.tolist()
+
+
 def test_wordpiece_ids_end_the_array_and_round_trip(tmp_path):
     pieces = WordPiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "grey", "sofa", "##s", "|"], length=6)
     tokenizer = Tokenizer(["sofa", "grey"], max_words=4, ngrams=NGRAMS, wordpiece=pieces)

@@ -35,6 +35,11 @@ def test_words_split_into_the_longest_pieces_or_unknown():
     assert ids.dtype == np.int64
 
 
+def test_special_tokens_in_the_text_are_read_as_themselves():
+    pieces = WordPiece(VOCAB, length=16)
+    assert pieces.encode("sofa[SEP]sofa [UNK]").tolist()[:6] == [2, 4, 3, 4, 1, 3]
+
+
 def test_long_texts_are_cut_and_still_end_in_sep():
     ids = WordPiece(VOCAB, length=4).encode("sofa sofa sofa sofa")
     assert ids.tolist() == [2, 4, 4, 3]

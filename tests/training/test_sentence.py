@@ -3,6 +3,8 @@ to the reference implementations (Hugging Face transformers) on MiniLM's real we
 
 import os
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads from the package's files
+
 import pytest
 import torch
 
@@ -21,12 +23,12 @@ from fbmr.training.sentence import (
 )
 
 transformers = pytest.importorskip("transformers")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads from the package's files
 
 TRICKY = [
     "Café crème ½ £5,000 — naïve 東京 \x07 ok",
     "Sofabed!! (grey) 3-seater... w/ cushions & throws; 50% OFF",
     "a" * 150,
+    "Sofa [SEP] bed [UNK] x [MASK]y [CLS]",
     "",
     "\uff26\uff55\uff4c\uff4c-width chars and emoji \U0001f642 tab\tnew\nline",
 ]
@@ -60,18 +62,26 @@ def test_bert_gives_the_reference_hidden_states_on_minilm_weights(demo_prepared)
     torch.testing.assert_close(got[tokens], expected[tokens], atol=1e-4, rtol=0)
 
 
-def test_cached_frozen_layers_give_the_member_its_embedding_and_never_train():
+def test_frozen_layers_answer_as_cached_in_training_and_never_train():
     torch.manual_seed(0)
     member = SentenceMember(TINY, dim=16, frozen=1, length=8)
     ids = torch.randint(5, 1000, (4, 8))
     ids[1, 5:] = 0
-    member.train()  # dropout on in the layers that train, off in the frozen ones
-    torch.testing.assert_close(member.lower(ids), member.lower(ids))
     member.eval()
-    torch.testing.assert_close(member(ids), member.upper(member.lower(ids), ids))
-    frozen = [*member.bert.embeddings.parameters(), *member.bert.encoder.layer[0].parameters()]
-    assert frozen and not any(p.requires_grad for p in frozen)
+    cached = member.lower(ids)  # what the text stage caches, in eval
+    member.train()  # dropout on in the layers that train, off in the frozen ones
+    torch.testing.assert_close(member.lower(ids), cached)
+    frozen = {n: p.detach().clone() for n, p in member.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("bert.encoder.layer.0.") for n in frozen)
     assert all(p.requires_grad for p in member.bert.encoder.layer[1].parameters())
+    upper = member.bert.encoder.layer[1].output.dense.weight.detach().clone()
+    optimizer = torch.optim.SGD([p for p in member.parameters() if p.requires_grad], lr=0.1)
+    member(ids, cached).pow(2).sum().backward()
+    optimizer.step()
+    for name, parameter in member.named_parameters():
+        if name in frozen:
+            torch.testing.assert_close(parameter, frozen[name])
+    assert not torch.equal(member.bert.encoder.layer[1].output.dense.weight, upper)
 
 
 def test_the_sentence_member_reads_the_pieces_that_end_the_token_ids():
@@ -81,14 +91,18 @@ def test_the_sentence_member_reads_the_pieces_that_end_the_token_ids():
     model = TextModel(13, embedding_dim=24, members=2, sentence=spec, **bags).eval()
     parts = [(0, 50, 6), (1, 400, 4), (1, 3, 4), (5, 900, 8)]  # words, n-grams, counts, pieces
     ids = torch.cat([torch.randint(lo, hi, (3, n)) for lo, hi, n in parts], dim=1)
+    ids[0, -3:] = 0  # a short text: its WordPiece ids padded
     embedding, logits = model(ids)
     assert embedding.shape == (3, 24) and logits.shape == (3, 13)
     member = model.sentence
     assert member is not None
     torch.testing.assert_close(embedding[:, 16:], member(ids[:, -8:]))
-    # the cached frozen layers' output gives the same answer as running them
+    # the cached frozen layers' output gives the same answer as running them, and is what the
+    # member reads when given
     _, cached = model(ids, member.lower(ids[:, -8:]))
     torch.testing.assert_close(cached, logits)
+    _, other = model(ids, torch.zeros_like(member.lower(ids[:, -8:])))
+    assert not torch.allclose(other, logits)
 
 
 def test_pretrained_weights_step_at_their_own_learning_rate():

@@ -15,10 +15,14 @@ test holds to the reference implementation, id for id, on real listings.
    characters, is `[UNK]`.
 3. `[CLS]` pieces `[SEP]`, cut to `length` ids and padded with `[PAD]` (id 0 in BERT's
    vocabularies, which the model reads as "no token").
+
+A special token written in the text itself ("[SEP]", "[MASK]", ...) is read as that token, as
+the reference does.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-CLS, SEP, PAD, UNK = "[CLS]", "[SEP]", "[PAD]", "[UNK]"
+CLS, SEP, PAD, UNK, MASK = "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"
+_SPECIAL = re.compile(r"(\[(?:CLS|SEP|PAD|UNK|MASK)\])")
 _MAX_WORD_CHARS = 100
 _CJK_RANGES = (
     (0x4E00, 0x9FFF),
@@ -143,8 +148,14 @@ class WordPiece:
     def encode(self, text: str) -> NDArray[np.int64]:
         """Step 3: a (length,) int64 array, `[CLS]` pieces `[SEP]` then padding."""
         ids = [self._ids[CLS]]
-        for word in basic_tokens(text):
-            ids.extend(self.pieces(word))
+        for i, part in enumerate(_SPECIAL.split(text)):  # odd parts: special tokens
+            if i % 2 and part in self._ids:
+                ids.append(self._ids[part])
+                continue
+            for word in basic_tokens(part):
+                ids.extend(self.pieces(word))
+                if len(ids) >= self.length - 1:
+                    break
             if len(ids) >= self.length - 1:
                 break
         ids = [*ids[: self.length - 1], self._ids[SEP]]

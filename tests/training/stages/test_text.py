@@ -1,10 +1,14 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from fbmr.training.config import TrainConfig
+from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.models import TextModel
-from fbmr.training.stages.text import member_views, start_members
+from fbmr.training.stages.text import member_views, start_members, train_text
+from tests.conftest import TINY_TRAINING
 
 
 def test_members_read_the_views_in_turn():
@@ -41,3 +45,18 @@ def test_every_member_starts_from_word2vec_and_weighs_its_own_view():
     plain = TextModel(13, embedding_dim=24, members=2, **shape)
     assert start_members(plain, ["all", "all"], None, words) == []
     assert all(torch.equal(e.words.weight, torch.from_numpy(words)) for e in plain.encoders)
+
+
+def test_a_tokeniser_and_a_text_model_that_disagree_on_wordpiece_ids_are_refused(
+    tiny_run, demo_prepared, tmp_path
+):
+    # The n-gram members find their ids by cutting the WordPiece ids off the array's end, which
+    # only the sentence member reads: the tiny run's tokeniser writes them.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "word2vec", run / "word2vec")
+    shutil.copy(tiny_run / "label_map.json", run / "label_map.json")
+    settings = {**TINY_TRAINING, "data": str(demo_prepared)}
+    data = PreparedDataset(demo_prepared)
+    for changed in ({"text_sentence": "none"}, {"text_sentence_length": 16}):
+        with pytest.raises(ValueError, match="WordPiece ids"):
+            train_text(TrainConfig(**{**settings, **changed}), data, run, torch.device("cpu"))

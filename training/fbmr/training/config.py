@@ -115,7 +115,9 @@ class TrainConfig:
     ngram_idf: bool = True
     text_widths: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     # ten: with the sentence member an epoch costs about seven times what the bags alone do, and
-    # the averaged ensemble is level on validation from the third epoch on (docs/results.md)
+    # twenty would take the real sample's text stage past 15 minutes on 2 cores; the averaged
+    # ensemble's validation top-1 was within a point of its best from the third epoch on
+    # (docs/results.md)
     text_epochs: int = 10
     text_batch_size: int = 64
     text_lr: float = 3e-3

@@ -397,6 +397,8 @@ class TextModel(nn.Module):
         super().__init__()
         self.encoder: TextEncoder | TextEnsembleEncoder
         self.head: ClassifierHead | EnsembleHead
+        if members < 1:
+            raise ValueError(f"a text model needs at least one n-gram or CNN encoder: {members}")
         heads = members + (sentence is not None)
         if heads == 1:
             self.encoder = TextEncoder(embedding_dim=embedding_dim, **encoder_args)

@@ -63,6 +63,13 @@ class SentenceSpec:
     frozen: int
     length: int
 
+    def __post_init__(self) -> None:
+        if not 2 <= self.length <= self.shape.max_position_embeddings:
+            raise ValueError(
+                f"a sentence encoder reads 2 to {self.shape.max_position_embeddings} WordPiece "
+                f"ids, not {self.length}"
+            )
+
     def build(self, dim: int) -> SentenceMember:
         """A member of this shape with an embedding `dim` wide (random weights)."""
         return SentenceMember(self.shape, dim, self.frozen, self.length)
@@ -223,8 +230,8 @@ class Bert(nn.Module):
         """The reference's weights, by their names (the pooler, unused here, left out)."""
         from safetensors.torch import load_file
 
-        state = load_file(str(model_dir / "model.safetensors"))
-        state = {k: v for k, v in state.items() if k in self.state_dict()}
+        state, own = load_file(str(model_dir / "model.safetensors")), self.state_dict()
+        state = {k: v for k, v in state.items() if k in own}
         self.load_state_dict(state, strict=True)
 
 

@@ -117,6 +117,8 @@ def train_fusion(
         epochs=config.fusion_epochs,
         batch_size=config.fusion_batch_size,
         lr=config.fusion_lr,
+        # with --unfreeze-text, a pretrained sentence member keeps the rate it was trained at
+        pretrained_lr=config.text_sentence_lr if text_model.sentence is not None else None,
         patience=config.patience,
         seed=config.seed,
         workers=config.workers,

@@ -123,13 +123,15 @@ def train_text(
     sentence = sentence_spec(
         config.text_sentence, config.text_sentence_frozen, config.text_sentence_length
     )
-    if sentence is not None and (
-        tokenizer.wordpiece is None or tokenizer.wordpiece.length != sentence.length
-    ):
+    # The n-gram members find their ids by cutting the WordPiece ids off the end of the array,
+    # which only the sentence member reads: both must agree on how many there are.
+    written = tokenizer.wordpiece.length if tokenizer.wordpiece else 0
+    if written != (sentence.length if sentence is not None else 0):
         raise ValueError(
-            f"the sentence encoder reads {sentence.length} WordPiece ids, the tokeniser writes "
-            f"{tokenizer.wordpiece.length if tokenizer.wordpiece else 'none'}: retrain the "
-            "word2vec stage (it writes the tokeniser) with --force"
+            f"the tokeniser writes {written} WordPiece ids, the text model would read "
+            f"{sentence.length if sentence is not None else 0} (--text-sentence "
+            f"{config.text_sentence}): retrain the word2vec stage, which writes the tokeniser, "
+            "with the same settings and --force"
         )
     meta = {
         # the members' embeddings concatenated, the sentence member's last
@@ -149,8 +151,9 @@ def train_text(
         "views": member_views(
             config.text_views, config.text_members, config.ngram_idf and bool(tokenizer.ngrams)
         ),
-        "sentence": sentence.to_dict() if sentence is not None else None,
     }
+    if sentence is not None:  # absent otherwise, as in checkpoints from before the member
+        meta["sentence"] = sentence.to_dict()
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
@@ -162,12 +165,10 @@ def train_text(
     if model.sentence is not None:
         if config.text_sentence == "minilm":
             model.sentence.bert.load_pretrained(minilm_dir())
-        sets = {
-            s: TensorDataset(
-                ids, sentence_cache(model, ids, device, config.progress, f"sentence {s}"), labels
-            )
-            for s, (ids, labels) in ((s, sets[s].tensors) for s in SPLITS)
-        }
+        for s in SPLITS:
+            ids, labels = sets[s].tensors
+            cache = sentence_cache(model, ids, device, config.progress, f"sentence {s}")
+            sets[s] = TensorDataset(ids, cache, labels)
     settings = FitSettings(
         epochs=config.text_epochs,
         batch_size=config.text_batch_size,
