@@ -301,7 +301,7 @@ def fit(
         sparse_parameters(model),
         lr=settings.lr,
         weight_decay=settings.weight_decay,
-        slow=pretrained_parameters(model) if settings.pretrained_lr is not None else (),
+        slow=pretrained_parameters(model),
         slow_lr=settings.pretrained_lr,
     )
     loss_fn = nn.CrossEntropyLoss()

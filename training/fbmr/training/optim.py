@@ -41,8 +41,8 @@ class SplitAdam:
     """AdamW over dense parameters beside SparseAdam over sparse ones (no weight decay there:
     decaying rows only when a batch touches them would penalise common n-grams most).
 
-    `slow` dense parameters (pretrained weights being fine-tuned) step at `slow_lr`, a group of
-    AdamW's own."""
+    `slow` dense parameters (pretrained weights being fine-tuned) step at `slow_lr` (None: at
+    `lr`), a group of AdamW's own."""
 
     def __init__(
         self,

@@ -14,8 +14,8 @@ reference's parameter names so its state dict loads as it is), not taken from a 
 library: it exports to ONNX as plain MatMul, Softmax and LayerNorm, and a test holds it to the
 reference implementation. The lower `frozen` layers keep their pretrained weights: the text
 stage runs them once per listing and caches their output (`lower`), and training runs only the
-upper layers (`upper`) on the cache, a tenth of the cost of fine-tuning the whole model on two
-CPU cores. `shape="tiny"` is a small random BERT over the same vocabulary, for tests and the demo.
+upper layers (`upper`) on the cache, about a third of the cost of fine-tuning all six. `TINY`
+(`--text-sentence tiny`) is a small random BERT over the same vocabulary, for tests and the demo.
 """
 
 from __future__ import annotations

@@ -126,12 +126,12 @@ def train_text(
     # The n-gram members find their ids by cutting the WordPiece ids off the end of the array,
     # which only the sentence member reads: both must agree on how many there are.
     written = tokenizer.wordpiece.length if tokenizer.wordpiece else 0
-    if written != (sentence.length if sentence is not None else 0):
+    read = sentence.length if sentence is not None else 0
+    if written != read:
         raise ValueError(
-            f"the tokeniser writes {written} WordPiece ids, the text model would read "
-            f"{sentence.length if sentence is not None else 0} (--text-sentence "
-            f"{config.text_sentence}): retrain the word2vec stage, which writes the tokeniser, "
-            "with the same settings and --force"
+            f"the tokeniser writes {written} WordPiece ids, the text model would read {read} "
+            f"(--text-sentence {config.text_sentence}): retrain the word2vec stage, which writes "
+            "the tokeniser, with the same settings and --force"
         )
     meta = {
         # the members' embeddings concatenated, the sentence member's last
