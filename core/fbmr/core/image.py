@@ -81,9 +81,15 @@ class ImageSpec:
             )
 
     @classmethod
-    def for_image_size(cls, image_size: int) -> ImageSpec:
-        """The spec for a crop size, keeping the 256/224 resize ratio."""
-        return cls(image_size=image_size, resize_size=round(image_size * 256 / 224))
+    def for_image_size(
+        cls,
+        image_size: int,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> ImageSpec:
+        """The spec for a crop size, keeping the 256/224 resize ratio, with the normalisation
+        the trunk's pretrained weights expect."""
+        return cls(image_size, round(image_size * 256 / 224), mean, std)
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -57,7 +57,11 @@ def export_run(
             onnx_models.export_onnx(model, files[model.name])
             parity[model.name] = onnx_models.check_parity(model, files[model.name], tolerance)
             log.info("%s: max |ONNX - PyTorch| = %.2e", model.name, parity[model.name])
-        provenance = {"run": str(run_dir.resolve()), "parity_max_abs_diff": parity}
+        provenance = {
+            "run": str(run_dir.resolve()),
+            "image_trunk": run.image_trunk,
+            "parity_max_abs_diff": parity,
+        }
         names = stage_version(run, files, staging, version, target, settings, provenance)
         publish_version(staging, repository, names, version)
     return ExportReport(repository, version, target, names, parity)

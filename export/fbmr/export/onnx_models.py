@@ -90,6 +90,21 @@ class _PixelEncoder(nn.Module):
         return self.encoder((scaled - self.mean) / self.std)
 
 
+def image_encoder(
+    encoder: nn.Module, spec: ImageSpec, embedding_dim: int, photos: np.ndarray
+) -> OnnxModel:
+    """The image encoder to export: uint8 pixels of `spec`'s size in, the embedding out, with
+    `photos` (N, 3, S, S uint8) as its parity inputs."""
+    size = spec.image_size
+    return OnnxModel(
+        IMAGE_ENCODER,
+        _PixelEncoder(encoder, spec),
+        [TensorSpec(IMAGE, "TYPE_UINT8", (3, size, size))],
+        [TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (embedding_dim,))],
+        [photos],
+    )
+
+
 class _Head(nn.Module):
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
@@ -136,6 +151,8 @@ class RunModels:
     tokenizer: Tokenizer
     # which text encoder the product classifier uses: TEXT_ENCODER, or FUSION_TEXT_ENCODER
     product_text_encoder: str
+    # the image trunk and where its starting weights came from, as the image stage recorded them
+    image_trunk: dict[str, str]
 
     @property
     def label_map(self) -> LabelMap:
@@ -165,7 +182,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     n = min(len(image_embedding), len(text_embedding))
     fusion_text_embedding = fusion.text_encoder(torch.from_numpy(token_ids)).numpy()
 
-    size, length = spec.image_size, tokenizer.max_length
+    length = tokenizer.max_length
     e_image, e_text = trained.image_meta["embedding_dim"], trained.text_meta["embedding_dim"]
     e_fusion, c = trained.fusion_meta["embedding_dim"], len(classes)
 
@@ -185,13 +202,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
         )
 
     models = [
-        OnnxModel(
-            IMAGE_ENCODER,
-            _PixelEncoder(image_model.encoder, spec),
-            [TensorSpec(IMAGE, "TYPE_UINT8", (3, size, size))],
-            [TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (e_image,))],
-            [photos],
-        ),
+        image_encoder(image_model.encoder, spec, e_image, photos),
         OnnxModel(
             IMAGE_HEAD,
             _Head(image_model.head),
@@ -222,7 +233,9 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     if not _same_weights(fusion.text_encoder, text_model.encoder):
         product_text_encoder = FUSION_TEXT_ENCODER
         models.append(text_encoder(FUSION_TEXT_ENCODER, fusion.text_encoder))
-    return RunModels(models, classes, spec, tokenizer, product_text_encoder)
+    meta = trained.image_meta
+    trunk = {"backbone": meta["backbone"], "weights": meta.get("weights_source", "unrecorded")}
+    return RunModels(models, classes, spec, tokenizer, product_text_encoder, trunk)
 
 
 def export_onnx(model: OnnxModel, path: Path) -> None:

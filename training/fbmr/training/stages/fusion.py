@@ -40,14 +40,20 @@ from fbmr.training.trained import TrainedModels, load_trained_models
 def _cached_image_embeddings(
     trained: TrainedModels, split: str, count: int, device: torch.device
 ) -> np.ndarray | None:
-    """Image embeddings from the trunk features the image stage cached (cached mode), which
-    saves a second pass of the trunk over every photo; None when there is no such cache."""
+    """Image embeddings from what the image stage cached (cached mode): the trainable stages
+    run over the frozen ones' output, which saves a second pass of the whole trunk over every
+    photo; None when there is no such cache."""
     if not trained.image_cached:
         return None
     features = load_cached_features(trained.layout, split)
     if features is None or len(features) != count:
         return None
-    return trained.image.encoder.projection(features.to(device)).cpu().numpy()
+    trained.image.eval()
+    # runs from before the cut was recorded cached the whole trunk's pooled features
+    first = trained.image_meta.get("trainable_from", "head")
+    encoder = trained.image.encoder
+    chunks = [encoder.forward_from(chunk.to(device), first).cpu() for chunk in features.split(256)]
+    return torch.cat(chunks).numpy()
 
 
 @torch.no_grad()

@@ -1,18 +1,25 @@
-"""Stage 2: the ResNet image model (transfer learning), in one of two modes:
+"""Stage 2: the image model, a pretrained trunk (fbmr.training.trunks) fine-tuned from its last
+blocks (`trainable_from`; "auto": the trunk's own choice, layer4 of a ResNet, the last block of an
+EfficientNet-Lite), in one of two modes:
 
-- finetune: stages before `trainable_from` (layer4 by default) stay frozen; layer4, the
-  projection and the head learn from augmented photos;
-- cached: the whole trunk is frozen, its features are computed once per photo and cached, and
-  only the projection and the head train on them (the CPU-friendly mode).
+- cached (the default, CPU-friendly): the frozen stages run once per photo and their output is
+  cached on disk; the trainable stages, the projection and the head then learn from the cached
+  maps, augmented where they are read (a random left-right flip and a shift of up to one cell),
+  so an epoch costs the last blocks alone. `--trainable-from head` caches pooled features and
+  trains the projection and head only.
+- finetune: every epoch runs the whole trunk over augmented photos (the seed's transfer
+  learning; what a GPU affords).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from fbmr.core.fileio import atomic_path
@@ -30,21 +37,58 @@ from fbmr.training.engine import (
     seed_everything,
 )
 from fbmr.training.layout import RunLayout
-from fbmr.training.models import RANDOM_INIT, Backbone, ImageModel
+from fbmr.training.models import ImageModel
+from fbmr.training.trunks import RANDOM_INIT, TRUNKS, Backbone
+
+log = logging.getLogger(__name__)
 
 BN_CALIBRATION_PHOTOS = 2048
 
 
-class _HeadOverFeatures(nn.Module):
-    """The trainable part of an ImageModel, fed with cached trunk features."""
+class _OverCache(nn.Module):
+    """The trainable part of an ImageModel (the stages from `first_trainable` on, the projection
+    and the head), fed with what the frozen stages before it cached."""
 
-    def __init__(self, model: ImageModel) -> None:
+    def __init__(self, model: ImageModel, first_trainable: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.first_trainable = model, first_trainable
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.model.encoder.projection(features)
+        embedding = self.model.encoder.forward_from(features, self.first_trainable)
         return embedding, self.model.head(embedding)
+
+
+class CachedFeatures(Dataset):
+    """(features, label) per photo from a split's cache (stored as float16: half the disk and
+    memory, far below the trained layers' noise). With `augment`, spatial maps are flipped left
+    to right at random and shifted by up to one cell, edge cells repeated: the photo
+    augmentation of finetune mode, applied where the trainable stages read."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, augment: bool) -> None:
+        self.features, self.labels = features, labels
+        self.augment = augment and features.dim() == 4
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features[index].float()
+        if self.augment:
+            if torch.rand(()) < 0.5:
+                features = features.flip(-1)
+            height, width = features.shape[-2:]
+            dy, dx = torch.randint(0, 3, (2,)).tolist()
+            padded = F.pad(features[None], (1, 1, 1, 1), mode="replicate")[0]
+            features = padded[:, dy : dy + height, dx : dx + width]
+        return features, self.labels[index]
+
+
+def first_trainable(config: TrainConfig) -> str:
+    """The first trunk stage that trains: `trainable_from`, or with "auto" the trunk's last
+    blocks (fbmr.training.trunks.TRUNKS)."""
+    if config.trainable_from == "auto":
+        return TRUNKS[Backbone(config.backbone)].last_blocks
+    return config.trainable_from
 
 
 def build_image_model(meta: dict, num_classes: int) -> ImageModel:
@@ -53,12 +97,12 @@ def build_image_model(meta: dict, num_classes: int) -> ImageModel:
 
 
 @torch.no_grad()
-def _trunk_features(
-    model: ImageModel, photos: PhotoDataset, settings: FitSettings, device: torch.device, desc: str
+def _frozen_features(
+    frozen: nn.Module, photos: PhotoDataset, settings: FitSettings, device: torch.device, desc: str
 ) -> torch.Tensor:
-    model.eval()
+    frozen.eval()
     batches = [
-        model.encoder.trunk(images.to(device)).cpu()
+        frozen(images.to(device)).half().cpu()
         for images, _ in tqdm(
             make_loader(photos, settings, shuffle=False), desc=desc, disable=not settings.progress
         )
@@ -97,34 +141,35 @@ def recalibrate_batch_norm(
 
 
 def _cached_features(
-    model: ImageModel,
+    frozen: nn.Module,
     photos: PhotoDataset,
     path: Path,
     key: dict,
     settings: FitSettings,
     device: torch.device,
-) -> TensorDataset:
-    """Trunk features of every photo of a split, computed once and kept on disk; a cache made
-    with another trunk or other photos is recomputed."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels): the frozen stages' output for every photo of a split, computed once
+    and kept on disk (so a resumed run does not compute it again); a cache made with another
+    trunk, cut or other photos is recomputed."""
     if path.is_file():
         cached = torch.load(path, map_location="cpu", weights_only=True)
         if cached["key"] == key:
-            return TensorDataset(cached["features"], cached["labels"])
-    features = _trunk_features(model, photos, settings, device, f"features {path.stem}")
+            return cached["features"], cached["labels"]
+    features = _frozen_features(frozen, photos, settings, device, f"features {path.stem}")
     labels = torch.from_numpy(photos.labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save({"key": key, "features": features, "labels": labels}, tmp)
-    return TensorDataset(features, labels)
+    return features, labels
 
 
 def load_cached_features(layout: RunLayout, split: str) -> torch.Tensor | None:
-    """The trunk features of a split that the image stage cached (cached mode), in photo order;
-    None when there is no such cache."""
+    """What the frozen stages gave for each photo of a split (cached mode), in photo order, as
+    float32; None when there is no such cache."""
     path = layout.image_features(split)
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)["features"]
+    return torch.load(path, map_location="cpu", weights_only=True)["features"].float()
 
 
 def train_image(
@@ -133,17 +178,23 @@ def train_image(
     layout = RunLayout(run_dir)
     stage_dir = layout.stage("image")
     classes = data.label_map.classes
-    spec = ImageSpec.for_image_size(config.image_size)
+    backbone = Backbone(config.backbone)
+    trunk = TRUNKS[backbone]
+    spec = ImageSpec.for_image_size(config.image_size, trunk.mean, trunk.std)
     seed_everything(config.seed)  # a random trunk must be the same one on resume
-    model = ImageModel(
-        Backbone(config.backbone), len(classes), config.embedding_dim, config.image_weights
-    ).to(device)
+    model = ImageModel(backbone, len(classes), config.embedding_dim, config.image_weights).to(
+        device
+    )
+    first = first_trainable(config)
+    model.encoder.freeze_until(first)
+    log.info("image trunk %s, weights: %s, trained from %s", backbone, model.weights_source, first)
     meta = {
         "backbone": config.backbone,
         "embedding_dim": config.embedding_dim,
         "image_spec": spec.to_dict(),
         "weights_source": model.weights_source,
         "mode": str(config.image_mode),
+        "trainable_from": first,
     }
     settings = FitSettings(
         epochs=config.image_epochs,
@@ -157,7 +208,6 @@ def train_image(
     fields = {"stage": "image", "config": config.to_dict(), "classes": list(classes), "meta": meta}
     photos = {s: PhotoDataset(data, data.images(s), spec, augment=False) for s in SPLITS}
     if config.image_mode == ImageMode.cached:
-        model.encoder.freeze_until("head")
         if model.weights_source == RANDOM_INIT:
             meta["batch_norm_recalibrated_on"] = recalibrate_batch_norm(
                 model, photos["train"], settings, device
@@ -168,10 +218,12 @@ def train_image(
             "seed": config.seed,
             "image_spec": spec.to_dict(),
             "batch_norm": meta.get("batch_norm_recalibrated_on"),
+            "trainable_from": first,
         }
-        sets = {
+        frozen = model.encoder.trunk[: model.encoder.cut(first)]
+        cached = {
             s: _cached_features(
-                model,
+                frozen,
                 photos[s],
                 layout.image_features(s),
                 {**key, "count": len(photos[s])},
@@ -180,15 +232,14 @@ def train_image(
             )
             for s in SPLITS
         }
-        trainable = _HeadOverFeatures(model)
-        history = fit(
-            trainable, sets["train"], sets["val"], stage_dir, settings, device, fields, saved=model
-        )
+        sets = {s: CachedFeatures(*cached[s], augment=False) for s in SPLITS}
+        trainable = _OverCache(model, first)
+        train = CachedFeatures(*cached["train"], augment=True)
+        history = fit(trainable, train, sets["val"], stage_dir, settings, device, fields, model)
         predictions = {s: predict(trainable, sets[s], settings, device)[1:] for s in SPLITS}
     else:
-        model.encoder.freeze_until(config.trainable_from)
-        train = PhotoDataset(data, data.images("train"), spec, augment=True)
-        history = fit(model, train, photos["val"], stage_dir, settings, device, fields)
+        train_photos = PhotoDataset(data, data.images("train"), spec, augment=True)
+        history = fit(model, train_photos, photos["val"], stage_dir, settings, device, fields)
         predictions = {
             s: predict(model, photos[s], settings, device, f"eval {s}")[1:] for s in SPLITS
         }
@@ -197,6 +248,7 @@ def train_image(
         "backbone": config.backbone,
         "weights": model.weights_source,
         "mode": str(config.image_mode),
+        "trainable_from": first,
     }
     return report(
         stage_dir, f"image model ({config.backbone})", history, predictions, classes, extra
