@@ -3,7 +3,8 @@ ratios to bare onnxruntime.
 
     uv run python bench/compare.py runs/bench/compare-20250101-120000
 
-Reads what compare.sh wrote into the folder (bare/, bare-end/, triton/, facade-*/, seed-*/)
+Reads what compare.sh wrote into the folder (bare/, bare-end/, triton/, facade-*/, seed-*/,
+image_trunks/)
 and writes compare.md, compare.json and compare.png there. Ratios, all from the same run:
   throughput   req/s at 1 client / bare batch-1 rows/s; at 8 / bare batch-8 rows/s
   p50 (1)      bare batch-1 p50 / the system's p50 at 1 client (1 = as fast as bare)
@@ -84,7 +85,14 @@ def collect(out: Path) -> dict:
                 }
                 for users, s in steps.items()
             }
-    return {"bare": batches, "systems": systems, "bare_meta": bare, "drift": drift}
+    trunks = _load(out / "image_trunks" / "image_trunks.json")
+    return {
+        "bare": batches,
+        "systems": systems,
+        "bare_meta": bare,
+        "drift": drift,
+        "trunks": trunks,
+    }
 
 
 def _lat(row: dict) -> dict:
@@ -146,7 +154,35 @@ def markdown(data: dict, rates: dict) -> str:
             f"{b32['p50_ms']:.0f} ms per batch (p50). Batch 8: {bare[8]['p50_ms']:.0f} ms per "
             f"batch (p50), {bare[8]['p99_ms']:.0f} ms (p99).",
         ]
+    if data.get("trunks"):
+        lines += ["", *trunk_table(data["trunks"])]
     return "\n".join(lines) + "\n"
+
+
+def trunk_table(trunks: dict) -> list[str]:
+    """The image encoder alone per trunk (bench/image_trunks.py), with each trunk's cost
+    relative to the first's (ResNet-50)."""
+    rows = trunks["trunks"]
+    first = next(iter(rows.values()))
+    lines = [
+        f"Image encoder alone at {trunks['image_size']} px, per trunk (same photos, taking "
+        "turns); ms per batch (p50), and the first trunk's time over this one's:",
+        "",
+        "| trunk | weights | parameters | onnxruntime batch 1 | onnxruntime batch 8 "
+        "| PyTorch eager batch 8 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in rows.items():
+        cells = []
+        for runtime, batch in (("onnxruntime", "1"), ("onnxruntime", "8"), ("pytorch", "8")):
+            ms = row[runtime][batch]["p50_ms"]
+            cells.append(f"{ms:.1f} ms ({first[runtime][batch]['p50_ms'] / ms:.1f} x)")
+        lines.append(
+            f"| {name} | {row['weights']} | {row['parameters'] / 1e6:.1f} M | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
 
 
 def plot(data: dict, path: Path) -> None:

@@ -7,6 +7,7 @@
 #   4. the seed-style server (bench/seed_style_app.py) under the same Locust runs (its mix has no
 #      similar listings: it has no index)
 #   5. bare onnxruntime again (the reference is the mean of both; their gap shows the drift)
+#   6. the image encoder alone per trunk, ResNet-50 beside EfficientNet-Lite0 (bench/image_trunks.py)
 # then one table (compare.md) and one plot (compare.png) with the ratios to bare onnxruntime.
 #
 # Usage: bash bench/compare.sh RUN [OUT_DIR]
@@ -117,6 +118,9 @@ stop_all
 step "6. bare onnxruntime again: how far the machine drifted during the run"
 py bench/bare_onnxruntime.py --repo "$REPO" --data "$DATA" --out "$OUT/bare-end"
 
-step "7. table and plot"
+step "7. the image encoder alone, trunk beside trunk: ResNet-50 and EfficientNet-Lite0"
+py bench/image_trunks.py --data "$DATA" --out "$OUT/image_trunks"
+
+step "8. table and plot"
 py bench/compare.py "$OUT"
 step "done: $OUT/compare.md, $OUT/compare.png"

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 SRC="${1:?usage: bench/real_data.sh SEED_DIR [OUT_DIR]}"
 OUT="${2:-runs/real}"
 FBMR=(bash scripts/uv.sh run --frozen fbmr)
-TRAIN_ARGS=(--data "$OUT/prepared" --run "$OUT/run" --backbone resnet50 --image-mode cached
+# the image trunk is the default's (EfficientNet-Lite0 from its installed ImageNet weights, the
+# last blocks fine-tuned over cached maps); BACKBONE=resnet50 where its weights can be had
+TRAIN_ARGS=(--data "$OUT/prepared" --run "$OUT/run" --backbone "${BACKBONE:-efficientnet_lite0}"
             --image-epochs 30 --fusion-epochs 40 --patience 5 --workers 2 --no-progress)
 
 timed() { local start=$SECONDS; "$@"; echo "== $* took $((SECONDS - start)) s"; }

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fbmr.core.contract import TEXT_EMBEDDING, TEXT_ENCODER, TOKEN_IDS
+from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.export import onnx_models
 from fbmr.export.export import export_run
 from fbmr.export.onnx_models import (
@@ -24,7 +25,8 @@ from fbmr.export.onnx_models import (
     load_run,
 )
 from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.models import TextModel
+from fbmr.training.models import ImageModel, TextModel
+from fbmr.training.trunks import TRUNKS, Backbone
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +148,39 @@ def test_export_records_parity_and_artifacts(cpu_repository, tiny_run):
     assert max(artifacts["parity_max_abs_diff"].values()) <= PARITY_TOLERANCE
     labels = json.loads((tiny_run / "label_map.json").read_text())["classes"]
     assert artifacts["classes"] == labels
+    # the image trunk and its starting weights, as the image stage recorded them
+    image_meta = torch.load(tiny_run / "image" / "best.pt", weights_only=True)["meta"]
+    assert artifacts["image_trunk"] == {
+        "backbone": "resnet18",
+        "weights": image_meta["weights_source"],
+    }
+    assert artifacts["image_spec"] == image_meta["image_spec"]
+
+
+def test_the_pretrained_lite_trunk_exports_with_parity_and_its_own_normalisation(
+    demo_prepared, tmp_path
+):
+    """EfficientNet-Lite0 ("same" padding, ReLU6) through the export the served image encoder
+    takes: uint8 pixels in, normalised in the graph with the trunk's mean and std (0.5, not
+    ImageNet's), within the parity tolerance of PyTorch on real photos."""
+    lite = TRUNKS[Backbone.efficientnet_lite0]
+    spec = ImageSpec.for_image_size(96, lite.mean, lite.std)
+    model = ImageModel(Backbone.efficientnet_lite0, 13, embedding_dim=32, weights="imagenet")
+    data = PreparedDataset(demo_prepared)
+    ids = data.images("val")["image_id"].head(8)
+    photos = np.stack([image_pixels(data.image_path(i), spec) for i in ids])
+    onnx_model = onnx_models.image_encoder(model.encoder.eval(), spec, 32, photos)
+    path = tmp_path / "image_encoder.onnx"
+    export_onnx(onnx_model, path)
+    assert check_parity(onnx_model, path) <= PARITY_TOLERANCE
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pixels = onnx_model.examples[0][:3]
+    (got,) = session.run(None, {"image": pixels})
+    with torch.no_grad():
+        want = model.encoder(torch.from_numpy(normalize_pixels(pixels, spec))).numpy()
+    np.testing.assert_allclose(got, want, atol=PARITY_TOLERANCE)
+    # the mean the graph subtracts is the trunk's, so ImageNet's gives another answer
+    imagenet = ImageSpec.for_image_size(96)
+    with torch.no_grad():
+        other = model.encoder(torch.from_numpy(normalize_pixels(pixels, imagenet))).numpy()
+    assert np.abs(got - other).max() > 100 * PARITY_TOLERANCE

@@ -66,7 +66,10 @@ def train(
     image_size: int = typer.Option(_D.image_size, help="Crop size of the image model's input."),
     image_epochs: int = typer.Option(_D.image_epochs),
     image_batch_size: int = typer.Option(_D.image_batch_size),
-    image_lr: float = typer.Option(_D.image_lr),
+    image_lr: float = typer.Option(_D.image_lr, help="Learning rate of the projection and head."),
+    image_trunk_lr: float = typer.Option(
+        _D.image_trunk_lr, help="Learning rate of a pretrained trunk's trainable stages."
+    ),
     text_filters: int = typer.Option(
         _D.text_filters, help="Filters per convolution width of the text CNN (0: no CNN)."
     ),

@@ -110,7 +110,10 @@ class TrainConfig:
     image_size: int = 224
     image_epochs: int = 10
     image_batch_size: int = 32
-    image_lr: float = 1e-3
+    image_lr: float = 1e-3  # the projection and head, and a random trunk's trainable stages
+    # a pretrained trunk's trainable stages: slower, so fine-tuning adapts the ImageNet weights
+    # instead of overwriting them
+    image_trunk_lr: float = 1e-4
 
     # text encoder: CNN over word2vec (text_filters 0 turns it off) beside the n-gram bag. The
     # bag alone is the default: on the real sample it beat the CNN on validation and test

@@ -187,6 +187,8 @@ def train_image(
     )
     first = first_trainable(config)
     model.encoder.freeze_until(first)
+    # pretrained weights being fine-tuned take a learning rate of their own (fbmr.training.optim)
+    model.encoder.trunk.pretrained = model.weights_source != RANDOM_INIT
     log.info("image trunk %s, weights: %s, trained from %s", backbone, model.weights_source, first)
     meta = {
         "backbone": config.backbone,
@@ -200,6 +202,7 @@ def train_image(
         epochs=config.image_epochs,
         batch_size=config.image_batch_size,
         lr=config.image_lr,
+        pretrained_lr=config.image_trunk_lr,
         patience=config.patience,
         seed=config.seed,
         workers=config.workers,
