@@ -86,7 +86,7 @@ def main() -> None:
             times: dict[tuple[str, str], list[float]] = {}
             starts = range(0, max(1, len(ids) - batch + 1), batch)
             for step in range(args.rounds + WARM_UP):
-                start = list(starts)[step % len(starts)]
+                start = starts[step % len(starts)]
                 for name, c in contenders.items():
                     pixels = c["photos"][start : start + batch]
                     for runtime in ("onnxruntime", "pytorch"):

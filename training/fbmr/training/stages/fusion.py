@@ -48,7 +48,6 @@ def _cached_image_embeddings(
     features = load_cached_features(trained.layout, split)
     if features is None or len(features) != count:
         return None
-    trained.image.eval()
     # runs from before the cut was recorded cached the whole trunk's pooled features
     first = trained.image_meta.get("trainable_from", "head")
     encoder = trained.image.encoder
