@@ -2,9 +2,11 @@
 # Entrypoint of both Triton images: check that the mounted repository was exported for this
 # image's target (FBMR_TARGET), then run tritonserver in the foreground on it. Addresses and ports
 # come from TRITON_ADDRESS (0.0.0.0) and TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT
-# (8000-8002); arguments are passed on to tritonserver. Triton polls the repository (every
-# TRITON_POLL_SECS, 5 by default), so a new `fbmr export` is loaded beside the version in use and
-# the facade moves to it once it is ready.
+# (8000-8002); arguments are passed on to tritonserver. Model control is explicit: Triton starts
+# with no model loaded, and the facade's rollout (fbmr.serving.rollout) loads the version to serve
+# through the repository API, checks each new export beside the version in use before switching,
+# and refuses one that fails, which keeps the old version serving. Ready means "takes requests";
+# which version serves is the facade's /readyz to say.
 set -eu
 repo="${TRITON_MODEL_REPOSITORY:-/models}"
 python3 "$(dirname "$0")/check_repository.py" "$repo" "$FBMR_TARGET"
@@ -17,6 +19,6 @@ exec "${TRITONSERVER:-tritonserver}" \
   --http-address="$address" --http-port="${TRITON_HTTP_PORT:-8000}" \
   --grpc-address="$address" --grpc-port="${TRITON_GRPC_PORT:-8001}" \
   --metrics-address="$address" --metrics-port="${TRITON_METRICS_PORT:-8002}" \
-  --allow-metrics=true --exit-on-error=true --strict-readiness=true --log-verbose=0 \
-  --model-control-mode=poll --repository-poll-secs="${TRITON_POLL_SECS:-5}" \
+  --allow-metrics=true --strict-readiness=false --log-verbose=0 \
+  --model-control-mode=explicit \
   "$@"

@@ -120,6 +120,10 @@ def test_health_readiness_and_openapi(facade, demo_index):
         "index": True,
         "index_version": current,
         "model_version": 1,
+        "rollout": "serving version 1",
+        "refused": {},
+        "pinned": None,
+        "triton_process": None,
     }
     paths = facade.get("/openapi.json").json()["paths"]
     assert {

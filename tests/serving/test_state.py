@@ -1,6 +1,7 @@
-"""`FacadeState` during a model version swap, against a scripted stand-in for Triton's readiness
-(the swap through a real Triton is tests/serving/test_versions.py): a request refused while
-Triton reloads waits for the swap instead of failing, and gives up after `swap_wait_s`."""
+"""`FacadeState` during a model version swap, against scripted stand-ins for Triton's readiness and
+the rollout (the swap through a real Triton is tests/serving/test_versions.py and
+test_rollout.py): a request refused while Triton switches waits for the switch instead of
+failing, and gives up after `swap_wait_s`; one rollout step runs at a time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 
 from fbmr.core.artifacts import ModelArtifacts, exported_versions
 from fbmr.core.contract import ENSEMBLE_NAMES, Kind
+from fbmr.serving.metrics import Metrics
+from fbmr.serving.rollout import RolloutStatus
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.state import FacadeState
 
@@ -38,16 +41,35 @@ def two_versions(cpu_repository, tmp_path) -> Path:
     return repository
 
 
-def state_on(repository: Path, triton: ScriptedTriton, wait_s: float) -> FacadeState:
+class ScriptedRollout:
+    """Serves version `before`, then `after` once `after_s` have passed; each step takes
+    `step_s` (in the thread the facade runs it in)."""
+
+    def __init__(self, before: int, after: int, after_s: float, step_s: float = 0.0,
+                 refused: dict[int, str] | None = None) -> None:  # fmt: skip
+        self.before, self.after, self.from_time = before, after, time.monotonic() + after_s
+        self.step_s, self.refused, self.steps = step_s, refused or {}, 0
+
+    def converge(self) -> RolloutStatus:
+        self.steps += 1
+        time.sleep(self.step_s)
+        in_use = self.after if time.monotonic() >= self.from_time else self.before
+        return RolloutStatus(in_use, None, self.refused)
+
+
+def state_on(
+    repository: Path, triton: ScriptedTriton, wait_s: float, rollout: ScriptedRollout
+) -> FacadeState:
     settings = FacadeSettings(model_repository=repository, swap_wait_s=wait_s)
-    return FacadeState(settings=settings, models=triton, index=None)  # type: ignore[arg-type]
+    return FacadeState(settings, triton, None, rollout, Metrics())  # type: ignore[arg-type]
 
 
 def test_a_refused_request_waits_for_the_new_version(two_versions):
     assert exported_versions(two_versions) == [1, 2]
 
     async def scenario():
-        state = state_on(two_versions, ScriptedTriton({2}, after_s=0.6), wait_s=10)
+        rollout = ScriptedRollout(1, 2, after_s=0.6)
+        state = state_on(two_versions, ScriptedTriton({2}, after_s=0.6), 10, rollout)
         state._artifacts = ModelArtifacts.load(two_versions, version=1)
         started = time.monotonic()
         # three requests refused at version 1 while Triton swaps: all continue at version 2
@@ -62,7 +84,8 @@ def test_a_refused_request_waits_for_the_new_version(two_versions):
 
 def test_the_same_version_back_is_retried_on(two_versions):
     async def scenario():
-        state = state_on(two_versions, ScriptedTriton({1}, after_s=0.3), wait_s=10)
+        rollout = ScriptedRollout(1, 1, after_s=0)
+        state = state_on(two_versions, ScriptedTriton({1}, after_s=0.3), 10, rollout)
         state._artifacts = ModelArtifacts.load(two_versions, version=1)
         return await state.after_refusal(Kind.image, 1), state
 
@@ -75,7 +98,7 @@ def test_the_wait_is_bounded(two_versions):
     triton = ScriptedTriton(set(), after_s=0)
 
     async def scenario():
-        state = state_on(two_versions, triton, wait_s=0.5)
+        state = state_on(two_versions, triton, 0.5, ScriptedRollout(1, 1, after_s=0))
         state._artifacts = ModelArtifacts.load(two_versions, version=1)
         started = time.monotonic()
         results = await asyncio.gather(*(state.after_refusal(Kind.combined, 1) for _ in range(4)))
@@ -85,3 +108,23 @@ def test_the_wait_is_bounded(two_versions):
     assert results == [None] * 4
     assert waited < 3  # all four share one deadline's worth of waiting, not four in turn
     assert triton.asked < 40  # one request polls at a time, every 0.2 s
+
+
+def test_one_rollout_step_at_a_time_and_refusals_in_the_metrics(two_versions):
+    rollout = ScriptedRollout(1, 1, after_s=0, step_s=0.5, refused={2: "image_encoder: bad"})
+
+    async def scenario():
+        state = state_on(two_versions, ScriptedTriton({1}, after_s=0), 10, rollout)
+        # five callers at once (requests refused at once, the watcher): one step serves them all
+        moved = await asyncio.gather(*(state.converge(than=1) for _ in range(5)))
+        return moved, state
+
+    moved, state = asyncio.run(scenario())
+    assert moved == [False] * 5 and rollout.steps == 1
+    assert state.artifacts().version == 1  # adopted from the rollout's answer
+    exposition = state.metrics.exposition().decode()
+    assert 'fbmr_model_version_refused{version="2"} 1.0' in exposition
+    assert "fbmr_model_version 1.0" in exposition
+    assert (
+        state.rollout_status.summary() == "serving version 1; version 2 refused: image_encoder: bad"
+    )

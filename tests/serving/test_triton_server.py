@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -160,19 +161,17 @@ def test_concurrent_requests_are_all_served(client, inputs, triton):
     assert int(stats["inference_count"]) >= len(requests) + len(singles)
 
 
-def test_a_model_that_fails_to_load_stops_the_start_with_tritons_log(tmp_path):
+def test_a_repository_whose_only_version_fails_to_load_stops_the_start_with_the_cause(
+    cpu_repository, tmp_path
+):
     repository = tmp_path / "model_repository"
-    (repository / "broken" / "1").mkdir(parents=True)
-    (repository / "broken" / "config.pbtxt").write_text(
-        'name: "broken"\nbackend: "python"\nmax_batch_size: 1\n'
-        'input [{name: "x", data_type: TYPE_FP32, dims: [1]}]\n'
-        'output [{name: "y", data_type: TYPE_FP32, dims: [1]}]\n'
-    )
+    shutil.copytree(cpu_repository, repository)
+    (repository / "text_head" / "1" / "model.onnx").write_bytes(b"half a copy")
     server = LocalTriton(
         repository, TritonPorts("127.0.0.1", *free_ports(3)), tmp_path / "triton.log"
     )
-    with pytest.raises(TritonError, match="broken"):
-        server.start(timeout_s=60)
+    with pytest.raises(TritonError, match="version 1 refused: .*text_head.*(?i:protobuf)"):
+        server.start(timeout_s=120)
     assert server.process.poll() is not None
 
 

@@ -84,7 +84,7 @@ def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
         )
 
     with (
-        LocalTriton(repository, ports, tmp_path / "triton.log", poll_s=1),
+        LocalTriton(repository, ports, tmp_path / "triton.log"),
         running_facade(settings) as client,
     ):
         first = [ask(client, i).json() for i in range(len(listings))]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from fbmr.client.types import (
         Embedding,
         ListingText,
+        ModelVersions,
         Prediction,
         Readiness,
         Reload,
@@ -58,6 +59,7 @@ _HOMES = {
     "RetryPolicy": "retry",
     "Embedding": "types",
     "ListingText": "types",
+    "ModelVersions": "types",
     "Prediction": "types",
     "Readiness": "types",
     "Reload": "types",
@@ -72,6 +74,7 @@ __all__ = [
     "FbmrError",
     "InvalidInput",
     "ListingText",
+    "ModelVersions",
     "Prediction",
     "Readiness",
     "Reload",

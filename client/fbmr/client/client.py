@@ -19,8 +19,16 @@ import httpx
 from fbmr.client.errors import FbmrError, ServerUnreachable, error_for
 from fbmr.client.photos import Photo, photo_bytes
 from fbmr.client.retry import DEFAULT_POLICY, TRANSIENT, RetryPolicy
-from fbmr.client.types import Embedding, Prediction, Readiness, Reload, Similar, Text
-from fbmr.core.contract import DEFAULT_FACADE_URL, Kind, kind_of
+from fbmr.client.types import (
+    Embedding,
+    ModelVersions,
+    Prediction,
+    Readiness,
+    Reload,
+    Similar,
+    Text,
+)
+from fbmr.core.contract import DEFAULT_FACADE_URL, MODEL_VERSION_PATH, Kind, kind_of
 
 API_KEY_ENV = "FBMR_API_KEY"
 USER_AGENT = "fbmr-client/0.1"
@@ -143,6 +151,20 @@ def _reload_index() -> _Call[Reload]:
     return _Call("POST", "/v1/admin/reload-index", lambda r: Reload.from_json(_json(r)))
 
 
+def _model_versions() -> _Call[ModelVersions]:
+    return _Call("GET", MODEL_VERSION_PATH, lambda r: ModelVersions.from_json(_json(r)))
+
+
+def _pin_model_version(version: int | None) -> _Call[ModelVersions]:
+    return _Call(
+        "PUT",
+        MODEL_VERSION_PATH,
+        lambda r: ModelVersions.from_json(_json(r)),
+        json={"version": version},
+        retry=False,  # a refused version is an answer, not a passing fault
+    )
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     headers = {"User-Agent": USER_AGENT}
@@ -249,6 +271,15 @@ class Client(_Base):
         """Load the index's current version now (POST /v1/admin/reload-index)."""
         return self._send(_reload_index())
 
+    def model_versions(self) -> ModelVersions:
+        """The model version in use, the pin and the refused versions."""
+        return self._send(_model_versions())
+
+    def pin_model_version(self, version: int | None) -> ModelVersions:
+        """Serve exported `version` from now on, checked as any new version (None: follow the
+        newest export again); a refused version raises with its cause."""
+        return self._send(_pin_model_version(version))
+
 
 class AsyncClient(_Base):
     """The facade's API for asyncio; one client serves any number of concurrent calls."""
@@ -329,3 +360,11 @@ class AsyncClient(_Base):
     async def reload_index(self) -> Reload:
         """Load the index's current version now (POST /v1/admin/reload-index)."""
         return await self._send(_reload_index())
+
+    async def model_versions(self) -> ModelVersions:
+        """The model version in use, the pin and the refused versions."""
+        return await self._send(_model_versions())
+
+    async def pin_model_version(self, version: int | None) -> ModelVersions:
+        """Serve exported `version` from now on (None: the newest again); see Client."""
+        return await self._send(_pin_model_version(version))

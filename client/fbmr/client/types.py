@@ -121,6 +121,8 @@ class Readiness:
     models: bool
     index: bool
     index_version: str | None
+    model_version: int | None = None
+    rollout: str | None = None  # in words: the version served, a pin, refused versions
 
     @classmethod
     def from_json(cls, data: dict[str, Any], ready: bool) -> Readiness:
@@ -130,6 +132,28 @@ class Readiness:
             models=bool(data.get("models")),
             index=bool(data.get("index")),
             index_version=data.get("index_version"),
+            model_version=data.get("model_version"),
+            rollout=data.get("rollout"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelVersions:
+    """What `/v1/admin/model-version` reports: the version in use, the pin (None: the newest
+    export is followed), and the versions the rollout refused, with their causes."""
+
+    in_use: int | None
+    pinned: int | None
+    refused: dict[int, str]
+    rollout: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelVersions:
+        return cls(
+            in_use=data.get("model_version"),
+            pinned=data.get("pinned"),
+            refused={int(k): str(v) for k, v in (data.get("refused") or {}).items()},
+            rollout=str(data.get("rollout", "")),
         )
 
 

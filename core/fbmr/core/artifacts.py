@@ -23,6 +23,16 @@ from fbmr.core.text import Tokenizer
 
 ARTIFACTS_FILE = "fbmr.json"
 ARTIFACTS_FORMAT = "fbmr.model_version/1"
+# Written by the export last, after every model of a new version is in place.
+REPOSITORY_MANIFEST = "repository.json"
+
+
+def published_version(repository: Path) -> int | None:
+    """The newest version the export finished publishing (its manifest); None without one."""
+    try:
+        return int(json.loads((Path(repository) / REPOSITORY_MANIFEST).read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def exported_versions(repository: Path, ensemble: str = ARTIFACTS_ENSEMBLE) -> list[int]:

@@ -85,6 +85,9 @@ FUSION_TEXT_ENCODER = "fusion_text_encoder"
 
 # -- where things listen, by default -------------------------------------------------------
 
+# The admin route that reports and pins the served model version (facade and client).
+MODEL_VERSION_PATH = "/v1/admin/model-version"
+
 LOCALHOST = "127.0.0.1"
 TRITON_HTTP_PORT = 8000
 TRITON_GRPC_PORT = 8001

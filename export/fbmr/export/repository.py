@@ -24,13 +24,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from fbmr.core import contract as c
-from fbmr.core.artifacts import ARTIFACTS_FILE, ARTIFACTS_FORMAT
+from fbmr.core.artifacts import ARTIFACTS_FILE, ARTIFACTS_FORMAT, REPOSITORY_MANIFEST
 from fbmr.core.fileio import atomic_write_json
 from fbmr.export.onnx_models import RunModels, TensorSpec
 from fbmr.export.settings import ServingSettings, Target
 
 REPOSITORY_FORMAT = "fbmr.model_repository/1"
-REPOSITORY_MANIFEST = "repository.json"
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 
 

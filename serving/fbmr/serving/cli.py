@@ -11,6 +11,7 @@ import json
 import logging
 import logging.config
 import signal
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from fbmr.serving.settings import FacadeSettings
 
 index_app = typer.Typer(help="Build or reload the similar-listing index.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="The model version a running facade serves: status, pin (rollback), unpin.",
+    no_args_is_help=True,
+)
 
 
 def _setting(name: str, *flags: str) -> Any:
@@ -55,7 +60,9 @@ def serve(
     host: str = typer.Option(LOCALHOST, help="Address to bind; 0.0.0.0 to serve the network."),
     port: int = typer.Option(FACADE_PORT),
     workers: int = typer.Option(1, help="uvicorn worker processes."),
-    with_triton: bool = typer.Option(False, help="Also start a local tritonserver on --repo."),
+    with_triton: bool = typer.Option(
+        False, help="Also start a local tritonserver on --repo, restarted if it crashes."
+    ),
     triton_grpc_port: int = typer.Option(TRITON_GRPC_PORT, help="With --with-triton: gRPC port."),
     triton_http_port: int = typer.Option(TRITON_HTTP_PORT, help="With --with-triton: HTTP port."),
     triton_metrics_port: int = typer.Option(
@@ -66,6 +73,7 @@ def serve(
     from pydantic import ValidationError
 
     from fbmr.serving.settings import FacadeSettings
+    from fbmr.serving.supervisor import TritonSupervisor
     from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
 
     logging.config.dictConfig(log_config())
@@ -77,16 +85,20 @@ def serve(
         "max_in_flight": max_in_flight,
     }
     ports = TritonPorts(LOCALHOST, triton_http_port, triton_grpc_port, triton_metrics_port)
+    status_dir = None
     if with_triton:
         flags["triton_url"] = ports.grpc_url
+        status_dir = tempfile.TemporaryDirectory(prefix="fbmr-triton-")
+        flags["triton_status_file"] = Path(status_dir.name) / "supervisor.json"
     try:
         settings = FacadeSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as err:
         raise typer.BadParameter(str(err)) from None
     triton = None
     if with_triton:
+        local = LocalTriton(settings.model_repository, ports)
         try:
-            triton = LocalTriton(settings.model_repository, ports).start()
+            triton = TritonSupervisor(local, settings.triton_status_file).start()
         except TritonError as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
@@ -99,11 +111,12 @@ def serve(
     finally:
         if triton:
             triton.stop()
+        if status_dir:
+            status_dir.cleanup()
 
 
 def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -> None:
     import os
-    import tempfile
 
     import uvicorn
 
@@ -217,3 +230,55 @@ def reload(
         typer.echo(f"index not reloaded: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps({"reloaded": result.reloaded, "version": result.version}))
+
+
+def _model_versions(url: str, api_key: str | None, pin: bool, version: int | None) -> None:
+    try:
+        from fbmr.client import Client, FbmrError
+    except ImportError:  # a facade-only install: the client is an extra
+        typer.echo("fbmr model needs fbmr-client: pip install 'fbmr-serving[client]'", err=True)
+        raise typer.Exit(1) from None
+    try:
+        with Client(url, api_key=api_key) as client:
+            result = client.pin_model_version(version) if pin else client.model_versions()
+    except FbmrError as err:
+        typer.echo(f"model version: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        json.dumps(
+            {
+                "in_use": result.in_use,
+                "pinned": result.pinned,
+                "rollout": result.rollout,
+                "refused": result.refused,
+            },
+            indent=2,
+        )
+    )
+
+
+URL_OPTION = typer.Option(DEFAULT_FACADE_URL, help="The facade's base URL.")
+KEY_OPTION = typer.Option(None, envvar="FBMR_API_KEY", help="Its bearer token.")
+
+
+@model_app.command("status")
+def model_status(url: str = URL_OPTION, api_key: str = KEY_OPTION) -> None:
+    """The version in use, the pin, and the refused versions with their causes."""
+    _model_versions(url, api_key, pin=False, version=None)
+
+
+@model_app.command()
+def pin(
+    version: int = typer.Argument(..., min=1, help="The exported version to serve."),
+    url: str = URL_OPTION,
+    api_key: str = KEY_OPTION,
+) -> None:
+    """Serve an exported version from now on (a rollback, or a chosen roll forward): loaded and
+    checked beside the version in use, which keeps serving if it is refused (exit code 1)."""
+    _model_versions(url, api_key, pin=True, version=version)
+
+
+@model_app.command()
+def unpin(url: str = URL_OPTION, api_key: str = KEY_OPTION) -> None:
+    """Follow the newest export again."""
+    _model_versions(url, api_key, pin=True, version=None)

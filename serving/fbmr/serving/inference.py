@@ -64,11 +64,12 @@ class TritonModels:
         await self._client.close()
 
     async def ready(self, version: int | None = None, kinds: Iterable[Kind] = tuple(Kind)) -> bool:
-        """Triton ready, with the ensembles of `kinds` (all by default) loaded (at `version`,
-        when given)."""
+        """Triton up, with the ensembles of `kinds` (all by default) ready (at `version`, when
+        given). Not Triton's own readiness, which turns false while any model of its repository
+        is not loaded (a refused new version), though every ensemble the facade calls answers."""
         wanted = "" if version is None else str(version)
         try:
-            if not await self._client.is_server_ready(client_timeout=2.0):
+            if not await self._client.is_server_live(client_timeout=2.0):
                 return False
             for name in (ENSEMBLES[kind].name for kind in kinds):
                 if not await self._client.is_model_ready(name, wanted, client_timeout=2.0):

@@ -2,8 +2,10 @@
 
 Photos are decoded and preprocessed and texts tokenised here, with fbmr.core, exactly as in
 training; the models run in Triton (ensembles over gRPC); similar listings come from a FAISS
-index that is reloaded without a pause when a new version is built. The routes live in
-`fbmr.serving.routes`, one router per resource; what they share, in `fbmr.serving.deps`.
+index that is reloaded without a pause when a new version is built; which model version Triton
+serves, the rollout decides (`fbmr.serving.rollout`), checking each new one before it answers.
+The routes live in `fbmr.serving.routes`, one router per resource; what they share, in
+`fbmr.serving.deps`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from fbmr.serving.errors import install_error_handlers
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
 from fbmr.serving.metrics import Metrics, install_middleware
+from fbmr.serving.rollout import Rollout
+from fbmr.serving.routes import models as model_routes
 from fbmr.serving.routes import ops, predict, seed, similar
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.state import FacadeState, watch_models
 
 log = logging.getLogger(__name__)
+
+# How long start-up waits for the first rollout step (which is quick when Triton already serves
+# a version, and takes the models' loading time when the facade must load them).
+FIRST_ROLLOUT_WAIT_S = 10.0
 
 
 def create_app(settings: FacadeSettings | None = None) -> FastAPI:
@@ -36,8 +44,15 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
         index = IndexStore(settings.index_dir)
         index.reload()
         models = TritonModels(settings.triton_url, settings.triton_timeout_s)
-        state = FacadeState(settings, models, index, metrics)
+        # requests inside the old ensembles at a switch end within one Triton deadline
+        rollout = Rollout(
+            settings.model_repository, settings.triton_url, drain_s=settings.triton_timeout_s
+        )
+        state = FacadeState(settings, models, index, rollout, metrics)
         app.state.facade = state
+        with contextlib.suppress(TimeoutError, OSError, ValueError):
+            # serve at once what Triton serves; a rollout that must load models goes on behind
+            await asyncio.wait_for(asyncio.shield(state.converge()), FIRST_ROLLOUT_WAIT_S)
         watchers = [
             asyncio.create_task(watch_index(index, settings.index_poll_s)),
             asyncio.create_task(watch_models(state, settings.model_poll_s)),
@@ -46,6 +61,7 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
         for watcher in watchers:
             watcher.cancel()
         await models.close()
+        rollout.close()
 
     app = FastAPI(
         title="fbmr",
@@ -55,7 +71,7 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_middleware(app, metrics, settings.max_body_bytes)
-    for module in (predict, similar, ops, seed):
+    for module in (predict, similar, model_routes, ops, seed):
         app.include_router(module.router)
     return app
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the facade, and the middleware that records them, writes the access log
+"""Prometheus metrics of the facade (requests, latencies, the model version in use and the versions
+the rollout refused), and the middleware that records them, writes the access log
 and refuses bodies over the size limit: by their Content-Length before they are read, and by
 the bytes that arrive when there is none or it lies (BodyGuard); a body that stops arriving is
 answered 408, not waited for.
@@ -18,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +45,16 @@ class Metrics:
         self.latency = Histogram(
             "fbmr_request_seconds", "Request latency by endpoint.", ["endpoint"],
             registry=self.registry, buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
+        # the highest across live workers: during a switch some workers may still be on the old
+        self.model_version = Gauge(
+            "fbmr_model_version", "The exported model version in use.",
+            registry=self.registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.refused_versions = Gauge(
+            "fbmr_model_version_refused", "1 for each exported model version the rollout "
+            "refused (it failed to load or to answer); 0 once its files change.", ["version"],
+            registry=self.registry, multiprocess_mode="livemax",
         )  # fmt: skip
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:

@@ -66,11 +66,38 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    triton: bool = Field(..., description="Triton ready, with every ensemble loaded.")
+    triton: bool = Field(..., description="Triton serves every ensemble of the version in use.")
     models: bool = Field(..., description="The exported version's tokeniser and labels loaded.")
     index: bool = Field(..., description="A similar-listing index loaded.")
     index_version: str | None = None
     model_version: int | None = Field(None, description="The exported model version in use.")
+    rollout: str | None = Field(
+        None,
+        description="In words: the version served, a pin, and each refused version with its "
+        "cause, e.g. 'serving version 1; version 2 refused: image_encoder: ...'.",
+    )
+    refused: dict[int, str] = Field(
+        default_factory=dict, description="Versions the rollout refused, with their cause."
+    )
+    pinned: int | None = Field(None, description="The version the service is pinned to.")
+    triton_process: str | None = Field(
+        None, description="The local Triton's supervisor, when the facade started one."
+    )
+
+
+class PinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(
+        ..., ge=1, description="The exported version to serve; null: the newest again."
+    )
+
+
+class RolloutResponse(BaseModel):
+    model_version: int | None = Field(..., description="The exported model version in use.")
+    pinned: int | None
+    refused: dict[int, str]
+    rollout: str = Field(..., description="The same in words.")
 
 
 class ErrorResponse(BaseModel):

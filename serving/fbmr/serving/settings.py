@@ -25,7 +25,9 @@ class FacadeSettings(BaseSettings):
     index_dir: Path | None = Field(None, description="Similar-listing index (fbmr index build).")
     index_poll_s: float = Field(5.0, description="How often to look for a new index; 0: never.")
     model_poll_s: float = Field(
-        2.0, description="How often to look for a newer model export; 0: never."
+        2.0,
+        description="How often the rollout looks for a newer export or a pin, and reloads the "
+        "version in use after a Triton restart; 0: at start only.",
     )
     swap_wait_s: float = Field(
         20.0,
@@ -46,6 +48,11 @@ class FacadeSettings(BaseSettings):
         None, description="Bearer token required on every endpoint but the health checks."
     )
     retry_after_s: int = Field(2, description="Retry-After sent with 503 answers.")
+    triton_status_file: Path | None = Field(
+        None,
+        description="Where the supervisor of a local Triton reports it (restarts, giving up) "
+        "for /readyz; set by `fbmr serve --with-triton`.",
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -4,12 +4,11 @@ routes through `fbmr.serving.deps`.
 
 Model versions: every request is pinned to the version whose artifacts (tokeniser, labels, image
 settings) the facade holds, so inputs are built for, and outputs read by, the version that ran.
-A newer export is adopted in one step once Triton reports all its ensembles ready at that
-version; requests already under way finish on the version they started with.
-
-While Triton swaps versions it reports the ensembles not ready (it reloads their composing models,
-the old version among them): for a second on an idle machine, several under load. A request that
-meets that window waits for the swap to end (`swap_wait_s`) rather than failing.
+Which version that is, the rollout decides (`fbmr.serving.rollout`): it loads a new export beside
+the one in use, checks it, and switches Triton's ensembles to it; the facade then adopts it in
+one step. A version the rollout refuses is never adopted. Requests already under way finish on
+the version they started with; one that meets the switch waits for it (`swap_wait_s`) and runs
+again on the new version rather than failing.
 """
 
 from __future__ import annotations
@@ -18,13 +17,16 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from fbmr.core.artifacts import ModelArtifacts, exported_versions
+from tritonclient.utils import InferenceServerException
+
+from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.serving.admission import Admission
 from fbmr.serving.errors import unavailable
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
 from fbmr.serving.metrics import Metrics
+from fbmr.serving.rollout import Rollout, RolloutStatus
 from fbmr.serving.settings import FacadeSettings
 
 log = logging.getLogger(__name__)
@@ -35,42 +37,60 @@ class FacadeState:
     settings: FacadeSettings
     models: TritonModels
     index: IndexStore
+    rollout: Rollout
     metrics: Metrics = field(default_factory=Metrics)
     _artifacts: ModelArtifacts | None = None
+    _status: RolloutStatus | None = None
     admission: Admission = field(init=False)
-    _swap: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _running: asyncio.Task[None] | None = None
     _wait: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_in_flight)
 
     def artifacts(self) -> ModelArtifacts:
-        """The artifacts of the model version in use: on first use the repository's latest; a
-        503 while the repository holds no export."""
+        """The artifacts of the model version in use; a 503 while there is none."""
         if self._artifacts is None:
-            try:
-                self._artifacts = ModelArtifacts.load(self.settings.model_repository)
-            except (FileNotFoundError, ValueError) as err:
-                message = f"no model artifacts: {err}"
-                raise unavailable(message, self.settings.retry_after_s) from None
+            status = self._status.summary() if self._status else "the rollout has not run yet"
+            raise unavailable(f"no model version in use: {status}", self.settings.retry_after_s)
         return self._artifacts
 
-    async def adopt_newer_version(self, than: int = 0) -> bool:
-        """Switch to the repository's newest export if it is newer than the one in use and
-        Triton serves it. True when the version in use is now newer than `than` (the version a
-        request was built for): swapped here, or by a request that met the swap first."""
-        async with self._swap:  # one check at a time; requests keep reading the old meanwhile
-            versions = exported_versions(self.settings.model_repository)
-            current = self._artifacts.version if self._artifacts else 0
-            if not versions or versions[-1] <= current:
-                return current > than
-            newest = versions[-1]
-            if not await self.models.ready(newest):
-                return False
-            artifacts = ModelArtifacts.load(self.settings.model_repository, version=newest)
+    @property
+    def rollout_status(self) -> RolloutStatus | None:
+        """What the rollout served and refused when it last ran."""
+        return self._status
+
+    async def converge(self, than: int = 0) -> bool:
+        """Let the rollout move Triton to the version to serve, and adopt that version. True
+        when the version in use is now newer than `than` (the version a request was built
+        for). One rollout step runs at a time, in a thread: callers that come while it runs
+        wait for it rather than start another, and one that gives up waiting leaves it running."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._converge_once())
+        await asyncio.shield(self._running)
+        return (self._artifacts.version if self._artifacts else 0) > than
+
+    async def _converge_once(self) -> None:
+        current = self._artifacts.version if self._artifacts else 0
+        try:
+            status = await asyncio.to_thread(self.rollout.converge)
+        except InferenceServerException as err:
+            log.debug("rollout not run, Triton unreachable: %s", err)
+            return
+        self._record(status)
+        if status.in_use is not None and status.in_use != current:
+            artifacts = await asyncio.to_thread(
+                ModelArtifacts.load, self.settings.model_repository, version=status.in_use
+            )
             self._artifacts = artifacts  # one assignment: the swap
-            log.info("model version %d in use (was %s)", newest, current or "none")
-            return True
+            self.metrics.model_version.set(status.in_use)
+            log.info("model version %d in use (was %s)", status.in_use, current or "none")
+
+    def _record(self, status: RolloutStatus) -> None:
+        before = self._status.refused if self._status else {}
+        for version in before.keys() | status.refused.keys():
+            self.metrics.refused_versions.labels(str(version)).set(version in status.refused)
+        self._status = status
 
     async def after_refusal(self, kind: Kind, refused: int) -> ModelArtifacts | None:
         """The artifacts to retry a request with after Triton refused version `refused` of the
@@ -83,7 +103,7 @@ class FacadeState:
             async with asyncio.timeout_at(deadline), self._wait:
                 while True:
                     current = self.artifacts()
-                    if current.version != refused or await self.adopt_newer_version(than=refused):
+                    if current.version != refused or await self.converge(than=refused):
                         return self.artifacts()
                     if await self.models.ready(refused, kinds=(kind,)):
                         return current
@@ -93,12 +113,14 @@ class FacadeState:
 
 
 async def watch_models(state: FacadeState, every_s: float) -> None:
-    """Adopt a new export once Triton serves it, as `watch_index` picks up a new index."""
-    if every_s <= 0:
-        return
+    """Run the rollout at start and then every `every_s` (0: at start only): a new export is
+    checked and adopted, a pin followed, and after a Triton restart the version in use loaded
+    again, as `watch_index` picks up a new index."""
     while True:
-        await asyncio.sleep(every_s)
         try:
-            await state.adopt_newer_version()
+            await state.converge()
         except (OSError, ValueError) as err:
-            log.warning("model version not checked: %s", err)
+            log.warning("model versions not checked: %s", err)
+        if every_s <= 0:
+            return
+        await asyncio.sleep(every_s)

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -22,6 +23,9 @@ from fbmr.core.contract import (
     TRITON_HTTP_PORT,
     TRITON_METRICS_PORT,
 )
+
+if TYPE_CHECKING:
+    from fbmr.serving.triton_server import LocalTriton
 
 app = typer.Typer(help="Run a local tritonserver on a model repository.", no_args_is_help=True)
 
@@ -42,10 +46,19 @@ def start(
     metrics_port: int = typer.Option(TRITON_METRICS_PORT, help="Prometheus metrics at /metrics."),
     log: Path = typer.Option(None, help="Triton's log file [default: beside the repository]."),
     timeout: float = typer.Option(180.0, help="Seconds to wait for every model to be ready."),
+    foreground: bool = typer.Option(
+        False, help="Stay in the foreground and start tritonserver again if it crashes."
+    ),
 ) -> None:
-    """Start tritonserver in the background and wait until every model is ready."""
+    """Start tritonserver in the background and wait until the version to serve is loaded and
+    checked (the newest export that loads and answers, or the pinned one)."""
     from fbmr.core.fileio import atomic_write_json
     from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts, alive
+
+    if foreground:
+        ports = TritonPorts(host, http_port, grpc_port, metrics_port)
+        _supervise(LocalTriton(repo, ports, log), timeout)
+        return
 
     state = _state_path(grpc_port)
     if state.is_file() and alive(json.loads(state.read_text())["pid"]):
@@ -74,14 +87,21 @@ def status(
     host: str = typer.Option(LOCALHOST, help=HOST_HELP),
     grpc_port: int = typer.Option(TRITON_GRPC_PORT),
 ) -> None:
-    """Whether a tritonserver answers on the port and has every model ready (exit code 1 if
-    not)."""
-    from fbmr.serving.triton_server import is_ready
+    """Whether a tritonserver answers on the port and serves every ensemble at one exported
+    version, and which (exit code 1 if not)."""
+    from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
-    ready = is_ready(f"{host}:{grpc_port}")
+    from fbmr.serving.rollout import served_version
+
+    try:
+        with InferenceServerClient(f"{host}:{grpc_port}") as client:
+            serving = served_version(client)
+    except InferenceServerException:
+        serving = None
     state = _state_path(grpc_port)
     record = json.loads(state.read_text()) if state.is_file() else {}
-    typer.echo(json.dumps({"ready": ready, **record}, indent=2))
+    ready = serving is not None
+    typer.echo(json.dumps({"ready": ready, "model_version": serving, **record}, indent=2))
     if not ready:
         raise typer.Exit(1)
 
@@ -109,3 +129,29 @@ def stop(
             reap_orphan_stubs()  # a killed server cannot stop its python-backend stubs
     state.unlink()
     typer.echo(f"stopped tritonserver (pid {pid})")
+
+
+def _supervise(triton: LocalTriton, timeout: float) -> None:
+    """Run `triton` under a TritonSupervisor until SIGTERM or SIGINT."""
+    import logging
+    import threading
+
+    from fbmr.serving.supervisor import TritonSupervisor
+    from fbmr.serving.triton_server import TritonError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        supervisor = TritonSupervisor(triton, start_timeout_s=timeout).start()
+    except TritonError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"tritonserver on {triton.ports.grpc_url} (pid {triton.pid}); Ctrl-C stops it")
+    try:
+        while not stop.wait(1.0):
+            if supervisor.status.state == "gave_up":
+                raise typer.Exit(1)
+    finally:
+        supervisor.stop()

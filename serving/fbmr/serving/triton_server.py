@@ -1,5 +1,5 @@
-"""A local `tritonserver` process: find the binary, start it on a model repository, wait until
-it is ready, stop it.
+"""A local `tritonserver` process: find the binary, start it on a model repository, load the
+version to serve (`fbmr.serving.rollout`), stop it; `TritonSupervisor` restarts it after a crash.
 
 In production Triton runs in the NVIDIA container and the facade only talks to it. On a machine
 without Docker (development, CI) the `nvidia-pytriton` wheel ships a `tritonserver` binary with
@@ -25,11 +25,10 @@ from pathlib import Path
 from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
 from fbmr.core.contract import LOCALHOST, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
+from fbmr.serving.rollout import Rollout
 
 BINARY_ENV = "FBMR_TRITONSERVER"
 BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
-# How often Triton looks for new exports in its repository.
-DEFAULT_POLL_S = 5
 
 
 class TritonError(RuntimeError):
@@ -129,7 +128,6 @@ def server_command(
     repository: Path,
     ports: TritonPorts,
     extra: Sequence[str] = (),
-    poll_s: int = DEFAULT_POLL_S,
 ) -> list[str]:
     command = [
         str(install.binary),
@@ -141,14 +139,16 @@ def server_command(
         f"--metrics-address={ports.host}",
         f"--metrics-port={ports.metrics}",
         "--allow-metrics=true",
-        # Fail at start when any model does not load, instead of serving a partial repository.
-        "--exit-on-error=true",
-        "--strict-readiness=true",
+        # Ready means "takes requests", not "every model in the repository loaded": a refused new
+        # version stays listed as unavailable, and strict readiness would then take a Triton
+        # that serves the version in use out of service. Which version serves is the facade's
+        # /readyz to say.
+        "--strict-readiness=false",
         "--log-verbose=0",
-        # Poll mode: a new export (new version directories, pinned ensembles) is loaded while
-        # the old one keeps serving, and the facade moves to it once it is ready.
-        "--model-control-mode=poll",
-        f"--repository-poll-secs={poll_s}",
+        # Explicit model control: Triton starts with no model loaded and loads what fbmr asks
+        # for (fbmr.serving.rollout), so a damaged new version is refused while the version in
+        # use keeps serving, instead of Triton's polling reloading it over and over.
+        "--model-control-mode=explicit",
         # The python backend names its shared-memory regions by this prefix: unique per server,
         # so that two local servers (tests, a benchmark beside a demo) never share regions.
         f"--backend-config=python,shm-region-prefix-name={SHM_PREFIX}{os.getpid()}p{ports.grpc}_",
@@ -171,11 +171,11 @@ def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
             s.close()
 
 
-def is_ready(url: str, timeout_s: float = 2.0) -> bool:
-    """Whether the server at `url` (host:grpc_port) is ready, with every model loaded."""
+def is_live(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the server at `url` answers (its models may still be loading)."""
     try:
         with InferenceServerClient(url) as client:
-            return bool(client.is_server_ready(client_timeout=timeout_s))
+            return bool(client.is_server_live(client_timeout=timeout_s))
     except InferenceServerException:
         return False
 
@@ -255,7 +255,6 @@ class LocalTriton:
         ports: TritonPorts | None = None,
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
-        poll_s: int = DEFAULT_POLL_S,
     ) -> None:
         if not any(repository.glob("*/config.pbtxt")):
             raise TritonError(f"{repository} holds no model (no */config.pbtxt)")
@@ -263,15 +262,16 @@ class LocalTriton:
         self.ports = ports or TritonPorts()
         self.log_path = log_path or repository.parent / "tritonserver.log"
         self.extra_args = list(extra_args)
-        self.poll_s = poll_s
+        self.rollout: Rollout | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0, detach: bool = False) -> LocalTriton:
-        """Start the server and wait until it reports ready; on failure, raise with the tail of
-        Triton's log. `detach` starts it in its own session, to outlive this process."""
+        """Start the server and load the version to serve (the pinned one, else the newest that
+        loads and answers; `Rollout`); on failure, raise with the cause and the tail of Triton's
+        log. `detach` starts it in its own session, to outlive this process."""
         install = find_tritonserver()
         reap_orphan_stubs()  # left by a server killed before this one
-        command = server_command(install, self.repository, self.ports, self.extra_args, self.poll_s)
+        command = server_command(install, self.repository, self.ports, self.extra_args)
         if not detach:
             command = _dying_with_parent(command)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +290,8 @@ class LocalTriton:
                     f"tritonserver exited with code {self.process.returncode}; its log "
                     f"({self.log_path}) ends:\n{_tail(self.log_path)}"
                 )
-            if is_ready(self.ports.grpc_url, timeout_s=1.0):
+            if is_live(self.ports.grpc_url, timeout_s=1.0):
+                self._load_models(deadline)
                 return self
             time.sleep(0.5)
         self.stop()
@@ -298,6 +299,24 @@ class LocalTriton:
             f"tritonserver not ready after {timeout_s:.0f} s; its log ({self.log_path}) "
             f"ends:\n{_tail(self.log_path)}"
         )
+
+    def _load_models(self, deadline: float) -> None:
+        # One rollout for the server's life: after a restart it remembers the version it served
+        # and the versions it refused.
+        if self.rollout is None:
+            self.rollout = Rollout(self.repository, self.ports.grpc_url)
+        self.rollout.load_timeout_s = max(1.0, deadline - time.monotonic())
+        try:
+            status = self.rollout.converge()
+        except InferenceServerException as err:
+            self.stop()
+            raise TritonError(f"tritonserver stopped answering: {err}") from None
+        if status.in_use is None:
+            self.stop()
+            raise TritonError(
+                f"no model version could be served from {self.repository}: {status.summary()}; "
+                f"Triton's log ({self.log_path}) ends:\n{_tail(self.log_path)}"
+            )
 
     @property
     def pid(self) -> int:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from fbmr.serving.deps import PROTECTED, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.schemas import Health, Readiness, ReloadResponse
+from fbmr.serving.supervisor import read_status
 
 router = APIRouter()
 
@@ -22,24 +23,32 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: State) -> JSONResponse:
-    """Readiness: Triton serves every ensemble at the model version in use, whose artifacts are
-    loaded, and the similar-listing index is loaded (when the facade has one)."""
+    """Readiness: Triton serves every ensemble of the model version in use, whose artifacts are
+    loaded, and the similar-listing index is loaded (when the facade has one). A refused new
+    version leaves the facade ready (it keeps serving the old one) and is named in `rollout`."""
     try:
         model_version: int | None = state.artifacts().version
     except ApiError:
         model_version = None
-    triton = await state.models.ready(model_version)
+    triton = model_version is not None and await state.models.ready(model_version)
     index = state.index.current
+    status = state.rollout_status
+    status_file = state.settings.triton_status_file
+    supervisor = read_status(status_file) if status_file else None
     body = Readiness(
         triton=triton,
         models=model_version is not None,
         index=index is not None,
         index_version=index.version if index else None,
         model_version=model_version,
+        rollout=status.summary() if status else None,
+        refused=status.refused if status else {},
+        pinned=status.pinned if status else None,
+        triton_process=supervisor.summary() if supervisor else None,
     )
     # a facade started without an index only classifies: it is ready without one
     index_ready = index is not None or state.index.index_dir is None
-    ready = triton and model_version is not None and index_ready
+    ready = triton and index_ready
     return JSONResponse(body.model_dump(), 200 if ready else 503)
 
 
