@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -170,7 +170,7 @@ def test_a_repository_whose_only_version_fails_to_load_stops_the_start_with_the_
     server = LocalTriton(
         repository, TritonPorts("127.0.0.1", *free_ports(3)), tmp_path / "triton.log"
     )
-    with pytest.raises(TritonError, match="version 1 refused: .*text_head.*(?i:protobuf)"):
+    with pytest.raises(TritonError, match=r"version 1 refused: .*text_head.*(?i:protobuf)"):
         server.start(timeout_s=120)
     assert server.process.poll() is not None
 

@@ -174,6 +174,7 @@ class Rollout:
         self.explicit = True
         self._refusals = _Refusals()
         self._trim_at: float | None = None
+        self._missing_pin: int | None = None
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -370,13 +371,12 @@ class Rollout:
         good = [v for v in reversed(versions) if not self._refusals.holds(self.repository, v)]
         if pinned is not None and pinned in versions:
             return [] if pinned == loaded else [v for v in good if v == pinned]
-        if pinned is not None:
+        if pinned is not None and pinned != self._missing_pin:  # said once, not every step
             log.warning("pinned version %d is not in the repository; following the newest", pinned)
-        floor = self.in_use or 0
-        newer = [v for v in good if v > floor]
+        self._missing_pin = pinned
         if loaded is not None:
-            return newer
-        return newer + [v for v in good if v <= floor]  # nothing served: the newest that loads
+            return [v for v in good if v > loaded]
+        return good  # nothing served (a fresh or restarted Triton): the newest that loads
 
     def converge(self) -> RolloutStatus:
         """Move Triton to the version it should serve (the pinned one, else the newest export
@@ -385,14 +385,11 @@ class Rollout:
         with self._lock:
             versions = self.versions()
             served = self.served()
-            if served is not None and served != self.in_use:
-                if self.in_use is not None:
-                    log.info("Triton serves version %d (moved by another driver)", served)
-                self.in_use = served
+            if served is not None and self.in_use not in (None, served):
+                log.info("Triton serves version %d (moved by another driver)", served)
+            self.in_use = served  # None after a Triton restart, until a version is loaded
             if self.explicit:
                 self._converge(versions, served)
-            elif served is None and self.in_use is not None:
-                self.in_use = None
             return self.status()
 
     def _converge(self, versions: list[int], served: int | None) -> None:

@@ -56,6 +56,11 @@ class FacadeState:
         return self._artifacts
 
     @property
+    def switching(self) -> bool:
+        """A rollout step is under way (requests that meet it wait for it, then go on)."""
+        return self._running is not None and not self._running.done()
+
+    @property
     def rollout_status(self) -> RolloutStatus | None:
         """What the rollout served and refused when it last ran."""
         return self._status

@@ -30,7 +30,12 @@ async def readyz(state: State) -> JSONResponse:
         model_version: int | None = state.artifacts().version
     except ApiError:
         model_version = None
-    triton = model_version is not None and await state.models.ready(model_version)
+    triton = model_version is not None and (
+        await state.models.ready(model_version)
+        # mid-switch the ensembles may already be at the next version: requests wait for the
+        # switch and answer from it
+        or (state.switching and await state.models.ready())
+    )
     index = state.index.current
     status = state.rollout_status
     status_file = state.settings.triton_status_file
