@@ -53,12 +53,21 @@ from fbmr.core.fileio import atomic_write_json
 log = logging.getLogger(__name__)
 
 PIN_FILE = "pinned_version.json"
+# Smoke tests in a row that may time out under load before a version is refused for it.
+BUSY_TRIES = 3
+# Triton's answers that say "not now" rather than "wrong"
+_BUSY_STATUSES = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 # What the smoke test sends through every ensemble: a listing as a seller would post it.
 SMOKE_TEXT = "Oak dining table with four chairs, good condition, collection only | in Leeds"
 
 
 class VersionRefused(RuntimeError):
     """A model version failed to load or failed its smoke test; the message says why."""
+
+
+class VersionBusy(VersionRefused):
+    """The smoke test got no answer in time (Triton's queue full or its deadline passed): a
+    busy machine, not yet a fault of the version; refused after BUSY_TRIES of these."""
 
 
 class VersionNotThere(RuntimeError):
@@ -175,6 +184,7 @@ class Rollout:
         self._refusals = _Refusals()
         self._trim_at: float | None = None
         self._missing_pin: int | None = None
+        self._busy: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -281,7 +291,9 @@ class Rollout:
                 client_timeout=60.0,
             )
         except InferenceServerException as err:
-            raise VersionRefused(f"{name}: {_short(err.message() or str(err))}") from None
+            message = f"{name}: {_short(err.message() or str(err))}"
+            busy = err.status() in _BUSY_STATUSES and "ready state" not in message
+            raise (VersionBusy if busy else VersionRefused)(message) from None
         return {w: result.as_numpy(w) for w in wanted}
 
     def _check(self, ensemble: mc.ModelConfig, answers: dict[str, NDArray[Any]]) -> None:
@@ -351,13 +363,13 @@ class Rollout:
             self._smoke_composing(version)
         except (VersionRefused, OSError, ValueError) as err:
             self._restore(composing, loaded)
-            raise VersionRefused(str(err)) from None
+            raise err if isinstance(err, VersionRefused) else VersionRefused(str(err)) from None
         try:
             self._load_all([(n, [version], version) for n in ENSEMBLE_NAMES])
             self._smoke_ensembles(version)
         except (VersionRefused, OSError, ValueError) as err:
             self._restore(composing, loaded)
-            raise VersionRefused(str(err)) from None
+            raise err if isinstance(err, VersionRefused) else VersionRefused(str(err)) from None
         self.in_use = version
         self._trim_at = time.monotonic() + self.drain_s if loaded is not None else None
         log.info(
@@ -400,23 +412,29 @@ class Rollout:
             except VersionNotThere as err:
                 log.info("model version %d not loaded yet: %s", version, err)
                 continue
+            except VersionBusy as err:
+                self._busy[version] = self._busy.get(version, 0) + 1
+                if self._busy[version] < BUSY_TRIES:
+                    log.warning("model version %d not checked, Triton busy: %s", version, err)
+                    return  # the next step tries again; the version in use serves meanwhile
+                self._refuse(version, served, err)
             except VersionRefused as err:
                 if not self.explicit:
                     log.info("Triton polls its repository; following the version it serves")
                     return
-                self._refusals.add(self.repository, version, str(err))
-                log.error(
-                    "model version %d refused: %s; %s",
-                    version,
-                    err,
-                    f"serving version {served}" if served else "no version served",
-                )
+                self._refuse(version, served, err)
         if self._trim_at is not None and time.monotonic() >= self._trim_at and served is not None:
             try:  # the old composing versions, now that no request can be inside them
                 self._load_all([(n, [served], None) for n in self._composing()])
                 self._trim_at = None
             except VersionRefused as err:
                 log.warning("old model versions not unloaded yet: %s", err)
+
+    def _refuse(self, version: int, served: int | None, err: Exception) -> None:
+        self._refusals.add(self.repository, version, str(err))
+        self._busy.pop(version, None)
+        serving = f"serving version {served}" if served else "no version served"
+        log.error("model version %d refused: %s; %s", version, err, serving)
 
 
 def _short(message: str, limit: int = 300) -> str:

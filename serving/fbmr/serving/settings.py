@@ -19,8 +19,8 @@ class FacadeSettings(BaseSettings):
     triton_url: str = Field(DEFAULT_TRITON_URL, description="Triton gRPC host:port.")
     model_repository: Path = Field(
         DEFAULT_MODEL_REPOSITORY,
-        description="The repository Triton serves; the facade reads the tokeniser, labels and "
-        "image settings of its latest version from there.",
+        description="The repository Triton serves; the facade reads the versions, their "
+        "tokeniser, labels and image settings, and the pin, from there.",
     )
     index_dir: Path | None = Field(None, description="Similar-listing index (fbmr index build).")
     index_poll_s: float = Field(5.0, description="How often to look for a new index; 0: never.")
@@ -31,8 +31,8 @@ class FacadeSettings(BaseSettings):
     )
     swap_wait_s: float = Field(
         20.0,
-        description="How long a request waits while Triton swaps model versions (it reports the "
-        "ensembles not ready while their models reload) before it gets a 503.",
+        description="How long a request that meets a model version switch waits for it (it then "
+        "runs on the new version) before it gets a 503.",
     )
     triton_timeout_s: float = Field(10.0, description="Deadline of one Triton call.")
     max_in_flight: int = Field(

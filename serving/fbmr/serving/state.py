@@ -49,10 +49,16 @@ class FacadeState:
         self.admission = Admission(self.settings.max_in_flight)
 
     def artifacts(self) -> ModelArtifacts:
-        """The artifacts of the model version in use; a 503 while there is none."""
+        """The artifacts of the model version in use. Before the rollout has reached Triton
+        (it is down), the repository's newest: requests are still checked and encoded, and
+        Triton's version check sends one built for a version it does not serve back to
+        `after_refusal`. A 503 while the repository holds no export."""
         if self._artifacts is None:
-            status = self._status.summary() if self._status else "the rollout has not run yet"
-            raise unavailable(f"no model version in use: {status}", self.settings.retry_after_s)
+            try:
+                self._artifacts = ModelArtifacts.load(self.settings.model_repository)
+            except (FileNotFoundError, ValueError) as err:
+                message = f"no model artifacts: {err}"
+                raise unavailable(message, self.settings.retry_after_s) from None
         return self._artifacts
 
     @property
@@ -126,6 +132,8 @@ async def watch_models(state: FacadeState, every_s: float) -> None:
             await state.converge()
         except (OSError, ValueError) as err:
             log.warning("model versions not checked: %s", err)
+        except Exception:  # the watcher must outlive any one failed step
+            log.exception("model versions not checked")
         if every_s <= 0:
             return
         await asyncio.sleep(every_s)

@@ -1,0 +1,88 @@
+"""The rollout's rules without a Triton (the rollout against a real one is test_rollout.py): which
+version it tries next, when a refused version is tried again, the pin file, and what it reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fbmr.core.artifacts import ARTIFACTS_FILE, REPOSITORY_MANIFEST
+from fbmr.core.contract import ARTIFACTS_ENSEMBLE
+from fbmr.serving.rollout import PIN_FILE, Rollout, RolloutStatus, read_pin, write_pin
+from tests.helpers import free_ports
+
+
+def exported(repository: Path, versions: list[int], published: int | None) -> Path:
+    for version in versions:
+        folder = repository / ARTIFACTS_ENSEMBLE / str(version)
+        folder.mkdir(parents=True)
+        (folder / ARTIFACTS_FILE).write_text("{}")
+        (repository / "image_encoder" / str(version)).mkdir(parents=True)
+        (repository / "image_encoder" / str(version) / "model.onnx").write_bytes(b"weights")
+    if published is not None:
+        (repository / REPOSITORY_MANIFEST).write_text(json.dumps({"version": published}))
+    return repository
+
+
+@pytest.fixture
+def rollout(tmp_path):
+    (closed,) = free_ports(1)
+    rollout = Rollout(exported(tmp_path / "repo", [1, 2, 3], published=3), f"127.0.0.1:{closed}")
+    yield rollout
+    rollout.close()
+
+
+def test_a_version_still_being_published_is_not_a_candidate(tmp_path):
+    (closed,) = free_ports(1)
+    repository = exported(tmp_path / "repo", [1, 2], published=1)
+    assert Rollout(repository, f"127.0.0.1:{closed}").versions() == [1]
+
+
+def test_newer_versions_are_tried_newest_first_and_nothing_older_while_one_serves(rollout):
+    versions = rollout.versions()
+    assert rollout._candidates(versions, None, loaded=1) == [3, 2]
+    assert rollout._candidates(versions, None, loaded=3) == []
+    # nothing served (a fresh or restarted Triton): every version, newest first
+    assert rollout._candidates(versions, None, loaded=None) == [3, 2, 1]
+
+
+def test_a_refused_version_is_skipped_until_its_files_change(rollout):
+    versions = rollout.versions()
+    rollout._refusals.add(rollout.repository, 3, "image_encoder: bad")
+    assert rollout._candidates(versions, None, loaded=1) == [2]
+    assert rollout.status().refused == {3: "image_encoder: bad"}
+    (rollout.repository / "image_encoder" / "3" / "model.onnx").write_bytes(b"copied again")
+    assert rollout._candidates(versions, None, loaded=1) == [3, 2]
+    assert rollout.status().refused == {}
+
+
+def test_a_pin_is_the_only_candidate_and_a_missing_one_is_ignored(rollout):
+    versions = rollout.versions()
+    assert rollout._candidates(versions, pinned=1, loaded=3) == [1]  # a rollback
+    assert rollout._candidates(versions, pinned=1, loaded=1) == []
+    rollout._refusals.add(rollout.repository, 2, "text_encoder: raises")
+    assert rollout._candidates(versions, pinned=2, loaded=1) == []
+    assert rollout._candidates(versions, pinned=9, loaded=1) == [3]  # 2 refused
+
+
+def test_the_pin_file_round_trips_and_a_broken_one_means_no_pin(tmp_path):
+    assert read_pin(tmp_path) is None
+    write_pin(tmp_path, 4)
+    assert read_pin(tmp_path) == 4
+    write_pin(tmp_path, None)
+    assert not (tmp_path / PIN_FILE).exists() and read_pin(tmp_path) is None
+    (tmp_path / PIN_FILE).write_text("{not json")
+    assert read_pin(tmp_path) is None
+
+
+def test_the_status_in_words():
+    status = RolloutStatus(1, 1, {2: "image_encoder: half a file", 3: "probabilities of shape"})
+    assert status.summary() == (
+        "serving version 1; pinned to version 1; version 2 refused: image_encoder: half a file; "
+        "version 3 refused: probabilities of shape"
+    )
+    assert RolloutStatus(None, None, {}).summary() == "serving no version"
+    removed = RolloutStatus(4, None, {}, removed=True)
+    assert removed.summary() == "serving version 4 (removed from the repository; still loaded)"
