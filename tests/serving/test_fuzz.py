@@ -8,6 +8,7 @@ Generated photos are not images (they are arbitrary bytes): those requests must 
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 
 import pytest
@@ -18,6 +19,7 @@ from schemathesis.checks import not_a_server_error
 
 from fbmr.serving.main import create_app
 from fbmr.serving.settings import FacadeSettings
+from tests.helpers import running_facade
 
 EXAMPLES = 20  # per operation and generation mode; the whole run takes well under a minute
 
@@ -46,6 +48,18 @@ def errors_are_json(ctx, response, case) -> bool:
     return True
 
 
+@pytest.fixture(scope="module")
+def fuzzed_facade(facade_settings, tmp_path_factory):
+    """A facade over the session's Triton and index on a copy of the model repository: fuzzing
+    the admin routes writes a pin into the repository, which the other tests' copies must not
+    inherit."""
+    repository = tmp_path_factory.mktemp("fuzzed") / "model_repository"
+    shutil.copytree(facade_settings.model_repository, repository)
+    settings = facade_settings.model_copy(update={"model_repository": repository})
+    with running_facade(settings) as client:
+        yield client
+
+
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES,
@@ -53,8 +67,8 @@ def errors_are_json(ctx, response, case) -> bool:
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_fuzzed_requests_get_no_server_error(case, facade):
-    base_url = str(facade.base_url).rstrip("/")
+def test_fuzzed_requests_get_no_server_error(case, fuzzed_facade):
+    base_url = str(fuzzed_facade.base_url).rstrip("/")
     case.call_and_validate(base_url, checks=[not_a_server_error, errors_are_json], timeout=60)
 
 
