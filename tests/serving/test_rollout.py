@@ -235,6 +235,7 @@ def test_a_bad_new_version_is_refused_and_the_old_one_serves_on(
 
     counts = f"{len(load.answers)} answers, {len(load.failures())} failed"
     print(f"{fault.__name__}: {counts}; /readyz polled {len(load.readiness)} times")
+    print(f"  /readyz: {ready['rollout']}")
     assert load.failures() == []
     assert load.versions() == {1}
     assert {status for _, status, _ in load.readiness} == {200}  # ready throughout
