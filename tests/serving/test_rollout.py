@@ -390,3 +390,26 @@ def test_the_supervisor_gives_up_after_its_tries_and_says_so(repository, tmp_pat
         reported = read_status(status_file)
     assert reported is not None and reported.tries == 2
     assert "gave up after 2 tries in a row" in reported.summary(), reported
+
+
+def test_against_a_triton_that_polls_by_itself_the_facade_follows_it(
+    repository, facade_settings, tmp_path
+):
+    # a Triton run by someone else in poll mode: the load API is refused, and the rollout only
+    # follows the version Triton serves
+    ports = TritonPorts("127.0.0.1", *free_ports(3))
+    polling = ["--model-control-mode=poll", "--repository-poll-secs=1"]
+    settings = facade_settings.model_copy(
+        update={"triton_url": ports.grpc_url, "model_repository": repository, "model_poll_s": 0.5}
+    )
+    with (
+        LocalTriton(repository, ports, tmp_path / "triton.log", extra_args=polling),
+        running_facade(settings) as client,
+    ):
+        wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the facade ready")
+        publish_copy(repository, 1, 2)
+        wait_for(lambda: client.get("/readyz").json()["model_version"] == 2, 90, "version 2")
+        ready = client.get("/readyz").json()
+        answer = client.post("/v1/predict/text", json={"text": "an oak chest"})
+    assert ready["rollout"] == "serving version 2; Triton loads versions by itself (poll mode)"
+    assert answer.status_code == 200 and answer.json()["model_version"] == 2
