@@ -96,3 +96,44 @@ def assert_error(response, status: int, *words: str) -> None:
     assert set(body) == {"error"} and "Traceback" not in body["error"]
     for word in words:
         assert word in body["error"], body["error"]
+
+
+def split_listings(prepared, split: str) -> list[tuple[bytes, str, str]]:
+    """The listings of a prepared dataset's `split` that have a photo: (photo bytes, listing
+    text as the models read it, category)."""
+    from fbmr.training.data.prepared import PreparedDataset
+
+    data = PreparedDataset(prepared)
+    photos = data.images(split).drop_duplicates("product_id").set_index("product_id")
+    out = []
+    for _, product in data.products(split).iterrows():
+        if product["product_id"] in photos.index:
+            path = data.image_path(photos.loc[product["product_id"], "image_id"])
+            out.append((path.read_bytes(), data.text(product), product["label"]))
+    return out
+
+
+@contextmanager
+def serving_stack(repository, facade_settings, log_dir) -> Iterator:
+    """A tritonserver of its own on `repository` and a facade in front of it (free ports), for a
+    test that changes the repository while serving; yields an httpx client once /readyz is 200.
+    The facade looks for new versions every 0.5 s and lets requests wait 45 s for a switch."""
+    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+
+    ports = TritonPorts("127.0.0.1", *free_ports(3))
+    settings = facade_settings.model_copy(
+        update={
+            "triton_url": ports.grpc_url,
+            "model_repository": repository,
+            "model_poll_s": 0.5,
+            # a switch takes about 5 s on a loaded machine; room for a slower one (the client's
+            # timeout is 60 s)
+            "swap_wait_s": 45,
+        }
+    )
+    with LocalTriton(repository, ports, log_dir / "triton.log"), running_facade(settings) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.2)
+        yield client

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from fbmr.serving.main import create_app
 from fbmr.serving.settings import FacadeSettings
-from tests.helpers import TEST_LIMITS, free_ports
+from tests.helpers import TEST_LIMITS, free_ports, split_listings
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +28,9 @@ def offline_settings(cpu_repository) -> FacadeSettings:
 def offline_client(offline_settings):
     with TestClient(create_app(offline_settings)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def listings(demo_prepared) -> list[tuple[bytes, str]]:
+    """Six validation listings of the demo data, as (photo bytes, listing text)."""
+    return [(photo, text) for photo, text, _ in split_listings(demo_prepared, "val")[:6]]

@@ -17,21 +17,13 @@ from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.serving.catalogue import build_index
 from fbmr.serving.triton_server import LocalTriton, TritonPorts, alive
-from fbmr.training.data.prepared import PreparedDataset
-from tests.helpers import assert_error, encode, free_ports, running_facade
+from tests.helpers import assert_error, encode, free_ports, running_facade, split_listings
 
 
 @pytest.fixture(scope="module")
 def queries(demo_prepared):
     """Test-split listings (not in the index): photo bytes, text, category."""
-    data = PreparedDataset(demo_prepared)
-    photos = data.images("test").drop_duplicates("product_id").set_index("product_id")
-    out = []
-    for _, product in data.products("test").iterrows():
-        if product["product_id"] in photos.index:
-            path = data.image_path(photos.loc[product["product_id"], "image_id"])
-            out.append((path.read_bytes(), data.text(product), product["label"]))
-    return out
+    return split_listings(demo_prepared, "test")
 
 
 def test_predictions_rank_every_category_and_beat_chance(facade, queries, cpu_repository):

@@ -35,22 +35,9 @@ from fbmr.serving import supervisor
 from fbmr.serving.rollout import Rollout
 from fbmr.serving.supervisor import TritonSupervisor, read_status
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
-from fbmr.training.data.prepared import PreparedDataset
-from tests.helpers import free_ports, running_facade
+from tests.helpers import free_ports, running_facade, serving_stack
 
 ENDPOINTS = ("/v1/predict/combined", "/v1/predict/image", "/v1/predict/text")
-
-
-@pytest.fixture(scope="module")
-def listings(demo_prepared) -> list[tuple[bytes, str]]:
-    data = PreparedDataset(demo_prepared)
-    photos = data.images("val").drop_duplicates("product_id").set_index("product_id")
-    out = []
-    for _, product in data.products("val").iterrows():
-        if product["product_id"] in photos.index:
-            path = data.image_path(photos.loc[product["product_id"], "image_id"])
-            out.append((path.read_bytes(), data.text(product)))
-    return out[:4]
 
 
 def publish_copy(repository: Path, source: int, version: int) -> None:
@@ -163,25 +150,6 @@ def wait_for(
 
 
 @contextmanager
-def serving(repository: Path, facade_settings, tmp_path: Path) -> Iterator[httpx.Client]:
-    ports = TritonPorts("127.0.0.1", *free_ports(3))
-    settings = facade_settings.model_copy(
-        update={
-            "triton_url": ports.grpc_url,
-            "model_repository": repository,
-            "model_poll_s": 0.5,
-            "swap_wait_s": 45,
-        }
-    )
-    with (
-        LocalTriton(repository, ports, tmp_path / "triton.log"),
-        running_facade(settings) as client,
-    ):
-        wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the facade ready")
-        yield client
-
-
-@contextmanager
 def recorded(logger: str) -> Iterator[list[str]]:
     """The messages `logger` writes meanwhile (a handler of its own: the facade's logging
     configuration may stop fbmr's records from reaching the root logger)."""
@@ -214,7 +182,7 @@ def test_a_bad_new_version_is_refused_and_the_old_one_serves_on(
 ):
     with (
         recorded("fbmr.serving") as logged,
-        serving(repository, facade_settings, tmp_path) as client,
+        serving_stack(repository, facade_settings, tmp_path) as client,
     ):
         with Load(client, listings).running() as load:
             wait_for(lambda: len(load.answers) >= 10, 60, "answers before the new version")
@@ -253,7 +221,7 @@ def test_a_bad_new_version_is_refused_and_the_old_one_serves_on(
 def test_the_version_in_use_removed_from_the_repository_serves_on(
     repository, facade_settings, listings, tmp_path
 ):
-    with serving(repository, facade_settings, tmp_path) as client:
+    with serving_stack(repository, facade_settings, tmp_path) as client:
         with Load(client, listings).running() as load:
             wait_for(lambda: len(load.answers) >= 10, 60, "answers before the removal")
             for model in repository.iterdir():
@@ -278,7 +246,7 @@ def test_a_rollback_and_back_under_load_fails_no_request(
     repository, facade_settings, listings, tmp_path
 ):
     publish_copy(repository, 1, 2)
-    with serving(repository, facade_settings, tmp_path) as client:
+    with serving_stack(repository, facade_settings, tmp_path) as client:
         assert client.get("/readyz").json()["model_version"] == 2
         with Load(client, listings).running() as load:
             wait_for(lambda: len(load.answers) >= 10, 60, "answers before the rollback")

@@ -19,9 +19,8 @@ import pytest
 import torch
 
 from fbmr.export.export import export_run
-from fbmr.serving.triton_server import LocalTriton, TritonPorts
 from fbmr.training.data.prepared import PreparedDataset
-from tests.helpers import free_ports, running_facade
+from tests.helpers import serving_stack
 
 STAGES = ("image", "text", "fusion")
 
@@ -47,35 +46,12 @@ def rotated_class_order(run: Path, out: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def listings(demo_prepared):
-    data = PreparedDataset(demo_prepared)
-    photos = data.images("val").drop_duplicates("product_id").set_index("product_id")
-    out = []
-    for _, product in data.products("val").iterrows():
-        if product["product_id"] in photos.index:
-            path = data.image_path(photos.loc[product["product_id"], "image_id"])
-            out.append((path.read_bytes(), data.text(product)))
-    return out[:6]
-
-
 def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
     tiny_run, demo_prepared, cpu_repository, facade_settings, listings, tmp_path
 ):
     repository = tmp_path / "model_repository"
     shutil.copytree(cpu_repository, repository)
     version_2 = rotated_class_order(tiny_run, tmp_path / "run-rotated")
-    ports = TritonPorts("127.0.0.1", *free_ports(3))
-    settings = facade_settings.model_copy(
-        update={
-            "triton_url": ports.grpc_url,
-            "model_repository": repository,
-            "model_poll_s": 0.5,
-            # the swap takes about 5 s on a loaded machine; room for a slower one (the client's
-            # timeout is 60 s)
-            "swap_wait_s": 45,
-        }
-    )
 
     def ask(client, i: int):
         photo, text = listings[i % len(listings)]
@@ -83,10 +59,7 @@ def test_a_new_export_under_load_fails_no_request_and_mixes_no_versions(
             "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": text}
         )
 
-    with (
-        LocalTriton(repository, ports, tmp_path / "triton.log"),
-        running_facade(settings) as client,
-    ):
+    with serving_stack(repository, facade_settings, tmp_path) as client:
         first = [ask(client, i).json() for i in range(len(listings))]
         assert {answer["model_version"] for answer in first} == {1}
         stop, failures, answers = threading.Event(), [], []

@@ -311,39 +311,44 @@ class Rollout:
         if not math.isclose(total, 1.0, abs_tol=1e-3):
             raise VersionRefused(f"{ensemble.name}: probabilities add up to {total:.4f}, not 1")
 
-    def _smoke_composing(self, version: int) -> None:
-        """Each ensemble's graph run step by step on the composing models at `version`."""
+    def _smoke(self, version: int, step_by_step: bool) -> None:
+        """One listing through each ensemble at `version`: step by step on the composing models
+        (before the switch, so nothing the facade calls changes), or through the ensembles
+        themselves (after it)."""
         inputs = self._smoke_inputs(version)
         for name in ENSEMBLE_NAMES:
             ensemble = _read_config(self.repository, name)
             tensors = {i.name: inputs[i.name] for i in ensemble.input}
             datatypes = {i.name: _datatype(i.data_type) for i in ensemble.input}
-            steps = list(ensemble.ensemble_scheduling.step)
-            while steps:  # the steps in an order that has each one's inputs ready
-                step = next((s for s in steps if set(s.input_map.values()) <= tensors.keys()), None)
-                if step is None:
-                    raise VersionRefused(f"{name}: steps whose inputs nothing produces")
-                steps.remove(step)
-                model = _read_config(self.repository, step.model_name)
-                for tensor in model.output:
-                    datatypes[step.output_map.get(tensor.name, tensor.name)] = _datatype(
-                        tensor.data_type
-                    )
-                feed = {key: tensors[value] for key, value in step.input_map.items()}
-                types = {key: datatypes[value] for key, value in step.input_map.items()}
-                out = self._infer(step.model_name, version, feed, list(step.output_map), types)
-                tensors.update({step.output_map[k]: v for k, v in out.items()})
+            if step_by_step:
+                self._run_steps(ensemble, version, tensors, datatypes)
+            else:
+                wanted = [o.name for o in ensemble.output]
+                tensors.update(self._infer(name, version, tensors, wanted, datatypes))
             self._check(ensemble, tensors)
 
-    def _smoke_ensembles(self, version: int) -> None:
-        inputs = self._smoke_inputs(version)
-        for name in ENSEMBLE_NAMES:
-            ensemble = _read_config(self.repository, name)
-            feed = {i.name: inputs[i.name] for i in ensemble.input}
-            types = {i.name: _datatype(i.data_type) for i in ensemble.input}
-            self._check(
-                ensemble, self._infer(name, version, feed, [o.name for o in ensemble.output], types)
-            )
+    def _run_steps(
+        self,
+        ensemble: mc.ModelConfig,
+        version: int,
+        tensors: dict[str, NDArray[Any]],
+        datatypes: dict[str, str],
+    ) -> None:
+        """What Triton's ensemble scheduler does, on the composing models at `version`: each
+        step once its inputs are there; its outputs added to `tensors`."""
+        steps = list(ensemble.ensemble_scheduling.step)
+        while steps:
+            step = next((s for s in steps if set(s.input_map.values()) <= tensors.keys()), None)
+            if step is None:
+                raise VersionRefused(f"{ensemble.name}: steps whose inputs nothing produces")
+            steps.remove(step)
+            for tensor in _read_config(self.repository, step.model_name).output:
+                produced = step.output_map.get(tensor.name, tensor.name)
+                datatypes[produced] = _datatype(tensor.data_type)
+            feed = {key: tensors[value] for key, value in step.input_map.items()}
+            types = {key: datatypes[value] for key, value in step.input_map.items()}
+            out = self._infer(step.model_name, version, feed, list(step.output_map), types)
+            tensors.update({step.output_map[k]: v for k, v in out.items()})
 
     # --- the rollout --------------------------------------------------------------------
 
@@ -360,13 +365,13 @@ class Rollout:
             if absent := [n for n in composing if not self.client.is_model_ready(n, str(version))]:
                 self._restore(composing, loaded)
                 raise VersionNotThere(f"{', '.join(absent)} not in Triton's repository yet")
-            self._smoke_composing(version)
+            self._smoke(version, step_by_step=True)
         except (VersionRefused, OSError, ValueError) as err:
             self._restore(composing, loaded)
             raise err if isinstance(err, VersionRefused) else VersionRefused(str(err)) from None
         try:
             self._load_all([(n, [version], version) for n in ENSEMBLE_NAMES])
-            self._smoke_ensembles(version)
+            self._smoke(version, step_by_step=False)
         except (VersionRefused, OSError, ValueError) as err:
             self._restore(composing, loaded)
             raise err if isinstance(err, VersionRefused) else VersionRefused(str(err)) from None
