@@ -90,7 +90,8 @@ def wrong_output_shape(repository: Path) -> str:
 
 @dataclass
 class Load:
-    """Clients sending listings to every endpoint, and a prober asking /readyz, until stopped."""
+    """Clients sending listings to every endpoint, and a prober asking /readyz, until stopped;
+    each answer is kept with the time its request was sent."""
 
     client: httpx.Client
     listings: list[tuple[bytes, str]]
@@ -109,8 +110,9 @@ class Load:
     def hammer(self, worker: int) -> None:
         i = worker
         while not self.stop.is_set():
+            sent = time.monotonic()
             response = self.ask(i)
-            self.answers.append((time.monotonic(), response.status_code, response.json()))
+            self.answers.append((sent, response.status_code, response.json()))
             i += 1
 
     def probe(self) -> None:
@@ -253,6 +255,7 @@ def test_a_rollback_and_back_under_load_fails_no_request(
             back = client.put("/v1/admin/model-version", json={"version": 1})
             rolled_back = time.monotonic()
             wait_for(lambda: load.answers[-1][0] > rolled_back + 2, 30, "answers after it")
+            unpinning = time.monotonic()
             forward = client.put("/v1/admin/model-version", json={"version": None})
             released = time.monotonic()
             wait_for(lambda: load.answers[-1][0] > released + 2, 30, "answers after the unpin")
@@ -264,8 +267,9 @@ def test_a_rollback_and_back_under_load_fails_no_request(
     assert forward.status_code == 200 and forward.json()["model_version"] == 2, forward.text
     assert load.failures() == []
     assert {status for _, status, _ in load.readiness} == {200}
-    # answers sent after each switch came back are from the version switched to
-    after_back = {b["model_version"] for t, _, b in load.answers if rolled_back < t < released}
+    # requests sent after a switch came back, and before the next began, are answered by the
+    # version switched to
+    after_back = {b["model_version"] for t, _, b in load.answers if rolled_back < t < unpinning}
     assert after_back == {1}
     assert {b["model_version"] for t, _, b in load.answers if t > released + 0.5} == {2}
     assert status == {

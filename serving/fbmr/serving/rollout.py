@@ -126,14 +126,18 @@ class RolloutStatus:
         return "; ".join(parts)
 
 
-def served_version(client: InferenceServerClient) -> int | None:
+def served_version(client: InferenceServerClient, prefer: int | None = None) -> int | None:
     """The version at which the Triton behind `client` serves every ensemble; None when it
-    serves none (raises InferenceServerException when it cannot be reached)."""
+    serves none (raises InferenceServerException when it cannot be reached). Just after a
+    switch the old ensembles may still be listed ready while Triton unloads them: `prefer` (the
+    version switched to) wins then, else the newest."""
     ready: dict[str, set[int]] = {name: set() for name in ENSEMBLE_NAMES}
     for model in client.get_model_repository_index(as_json=True).get("models", []):
         if model.get("name") in ready and model.get("state") == "READY":
             ready[model["name"]].add(int(model["version"]))
     common = set.intersection(*ready.values())
+    if prefer in common:
+        return prefer
     return max(common) if common else None
 
 
@@ -219,7 +223,7 @@ class Rollout:
 
     def served(self) -> int | None:
         """The version at which Triton serves every ensemble (raises when unreachable)."""
-        return served_version(self.client)
+        return served_version(self.client, prefer=self.in_use)
 
     # --- loading ------------------------------------------------------------------------
 
