@@ -45,7 +45,7 @@ def start(
     grpc_port: int = typer.Option(TRITON_GRPC_PORT),
     metrics_port: int = typer.Option(TRITON_METRICS_PORT, help="Prometheus metrics at /metrics."),
     log: Path = typer.Option(None, help="Triton's log file [default: beside the repository]."),
-    timeout: float = typer.Option(180.0, help="Seconds to wait for every model to be ready."),
+    timeout: float = typer.Option(180.0, help="Seconds to wait for a checked version."),
     foreground: bool = typer.Option(
         False, help="Stay in the foreground and start tritonserver again if it crashes."
     ),
