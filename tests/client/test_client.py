@@ -18,6 +18,7 @@ from fbmr.client import (
     Client,
     InvalidInput,
     ListingText,
+    ModelVersions,
     Prediction,
     ServerUnreachable,
     TooLarge,
@@ -110,6 +111,25 @@ def test_embed_similar_health_ready_reload(facade_url, listing):
         reload = client.reload_index()
         assert isinstance(reload.reloaded, bool)
         assert reload.version == ready.index_version == similar.index_version
+
+
+def test_model_versions_and_a_pin_of_a_version_never_exported(facade_url):
+    # (a pin that takes effect, and the rollback under load, are tests/serving/test_rollout.py;
+    # here nothing is written into the session's repository)
+    with Client(facade_url) as client:
+        versions = client.model_versions()
+        assert versions == ModelVersions(1, None, {}, "serving version 1")
+        assert client.ready().model_version == 1
+        assert client.ready().rollout == "serving version 1"
+        with pytest.raises(InvalidInput, match="version 99 is not exported"):
+            client.pin_model_version(99)
+        assert client.model_versions() == versions
+
+    async def asynchronously() -> ModelVersions:
+        async with AsyncClient(facade_url) as client:
+            return await client.model_versions()
+
+    assert asyncio.run(asynchronously()) == versions
 
 
 def test_async_client_mirrors_the_sync_one(facade_url, listing):
