@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from fbmr.core.artifacts import exported_versions
 from fbmr.core.contract import MODEL_VERSION_PATH
 from fbmr.serving.deps import PROTECTED, State
-from fbmr.serving.errors import ERROR_RESPONSES, ApiError
+from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.rollout import read_pin, write_pin
 from fbmr.serving.schemas import PinRequest, RolloutResponse
 from fbmr.serving.state import FacadeState
@@ -25,7 +25,7 @@ router = APIRouter(prefix=MODEL_VERSION_PATH, dependencies=PROTECTED)
 def _response(state: FacadeState) -> RolloutResponse:
     status = state.rollout_status
     if status is None:
-        raise ApiError(503, "the rollout has not reached Triton yet", {"Retry-After": "2"})
+        raise unavailable("the rollout has not reached Triton yet", state.settings.retry_after_s)
     return RolloutResponse(
         model_version=status.in_use,
         pinned=status.pinned,
@@ -53,7 +53,8 @@ async def pin_version(body: PinRequest, state: State) -> RolloutResponse:
     try:
         await run_in_threadpool(write_pin, repository, body.version)
     except OSError as err:
-        raise ApiError(503, f"the pin could not be written: {err}") from None
+        message = f"the pin could not be written: {err}"
+        raise unavailable(message, state.settings.retry_after_s) from None
     await state.converge()
     response = _response(state)
     if body.version is not None and response.model_version != body.version:
