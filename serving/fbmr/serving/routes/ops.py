@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from fbmr.serving.deps import PROTECTED, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.schemas import Health, Readiness, ReloadResponse
+from fbmr.serving.state import FacadeState
 from fbmr.serving.supervisor import read_status
 
 router = APIRouter()
@@ -30,12 +31,8 @@ async def readyz(state: State) -> JSONResponse:
         model_version: int | None = state.artifacts().version
     except ApiError:
         model_version = None
-    triton = model_version is not None and (
-        await state.models.ready(model_version)
-        # mid-switch the ensembles may already be at the next version: requests wait for the
-        # switch and answer from it
-        or (state.switching and await state.models.ready())
-    )
+    triton = model_version is not None and await _triton_ready(state, model_version)
+    model_version = state.artifacts().version if model_version is not None else None
     index = state.index.current
     status = state.rollout_status
     status_file = state.settings.triton_status_file
@@ -55,6 +52,20 @@ async def readyz(state: State) -> JSONResponse:
     index_ready = index is not None or state.index.index_dir is None
     ready = triton and index_ready
     return JSONResponse(body.model_dump(), 200 if ready else 503)
+
+
+async def _triton_ready(state: FacadeState, version: int) -> bool:
+    """Triton serves the ensembles of `version`, the one in use when asked, or a switch ran
+    while asking: mid-switch the ensembles may already be at the next version (requests wait
+    for the switch and answer from it), and a switch that ended while asking has moved the
+    facade on to the version it made ready."""
+    switching = state.switching
+    if await state.models.ready(version):
+        return True
+    if switching or state.switching:
+        return await state.models.ready()
+    now = state.artifacts().version
+    return now != version and await state.models.ready(now)
 
 
 @router.get("/metrics", dependencies=PROTECTED, responses=ERROR_RESPONSES)
