@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fbmr.export import onnx_models
+from fbmr.export import onnx_models, quantize
+from fbmr.export.quantize import GateFigures
 from fbmr.export.repository import next_version, publish_version, stage_version
-from fbmr.export.settings import ServingSettings, Target
+from fbmr.export.settings import Int8Settings, Precision, ServingSettings, Target
 from fbmr.training.data.prepared import PreparedDataset
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,11 @@ class ExportReport:
     version: int
     target: Target
     models: list[str]
-    # largest |ONNX - PyTorch| per exported model
+    # largest |ONNX - PyTorch| per exported model (the float32 files)
     parity: dict[str, float]
+    precision: Precision = Precision.float32
+    # INT8 only: each pipeline's figures on the validation split (fbmr.export.quantize)
+    gate: dict[str, GateFigures] = field(default_factory=dict)
 
 
 def export_run(
@@ -36,13 +40,19 @@ def export_run(
     data: PreparedDataset | None = None,
     tolerance: float = onnx_models.PARITY_TOLERANCE,
     progress: bool = True,
+    precision: Precision = Precision.float32,
+    int8: Int8Settings | None = None,
 ) -> ExportReport:
     """Export every model of `run_dir` and publish them as the repository's next version.
 
     Raises ParityError (and leaves the repository as it was) when any ONNX model cannot be
-    loaded or differs from PyTorch by more than `tolerance` on validation inputs.
+    loaded or differs from PyTorch by more than `tolerance` on validation inputs. With
+    `precision` int8 (cpu target) the float32 files that passed are quantised and must then pass
+    the accuracy gate; AccuracyGateError, with the figures, when they do not.
     """
     settings = settings or ServingSettings()
+    if precision is Precision.int8 and target is not Target.cpu:
+        raise ValueError("INT8 files are for the cpu target; on GPU use TensorRT FP16 or INT8")
     run = onnx_models.load_run(run_dir, data)
     version = next_version(repository)
     repository.parent.mkdir(parents=True, exist_ok=True)
@@ -57,11 +67,41 @@ def export_run(
             onnx_models.export_onnx(model, files[model.name])
             parity[model.name] = onnx_models.check_parity(model, files[model.name], tolerance)
             log.info("%s: max |ONNX - PyTorch| = %.2e", model.name, parity[model.name])
-        provenance = {
+        provenance: dict = {
             "run": str(run_dir.resolve()),
             "image_trunk": run.image_trunk,
+            "precision": precision.value,
             "parity_max_abs_diff": parity,
         }
+        gate: dict[str, GateFigures] = {}
+        if precision is Precision.int8:
+            files, gate, provenance["int8"] = _int8_files(
+                files, onnx_dir, run, run.data, int8 or Int8Settings(), progress
+            )
         names = stage_version(run, files, staging, version, target, settings, provenance)
         publish_version(staging, repository, names, version)
-    return ExportReport(repository, version, target, names, parity)
+    return ExportReport(repository, version, target, names, parity, precision, gate)
+
+
+def _int8_files(
+    files: dict[str, Path],
+    onnx_dir: Path,
+    run: onnx_models.RunModels,
+    data: PreparedDataset,
+    settings: Int8Settings,
+    progress: bool,
+) -> tuple[dict[str, Path], dict[str, GateFigures], dict]:
+    """The INT8 files, their gate figures (raises AccuracyGateError on a miss) and what
+    `fbmr.json` records about them."""
+    int8_files = quantize.quantize_encoders(files, onnx_dir, run, data, settings, progress)
+    gate = quantize.accuracy_gate(files, int8_files, run, data, settings, progress)
+    for kind, figures in gate.items():
+        log.info(
+            "int8 %s: agreement %.2f%%, accuracy %.2f%% (float32 %.2f%%)",
+            kind,
+            100 * figures.agreement,
+            100 * figures.accuracy_int8,
+            100 * figures.accuracy_float32,
+        )
+    quantized = [name for name in files if int8_files[name] != files[name]]
+    return int8_files, gate, quantize.int8_provenance(settings, gate, quantized)

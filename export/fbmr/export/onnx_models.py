@@ -61,7 +61,11 @@ PARITY_TOLERANCE = 1e-4
 PARITY_SAMPLES = 8
 
 
-class ParityError(RuntimeError):
+class ExportRefused(RuntimeError):
+    """The export's checks refused the models; nothing was written to the repository."""
+
+
+class ParityError(ExportRefused):
     """An ONNX model's outputs differ from PyTorch's beyond the tolerance."""
 
 
@@ -153,6 +157,8 @@ class RunModels:
     product_text_encoder: str
     # the image trunk and where its starting weights came from, as the image stage recorded them
     image_trunk: dict[str, str]
+    # the prepared dataset the run was trained on (parity inputs, INT8 calibration and gate)
+    data: PreparedDataset
 
     @property
     def label_map(self) -> LabelMap:
@@ -235,7 +241,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
         models.append(text_encoder(FUSION_TEXT_ENCODER, fusion.text_encoder))
     meta = trained.image_meta
     trunk = {"backbone": meta["backbone"], "weights": meta.get("weights_source", "unrecorded")}
-    return RunModels(models, classes, spec, tokenizer, product_text_encoder, trunk)
+    return RunModels(models, classes, spec, tokenizer, product_text_encoder, trunk, data)
 
 
 def export_onnx(model: OnnxModel, path: Path) -> None:

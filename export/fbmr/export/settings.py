@@ -15,6 +15,30 @@ class Target(StrEnum):
     gpu = "gpu"
 
 
+class Precision(StrEnum):
+    float32 = "float32"
+    int8 = "int8"  # cpu target: INT8 encoders, gated by accuracy (fbmr.export.quantize)
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """How the INT8 encoders are made and what accuracy they must keep."""
+
+    # training photos the image encoder's activation ranges are calibrated on, drawn at random
+    calibration_photos: int = 256
+    seed: int = 0
+    # on the validation split: share of listings whose INT8 top-1 is float32's, and the most
+    # accuracy (a fraction: 0.005 is half a point) each pipeline may lose
+    min_agreement: float = 0.99
+    max_accuracy_drop: float = 0.005
+
+    def __post_init__(self) -> None:
+        if self.calibration_photos < 1:
+            raise ValueError("calibration_photos must be at least 1")
+        if not 0 <= self.min_agreement <= 1 or not 0 <= self.max_accuracy_drop <= 1:
+            raise ValueError("min_agreement and max_accuracy_drop are fractions in 0..1")
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     """Triton scheduling settings written into every composing model's config."""

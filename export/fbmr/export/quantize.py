@@ -1,0 +1,300 @@
+"""INT8 encoders for the cpu target, and the accuracy gate they must pass to be published.
+
+On CPU the float32 serving path is already close to bare onnxruntime on the same files, so what is
+left to gain is in the arithmetic. onnxruntime's quantisation tooling makes the INT8 files:
+
+- the image encoder statically, in QDQ form: int8 weights per output channel, uint8 activations
+  whose ranges are calibrated on a sample of training photos. onnxruntime fuses each
+  DequantizeLinear -> Conv -> QuantizeLinear into an int8 kernel (VNNI where the CPU has it);
+- the text encoders dynamically: int8 weights for the MatMuls (the sentence encoder's), the
+  activations' ranges taken per batch at run time, so nothing about token ids needs calibrating.
+  The n-gram lookups and everything else stay float32;
+- the heads stay float32: they are small, and they make the probabilities.
+
+The tensors and the ensembles do not change, so the facade, the client and the index need nothing.
+
+The gate is accuracy, not parity (an INT8 model is not meant to match float32 to 1e-4): on the
+validation split, the INT8 pipelines (image, text, and the two encoders into the fusion head) must
+pick the float32 pipelines' top-1 class for at least `min_agreement` of the listings and lose at
+most `max_accuracy_drop` of accuracy. The figures are written into `fbmr.json`; an export that
+misses them is refused with the figures, and the repository is left as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from tqdm import tqdm
+
+from fbmr.core.contract import (
+    FUSION_HEAD,
+    FUSION_TEXT_ENCODER,
+    IMAGE,
+    IMAGE_EMBEDDING,
+    IMAGE_ENCODER,
+    IMAGE_HEAD,
+    LOGITS,
+    TEXT_EMBEDDING,
+    TEXT_ENCODER,
+    TEXT_HEAD,
+    TOKEN_IDS,
+)
+from fbmr.core.image import image_pixels
+from fbmr.export.onnx_models import ExportRefused, RunModels
+from fbmr.export.settings import Int8Settings
+from fbmr.training.data.prepared import PreparedDataset
+
+log = logging.getLogger(__name__)
+
+TEXT_ENCODERS = (TEXT_ENCODER, FUSION_TEXT_ENCODER)
+BATCH = 32
+CALIBRATION_BATCH = 8
+
+
+class AccuracyGateError(ExportRefused):
+    """The INT8 models lose more accuracy, or agree less with float32, than the gate allows."""
+
+
+@dataclass(frozen=True)
+class GateFigures:
+    """One pipeline's INT8 figures on the validation split."""
+
+    listings: int
+    agreement: float  # share of listings whose INT8 top-1 is float32's
+    accuracy_float32: float
+    accuracy_int8: float
+
+    @property
+    def drop(self) -> float:
+        return self.accuracy_float32 - self.accuracy_int8
+
+    def misses(self, settings: Int8Settings) -> list[str]:
+        missed = []
+        if self.agreement < settings.min_agreement:
+            missed.append(f"agreement {self.agreement:.2%} < {settings.min_agreement:.0%}")
+        if self.drop > settings.max_accuracy_drop:
+            missed.append(
+                f"accuracy {self.accuracy_int8:.2%} vs {self.accuracy_float32:.2%} float32 "
+                f"(drop {self.drop:.2%} > {settings.max_accuracy_drop:.2%})"
+            )
+        return missed
+
+
+class _Photos(CalibrationDataReader):
+    """Batches of uint8 photos for the calibrator, as the served image encoder receives them.
+    The calibrator reads them one batch at a time (`set_range`) and folds each batch's ranges
+    into the running ones, so its memory is one batch's activations, not the whole sample's."""
+
+    def __init__(self, photos: np.ndarray) -> None:
+        self._batches = [
+            photos[i : i + CALIBRATION_BATCH] for i in range(0, len(photos), CALIBRATION_BATCH)
+        ]
+        self._next: Iterator[np.ndarray] = iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next = iter(self._batches[start_index:end_index])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._next, None)
+        return None if batch is None else {IMAGE: batch}
+
+
+def calibration_photos(data: PreparedDataset, run: RunModels, settings: Int8Settings) -> np.ndarray:
+    """A random sample of `settings.calibration_photos` training photos (seeded), as uint8
+    (N, 3, S, S): the image encoder's served input."""
+    train = data.images("train")
+    n = min(settings.calibration_photos, len(train))
+    chosen = train.sample(n=n, random_state=settings.seed)["image_id"]
+    return np.stack([image_pixels(data.image_path(i), run.image_spec) for i in chosen])
+
+
+@contextmanager
+def _prepared(source: Path) -> Iterator[Path]:
+    """`source` after the pre-processing onnxruntime's tooling asks for before quantising
+    (shape inference and graph folding), in a temporary file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        yield prepared
+
+
+def quantize_image_encoder(source: Path, target: Path, photos: np.ndarray) -> None:
+    """Static QDQ INT8: per-channel int8 weights, uint8 activations calibrated on `photos`."""
+    with _prepared(source) as prepared:
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Photos(photos),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            # the pixel scaling and normalisation at the graph's start stay float32
+            op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add", "GlobalAveragePool"],
+            # one batch at a time, each batch's ranges folded into the running ones
+            extra_options={"CalibStridedMinMax": 1},
+        )
+
+
+def quantize_text_encoder(source: Path, target: Path) -> None:
+    """Dynamic INT8: int8 MatMul weights, activations quantised per batch at run time."""
+    with _prepared(source) as prepared:
+        quantize_dynamic(
+            str(prepared), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+        )
+
+
+def quantize_encoders(
+    files: dict[str, Path],
+    out_dir: Path,
+    run: RunModels,
+    data: PreparedDataset,
+    settings: Int8Settings,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """`files` with the encoders replaced by INT8 files written under `out_dir`."""
+    quantized = dict(files)
+    for name in tqdm([n for n in files if n != IMAGE_HEAD], desc="int8", disable=not progress):
+        target = out_dir / f"{name}.int8.onnx"
+        if name == IMAGE_ENCODER:
+            photos = calibration_photos(data, run, settings)
+            log.info("%s: calibrating on %d training photos", name, len(photos))
+            quantize_image_encoder(files[name], target, photos)
+        elif name in TEXT_ENCODERS:
+            quantize_text_encoder(files[name], target)
+        else:
+            continue  # heads stay float32
+        quantized[name] = target
+    return quantized
+
+
+class _Pipelines:
+    """The served pipelines run in-process on one set of files (float32 or INT8)."""
+
+    def __init__(self, files: dict[str, Path], product_text_encoder: str) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.sessions = {
+            name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for name, path in files.items()
+        }
+        self.product_text_encoder = product_text_encoder
+
+    def run(self, name: str, output: str, **feeds: np.ndarray) -> np.ndarray:
+        return self.sessions[name].run([output], feeds)[0]
+
+    def top1(self, photos: np.ndarray, token_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Top-1 class per pipeline for aligned (photo, text) listings."""
+        image = self.run(IMAGE_ENCODER, IMAGE_EMBEDDING, **{IMAGE: photos})
+        text = self.run(TEXT_ENCODER, TEXT_EMBEDDING, **{TOKEN_IDS: token_ids})
+        product_text = text
+        if self.product_text_encoder != TEXT_ENCODER:
+            product_text = self.run(
+                self.product_text_encoder, TEXT_EMBEDDING, **{TOKEN_IDS: token_ids}
+            )
+        logits = {
+            "image": self.run(IMAGE_HEAD, LOGITS, **{IMAGE_EMBEDDING: image}),
+            "text": self.run(TEXT_HEAD, LOGITS, **{TEXT_EMBEDDING: text}),
+            "combined": self.run(
+                FUSION_HEAD, LOGITS, **{IMAGE_EMBEDDING: image, TEXT_EMBEDDING: product_text}
+            ),
+        }
+        return {kind: values.argmax(axis=1) for kind, values in logits.items()}
+
+
+def _validation_listings(data: PreparedDataset, run: RunModels) -> Iterator[tuple[np.ndarray, ...]]:
+    """Batches of (photos, token ids, labels): every validation photo with its listing's text."""
+    products = data.products("val").set_index("product_id")
+    images = data.images("val")
+    for start in range(0, len(images), BATCH):
+        rows = images.iloc[start : start + BATCH]
+        ids = rows["image_id"]
+        photos = np.stack([image_pixels(data.image_path(i), run.image_spec) for i in ids])
+        texts = [data.text(products.loc[p]) for p in rows["product_id"]]
+        yield photos, run.tokenizer.encode_batch(texts), rows["label_id"].to_numpy()
+
+
+def accuracy_gate(
+    float_files: dict[str, Path],
+    int8_files: dict[str, Path],
+    run: RunModels,
+    data: PreparedDataset,
+    settings: Int8Settings,
+    progress: bool = True,
+) -> dict[str, GateFigures]:
+    """The INT8 figures per pipeline (image, text, combined) on the validation split; raises
+    AccuracyGateError, with every figure, when any pipeline misses the gate."""
+    reference = _Pipelines(float_files, run.product_text_encoder)
+    candidate = _Pipelines(int8_files, run.product_text_encoder)
+    agree: dict[str, int] = {}
+    right_float: dict[str, int] = {}
+    right_int8: dict[str, int] = {}
+    total = 0
+    batches = _validation_listings(data, run)
+    for photos, token_ids, labels in tqdm(batches, desc="int8 gate", disable=not progress):
+        expected, got = reference.top1(photos, token_ids), candidate.top1(photos, token_ids)
+        for kind in expected:
+            agree[kind] = agree.get(kind, 0) + int((expected[kind] == got[kind]).sum())
+            right_float[kind] = right_float.get(kind, 0) + int((expected[kind] == labels).sum())
+            right_int8[kind] = right_int8.get(kind, 0) + int((got[kind] == labels).sum())
+        total += len(labels)
+    if total == 0:
+        raise AccuracyGateError("the validation split has no photos to run the INT8 gate on")
+    figures = {
+        kind: GateFigures(
+            total, agree[kind] / total, right_float[kind] / total, right_int8[kind] / total
+        )
+        for kind in agree
+    }
+    missed = {kind: f.misses(settings) for kind, f in figures.items() if f.misses(settings)}
+    if missed:
+        detail = "; ".join(f"{kind}: {', '.join(m)}" for kind, m in missed.items())
+        raise AccuracyGateError(f"INT8 refused on {total} validation listings: {detail}")
+    return figures
+
+
+def int8_provenance(
+    settings: Int8Settings, figures: dict[str, GateFigures], quantized: list[str]
+) -> dict:
+    """What `fbmr.json` records about an INT8 export: how each model was made and the gate."""
+    return {
+        "quantized": {
+            name: (
+                "static QDQ: int8 weights per channel, uint8 activations (MinMax calibration)"
+                if name == IMAGE_ENCODER
+                else "dynamic: int8 MatMul weights, activations per batch"
+            )
+            for name in quantized
+        },
+        "calibration": {
+            "split": "train",
+            "photos": settings.calibration_photos,
+            "seed": settings.seed,
+        },
+        "gate": {
+            "split": "val",
+            "min_agreement": settings.min_agreement,
+            "max_accuracy_drop": settings.max_accuracy_drop,
+            **{kind: {**asdict(f), "drop": f.drop} for kind, f in figures.items()},
+        },
+    }
