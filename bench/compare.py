@@ -4,12 +4,14 @@ ratios to bare onnxruntime.
     uv run python bench/compare.py runs/bench/compare-20250101-120000
 
 Reads what compare.sh wrote into the folder (bare/, bare-end/, triton/, facade-*/, seed-*/,
-image_trunks/)
-and writes compare.md, compare.json and compare.png there. Ratios, all from the same run:
+the INT8 steps' bare-int8/, triton-int8/, facade-int8-combined/, and image_trunks/) and writes
+compare.md, compare.json and compare.png there. Ratios, all from the same run:
   throughput   req/s at 1 client / bare batch-1 rows/s; at 8 / bare batch-8 rows/s
   p50 (1)      bare batch-1 p50 / the system's p50 at 1 client (1 = as fast as bare)
   p99 (8)      the system's p99 at 8 clients / bare's p50 for one batch of 8 (the issue's target:
                at most 1.5)
+INT8 rows have the same ratios, still to float32 bare onnxruntime, so 2 means twice float32's
+limit.
 """
 
 from __future__ import annotations
@@ -61,30 +63,40 @@ def collect(out: Path) -> dict:
             8: {"req_s": batches[8]["rows_s"], **_lat(batches[8])},
         }
     }
-    triton = _load(out / "triton" / "latency.json")
-    if triton:
-        systems["Triton product_classifier, gRPC, preprocessed"] = {
-            r["concurrency"]: {"req_s": r["throughput_rps"], **_lat(r)} for r in triton["results"]
-        }
-    names = {
-        "facade-combined": "facade /v1/predict/combined",
-        "facade-mix": "facade, the mix",
-        "seed-combined": "seed-style /v1/predict/combined",
-        "seed-mix": "seed-style, the mix without similar",
-    }
-    for folder, name in names.items():
-        steps = _locust(out / folder)
-        if steps:
-            systems[name] = {
-                users: {
-                    "req_s": s["req_s"],
-                    "p50_ms": s["p50_ms"],
-                    "p99_ms": s["p99_ms"],
-                    "failures": s["failures"],
-                    "loadgen_cpu_share": s.get("loadgen_cpu_share"),
-                }
-                for users, s in steps.items()
+    for suffix, precision in (("", ""), ("-int8", " INT8")):
+        folder = out / f"bare{suffix}"
+        if suffix and (bare_int8 := _load(folder / "bare_onnxruntime.json")):
+            rows = {r["batch"]: r for r in bare_int8["results"]}
+            systems["bare onnxruntime INT8 (batch 1 / batch 8)"] = {
+                1: {"req_s": rows[1]["rows_s"], **_lat(rows[1])},
+                8: {"req_s": rows[8]["rows_s"], **_lat(rows[8])},
             }
+        triton = _load(out / f"triton{suffix}" / "latency.json")
+        if triton:
+            systems[f"Triton product_classifier{precision}, gRPC, preprocessed"] = {
+                r["concurrency"]: {"req_s": r["throughput_rps"], **_lat(r)}
+                for r in triton["results"]
+            }
+        names = {
+            f"facade{suffix}-combined": f"facade{precision} /v1/predict/combined",
+            f"facade{suffix}-mix": f"facade{precision}, the mix",
+        }
+        if not suffix:  # the seed style has one precision
+            names["seed-combined"] = "seed-style /v1/predict/combined"
+            names["seed-mix"] = "seed-style, the mix without similar"
+        for folder_name, name in names.items():
+            steps = _locust(out / folder_name)
+            if steps:
+                systems[name] = {
+                    users: {
+                        "req_s": s["req_s"],
+                        "p50_ms": s["p50_ms"],
+                        "p99_ms": s["p99_ms"],
+                        "failures": s["failures"],
+                        "loadgen_cpu_share": s.get("loadgen_cpu_share"),
+                    }
+                    for users, s in steps.items()
+                }
     trunks = _load(out / "image_trunks" / "image_trunks.json")
     return {
         "bare": batches,
@@ -154,9 +166,32 @@ def markdown(data: dict, rates: dict) -> str:
             f"{b32['p50_ms']:.0f} ms per batch (p50). Batch 8: {bare[8]['p50_ms']:.0f} ms per "
             f"batch (p50), {bare[8]['p99_ms']:.0f} ms (p99).",
         ]
+    lines += int8_targets(data["systems"], bare)
     if data.get("trunks"):
         lines += ["", *trunk_table(data["trunks"])]
     return "\n".join(lines) + "\n"
+
+
+def int8_targets(systems: dict, bare: dict) -> list[str]:
+    """The INT8 facade against float32: throughput at 8 users over float32 bare onnxruntime at
+    batch 8 (target at least 1.8), and its p50 at 1 user over the float32 facade's (at most 0.7)."""
+    int8, float32 = (
+        systems.get("facade INT8 /v1/predict/combined"),
+        systems.get("facade /v1/predict/combined"),
+    )
+    if not int8 or 8 not in int8 or 1 not in int8:
+        return []
+    lines = [
+        "",
+        f"INT8 facade at 8 users: {int8[8]['req_s'] / bare[8]['rows_s']:.2f} x float32 bare "
+        "onnxruntime's batch-8 throughput (target at least 1.8).",
+    ]
+    if float32 and 1 in float32:
+        lines.append(
+            f"INT8 facade p50 at 1 user: {int8[1]['p50_ms'] / float32[1]['p50_ms']:.2f} x the "
+            "float32 facade's (target at most 0.7)."
+        )
+    return lines
 
 
 def trunk_table(trunks: dict) -> list[str]:

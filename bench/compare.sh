@@ -6,8 +6,10 @@
 #   3. the facade under Locust: /v1/predict/combined at 1 and 8 users, then the mix at 8
 #   4. the seed-style server (bench/seed_style_app.py) under the same Locust runs (its mix has no
 #      similar listings: it has no index)
-#   5. bare onnxruntime again (the reference is the mean of both; their gap shows the drift)
-#   6. the image encoder alone per trunk, ResNet-50 beside EfficientNet-Lite0 (bench/image_trunks.py)
+#   5. INT8 (fbmr export --precision int8): bare onnxruntime, Triton direct and the facade
+#      (combined at 1 and 8 users) on the INT8 files, with the same ratios to float32 bare
+#   6. bare onnxruntime again (the reference is the mean of both; their gap shows the drift)
+#   7. the image encoder alone per trunk, ResNet-50 beside EfficientNet-Lite0 (bench/image_trunks.py)
 # then one table (compare.md) and one plot (compare.png) with the ratios to bare onnxruntime.
 #
 # Usage: bash bench/compare.sh RUN [OUT_DIR]
@@ -15,7 +17,11 @@
 #   OUT_DIR   default runs/bench/compare-<time>
 # Environment: DATA (prepared dataset whose val listings are sent; default the run's own data),
 #   REPO (an exported repository to use instead of exporting RUN), TARGET (cpu or gpu, default
-#   cpu), DURATION / WARMUP (Locust seconds measured / left out per step, default 40 / 10),
+#   cpu), INT8 (1: the INT8 steps, default 1 on the cpu target), REPO_INT8 (an INT8 export to use
+#   instead of exporting RUN), INT8_EXPORT_ARGS (more `fbmr export` options for it, e.g. the
+#   gate's), TRUNKS (0 leaves step 8 out), REQUESTS (Triton direct, per level, default 300),
+#   BARE_SECONDS (bare onnxruntime, at least per batch size, default 15),
+#   DURATION / WARMUP (Locust seconds measured / left out per step, default 40 / 10),
 #   INDEX_SPLITS (listings in the facade's similar-listing index, default test), BASE_PORT
 #   (default 18100: Triton 18100-18102, facade +80, seed-style server +90), NICE (default 0).
 # Everything listens on 127.0.0.1 and is stopped at the end, whatever happens.
@@ -28,6 +34,10 @@ TARGET="${TARGET:-cpu}"
 DURATION="${DURATION:-40}"
 WARMUP="${WARMUP:-10}"
 INDEX_SPLITS="${INDEX_SPLITS:-test}"
+INT8="${INT8:-$([ "$TARGET" = cpu ] && echo 1 || echo 0)}"
+TRUNKS="${TRUNKS:-1}"
+REQUESTS="${REQUESTS:-300}"
+BARE_SECONDS="${BARE_SECONDS:-15}"
 BASE_PORT="${BASE_PORT:-18100}"
 NICE="${NICE:-0}"
 TRITON_HTTP=$BASE_PORT TRITON_GRPC=$((BASE_PORT + 1)) TRITON_METRICS=$((BASE_PORT + 2))
@@ -46,8 +56,15 @@ if [ -z "${REPO:-}" ]; then
   fbmr export "$RUN" --repo "$REPO" --target "$TARGET" --no-progress > "$OUT/export.log" 2>&1 ||
     { tail -20 "$OUT/export.log"; exit 1; }
 fi
-printf 'run=%s\nrepo=%s\ndata=%s\ntarget=%s\nduration=%s\nwarmup=%s\n' \
-  "$RUN" "$REPO" "$DATA" "$TARGET" "$DURATION" "$WARMUP" > "$OUT/settings.txt"
+if [ "$INT8" = 1 ] && [ -z "${REPO_INT8:-}" ]; then
+  REPO_INT8="$OUT/model_repository_int8"
+  step "export $RUN (cpu target, INT8) -> $REPO_INT8"
+  # shellcheck disable=SC2086  # INT8_EXPORT_ARGS is a list of options
+  fbmr export "$RUN" --repo "$REPO_INT8" --target cpu --precision int8 ${INT8_EXPORT_ARGS:-} \
+    --no-progress > "$OUT/export-int8.log" 2>&1 || { tail -20 "$OUT/export-int8.log"; exit 1; }
+fi
+printf 'run=%s\nrepo=%s\nrepo_int8=%s\ndata=%s\ntarget=%s\nduration=%s\nwarmup=%s\n' \
+  "$RUN" "$REPO" "${REPO_INT8:-}" "$DATA" "$TARGET" "$DURATION" "$WARMUP" > "$OUT/settings.txt"
 
 pids=()
 stop_all() {
@@ -82,24 +99,31 @@ locust_steps() {  # URL NAME USERS... -- CLASSES...
 }
 
 step "1. bare onnxruntime (no server running)"
-py bench/bare_onnxruntime.py --repo "$REPO" --data "$DATA" --out "$OUT/bare"
+bare() {  # REPO OUT: bench/bare_onnxruntime.py on the repository's latest files
+  py bench/bare_onnxruntime.py --repo "$1" --data "$DATA" --seconds "$BARE_SECONDS" --out "$2"
+}
+bare "$REPO" "$OUT/bare"
+
+serve() {  # REPO LOG [fbmr serve options]: the facade and its Triton on 127.0.0.1, until stop_all
+  local repo=$1 log=$2; shift 2
+  .venv/bin/fbmr serve --with-triton --repo "$repo" --port "$FACADE_PORT" \
+    --triton-grpc-port "$TRITON_GRPC" --triton-http-port "$TRITON_HTTP" \
+    --triton-metrics-port "$TRITON_METRICS" "$@" > "$log" 2>&1 &
+  pids+=($!)
+  wait_for "$FACADE/healthz" "${pids[-1]}" "$log"
+}
 
 step "2. Triton + the facade on 127.0.0.1"
-.venv/bin/fbmr serve --with-triton --repo "$REPO" --index-dir "$OUT/index" --port "$FACADE_PORT" \
-  --triton-grpc-port "$TRITON_GRPC" --triton-http-port "$TRITON_HTTP" \
-  --triton-metrics-port "$TRITON_METRICS" > "$OUT/facade.log" 2>&1 &
-pids+=($!)
-wait_for "$FACADE/healthz" "${pids[-1]}" "$OUT/facade.log"
+serve "$REPO" "$OUT/facade.log" --index-dir "$OUT/index"
 step "   similar-listing index of the $INDEX_SPLITS listings (combined embeddings)"
 fbmr index build "$DATA" --out "$OUT/index" --triton-url "127.0.0.1:$TRITON_GRPC" --repo "$REPO" \
   --splits "$INDEX_SPLITS" --kind combined --no-progress > "$OUT/index.log" 2>&1 ||
   { tail -20 "$OUT/index.log"; exit 1; }
 fbmr index reload --url "$FACADE" > /dev/null
 wait_for "$FACADE/readyz" "${pids[-1]}" "$OUT/facade.log"
-
 step "3. Triton direct: product_classifier over gRPC, 1 and 8 clients"
 py bench/latency.py triton --url "127.0.0.1:$TRITON_GRPC" --repo "$REPO" --data "$DATA" \
-  --requests 300 --concurrency 1 8 --out "$OUT/triton"
+  --requests "$REQUESTS" --concurrency 1 8 --out "$OUT/triton"
 
 step "4. the facade under Locust: combined at 1 and 8 users, the mix at 8"
 locust_steps "$FACADE" facade-combined 1 8 -- CombinedUser
@@ -115,12 +139,25 @@ locust_steps "$SEED" seed-combined 1 8 -- CombinedUser
 locust_steps "$SEED" seed-mix 8 -- CombinedUser TextUser ImageUser
 stop_all
 
-step "6. bare onnxruntime again: how far the machine drifted during the run"
-py bench/bare_onnxruntime.py --repo "$REPO" --data "$DATA" --out "$OUT/bare-end"
+if [ "$INT8" = 1 ]; then
+  step "6. INT8: bare onnxruntime, Triton direct, the facade (combined at 1 and 8 users)"
+  bare "$REPO_INT8" "$OUT/bare-int8"
+  serve "$REPO_INT8" "$OUT/facade-int8.log"
+  wait_for "$FACADE/readyz" "${pids[-1]}" "$OUT/facade-int8.log"
+  py bench/latency.py triton --url "127.0.0.1:$TRITON_GRPC" --repo "$REPO_INT8" --data "$DATA" \
+    --requests "$REQUESTS" --concurrency 1 8 --out "$OUT/triton-int8"
+  locust_steps "$FACADE" facade-int8-combined 1 8 -- CombinedUser
+  stop_all
+fi
 
-step "7. the image encoder alone, trunk beside trunk: ResNet-50 and EfficientNet-Lite0"
-py bench/image_trunks.py --data "$DATA" --out "$OUT/image_trunks"
+step "7. bare onnxruntime again: how far the machine drifted during the run"
+bare "$REPO" "$OUT/bare-end"
 
-step "8. table and plot"
+if [ "$TRUNKS" = 1 ]; then
+  step "8. the image encoder alone, trunk beside trunk: ResNet-50 and EfficientNet-Lite0"
+  py bench/image_trunks.py --data "$DATA" --out "$OUT/image_trunks"
+fi
+
+step "9. table and plot"
 py bench/compare.py "$OUT"
 step "done: $OUT/compare.md, $OUT/compare.png"

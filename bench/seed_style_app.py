@@ -28,13 +28,8 @@ from PIL import Image
 from pydantic import BaseModel
 from torchvision import transforms
 
-from fbmr.core.image import ImageSpec
 from fbmr.core.labels import LabelMap
-from fbmr.core.text import Tokenizer
-from fbmr.training.engine import load_checkpoint
-from fbmr.training.models import FusionHead, FusionModel, ImageModel, TextModel
-from fbmr.training.stages.image import build_image_model
-from fbmr.training.stages.text import build_text_model
+from fbmr.training.trained import load_trained_models
 
 
 class TextQuery(BaseModel):
@@ -51,25 +46,14 @@ class SeedModels:
     """The run's image, text and fusion models in eval mode, and what turns inputs into tensors."""
 
     def __init__(self, run_dir: Path, device: torch.device) -> None:
-        image_ckpt = load_checkpoint(run_dir / "image" / "best.pt")
-        text_ckpt = load_checkpoint(run_dir / "text" / "best.pt")
-        fusion_ckpt = load_checkpoint(run_dir / "fusion" / "best.pt")
-        classes = image_ckpt["classes"]
-        self.labels = LabelMap(classes)
-        self.image: ImageModel = build_image_model(image_ckpt["meta"], len(classes))
-        self.image.load_state_dict(image_ckpt["model"])
-        self.text: TextModel = build_text_model(text_ckpt["meta"], len(classes))
-        self.text.load_state_dict(text_ckpt["model"])
-        meta = fusion_ckpt["meta"]
-        self.fusion = FusionModel(
-            build_text_model(meta["text"], len(classes)).encoder,
-            FusionHead(meta["image_dim"], meta["text_dim"], len(classes), meta["embedding_dim"]),
-        )
-        self.fusion.load_state_dict(fusion_ckpt["model"])
+        # the loader training and export use, so every fusion the training can produce loads
+        trained = load_trained_models(run_dir, device)
+        if trained.fusion is None:
+            raise FileNotFoundError(f"{run_dir} has no trained fusion stage")
+        self.labels = LabelMap(trained.classes)
+        self.image, self.text, self.fusion = trained.image, trained.text, trained.fusion
         self.device = device
-        for model in (self.image, self.text, self.fusion):
-            model.eval().to(device)
-        spec = ImageSpec.from_dict(image_ckpt["meta"]["image_spec"])
+        spec = trained.image_spec
         self.transform = transforms.Compose(
             [
                 transforms.Resize(spec.resize_size),
@@ -78,7 +62,7 @@ class SeedModels:
                 transforms.Normalize(spec.mean, spec.std),
             ]
         )
-        self.tokenizer = Tokenizer.load(run_dir / "word2vec" / "tokenizer.json")
+        self.tokenizer = trained.tokenizer
 
     def photo(self, data: bytes) -> torch.Tensor:
         return self.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None].to(self.device)

@@ -28,11 +28,8 @@ from fbmr.export.export import export_run
 from fbmr.export.quantize import AccuracyGateError, GateFigures
 from fbmr.export.settings import Int8Settings, Precision
 from fbmr.training.data.prepared import PreparedDataset
+from tests.conftest import INT8_CALIBRATION_PHOTOS
 from tests.helpers import serving_stack, split_listings
-
-# The tiny run's image encoder is trained from random weights on 64 px demo photos, which
-# quantise worse than a pretrained trunk: the gate is opened here, and tested apart.
-OPEN_GATE = Int8Settings(calibration_photos=24, min_agreement=0.0, max_accuracy_drop=1.0)
 
 
 def _op_types(path) -> set[str]:
@@ -41,21 +38,6 @@ def _op_types(path) -> set[str]:
 
 def _files(repository, version: int = 1) -> dict[str, object]:
     return {p.parent.parent.name: p for p in repository.glob(f"*/{version}/model.onnx")}
-
-
-@pytest.fixture(scope="module")
-def int8_repository(tiny_run, demo_prepared, tmp_path_factory):
-    repository = tmp_path_factory.mktemp("int8") / "model_repository"
-    report = export_run(
-        tiny_run,
-        repository,
-        data=PreparedDataset(demo_prepared),
-        progress=False,
-        precision=Precision.int8,
-        int8=OPEN_GATE,
-    )
-    assert report.precision is Precision.int8 and set(report.gate) == {"image", "text", "combined"}
-    return repository
 
 
 def test_encoders_are_int8_and_heads_float32(int8_repository, cpu_repository):
@@ -77,7 +59,7 @@ def test_the_gate_figures_are_recorded(int8_repository, demo_prepared):
     meta = json.loads((latest_version_dir(int8_repository) / ARTIFACTS_FILE).read_text())
     assert meta["precision"] == "int8"
     int8 = meta["int8"]
-    assert int8["calibration"] == {"split": "train", "photos": 24, "seed": 0}
+    assert int8["calibration"] == {"split": "train", "photos": INT8_CALIBRATION_PHOTOS, "seed": 0}
     assert set(int8["quantized"]) >= {IMAGE_ENCODER, TEXT_ENCODER}
     val_photos = len(PreparedDataset(demo_prepared).images("val"))
     for kind in ("image", "text", "combined"):

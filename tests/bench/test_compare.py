@@ -1,0 +1,87 @@
+"""bench/compare.sh end to end on the tiny run, with every step shortened: a change in training,
+export or serving that breaks a step of the benchmark (the seed-style server loading the run's
+fusion, the INT8 export being served) fails here rather than in the next measurement. The figures
+themselves mean nothing at these durations; what is checked is that every system answered
+without a failure and the table and the plot were written."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+
+from tests.conftest import INT8_OPEN_GATE
+
+ROOT = Path(__file__).resolve().parents[2]
+# compare.sh's ports: Triton at BASE, BASE+1, BASE+2, the facade at +80, the seed style at +90
+OFFSETS = (0, 1, 2, 80, 90)
+
+
+def _free_base_port() -> int:
+    for base in range(20_000, 40_000, 97):
+        sockets = []
+        try:
+            for offset in OFFSETS:
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free block of ports for bench/compare.sh")
+
+
+def test_compare_runs_every_step_on_a_tiny_run(
+    tiny_run, demo_prepared, cpu_repository, int8_repository, tmp_path
+):
+    out = tmp_path / "compare"
+    env = {
+        **os.environ,
+        "DATA": str(demo_prepared),
+        "REPO": str(cpu_repository),
+        "REPO_INT8": str(int8_repository),
+        "INT8_EXPORT_ARGS": shlex.join(INT8_OPEN_GATE),
+        "DURATION": "2",
+        "WARMUP": "1",
+        "REQUESTS": "16",
+        "BARE_SECONDS": "0.5",
+        "TRUNKS": "0",  # builds ResNet-50 and Lite0 at 224 px: minutes, and training-independent
+        "INDEX_SPLITS": "val",
+        "BASE_PORT": str(_free_base_port()),
+    }
+    result = subprocess.run(
+        ["bash", "bench/compare.sh", str(tiny_run), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    systems = json.loads((out / "compare.json").read_text())["systems"]
+    expected = {
+        "bare onnxruntime (batch 1 / batch 8)",
+        "Triton product_classifier, gRPC, preprocessed",
+        "facade /v1/predict/combined",
+        "facade, the mix",
+        "seed-style /v1/predict/combined",
+        "seed-style, the mix without similar",
+        "bare onnxruntime INT8 (batch 1 / batch 8)",
+        "Triton product_classifier INT8, gRPC, preprocessed",
+        "facade INT8 /v1/predict/combined",
+    }
+    assert set(systems) == expected
+    for name, levels in systems.items():
+        for users, figures in levels.items():
+            assert figures["req_s"] > 0 and math.isfinite(figures["p99_ms"]), (name, users)
+            assert figures.get("failures", 0) == 0, (name, users, figures)
+    table = (out / "compare.md").read_text()
+    assert "INT8 facade at 8 users" in table
+    assert (out / "compare.png").stat().st_size > 10_000
