@@ -15,7 +15,11 @@ Then where the time goes, each part measured alone: preprocessing (one process, 
 the models alone in onnxruntime, and Triton's ensemble alone (the same preprocessed batches sent
 over gRPC, 1 and 2 in flight).
 
-    python bench/score.py --data runs/real/prepared --repo runs/real/model_repository
+    python bench/score.py --data runs/real/prepared --repo runs/real/model_repository \
+        [--repo-int8 runs/real/model_repository_int8]
+
+With --repo-int8 the same runs follow on the INT8 files; every ratio is to float32 bare
+onnxruntime.
 
 Figures: printed, and written to runs/bench/score/results.json.
 """
@@ -205,19 +209,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("runs/real/prepared"))
     parser.add_argument("--repo", type=Path, default=Path("runs/real/model_repository"))
+    parser.add_argument(
+        "--repo-int8", type=Path, default=None, help="an INT8 export: the same runs on its files"
+    )
     parser.add_argument("--splits", default="val,test")
     parser.add_argument("--limit", type=int, default=0, help="only the first N rows (0: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/score"))
     args = parser.parse_args()
-
-    from fbmr.serving.triton_server import LocalTriton, TritonPorts, free_ports
 
     table_path = rows_table(args.data, args.splits.split(","), args.out / "rows.parquet")
     table = pd.read_parquet(table_path)
     if args.limit:
         table = table.iloc[: args.limit]
         table.to_parquet(table_path)
-    artifacts = ModelArtifacts.load(args.repo)
     workers = default_workers()
     results: dict = {
         "rows": len(table),
@@ -228,27 +232,58 @@ def main() -> None:
     }
     print(f"{len(table)} rows ({args.splits}), {os.cpu_count()} cores", flush=True)
 
+    results["float32"] = measure(args.repo, table_path, table, args.out / "float32", workers)
+    if args.repo_int8:
+        results["int8"] = measure(args.repo_int8, table_path, table, args.out / "int8", workers)
+    # every ratio is to float32 bare onnxruntime, the limit of today's files on this machine
+    reference = results["float32"]["bare_onnxruntime"]["rows_per_s"]
+    precisions = [p for p in ("float32", "int8") if p in results]
+    for precision in precisions:
+        for mode in ("direct", "facade", "bare_onnxruntime"):
+            figures = results[precision][mode]
+            figures["ratio_to_float32_bare_onnxruntime"] = figures["rows_per_s"] / reference
+    results["load_after"] = os.getloadavg()
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    for precision in precisions:
+        for mode in ("direct", "facade", "bare_onnxruntime"):
+            figures = results[precision][mode]
+            print(
+                f"{precision} {mode}: {figures['rows_per_s']:.1f} rows/s, "
+                f"{figures['ratio_to_float32_bare_onnxruntime']:.2f} x float32 bare onnxruntime "
+                f"({reference:.1f})"
+            )
+
+
+def measure(repo: Path, table_path: Path, table: pd.DataFrame, out: Path, workers: int) -> dict:
+    """Direct, facade and bare onnxruntime scoring of the rows with `repo`'s latest files, then
+    where the time goes."""
+    from fbmr.serving.triton_server import LocalTriton, TritonPorts, free_ports
+
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts = ModelArtifacts.load(repo)
+    results: dict = {"repo": str(repo)}
     ports = TritonPorts("127.0.0.1", *free_ports(3))
     (facade_port,) = free_ports(1)
     facade_url = f"http://127.0.0.1:{facade_port}"
     with ExitStack() as stack:
-        stack.enter_context(LocalTriton(args.repo, ports, log_path=args.out / "triton.log"))
+        stack.enter_context(LocalTriton(repo, ports, log_path=out / "triton.log"))
         facade = subprocess.Popen(
-            [FBMR, "serve", "--triton-url", ports.grpc_url, "--repo", str(args.repo),
+            [FBMR, "serve", "--triton-url", ports.grpc_url, "--repo", str(repo),
              "--port", str(facade_port)],
-            stdout=(args.out / "facade.log").open("wb"), stderr=subprocess.STDOUT,
+            stdout=(out / "facade.log").open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         stack.callback(lambda: (facade.terminate(), facade.wait(30)))
         wait_http(facade_url, facade)
 
         results["direct"] = fbmr_score(
-            table_path, args.out / "direct.parquet",
-            ["--triton", ports.grpc_url, "--repo", str(args.repo)], ["--batch-size", str(BATCH)],
+            table_path, out / "direct.parquet",
+            ["--triton", ports.grpc_url, "--repo", str(repo)], ["--batch-size", str(BATCH)],
         )  # fmt: skip
         results["facade"] = fbmr_score(
-            table_path, args.out / "facade.parquet", ["--url", facade_url], ["--concurrency", "8"]
+            table_path, out / "facade.parquet", ["--url", facade_url], ["--concurrency", "8"]
         )
-        bare = bare_onnxruntime(table, artifacts, args.repo)
+        bare = bare_onnxruntime(table, artifacts, repo)
         inputs = bare.pop("inputs")
         results["bare_onnxruntime"] = bare
         results["parts"] = {
@@ -262,15 +297,7 @@ def main() -> None:
                 ports.grpc_url, artifacts, inputs, 2
             ),
         }
-    reference = bare["rows_per_s"]
-    for mode in ("direct", "facade"):
-        results[mode]["ratio_to_bare_onnxruntime"] = results[mode]["rows_per_s"] / reference
-    results["load_after"] = os.getloadavg()
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    for mode in ("direct", "facade"):
-        rate, ratio = results[mode]["rows_per_s"], results[mode]["ratio_to_bare_onnxruntime"]
-        print(f"{mode}: {rate:.1f} rows/s, {ratio:.2f} x bare onnxruntime ({reference:.1f})")
+    return results
 
 
 if __name__ == "__main__":
