@@ -88,12 +88,17 @@ def running_facade(settings) -> Iterator:
         thread.join(30)
 
 
-def assert_error(response, status: int, *words: str) -> None:
-    """The facade's error answer: `status`, a JSON body of one `error` message holding `words`,
-    no stack trace."""
+def assert_error(response, status: int, *words: str, code: str | None = None) -> None:
+    """The facade's error answer: `status`, a JSON body of an `error` message holding `words`,
+    no stack trace, and an ErrorCode (`code`, when given)."""
+    from fbmr.core.contract import ErrorCode
+
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error"} and "Traceback" not in body["error"]
+    assert set(body) == {"error", "code"} and "Traceback" not in body["error"], body
+    assert body["code"] in set(ErrorCode), body
+    if code is not None:
+        assert body["code"] == code, body
     for word in words:
         assert word in body["error"], body["error"]
 

@@ -125,6 +125,31 @@ def test_bad_rows_are_recorded_with_their_reason(
     assert good["pred"].notna().all()
 
 
+def test_reasons_come_from_the_answers_code_not_its_wording(
+    bad_rows, facade_url, tmp_path, monkeypatch
+):
+    """The facade (in this process) rewords every error message; batch scoring still records
+    the same reasons, because it reads the answer's `code`."""
+    from fbmr.serving import errors
+
+    original = errors.ApiError.__init__
+
+    def reworded(self, status, message, headers=None, code=None):
+        original(
+            self, status, f"(reworded) something about {len(message)} characters", headers, code
+        )
+
+    monkeypatch.setattr(errors.ApiError, "__init__", reworded)
+    out = tmp_path / "scores.jsonl"
+    score(bad_rows, out, FacadeTarget(facade_url), progress=False, batch_size=4)
+    frame = read_output(out)
+    assert _reasons(frame) == EXPECTED_REASONS
+    refused_by_the_facade = frame.set_index("id").loc[
+        ["corrupt", "not-an-image", "too-many-pixels"]
+    ]
+    assert refused_by_the_facade["error"].str.contains("reworded").all()
+
+
 def test_embeddings_similar_and_every_probability(demo_seed, facade_url, tmp_path):
     out = tmp_path / "rich.csv"
     options = ScoreOptions(top=None, embeddings=True, similar=4)

@@ -118,11 +118,14 @@ def test_odd_photos_are_categorised(facade, name):
 @pytest.mark.parametrize("name", BAD_PHOTOS)
 def test_bad_photos_are_refused_with_the_reason(offline_client, name):
     make, status, words = BAD_PHOTOS[name]
+    code = {"zero-bytes": "photo_empty", "decompression-bomb": "photo_too_large"}.get(
+        name, "photo_unreadable"
+    )
     for path in ("/v1/predict/image", "/v1/predict/combined", "/v1/embed"):
         response = offline_client.post(
             path, files={"photo": ("p.jpg", make())}, data={"text": "a sofa"}
         )
-        assert_error(response, status, *words)
+        assert_error(response, status, *words, code=code)
 
 
 @pytest.mark.parametrize("name", GOOD_TEXTS)
@@ -137,11 +140,13 @@ def test_odd_texts_are_categorised(facade, name):
 
 def test_a_megabyte_of_text_is_refused_as_too_long(offline_client):
     megabyte = "sofa " * 200_000  # 1,000,000 characters, over the 2,000 of max_text_chars
-    assert_error(offline_client.post("/v1/predict/text", json={"text": megabyte}), 413, "limit")
-    assert_error(offline_client.post("/v1/predict/text", data={"text": megabyte}), 413, "limit")
+    for request in ({"json": {"text": megabyte}}, {"data": {"text": megabyte}}):
+        response = offline_client.post("/v1/predict/text", **request)
+        assert_error(response, 413, "limit", code="text_too_long")
     # a form field over the multipart parser's own limit (1 MiB) is a 413 too, not a 400
     over = "sofa " * 300_000
-    assert_error(offline_client.post("/v1/predict/text", data={"text": over}), 413, "limit")
+    response = offline_client.post("/v1/predict/text", data={"text": over})
+    assert_error(response, 413, "limit", code="too_large")
     photo = encode(_photo(), "JPEG")
     response = offline_client.post(
         "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": over}
@@ -166,7 +171,7 @@ def test_json_of_the_wrong_shape_is_refused(offline_client, body, words):
     response = offline_client.post(
         "/v1/predict/text", content=body, headers={"content-type": "application/json"}
     )
-    assert_error(response, 422, *words)
+    assert_error(response, 422, *words, code="invalid_input")
 
 
 def test_a_form_is_taken_like_json_and_other_bodies_are_told_what_to_send(offline_client):
@@ -177,7 +182,7 @@ def test_a_form_is_taken_like_json_and_other_bodies_are_told_what_to_send(offlin
     multipart = offline_client.post(
         "/v1/predict/text", data={"text": "a sofa"}, files={"x": ("x", b"")}
     )
-    assert_error(multipart, 503, "unavailable")
+    assert_error(multipart, 503, "unavailable", code="model_unavailable")
     assert_error(offline_client.post("/v1/predict/text", data={"title": "a sofa"}), 422, '"text"')
     plain = {"content-type": "text/plain"}
     response = offline_client.post("/v1/predict/text", content=b"a sofa", headers=plain)
@@ -216,6 +221,18 @@ def test_the_openapi_schema_documents_both_text_encodings(offline_client):
             "name",
             "description",
         }
+
+
+def test_the_openapi_schema_documents_every_error_code(offline_client):
+    from fbmr.core.contract import ErrorCode
+
+    schema = offline_client.get("/openapi.json").json()
+    error = schema["components"]["schemas"]["ErrorResponse"]
+    assert set(error["required"]) == {"error", "code"}
+    code = schema["components"]["schemas"][error["properties"]["code"]["$ref"].split("/")[-1]]
+    assert set(code["enum"]) == {c.value for c in ErrorCode}
+    answers = schema["paths"]["/v1/predict/combined"]["post"]["responses"]
+    assert answers["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
 
 
 # bodies that need a real HTTP server (real stack)

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from fbmr.core.contract import ErrorCode
 from fbmr.serving.main import create_app
 from fbmr.serving.settings import FacadeSettings
 from tests.helpers import running_facade
@@ -38,13 +39,14 @@ schema.config.generation.update(
 
 
 def errors_are_json(ctx, response, case) -> bool:
-    """An error answer is JSON with exactly an `error` message, no stack trace."""
+    """An error answer is JSON with exactly an `error` message, no stack trace, and a code."""
     STATUSES[response.status_code] += 1
     # /readyz answers its readiness body with its 503 (documented so): not an error message
     if response.status_code >= 400 and case.operation.path != "/readyz":
         body = response.json()
-        assert isinstance(body, dict) and set(body) == {"error"}, response.text
+        assert isinstance(body, dict) and set(body) == {"error", "code"}, response.text
         assert isinstance(body["error"], str) and "Traceback" not in body["error"]
+        assert body["code"] in set(ErrorCode), response.text
     return True
 
 

@@ -44,6 +44,7 @@ from fbmr.core.contract import (
     INPUT_DATATYPES,
     PROBABILITIES,
     TOKEN_IDS,
+    ErrorCode,
     Kind,
     kind_of,
 )
@@ -52,15 +53,14 @@ from fbmr.core.listing import model_text
 
 AUTO = "auto"
 
-# Why a row was not scored: the part of `error` before the colon.
-NO_INPUT = "no_input"
-TEXT_EMPTY = "text_empty"
-PHOTO_MISSING = "photo_missing"
-PHOTO_EMPTY = "photo_empty"
-PHOTO_UNREADABLE = "photo_unreadable"
-PHOTO_TOO_LARGE = "photo_too_large"
-INVALID_INPUT = "invalid_input"
-TOO_LARGE = "too_large"
+# Why a row was not scored: the part of `error` before the colon, an ErrorCode (the facade's
+# own codes, and the same codes for what the client finds before sending)
+NO_INPUT = ErrorCode.no_input
+TEXT_EMPTY = ErrorCode.text_empty
+PHOTO_MISSING = ErrorCode.photo_missing
+PHOTO_EMPTY = ErrorCode.photo_empty
+PHOTO_UNREADABLE = ErrorCode.photo_unreadable
+PHOTO_TOO_LARGE = ErrorCode.photo_too_large
 
 NEEDS_PHOTO = {kind for kind in Kind if IMAGE in ENSEMBLES[kind].inputs}
 NEEDS_TEXT = {kind for kind in Kind if TOKEN_IDS in ENSEMBLES[kind].inputs}
@@ -410,19 +410,12 @@ class TritonScorer:
 
 
 def answer_error(err: ClientError) -> str:
-    """The row's error for a facade 4xx about its content (422, 413, 400)."""
-    message = err.message
-    if isinstance(err, TooLarge):
-        code = PHOTO_TOO_LARGE if message.startswith("photo") else TOO_LARGE
-    elif message.startswith("photo: empty"):
-        code = PHOTO_EMPTY
-    elif message.startswith("photo"):
-        code = PHOTO_UNREADABLE
-    elif message.startswith("text: empty"):
-        code = TEXT_EMPTY
-    else:
-        code = INVALID_INPUT
-    return f"{code}: {message}"
+    """The row's error for a facade 4xx about its content (422, 413, 400): the answer's code
+    (never its wording), or the status's when the answer has none."""
+    code = err.code or (
+        ErrorCode.too_large if isinstance(err, TooLarge) else ErrorCode.invalid_input
+    )
+    return f"{code.value}: {err.message}"
 
 
 async def _score_facade_row(

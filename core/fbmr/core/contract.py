@@ -101,3 +101,36 @@ DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 
 # Upright photos from phones are at most ~50 MP; anything far larger is a decompression bomb.
 DEFAULT_MAX_PIXELS = 64_000_000
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class ErrorCode(StrEnum):
+    """Why a request failed, as every error answer of the facade names it in `code` and batch
+    scoring records it per row. Codes are stable; the `error` message beside them is for people
+    and may be reworded, so nothing should be decided by its wording."""
+
+    # the request: fix it and send it again
+    invalid_input = "invalid_input"  # a field missing, of the wrong type or out of range
+    unsupported_media_type = "unsupported_media_type"  # a body the endpoint cannot read
+    no_input = "no_input"  # neither a photo nor a text
+    photo_missing = "photo_missing"  # an image query without a photo (batch scoring)
+    photo_empty = "photo_empty"
+    photo_unreadable = "photo_unreadable"  # not an image, or a corrupt one
+    photo_too_large = "photo_too_large"  # over the byte or the pixel limit
+    text_empty = "text_empty"
+    text_too_long = "text_too_long"
+    too_large = "too_large"  # the whole body, or a form field, over the byte limit
+    body_timeout = "body_timeout"  # the body stopped arriving
+    unauthorised = "unauthorised"  # the API key is missing or wrong
+    not_found = "not_found"  # no such route
+    method_not_allowed = "method_not_allowed"
+    no_index = "no_index"  # the facade was started without a similar-listing index
+    version_not_exported = "version_not_exported"  # a pin of a version the repository lacks
+    version_refused = "version_refused"  # a pin of a version the rollout refused
+    # the service: come back later (503, with Retry-After)
+    overloaded = "overloaded"
+    model_unavailable = "model_unavailable"  # Triton away, or not serving the version yet
+    index_unavailable = "index_unavailable"  # no similar-listing index loaded (yet)
+    # the facade itself: its log has the details
+    internal = "internal"

@@ -1,4 +1,6 @@
-"""Every error the facade answers is JSON `{"error": "..."}` with a status a caller can act on.
+"""Every error the facade answers is JSON `{"error": "...", "code": "..."}` with a status a caller
+can act on: `code` is an `fbmr.core.contract.ErrorCode`, stable for programs (the client's batch
+scoring records it), `error` the words for people.
 
 Mistakes a caller can fix are 4xx with a readable message; Triton being away or overloaded is a
 503 with Retry-After; anything unexpected is a 500 whose details go to the log, never a stack
@@ -15,6 +17,7 @@ from fastapi.params import Form
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from fbmr.core.contract import ErrorCode
 from fbmr.serving.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -25,28 +28,56 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-class ApiError(Exception):
-    """An error answered as JSON with its status code."""
+# what a status means when the answer names nothing narrower
+CODE_OF_STATUS: dict[int, ErrorCode] = {
+    400: ErrorCode.invalid_input,
+    401: ErrorCode.unauthorised,
+    404: ErrorCode.not_found,
+    405: ErrorCode.method_not_allowed,
+    408: ErrorCode.body_timeout,
+    413: ErrorCode.too_large,
+    415: ErrorCode.unsupported_media_type,
+    422: ErrorCode.invalid_input,
+    503: ErrorCode.model_unavailable,
+}
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+
+class ApiError(Exception):
+    """An error answered as JSON with its status code and error code (by default the status's
+    own, `CODE_OF_STATUS`)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        code: ErrorCode | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
+        self.code = code or CODE_OF_STATUS.get(status, ErrorCode.internal)
 
 
-def unavailable(message: str, retry_after_s: int) -> ApiError:
+def unavailable(
+    message: str, retry_after_s: int, code: ErrorCode = ErrorCode.model_unavailable
+) -> ApiError:
     """A 503 that tells the caller when to try again."""
-    return ApiError(503, message, {"Retry-After": str(retry_after_s)})
+    return ApiError(503, message, {"Retry-After": str(retry_after_s)}, code)
 
 
 def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    code: ErrorCode | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"error": message}, status, headers=headers)
+    code = code or CODE_OF_STATUS.get(status, ErrorCode.internal)
+    return JSONResponse({"error": message, "code": code.value}, status, headers=headers)
 
 
 async def _api_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, ApiError)
-    return error_response(err.status, err.message, err.headers)
+    return error_response(err.status, err.message, err.headers, err.code)
 
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -96,7 +127,9 @@ async def _http_error(request: Request, err: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, err: Exception) -> JSONResponse:
     log.exception("unexpected error on %s", request.url.path)
-    return error_response(500, "internal error; the facade's log has the details")
+    return error_response(
+        500, "internal error; the facade's log has the details", code=ErrorCode.internal
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

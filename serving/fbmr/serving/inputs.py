@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, Kind, kind_of
+from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, ErrorCode, Kind, kind_of
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
 from fbmr.core.listing import model_text
 from fbmr.serving.errors import FORM_TYPES, ApiError, media_type
@@ -41,16 +41,24 @@ _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a num
 def query_kind(has_photo: bool, has_text: bool) -> Kind:
     """The kind of a query that may carry a photo, a text or both (a 422 for neither)."""
     if not has_photo and not has_text:
-        raise ApiError(422, "give a photo, a text, or both (multipart/form-data fields)")
+        raise ApiError(
+            422,
+            "give a photo, a text, or both (multipart/form-data fields)",
+            code=ErrorCode.no_input,
+        )
     return kind_of(has_photo, has_text)
 
 
 async def read_photo(photo: UploadFile, settings: FacadeSettings) -> bytes:
     data = await photo.read(settings.max_body_bytes + 1)
     if len(data) > settings.max_body_bytes:
-        raise ApiError(413, f"photo over the limit of {settings.max_body_bytes} bytes")
+        raise ApiError(
+            413,
+            f"photo over the limit of {settings.max_body_bytes} bytes",
+            code=ErrorCode.photo_too_large,
+        )
     if not data:
-        raise ApiError(422, "photo: empty file")
+        raise ApiError(422, "photo: empty file", code=ErrorCode.photo_empty)
     return data
 
 
@@ -61,9 +69,9 @@ async def image_tensor(
     try:
         pixels = await run_in_threadpool(artifacts.image_input, data, settings.max_pixels)
     except ImageTooLargeError as err:
-        raise ApiError(413, f"photo: {err}") from None
+        raise ApiError(413, f"photo: {err}", code=ErrorCode.photo_too_large) from None
     except ImageDecodeError as err:
-        raise ApiError(422, f"photo: {err}") from None
+        raise ApiError(422, f"photo: {err}", code=ErrorCode.photo_unreadable) from None
     return pixels[None]
 
 
@@ -120,13 +128,19 @@ def checked_text(query: TextQuery, settings: FacadeSettings) -> str:
     a 413 for one too long."""
     sent = sum(len(part) for part in (query.text, query.name, query.description) if part)
     if sent > settings.max_text_chars:
-        raise ApiError(413, f"text: {sent} characters, over the limit of {settings.max_text_chars}")
+        limit = settings.max_text_chars
+        message = f"text: {sent} characters, over the limit of {limit}"
+        raise ApiError(413, message, code=ErrorCode.text_too_long)
     try:
         text = model_text(query.name, query.description, query.text)
     except ValueError as err:
         raise ApiError(422, f"text: {err}") from None
     if not text:
-        raise ApiError(422, "text: empty; give the listing's name and/or description")
+        raise ApiError(
+            422,
+            "text: empty; give the listing's name and/or description",
+            code=ErrorCode.text_empty,
+        )
     return text
 
 

@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fbmr.core.contract import ErrorCode
 from fbmr.serving import request_context
 from fbmr.serving.errors import error_response
 
@@ -123,7 +124,7 @@ def install_middleware(app: FastAPI, metrics: Metrics, max_body_bytes: int) -> N
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_body_bytes:
             message = f"request body of {length} bytes is over the limit of {max_body_bytes}"
-            response: Response = error_response(413, message)
+            response: Response = error_response(413, message, code=ErrorCode.too_large)
         else:
             response = await call_next(request)
         seconds = time.perf_counter() - started

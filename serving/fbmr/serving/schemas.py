@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fbmr.core.contract import Kind
+from fbmr.core.contract import ErrorCode, Kind
 
 
 class TextQuery(BaseModel):
@@ -101,4 +101,5 @@ class RolloutResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str = Field(..., description="What was wrong, in words.")
+    error: str = Field(..., description="What was wrong, in words (for people; may be reworded).")
+    code: ErrorCode = Field(..., description="What was wrong, as a stable code for programs.")

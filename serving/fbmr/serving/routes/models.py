@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import exported_versions
-from fbmr.core.contract import MODEL_VERSION_PATH
+from fbmr.core.contract import MODEL_VERSION_PATH, ErrorCode
 from fbmr.serving.deps import PROTECTED, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.rollout import read_pin, write_pin
@@ -48,7 +48,8 @@ async def pin_version(body: PinRequest, state: State) -> RolloutResponse:
     repository = state.settings.model_repository
     versions = await run_in_threadpool(exported_versions, repository)
     if body.version is not None and body.version not in versions:
-        raise ApiError(422, f"version {body.version} is not exported; exported: {versions}")
+        message = f"version {body.version} is not exported; exported: {versions}"
+        raise ApiError(422, message, code=ErrorCode.version_not_exported)
     previous = await run_in_threadpool(read_pin, repository)
     try:
         await run_in_threadpool(write_pin, repository, body.version)
@@ -60,5 +61,6 @@ async def pin_version(body: PinRequest, state: State) -> RolloutResponse:
     if body.version is not None and response.model_version != body.version:
         await run_in_threadpool(write_pin, repository, previous)  # the service stays as it was
         cause = response.refused.get(body.version, "not loaded")
-        raise ApiError(409, f"version {body.version} refused: {cause}; {response.rollout}")
+        message = f"version {body.version} refused: {cause}; {response.rollout}"
+        raise ApiError(409, message, code=ErrorCode.version_refused)
     return response

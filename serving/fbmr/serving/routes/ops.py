@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
+from fbmr.core.contract import ErrorCode
 from fbmr.serving.deps import PROTECTED, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.schemas import Health, Readiness, ReloadResponse
@@ -84,12 +85,16 @@ async def reload_index(state: State) -> ReloadResponse:
     """Load the index's CURRENT version now; requests in flight finish on the old one."""
     store = state.index
     if store.index_dir is None:
-        raise ApiError(422, "the facade was started without an index directory")
+        raise ApiError(
+            422, "the facade was started without an index directory", code=ErrorCode.no_index
+        )
     try:
         changed = await run_in_threadpool(store.reload, True)
     except (OSError, ValueError) as err:
         raise unavailable(
-            f"index could not be loaded: {err}", state.settings.retry_after_s
+            f"index could not be loaded: {err}",
+            state.settings.retry_after_s,
+            ErrorCode.index_unavailable,
         ) from None
     return ReloadResponse(
         reloaded=changed, version=store.current.version if store.current else None

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from numpy.typing import NDArray
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import Kind
+from fbmr.core.contract import ErrorCode, Kind
 from fbmr.serving import request_context
 from fbmr.serving.admission import Overloaded
 from fbmr.serving.deps import PROTECTED, Settings, State
@@ -49,7 +49,7 @@ async def answer(
         with state.admission.slot():
             return await _answer(state, kind, encode)
     except Overloaded:
-        raise unavailable(OVERLOADED, state.settings.retry_after_s) from None
+        raise unavailable(OVERLOADED, state.settings.retry_after_s, ErrorCode.overloaded) from None
 
 
 async def _answer(

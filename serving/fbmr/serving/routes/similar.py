@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from fbmr.core.contract import Kind
+from fbmr.core.contract import ErrorCode, Kind
 from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
@@ -39,7 +39,9 @@ async def similar(
     index = store.current  # this request keeps this version even if a new one is swapped in
     if index is None:
         raise unavailable(
-            "no similar-listing index loaded yet (fbmr index build)", settings.retry_after_s
+            "no similar-listing index loaded yet (fbmr index build)",
+            settings.retry_after_s,
+            ErrorCode.index_unavailable,
         )
     if kind not in index.indexes:
         accepted = " or ".join(QUERY_INPUTS[k] for k in index.indexes)
@@ -57,6 +59,7 @@ async def similar(
             f"{index.model_version}, and version {artifacts.version} is now served: rebuild "
             "the index for it (fbmr index build)",
             settings.retry_after_s,
+            ErrorCode.index_unavailable,
         )
     # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
     # off the event loop, so other requests keep flowing meanwhile.
