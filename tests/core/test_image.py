@@ -10,7 +10,6 @@ from fbmr.core.image import (
     decode_image,
     image_pixels,
     pad_to_square,
-    preprocess_batch,
     preprocess_image,
     square_photo,
 )
@@ -147,18 +146,6 @@ def test_preprocess_centre_crops_a_padded_photo():
     black = -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD)
     np.testing.assert_allclose(array[:, 0, 20], black, rtol=1e-5)
     assert array[0, 20, 2] > 2.0  # red channel, left half
-
-
-def test_preprocess_batch():
-    spec = ImageSpec.for_image_size(64)
-    assert spec.resize_size == 73
-    photos = [encode(_two_tone(), "PNG"), encode(_two_tone(30, 60), "JPEG")]
-    batch = preprocess_batch(photos, spec)
-    assert batch.shape == (2, 3, 64, 64) and batch.dtype == np.float32
-    np.testing.assert_array_equal(batch[0], preprocess_image(photos[0], spec))
-    assert preprocess_batch([], spec).shape == (0, 3, 64, 64)
-    with pytest.raises(ImageDecodeError):
-        preprocess_batch([photos[0], b"junk"], spec)
 
 
 def test_image_spec_validation_and_round_trip():

@@ -44,6 +44,7 @@ from fbmr.core.contract import (
     INPUT_DATATYPES,
     PROBABILITIES,
     TOKEN_IDS,
+    TRITON_CHANNEL_ARGS,
     ErrorCode,
     Kind,
     kind_of,
@@ -67,12 +68,6 @@ NEEDS_TEXT = {kind for kind in Kind if TOKEN_IDS in ENSEMBLES[kind].inputs}
 
 # gRPC: no message size limit (a batch of photos is large), and reconnect within a second once
 # Triton is back instead of gRPC's default back-off of up to two minutes.
-CHANNEL_ARGS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
 # Triton restarting takes seconds to minutes: wait up to two minutes before giving up a batch.
 TRITON_RETRY = RetryPolicy(attempts=None, timeout_s=120.0, wait_initial_s=0.5, wait_max_s=5.0)
 
@@ -273,7 +268,7 @@ class TritonScorer:
         self.timeout_s = timeout_s
         self.max_pixels = max_pixels
         self.executor = executor
-        self._client = grpcclient.InferenceServerClient(self.url, channel_args=CHANNEL_ARGS)
+        self._client = grpcclient.InferenceServerClient(self.url, channel_args=TRITON_CHANNEL_ARGS)
         self._max_batch: dict[Kind, int] = {}
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from fbmr.core.contract import DEFAULT_FACADE_URL, DEFAULT_MODEL_REPOSITORY
+from fbmr.core.contract import API_KEY_ENV, DEFAULT_FACADE_URL, DEFAULT_MODEL_REPOSITORY
 
 EXIT_UNAVAILABLE = 75  # EX_TEMPFAIL: try again later; the same command continues the run
 
@@ -79,7 +79,7 @@ def score(
     retry_timeout: float = typer.Option(
         120.0, help="Seconds to keep retrying an unavailable server before stopping the run."
     ),
-    api_key: str = typer.Option(None, envvar="FBMR_API_KEY", help="The facade's bearer token."),
+    api_key: str = typer.Option(None, envvar=API_KEY_ENV, help="The facade's bearer token."),
     summary_json: Path = typer.Option(None, help="Also write the summary here, as JSON."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:

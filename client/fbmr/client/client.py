@@ -28,9 +28,14 @@ from fbmr.client.types import (
     Similar,
     Text,
 )
-from fbmr.core.contract import DEFAULT_FACADE_URL, MODEL_VERSION_PATH, Kind, kind_of
+from fbmr.core.contract import (
+    API_KEY_ENV,
+    DEFAULT_FACADE_URL,
+    MODEL_VERSION_PATH,
+    Kind,
+    kind_of,
+)
 
-API_KEY_ENV = "FBMR_API_KEY"
 USER_AGENT = "fbmr-client/0.1"
 R = TypeVar("R")
 

@@ -97,6 +97,20 @@ DEFAULT_TRITON_URL = f"{LOCALHOST}:{TRITON_GRPC_PORT}"
 DEFAULT_FACADE_URL = f"http://{LOCALHOST}:{FACADE_PORT}"
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 
+# The facade's bearer token, for the facade (FacadeSettings reads FBMR_*), the CLI and the client.
+API_KEY_ENV = "FBMR_API_KEY"
+
+# gRPC channel options of every Triton client (the facade's, batch scoring's).
+TRITON_CHANNEL_ARGS = [
+    # tritonclient's defaults: no message size limit (a batch of photos is large)
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    # Reconnect within a second once Triton is back, instead of gRPC's default backoff of up to
+    # two minutes, so a caller recovers by itself soon after a Triton restart.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 # -- limits --------------------------------------------------------------------------------
 
 # Upright photos from phones are at most ~50 MP; anything far larger is a decompression bomb.

@@ -254,13 +254,3 @@ def preprocess_image(
     normalised; exactly what the served encoder computes from `image_pixels`."""
     spec = spec or ImageSpec()
     return normalize_pixels(image_pixels(source, spec, max_pixels), spec)
-
-
-def preprocess_batch(
-    sources: list[ImageSource], spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> NDArray[np.float32]:
-    """Several photos as one NCHW float32 batch; any undecodable photo raises ImageDecodeError."""
-    spec = spec or ImageSpec()
-    if not sources:
-        return np.zeros((0, 3, spec.image_size, spec.image_size), dtype=np.float32)
-    return np.stack([preprocess_image(s, spec, max_pixels) for s in sources])

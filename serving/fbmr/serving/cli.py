@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from fbmr.core.contract import (
+    API_KEY_ENV,
     DEFAULT_FACADE_URL,
     DEFAULT_MODEL_REPOSITORY,
     DEFAULT_TRITON_URL,
@@ -213,7 +214,7 @@ def build(
 @index_app.command()
 def reload(
     url: str = typer.Option(DEFAULT_FACADE_URL, help="The facade's base URL."),
-    api_key: str = typer.Option(None, envvar="FBMR_API_KEY", help="Its bearer token."),
+    api_key: str = typer.Option(None, envvar=API_KEY_ENV, help="Its bearer token."),
 ) -> None:
     """Ask a running facade to load the index's current version now (through fbmr.client)."""
     try:
@@ -258,7 +259,7 @@ def _model_versions(url: str, api_key: str | None, pin: bool, version: int | Non
 
 
 URL_OPTION = typer.Option(DEFAULT_FACADE_URL, help="The facade's base URL.")
-KEY_OPTION = typer.Option(None, envvar="FBMR_API_KEY", help="Its bearer token.")
+KEY_OPTION = typer.Option(None, envvar=API_KEY_ENV, help="Its bearer token.")
 
 
 @model_app.command("status")

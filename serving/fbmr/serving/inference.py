@@ -16,18 +16,14 @@ from numpy.typing import NDArray
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from fbmr.core.contract import ENSEMBLES, INPUT_DATATYPES, PROBABILITIES, Kind
+from fbmr.core.contract import (
+    ENSEMBLES,
+    INPUT_DATATYPES,
+    PROBABILITIES,
+    TRITON_CHANNEL_ARGS,
+    Kind,
+)
 from fbmr.serving import request_context
-
-CHANNEL_ARGS = [
-    # tritonclient's defaults: no message size limit (a batch of photos is large)
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    # Reconnect within a second once Triton is back, instead of gRPC's default backoff of up to
-    # two minutes, so the facade recovers by itself soon after a Triton restart.
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
 
 
 class TritonUnavailable(RuntimeError):
@@ -58,7 +54,7 @@ class TritonModels:
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._client = grpcaio.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+        self._client = grpcaio.InferenceServerClient(url, channel_args=TRITON_CHANNEL_ARGS)
 
     async def close(self) -> None:
         await self._client.close()

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from fbmr.core.fileio import atomic_path, atomic_write_json
 from fbmr.training import plots
-from fbmr.training.layout import BEST, CONFUSION, CURVES, HISTORY, LAST, METRICS, stage_complete
+from fbmr.training.layout import BEST, CONFUSION, CURVES, HISTORY, LAST, METRICS
 from fbmr.training.optim import SplitAdam, pretrained_parameters, sparse_parameters
 
 CHECKPOINT_FORMAT = "fbmr.checkpoint/1"
@@ -98,10 +98,6 @@ def load_checkpoint(path: Path) -> dict:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an fbmr checkpoint")
     return checkpoint
-
-
-def is_complete(stage_dir: Path) -> bool:
-    return stage_complete(stage_dir)
 
 
 def make_loader(data: Dataset, settings: FitSettings, shuffle: bool, epoch: int = 0) -> DataLoader:
