@@ -67,7 +67,7 @@ def facade_caller(url: str, items: list[tuple[Path, str]]) -> tuple[Callable, Ca
     def call(client: httpx.Client, i: int) -> None:
         photo, text = bodies[i]
         response = client.post(
-            "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": text}
+            contract.PREDICT_COMBINED_PATH, files={"photo": ("p.jpg", photo)}, data={"text": text}
         )
         response.raise_for_status()
 

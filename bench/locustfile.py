@@ -49,13 +49,12 @@ from answers import check_prediction, check_similar
 from locust import FastHttpUser, HttpUser, constant, events, task
 from locust.env import Environment
 
+from fbmr.core import contract
 from fbmr.core.labels import LabelMap
 from fbmr.core.listing import listing_text
 
-PREDICT_IMAGE = "/v1/predict/image"
-PREDICT_TEXT = "/v1/predict/text"
-PREDICT_COMBINED = "/v1/predict/combined"
-SIMILAR = "/v1/similar"
+PREDICT_IMAGE, PREDICT_TEXT = contract.PREDICT_IMAGE_PATH, contract.PREDICT_TEXT_PATH
+PREDICT_COMBINED, SIMILAR = contract.PREDICT_COMBINED_PATH, contract.SIMILAR_PATH
 
 # traffic mix, as user class weights
 WEIGHTS = {"combined": 50, "text": 20, "image": 15, "similar": 15}

@@ -31,7 +31,15 @@ from fbmr.client.types import (
 from fbmr.core.contract import (
     API_KEY_ENV,
     DEFAULT_FACADE_URL,
+    EMBED_PATH,
+    HEALTHZ_PATH,
     MODEL_VERSION_PATH,
+    PREDICT_COMBINED_PATH,
+    PREDICT_IMAGE_PATH,
+    PREDICT_TEXT_PATH,
+    READYZ_PATH,
+    RELOAD_INDEX_PATH,
+    SIMILAR_PATH,
     Kind,
     kind_of,
 )
@@ -89,17 +97,17 @@ def _prediction(response: httpx.Response) -> Prediction:
 
 
 def _predict_image(photo: Photo) -> _Call[Prediction]:
-    return _Call("POST", "/v1/predict/image", _prediction, files={"photo": _photo_part(photo)})
+    return _Call("POST", PREDICT_IMAGE_PATH, _prediction, files={"photo": _photo_part(photo)})
 
 
 def _predict_text(text: Text) -> _Call[Prediction]:
-    return _Call("POST", "/v1/predict/text", _prediction, json=_text_fields(text))
+    return _Call("POST", PREDICT_TEXT_PATH, _prediction, json=_text_fields(text))
 
 
 def _predict_combined(photo: Photo, text: Text) -> _Call[Prediction]:
     return _Call(
         "POST",
-        "/v1/predict/combined",
+        PREDICT_COMBINED_PATH,
         _prediction,
         data=_text_fields(text),
         files={"photo": _photo_part(photo)},
@@ -123,7 +131,7 @@ def _predict(photo: Photo | None, text: Text | None) -> _Call[Prediction]:
 def _embed(photo: Photo | None, text: Text | None) -> _Call[Embedding]:
     data, files = _query(photo, text)
     return _Call(
-        "POST", "/v1/embed", lambda r: Embedding.from_json(_json(r)), data=data, files=files
+        "POST", EMBED_PATH, lambda r: Embedding.from_json(_json(r)), data=data, files=files
     )
 
 
@@ -131,7 +139,7 @@ def _similar(photo: Photo | None, text: Text | None, k: int) -> _Call[Similar]:
     data, files = _query(photo, text)
     return _Call(
         "POST",
-        "/v1/similar",
+        SIMILAR_PATH,
         lambda r: Similar.from_json(_json(r)),
         data={**data, "k": str(k)},
         files=files,
@@ -139,13 +147,13 @@ def _similar(photo: Photo | None, text: Text | None, k: int) -> _Call[Similar]:
 
 
 def _health() -> _Call[bool]:
-    return _Call("GET", "/healthz", lambda r: _json(r).get("status") == "ok", retry=False)
+    return _Call("GET", HEALTHZ_PATH, lambda r: _json(r).get("status") == "ok", retry=False)
 
 
 def _ready() -> _Call[Readiness]:
     return _Call(
         "GET",
-        "/readyz",
+        READYZ_PATH,
         lambda r: Readiness.from_json(_json(r), r.status_code == 200),
         answers=frozenset({503}),
         retry=False,
@@ -153,7 +161,7 @@ def _ready() -> _Call[Readiness]:
 
 
 def _reload_index() -> _Call[Reload]:
-    return _Call("POST", "/v1/admin/reload-index", lambda r: Reload.from_json(_json(r)))
+    return _Call("POST", RELOAD_INDEX_PATH, lambda r: Reload.from_json(_json(r)))
 
 
 def _model_versions() -> _Call[ModelVersions]:

@@ -85,8 +85,23 @@ FUSION_TEXT_ENCODER = "fusion_text_encoder"
 
 # -- where things listen, by default -------------------------------------------------------
 
-# The admin route that reports and pins the served model version (facade and client).
+# The facade's routes, for the facade, the client and the load tests.
+PREDICT_IMAGE_PATH = "/v1/predict/image"
+PREDICT_TEXT_PATH = "/v1/predict/text"
+PREDICT_COMBINED_PATH = "/v1/predict/combined"
+PREDICT_PATHS = {
+    Kind.image: PREDICT_IMAGE_PATH,
+    Kind.text: PREDICT_TEXT_PATH,
+    Kind.combined: PREDICT_COMBINED_PATH,
+}
+EMBED_PATH = "/v1/embed"
+SIMILAR_PATH = "/v1/similar"
+RELOAD_INDEX_PATH = "/v1/admin/reload-index"
+# reports and pins the served model version
 MODEL_VERSION_PATH = "/v1/admin/model-version"
+HEALTHZ_PATH = "/healthz"
+READYZ_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 
 LOCALHOST = "127.0.0.1"
 TRITON_HTTP_PORT = 8000

@@ -7,7 +7,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from fbmr.core.contract import ErrorCode
+from fbmr.core.contract import (
+    HEALTHZ_PATH,
+    METRICS_PATH,
+    READYZ_PATH,
+    RELOAD_INDEX_PATH,
+    ErrorCode,
+)
 from fbmr.serving.deps import PROTECTED, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.schemas import Health, Readiness, ReloadResponse
@@ -17,13 +23,13 @@ from fbmr.serving.supervisor import read_status
 router = APIRouter()
 
 
-@router.get("/healthz", response_model=Health)
+@router.get(HEALTHZ_PATH, response_model=Health)
 async def healthz() -> Health:
     """Liveness: the process answers."""
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get(READYZ_PATH, response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: State) -> JSONResponse:
     """Readiness: Triton serves every ensemble of the model version in use, whose artifacts are
     loaded, and the similar-listing index is loaded (when the facade has one). A refused new
@@ -69,14 +75,14 @@ async def _triton_ready(state: FacadeState, version: int) -> bool:
     return now != version and await state.models.ready(now)
 
 
-@router.get("/metrics", dependencies=PROTECTED, responses=ERROR_RESPONSES)
+@router.get(METRICS_PATH, dependencies=PROTECTED, responses=ERROR_RESPONSES)
 async def metrics(state: State) -> Response:
     """Prometheus metrics: requests and latencies by endpoint and status."""
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post(
-    "/v1/admin/reload-index",
+    RELOAD_INDEX_PATH,
     response_model=ReloadResponse,
     dependencies=PROTECTED,
     responses=ERROR_RESPONSES,

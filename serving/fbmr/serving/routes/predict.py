@@ -10,7 +10,14 @@ from fastapi import APIRouter, File, Request, UploadFile
 from numpy.typing import NDArray
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import ErrorCode, Kind
+from fbmr.core.contract import (
+    EMBED_PATH,
+    PREDICT_COMBINED_PATH,
+    PREDICT_IMAGE_PATH,
+    PREDICT_TEXT_PATH,
+    ErrorCode,
+    Kind,
+)
 from fbmr.serving import request_context
 from fbmr.serving.admission import Overloaded
 from fbmr.serving.deps import PROTECTED, Settings, State
@@ -30,7 +37,7 @@ from fbmr.serving.state import FacadeState
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", dependencies=PROTECTED, responses=ERROR_RESPONSES)
+router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
 PHOTO = File(..., description="The listing's photo.")
 OPTIONAL_PHOTO = File(None, description="The listing's photo.")
@@ -89,7 +96,7 @@ def prediction(probabilities: NDArray[np.float32], artifacts: ModelArtifacts) ->
     )
 
 
-@router.post("/predict/image", response_model=Prediction)
+@router.post(PREDICT_IMAGE_PATH, response_model=Prediction)
 async def predict_image(state: State, settings: Settings, photo: UploadFile = PHOTO) -> Prediction:
     """Category of a listing from its photo."""
     data = await read_photo(photo, settings)
@@ -110,7 +117,7 @@ TEXT_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "/predict/text",
+    PREDICT_TEXT_PATH,
     response_model=Prediction,
     openapi_extra=TEXT_BODY,
     responses={415: {"model": ErrorResponse}},
@@ -123,7 +130,7 @@ async def predict_text(request: Request, state: State, settings: Settings) -> Pr
     return prediction(result.probabilities, artifacts)
 
 
-@router.post("/predict/combined", response_model=Prediction)
+@router.post(PREDICT_COMBINED_PATH, response_model=Prediction)
 async def predict_combined(
     state: State, settings: Settings, listing: ListingForm, photo: UploadFile = PHOTO
 ) -> Prediction:
@@ -135,7 +142,7 @@ async def predict_combined(
     return prediction(result.probabilities, artifacts)
 
 
-@router.post("/embed", response_model=EmbedResponse)
+@router.post(EMBED_PATH, response_model=EmbedResponse)
 async def embed(
     state: State,
     settings: Settings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from fbmr.core.contract import ErrorCode, Kind
+from fbmr.core.contract import SIMILAR_PATH, ErrorCode, Kind
 from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
@@ -13,7 +13,7 @@ from fbmr.serving.inputs import ListingForm, query_encoder, query_kind
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
 
-router = APIRouter(prefix="/v1", dependencies=PROTECTED, responses=ERROR_RESPONSES)
+router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
 # what a query must hold to be answered in each embedding space
 QUERY_INPUTS = {
@@ -23,7 +23,7 @@ QUERY_INPUTS = {
 }
 
 
-@router.post("/similar", response_model=SimilarResponse)
+@router.post(SIMILAR_PATH, response_model=SimilarResponse)
 async def similar(
     state: State,
     settings: Settings,
