@@ -278,7 +278,7 @@ def measure(repo: Path, table_path: Path, table: pd.DataFrame, out: Path, worker
 
         results["direct"] = fbmr_score(
             table_path, out / "direct.parquet",
-            ["--triton", ports.grpc_url, "--repo", str(repo)], ["--batch-size", str(BATCH)],
+            ["--triton-url", ports.grpc_url, "--repo", str(repo)], ["--batch-size", str(BATCH)],
         )  # fmt: skip
         results["facade"] = fbmr_score(
             table_path, out / "facade.parquet", ["--url", facade_url], ["--concurrency", "8"]

@@ -28,7 +28,7 @@ def test_ray_actor_pool_scores_like_the_local_direct_mode(
     out = tmp_path / "ray.parquet"
     fleet = f"{triton.ports.grpc_url},{triton.ports.grpc_url}"
     command = [str(Path(sys.executable).with_name("fbmr")), "score", str(demo_seed),
-               "--out", str(out), "--triton", fleet, "--repo", str(cpu_repository),
+               "--out", str(out), "--triton-url", fleet, "--repo", str(cpu_repository),
                "--ray", "local", "--batch-size", "16", "--concurrency", "2",
                "--chunk-rows", "100", "--summary-json", str(tmp_path / "summary.json"),
                "--no-progress"]  # fmt: skip

@@ -230,7 +230,7 @@ def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
     rows = _many_rows(demo_seed, tmp_path / "input", copies=4)
     fbmr = str(Path(sys.executable).parent / "fbmr")
     command = [
-        fbmr, "score", str(rows), "--triton", triton.ports.grpc_url,
+        fbmr, "score", str(rows), "--triton-url", triton.ports.grpc_url,
         "--repo", str(cpu_repository), "--chunk-rows", "32", "--batch-size", "8",
         "--concurrency", "1", "--workers", "0", "--no-progress",
     ]  # fmt: skip

@@ -198,7 +198,7 @@ def test_unavailable_imagenet_weights_stop_training_with_the_reason(
     args = ["train", "image", "--data", str(demo_prepared), "--run", str(tmp_path / "run"),
             "--preset", "tiny", "--image-weights", "imagenet", "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(build_app(), args)
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # a user's error, as in every command (2: a usage error)
     assert "no route to the weights" in result.output and "efficientnet_lite0" in result.output
     assert not (tmp_path / "run" / "image" / "best.pt").exists()
 

@@ -37,12 +37,15 @@ def score(
     ),
     triton: str = typer.Option(
         None,
+        "--triton-url",
+        "--triton",  # its name before the CLI's options were made one per concept
         help="Score straight against Triton at HOST:PORT (gRPC); with --ray, a comma-separated "
         "fleet.",
     ),
     repo: Path = typer.Option(
         DEFAULT_MODEL_REPOSITORY,
-        help="With --triton: the model repository it serves (tokeniser, labels, image settings).",
+        help="With --triton-url: the model repository it serves (tokeniser, labels, image "
+        "settings).",
     ),
     kind: KindChoice = typer.Option(
         KindChoice.auto, help="auto: combined with photo and text, else the one a row has."
@@ -70,10 +73,10 @@ def score(
         None,
         metavar="ADDRESS",
         help="Run on Ray (pip install 'fbmr-client[ray]'): `local` starts one here, `auto` or "
-        "ray://HOST:PORT joins a cluster. Needs --triton.",
+        "ray://HOST:PORT joins a cluster. Needs --triton-url.",
     ),
     workers: int = typer.Option(
-        None, help="With --triton: processes preprocessing photos (default: cores, at most 4)."
+        None, help="With --triton-url: processes preprocessing photos (default: cores, at most 4)."
     ),
     chunk_rows: int = typer.Option(1024, help="Rows per chunk written (the unit of resuming)."),
     retry_timeout: float = typer.Option(
@@ -95,9 +98,9 @@ def score(
     from fbmr.client.score import score as run_score
 
     if url and triton:
-        raise typer.BadParameter("give --url or --triton, not both")
+        raise typer.BadParameter("give --url or --triton-url, not both")
     if ray and not triton:
-        raise typer.BadParameter("--ray scores straight against Triton: give --triton too")
+        raise typer.BadParameter("--ray scores straight against Triton: give --triton-url too")
     try:
         options = ScoreOptions(
             kind=kind.value,

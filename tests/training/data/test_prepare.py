@@ -198,11 +198,11 @@ def test_cli_prepare_reports_and_refuses_clearly(seed, tmp_path):
     assert "corrupt-v0" in result.output and "file not found" in result.output
 
     result = runner.invoke(build_app(), [*args[:-1], "40"])
-    assert result.exit_code == 2 and "other settings" in result.output
+    assert result.exit_code == 1 and "other settings" in result.output
     shutil.rmtree(seed / "images")
     (seed / "Products.csv").unlink()
     result = runner.invoke(
         build_app(), ["data", "prepare", str(seed), "--out", str(tmp_path / "x")]
     )
-    assert result.exit_code == 2 and "Products.csv not found" in result.output
+    assert result.exit_code == 1 and "Products.csv not found" in result.output
     assert "Traceback" not in result.output

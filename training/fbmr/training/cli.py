@@ -149,7 +149,7 @@ def train(
         results = run_training(config, run, stage, force)
     except (StageError, FileNotFoundError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     for name, result in results.items():
         if "splits" in result:
             cells = "  ".join(

@@ -40,7 +40,7 @@ def prepare(
         manifest = prepare_dataset(src, out, settings, workers=workers, overwrite=overwrite)
     except (PrepareError, SeedLayoutError, ValueError, FileNotFoundError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     counts = manifest["counts"]
     typer.echo(f"prepared {out}: {counts['products']} products, {counts['images']} photos")
     for split, numbers in manifest["splits"].items():
@@ -83,7 +83,7 @@ def demo(
         )
     except (FileExistsError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     typer.echo(
         f"wrote {summary.products} listings and {summary.images} photos to {summary.out} "
         f"in {summary.seconds:.1f}s"
