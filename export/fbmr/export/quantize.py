@@ -222,10 +222,12 @@ class _Pipelines:
         return {kind: values.argmax(axis=1) for kind, values in logits.items()}
 
 
-def _validation_listings(data: PreparedDataset, run: RunModels) -> Iterator[tuple[np.ndarray, ...]]:
-    """Batches of (photos, token ids, labels): every validation photo with its listing's text."""
-    products = data.products("val").set_index("product_id")
-    images = data.images("val")
+def _listings(
+    data: PreparedDataset, run: RunModels, split: str
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Batches of (photos, token ids, labels): every photo of `split` with its listing's text."""
+    products = data.products(split).set_index("product_id")
+    images = data.images(split)
     for start in range(0, len(images), BATCH):
         rows = images.iloc[start : start + BATCH]
         ids = rows["image_id"]
@@ -241,17 +243,20 @@ def accuracy_gate(
     data: PreparedDataset,
     settings: Int8Settings,
     progress: bool = True,
+    split: str = "val",
 ) -> dict[str, GateFigures]:
-    """The INT8 figures per pipeline (image, text, combined) on the validation split; raises
-    AccuracyGateError, with every figure, when any pipeline misses the gate."""
+    """The INT8 figures per pipeline (image, text, combined) on `split` (the gate's: the
+    validation split); raises AccuracyGateError, with every figure, when any pipeline misses."""
     reference = _Pipelines(float_files, run.product_text_encoder)
     candidate = _Pipelines(int8_files, run.product_text_encoder)
     agree: dict[str, int] = {}
     right_float: dict[str, int] = {}
     right_int8: dict[str, int] = {}
     total = 0
-    batches = _validation_listings(data, run)
-    for photos, token_ids, labels in tqdm(batches, desc="int8 gate", disable=not progress):
+    batches = _listings(data, run, split)
+    for photos, token_ids, labels in tqdm(
+        batches, desc=f"int8 gate ({split})", disable=not progress
+    ):
         expected, got = reference.top1(photos, token_ids), candidate.top1(photos, token_ids)
         for kind in expected:
             agree[kind] = agree.get(kind, 0) + int((expected[kind] == got[kind]).sum())
@@ -259,7 +264,7 @@ def accuracy_gate(
             right_int8[kind] = right_int8.get(kind, 0) + int((got[kind] == labels).sum())
         total += len(labels)
     if total == 0:
-        raise AccuracyGateError("the validation split has no photos to run the INT8 gate on")
+        raise AccuracyGateError(f"the {split} split has no photos to run the INT8 gate on")
     figures = {
         kind: GateFigures(
             total, agree[kind] / total, right_float[kind] / total, right_int8[kind] / total
@@ -269,7 +274,7 @@ def accuracy_gate(
     missed = {kind: f.misses(settings) for kind, f in figures.items() if f.misses(settings)}
     if missed:
         detail = "; ".join(f"{kind}: {', '.join(m)}" for kind, m in missed.items())
-        raise AccuracyGateError(f"INT8 refused on {total} validation listings: {detail}")
+        raise AccuracyGateError(f"INT8 refused on {total} {split} listings: {detail}")
     return figures
 
 
