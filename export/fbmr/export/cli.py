@@ -98,6 +98,8 @@ def export(
     for name in report.models:
         diff = report.parity.get(name)
         typer.echo(f"  {name}" + (f"  parity max |diff| {diff:.1e}" if diff is not None else ""))
+    for name, why in report.kept_float32.items():
+        typer.echo(f"  {name} stays float32: in INT8 {why}")
     for kind, figures in report.gate.items():
         typer.echo(
             f"  int8 {kind}: top-1 agreement {figures.agreement:.2%}, accuracy "

@@ -30,6 +30,8 @@ class ExportReport:
     precision: Precision = Precision.float32
     # INT8 only: each pipeline's figures on the validation split (fbmr.export.quantize)
     gate: dict[str, GateFigures] = field(default_factory=dict)
+    # INT8 only: the encoders kept float32 because in INT8 they missed the gate, with why
+    kept_float32: dict[str, str] = field(default_factory=dict)
 
 
 def export_run(
@@ -80,7 +82,8 @@ def export_run(
             )
         names = stage_version(run, files, staging, version, target, settings, provenance)
         publish_version(staging, repository, names, version)
-    return ExportReport(repository, version, target, names, parity, precision, gate)
+    kept = provenance["int8"]["kept_float32"] if precision is Precision.int8 else {}
+    return ExportReport(repository, version, target, names, parity, precision, gate, kept)
 
 
 def _int8_files(
@@ -94,8 +97,8 @@ def _int8_files(
     """The INT8 files, their gate figures (raises AccuracyGateError on a miss) and what
     `fbmr.json` records about them."""
     int8_files = quantize.quantize_encoders(files, onnx_dir, run, data, settings, progress)
-    gate = quantize.accuracy_gate(files, int8_files, run, data, settings, progress)
-    for kind, figures in gate.items():
+    choice = quantize.choose_int8(files, int8_files, run, data, settings, progress)
+    for kind, figures in choice.figures.items():
         log.info(
             "int8 %s: agreement %.2f%%, accuracy %.2f%% (float32 %.2f%%)",
             kind,
@@ -103,5 +106,6 @@ def _int8_files(
             100 * figures.accuracy_int8,
             100 * figures.accuracy_float32,
         )
-    quantized = [name for name in files if int8_files[name] != files[name]]
-    return int8_files, gate, quantize.int8_provenance(settings, gate, quantized)
+    quantized = [name for name in files if choice.files[name] != files[name]]
+    provenance = quantize.int8_provenance(settings, choice, quantized)
+    return choice.files, choice.figures, provenance

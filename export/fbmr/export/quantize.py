@@ -236,6 +236,58 @@ def _listings(
         yield photos, run.tokenizer.encode_batch(texts), rows["label_id"].to_numpy()
 
 
+class _Evaluation:
+    """The float32 pipelines' top-1 on every photo of a split, computed once, against which
+    sets of INT8 files are measured."""
+
+    def __init__(
+        self,
+        float_files: dict[str, Path],
+        run: RunModels,
+        data: PreparedDataset,
+        split: str,
+        progress: bool,
+    ) -> None:
+        self.split, self.run, self.progress = split, run, progress
+        self.batches = list(_listings(data, run, split))
+        if not self.batches:
+            raise AccuracyGateError(f"the {split} split has no photos to run the INT8 gate on")
+        reference = _Pipelines(float_files, run.product_text_encoder)
+        self.expected = [reference.top1(p, t) for p, t, _ in self.batches]
+
+    def figures(self, files: dict[str, Path]) -> dict[str, GateFigures]:
+        candidate = _Pipelines(files, self.run.product_text_encoder)
+        agree: dict[str, int] = {}
+        right_float: dict[str, int] = {}
+        right_int8: dict[str, int] = {}
+        total = 0
+        batches = tqdm(
+            zip(self.batches, self.expected, strict=True),
+            total=len(self.batches),
+            desc=f"int8 gate ({self.split})",
+            disable=not self.progress,
+        )
+        for (photos, token_ids, labels), expected in batches:
+            got = candidate.top1(photos, token_ids)
+            for kind in expected:
+                agree[kind] = agree.get(kind, 0) + int((expected[kind] == got[kind]).sum())
+                right_float[kind] = right_float.get(kind, 0) + int((expected[kind] == labels).sum())
+                right_int8[kind] = right_int8.get(kind, 0) + int((got[kind] == labels).sum())
+            total += len(labels)
+        return {
+            kind: GateFigures(
+                total, agree[kind] / total, right_float[kind] / total, right_int8[kind] / total
+            )
+            for kind in agree
+        }
+
+
+def _misses(figures: dict[str, GateFigures], settings: Int8Settings) -> str:
+    """Every miss of the gate in words ("" when there is none)."""
+    missed = {kind: f.misses(settings) for kind, f in figures.items() if f.misses(settings)}
+    return "; ".join(f"{kind}: {', '.join(m)}" for kind, m in missed.items())
+
+
 def accuracy_gate(
     float_files: dict[str, Path],
     int8_files: dict[str, Path],
@@ -247,42 +299,67 @@ def accuracy_gate(
 ) -> dict[str, GateFigures]:
     """The INT8 figures per pipeline (image, text, combined) on `split` (the gate's: the
     validation split); raises AccuracyGateError, with every figure, when any pipeline misses."""
-    reference = _Pipelines(float_files, run.product_text_encoder)
-    candidate = _Pipelines(int8_files, run.product_text_encoder)
-    agree: dict[str, int] = {}
-    right_float: dict[str, int] = {}
-    right_int8: dict[str, int] = {}
-    total = 0
-    batches = _listings(data, run, split)
-    for photos, token_ids, labels in tqdm(
-        batches, desc=f"int8 gate ({split})", disable=not progress
-    ):
-        expected, got = reference.top1(photos, token_ids), candidate.top1(photos, token_ids)
-        for kind in expected:
-            agree[kind] = agree.get(kind, 0) + int((expected[kind] == got[kind]).sum())
-            right_float[kind] = right_float.get(kind, 0) + int((expected[kind] == labels).sum())
-            right_int8[kind] = right_int8.get(kind, 0) + int((got[kind] == labels).sum())
-        total += len(labels)
-    if total == 0:
-        raise AccuracyGateError(f"the {split} split has no photos to run the INT8 gate on")
-    figures = {
-        kind: GateFigures(
-            total, agree[kind] / total, right_float[kind] / total, right_int8[kind] / total
-        )
-        for kind in agree
-    }
-    missed = {kind: f.misses(settings) for kind, f in figures.items() if f.misses(settings)}
-    if missed:
-        detail = "; ".join(f"{kind}: {', '.join(m)}" for kind, m in missed.items())
-        raise AccuracyGateError(f"INT8 refused on {total} {split} listings: {detail}")
+    evaluation = _Evaluation(float_files, run, data, split, progress)
+    figures = evaluation.figures(int8_files)
+    if missed := _misses(figures, settings):
+        total = next(iter(figures.values())).listings
+        raise AccuracyGateError(f"INT8 refused on {total} {split} listings: {missed}")
     return figures
 
 
-def int8_provenance(
-    settings: Int8Settings, figures: dict[str, GateFigures], quantized: list[str]
-) -> dict:
+@dataclass
+class Int8Choice:
+    """The files to publish, their gate figures, and each encoder kept float32 with why."""
+
+    files: dict[str, Path]
+    figures: dict[str, GateFigures]
+    kept_float32: dict[str, str]
+
+
+def choose_int8(
+    float_files: dict[str, Path],
+    int8_files: dict[str, Path],
+    run: RunModels,
+    data: PreparedDataset,
+    settings: Int8Settings,
+    progress: bool = True,
+) -> Int8Choice:
+    """The INT8 encoders that pass the gate on the validation split, the others kept float32
+    ("anything that loses accuracy stays float32"): all of them when they pass together, else
+    those that pass alone (together, or the best one alone when together they miss). Raises
+    AccuracyGateError, with every figure, when no encoder passes."""
+    evaluation = _Evaluation(float_files, run, data, "val", progress)
+    figures = evaluation.figures(int8_files)
+    if not _misses(figures, settings):
+        return Int8Choice(int8_files, figures, {})
+    quantized = [name for name in int8_files if int8_files[name] != float_files[name]]
+    alone = {
+        name: evaluation.figures({**float_files, name: int8_files[name]}) for name in quantized
+    }
+    kept = {name: _misses(f, settings) for name, f in alone.items() if _misses(f, settings)}
+    passing = [name for name in quantized if name not in kept]
+    total = next(iter(figures.values())).listings
+    if not passing:
+        detail = "; ".join(f"{name} in INT8: {why}" for name, why in kept.items())
+        raise AccuracyGateError(f"INT8 refused on {total} val listings: {detail}")
+    chosen = {**float_files, **{name: int8_files[name] for name in passing}}
+    together = evaluation.figures(chosen) if len(passing) > 1 else alone[passing[0]]
+    if missed := _misses(together, settings):
+        best = max(passing, key=lambda n: min(f.agreement for f in alone[n].values()))
+        for name in passing:
+            if name != best:
+                kept[name] = f"passes alone, not with the others ({missed})"
+        chosen, together = {**float_files, best: int8_files[best]}, alone[best]
+    for name, why in kept.items():
+        log.warning("%s stays float32: in INT8 %s", name, why)
+    return Int8Choice(chosen, together, kept)
+
+
+def int8_provenance(settings: Int8Settings, choice: Int8Choice, quantized: list[str]) -> dict:
     """What `fbmr.json` records about an INT8 export: how each model was made and the gate."""
+    figures = choice.figures
     return {
+        "kept_float32": choice.kept_float32,
         "quantized": {
             name: (
                 "static QDQ: int8 weights per channel, uint8 activations (MinMax calibration)"
