@@ -4,10 +4,12 @@ miss), and a real Triton serving the INT8 files through the unchanged ensembles.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from fbmr.core.artifacts import ARTIFACTS_FILE, ModelArtifacts, latest_version_dir
@@ -71,22 +73,59 @@ def test_the_gate_figures_are_recorded(int8_repository, demo_prepared):
         )
 
 
-def test_a_gate_miss_refuses_the_export_with_its_figures(
-    tiny_run, demo_prepared, tmp_path, monkeypatch
-):
-    # Calibrated on black photos, every activation range is wrong: the embeddings collapse.
+def _black_calibration(monkeypatch) -> None:
+    """Calibrated on black photos, every activation range is wrong: the embeddings collapse."""
     real = quantize.calibration_photos
     monkeypatch.setattr(quantize, "calibration_photos", lambda *args: np.zeros_like(real(*args)))
+
+
+def _export_int8(tiny_run, demo_prepared, repository):
+    return export_run(
+        tiny_run,
+        repository,
+        data=PreparedDataset(demo_prepared),
+        progress=False,
+        precision=Precision.int8,
+        int8=Int8Settings(calibration_photos=8),
+    )
+
+
+def test_an_encoder_that_misses_the_gate_stays_float32(
+    tiny_run, demo_prepared, cpu_repository, tmp_path, monkeypatch
+):
+    _black_calibration(monkeypatch)
     repository = tmp_path / "model_repository"
-    with pytest.raises(AccuracyGateError, match=r"image: agreement \d+\.\d+% < 99%"):
-        export_run(
-            tiny_run,
-            repository,
-            data=PreparedDataset(demo_prepared),
-            progress=False,
-            precision=Precision.int8,
-            int8=Int8Settings(calibration_photos=8),
-        )
+    report = _export_int8(tiny_run, demo_prepared, repository)
+    assert set(report.kept_float32) == {IMAGE_ENCODER}
+    assert re.search(r"image: agreement \d+\.\d+% < 99%", report.kept_float32[IMAGE_ENCODER])
+    files = _files(repository)
+    assert files[IMAGE_ENCODER].read_bytes() == _files(cpu_repository)[IMAGE_ENCODER].read_bytes()
+    assert "MatMulInteger" in _op_types(files[TEXT_ENCODER])
+    assert all(f.agreement >= 0.99 for f in report.gate.values())  # what was published passes
+    meta = json.loads((latest_version_dir(repository) / ARTIFACTS_FILE).read_text())
+    assert set(meta["int8"]["kept_float32"]) == {IMAGE_ENCODER}
+    assert set(meta["int8"]["quantized"]) == {TEXT_ENCODER}
+
+
+def test_an_export_with_no_encoder_passing_is_refused_with_the_figures(
+    tiny_run, demo_prepared, tmp_path, monkeypatch
+):
+    _black_calibration(monkeypatch)
+
+    def damaged(source, target):  # a quantiser gone wrong: every weight of the wrong sign
+        model = onnx.load(str(source))
+        for weight in model.graph.initializer:
+            if weight.data_type == onnx.TensorProto.FLOAT:
+                array = -numpy_helper.to_array(weight)
+                weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+        onnx.save(model, str(target))
+
+    monkeypatch.setattr(quantize, "quantize_text_encoder", damaged)
+    repository = tmp_path / "model_repository"
+    with pytest.raises(AccuracyGateError) as refused:
+        _export_int8(tiny_run, demo_prepared, repository)
+    assert re.search(r"image_encoder in INT8: image: agreement \d+\.\d+% < 99%", str(refused.value))
+    assert "text_encoder in INT8: text: agreement" in str(refused.value)
     assert not list(repository.glob("*/1"))  # nothing published
 
 
