@@ -288,23 +288,17 @@ def _misses(figures: dict[str, GateFigures], settings: Int8Settings) -> str:
     return "; ".join(f"{kind}: {', '.join(m)}" for kind, m in missed.items())
 
 
-def accuracy_gate(
+def int8_figures(
     float_files: dict[str, Path],
     int8_files: dict[str, Path],
     run: RunModels,
     data: PreparedDataset,
-    settings: Int8Settings,
-    progress: bool = True,
     split: str = "val",
+    progress: bool = True,
 ) -> dict[str, GateFigures]:
-    """The INT8 figures per pipeline (image, text, combined) on `split` (the gate's: the
-    validation split); raises AccuracyGateError, with every figure, when any pipeline misses."""
-    evaluation = _Evaluation(float_files, run, data, split, progress)
-    figures = evaluation.figures(int8_files)
-    if missed := _misses(figures, settings):
-        total = next(iter(figures.values())).listings
-        raise AccuracyGateError(f"INT8 refused on {total} {split} listings: {missed}")
-    return figures
+    """The gate's figures per pipeline (image, text, combined) on any split, refusing nothing:
+    what `bench/int8_accuracy.py` reports for the test split too."""
+    return _Evaluation(float_files, run, data, split, progress).figures(int8_files)
 
 
 @dataclass
