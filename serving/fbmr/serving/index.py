@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
+from fbmr.serving.filters import ListingColumns, ListingFilter, search_parameters
 from fbmr.serving.index_types import IndexType
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,10 @@ def build_faiss(
         index = ivf
     index.add(vectors)
     return index
+
+
+def on_gpu(index: faiss.Index) -> bool:
+    return type(index).__name__.startswith("Gpu")
 
 
 def to_gpu_if_available(index: faiss.Index) -> faiss.Index:
@@ -145,6 +150,7 @@ class SimilarityIndex:
         if self.meta.get("format") != INDEX_FORMAT:
             raise ValueError(f"{path}: not an fbmr index (format {self.meta.get('format')!r})")
         self.listings = json.loads((path / "listings.json").read_text())
+        self.columns = ListingColumns(self.listings)
         self.indexes = {
             Kind(k): to_gpu_if_available(faiss.read_index(str(path / f"{k}.faiss")))
             for k in self.meta["kinds"]
@@ -161,12 +167,33 @@ class SimilarityIndex:
         version = self.meta.get("model_version")
         return None if version is None else int(version)
 
-    def search(self, kind: Kind, embedding: NDArray[np.float32], k: int) -> list[Hit]:
+    def search(
+        self,
+        kind: Kind,
+        embedding: NDArray[np.float32],
+        k: int,
+        where: ListingFilter | None = None,
+    ) -> list[Hit]:
+        """The `k` listings nearest to `embedding` among those that pass `where`."""
         if kind not in self.indexes:
             raise KeyError(f"this index has no {kind.value} embeddings")
-        scores, ids = self.indexes[kind].search(
-            normalise(embedding[None]), min(k, len(self.listings))
-        )
+        index, query, total = self.indexes[kind], normalise(embedding[None]), len(self.listings)
+        if where is None or not where.active:
+            scores, ids = index.search(query, min(k, total))
+        else:
+            allowed = self.columns.allowed(where)
+            if len(allowed) == 0:
+                return []
+            if on_gpu(index):
+                # GPU indexes take no ID selector: ask for enough candidates that k pass, then
+                # keep those
+                wanted = min(total, k * max(1, total // len(allowed)) * 2)
+                scores, ids = index.search(query, wanted)
+                passed = np.isin(ids[0], allowed)
+                scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]
+            else:
+                params = search_parameters(index, allowed, total, k)
+                scores, ids = index.search(query, min(k, len(allowed)), params=params)
         return [
             Hit(self.listings[i], float(s))
             for s, i in zip(scores[0], ids[0], strict=True)

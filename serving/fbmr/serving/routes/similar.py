@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Form, UploadFile
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.contract import SIMILAR_PATH, ErrorCode, Kind
 from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.serving.filters import ListingFilter
 from fbmr.serving.inputs import ListingForm, query_encoder, query_kind
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
@@ -23,16 +26,46 @@ QUERY_INPUTS = {
 }
 
 
+def listing_filter(
+    category: str | None = Form(None, description="Only listings of this category."),
+    price_min: float | None = Form(None, description="Only listings priced at least this."),
+    price_max: float | None = Form(None, description="Only listings priced at most this."),
+    location: str | None = Form(
+        None, description="Only listings whose location contains this (case ignored)."
+    ),
+    exclude_id: list[str] | None = Form(
+        None,
+        description="Leave out these listing ids (repeat the field for several), e.g. the "
+        "listing the query is about.",
+    ),
+) -> ListingFilter:
+    """The filter of a `/v1/similar` query, from its form fields (a route dependency)."""
+    if price_min is not None and price_max is not None and price_min > price_max:
+        raise ApiError(422, f"price_min ({price_min}) is above price_max ({price_max})")
+    return ListingFilter(
+        category=category or None,
+        price_min=price_min,
+        price_max=price_max,
+        location=location or None,
+        exclude_ids=frozenset(exclude_id or ()),
+    )
+
+
+Filter = Annotated[ListingFilter, Depends(listing_filter)]
+
+
 @router.post(SIMILAR_PATH, response_model=SimilarResponse)
 async def similar(
     state: State,
     settings: Settings,
     store: Index,
     listing: ListingForm,
+    where: Filter,
     photo: UploadFile | None = OPTIONAL_PHOTO,
     k: int = Form(10, description="How many similar listings."),
 ) -> SimilarResponse:
-    """The k catalogue listings nearest to a photo, a text, or both."""
+    """The k catalogue listings nearest to a photo, a text, or both, among those that pass the
+    filters given (applied within the search, so k come back when k pass)."""
     if not 1 <= k <= settings.max_k:
         raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
     kind = query_kind(photo is not None, listing.given)
@@ -61,9 +94,15 @@ async def similar(
             settings.retry_after_s,
             ErrorCode.index_unavailable,
         )
+    if where.category is not None and where.category not in artifacts.labels.classes:
+        raise ApiError(
+            422,
+            f"category: {where.category!r} is not a category of model version "
+            f"{artifacts.version}; one of: {', '.join(artifacts.labels.classes)}",
+        )
     # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
     # off the event loop, so other requests keep flowing meanwhile.
-    hits = await run_in_threadpool(index.search, kind, result.embedding, k)
+    hits = await run_in_threadpool(index.search, kind, result.embedding, k, where)
     if info := request_context.current():
         info.index_version = index.version
     return SimilarResponse(

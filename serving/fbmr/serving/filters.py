@@ -1,0 +1,96 @@
+"""Filters on a similar-listing search: category, price range, location, ids to leave out.
+
+A filter is applied inside the FAISS search (an `IDSelector` in the search parameters), not to
+the k results afterwards, so a query still gets k listings when k of them pass the filter. The
+listing columns a filter reads are built once per loaded index version (`ListingColumns`), so a
+filtered search costs one vectorised pass over them, then the search itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+# faiss's bundled type stubs lag its API (no SearchParametersHNSW, no keyword constructors)
+_faiss: Any = faiss
+
+
+@dataclass(frozen=True)
+class ListingFilter:
+    """Which catalogue listings a search may return; every condition given must hold."""
+
+    category: str | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    location: str | None = None  # a substring of the listing's location, case ignored
+    exclude_ids: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def active(self) -> bool:
+        return any(
+            value is not None
+            for value in (self.category, self.price_min, self.price_max, self.location)
+        ) or bool(self.exclude_ids)
+
+
+class ListingColumns:
+    """The catalogue's listings as columns, to evaluate a filter on all of them at once."""
+
+    def __init__(self, listings: Sequence[dict[str, Any]]) -> None:
+        self.ids = np.array([str(item["id"]) for item in listings], dtype=object)
+        self.categories = np.array([item["category"] for item in listings], dtype=object)
+        # a listing without a price never passes a price bound
+        self.prices = np.array(
+            [np.nan if item.get("price") is None else float(item["price"]) for item in listings],
+            dtype=np.float64,
+        )
+        self.locations = np.array(
+            [(item.get("location") or "").casefold() for item in listings], dtype=object
+        )
+
+    def allowed(self, where: ListingFilter) -> NDArray[np.int64]:
+        """The positions (FAISS ids) of the listings that pass `where`, ascending."""
+        keep = np.ones(len(self.ids), dtype=bool)
+        if where.category is not None:
+            keep &= self.categories == where.category
+        with np.errstate(invalid="ignore"):  # NaN prices compare False: filtered out
+            if where.price_min is not None:
+                keep &= self.prices >= where.price_min
+            if where.price_max is not None:
+                keep &= self.prices <= where.price_max
+        if where.location is not None:
+            needle = where.location.casefold()
+            keep &= np.fromiter((needle in loc for loc in self.locations), bool, len(keep))
+        if where.exclude_ids:
+            keep &= ~np.isin(self.ids, list(where.exclude_ids))
+        return np.flatnonzero(keep).astype(np.int64)
+
+
+def search_parameters(
+    index: faiss.Index, allowed: NDArray[np.int64], total: int, k: int
+) -> faiss.SearchParameters:
+    """Search parameters that restrict `index` to the `allowed` ids, keeping its own settings.
+
+    HNSW only returns allowed neighbours among those it visits, so its search breadth grows as
+    the filter narrows (about `total / len(allowed)` times as many candidates), which keeps k
+    results coming back for a selective filter.
+    """
+    selector = _faiss.IDSelectorBatch(allowed)
+    params: Any
+    if isinstance(index, faiss.IndexHNSW):
+        narrowing = total / max(len(allowed), 1)
+        breadth = int(min(total, max(index.hnsw.efSearch, k) * narrowing))
+        params = _faiss.SearchParametersHNSW(sel=selector, efSearch=breadth)
+    elif isinstance(index, faiss.IndexIVF):
+        params = _faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    else:
+        params = _faiss.SearchParameters(sel=selector)
+    # the selector must outlive the search: faiss keeps only a pointer to it
+    params.selector_ref = selector
+    result: faiss.SearchParameters = params
+    return result
