@@ -142,3 +142,19 @@ def serving_stack(repository, facade_settings, log_dir) -> Iterator:
             assert time.monotonic() < deadline, client.get("/readyz").text
             time.sleep(0.2)
         yield client
+
+
+def wait_until_ready(url: str, process, log, timeout_s: float = 90) -> None:
+    """Wait until the facade `process` (its output in file `log`) answers /readyz with 200."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"facade not ready; log:\n{log.read_text()}")

@@ -16,26 +16,13 @@ from pathlib import Path
 import httpx
 
 from fbmr.serving.catalogue import build_index
-from tests.helpers import free_ports
+from tests.helpers import free_ports, wait_until_ready
 
 BATCH = 20
 
 
 def _access_log(log: Path) -> list[dict]:
     return [json.loads(row) for row in log.read_text().splitlines() if row.startswith("{")]
-
-
-def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"facade not ready; log:\n{log.read_text()}")
 
 
 def test_two_workers_share_metrics_and_each_picks_up_a_new_index(
@@ -56,7 +43,7 @@ def test_two_workers_share_metrics_and_each_picks_up_a_new_index(
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_until_up(url, process, log)
+        wait_until_ready(url, process, log)
 
         def ask(i: int) -> None:
             # a new connection each time, so that the kernel can hand it to either worker

@@ -96,6 +96,7 @@ PREDICT_PATHS = {
 }
 EMBED_PATH = "/v1/embed"
 SIMILAR_PATH = "/v1/similar"
+LISTING_PATH = "/v1/listings/{listing_id}"  # PUT adds or replaces, DELETE removes (live index)
 RELOAD_INDEX_PATH = "/v1/admin/reload-index"
 # reports and pins the served model version
 MODEL_VERSION_PATH = "/v1/admin/model-version"
@@ -153,6 +154,7 @@ class ErrorCode(StrEnum):
     body_timeout = "body_timeout"  # the body stopped arriving
     unauthorised = "unauthorised"  # the API key is missing or wrong
     not_found = "not_found"  # no such route
+    listing_not_found = "listing_not_found"  # a DELETE of a listing the index does not hold
     method_not_allowed = "method_not_allowed"
     no_index = "no_index"  # the facade was started without a similar-listing index
     version_not_exported = "version_not_exported"  # a pin of a version the repository lacks

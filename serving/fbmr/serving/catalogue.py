@@ -30,6 +30,7 @@ from fbmr.core.contract import Kind
 from fbmr.core.listing import listing_text
 from fbmr.serving.index import save_version
 from fbmr.serving.index_types import IndexType
+from fbmr.serving.updates import fold
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ def build_index(
     progress: bool = True,
 ) -> Path:
     """Embed the catalogue and save it as the index's next version; returns its folder."""
-    catalogue = read_catalogue(prepared, splits)
+    # listings put or deleted while the previous versions served are folded in, embedded again
+    # by this version's models; the new version replays only what comes after
+    catalogue, folded = fold(read_catalogue(prepared, splits), index_dir)
     artifacts = ModelArtifacts.load(repository)
     listings, vectors = embed_catalogue(catalogue, triton_url, artifacts, kinds, progress=progress)
     public = [
@@ -126,5 +129,6 @@ def build_index(
         "splits": list(splits) if splits else "all",
         "model_version": artifacts.version,
         "skipped": len(catalogue) - len(listings),
+        "updates_folded": folded,
     }
     return save_version(index_dir, vectors, public, meta, index_type)

@@ -39,35 +39,61 @@ class ListingFilter:
 
 
 class ListingColumns:
-    """The catalogue's listings as columns, to evaluate a filter on all of them at once."""
+    """The catalogue's listings as columns, to evaluate a filter on all of them at once.
+
+    Position i is FAISS id i. Listings put while serving are appended (the columns grow by
+    doubling, so an append costs O(1) on average); a deleted or replaced listing stays in place,
+    marked not alive, since FAISS ids cannot be renumbered under a live index.
+    """
 
     def __init__(self, listings: Sequence[dict[str, Any]]) -> None:
-        self.ids = np.array([str(item["id"]) for item in listings], dtype=object)
-        self.categories = np.array([item["category"] for item in listings], dtype=object)
+        self.size = 0
+        capacity = max(16, len(listings))
+        self.ids = np.empty(capacity, dtype=object)
+        self.categories = np.empty(capacity, dtype=object)
+        self.prices = np.full(capacity, np.nan, dtype=np.float64)
+        self.locations = np.empty(capacity, dtype=object)
+        self.alive = np.zeros(capacity, dtype=bool)
+        for listing in listings:
+            self.append(listing)
+
+    def append(self, listing: dict[str, Any]) -> int:
+        """Add a listing at the next position; returns that position."""
+        if self.size == len(self.ids):
+            for name in ("ids", "categories", "prices", "locations", "alive"):
+                column = getattr(self, name)
+                grown = np.resize(column, 2 * len(column))
+                setattr(self, name, grown)
+        i, self.size = self.size, self.size + 1
+        self.ids[i] = str(listing["id"])
+        self.categories[i] = listing["category"]
         # a listing without a price never passes a price bound
-        self.prices = np.array(
-            [np.nan if item.get("price") is None else float(item["price"]) for item in listings],
-            dtype=np.float64,
-        )
-        self.locations = np.array(
-            [(item.get("location") or "").casefold() for item in listings], dtype=object
-        )
+        price = listing.get("price")
+        self.prices[i] = np.nan if price is None else float(price)
+        self.locations[i] = (listing.get("location") or "").casefold()
+        self.alive[i] = True
+        return i
+
+    @property
+    def all_alive(self) -> bool:
+        return bool(self.alive[: self.size].all())
 
     def allowed(self, where: ListingFilter) -> NDArray[np.int64]:
-        """The positions (FAISS ids) of the listings that pass `where`, ascending."""
-        keep = np.ones(len(self.ids), dtype=bool)
+        """The positions (FAISS ids) of the live listings that pass `where`, ascending."""
+        n = self.size
+        keep = self.alive[:n].copy()
         if where.category is not None:
-            keep &= self.categories == where.category
+            keep &= self.categories[:n] == where.category
         with np.errstate(invalid="ignore"):  # NaN prices compare False: filtered out
             if where.price_min is not None:
-                keep &= self.prices >= where.price_min
+                keep &= self.prices[:n] >= where.price_min
             if where.price_max is not None:
-                keep &= self.prices <= where.price_max
+                keep &= self.prices[:n] <= where.price_max
         if where.location is not None:
             needle = where.location.casefold()
-            keep &= np.fromiter((needle in loc for loc in self.locations), bool, len(keep))
+            keep &= np.fromiter((needle in loc for loc in self.locations[:n]), bool, n)
         if where.exclude_ids:
-            keep &= ~np.isin(self.ids, list(where.exclude_ids))
+            keep &= ~np.isin(self.ids[:n], list(where.exclude_ids))
         return np.flatnonzero(keep).astype(np.int64)
 
 

@@ -12,10 +12,12 @@ product (cosine similarity). Layout on disk:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
 from fbmr.serving.filters import ListingColumns, ListingFilter, search_parameters
 from fbmr.serving.index_types import IndexType
+from fbmr.serving.updates import Update, UpdateLog
 
 log = logging.getLogger(__name__)
 
@@ -141,20 +144,64 @@ class Hit:
     score: float
 
 
+class ReadWriteLock:
+    """Many searches at once, or one update: FAISS searches may run concurrently, but not
+    beside an `add` to the same index. A waiting update goes before new searches, so a steady
+    stream of searches cannot hold updates back."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writers = 0  # waiting or writing
+        self._write = threading.Lock()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._writers == 0)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._writers += 1
+            self._cond.wait_for(lambda: self._readers == 0)
+        # one writer at a time among themselves
+        with self._write:
+            try:
+                yield
+            finally:
+                with self._cond:
+                    self._writers -= 1
+                    self._cond.notify_all()
+
+
 class SimilarityIndex:
-    """One loaded index version: search by a query embedding of a given kind."""
+    """One loaded index version, with the live updates of its directory applied: search by a
+    query embedding of a given kind."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.meta = json.loads((path / "meta.json").read_text())
         if self.meta.get("format") != INDEX_FORMAT:
             raise ValueError(f"{path}: not an fbmr index (format {self.meta.get('format')!r})")
-        self.listings = json.loads((path / "listings.json").read_text())
-        self.columns = ListingColumns(self.listings)
+        self.listings: list[dict[str, Any]] = json.loads((path / "listings.json").read_text())
         self.indexes = {
             Kind(k): to_gpu_if_available(faiss.read_index(str(path / f"{k}.faiss")))
             for k in self.meta["kinds"]
         }
+        self.columns = ListingColumns(self.listings)
+        self.positions = {str(item["id"]): i for i, item in enumerate(self.listings)}
+        self._lock = ReadWriteLock()
+        # the updates made since this version was built, then those made while it serves
+        self.updates = UpdateLog(path.parent, start=int(self.meta.get("updates_folded", 0)))
+        self.catch_up()
 
     @property
     def version(self) -> str:
@@ -167,6 +214,40 @@ class SimilarityIndex:
         version = self.meta.get("model_version")
         return None if version is None else int(version)
 
+    def __contains__(self, listing_id: str) -> bool:
+        return listing_id in self.positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def catch_up(self) -> int:
+        """Apply the log's records not seen yet; returns how many were applied."""
+        with self._lock.writing():
+            updates = self.updates.read_new()
+            for update in updates:
+                self._apply(update)
+        return len(updates)
+
+    def _apply(self, update: Update) -> None:
+        old = self.positions.pop(update.id, None)
+        if old is not None:
+            self.columns.alive[old] = False
+        if update.op == "delete":
+            return
+        assert update.listing is not None and update.vectors is not None
+        if update.model_version != self.model_version or set(update.vectors) != set(self.indexes):
+            log.warning(
+                "update of listing %s skipped: embedded by model version %s for %s, and index "
+                "%s holds model version %s for %s",
+                update.id, update.model_version, sorted(update.vectors),
+                self.version, self.model_version, sorted(self.indexes),
+            )  # fmt: skip
+            return
+        for kind, index in self.indexes.items():
+            index.add(normalise(update.vectors[kind][None]))
+        self.listings.append(update.listing)
+        self.positions[update.id] = self.columns.append(update.listing)
+
     def search(
         self,
         kind: Kind,
@@ -174,31 +255,34 @@ class SimilarityIndex:
         k: int,
         where: ListingFilter | None = None,
     ) -> list[Hit]:
-        """The `k` listings nearest to `embedding` among those that pass `where`."""
+        """The `k` live listings nearest to `embedding` among those that pass `where`."""
         if kind not in self.indexes:
             raise KeyError(f"this index has no {kind.value} embeddings")
-        index, query, total = self.indexes[kind], normalise(embedding[None]), len(self.listings)
-        if where is None or not where.active:
-            scores, ids = index.search(query, min(k, total))
-        else:
-            allowed = self.columns.allowed(where)
-            if len(allowed) == 0:
-                return []
-            if on_gpu(index):
-                # GPU indexes take no ID selector: ask for enough candidates that k pass, then
-                # keep those
-                wanted = min(total, k * max(1, total // len(allowed)) * 2)
-                scores, ids = index.search(query, wanted)
-                passed = np.isin(ids[0], allowed)
-                scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]
+        where = where or ListingFilter()
+        with self._lock.reading():
+            # `total` counts listings deleted or replaced too: FAISS still holds their vectors
+            index, query, total = self.indexes[kind], normalise(embedding[None]), self.columns.size
+            if not where.active and self.columns.all_alive:
+                scores, ids = index.search(query, min(k, total))
             else:
-                params = search_parameters(index, allowed, total, k)
-                scores, ids = index.search(query, min(k, len(allowed)), params=params)
-        return [
-            Hit(self.listings[i], float(s))
-            for s, i in zip(scores[0], ids[0], strict=True)
-            if i >= 0
-        ]
+                allowed = self.columns.allowed(where)
+                if len(allowed) == 0:
+                    return []
+                if on_gpu(index):
+                    # GPU indexes take no ID selector: ask for enough candidates that k pass,
+                    # then keep those
+                    wanted = min(total, k * max(1, total // len(allowed)) * 2)
+                    scores, ids = index.search(query, wanted)
+                    passed = np.isin(ids[0], allowed)
+                    scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]
+                else:
+                    params = search_parameters(index, allowed, total, k)
+                    scores, ids = index.search(query, min(k, len(allowed)), params=params)
+            return [
+                Hit(self.listings[i], float(s))
+                for s, i in zip(scores[0], ids[0], strict=True)
+                if i >= 0
+            ]
 
 
 class IndexStore:
@@ -232,6 +316,12 @@ class IndexStore:
             log.info(
                 "similar-listing index %s loaded (%d listings)",
                 loaded.version,
-                len(loaded.listings),
+                len(loaded),
             )
             return True
+
+    def catch_up(self) -> int:
+        """Apply the live updates written since the last call (by any worker) to the index in
+        use; returns how many were applied."""
+        current = self.current
+        return current.catch_up() if current is not None else 0

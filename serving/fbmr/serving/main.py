@@ -22,8 +22,8 @@ from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
 from fbmr.serving.metrics import Metrics, install_middleware
 from fbmr.serving.rollout import Rollout
+from fbmr.serving.routes import listings, ops, predict, seed, similar
 from fbmr.serving.routes import models as model_routes
-from fbmr.serving.routes import ops, predict, seed, similar
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.state import FacadeState, watch_models
 
@@ -55,6 +55,7 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
             await asyncio.wait_for(asyncio.shield(state.converge()), FIRST_ROLLOUT_WAIT_S)
         watchers = [
             asyncio.create_task(watch_index(index, settings.index_poll_s)),
+            asyncio.create_task(watch_updates(index, settings.updates_poll_s)),
             asyncio.create_task(watch_models(state, settings.model_poll_s)),
         ]
         yield
@@ -71,7 +72,7 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_middleware(app, metrics, settings.max_body_bytes)
-    for module in (predict, similar, model_routes, ops, seed):
+    for module in (predict, similar, listings, model_routes, ops, seed):
         app.include_router(module.router)
     return app
 
@@ -86,3 +87,15 @@ async def watch_index(store: IndexStore, every_s: float) -> None:
             await asyncio.to_thread(store.reload)
         except (OSError, ValueError) as err:
             log.warning("index not reloaded: %s", err)
+
+
+async def watch_updates(store: IndexStore, every_s: float) -> None:
+    """Apply the listings other workers put or deleted, from the index directory's log."""
+    if every_s <= 0 or store.index_dir is None:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(store.catch_up)
+        except (OSError, ValueError) as err:
+            log.warning("listing updates not applied: %s", err)

@@ -56,6 +56,19 @@ class SimilarResponse(BaseModel):
     listings: list[SimilarListing]
 
 
+class ListingStored(BaseModel):
+    id: str
+    category: str = Field(..., description="The category given, or else the one predicted.")
+    replaced: bool = Field(..., description="Whether a listing of this id was in the index.")
+    index_version: str
+    model_version: int = Field(..., description="The exported model version that embedded it.")
+
+
+class ListingDeleted(BaseModel):
+    id: str
+    index_version: str
+
+
 class ReloadResponse(BaseModel):
     reloaded: bool
     version: str | None

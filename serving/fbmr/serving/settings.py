@@ -24,6 +24,11 @@ class FacadeSettings(BaseSettings):
     )
     index_dir: Path | None = Field(None, description="Similar-listing index (fbmr index build).")
     index_poll_s: float = Field(5.0, description="How often to look for a new index; 0: never.")
+    updates_poll_s: float = Field(
+        0.2,
+        description="How often each worker applies the listings other workers put or deleted "
+        "(PUT, DELETE /v1/listings/{id}); 0: never.",
+    )
     model_poll_s: float = Field(
         2.0,
         description="How often the rollout looks for a newer export or a pin, and reloads the "

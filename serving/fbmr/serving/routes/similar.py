@@ -7,14 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import SIMILAR_PATH, ErrorCode, Kind
 from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.filters import ListingFilter
+from fbmr.serving.index import IndexStore, SimilarityIndex
 from fbmr.serving.inputs import ListingForm, query_encoder, query_kind
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
+from fbmr.serving.settings import FacadeSettings
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
@@ -24,6 +27,33 @@ QUERY_INPUTS = {
     Kind.text: "a text only",
     Kind.combined: "a photo and a text",
 }
+
+
+def loaded_index(store: IndexStore, settings: FacadeSettings) -> SimilarityIndex:
+    """The index version in use; a request keeps it even if a new one is swapped in."""
+    index = store.current
+    if index is None:
+        raise unavailable(
+            "no similar-listing index loaded yet (fbmr index build)",
+            settings.retry_after_s,
+            ErrorCode.index_unavailable,
+        )
+    return index
+
+
+def same_embedding_space(
+    index: SimilarityIndex, artifacts: ModelArtifacts, settings: FacadeSettings
+) -> None:
+    """A 503 unless `index` holds embeddings of the model version that answered: vectors from
+    two embedding spaces are never compared or mixed."""
+    if index.model_version not in (None, artifacts.version):
+        raise unavailable(
+            f"the similar-listing index {index.version} holds embeddings of model version "
+            f"{index.model_version}, and version {artifacts.version} is now served: rebuild "
+            "the index for it (fbmr index build)",
+            settings.retry_after_s,
+            ErrorCode.index_unavailable,
+        )
 
 
 def listing_filter(
@@ -69,13 +99,7 @@ async def similar(
     if not 1 <= k <= settings.max_k:
         raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
     kind = query_kind(photo is not None, listing.given)
-    index = store.current  # this request keeps this version even if a new one is swapped in
-    if index is None:
-        raise unavailable(
-            "no similar-listing index loaded yet (fbmr index build)",
-            settings.retry_after_s,
-            ErrorCode.index_unavailable,
-        )
+    index = loaded_index(store, settings)
     if kind not in index.indexes:
         accepted = " or ".join(QUERY_INPUTS[k] for k in index.indexes)
         raise ApiError(
@@ -85,15 +109,7 @@ async def similar(
         )
     kind, encode = await query_encoder(photo, listing, settings)
     artifacts, result = await answer(state, kind, encode)
-    if index.model_version not in (None, artifacts.version):
-        # never compare vectors from two embedding spaces
-        raise unavailable(
-            f"the similar-listing index {index.version} holds embeddings of model version "
-            f"{index.model_version}, and version {artifacts.version} is now served: rebuild "
-            "the index for it (fbmr index build)",
-            settings.retry_after_s,
-            ErrorCode.index_unavailable,
-        )
+    same_embedding_space(index, artifacts, settings)
     if where.category is not None and where.category not in artifacts.labels.classes:
         raise ApiError(
             422,

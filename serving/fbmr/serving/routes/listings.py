@@ -1,0 +1,118 @@
+"""`PUT` and `DELETE /v1/listings/{id}`: listings posted and sold while the facade serves.
+
+A put listing is embedded by the model version in use, in every kind the index holds (its photo,
+its text, both), written to the index directory's update log (durably: the answer comes after
+the fsync) and added to the live index; a deleted one is never returned again. The other
+workers apply the same log within `updates_poll_s`. Nothing is written for a request that fails:
+the photo and the text are checked, and embedded, first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Form, Path, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from fbmr.core.contract import LISTING_PATH, ErrorCode, Kind
+from fbmr.core.listing import clean_field, clean_product_name
+from fbmr.serving.deps import PROTECTED, Index, Settings, State
+from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.serving.inputs import checked_text, encoder, read_photo
+from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer, prediction
+from fbmr.serving.routes.similar import loaded_index, same_embedding_space
+from fbmr.serving.schemas import ListingDeleted, ListingStored, TextQuery
+from fbmr.serving.updates import Update
+
+router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
+
+LISTING_ID = Path(..., min_length=1, max_length=200, description="The listing's id.")
+
+
+@router.put(LISTING_PATH, response_model=ListingStored)
+async def put_listing(
+    state: State,
+    settings: Settings,
+    store: Index,
+    listing_id: str = LISTING_ID,
+    photo: UploadFile | None = OPTIONAL_PHOTO,
+    name: str = Form(..., description="The listing's name, as the marketplace wrote it."),
+    description: str = Form("", description="The listing's description."),
+    category: str | None = Form(None, description="Its category; by default the predicted one."),
+    price: float | None = Form(None, ge=0, description="Its price."),
+    location: str | None = Form(None, description="Where it is, e.g. 'Leeds, West Yorkshire'."),
+) -> ListingStored:
+    """Add a listing to the similar-listing index, or replace the listing of this id; it is
+    searchable once this answers."""
+    index = loaded_index(store, settings)
+    needs_photo = Kind.image in index.indexes or Kind.combined in index.indexes
+    if needs_photo and photo is None:
+        searched = ", ".join(kind.value for kind in index.indexes)
+        raise ApiError(422, f"photo: required, since the index searches by {searched}")
+    data = await read_photo(photo, settings) if photo is not None else None
+    text = checked_text(TextQuery(name=name, description=description), settings)
+    kinds = list(index.indexes)
+    answers = await asyncio.gather(
+        *(answer(state, kind, encoder(kind, data, text, settings)) for kind in kinds)
+    )
+    artifacts = answers[0][0]
+    for other, _ in answers[1:]:
+        if other.version != artifacts.version:  # a model version switch between the calls
+            raise unavailable("the model version changed meanwhile, retry", settings.retry_after_s)
+    same_embedding_space(index, artifacts, settings)
+    if category is not None and category not in artifacts.labels.classes:
+        raise ApiError(
+            422,
+            f"category: {category!r} is not a category of model version {artifacts.version}; "
+            f"one of: {', '.join(artifacts.labels.classes)}",
+        )
+    best = answers[kinds.index(Kind.combined)] if Kind.combined in kinds else answers[0]
+    category = category or prediction(best[1].probabilities, artifacts).pred
+    listing = {
+        "id": listing_id,
+        "name": clean_product_name(name),
+        "category": category,
+        "price": price,
+        "location": clean_field(location) or None,
+    }
+    replaced = listing_id in index
+    log = index.updates
+    source = {
+        "name": name,
+        "description": description,
+        "photo": await run_in_threadpool(log.save_photo, data) if data is not None else None,
+    }
+    update = Update(
+        "put",
+        listing_id,
+        model_version=artifacts.version,
+        listing=listing,
+        source=source,
+        vectors={kind: result.embedding for kind, (_, result) in zip(kinds, answers, strict=True)},
+    )
+    await run_in_threadpool(log.append, update)
+    await run_in_threadpool(index.catch_up)
+    return ListingStored(
+        id=listing_id,
+        category=category,
+        replaced=replaced,
+        index_version=index.version,
+        model_version=artifacts.version,
+    )
+
+
+@router.delete(LISTING_PATH, response_model=ListingDeleted)
+async def delete_listing(
+    settings: Settings, store: Index, listing_id: str = LISTING_ID
+) -> ListingDeleted:
+    """Remove a listing (sold, withdrawn) from the similar-listing index; it is never returned
+    once this answers."""
+    index = loaded_index(store, settings)
+    await run_in_threadpool(index.catch_up)  # it may have been put by another worker just now
+    if listing_id not in index:
+        raise ApiError(
+            404, f"no listing {listing_id!r} in the index", code=ErrorCode.listing_not_found
+        )
+    await run_in_threadpool(index.updates.append, Update("delete", listing_id))
+    await run_in_threadpool(index.catch_up)
+    return ListingDeleted(id=listing_id, index_version=index.version)

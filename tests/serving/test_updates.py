@@ -1,0 +1,189 @@
+"""Live updates of the similar-listing index: the durable log, its replay at load, what every
+worker's copy sees, and folding the log into the next built version."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from fbmr.core.contract import Kind
+from fbmr.serving.filters import ListingFilter
+from fbmr.serving.index import IndexStore, IndexType, SimilarityIndex, save_version
+from fbmr.serving.updates import UPDATES_LOG, Update, UpdateLog, fold
+
+DIM = 16
+KINDS = (Kind.text, Kind.combined)
+MODEL_VERSION = 3
+
+
+def _listing(i: int | str, category: str = "chairs") -> dict:
+    return {
+        "id": str(i),
+        "name": f"item {i}",
+        "category": category,
+        "price": 10.0,
+        "location": None,
+    }
+
+
+def _index_dir(tmp_path, n: int = 300, kind: IndexType = IndexType.exact, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    vectors = {k: rng.normal(size=(n, DIM)).astype(np.float32) for k in KINDS}
+    index_dir = tmp_path / "index"
+    save_version(
+        index_dir, vectors, [_listing(i) for i in range(n)], {"model_version": MODEL_VERSION}, kind
+    )
+    return index_dir, vectors
+
+
+def _put(listing_id: str, vector: np.ndarray, category: str = "lamps", version=MODEL_VERSION):
+    return Update(
+        "put",
+        listing_id,
+        model_version=version,
+        listing=_listing(listing_id, category),
+        source={"name": f"item {listing_id}", "description": "", "photo": "ab12"},
+        vectors={k: vector for k in KINDS},
+    )
+
+
+def _ids(index: SimilarityIndex, vector: np.ndarray, k: int = 5, where=None) -> list[str]:
+    return [hit.listing["id"] for hit in index.search(Kind.text, vector, k, where)]
+
+
+@pytest.mark.parametrize("kind", [IndexType.exact, IndexType.hnsw, IndexType.ivf])
+def test_a_put_listing_is_found_and_a_deleted_one_never_returned(tmp_path, kind):
+    index_dir, vectors = _index_dir(tmp_path, kind=kind)
+    store = IndexStore(index_dir)
+    store.reload()
+    index = store.current
+    new = np.random.default_rng(9).normal(size=DIM).astype(np.float32)
+    log = UpdateLog(index_dir)
+    log.append(_put("new-1", new))
+    assert store.catch_up() == 1
+    assert _ids(index, new)[0] == "new-1" and len(index) == 301
+    assert _ids(index, new, 3, ListingFilter(category="lamps")) == ["new-1"]
+
+    near = _ids(index, vectors[Kind.text][7], 10)
+    assert near[0] == "7"
+    for listing_id in near[:4]:
+        log.append(Update("delete", listing_id))
+    store.catch_up()
+    after = _ids(index, vectors[Kind.text][7], 10)
+    assert len(after) == 10 and not set(after) & set(near[:4])
+    assert "7" not in index and len(index) == 297
+
+
+def test_a_put_of_a_known_id_replaces_its_vector_and_fields(tmp_path):
+    index_dir, vectors = _index_dir(tmp_path)
+    index = SimilarityIndex(index_dir / "v0001")
+    elsewhere = -vectors[Kind.text][5]
+    UpdateLog(index_dir).append(_put("5", elsewhere, category="bikes"))
+    index.catch_up()
+    assert "5" not in _ids(index, vectors[Kind.text][5], 20)
+    hits = index.search(Kind.text, elsewhere, 1)
+    assert hits[0].listing["id"] == "5" and hits[0].listing["category"] == "bikes"
+    assert len(index) == 300
+
+
+def test_every_worker_and_a_restart_see_the_same_catalogue(tmp_path):
+    index_dir, vectors = _index_dir(tmp_path)
+    workers = [SimilarityIndex(index_dir / "v0001") for _ in range(2)]
+    rng = np.random.default_rng(1)
+    added = {f"n{i}": rng.normal(size=DIM).astype(np.float32) for i in range(20)}
+    log = UpdateLog(index_dir)
+    for listing_id, vector in added.items():
+        log.append(_put(listing_id, vector))
+    for i in range(0, 300, 7):
+        log.append(Update("delete", str(i)))
+    for worker in workers:
+        worker.catch_up()
+    restarted = SimilarityIndex(index_dir / "v0001")  # replays the whole log at load
+    for index in (*workers, restarted):
+        assert len(index) == 300 + 20 - 43
+        for listing_id, vector in added.items():
+            assert _ids(index, vector, 1) == [listing_id]
+        assert "14" not in index and "15" in index
+    query = vectors[Kind.text][14]
+    assert _ids(workers[0], query, 10) == _ids(restarted, query, 10)
+
+
+def test_an_update_embedded_by_another_model_version_is_never_mixed_in(tmp_path):
+    index_dir, _ = _index_dir(tmp_path)
+    index = SimilarityIndex(index_dir / "v0001")
+    vector = np.ones(DIM, np.float32)
+    UpdateLog(index_dir).append(_put("stale", vector, version=MODEL_VERSION + 1))
+    index.catch_up()
+    assert "stale" not in index and "stale" not in _ids(index, vector, 10)
+
+
+def test_a_record_being_written_is_read_only_once_complete(tmp_path):
+    index_dir, _ = _index_dir(tmp_path)
+    index = SimilarityIndex(index_dir / "v0001")
+    line = _put("torn", np.ones(DIM, np.float32)).to_json()
+    with open(index_dir / UPDATES_LOG, "a") as file:
+        file.write(line[:40])
+        file.flush()
+        assert index.catch_up() == 0
+        file.write(line[40:] + "\n")
+    assert index.catch_up() == 1 and "torn" in index
+
+
+def test_the_log_folds_into_the_next_built_version_which_replays_only_the_rest(tmp_path):
+    index_dir, vectors = _index_dir(tmp_path)
+    log = UpdateLog(index_dir)
+    log.append(_put("new-1", np.ones(DIM, np.float32)))
+    log.append(Update("delete", "0"))
+    log.append(_put("1", np.ones(DIM, np.float32), category="bikes"))
+    catalogue = [
+        {"product_id": str(i), "product_name": f"item {i}", "label": "chairs"} for i in range(3)
+    ]
+    rows, folded = fold(catalogue, index_dir)
+    by_id = {row["product_id"]: row for row in rows}
+    assert set(by_id) == {"1", "2", "new-1"} and folded == log.end()
+    assert by_id["1"]["label"] == "bikes"
+    assert by_id["new-1"]["photo"] == str(index_dir / "photos" / "ab12")
+
+    # a put after the fold is replayed by the version built from it; those before are not
+    late = np.random.default_rng(5).normal(size=DIM).astype(np.float32)
+    log.append(_put("late", late))
+    rebuilt = {k: v[:2] for k, v in vectors.items()}
+    save_version(
+        index_dir, rebuilt, [_listing(0), _listing(1)],
+        {"model_version": MODEL_VERSION, "updates_folded": folded},
+    )  # fmt: skip
+    second = SimilarityIndex(index_dir / "v0002")
+    assert len(second) == 3 and "late" in second and "new-1" not in second and "0" in second
+
+
+def test_searches_run_beside_a_stream_of_updates(tmp_path):
+    index_dir, vectors = _index_dir(tmp_path, n=500, kind=IndexType.hnsw)
+    index = SimilarityIndex(index_dir / "v0001")
+    log = UpdateLog(index_dir)
+    rng = np.random.default_rng(2)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def search() -> None:
+        try:
+            while not stop.is_set():
+                hits = index.search(Kind.text, vectors[Kind.text][3], 5)
+                assert len(hits) == 5
+        except BaseException as err:  # reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for i in range(200):
+        log.append(_put(f"s{i}", rng.normal(size=DIM).astype(np.float32)))
+        if i % 10 == 0:
+            log.append(Update("delete", str(i)))
+        index.catch_up()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert len(index) == 700 - 20
