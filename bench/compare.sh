@@ -53,14 +53,14 @@ DATA="${DATA:-$(py -c 'import json, sys; print(json.load(open(sys.argv[1]))["dat
 if [ -z "${REPO:-}" ]; then
   REPO="$OUT/model_repository"
   step "export $RUN ($TARGET target) -> $REPO"
-  fbmr export "$RUN" --repo "$REPO" --target "$TARGET" --no-progress > "$OUT/export.log" 2>&1 ||
+  fbmr export --run "$RUN" --repo "$REPO" --target "$TARGET" --no-progress > "$OUT/export.log" 2>&1 ||
     { tail -20 "$OUT/export.log"; exit 1; }
 fi
 if [ "$INT8" = 1 ] && [ -z "${REPO_INT8:-}" ]; then
   REPO_INT8="$OUT/model_repository_int8"
   step "export $RUN (cpu target, INT8) -> $REPO_INT8"
   # shellcheck disable=SC2086  # INT8_EXPORT_ARGS is a list of options
-  fbmr export "$RUN" --repo "$REPO_INT8" --target cpu --precision int8 ${INT8_EXPORT_ARGS:-} \
+  fbmr export --run "$RUN" --repo "$REPO_INT8" --target cpu --precision int8 ${INT8_EXPORT_ARGS:-} \
     --no-progress > "$OUT/export-int8.log" 2>&1 || { tail -20 "$OUT/export-int8.log"; exit 1; }
 fi
 printf 'run=%s\nrepo=%s\nrepo_int8=%s\ndata=%s\ntarget=%s\nduration=%s\nwarmup=%s\n' \

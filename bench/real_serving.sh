@@ -11,7 +11,7 @@ py() { bash scripts/uv.sh run --frozen python "$@"; }
 timed() { local start=$SECONDS; "$@"; echo "== $* took $((SECONDS - start)) s"; }
 
 [ -d "$OUT/model_repository/product_classifier" ] ||
-  timed fbmr export "$OUT/run" --repo "$OUT/model_repository" --target cpu --no-progress
+  timed fbmr export --run "$OUT/run" --repo "$OUT/model_repository" --target cpu --no-progress
 .venv/bin/fbmr serve --with-triton --repo "$OUT/model_repository" --index-dir "$OUT/index" \
   --port 18080 --triton-grpc-port 18001 --triton-http-port 18000 --triton-metrics-port 18002 \
   > "$OUT/serve.log" 2>&1 &

@@ -26,7 +26,7 @@ fbmr data prepare "$DEMO_DIR/seed" --out "$DEMO_DIR/prepared" --image-size 128
 echo "== 3. train word2vec, image, text and fusion models (tiny settings) -> $DEMO_DIR/run"
 fbmr train all --data "$DEMO_DIR/prepared" --run "$DEMO_DIR/run" --preset tiny --no-progress
 echo "== 4. export to ONNX (parity-checked) and a Triton model repository -> $DEMO_DIR/model_repository"
-fbmr export "$DEMO_DIR/run" --repo "$DEMO_DIR/model_repository" --target cpu --no-progress
+fbmr export --run "$DEMO_DIR/run" --repo "$DEMO_DIR/model_repository" --target cpu --no-progress
 echo "== 5. tritonserver and the facade on 127.0.0.1 (fbmr serve --with-triton)"
 .venv/bin/fbmr serve --with-triton --repo "$DEMO_DIR/model_repository" --index-dir "$DEMO_DIR/index" \
   --port "$FACADE_PORT" --triton-grpc-port "$TRITON_GRPC_PORT" \
