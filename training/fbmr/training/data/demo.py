@@ -24,12 +24,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from fbmr.core.datasets import PHOTOS, SEED_IMAGES, SEED_PRODUCTS, photo_file
+from fbmr.training.data.settings import DemoSettings
+
 RGB = tuple[int, int, int]
+Pixels = np.ndarray[Any, np.dtype[Any]]  # a photo's (height, width, 3) values, as floats
 
 DEMO_CATEGORIES: tuple[str, ...] = (
     "Appliances",
@@ -274,10 +279,10 @@ class _Photo:
 
 def generate_demo(
     out: Path,
-    products_per_category: int = 24,
-    image_size: int = 128,
-    seed: int = 0,
-    hard_fraction: float = 0.1,
+    products_per_category: int = DemoSettings.products_per_category,
+    image_size: int = DemoSettings.image_size,
+    seed: int = DemoSettings.seed,
+    hard_fraction: float = DemoSettings.hard_fraction,
     progress: bool = True,
 ) -> DemoSummary:
     """Write demo `Products.csv`, `Images.csv` and `images/` into `out` (new or empty).
@@ -287,7 +292,7 @@ def generate_demo(
     listings have a photo or (never both) a text drawn from another category.
     Raises FileExistsError if `out` holds anything, ValueError for out-of-range arguments.
     """
-    _validate(products_per_category, image_size, hard_fraction)
+    DemoSettings(products_per_category, image_size, seed, hard_fraction)  # checks them
     out = Path(out)
     _prepare_out(out)
     start = time.perf_counter()
@@ -295,24 +300,12 @@ def generate_demo(
     products = _plan_products(rnd, products_per_category, hard_fraction)
     photos = _plan_photos(rnd, products)
     rows = _with_duplicate(rnd, products)
-    _write_products_csv(out / "Products.csv", rows)
-    _write_images_csv(out / "Images.csv", photos)
+    _write_products_csv(out / SEED_PRODUCTS, rows)
+    _write_images_csv(out / SEED_IMAGES, photos)
     pixels = np.random.default_rng(seed)
     for photo in tqdm(photos, desc="demo photos", unit="photo", disable=not progress):
-        _write_photo(out / "images" / f"{photo.id}.jpg", photo, image_size, pixels)
+        _write_photo(out / photo_file(photo.id), photo, image_size, pixels)
     return DemoSummary(out, len(rows), len(photos), time.perf_counter() - start)
-
-
-def _validate(products_per_category: int, image_size: int, hard_fraction: float) -> None:
-    if products_per_category < 3:
-        raise ValueError(
-            f"products_per_category must be at least 3 (got {products_per_category}): "
-            "every quirk and both halves of a split need listings"
-        )
-    if not 32 <= image_size <= 1024:
-        raise ValueError(f"image_size must be between 32 and 1024 pixels (got {image_size})")
-    if not 0 <= hard_fraction <= 0.5:
-        raise ValueError(f"hard_fraction must be between 0 and 0.5 (got {hard_fraction})")
 
 
 def _prepare_out(out: Path) -> None:
@@ -321,7 +314,7 @@ def _prepare_out(out: Path) -> None:
             f"{out} already exists and is not an empty folder; "
             "the demo never overwrites: pass a new or empty folder"
         )
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / PHOTOS).mkdir(parents=True, exist_ok=True)
 
 
 def _uuid(rnd: random.Random) -> str:
@@ -517,7 +510,8 @@ def _write_images_csv(path: Path, photos: Sequence[_Photo]) -> None:
 
 # --- photos -------------------------------------------------------------------------------
 
-_Drawer = Callable[[ImageDraw.ImageDraw, np.random.Generator, int, int, list[RGB]], None]
+Colours = Sequence[RGB]
+_Drawer = Callable[[ImageDraw.ImageDraw, np.random.Generator, int, int, Colours], None]
 
 
 def _write_photo(path: Path, photo: _Photo, size: int, rng: np.random.Generator) -> None:
@@ -569,7 +563,7 @@ def _render(look: _Look, rng: np.random.Generator, width: int, height: int) -> I
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _jitter(rng: np.random.Generator, colour: RGB, shift: np.ndarray) -> RGB:
+def _jitter(rng: np.random.Generator, colour: RGB, shift: Pixels) -> RGB:
     r, g, b = np.clip(np.array(colour) + shift + rng.integers(-10, 11, 3), 0, 255)
     return int(r), int(g), int(b)
 
@@ -592,7 +586,11 @@ def _radial(radii: Sequence[float]) -> list[tuple[float, float]]:
 
 
 def _scattered(
-    rng: np.random.Generator, width: int, height: int, count: tuple[int, int], scale: tuple
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    count: tuple[int, int],
+    scale: tuple[float, float],
 ) -> list[tuple[float, float, float, float]]:
     """Random (x, y, radius, angle) placements."""
     m = min(width, height)
@@ -608,25 +606,37 @@ def _scattered(
 
 
 def _polygons(sides: int) -> _Drawer:
-    def draw_polygons(draw, rng, width, height, colours):
+    def draw_polygons(
+        draw: ImageDraw.ImageDraw,
+        rng: np.random.Generator,
+        width: int,
+        height: int,
+        colours: Colours,
+    ) -> None:
         for x, y, r, angle in _scattered(rng, width, height, (3, 6), (0.1, 0.25)):
             draw.polygon(_rotated(x, y, _radial([r] * sides), angle), fill=_pick(rng, colours))
 
     return draw_polygons
 
 
-def _circles(draw, rng, width, height, colours):
+def _circles(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     for x, y, r, _ in _scattered(rng, width, height, (3, 7), (0.08, 0.22)):
         draw.ellipse((x - r, y - r, x + r, y + r), fill=_pick(rng, colours))
 
 
-def _rings(draw, rng, width, height, colours):
+def _rings(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     for x, y, r, _ in _scattered(rng, width, height, (2, 5), (0.15, 0.3)):
         thickness = max(2, round(r * rng.uniform(0.15, 0.3)))
         draw.ellipse((x - r, y - r, x + r, y + r), outline=_pick(rng, colours), width=thickness)
 
 
-def _crosses(draw, rng, width, height, colours):
+def _crosses(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (2, 5), (0.12, 0.25)):
         a = r * 0.3
         arm = [(a, -a), (a, -r), (-a, -r), (-a, -a), (-r, -a), (-r, a),
@@ -634,13 +644,17 @@ def _crosses(draw, rng, width, height, colours):
         draw.polygon(_rotated(x, y, arm, angle), fill=_pick(rng, colours))
 
 
-def _star(draw, rng, width, height, colours):
+def _star(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (1, 3), (0.22, 0.4)):
         points = _radial([r, r * 0.4] * 5)
         draw.polygon(_rotated(x, y, points, angle), fill=_pick(rng, colours))
 
 
-def _ellipses(draw, rng, width, height, colours):
+def _ellipses(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (1, 4), (0.2, 0.4)):
         squash = rng.uniform(0.35, 0.6)
         outline = [(r * math.cos(t), squash * r * math.sin(t)) for t in np.linspace(0, 6.28, 36)]
@@ -652,7 +666,13 @@ def _stripes(
 ) -> _Drawer:
     """Parallel lines at one of `angles` degrees (± jitter), alternating the two colours."""
 
-    def draw_stripes(draw, rng, width, height, colours):
+    def draw_stripes(
+        draw: ImageDraw.ImageDraw,
+        rng: np.random.Generator,
+        width: int,
+        height: int,
+        colours: Colours,
+    ) -> None:
         step = min(width, height) * rng.uniform(*period)
         thickness = max(1, round(step * rng.uniform(*fill)))
         tilt = math.radians(rng.choice(angles) + rng.uniform(-12, 12))
@@ -669,7 +689,9 @@ def _stripes(
     return draw_stripes
 
 
-def _checkerboard(draw, rng, width, height, colours):
+def _checkerboard(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     cell = min(width, height) * rng.uniform(0.08, 0.16)
     x0, y0 = width * rng.uniform(0, 0.3), height * rng.uniform(0, 0.3)
     x1, y1 = width * rng.uniform(0.7, 1), height * rng.uniform(0.7, 1)
@@ -679,7 +701,9 @@ def _checkerboard(draw, rng, width, height, colours):
             draw.rectangle((left, top, left + cell, top + cell), fill=colours[(i + j) % 2])
 
 
-def _dots(draw, rng, width, height, colours):
+def _dots(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     spacing = min(width, height) * rng.uniform(0.1, 0.18)
     r = spacing * rng.uniform(0.2, 0.35)
     ox, oy = rng.uniform(0, spacing, 2)
@@ -689,7 +713,9 @@ def _dots(draw, rng, width, height, colours):
             draw.ellipse((x - r, y - r, x + r, y + r), fill=colours[j % 2])
 
 
-def _concentric(draw, rng, width, height, colours):
+def _concentric(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
+) -> None:
     x, y = width * rng.uniform(0.3, 0.7), height * rng.uniform(0.3, 0.7)
     angle = rng.uniform(-0.3, 0.3)
     step = min(width, height) * rng.uniform(0.06, 0.1)
@@ -729,39 +755,40 @@ def _distractors(
             draw.rectangle((x - r, y - r / 2, x + r, y + r / 2), fill=colour)
 
 
-def _grain(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return pixels + 14.0 * rng.standard_normal(pixels.shape, dtype=np.float32)
+def _grain(pixels: Pixels, rng: np.random.Generator) -> Pixels:
+    return np.asarray(pixels + 14.0 * rng.standard_normal(pixels.shape, dtype=np.float32))
 
 
-def _blotchy(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _blotchy(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     height, width, _ = pixels.shape
     cells = rng.normal(0.0, 22.0, (6, 6, 1))
-    return pixels + cells[np.arange(height) * 6 // height][:, np.arange(width) * 6 // width]
+    rows, columns = np.arange(height) * 6 // height, np.arange(width) * 6 // width
+    return np.asarray(pixels + cells[rows][:, columns])
 
 
-def _scanlines(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _scanlines(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     period = int(rng.integers(2, 5))
     dark = (np.arange(pixels.shape[0]) % period == 0)[:, None, None]
-    return pixels * np.where(dark, 0.72, 1.0)
+    return np.asarray(pixels * np.where(dark, 0.72, 1.0))
 
 
-def _vignette(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _vignette(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     height, width, _ = pixels.shape
     yy, xx = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j]
     strength = rng.uniform(0.2, 0.35)
-    return pixels * (1.0 - strength * (xx**2 + yy**2))[..., None]
+    return np.asarray(pixels * (1.0 - strength * (xx**2 + yy**2))[..., None])
 
 
-def _gradient(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _gradient(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     height, width, _ = pixels.shape
     yy, xx = np.mgrid[0 : 1 : height * 1j, 0 : 1 : width * 1j]
     angle = rng.uniform(0, 2 * math.pi)
     ramp = math.cos(angle) * xx + math.sin(angle) * yy
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
-    return pixels * (0.75 + 0.4 * ramp)[..., None]
+    return np.asarray(pixels * (0.75 + 0.4 * ramp)[..., None])
 
 
-_TEXTURES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+_TEXTURES: dict[str, Callable[[Pixels, np.random.Generator], Pixels]] = {
     "grain": _grain,
     "blotchy": _blotchy,
     "scanlines": _scanlines,
