@@ -116,8 +116,8 @@ serve() {  # REPO LOG [fbmr serve options]: the facade and its Triton on 127.0.0
 step "2. Triton + the facade on 127.0.0.1"
 serve "$REPO" "$OUT/facade.log" --index-dir "$OUT/index"
 step "   similar-listing index of the $INDEX_SPLITS listings (combined embeddings)"
-fbmr index build "$DATA" --out "$OUT/index" --triton-url "127.0.0.1:$TRITON_GRPC" --repo "$REPO" \
-  --splits "$INDEX_SPLITS" --kind combined --no-progress > "$OUT/index.log" 2>&1 ||
+fbmr index build --data "$DATA" --out "$OUT/index" --triton-url "127.0.0.1:$TRITON_GRPC" \
+  --repo "$REPO" --splits "$INDEX_SPLITS" --kind combined --no-progress > "$OUT/index.log" 2>&1 ||
   { tail -20 "$OUT/index.log"; exit 1; }
 fbmr index reload --url "$FACADE" > /dev/null
 wait_for "$FACADE/readyz" "${pids[-1]}" "$OUT/facade.log"

@@ -23,7 +23,7 @@ for _ in $(seq 300); do
   sleep 1
 done
 [ -f "$OUT/index/CURRENT" ] ||
-  timed fbmr index build "$OUT/prepared" --out "$OUT/index" --triton-url 127.0.0.1:18001 \
+  timed fbmr index build --data "$OUT/prepared" --out "$OUT/index" --triton-url 127.0.0.1:18001 \
     --repo "$OUT/model_repository" --splits train,val --kind combined --no-progress
 fbmr index reload --url http://127.0.0.1:18080
 timed py bench/similar_share.py --url http://127.0.0.1:18080 --data "$OUT/prepared" \

@@ -40,8 +40,9 @@ for _ in $(seq 180); do
   sleep 1
 done
 echo "== 6. the catalogue (train + val listings) embedded through Triton into a FAISS index"
-fbmr index build "$DEMO_DIR/prepared" --out "$DEMO_DIR/index" --triton-url "127.0.0.1:$TRITON_GRPC_PORT" \
-  --repo "$DEMO_DIR/model_repository" --splits train,val --no-progress
+fbmr index build --data "$DEMO_DIR/prepared" --out "$DEMO_DIR/index" \
+  --triton-url "127.0.0.1:$TRITON_GRPC_PORT" --repo "$DEMO_DIR/model_repository" \
+  --splits train,val --no-progress
 fbmr index reload --url "$FACADE"
 echo "== 7. requests to the facade (a test-split listing the index has not seen)"
 bash scripts/uv.sh run --frozen python scripts/demo_requests.py "$FACADE" "$DEMO_DIR/prepared"

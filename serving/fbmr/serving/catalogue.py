@@ -5,7 +5,7 @@ command first). Each listing is embedded with its first photo and its text, thro
 preprocessing and ensembles the facade uses for queries.
 
 The embedding itself is the client library's direct scorer (`fbmr.client.batch.TritonScorer`,
-what `fbmr score --triton` runs): whole batches per call, pinned to the exported version the
+what `fbmr score --triton-url` runs): whole batches per call, pinned to the exported version the
 index records, Triton's transient errors retried with back-off for up to two minutes, so a
 Triton restart delays a catalogue-wide build instead of ending it. It needs fbmr-client
 (`fbmr-serving[client]`), which the facade itself does not.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from fbmr.core.cli import RepoOption, fail
 from fbmr.core.contract import (
     DEFAULT_MODEL_REPOSITORY,
     LOCALHOST,
@@ -39,7 +40,7 @@ def _state_path(grpc_port: int) -> Path:
 
 @app.command()
 def start(
-    repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="Triton model repository."),
+    repo: RepoOption = DEFAULT_MODEL_REPOSITORY,
     host: str = typer.Option(LOCALHOST, help=HOST_HELP),
     http_port: int = typer.Option(TRITON_HTTP_PORT),
     grpc_port: int = typer.Option(TRITON_GRPC_PORT),
@@ -67,8 +68,7 @@ def start(
     try:
         server = LocalTriton(repo, ports, log).start(timeout, detach=True)
     except TritonError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        fail(str(err))
     state.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "pid": server.pid,
@@ -146,8 +146,7 @@ def _supervise(triton: LocalTriton, timeout: float) -> None:
     try:
         supervisor = TritonSupervisor(triton, start_timeout_s=timeout).start()
     except TritonError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        fail(str(err))
     typer.echo(f"tritonserver on {triton.ports.grpc_url} (pid {triton.pid}); Ctrl-C stops it")
     try:
         while not stop.wait(1.0):
