@@ -13,16 +13,21 @@ demo, the training pipeline and the tests with no download. `generate_demo` writ
 
 The same seed gives byte-identical files; only `random.Random(seed)` and
 `numpy.random.default_rng(seed)` are used, never global random state.
+
+The categories (their words, price ranges and looks), the shared words, the sellers' boilerplate
+and the towns are data, in `demo_vocabulary.toml` beside this module.
 """
 
 import io
 import math
 import random
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +40,6 @@ from fbmr.training.data.settings import DemoSettings
 
 RGB = tuple[int, int, int]
 Pixels = np.ndarray[Any, np.dtype[Any]]  # a photo's (height, width, 3) values, as floats
-
-DEMO_CATEGORIES: tuple[str, ...] = (
-    "Appliances",
-    "Baby & Kids Stuff",
-    "Clothes, Footwear & Accessories",
-    "Computers & Software",
-    "DIY Tools & Materials",
-    "Health & Beauty",
-    "Home & Garden",
-    "Music, Films, Books & Games",
-    "Office Furniture & Equipment",
-    "Other Goods",
-    "Phones, Mobile Phones & Telecoms",
-    "Sports, Leisure & Travel",
-    "Video Games & Consoles",
-)
 
 
 @dataclass(frozen=True)
@@ -82,165 +71,42 @@ class _Category:
     look: _Look
 
 
-# fmt: off
-_TABLE: tuple[_Category, ...] = (
-    _Category(
-        "Appliances",
-        ("Kitchen Appliances / Fridges & Freezers", "Kitchen Appliances / Washing Machines",
-         "Small Appliances"),
-        ("fridge", "freezer", "washing", "machine", "dryer", "tumble", "oven", "kettle",
-         "microwave", "toaster", "dishwasher", "cooker", "hob", "hoover", "vacuum", "blender",
-         "integrated", "freestanding", "spin", "defrost", "bosch", "hotpoint"),
-        (10, 600),
-        _Look((235, 236, 240), ((70, 130, 180), (200, 60, 50)), "squares", "gradient"),
-    ),
-    _Category(
-        "Baby & Kids Stuff",
-        ("Prams & Strollers", "Toys / Outdoor Toys", "Nursery & Children's Furniture"),
-        ("pram", "pushchair", "buggy", "cot", "stroller", "nappy", "toddler", "baby", "toys",
-         "lego", "playmat", "bouncer", "carseat", "isofix", "nursery", "infant", "months",
-         "changing", "bottle", "steriliser", "teddy", "doll"),
-        (2, 150),
-        _Look((250, 190, 215), ((120, 200, 230), (255, 226, 110)), "circles", "blotchy"),
-    ),
-    _Category(
-        "Clothes, Footwear & Accessories",
-        ("Women's Clothing / Dresses", "Men's Clothing / Coats & Jackets",
-         "Shoes, Boots & Trainers"),
-        ("dress", "jacket", "coat", "jeans", "shirt", "shoes", "trainers", "heels", "size",
-         "womens", "mens", "leather", "wool", "handbag", "scarf", "necklace", "watch",
-         "designer", "nike", "worn", "hoodie", "skirt"),
-        (2, 120),
-        _Look((150, 30, 100), ((230, 180, 60), (60, 20, 50)), "vstripes", "grain"),
-    ),
-    _Category(
-        "Computers & Software",
-        ("Laptops", "Computers & Accessories / Monitors", "Software"),
-        ("laptop", "computer", "monitor", "mouse", "windows", "ram", "ssd", "processor",
-         "intel", "graphics", "card", "macbook", "software", "usb", "hdmi", "desktop", "tower",
-         "router", "dell", "lenovo", "ghz", "webcam"),
-        (20, 1500),
-        _Look((20, 50, 100), ((0, 200, 220), (150, 150, 160)), "dots", "scanlines"),
-    ),
-    _Category(
-        "DIY Tools & Materials",
-        ("Power Tools", "Hand Tools", "Building Materials / Timber, Tiles & Bricks"),
-        ("drill", "saw", "hammer", "screwdriver", "cordless", "battery", "makita", "dewalt",
-         "timber", "plywood", "tiles", "paint", "ladder", "workbench", "spanner", "sander",
-         "grinder", "nails", "screws", "plasterboard", "toolbox", "mitre"),
-        (5, 400),
-        _Look((230, 130, 20), ((245, 215, 0), (60, 60, 60)), "diagonals", "grain"),
-    ),
-    _Category(
-        "Health & Beauty",
-        ("Fragrances", "Make Up & Cosmetics", "Hair Care & Styling / Dryers, Straighteners"),
-        ("perfume", "makeup", "lipstick", "moisturiser", "shampoo", "hair", "straighteners",
-         "nail", "polish", "skincare", "serum", "fragrance", "massage", "eyeshadow", "palette",
-         "beauty", "cream", "spa", "salon", "wax", "tweezers", "lotion"),
-        (2, 80),
-        _Look((190, 150, 240), ((230, 110, 200), (250, 250, 250)), "ellipse", "vignette"),
-    ),
-    _Category(
-        "Home & Garden",
-        ("Dining, Living Room Furniture / Tables", "Garden & Patio / Plants, Pots & Ornaments",
-         "Bedroom Furniture"),
-        ("sofa", "table", "wardrobe", "bed", "mattress", "drawers", "lamp", "rug", "curtains",
-         "cushions", "shelf", "bookcase", "dining", "furniture", "oak", "pine", "plant", "pots",
-         "lawnmower", "shed", "patio", "ornaments"),
-        (5, 2000),
-        _Look((60, 150, 50), ((150, 100, 60), (240, 230, 200)), "triangles", "blotchy"),
-    ),
-    _Category(
-        "Music, Films, Books & Games",
-        ("Musical Instruments / Guitars", "CDs, DVDs & Blu-ray", "Books, Comics & Magazines"),
-        ("guitar", "piano", "vinyl", "records", "dvd", "bluray", "cd", "album", "novel",
-         "paperback", "hardback", "author", "film", "drum", "amp", "violin", "ukulele",
-         "series", "boxset", "edition", "songs", "fiction"),
-        (1, 60),
-        _Look((100, 15, 15), ((220, 200, 150), (40, 10, 10)), "hstripes", "vignette"),
-    ),
-    _Category(
-        "Office Furniture & Equipment",
-        ("Office Chairs", "Printers, Scanners & Shredders", "Desks & Workstations"),
-        ("filing", "stationery", "shredder", "whiteboard", "laminator", "projector", "swivel",
-         "ergonomic", "office", "meeting", "conference", "paper", "ink", "cartridges",
-         "staples", "pedestal", "partition", "reception", "calculator", "binders", "folders",
-         "scanner"),
-        (10, 900),
-        _Look((140, 140, 135), ((40, 60, 90), (205, 205, 190)), "concentric", "gradient"),
-    ),
-    _Category(
-        "Other Goods",
-        ("Collectables", "Wedding & Party / Decorations", "Job Lots"),
-        ("job", "lot", "antique", "collectable", "coins", "stamps", "tickets", "pallet",
-         "crafts", "fabric", "candles", "wedding", "party", "decorations", "christmas",
-         "hamper", "bundle", "gift", "memorabilia", "figurines", "sewing", "assorted"),
-        (1, 500),
-        _Look((150, 125, 60), ((120, 70, 30), (90, 160, 160)), "crosses", "blotchy"),
-    ),
-    _Category(
-        "Phones, Mobile Phones & Telecoms",
-        ("Mobile Phones / Apple iPhone", "Mobile Phones / Samsung",
-         "Accessories / Cases, Covers & Skins"),
-        ("iphone", "samsung", "galaxy", "unlocked", "network", "sim", "pixel", "huawei",
-         "android", "case", "protector", "gb", "storage", "mobile", "phone", "smartwatch",
-         "airpods", "earbuds", "vodafone", "landline", "handset", "cracked"),
-        (10, 1200),
-        _Look((15, 15, 20), ((185, 185, 205), (50, 120, 240)), "rings", "vignette"),
-    ),
-    _Category(
-        "Sports, Leisure & Travel",
-        ("Bicycles / Mountain Bikes", "Camping & Hiking", "Fitness & Gym Equipment"),
-        ("tent", "camping", "golf", "clubs", "football", "tennis", "racket", "treadmill",
-         "weights", "dumbbells", "gym", "fishing", "rod", "reel", "kayak", "paddle", "helmet",
-         "skis", "wetsuit", "rucksack", "suitcase", "yoga"),
-        (5, 1500),
-        _Look((40, 140, 230), ((250, 250, 250), (240, 90, 30)), "star", "grain"),
-    ),
-    _Category(
-        "Video Games & Consoles",
-        ("Consoles", "Games", "Accessories / Controllers & Headsets"),
-        ("playstation", "ps4", "ps5", "xbox", "nintendo", "switch", "console", "controller",
-         "joypad", "wii", "sega", "retro", "cartridge", "disc", "fifa", "mario", "pokemon",
-         "zelda", "multiplayer", "gamepad", "handheld", "gameboy"),
-        (5, 500),
-        _Look((20, 130, 130), ((250, 230, 40), (200, 40, 150)), "checkerboard", "scanlines"),
-    ),
-)
+def _vocabulary() -> dict[str, Any]:
+    """The demo's words, towns and category looks: data, kept in demo_vocabulary.toml."""
+    data = resources.files("fbmr.training.data").joinpath("demo_vocabulary.toml")
+    return tomllib.loads(data.read_text(encoding="utf-8"))
 
-# Words that two or three related categories share, so that text alone is not decisive.
+
+def _rgb(values: Sequence[int]) -> RGB:
+    red, green, blue = values
+    return red, green, blue
+
+
+_VOCABULARY = _vocabulary()
+_TABLE: tuple[_Category, ...] = tuple(
+    _Category(
+        c["name"],
+        tuple(c["subcategories"]),
+        tuple(c["words"]),
+        (c["price"][0], c["price"][1]),
+        _Look(
+            _rgb(c["background"]),
+            (_rgb(c["foreground"][0]), _rgb(c["foreground"][1])),
+            c["shape"],
+            c["texture"],
+        ),
+    )
+    for c in _VOCABULARY["category"]
+)
+DEMO_CATEGORIES: tuple[str, ...] = tuple(c.name for c in _TABLE)
 _SHARED_WORDS: dict[str, tuple[int, ...]] = {
-    "screen": (3, 10, 12), "cable": (3, 12), "charger": (3, 10), "keyboard": (3, 7),
-    "printer": (3, 8), "kitchen": (0, 6), "electric": (0, 4), "dryer": (0, 5),
-    "chair": (1, 8), "kids": (1, 2), "bike": (1, 11), "books": (1, 7), "bag": (2, 11),
-    "boots": (2, 11), "mirror": (5, 6), "brush": (4, 5), "garden": (4, 6), "desk": (6, 8),
-    "games": (7, 12), "vintage": (7, 9), "headphones": (7, 10), "toner": (5, 8),
+    word: tuple(owners) for word, owners in _VOCABULARY["shared_words"].items()
 }
-
-# Seller boilerplate that every category uses.
-_FILLER = (
-    "condition", "collection", "only", "used", "good", "working", "great", "cash", "pick",
-    "up", "excellent", "very", "item", "sale", "offers", "please", "message", "smoke", "free",
-    "home", "pet", "no", "time", "wasters", "bargain", "new", "brand", "barely", "original",
-    "box", "local", "delivery", "can", "price", "firm", "quick", "clean", "fully", "order",
-    "still", "like", "the", "and", "with", "in", "for",
+_FILLER: tuple[str, ...] = tuple(_VOCABULARY["filler"])
+_TITLE_ADJECTIVES: tuple[str, ...] = tuple(_VOCABULARY["title_adjectives"])
+_PLACES: tuple[tuple[str, str], ...] = tuple(
+    (town, county) for town, county in _VOCABULARY["places"]
 )
-
-_TITLE_ADJECTIVES = (
-    "Vintage", "Large", "Small", "Brand New", "Used", "Quality", "Boxed", "Immaculate",
-    "Black", "White", "Grey", "Kids", "Set of",
-)
-
-_PLACES: tuple[tuple[str, str], ...] = (
-    ("Reading", "Berkshire"), ("Guildford", "Surrey"), ("Bath", "Somerset"),
-    ("York", "North Yorkshire"), ("Leeds", "West Yorkshire"), ("Norwich", "Norfolk"),
-    ("Exeter", "Devon"), ("Truro", "Cornwall"), ("Oxford", "Oxfordshire"),
-    ("Cambridge", "Cambridgeshire"), ("Chester", "Cheshire"), ("Lancaster", "Lancashire"),
-    ("Inverness", "Highland"), ("Perth", "Perth and Kinross"), ("Cardiff", "South Glamorgan"),
-    ("Durham", "County Durham"), ("Derby", "Derbyshire"), ("Lincoln", "Lincolnshire"),
-    ("Ipswich", "Suffolk"), ("Brighton", "East Sussex"), ("Belfast", "County Antrim"),
-)
-# fmt: on
 
 _INCHES = (5, 7, 10, 13, 15, 24, 27, 32, 42, 55)
 _PRODUCTS_HEADER = ",id,product_name,category,product_description,price,location\n"
