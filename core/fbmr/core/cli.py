@@ -26,7 +26,8 @@ from fbmr.core.contract import API_KEY_ENV
 
 ENTRY_POINT_GROUP = "fbmr.cli"
 # A refusal or failure the user can act on (bad input, a missing file, a gate not passed), in
-# every command; 2 stays click's own usage error (an unknown option, a bad value).
+# every command; 2 stays click's own usage error (an unknown option, a bad value or a bad
+# combination of options).
 USER_ERROR = 1
 
 RunOption = Annotated[

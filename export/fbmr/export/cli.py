@@ -60,7 +60,7 @@ def export(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("fbmr").setLevel(logging.INFO)
     if not (run / "fusion" / "best.pt").is_file():
-        raise typer.BadParameter(f"{run} has no trained fusion stage; run `fbmr train` first")
+        fail(f"{run} has no trained fusion stage; run `fbmr train` first")
     if precision is Precision.int8 and target is not Target.cpu:
         raise typer.BadParameter(
             "--precision int8 is for the cpu target; on GPU use --tensorrt-fp16 (docs/results.md)"

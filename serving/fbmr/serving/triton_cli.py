@@ -63,7 +63,7 @@ def start(
 
     state = _state_path(grpc_port)
     if state.is_file() and alive(json.loads(state.read_text())["pid"]):
-        raise typer.BadParameter(f"a tritonserver started by fbmr already uses port {grpc_port}")
+        fail(f"a tritonserver started by fbmr already uses port {grpc_port}")
     ports = TritonPorts(host, http_port, grpc_port, metrics_port)
     try:
         server = LocalTriton(repo, ports, log).start(timeout, detach=True)
