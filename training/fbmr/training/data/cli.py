@@ -22,7 +22,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-OutOption = typer.Option(..., "--out", help="Folder to write (atomically).")
 PREPARE = OptionGroup(PrepareSettings, {
     "image_size": "Side of the stored square photos, in pixels.",
     "val_ratio": "Share of each category's products for validation.",
@@ -45,7 +44,7 @@ def prepare(
         ...,
         help=f"Seed layout ({SEED_PRODUCTS}, {SEED_IMAGES}, images/): a folder or an fsspec URL.",
     ),
-    out: Path = OutOption,
+    out: Path = typer.Option(..., "--out", help="Folder for the prepared dataset."),
     workers: int = typer.Option(os.cpu_count() or 1, help="Threads decoding photos."),
     overwrite: bool = typer.Option(False, help="Replace what is at --out (atomically)."),
     progress: ProgressOption = True,
@@ -81,7 +80,11 @@ def prepare(
 
 @app.command()
 @with_options(DEMO)
-def demo(out: Path = OutOption, progress: ProgressOption = True, **options: Any) -> None:
+def demo(
+    out: Path = typer.Option(..., "--out", help="Folder for the demo data (new or empty)."),
+    progress: ProgressOption = True,
+    **options: Any,
+) -> None:
     """Generate demo listings and photos in the seed layout (no download needed)."""
     from fbmr.training.data.demo import generate_demo
 
