@@ -377,7 +377,10 @@ def _write_images_csv(path: Path, photos: Sequence[_Photo]) -> None:
 # --- photos -------------------------------------------------------------------------------
 
 Colours = Sequence[RGB]
-_Drawer = Callable[[ImageDraw.ImageDraw, np.random.Generator, int, int, Colours], None]
+Draw = ImageDraw.ImageDraw
+Rng = np.random.Generator
+# paints a shape's copies on a photo of the given width and height, in the given colours
+_Drawer = Callable[[Draw, Rng, int, int, Colours], None]
 
 
 def _write_photo(path: Path, photo: _Photo, size: int, rng: np.random.Generator) -> None:
@@ -472,37 +475,25 @@ def _scattered(
 
 
 def _polygons(sides: int) -> _Drawer:
-    def draw_polygons(
-        draw: ImageDraw.ImageDraw,
-        rng: np.random.Generator,
-        width: int,
-        height: int,
-        colours: Colours,
-    ) -> None:
+    def draw_polygons(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
         for x, y, r, angle in _scattered(rng, width, height, (3, 6), (0.1, 0.25)):
             draw.polygon(_rotated(x, y, _radial([r] * sides), angle), fill=_pick(rng, colours))
 
     return draw_polygons
 
 
-def _circles(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _circles(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, _ in _scattered(rng, width, height, (3, 7), (0.08, 0.22)):
         draw.ellipse((x - r, y - r, x + r, y + r), fill=_pick(rng, colours))
 
 
-def _rings(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _rings(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, _ in _scattered(rng, width, height, (2, 5), (0.15, 0.3)):
         thickness = max(2, round(r * rng.uniform(0.15, 0.3)))
         draw.ellipse((x - r, y - r, x + r, y + r), outline=_pick(rng, colours), width=thickness)
 
 
-def _crosses(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _crosses(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (2, 5), (0.12, 0.25)):
         a = r * 0.3
         arm = [(a, -a), (a, -r), (-a, -r), (-a, -a), (-r, -a), (-r, a),
@@ -510,17 +501,13 @@ def _crosses(
         draw.polygon(_rotated(x, y, arm, angle), fill=_pick(rng, colours))
 
 
-def _star(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _star(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (1, 3), (0.22, 0.4)):
         points = _radial([r, r * 0.4] * 5)
         draw.polygon(_rotated(x, y, points, angle), fill=_pick(rng, colours))
 
 
-def _ellipses(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _ellipses(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (1, 4), (0.2, 0.4)):
         squash = rng.uniform(0.35, 0.6)
         outline = [(r * math.cos(t), squash * r * math.sin(t)) for t in np.linspace(0, 6.28, 36)]
@@ -532,13 +519,7 @@ def _stripes(
 ) -> _Drawer:
     """Parallel lines at one of `angles` degrees (± jitter), alternating the two colours."""
 
-    def draw_stripes(
-        draw: ImageDraw.ImageDraw,
-        rng: np.random.Generator,
-        width: int,
-        height: int,
-        colours: Colours,
-    ) -> None:
+    def draw_stripes(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
         step = min(width, height) * rng.uniform(*period)
         thickness = max(1, round(step * rng.uniform(*fill)))
         tilt = math.radians(rng.choice(angles) + rng.uniform(-12, 12))
@@ -555,9 +536,7 @@ def _stripes(
     return draw_stripes
 
 
-def _checkerboard(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _checkerboard(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     cell = min(width, height) * rng.uniform(0.08, 0.16)
     x0, y0 = width * rng.uniform(0, 0.3), height * rng.uniform(0, 0.3)
     x1, y1 = width * rng.uniform(0.7, 1), height * rng.uniform(0.7, 1)
@@ -567,9 +546,7 @@ def _checkerboard(
             draw.rectangle((left, top, left + cell, top + cell), fill=colours[(i + j) % 2])
 
 
-def _dots(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _dots(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     spacing = min(width, height) * rng.uniform(0.1, 0.18)
     r = spacing * rng.uniform(0.2, 0.35)
     ox, oy = rng.uniform(0, spacing, 2)
@@ -579,9 +556,7 @@ def _dots(
             draw.ellipse((x - r, y - r, x + r, y + r), fill=colours[j % 2])
 
 
-def _concentric(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, colours: Colours
-) -> None:
+def _concentric(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     x, y = width * rng.uniform(0.3, 0.7), height * rng.uniform(0.3, 0.7)
     angle = rng.uniform(-0.3, 0.3)
     step = min(width, height) * rng.uniform(0.06, 0.1)
