@@ -53,14 +53,14 @@ DATA="${DATA:-$(py -c 'import json, sys; print(json.load(open(sys.argv[1]))["dat
 if [ -z "${REPO:-}" ]; then
   REPO="$OUT/model_repository"
   step "export $RUN ($TARGET target) -> $REPO"
-  fbmr export "$RUN" --repo "$REPO" --target "$TARGET" --no-progress > "$OUT/export.log" 2>&1 ||
+  fbmr export --run "$RUN" --repo "$REPO" --target "$TARGET" --no-progress > "$OUT/export.log" 2>&1 ||
     { tail -20 "$OUT/export.log"; exit 1; }
 fi
 if [ "$INT8" = 1 ] && [ -z "${REPO_INT8:-}" ]; then
   REPO_INT8="$OUT/model_repository_int8"
   step "export $RUN (cpu target, INT8) -> $REPO_INT8"
   # shellcheck disable=SC2086  # INT8_EXPORT_ARGS is a list of options
-  fbmr export "$RUN" --repo "$REPO_INT8" --target cpu --precision int8 ${INT8_EXPORT_ARGS:-} \
+  fbmr export --run "$RUN" --repo "$REPO_INT8" --target cpu --precision int8 ${INT8_EXPORT_ARGS:-} \
     --no-progress > "$OUT/export-int8.log" 2>&1 || { tail -20 "$OUT/export-int8.log"; exit 1; }
 fi
 printf 'run=%s\nrepo=%s\nrepo_int8=%s\ndata=%s\ntarget=%s\nduration=%s\nwarmup=%s\n' \
@@ -116,8 +116,8 @@ serve() {  # REPO LOG [fbmr serve options]: the facade and its Triton on 127.0.0
 step "2. Triton + the facade on 127.0.0.1"
 serve "$REPO" "$OUT/facade.log" --index-dir "$OUT/index"
 step "   similar-listing index of the $INDEX_SPLITS listings (combined embeddings)"
-fbmr index build "$DATA" --out "$OUT/index" --triton-url "127.0.0.1:$TRITON_GRPC" --repo "$REPO" \
-  --splits "$INDEX_SPLITS" --kind combined --no-progress > "$OUT/index.log" 2>&1 ||
+fbmr index build --data "$DATA" --out "$OUT/index" --triton-url "127.0.0.1:$TRITON_GRPC" \
+  --repo "$REPO" --splits "$INDEX_SPLITS" --kind combined --no-progress > "$OUT/index.log" 2>&1 ||
   { tail -20 "$OUT/index.log"; exit 1; }
 fbmr index reload --url "$FACADE" > /dev/null
 wait_for "$FACADE/readyz" "${pids[-1]}" "$OUT/facade.log"

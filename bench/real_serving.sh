@@ -11,7 +11,7 @@ py() { bash scripts/uv.sh run --frozen python "$@"; }
 timed() { local start=$SECONDS; "$@"; echo "== $* took $((SECONDS - start)) s"; }
 
 [ -d "$OUT/model_repository/product_classifier" ] ||
-  timed fbmr export "$OUT/run" --repo "$OUT/model_repository" --target cpu --no-progress
+  timed fbmr export --run "$OUT/run" --repo "$OUT/model_repository" --target cpu --no-progress
 .venv/bin/fbmr serve --with-triton --repo "$OUT/model_repository" --index-dir "$OUT/index" \
   --port 18080 --triton-grpc-port 18001 --triton-http-port 18000 --triton-metrics-port 18002 \
   > "$OUT/serve.log" 2>&1 &
@@ -23,7 +23,7 @@ for _ in $(seq 300); do
   sleep 1
 done
 [ -f "$OUT/index/CURRENT" ] ||
-  timed fbmr index build "$OUT/prepared" --out "$OUT/index" --triton-url 127.0.0.1:18001 \
+  timed fbmr index build --data "$OUT/prepared" --out "$OUT/index" --triton-url 127.0.0.1:18001 \
     --repo "$OUT/model_repository" --splits train,val --kind combined --no-progress
 fbmr index reload --url http://127.0.0.1:18080
 timed py bench/similar_share.py --url http://127.0.0.1:18080 --data "$OUT/prepared" \

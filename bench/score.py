@@ -5,7 +5,7 @@ Rows: every photo of the chosen splits of a prepared dataset, with its listing's
 combined model: image encoder, text encoder, fusion head). The three contenders:
 
 - facade: `fbmr score --url` with `--concurrency 8` against `fbmr serve` (one worker) and Triton;
-- direct: `fbmr score --triton` (photos preprocessed in a process pool, batches of 32 to the
+- direct: `fbmr score --triton-url` (photos preprocessed in a process pool, batches of 32 to the
   `product_classifier` ensemble over gRPC);
 - bare onnxruntime: one process, the same preprocessing (`fbmr.core`) and tokeniser, the ONNX files
   of the served version run at batch 32, thread spinning off (several sessions in one process

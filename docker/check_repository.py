@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
         print(
             f"model repository check failed: {repository} was exported for the {found} target, "
             f"this image serves the {wanted} target; re-export with "
-            f"`fbmr export RUN --repo REPO --target {wanted}` or use the {found} image",
+            f"`fbmr export --run RUN --repo REPO --target {wanted}` or use the {found} image",
             file=sys.stderr,
         )
         return 2

@@ -26,7 +26,7 @@ fbmr data prepare "$DEMO_DIR/seed" --out "$DEMO_DIR/prepared" --image-size 128
 echo "== 3. train word2vec, image, text and fusion models (tiny settings) -> $DEMO_DIR/run"
 fbmr train all --data "$DEMO_DIR/prepared" --run "$DEMO_DIR/run" --preset tiny --no-progress
 echo "== 4. export to ONNX (parity-checked) and a Triton model repository -> $DEMO_DIR/model_repository"
-fbmr export "$DEMO_DIR/run" --repo "$DEMO_DIR/model_repository" --target cpu --no-progress
+fbmr export --run "$DEMO_DIR/run" --repo "$DEMO_DIR/model_repository" --target cpu --no-progress
 echo "== 5. tritonserver and the facade on 127.0.0.1 (fbmr serve --with-triton)"
 .venv/bin/fbmr serve --with-triton --repo "$DEMO_DIR/model_repository" --index-dir "$DEMO_DIR/index" \
   --port "$FACADE_PORT" --triton-grpc-port "$TRITON_GRPC_PORT" \
@@ -40,8 +40,9 @@ for _ in $(seq 180); do
   sleep 1
 done
 echo "== 6. the catalogue (train + val listings) embedded through Triton into a FAISS index"
-fbmr index build "$DEMO_DIR/prepared" --out "$DEMO_DIR/index" --triton-url "127.0.0.1:$TRITON_GRPC_PORT" \
-  --repo "$DEMO_DIR/model_repository" --splits train,val --no-progress
+fbmr index build --data "$DEMO_DIR/prepared" --out "$DEMO_DIR/index" \
+  --triton-url "127.0.0.1:$TRITON_GRPC_PORT" --repo "$DEMO_DIR/model_repository" \
+  --splits train,val --no-progress
 fbmr index reload --url "$FACADE"
 echo "== 7. requests to the facade (a test-split listing the index has not seen)"
 bash scripts/uv.sh run --frozen python scripts/demo_requests.py "$FACADE" "$DEMO_DIR/prepared"

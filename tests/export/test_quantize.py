@@ -141,6 +141,7 @@ def test_int8_is_refused_for_the_gpu_target(tiny_run, tmp_path):
         build_app(),
         [
             "export",
+            "--run",
             str(tiny_run),
             "--repo",
             str(tmp_path / "r"),

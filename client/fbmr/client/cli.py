@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-from fbmr.core.contract import API_KEY_ENV, DEFAULT_FACADE_URL, DEFAULT_MODEL_REPOSITORY
+from fbmr.core.cli import ApiKeyOption, ProgressOption, RepoOption, fail
+from fbmr.core.contract import DEFAULT_FACADE_URL, DEFAULT_MODEL_REPOSITORY
 
 EXIT_UNAVAILABLE = 75  # EX_TEMPFAIL: try again later; the same command continues the run
 
@@ -42,11 +43,7 @@ def score(
         help="Score straight against Triton at HOST:PORT (gRPC); with --ray, a comma-separated "
         "fleet.",
     ),
-    repo: Path = typer.Option(
-        DEFAULT_MODEL_REPOSITORY,
-        help="With --triton-url: the model repository it serves (tokeniser, labels, image "
-        "settings).",
-    ),
+    repo: RepoOption = DEFAULT_MODEL_REPOSITORY,  # with --triton-url: its tokeniser, labels
     kind: KindChoice = typer.Option(
         KindChoice.auto, help="auto: combined with photo and text, else the one a row has."
     ),
@@ -82,9 +79,9 @@ def score(
     retry_timeout: float = typer.Option(
         120.0, help="Seconds to keep retrying an unavailable server before stopping the run."
     ),
-    api_key: str = typer.Option(None, envvar=API_KEY_ENV, help="The facade's bearer token."),
+    api_key: ApiKeyOption = None,
     summary_json: Path = typer.Option(None, help="Also write the summary here, as JSON."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: ProgressOption = True,
 ) -> None:
     """Score every listing of a catalogue: category, top classes, optionally embeddings and
     similar listings. Interrupted, the same command continues where it stopped."""
@@ -141,8 +138,7 @@ def score(
             progress=progress,
         )
     except (InputError, ScoreError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"not scored: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"not scored: {err}")
     except Unavailable as err:
         typer.echo(
             f"stopped: {err.message}\nthe chunks scored so far are kept; run the same command "
@@ -151,8 +147,7 @@ def score(
         )
         raise typer.Exit(EXIT_UNAVAILABLE) from None
     except FbmrError as err:
-        typer.echo(f"stopped: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"stopped: {err}")
     except KeyboardInterrupt:
         typer.echo("\ninterrupted; run the same command again to continue", err=True)
         raise typer.Exit(130) from None

@@ -1,63 +1,55 @@
-"""`fbmr export RUN_DIR --repo model_repository/ --target cpu|gpu`."""
+"""`fbmr export --run RUN --repo model_repository/ --target cpu|gpu`.
+
+The Triton scheduling and INT8 options mirror ServingSettings' and Int8Settings' fields
+(`fbmr.core.cli.OptionGroup`): their types and defaults live there.
+"""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from typing import Any
 
 import typer
 
+from fbmr.core.cli import OptionGroup, ProgressOption, RepoOption, RunOption, fail, with_options
 from fbmr.core.contract import DEFAULT_MODEL_REPOSITORY
 from fbmr.export.settings import Int8Settings, Precision, ServingSettings, Target
 
-_D = ServingSettings()
-_Q = Int8Settings()
+SERVING = OptionGroup(ServingSettings, {
+    "max_batch_size": "Largest batch Triton forms.",
+    "max_queue_delay_us": "How long a request waits for others to batch with.",
+    "max_queue_size": "Requests queued per model before Triton refuses new ones.",
+    "instances": "Model instances per model.",
+    "intra_op_threads": "cpu target: onnxruntime threads per instance (0: its default).",
+    "spinning": "cpu target: idle onnxruntime threads spin (fast alone, slow shared).",
+    "tensorrt_fp16": "gpu target: TensorRT FP16 via onnxruntime, with an engine cache.",
+}, panel="Triton scheduling")  # fmt: skip
+INT8 = OptionGroup(Int8Settings, {
+    "calibration_photos": "Training photos, drawn at random, the image encoder is calibrated on.",
+    "seed": "Seed of that draw.",
+    "min_agreement": "Gate: least share of INT8 top-1 equal to float32's.",
+    "max_accuracy_drop": "Gate: most accuracy lost per pipeline (0.005: 0.5 point).",
+}, panel="--precision int8", names={"seed": "calibration_seed"})  # fmt: skip
 
 
+@with_options(SERVING, INT8)
 def export(
-    run_dir: Path = typer.Argument(..., help="Run directory written by `fbmr train`."),
-    repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="Triton model repository."),
+    run: RunOption,
+    repo: RepoOption = DEFAULT_MODEL_REPOSITORY,
     target: Target = typer.Option(
         Target.cpu,
         help="cpu: python backend + onnxruntime (pip tritonserver); gpu: onnxruntime backend.",
-    ),
-    max_batch_size: int = typer.Option(_D.max_batch_size, help="Largest batch Triton forms."),
-    max_queue_delay_us: int = typer.Option(
-        _D.max_queue_delay_us, help="How long a request waits for others to batch with."
-    ),
-    max_queue_size: int = typer.Option(
-        _D.max_queue_size, help="Requests queued per model before Triton refuses new ones."
-    ),
-    instances: int = typer.Option(_D.instances, help="Model instances per model."),
-    intra_op_threads: int = typer.Option(
-        _D.intra_op_threads, help="cpu target: onnxruntime threads per instance (0: its default)."
-    ),
-    spinning: bool = typer.Option(
-        _D.spinning, help="cpu target: idle onnxruntime threads spin (fast alone, slow shared)."
-    ),
-    tensorrt_fp16: bool = typer.Option(
-        False, help="gpu target: TensorRT FP16 via onnxruntime, with an engine cache."
     ),
     precision: Precision = typer.Option(
         Precision.float32,
         help="cpu target: int8 quantises the encoders (static QDQ image, dynamic text) and "
         "publishes them only if they pass the accuracy gate on the validation split.",
     ),
-    calibration_photos: int = typer.Option(
-        _Q.calibration_photos,
-        help="int8: training photos, drawn at random, the image encoder is calibrated on.",
-    ),
-    calibration_seed: int = typer.Option(_Q.seed, help="int8: seed of that draw."),
-    min_agreement: float = typer.Option(
-        _Q.min_agreement, help="int8 gate: least share of INT8 top-1 equal to float32's."
-    ),
-    max_accuracy_drop: float = typer.Option(
-        _Q.max_accuracy_drop, help="int8 gate: most accuracy lost per pipeline (0.005: 0.5 point)."
-    ),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: ProgressOption = True,
     verbose: bool = typer.Option(
         False, "--verbose", help="Also show the ONNX exporter's and quantiser's own log lines."
     ),
+    **options: Any,
 ) -> None:
     """Export a trained run to ONNX, check parity against PyTorch, and publish it as the next
     version of a Triton model repository with its ensembles."""
@@ -67,33 +59,29 @@ def export(
     # the export's own steps; the exporter's and quantiser's internals only when they warn
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("fbmr").setLevel(logging.INFO)
-    if not (run_dir / "fusion" / "best.pt").is_file():
-        raise typer.BadParameter(f"{run_dir} has no trained fusion stage; run `fbmr train` first")
-    try:
-        settings = ServingSettings(
-            max_batch_size=max_batch_size,
-            preferred_batch_sizes=tuple(b for b in _D.preferred_batch_sizes if b <= max_batch_size),
-            max_queue_delay_us=max_queue_delay_us,
-            max_queue_size=max_queue_size,
-            instances=instances,
-            intra_op_threads=intra_op_threads,
-            spinning=spinning,
-            tensorrt_fp16=tensorrt_fp16,
-        )
-        int8 = Int8Settings(calibration_photos, calibration_seed, min_agreement, max_accuracy_drop)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+    if not (run / "fusion" / "best.pt").is_file():
+        fail(f"{run} has no trained fusion stage; run `fbmr train` first")
     if precision is Precision.int8 and target is not Target.cpu:
         raise typer.BadParameter(
             "--precision int8 is for the cpu target; on GPU use --tensorrt-fp16 (docs/results.md)"
         )
+    serving = SERVING.values(options)
+    try:
+        settings = ServingSettings(
+            **serving,
+            preferred_batch_sizes=tuple(
+                b for b in ServingSettings.preferred_batch_sizes if b <= serving["max_batch_size"]
+            ),
+        )
+        int8 = Int8Settings(**INT8.values(options))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     try:
         report = export_run(
-            run_dir, repo, target, settings, progress=progress, precision=precision, int8=int8
+            run, repo, target, settings, progress=progress, precision=precision, int8=int8
         )
     except ExportRefused as err:
-        typer.echo(f"export refused: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"export refused: {err}")
     typer.echo(f"{repo}: version {report.version} ({target.value} target, {precision.value})")
     for name in report.models:
         diff = report.parity.get(name)

@@ -5,7 +5,7 @@ command first). Each listing is embedded with its first photo and its text, thro
 preprocessing and ensembles the facade uses for queries.
 
 The embedding itself is the client library's direct scorer (`fbmr.client.batch.TritonScorer`,
-what `fbmr score --triton` runs): whole batches per call, pinned to the exported version the
+what `fbmr score --triton-url` runs): whole batches per call, pinned to the exported version the
 index records, Triton's transient errors retried with back-off for up to two minutes, so a
 Triton restart delays a catalogue-wide build instead of ending it. It needs fbmr-client
 (`fbmr-serving[client]`), which the facade itself does not.
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from fbmr.client.batch import TritonScorer
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
+from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
 from fbmr.core.listing import listing_text
 from fbmr.serving.index import save_version
 from fbmr.serving.index_types import IndexType
@@ -37,14 +38,14 @@ log = logging.getLogger(__name__)
 
 def read_catalogue(prepared: Path, splits: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Listings of a prepared dataset, each with the path of its first photo."""
-    if not (prepared / "products.parquet").is_file():
+    if not (prepared / PREPARED_PRODUCTS).is_file():
         raise FileNotFoundError(
-            f"{prepared} is not a prepared dataset (no products.parquet); "
+            f"{prepared} is not a prepared dataset (no {PREPARED_PRODUCTS}); "
             "run `fbmr data prepare SRC --out DIR` on a seed layout first"
         )
-    products = pq.read_table(prepared / "products.parquet").to_pylist()
+    products = pq.read_table(prepared / PREPARED_PRODUCTS).to_pylist()
     first_photo: dict[str, str] = {}
-    for image in pq.read_table(prepared / "images.parquet").to_pylist():
+    for image in pq.read_table(prepared / PREPARED_IMAGES).to_pylist():
         first_photo.setdefault(image["product_id"], image["file"])
     return [
         {**p, "photo": str(prepared / first_photo[p["product_id"]])}

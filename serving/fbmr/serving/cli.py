@@ -12,27 +12,29 @@ import logging
 import logging.config
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from fbmr.core.contract import (
-    API_KEY_ENV,
-    DEFAULT_FACADE_URL,
-    DEFAULT_MODEL_REPOSITORY,
-    DEFAULT_TRITON_URL,
-    FACADE_PORT,
-    LOCALHOST,
-    TRITON_GRPC_PORT,
-    TRITON_HTTP_PORT,
-    TRITON_METRICS_PORT,
-    Kind,
+from fbmr.core import contract
+from fbmr.core.cli import (
+    ApiKeyOption,
+    DataOption,
+    FacadeUrlOption,
+    ProgressOption,
+    RepoOption,
+    TritonUrlOption,
+    fail,
 )
 from fbmr.serving.index_types import IndexType
 
 if TYPE_CHECKING:
+    from fbmr.client import Client
     from fbmr.serving.settings import FacadeSettings
+
+Answer = TypeVar("Answer")
 
 index_app = typer.Typer(help="Build or reload the similar-listing index.", no_args_is_help=True)
 model_app = typer.Typer(
@@ -58,16 +60,22 @@ def serve(
     index_dir: Path = _setting("index_dir"),
     api_key: str = _setting("api_key"),
     max_in_flight: int = _setting("max_in_flight"),
-    host: str = typer.Option(LOCALHOST, help="Address to bind; 0.0.0.0 to serve the network."),
-    port: int = typer.Option(FACADE_PORT),
+    host: str = typer.Option(
+        contract.LOCALHOST, help="Address to bind; 0.0.0.0 to serve the network."
+    ),
+    port: int = typer.Option(contract.FACADE_PORT),
     workers: int = typer.Option(1, help="uvicorn worker processes."),
     with_triton: bool = typer.Option(
         False, help="Also start a local tritonserver on --repo, restarted if it crashes."
     ),
-    triton_grpc_port: int = typer.Option(TRITON_GRPC_PORT, help="With --with-triton: gRPC port."),
-    triton_http_port: int = typer.Option(TRITON_HTTP_PORT, help="With --with-triton: HTTP port."),
+    triton_grpc_port: int = typer.Option(
+        contract.TRITON_GRPC_PORT, help="With --with-triton: gRPC port."
+    ),
+    triton_http_port: int = typer.Option(
+        contract.TRITON_HTTP_PORT, help="With --with-triton: HTTP port."
+    ),
     triton_metrics_port: int = typer.Option(
-        TRITON_METRICS_PORT, help="With --with-triton: metrics port."
+        contract.TRITON_METRICS_PORT, help="With --with-triton: metrics port."
     ),
 ) -> None:
     """Start the FastAPI facade (uvicorn) against Triton; with --with-triton, Triton too."""
@@ -85,7 +93,7 @@ def serve(
         "api_key": api_key,
         "max_in_flight": max_in_flight,
     }
-    ports = TritonPorts(LOCALHOST, triton_http_port, triton_grpc_port, triton_metrics_port)
+    ports = TritonPorts(contract.LOCALHOST, triton_http_port, triton_grpc_port, triton_metrics_port)
     status_dir = None
     if with_triton:
         flags["triton_url"] = ports.grpc_url
@@ -101,8 +109,7 @@ def serve(
         try:
             triton = TritonSupervisor(local, settings.triton_status_file).start()
         except TritonError as err:
-            typer.echo(str(err), err=True)
-            raise typer.Exit(1) from None
+            fail(str(err))
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turned into SystemExit here,
     # it unwinds through `finally`, so the local Triton is stopped too.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -174,77 +181,76 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 @index_app.command()
 def build(
-    catalogue: Path = typer.Argument(..., help="Prepared dataset (fbmr data prepare) to index."),
+    data: DataOption,
     out: Path = typer.Option(..., "--out", help="Index directory; a new version is added."),
-    triton_url: str = typer.Option(DEFAULT_TRITON_URL, help="Triton gRPC host:port."),
-    repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="The model repository Triton serves."),
+    triton_url: TritonUrlOption = contract.DEFAULT_TRITON_URL,
+    repo: RepoOption = contract.DEFAULT_MODEL_REPOSITORY,
     index_type: IndexType = typer.Option(
         IndexType.auto,
         "--type",
         help="auto (exact up to 100k listings, then hnsw, or ivf with a GPU), exact, ivf, hnsw.",
     ),
     splits: str = typer.Option(None, help="Only these splits, comma-separated (default: all)."),
-    kinds: list[Kind] = typer.Option(
-        list(Kind), "--kind", help="Embeddings to index (repeat the option); default all three."
+    kinds: list[contract.Kind] = typer.Option(
+        list(contract.Kind),
+        "--kind",
+        help="Embeddings to index (repeat the option); default all three.",
     ),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: ProgressOption = True,
 ) -> None:
-    """Embed a catalogue through the running Triton and save the index's next version."""
+    """Embed a prepared dataset's listings through the running Triton and save the index's next
+    version."""
     try:
         from fbmr.client.errors import Unavailable
         from fbmr.serving.catalogue import build_index
     except ImportError:  # a facade-only install: the client is an extra
-        typer.echo(
-            "fbmr index build needs fbmr-client: pip install 'fbmr-serving[client]'", err=True
-        )
-        raise typer.Exit(1) from None
+        _needs_client("index build")
 
     chosen = tuple(s.strip() for s in splits.split(",")) if splits else None
     try:
-        path = build_index(
-            catalogue, out, triton_url, repo, index_type, chosen, tuple(kinds), progress
-        )
+        path = build_index(data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress)
     except (FileNotFoundError, ValueError, Unavailable) as err:
-        typer.echo(f"index not built: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"index not built: {err}")
     meta = json.loads((path / "meta.json").read_text())
     typer.echo(f"{path}: {meta['count']} listings ({meta['skipped']} skipped), {meta['type']}")
 
 
 @index_app.command()
 def reload(
-    url: str = typer.Option(DEFAULT_FACADE_URL, help="The facade's base URL."),
-    api_key: str = typer.Option(None, envvar=API_KEY_ENV, help="Its bearer token."),
+    url: FacadeUrlOption = contract.DEFAULT_FACADE_URL, api_key: ApiKeyOption = None
 ) -> None:
     """Ask a running facade to load the index's current version now (through fbmr.client)."""
-    try:
-        from fbmr.client import Client, FbmrError
-    except ImportError:  # a facade-only install: the client is an extra
-        typer.echo(
-            "fbmr index reload needs fbmr-client: pip install 'fbmr-serving[client]'", err=True
-        )
-        raise typer.Exit(1) from None
-    try:
-        with Client(url, api_key=api_key) as client:
-            result = client.reload_index()
-    except FbmrError as err:
-        typer.echo(f"index not reloaded: {err}", err=True)
-        raise typer.Exit(1) from None
+    result = _ask_facade("index reload", url, api_key, lambda client: client.reload_index())
     typer.echo(json.dumps({"reloaded": result.reloaded, "version": result.version}))
 
 
-def _model_versions(url: str, api_key: str | None, pin: bool, version: int | None) -> None:
+def _needs_client(command: str) -> NoReturn:
+    fail(f"fbmr {command} needs fbmr-client: pip install 'fbmr-serving[client]'")
+
+
+def _ask_facade(
+    command: str, url: str, api_key: str | None, ask: Callable[[Client], Answer]
+) -> Answer:
+    """`ask` a running facade through fbmr.client (an extra of a facade-only install); its
+    refusal ends the command with the user-error exit code."""
     try:
         from fbmr.client import Client, FbmrError
-    except ImportError:  # a facade-only install: the client is an extra
-        typer.echo("fbmr model needs fbmr-client: pip install 'fbmr-serving[client]'", err=True)
-        raise typer.Exit(1) from None
+    except ImportError:
+        _needs_client(command)
     try:
         with Client(url, api_key=api_key) as client:
-            result = client.pin_model_version(version) if pin else client.model_versions()
+            return ask(client)
     except FbmrError as err:
-        typer.echo(f"model version: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"{command}: {err}")
+
+
+def _model_versions(url: str, api_key: str | None, pin: bool, version: int | None) -> None:
+    result = _ask_facade(
+        "model",
+        url,
+        api_key,
+        lambda client: client.pin_model_version(version) if pin else client.model_versions(),
+    )
     typer.echo(
         json.dumps(
             {
@@ -258,12 +264,10 @@ def _model_versions(url: str, api_key: str | None, pin: bool, version: int | Non
     )
 
 
-URL_OPTION = typer.Option(DEFAULT_FACADE_URL, help="The facade's base URL.")
-KEY_OPTION = typer.Option(None, envvar=API_KEY_ENV, help="Its bearer token.")
-
-
 @model_app.command("status")
-def model_status(url: str = URL_OPTION, api_key: str = KEY_OPTION) -> None:
+def model_status(
+    url: FacadeUrlOption = contract.DEFAULT_FACADE_URL, api_key: ApiKeyOption = None
+) -> None:
     """The version in use, the pin, and the refused versions with their causes."""
     _model_versions(url, api_key, pin=False, version=None)
 
@@ -271,8 +275,8 @@ def model_status(url: str = URL_OPTION, api_key: str = KEY_OPTION) -> None:
 @model_app.command()
 def pin(
     version: int = typer.Argument(..., min=1, help="The exported version to serve."),
-    url: str = URL_OPTION,
-    api_key: str = KEY_OPTION,
+    url: FacadeUrlOption = contract.DEFAULT_FACADE_URL,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Serve an exported version from now on (a rollback, or a chosen roll forward): loaded and
     checked beside the version in use, which keeps serving if it is refused (exit code 1)."""
@@ -280,6 +284,6 @@ def pin(
 
 
 @model_app.command()
-def unpin(url: str = URL_OPTION, api_key: str = KEY_OPTION) -> None:
+def unpin(url: FacadeUrlOption = contract.DEFAULT_FACADE_URL, api_key: ApiKeyOption = None) -> None:
     """Follow the newest export again."""
     _model_versions(url, api_key, pin=True, version=None)

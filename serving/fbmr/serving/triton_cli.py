@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from fbmr.core.cli import RepoOption, fail
 from fbmr.core.contract import (
     DEFAULT_MODEL_REPOSITORY,
     LOCALHOST,
@@ -39,7 +40,7 @@ def _state_path(grpc_port: int) -> Path:
 
 @app.command()
 def start(
-    repo: Path = typer.Option(DEFAULT_MODEL_REPOSITORY, help="Triton model repository."),
+    repo: RepoOption = DEFAULT_MODEL_REPOSITORY,
     host: str = typer.Option(LOCALHOST, help=HOST_HELP),
     http_port: int = typer.Option(TRITON_HTTP_PORT),
     grpc_port: int = typer.Option(TRITON_GRPC_PORT),
@@ -62,13 +63,12 @@ def start(
 
     state = _state_path(grpc_port)
     if state.is_file() and alive(json.loads(state.read_text())["pid"]):
-        raise typer.BadParameter(f"a tritonserver started by fbmr already uses port {grpc_port}")
+        fail(f"a tritonserver started by fbmr already uses port {grpc_port}")
     ports = TritonPorts(host, http_port, grpc_port, metrics_port)
     try:
         server = LocalTriton(repo, ports, log).start(timeout, detach=True)
     except TritonError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        fail(str(err))
     state.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "pid": server.pid,
@@ -146,8 +146,7 @@ def _supervise(triton: LocalTriton, timeout: float) -> None:
     try:
         supervisor = TritonSupervisor(triton, start_timeout_s=timeout).start()
     except TritonError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        fail(str(err))
     typer.echo(f"tritonserver on {triton.ports.grpc_url} (pid {triton.pid}); Ctrl-C stops it")
     try:
         while not stop.wait(1.0):

@@ -13,39 +13,33 @@ demo, the training pipeline and the tests with no download. `generate_demo` writ
 
 The same seed gives byte-identical files; only `random.Random(seed)` and
 `numpy.random.default_rng(seed)` are used, never global random state.
+
+The categories (their words, price ranges and looks), the shared words, the sellers' boilerplate
+and the towns are data, in `demo_vocabulary.toml` beside this module.
 """
 
 import io
 import math
 import random
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-RGB = tuple[int, int, int]
+from fbmr.core.datasets import PHOTOS, SEED_IMAGES, SEED_PRODUCTS, photo_file
+from fbmr.training.data.settings import DemoSettings
 
-DEMO_CATEGORIES: tuple[str, ...] = (
-    "Appliances",
-    "Baby & Kids Stuff",
-    "Clothes, Footwear & Accessories",
-    "Computers & Software",
-    "DIY Tools & Materials",
-    "Health & Beauty",
-    "Home & Garden",
-    "Music, Films, Books & Games",
-    "Office Furniture & Equipment",
-    "Other Goods",
-    "Phones, Mobile Phones & Telecoms",
-    "Sports, Leisure & Travel",
-    "Video Games & Consoles",
-)
+RGB = tuple[int, int, int]
+Pixels = np.ndarray[Any, np.dtype[Any]]  # a photo's (height, width, 3) values, as floats
 
 
 @dataclass(frozen=True)
@@ -77,165 +71,42 @@ class _Category:
     look: _Look
 
 
-# fmt: off
-_TABLE: tuple[_Category, ...] = (
-    _Category(
-        "Appliances",
-        ("Kitchen Appliances / Fridges & Freezers", "Kitchen Appliances / Washing Machines",
-         "Small Appliances"),
-        ("fridge", "freezer", "washing", "machine", "dryer", "tumble", "oven", "kettle",
-         "microwave", "toaster", "dishwasher", "cooker", "hob", "hoover", "vacuum", "blender",
-         "integrated", "freestanding", "spin", "defrost", "bosch", "hotpoint"),
-        (10, 600),
-        _Look((235, 236, 240), ((70, 130, 180), (200, 60, 50)), "squares", "gradient"),
-    ),
-    _Category(
-        "Baby & Kids Stuff",
-        ("Prams & Strollers", "Toys / Outdoor Toys", "Nursery & Children's Furniture"),
-        ("pram", "pushchair", "buggy", "cot", "stroller", "nappy", "toddler", "baby", "toys",
-         "lego", "playmat", "bouncer", "carseat", "isofix", "nursery", "infant", "months",
-         "changing", "bottle", "steriliser", "teddy", "doll"),
-        (2, 150),
-        _Look((250, 190, 215), ((120, 200, 230), (255, 226, 110)), "circles", "blotchy"),
-    ),
-    _Category(
-        "Clothes, Footwear & Accessories",
-        ("Women's Clothing / Dresses", "Men's Clothing / Coats & Jackets",
-         "Shoes, Boots & Trainers"),
-        ("dress", "jacket", "coat", "jeans", "shirt", "shoes", "trainers", "heels", "size",
-         "womens", "mens", "leather", "wool", "handbag", "scarf", "necklace", "watch",
-         "designer", "nike", "worn", "hoodie", "skirt"),
-        (2, 120),
-        _Look((150, 30, 100), ((230, 180, 60), (60, 20, 50)), "vstripes", "grain"),
-    ),
-    _Category(
-        "Computers & Software",
-        ("Laptops", "Computers & Accessories / Monitors", "Software"),
-        ("laptop", "computer", "monitor", "mouse", "windows", "ram", "ssd", "processor",
-         "intel", "graphics", "card", "macbook", "software", "usb", "hdmi", "desktop", "tower",
-         "router", "dell", "lenovo", "ghz", "webcam"),
-        (20, 1500),
-        _Look((20, 50, 100), ((0, 200, 220), (150, 150, 160)), "dots", "scanlines"),
-    ),
-    _Category(
-        "DIY Tools & Materials",
-        ("Power Tools", "Hand Tools", "Building Materials / Timber, Tiles & Bricks"),
-        ("drill", "saw", "hammer", "screwdriver", "cordless", "battery", "makita", "dewalt",
-         "timber", "plywood", "tiles", "paint", "ladder", "workbench", "spanner", "sander",
-         "grinder", "nails", "screws", "plasterboard", "toolbox", "mitre"),
-        (5, 400),
-        _Look((230, 130, 20), ((245, 215, 0), (60, 60, 60)), "diagonals", "grain"),
-    ),
-    _Category(
-        "Health & Beauty",
-        ("Fragrances", "Make Up & Cosmetics", "Hair Care & Styling / Dryers, Straighteners"),
-        ("perfume", "makeup", "lipstick", "moisturiser", "shampoo", "hair", "straighteners",
-         "nail", "polish", "skincare", "serum", "fragrance", "massage", "eyeshadow", "palette",
-         "beauty", "cream", "spa", "salon", "wax", "tweezers", "lotion"),
-        (2, 80),
-        _Look((190, 150, 240), ((230, 110, 200), (250, 250, 250)), "ellipse", "vignette"),
-    ),
-    _Category(
-        "Home & Garden",
-        ("Dining, Living Room Furniture / Tables", "Garden & Patio / Plants, Pots & Ornaments",
-         "Bedroom Furniture"),
-        ("sofa", "table", "wardrobe", "bed", "mattress", "drawers", "lamp", "rug", "curtains",
-         "cushions", "shelf", "bookcase", "dining", "furniture", "oak", "pine", "plant", "pots",
-         "lawnmower", "shed", "patio", "ornaments"),
-        (5, 2000),
-        _Look((60, 150, 50), ((150, 100, 60), (240, 230, 200)), "triangles", "blotchy"),
-    ),
-    _Category(
-        "Music, Films, Books & Games",
-        ("Musical Instruments / Guitars", "CDs, DVDs & Blu-ray", "Books, Comics & Magazines"),
-        ("guitar", "piano", "vinyl", "records", "dvd", "bluray", "cd", "album", "novel",
-         "paperback", "hardback", "author", "film", "drum", "amp", "violin", "ukulele",
-         "series", "boxset", "edition", "songs", "fiction"),
-        (1, 60),
-        _Look((100, 15, 15), ((220, 200, 150), (40, 10, 10)), "hstripes", "vignette"),
-    ),
-    _Category(
-        "Office Furniture & Equipment",
-        ("Office Chairs", "Printers, Scanners & Shredders", "Desks & Workstations"),
-        ("filing", "stationery", "shredder", "whiteboard", "laminator", "projector", "swivel",
-         "ergonomic", "office", "meeting", "conference", "paper", "ink", "cartridges",
-         "staples", "pedestal", "partition", "reception", "calculator", "binders", "folders",
-         "scanner"),
-        (10, 900),
-        _Look((140, 140, 135), ((40, 60, 90), (205, 205, 190)), "concentric", "gradient"),
-    ),
-    _Category(
-        "Other Goods",
-        ("Collectables", "Wedding & Party / Decorations", "Job Lots"),
-        ("job", "lot", "antique", "collectable", "coins", "stamps", "tickets", "pallet",
-         "crafts", "fabric", "candles", "wedding", "party", "decorations", "christmas",
-         "hamper", "bundle", "gift", "memorabilia", "figurines", "sewing", "assorted"),
-        (1, 500),
-        _Look((150, 125, 60), ((120, 70, 30), (90, 160, 160)), "crosses", "blotchy"),
-    ),
-    _Category(
-        "Phones, Mobile Phones & Telecoms",
-        ("Mobile Phones / Apple iPhone", "Mobile Phones / Samsung",
-         "Accessories / Cases, Covers & Skins"),
-        ("iphone", "samsung", "galaxy", "unlocked", "network", "sim", "pixel", "huawei",
-         "android", "case", "protector", "gb", "storage", "mobile", "phone", "smartwatch",
-         "airpods", "earbuds", "vodafone", "landline", "handset", "cracked"),
-        (10, 1200),
-        _Look((15, 15, 20), ((185, 185, 205), (50, 120, 240)), "rings", "vignette"),
-    ),
-    _Category(
-        "Sports, Leisure & Travel",
-        ("Bicycles / Mountain Bikes", "Camping & Hiking", "Fitness & Gym Equipment"),
-        ("tent", "camping", "golf", "clubs", "football", "tennis", "racket", "treadmill",
-         "weights", "dumbbells", "gym", "fishing", "rod", "reel", "kayak", "paddle", "helmet",
-         "skis", "wetsuit", "rucksack", "suitcase", "yoga"),
-        (5, 1500),
-        _Look((40, 140, 230), ((250, 250, 250), (240, 90, 30)), "star", "grain"),
-    ),
-    _Category(
-        "Video Games & Consoles",
-        ("Consoles", "Games", "Accessories / Controllers & Headsets"),
-        ("playstation", "ps4", "ps5", "xbox", "nintendo", "switch", "console", "controller",
-         "joypad", "wii", "sega", "retro", "cartridge", "disc", "fifa", "mario", "pokemon",
-         "zelda", "multiplayer", "gamepad", "handheld", "gameboy"),
-        (5, 500),
-        _Look((20, 130, 130), ((250, 230, 40), (200, 40, 150)), "checkerboard", "scanlines"),
-    ),
-)
+def _vocabulary() -> dict[str, Any]:
+    """The demo's words, towns and category looks: data, kept in demo_vocabulary.toml."""
+    data = resources.files("fbmr.training.data").joinpath("demo_vocabulary.toml")
+    return tomllib.loads(data.read_text(encoding="utf-8"))
 
-# Words that two or three related categories share, so that text alone is not decisive.
+
+def _rgb(values: Sequence[int]) -> RGB:
+    red, green, blue = values
+    return red, green, blue
+
+
+_VOCABULARY = _vocabulary()
+_TABLE: tuple[_Category, ...] = tuple(
+    _Category(
+        c["name"],
+        tuple(c["subcategories"]),
+        tuple(c["words"]),
+        (c["price"][0], c["price"][1]),
+        _Look(
+            _rgb(c["background"]),
+            (_rgb(c["foreground"][0]), _rgb(c["foreground"][1])),
+            c["shape"],
+            c["texture"],
+        ),
+    )
+    for c in _VOCABULARY["category"]
+)
+DEMO_CATEGORIES: tuple[str, ...] = tuple(c.name for c in _TABLE)
 _SHARED_WORDS: dict[str, tuple[int, ...]] = {
-    "screen": (3, 10, 12), "cable": (3, 12), "charger": (3, 10), "keyboard": (3, 7),
-    "printer": (3, 8), "kitchen": (0, 6), "electric": (0, 4), "dryer": (0, 5),
-    "chair": (1, 8), "kids": (1, 2), "bike": (1, 11), "books": (1, 7), "bag": (2, 11),
-    "boots": (2, 11), "mirror": (5, 6), "brush": (4, 5), "garden": (4, 6), "desk": (6, 8),
-    "games": (7, 12), "vintage": (7, 9), "headphones": (7, 10), "toner": (5, 8),
+    word: tuple(owners) for word, owners in _VOCABULARY["shared_words"].items()
 }
-
-# Seller boilerplate that every category uses.
-_FILLER = (
-    "condition", "collection", "only", "used", "good", "working", "great", "cash", "pick",
-    "up", "excellent", "very", "item", "sale", "offers", "please", "message", "smoke", "free",
-    "home", "pet", "no", "time", "wasters", "bargain", "new", "brand", "barely", "original",
-    "box", "local", "delivery", "can", "price", "firm", "quick", "clean", "fully", "order",
-    "still", "like", "the", "and", "with", "in", "for",
+_FILLER: tuple[str, ...] = tuple(_VOCABULARY["filler"])
+_TITLE_ADJECTIVES: tuple[str, ...] = tuple(_VOCABULARY["title_adjectives"])
+_PLACES: tuple[tuple[str, str], ...] = tuple(
+    (town, county) for town, county in _VOCABULARY["places"]
 )
-
-_TITLE_ADJECTIVES = (
-    "Vintage", "Large", "Small", "Brand New", "Used", "Quality", "Boxed", "Immaculate",
-    "Black", "White", "Grey", "Kids", "Set of",
-)
-
-_PLACES: tuple[tuple[str, str], ...] = (
-    ("Reading", "Berkshire"), ("Guildford", "Surrey"), ("Bath", "Somerset"),
-    ("York", "North Yorkshire"), ("Leeds", "West Yorkshire"), ("Norwich", "Norfolk"),
-    ("Exeter", "Devon"), ("Truro", "Cornwall"), ("Oxford", "Oxfordshire"),
-    ("Cambridge", "Cambridgeshire"), ("Chester", "Cheshire"), ("Lancaster", "Lancashire"),
-    ("Inverness", "Highland"), ("Perth", "Perth and Kinross"), ("Cardiff", "South Glamorgan"),
-    ("Durham", "County Durham"), ("Derby", "Derbyshire"), ("Lincoln", "Lincolnshire"),
-    ("Ipswich", "Suffolk"), ("Brighton", "East Sussex"), ("Belfast", "County Antrim"),
-)
-# fmt: on
 
 _INCHES = (5, 7, 10, 13, 15, 24, 27, 32, 42, 55)
 _PRODUCTS_HEADER = ",id,product_name,category,product_description,price,location\n"
@@ -274,10 +145,10 @@ class _Photo:
 
 def generate_demo(
     out: Path,
-    products_per_category: int = 24,
-    image_size: int = 128,
-    seed: int = 0,
-    hard_fraction: float = 0.1,
+    products_per_category: int = DemoSettings.products_per_category,
+    image_size: int = DemoSettings.image_size,
+    seed: int = DemoSettings.seed,
+    hard_fraction: float = DemoSettings.hard_fraction,
     progress: bool = True,
 ) -> DemoSummary:
     """Write demo `Products.csv`, `Images.csv` and `images/` into `out` (new or empty).
@@ -287,7 +158,7 @@ def generate_demo(
     listings have a photo or (never both) a text drawn from another category.
     Raises FileExistsError if `out` holds anything, ValueError for out-of-range arguments.
     """
-    _validate(products_per_category, image_size, hard_fraction)
+    DemoSettings(products_per_category, image_size, seed, hard_fraction)  # checks them
     out = Path(out)
     _prepare_out(out)
     start = time.perf_counter()
@@ -295,24 +166,12 @@ def generate_demo(
     products = _plan_products(rnd, products_per_category, hard_fraction)
     photos = _plan_photos(rnd, products)
     rows = _with_duplicate(rnd, products)
-    _write_products_csv(out / "Products.csv", rows)
-    _write_images_csv(out / "Images.csv", photos)
+    _write_products_csv(out / SEED_PRODUCTS, rows)
+    _write_images_csv(out / SEED_IMAGES, photos)
     pixels = np.random.default_rng(seed)
     for photo in tqdm(photos, desc="demo photos", unit="photo", disable=not progress):
-        _write_photo(out / "images" / f"{photo.id}.jpg", photo, image_size, pixels)
+        _write_photo(out / photo_file(photo.id), photo, image_size, pixels)
     return DemoSummary(out, len(rows), len(photos), time.perf_counter() - start)
-
-
-def _validate(products_per_category: int, image_size: int, hard_fraction: float) -> None:
-    if products_per_category < 3:
-        raise ValueError(
-            f"products_per_category must be at least 3 (got {products_per_category}): "
-            "every quirk and both halves of a split need listings"
-        )
-    if not 32 <= image_size <= 1024:
-        raise ValueError(f"image_size must be between 32 and 1024 pixels (got {image_size})")
-    if not 0 <= hard_fraction <= 0.5:
-        raise ValueError(f"hard_fraction must be between 0 and 0.5 (got {hard_fraction})")
 
 
 def _prepare_out(out: Path) -> None:
@@ -321,7 +180,7 @@ def _prepare_out(out: Path) -> None:
             f"{out} already exists and is not an empty folder; "
             "the demo never overwrites: pass a new or empty folder"
         )
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / PHOTOS).mkdir(parents=True, exist_ok=True)
 
 
 def _uuid(rnd: random.Random) -> str:
@@ -517,7 +376,11 @@ def _write_images_csv(path: Path, photos: Sequence[_Photo]) -> None:
 
 # --- photos -------------------------------------------------------------------------------
 
-_Drawer = Callable[[ImageDraw.ImageDraw, np.random.Generator, int, int, list[RGB]], None]
+Colours = Sequence[RGB]
+Draw = ImageDraw.ImageDraw
+Rng = np.random.Generator
+# paints a shape's copies on a photo of the given width and height, in the given colours
+_Drawer = Callable[[Draw, Rng, int, int, Colours], None]
 
 
 def _write_photo(path: Path, photo: _Photo, size: int, rng: np.random.Generator) -> None:
@@ -569,7 +432,7 @@ def _render(look: _Look, rng: np.random.Generator, width: int, height: int) -> I
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _jitter(rng: np.random.Generator, colour: RGB, shift: np.ndarray) -> RGB:
+def _jitter(rng: np.random.Generator, colour: RGB, shift: Pixels) -> RGB:
     r, g, b = np.clip(np.array(colour) + shift + rng.integers(-10, 11, 3), 0, 255)
     return int(r), int(g), int(b)
 
@@ -592,7 +455,11 @@ def _radial(radii: Sequence[float]) -> list[tuple[float, float]]:
 
 
 def _scattered(
-    rng: np.random.Generator, width: int, height: int, count: tuple[int, int], scale: tuple
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    count: tuple[int, int],
+    scale: tuple[float, float],
 ) -> list[tuple[float, float, float, float]]:
     """Random (x, y, radius, angle) placements."""
     m = min(width, height)
@@ -608,25 +475,25 @@ def _scattered(
 
 
 def _polygons(sides: int) -> _Drawer:
-    def draw_polygons(draw, rng, width, height, colours):
+    def draw_polygons(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
         for x, y, r, angle in _scattered(rng, width, height, (3, 6), (0.1, 0.25)):
             draw.polygon(_rotated(x, y, _radial([r] * sides), angle), fill=_pick(rng, colours))
 
     return draw_polygons
 
 
-def _circles(draw, rng, width, height, colours):
+def _circles(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, _ in _scattered(rng, width, height, (3, 7), (0.08, 0.22)):
         draw.ellipse((x - r, y - r, x + r, y + r), fill=_pick(rng, colours))
 
 
-def _rings(draw, rng, width, height, colours):
+def _rings(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, _ in _scattered(rng, width, height, (2, 5), (0.15, 0.3)):
         thickness = max(2, round(r * rng.uniform(0.15, 0.3)))
         draw.ellipse((x - r, y - r, x + r, y + r), outline=_pick(rng, colours), width=thickness)
 
 
-def _crosses(draw, rng, width, height, colours):
+def _crosses(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (2, 5), (0.12, 0.25)):
         a = r * 0.3
         arm = [(a, -a), (a, -r), (-a, -r), (-a, -a), (-r, -a), (-r, a),
@@ -634,13 +501,13 @@ def _crosses(draw, rng, width, height, colours):
         draw.polygon(_rotated(x, y, arm, angle), fill=_pick(rng, colours))
 
 
-def _star(draw, rng, width, height, colours):
+def _star(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (1, 3), (0.22, 0.4)):
         points = _radial([r, r * 0.4] * 5)
         draw.polygon(_rotated(x, y, points, angle), fill=_pick(rng, colours))
 
 
-def _ellipses(draw, rng, width, height, colours):
+def _ellipses(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     for x, y, r, angle in _scattered(rng, width, height, (1, 4), (0.2, 0.4)):
         squash = rng.uniform(0.35, 0.6)
         outline = [(r * math.cos(t), squash * r * math.sin(t)) for t in np.linspace(0, 6.28, 36)]
@@ -652,7 +519,7 @@ def _stripes(
 ) -> _Drawer:
     """Parallel lines at one of `angles` degrees (± jitter), alternating the two colours."""
 
-    def draw_stripes(draw, rng, width, height, colours):
+    def draw_stripes(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
         step = min(width, height) * rng.uniform(*period)
         thickness = max(1, round(step * rng.uniform(*fill)))
         tilt = math.radians(rng.choice(angles) + rng.uniform(-12, 12))
@@ -669,7 +536,7 @@ def _stripes(
     return draw_stripes
 
 
-def _checkerboard(draw, rng, width, height, colours):
+def _checkerboard(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     cell = min(width, height) * rng.uniform(0.08, 0.16)
     x0, y0 = width * rng.uniform(0, 0.3), height * rng.uniform(0, 0.3)
     x1, y1 = width * rng.uniform(0.7, 1), height * rng.uniform(0.7, 1)
@@ -679,7 +546,7 @@ def _checkerboard(draw, rng, width, height, colours):
             draw.rectangle((left, top, left + cell, top + cell), fill=colours[(i + j) % 2])
 
 
-def _dots(draw, rng, width, height, colours):
+def _dots(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     spacing = min(width, height) * rng.uniform(0.1, 0.18)
     r = spacing * rng.uniform(0.2, 0.35)
     ox, oy = rng.uniform(0, spacing, 2)
@@ -689,7 +556,7 @@ def _dots(draw, rng, width, height, colours):
             draw.ellipse((x - r, y - r, x + r, y + r), fill=colours[j % 2])
 
 
-def _concentric(draw, rng, width, height, colours):
+def _concentric(draw: Draw, rng: Rng, width: int, height: int, colours: Colours) -> None:
     x, y = width * rng.uniform(0.3, 0.7), height * rng.uniform(0.3, 0.7)
     angle = rng.uniform(-0.3, 0.3)
     step = min(width, height) * rng.uniform(0.06, 0.1)
@@ -729,39 +596,40 @@ def _distractors(
             draw.rectangle((x - r, y - r / 2, x + r, y + r / 2), fill=colour)
 
 
-def _grain(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return pixels + 14.0 * rng.standard_normal(pixels.shape, dtype=np.float32)
+def _grain(pixels: Pixels, rng: np.random.Generator) -> Pixels:
+    return np.asarray(pixels + 14.0 * rng.standard_normal(pixels.shape, dtype=np.float32))
 
 
-def _blotchy(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _blotchy(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     height, width, _ = pixels.shape
     cells = rng.normal(0.0, 22.0, (6, 6, 1))
-    return pixels + cells[np.arange(height) * 6 // height][:, np.arange(width) * 6 // width]
+    rows, columns = np.arange(height) * 6 // height, np.arange(width) * 6 // width
+    return np.asarray(pixels + cells[rows][:, columns])
 
 
-def _scanlines(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _scanlines(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     period = int(rng.integers(2, 5))
     dark = (np.arange(pixels.shape[0]) % period == 0)[:, None, None]
-    return pixels * np.where(dark, 0.72, 1.0)
+    return np.asarray(pixels * np.where(dark, 0.72, 1.0))
 
 
-def _vignette(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _vignette(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     height, width, _ = pixels.shape
     yy, xx = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j]
     strength = rng.uniform(0.2, 0.35)
-    return pixels * (1.0 - strength * (xx**2 + yy**2))[..., None]
+    return np.asarray(pixels * (1.0 - strength * (xx**2 + yy**2))[..., None])
 
 
-def _gradient(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _gradient(pixels: Pixels, rng: np.random.Generator) -> Pixels:
     height, width, _ = pixels.shape
     yy, xx = np.mgrid[0 : 1 : height * 1j, 0 : 1 : width * 1j]
     angle = rng.uniform(0, 2 * math.pi)
     ramp = math.cos(angle) * xx + math.sin(angle) * yy
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
-    return pixels * (0.75 + 0.4 * ramp)[..., None]
+    return np.asarray(pixels * (0.75 + 0.4 * ramp)[..., None])
 
 
-_TEXTURES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+_TEXTURES: dict[str, Callable[[Pixels, np.random.Generator], Pixels]] = {
     "grain": _grain,
     "blotchy": _blotchy,
     "scanlines": _scanlines,

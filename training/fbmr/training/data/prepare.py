@@ -25,10 +25,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from fbmr.core.datasets import (
+    PHOTOS,
+    PREPARED_IMAGES,
+    PREPARED_LABEL_MAP,
+    PREPARED_MANIFEST,
+    PREPARED_PRODUCTS,
+    SEED_IMAGES,
+    SEED_PRODUCTS,
+    photo_file,
+)
 from fbmr.core.fileio import atomic_path, atomic_write_json
 from fbmr.core.image import ImageDecodeError, square_photo
 from fbmr.core.labels import LabelMap
@@ -41,36 +52,16 @@ from fbmr.training.data.seed import (
     clean_products,
     drop_products_without_images,
 )
+from fbmr.training.data.settings import PrepareSettings
 from fbmr.training.data.split import SPLITS, split_products
 
 MANIFEST_FORMAT = "fbmr.prepared/1"
-MANIFEST = "manifest.json"
-LABEL_MAP = "label_map.json"
-PRODUCTS = "products.parquet"
-IMAGES = "images.parquet"
 # What identifies a run in OUT.partial/, so that a resume never mixes two configurations.
 RUN_KEY = "run.json"
 
 
 class PrepareError(RuntimeError):
     """The output folder cannot be written as asked; nothing was changed."""
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    """Everything besides the source that decides the prepared dataset's content."""
-
-    image_size: int = 512
-    val_ratio: float = 0.1
-    test_ratio: float = 0.1
-    seed: int = 0
-    jpeg_quality: int = 95
-
-    def __post_init__(self) -> None:
-        if not 32 <= self.image_size <= 4096:
-            raise ValueError(f"image_size must be within 32..4096, got {self.image_size}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be within 1..100, got {self.jpeg_quality}")
 
 
 @dataclass(frozen=True)
@@ -85,9 +76,9 @@ def _partial_dir(out: Path) -> Path:
 
 
 def _process_image(
-    source: SeedSource, image_id: str, images_dir: Path, settings: PrepareSettings
+    source: SeedSource, image_id: str, root: Path, settings: PrepareSettings
 ) -> ImageOutcome:
-    target = images_dir / f"{image_id}.jpg"
+    target = root / photo_file(image_id)
     if target.exists():  # written by an interrupted run: files only appear once complete
         return ImageOutcome(image_id, "reused")
     try:
@@ -107,7 +98,7 @@ def _process_image(
 
 def _counts_by_split(
     products: pd.DataFrame, images: pd.DataFrame, classes: tuple[str, ...]
-) -> dict:
+) -> dict[str, Any]:
     result = {}
     for split in SPLITS:
         p = products[products["split"] == split]
@@ -128,12 +119,12 @@ def _counts_by_split(
     return result
 
 
-def _check_output(out: Path, run_key: dict, overwrite: bool) -> dict | None:
+def _check_output(out: Path, run_key: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """The existing manifest when OUT already holds this very dataset; raises PrepareError when
     OUT or OUT.partial/ hold something else and `overwrite` is off."""
     partial = _partial_dir(out)
     if out.exists() and not overwrite:
-        manifest_path = out / MANIFEST
+        manifest_path = out / PREPARED_MANIFEST
         if not manifest_path.is_file():
             if out.is_dir() and not any(out.iterdir()):
                 return None
@@ -141,7 +132,7 @@ def _check_output(out: Path, run_key: dict, overwrite: bool) -> dict | None:
                 f"{out} exists and is not a prepared dataset; choose another --out, or pass "
                 "--overwrite to replace it"
             )
-        manifest = json.loads(manifest_path.read_text())
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
         if manifest.get("run") == run_key:
             return manifest
         raise PrepareError(
@@ -166,7 +157,7 @@ def prepare_dataset(
     overwrite: bool = False,
     progress: bool = True,
     on_image: Callable[[ImageOutcome], None] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Clean, join, split and store the seed data at `src` as a prepared dataset in `out`.
 
     Returns the manifest. Re-running with the same source and settings returns the existing
@@ -179,8 +170,8 @@ def prepare_dataset(
     source = SeedSource.open(src)
     run_key = {
         "source": source.url,
-        "products_sha256": source.checksum("Products.csv"),
-        "images_sha256": source.checksum("Images.csv"),
+        "products_sha256": source.checksum(SEED_PRODUCTS),
+        "images_sha256": source.checksum(SEED_IMAGES),
         "settings": dataclasses.asdict(settings),
     }
     existing = _check_output(out, run_key, overwrite)
@@ -190,13 +181,13 @@ def prepare_dataset(
     partial = _partial_dir(out)
     if overwrite and partial.exists():
         shutil.rmtree(partial)
-    images_dir = partial / "images"
+    images_dir = partial / PHOTOS
     images_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(partial / RUN_KEY, run_key)
 
     counts = CleanCounts()
-    products = clean_products(source.read_csv("Products.csv", PRODUCT_COLUMNS), counts)
-    images = clean_images(source.read_csv("Images.csv", IMAGE_COLUMNS), products, counts)
+    products = clean_products(source.read_csv(SEED_PRODUCTS, PRODUCT_COLUMNS), counts)
+    images = clean_images(source.read_csv(SEED_IMAGES, IMAGE_COLUMNS), products, counts)
     before = len(products)
     products = drop_products_without_images(products, images)
     counts.products_without_photo = before - len(products)
@@ -208,7 +199,7 @@ def prepare_dataset(
     pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
     try:
         results = pool.map(
-            lambda image_id: _process_image(source, image_id, images_dir, settings),
+            lambda image_id: _process_image(source, image_id, partial, settings),
             images["image_id"],
         )
         for outcome in tqdm(results, total=len(images), desc="photos", disable=not progress):
@@ -235,16 +226,16 @@ def prepare_dataset(
         products["product_id"].map(images["product_id"].value_counts()).astype("int64")
     )
     images = images.merge(products[["product_id", "label", "label_id", "split"]], on="product_id")
-    images["file"] = "images/" + images["image_id"] + ".jpg"
+    images["file"] = images["image_id"].map(photo_file)
     # Photos of products that were dropped after an interrupted run must not linger.
     kept = set(images["image_id"])
     for path in images_dir.glob("*.jpg"):
         if path.stem not in kept:
             path.unlink()
 
-    products.to_parquet(partial / PRODUCTS, index=False)
-    images.to_parquet(partial / IMAGES, index=False)
-    label_map.save(partial / LABEL_MAP)
+    products.to_parquet(partial / PREPARED_PRODUCTS, index=False)
+    images.to_parquet(partial / PREPARED_IMAGES, index=False)
+    label_map.save(partial / PREPARED_LABEL_MAP)
     manifest = {
         "format": MANIFEST_FORMAT,
         "run": run_key,
@@ -264,7 +255,7 @@ def prepare_dataset(
         "skipped": [{"image_id": o.image_id, "reason": o.reason} for o in skipped],
         "seconds": round(time.monotonic() - started, 2),
     }
-    atomic_write_json(partial / MANIFEST, manifest)
+    atomic_write_json(partial / PREPARED_MANIFEST, manifest)
     (partial / RUN_KEY).unlink()
     _publish(partial, out)
     return manifest

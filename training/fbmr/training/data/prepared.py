@@ -12,12 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
+from fbmr.core.datasets import (
+    PREPARED_IMAGES,
+    PREPARED_LABEL_MAP,
+    PREPARED_MANIFEST,
+    PREPARED_PRODUCTS,
+    photo_file,
+)
 from fbmr.core.image import ImageSpec, preprocess_image
 from fbmr.core.labels import LabelMap
 from fbmr.core.listing import model_text
 from fbmr.core.text import Tokenizer
-from fbmr.training.data.prepare import IMAGES, LABEL_MAP, MANIFEST, MANIFEST_FORMAT, PRODUCTS
+from fbmr.training.data.prepare import MANIFEST_FORMAT
 from fbmr.training.data.split import SPLITS
 
 
@@ -26,25 +34,26 @@ class PreparedDataset:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        manifest_path = self.root / MANIFEST
+        manifest_path = self.root / PREPARED_MANIFEST
         if not manifest_path.is_file():
             raise FileNotFoundError(
-                f"{self.root} is not a prepared dataset (no {MANIFEST}); run `fbmr data prepare`"
+                f"{self.root} is not a prepared dataset (no {PREPARED_MANIFEST}); "
+                "run `fbmr data prepare`"
             )
         self.manifest = json.loads(manifest_path.read_text())
         if self.manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(
                 f"{manifest_path}: format {self.manifest.get('format')!r}, want {MANIFEST_FORMAT!r}"
             )
-        self.label_map = LabelMap.load(self.root / LABEL_MAP)
+        self.label_map = LabelMap.load(self.root / PREPARED_LABEL_MAP)
 
     @cached_property
     def _products(self) -> pd.DataFrame:
-        return pd.read_parquet(self.root / PRODUCTS)
+        return pd.read_parquet(self.root / PREPARED_PRODUCTS)
 
     @cached_property
     def _images(self) -> pd.DataFrame:
-        return pd.read_parquet(self.root / IMAGES)
+        return pd.read_parquet(self.root / PREPARED_IMAGES)
 
     @staticmethod
     def _check_split(split: str | None) -> None:
@@ -64,9 +73,9 @@ class PreparedDataset:
         return table if split is None else table[table["split"] == split].reset_index(drop=True)
 
     def image_path(self, image_id: str) -> Path:
-        return self.root / "images" / f"{image_id}.jpg"
+        return self.root / photo_file(image_id)
 
-    def image_input(self, image_id: str, spec: ImageSpec) -> np.ndarray:
+    def image_input(self, image_id: str, spec: ImageSpec) -> NDArray[np.float32]:
         """A photo as the image model's (3, H, W) float32 input, through fbmr.core."""
         return preprocess_image(self.image_path(image_id), spec)
 
@@ -76,6 +85,6 @@ class PreparedDataset:
         function the facade, the client and the index build read a listing's text with."""
         return model_text(product["product_name"], product["product_description"])
 
-    def text_input(self, product: pd.Series, tokenizer: Tokenizer) -> np.ndarray:
+    def text_input(self, product: pd.Series, tokenizer: Tokenizer) -> NDArray[np.int64]:
         """A product's text as the text model's (max_length,) int64 input, through fbmr.core."""
         return tokenizer.encode(self.text(product))

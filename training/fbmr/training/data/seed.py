@@ -13,6 +13,7 @@ import fsspec
 import pandas as pd
 from fsspec.spec import AbstractFileSystem
 
+from fbmr.core.datasets import SEED_IMAGES, SEED_PRODUCTS, photo_file
 from fbmr.core.listing import (
     clean_field,
     clean_product_name,
@@ -40,7 +41,7 @@ class SeedSource:
     def open(cls, url: str) -> SeedSource:
         fs, root = fsspec.core.url_to_fs(url)
         root = root.rstrip("/")
-        for name in ("Products.csv", "Images.csv"):
+        for name in (SEED_PRODUCTS, SEED_IMAGES):
             if not fs.isfile(f"{root}/{name}"):
                 raise SeedLayoutError(f"{url!r} is not in the seed layout: {name} not found")
         return cls(url=fs.unstrip_protocol(root), fs=fs, root=root)
@@ -49,7 +50,7 @@ class SeedSource:
         return f"{self.root}/{relative}"
 
     def image_path(self, image_id: str) -> str:
-        return self.path(f"images/{image_id}.jpg")
+        return self.path(photo_file(image_id))
 
     def checksum(self, name: str) -> str:
         """SHA-256 of one of the CSV files, so a re-run can tell whether the source changed."""

@@ -31,7 +31,7 @@ def split_products(
         )
     split = pd.Series("train", index=products.index, dtype=object)
     for _, group in products.groupby("label", sort=True):
-        ordered = sorted(group.index, key=lambda i: _rank_key(group.at[i, "product_id"], seed))
+        ordered = sorted(group.index, key=lambda i: _rank_key(str(group.at[i, "product_id"]), seed))
         n_test = round(len(ordered) * test_ratio)
         n_val = round(len(ordered) * val_ratio)
         split[ordered[:n_test]] = "test"

@@ -1,0 +1,68 @@
+"""`fbmr index reload` and `fbmr model status|pin|unpin` ask a running facade through fbmr.client:
+its answer printed as JSON, its refusal as one line and the user-error exit code."""
+
+import json
+from typing import ClassVar
+
+import pytest
+from typer.testing import CliRunner
+
+import fbmr.client
+from fbmr.client import FbmrError
+from fbmr.client.types import ModelVersions, Reload
+from fbmr.core.cli import USER_ERROR, build_app
+
+VERSIONS = ModelVersions(in_use=2, pinned=None, refused={3: "smoke test failed"}, rollout="idle")
+
+
+class _FakeClient:
+    """Stands in for fbmr.client.Client; records what it was asked."""
+
+    asked: ClassVar[list[tuple[str, object]]] = []
+
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self.asked.append(("url", url))
+        self.asked.append(("api_key", api_key))
+
+    def __enter__(self) -> "_FakeClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def reload_index(self) -> Reload:
+        return Reload(reloaded=True, version="7")
+
+    def model_versions(self) -> ModelVersions:
+        return VERSIONS
+
+    def pin_model_version(self, version: int | None) -> ModelVersions:
+        self.asked.append(("pin", version))
+        if version == 9:
+            raise FbmrError("version 9 is not exported")
+        return VERSIONS
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    monkeypatch.setattr(fbmr.client, "Client", _FakeClient)
+    monkeypatch.setattr(_FakeClient, "asked", [])
+    return _FakeClient.asked
+
+
+def test_reload_prints_what_the_facade_did(asked, monkeypatch):
+    monkeypatch.setenv("FBMR_API_KEY", "secret")
+    result = CliRunner().invoke(build_app(), ["index", "reload", "--url", "http://facade:1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"reloaded": True, "version": "7"}
+    assert asked == [("url", "http://facade:1"), ("api_key", "secret")]
+
+
+def test_model_commands_print_the_versions_and_refusals_exit_with_the_user_error(asked):
+    result = CliRunner().invoke(build_app(), ["model", "status"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["refused"] == {"3": "smoke test failed"}
+    assert CliRunner().invoke(build_app(), ["model", "unpin"]).exit_code == 0
+    assert ("pin", None) in asked
+    refused = CliRunner().invoke(build_app(), ["model", "pin", "9"])
+    assert refused.exit_code == USER_ERROR and "version 9 is not exported" in refused.output
