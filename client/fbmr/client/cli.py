@@ -39,7 +39,6 @@ def score(
     triton: str = typer.Option(
         None,
         "--triton-url",
-        "--triton",  # its name before the CLI's options were made one per concept
         help="Score straight against Triton at HOST:PORT (gRPC); with --ray, a comma-separated "
         "fleet.",
     ),
