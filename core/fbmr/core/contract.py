@@ -46,8 +46,41 @@ IMAGE_EMBEDDING = "image_embedding"
 TEXT_EMBEDDING = "text_embedding"
 COMBINED_EMBEDDING = "combined_embedding"
 
-# Triton data types of the ensembles' inputs (as tritonclient spells them).
-INPUT_DATATYPES = {IMAGE: "UINT8", TOKEN_IDS: "INT64"}
+
+class Datatype(StrEnum):
+    """A tensor's data type, as Triton's protocol (and tritonclient's `InferInput`) spells it;
+    `config` is the model configuration's spelling and `numpy` numpy's, so that each is written
+    once (numpy itself is not imported: `fbmr --help` reads this module)."""
+
+    UINT8 = "UINT8"
+    INT64 = "INT64"
+    FP32 = "FP32"
+
+    @property
+    def config(self) -> str:
+        """As config.pbtxt spells it (`data_type: TYPE_FP32`)."""
+        return f"TYPE_{self.value}"
+
+    @property
+    def numpy(self) -> str:
+        """numpy's name of the dtype (`np.dtype(d.numpy)`)."""
+        return _NUMPY_NAMES[self]
+
+    @classmethod
+    def of_numpy(cls, name: str) -> Datatype:
+        """The data type of a numpy dtype, by name (`array.dtype.name`)."""
+        return next(d for d in cls if _NUMPY_NAMES[d] == name)
+
+    @classmethod
+    def of_config(cls, name: str) -> Datatype:
+        """The data type of a model configuration's spelling (`TYPE_FP32`)."""
+        return cls(name.removeprefix("TYPE_"))
+
+
+_NUMPY_NAMES = {Datatype.UINT8: "uint8", Datatype.INT64: "int64", Datatype.FP32: "float32"}
+
+# The ensembles' inputs; every output is FP32.
+INPUT_DATATYPES = {IMAGE: Datatype.UINT8, TOKEN_IDS: Datatype.INT64}
 
 
 @dataclass(frozen=True)
