@@ -26,7 +26,7 @@ from fbmr.client import (
     Unavailable,
 )
 from fbmr.client.retry import RetryPolicy
-from fbmr.core.contract import Kind
+from fbmr.core.contract import API_KEY_ENV, Kind
 from tests.client.conftest import API_KEY, QUICK_RETRY
 from tests.helpers import free_ports
 
@@ -193,7 +193,7 @@ def test_typed_errors_carry_the_servers_message_and_are_not_retried(facade, faca
 
 def test_api_key_from_argument_or_environment(keyed_facade_url, facade_url, listing, monkeypatch):
     _, text, _ = listing
-    monkeypatch.delenv("FBMR_API_KEY", raising=False)
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
     with Client(keyed_facade_url) as client:
         assert client.health() is True  # health checks stay open
         with pytest.raises(Unauthorised) as missing:
@@ -203,7 +203,7 @@ def test_api_key_from_argument_or_environment(keyed_facade_url, facade_url, list
         client.reload_index()
     with Client(keyed_facade_url, api_key=API_KEY) as client:
         _check_prediction(client.predict_text(text))
-    monkeypatch.setenv("FBMR_API_KEY", API_KEY)
+    monkeypatch.setenv(API_KEY_ENV, API_KEY)
     with Client(keyed_facade_url) as client:
         _check_prediction(client.predict_text(text))
 

@@ -145,8 +145,10 @@ DEFAULT_TRITON_URL = f"{LOCALHOST}:{TRITON_GRPC_PORT}"
 DEFAULT_FACADE_URL = f"http://{LOCALHOST}:{FACADE_PORT}"
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 
-# The facade's bearer token, for the facade (FacadeSettings reads FBMR_*), the CLI and the client.
-API_KEY_ENV = "FBMR_API_KEY"
+# The facade's settings are read from FBMR_* environment variables (FacadeSettings); its bearer
+# token from API_KEY_ENV, by the facade, the CLI and the client.
+ENV_PREFIX = "FBMR_"
+API_KEY_ENV = f"{ENV_PREFIX}API_KEY"
 
 # gRPC channel options of every Triton client (the facade's, batch scoring's).
 TRITON_CHANNEL_ARGS = [
