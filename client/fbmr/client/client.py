@@ -10,9 +10,10 @@ client's `RetryPolicy` (`fbmr.client.retry`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
@@ -44,6 +45,9 @@ from fbmr.core.contract import (
     kind_of,
 )
 
+if TYPE_CHECKING:
+    from stamina._core import _RetryContextIterator
+
 USER_AGENT = "fbmr-client/0.1"
 R = TypeVar("R")
 
@@ -61,6 +65,16 @@ class _Call(Generic[R]):
     # statuses >= 400 that are answers rather than errors (/readyz says "not ready" with a 503)
     answers: frozenset[int] = field(default_factory=frozenset)
     retry: bool = True
+
+    def request(self) -> dict[str, Any]:
+        """The arguments of httpx's `request` for this call."""
+        return {
+            "method": self.method,
+            "url": self.path,
+            "json": self.json,
+            "data": self.data,
+            "files": self.files,
+        }
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -192,9 +206,15 @@ def _answer(call: _Call[R], response: httpx.Response) -> R:
     return call.read(response)
 
 
-def _unreachable(url: str, err: httpx.TransportError) -> ServerUnreachable:
-    what = "timed out" if isinstance(err, httpx.TimeoutException) else "unreachable"
-    return ServerUnreachable(f"{url} {what}: {type(err).__name__}: {err}".rstrip(": "))
+@contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    """Transport failures as `ServerUnreachable` (retried, as any TRANSIENT error)."""
+    try:
+        yield
+    except httpx.TransportError as err:
+        what = "timed out" if isinstance(err, httpx.TimeoutException) else "unreachable"
+        message = f"{url} {what}: {type(err).__name__}: {err}".rstrip(": ")
+        raise ServerUnreachable(message) from err
 
 
 class _Base:
@@ -211,6 +231,13 @@ class _Base:
         self.retry = retry
         self._headers = _headers(api_key)
         self._timeout = httpx.Timeout(timeout_s)
+
+    def _attempts(self, call: _Call[Any]) -> _RetryContextIterator:
+        """The retry context for `call` (iterated sync or async by the client's `_send`)."""
+        return (self.retry if call.retry else RetryPolicy.none()).context(TRANSIENT)
+
+    def _reaching(self) -> AbstractContextManager[None]:
+        return _reaching(self.url)
 
 
 class Client(_Base):
@@ -239,16 +266,9 @@ class Client(_Base):
         self._http.close()
 
     def _send(self, call: _Call[R]) -> R:
-        policy = self.retry if call.retry else RetryPolicy.none()
-        for attempt in policy.context(TRANSIENT):
-            with attempt:
-                try:
-                    response = self._http.request(
-                        call.method, call.path, json=call.json, data=call.data, files=call.files
-                    )
-                except httpx.TransportError as err:
-                    raise _unreachable(self.url, err) from err
-                return _answer(call, response)
+        for attempt in self._attempts(call):
+            with attempt, self._reaching():
+                return _answer(call, self._http.request(**call.request()))
         raise AssertionError("unreachable")
 
     def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:
@@ -327,16 +347,9 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _send(self, call: _Call[R]) -> R:
-        policy = self.retry if call.retry else RetryPolicy.none()
-        async for attempt in policy.context(TRANSIENT):
-            with attempt:
-                try:
-                    response = await self._http.request(
-                        call.method, call.path, json=call.json, data=call.data, files=call.files
-                    )
-                except httpx.TransportError as err:
-                    raise _unreachable(self.url, err) from err
-                return _answer(call, response)
+        async for attempt in self._attempts(call):
+            with attempt, self._reaching():
+                return _answer(call, await self._http.request(**call.request()))
         raise AssertionError("unreachable")
 
     async def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:

@@ -1,0 +1,50 @@
+"""The Ray backend of `fbmr score`: the same `TritonScorer` as Ray Data `map_batches` on an actor
+pool (one Triton connection each); results stream back to this process, which writes the chunks."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pandas as pd
+from tqdm import tqdm
+
+from fbmr.client.batch import TritonScorer
+from fbmr.client.ray_start import ray_session
+from fbmr.client.score_chunks import ROW, ChunkStore, Unit
+from fbmr.client.score_triton import TritonTarget
+
+
+def score_ray(
+    run: ChunkStore,
+    units: list[Unit],
+    target: TritonTarget,
+    batch_size: int,
+    concurrency: int,
+    bar: tqdm,
+    progress: bool,
+) -> None:
+    """Score `units` on the Ray cluster at `target.ray_address`, `concurrency` actors."""
+    with ray_session(target.ray_address) as ray:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = progress
+        by_row = {}
+        for unit in units:
+            unit.pending = len(unit.rows)
+            by_row.update(dict.fromkeys(unit.rows[ROW], unit))
+        rows = pd.concat([unit.rows for unit in units])
+        dataset = ray.data.from_pandas(rows).map_batches(
+            TritonScorer,
+            fn_constructor_kwargs=target.scorer_arguments(run.options),
+            batch_size=batch_size,
+            batch_format="pandas",
+            concurrency=concurrency,
+        )
+        for raw in dataset.iter_batches(batch_format="pandas", batch_size=None):
+            batch = cast(pd.DataFrame, raw)
+            for position, part in batch.groupby(ROW, sort=False):
+                unit = by_row[int(str(position))]
+                unit.results.append(part)
+                unit.pending -= len(part)
+                if unit.pending == 0:
+                    run.finish_unit(unit)
+            bar.update(len(batch))
