@@ -28,11 +28,8 @@ import time
 from pathlib import Path
 
 import faiss
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from figures import plt, save
 
 from fbmr.serving.index_build import (
     TRAIN_PER_LIST,
@@ -278,11 +275,7 @@ def plot(rows: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("recall@10 against exact")
     axes[1].legend(fontsize=7, loc="lower left")
-    figure.suptitle("Similar-listing index: recall against speed (inner product, unit vectors)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, path, "Similar-listing index: recall against speed (inner product, unit vectors)")
 
 
 def pow2(x: float) -> int:
