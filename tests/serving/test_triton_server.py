@@ -162,6 +162,7 @@ def test_concurrent_requests_are_all_served(client, inputs, triton):
     assert int(stats["inference_count"]) >= len(requests) + len(singles)
 
 
+@pytest.mark.integration  # starts a tritonserver of its own
 def test_a_repository_whose_only_version_fails_to_load_stops_the_start_with_the_cause(
     cpu_repository, tmp_path
 ):
@@ -198,6 +199,7 @@ def metrics_page(url: str, within_s: float = 30) -> bytes:
             time.sleep(0.5)
 
 
+@pytest.mark.integration  # `fbmr triton start` runs a tritonserver
 def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     http, grpc, metrics = free_ports(3)
