@@ -264,3 +264,26 @@ def test_no_answer_is_retried_then_a_typed_error(listing):
 
     with pytest.raises(ServerUnreachable):
         asyncio.run(unreachable())
+
+
+def test_both_clients_send_the_same_request_through_their_transport():
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    with Client("http://facade/", "k", transport=httpx.MockTransport(answer)) as client:
+        assert client.health() is True
+
+    async def health() -> bool:
+        transport = httpx.MockTransport(answer)
+        async with AsyncClient("http://facade", "k", transport=transport) as client:
+            return await client.health()
+
+    assert asyncio.run(health()) is True
+    first, second = seen
+    assert str(first.url) == str(second.url) == "http://facade/healthz"
+    for request in seen:
+        assert request.headers["Authorization"] == "Bearer k"
+        assert request.headers["User-Agent"].startswith("fbmr-client/")

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 USER_AGENT = "fbmr-client/0.1"
 R = TypeVar("R")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)  # the httpx client a facade client holds
+T = TypeVar("T", httpx.BaseTransport, httpx.AsyncBaseTransport)  # and its transport
 
 
 @dataclass(frozen=True)
@@ -217,20 +219,36 @@ def _reaching(url: str) -> Iterator[None]:
         raise ServerUnreachable(message) from err
 
 
-class _Base:
+class _Base(Generic[H, T]):
+    """What both clients share: their settings, the connection pool's and the retries."""
+
     def __init__(
         self,
         url: str = DEFAULT_FACADE_URL,
         api_key: str | None = None,
         timeout_s: float = 60.0,
         retry: RetryPolicy = DEFAULT_POLICY,
+        transport: T | None = None,
+        max_connections: int = 100,
     ) -> None:
         """`url`: the facade; `api_key`: its bearer token (default: $FBMR_API_KEY); `timeout_s`:
-        of one request; `retry`: how 503s and transport failures are retried."""
+        of one request; `retry`: how 503s and transport failures are retried; `transport`:
+        httpx's (tests); `max_connections`: of the pool, all kept alive."""
         self.url = url.rstrip("/")
         self.retry = retry
-        self._headers = _headers(api_key)
-        self._timeout = httpx.Timeout(timeout_s)
+        self._http: H = self._open(
+            transport,
+            base_url=self.url,
+            headers=_headers(api_key),
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    def _open(self, transport: T | None, **options: Any) -> H:
+        """The httpx client of this kind."""
+        raise NotImplementedError
 
     def _attempts(self, call: _Call[Any]) -> _RetryContextIterator:
         """The retry context for `call` (iterated sync or async by the client's `_send`)."""
@@ -240,21 +258,11 @@ class _Base:
         return _reaching(self.url)
 
 
-class Client(_Base):
+class Client(_Base[httpx.Client, httpx.BaseTransport]):
     """The facade's API, blocking. Thread-safe (httpx's pool is)."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_FACADE_URL,
-        api_key: str | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy = DEFAULT_POLICY,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(url, api_key, timeout_s, retry)
-        self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=self._timeout, transport=transport
-        )
+    def _open(self, transport: httpx.BaseTransport | None, **options: Any) -> httpx.Client:
+        return httpx.Client(transport=transport, **options)
 
     def __enter__(self) -> Client:
         return self
@@ -314,28 +322,13 @@ class Client(_Base):
         return self._send(_pin_model_version(version))
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """The facade's API for asyncio; one client serves any number of concurrent calls."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_FACADE_URL,
-        api_key: str | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy = DEFAULT_POLICY,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 100,
-    ) -> None:
-        super().__init__(url, api_key, timeout_s, retry)
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=self._headers,
-            timeout=self._timeout,
-            transport=transport,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
+    def _open(
+        self, transport: httpx.AsyncBaseTransport | None, **options: Any
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, **options)
 
     async def __aenter__(self) -> AsyncClient:
         return self
