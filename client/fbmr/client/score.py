@@ -28,6 +28,7 @@ from fbmr.client.batch import ScoreOptions, reason
 from fbmr.client.score_chunks import (
     ChunkStore,
     ScoreError,
+    Work,
     read_output,
     work_dir,
     write_output,
@@ -131,11 +132,11 @@ def score(
         if not units:
             pass
         elif isinstance(target, FacadeTarget):
-            asyncio.run(score_facade(run, units, target, batch_size, concurrency or 8, bar))
+            asyncio.run(score_facade(Work(run, units, batch_size, concurrency or 8, bar), target))
         elif target.ray_address is not None:
-            score_ray(run, units, target, batch_size, concurrency or 2, bar, progress)
+            score_ray(Work(run, units, batch_size, concurrency or 2, bar), target, progress)
         else:
-            asyncio.run(score_triton(run, units, target, batch_size, concurrency or 2, bar))
+            asyncio.run(score_triton(Work(run, units, batch_size, concurrency or 2, bar), target))
     finally:
         bar.close()
     scoring_s = time.perf_counter() - scoring_started

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from fbmr.client.batch import ScoreOptions, output_schema
 from fbmr.client.inputs import fingerprint, read_input
@@ -41,6 +42,19 @@ class Unit:
     kept: pd.DataFrame | None = None
     results: list[pd.DataFrame] = field(default_factory=list)
     pending: int = 0
+
+
+@dataclass
+class Work:
+    """What a backend is given: the units of a run to score into its chunk store, in batches of
+    `batch_size` rows, `concurrency` at a time (what that means is the backend's), progress on
+    `bar`."""
+
+    store: ChunkStore
+    units: list[Unit]
+    batch_size: int
+    concurrency: int
+    bar: tqdm
 
 
 def work_dir(out: Path) -> Path:

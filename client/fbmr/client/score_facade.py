@@ -7,12 +7,10 @@ import asyncio
 import math
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from fbmr.client.batch import score_facade_batch
 from fbmr.client.client import AsyncClient
 from fbmr.client.retry import DEFAULT_POLICY, RetryPolicy
-from fbmr.client.score_chunks import ChunkStore, Unit
+from fbmr.client.score_chunks import Work
 from fbmr.client.score_window import score_units
 from fbmr.core.contract import DEFAULT_FACADE_URL
 
@@ -26,23 +24,15 @@ class FacadeTarget:
     retry: RetryPolicy = DEFAULT_POLICY
 
 
-async def score_facade(
-    run: ChunkStore,
-    units: list[Unit],
-    target: FacadeTarget,
-    batch_size: int,
-    concurrency: int,
-    bar: tqdm,
-) -> None:
-    limit = asyncio.Semaphore(concurrency)
+async def score_facade(work: Work, target: FacadeTarget) -> None:
+    """`work.concurrency` requests in flight, from enough batches to keep them busy."""
+    limit = asyncio.Semaphore(work.concurrency)
+    options = work.store.options
     async with AsyncClient(
-        target.url, target.api_key, retry=target.retry, max_connections=concurrency
+        target.url, target.api_key, retry=target.retry, max_connections=work.concurrency
     ) as client:
         await score_units(
-            units,
-            lambda batch: score_facade_batch(client, batch, run.options, limit),
-            batch_size,
-            max(2, math.ceil(concurrency / batch_size) + 1),
-            run.finish_unit,
-            bar,
+            work,
+            lambda batch: score_facade_batch(client, batch, options, limit),
+            max(2, math.ceil(work.concurrency / work.batch_size) + 1),
         )

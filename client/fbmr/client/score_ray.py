@@ -6,24 +6,17 @@ from __future__ import annotations
 from typing import cast
 
 import pandas as pd
-from tqdm import tqdm
 
 from fbmr.client.batch import TritonScorer
 from fbmr.client.ray_start import ray_session
-from fbmr.client.score_chunks import ROW, ChunkStore, Unit
+from fbmr.client.score_chunks import ROW, Work
 from fbmr.client.score_triton import TritonTarget
 
 
-def score_ray(
-    run: ChunkStore,
-    units: list[Unit],
-    target: TritonTarget,
-    batch_size: int,
-    concurrency: int,
-    bar: tqdm,
-    progress: bool,
-) -> None:
-    """Score `units` on the Ray cluster at `target.ray_address`, `concurrency` actors."""
+def score_ray(work: Work, target: TritonTarget, progress: bool) -> None:
+    """Score the work on the Ray cluster at `target.ray_address`, `work.concurrency` actors;
+    `progress`: Ray Data's own progress bars too."""
+    units = work.units
     with ray_session(target.ray_address) as ray:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
@@ -34,10 +27,10 @@ def score_ray(
         rows = pd.concat([unit.rows for unit in units])
         dataset = ray.data.from_pandas(rows).map_batches(
             TritonScorer,
-            fn_constructor_kwargs=target.scorer_arguments(run.options),
-            batch_size=batch_size,
+            fn_constructor_kwargs=target.scorer_arguments(work.store.options),
+            batch_size=work.batch_size,
             batch_format="pandas",
-            concurrency=concurrency,
+            concurrency=work.concurrency,
         )
         for raw in dataset.iter_batches(batch_format="pandas", batch_size=None):
             batch = cast(pd.DataFrame, raw)
@@ -46,5 +39,5 @@ def score_ray(
                 unit.results.append(part)
                 unit.pending -= len(part)
                 if unit.pending == 0:
-                    run.finish_unit(unit)
-            bar.update(len(batch))
+                    work.store.finish_unit(unit)
+            work.bar.update(len(batch))

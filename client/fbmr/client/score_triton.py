@@ -11,11 +11,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from fbmr.client.batch import TRITON_RETRY, ScoreOptions, TritonScorer
 from fbmr.client.retry import RetryPolicy
-from fbmr.client.score_chunks import ChunkStore, Unit
+from fbmr.client.score_chunks import Work
 from fbmr.client.score_window import score_units
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_REPOSITORY
@@ -50,14 +48,8 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-async def score_triton(
-    run: ChunkStore,
-    units: list[Unit],
-    target: TritonTarget,
-    batch_size: int,
-    concurrency: int,
-    bar: tqdm,
-) -> None:
+async def score_triton(work: Work, target: TritonTarget) -> None:
+    """`work.concurrency` batches in flight, each scored in a thread of its own."""
     loop = asyncio.get_running_loop()
     # spawn, not fork: the parent holds gRPC threads, which a forked child must not inherit
     processes = (
@@ -65,16 +57,11 @@ async def score_triton(
         if target.workers > 0
         else None
     )
-    threads = ThreadPoolExecutor(concurrency, thread_name_prefix="fbmr-score")
-    scorer = TritonScorer(**target.scorer_arguments(run.options), executor=processes)
+    threads = ThreadPoolExecutor(work.concurrency, thread_name_prefix="fbmr-score")
+    scorer = TritonScorer(**target.scorer_arguments(work.store.options), executor=processes)
     try:
         await score_units(
-            units,
-            lambda batch: loop.run_in_executor(threads, scorer, batch),
-            batch_size,
-            concurrency,
-            run.finish_unit,
-            bar,
+            work, lambda batch: loop.run_in_executor(threads, scorer, batch), work.concurrency
         )
     finally:
         threads.shutdown(wait=False, cancel_futures=True)

@@ -8,10 +8,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 
 import pandas as pd
-from tqdm import tqdm
 
 from fbmr.client.batch import reason
-from fbmr.client.score_chunks import Unit
+from fbmr.client.score_chunks import Unit, Work
 
 
 def _batches(units: list[Unit], batch_size: int) -> Iterator[tuple[Unit, pd.DataFrame]]:
@@ -23,15 +22,14 @@ def _batches(units: list[Unit], batch_size: int) -> Iterator[tuple[Unit, pd.Data
 
 
 async def score_units(
-    units: list[Unit],
+    work: Work,
     score_batch: Callable[[pd.DataFrame], Awaitable[pd.DataFrame]],
-    batch_size: int,
     window: int,
-    finish: Callable[[Unit], None],
-    bar: tqdm,
 ) -> None:
-    """Score every unit's batches, `window` at a time, finishing each unit when it is whole."""
-    batches = _batches(units, batch_size)
+    """Score every unit's batches, `window` at a time, writing each unit's chunk when it is
+    whole."""
+    batches = _batches(work.units, work.batch_size)
+    bar = work.bar
     running: dict[asyncio.Task[pd.DataFrame], Unit] = {}
     errors: Counter[str] = Counter()
     try:
@@ -55,7 +53,7 @@ async def score_units(
                 if errors:
                     bar.set_postfix(errors=sum(errors.values()), refresh=False)
                 if unit.pending == 0:
-                    finish(unit)
+                    work.store.finish_unit(unit)
     finally:
         for task in running:
             task.cancel()
