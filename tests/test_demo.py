@@ -8,7 +8,8 @@ import pytest
 
 from tests.helpers import free_ports, run_script
 
-pytestmark = pytest.mark.integration  # the demo starts its own Triton and facade
+# the demo starts its own Triton and facade; its own limit is 900 s, the test's is above it
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 
 def test_demo_runs_end_to_end_and_stops_its_servers(tmp_path):
