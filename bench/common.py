@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tritonclient.utils import np_to_triton_dtype
 
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
@@ -58,8 +57,8 @@ def model_inputs(repository: Path, items: list[tuple[Path, str]]) -> ModelInputs
 
 
 def triton_datatype(array: np.ndarray) -> str:
-    """Triton's name of an array's dtype (FP32, UINT8, INT64, ...)."""
-    return np_to_triton_dtype(array.dtype)
+    """Triton's name of an array's dtype (FP32, UINT8, INT64)."""
+    return contract.Datatype.of_numpy(array.dtype.name)
 
 
 def percentiles(values_ms: list[float] | np.ndarray) -> dict[str, float]:

@@ -21,10 +21,7 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from figures import plt, save
 
 
 def _load(path: Path) -> dict | None:
@@ -246,10 +243,7 @@ def plot(data: dict, path: Path) -> None:
         axis.set_ylabel(label)
         axis.grid(alpha=0.3, axis="y")
         axis.legend()
-    figure.suptitle("Serving side by side: same run, same listings, same machine")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, path, "Serving side by side: same run, same listings, same machine")
 
 
 def main() -> None:

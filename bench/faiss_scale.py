@@ -9,10 +9,12 @@ batched, build time and index size.
 Vectors are L2-normalised and searched by inner product, as `fbmr index build` does. The
 synthetic catalogue is clustered in a low-dimensional latent space (see ClusteredVectors), so
 the approximate indexes are tested on structure rather than on uniform noise, where no index
-beats brute force; queries are fresh draws from the same distribution. IVF is
-trained on a sample of 50 vectors per list, with 10 k-means iterations, to bound build time.
-HNSW is built only for sizes up to --hnsw-max (its build is the slowest step: minutes per
-100k vectors on 2 cores). Indexes are faiss factory strings ("Flat", "IVF1024,Flat", "HNSW32").
+beats brute force; queries are fresh draws from the same distribution. Indexes are faiss
+factory strings ("Flat", "IVF1024,Flat", "HNSW32") built by the builder `fbmr index build` uses
+(`fbmr.serving.index_build`: IVF trained on a sample of 50 vectors per list, 10 k-means
+iterations), and the IVF sweep includes the number of lists it serves with, so what is measured
+is what serves. HNSW is built only for sizes up to --hnsw-max (its build is the slowest step:
+minutes per 100k vectors on 2 cores).
 Writes faiss_scale.json and faiss_scale.md to --out and the recall/QPS plot to --plot.
 """
 
@@ -26,21 +28,20 @@ import time
 from pathlib import Path
 
 import faiss
-import matplotlib
 import numpy as np
+from figures import plt, save
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from fbmr.serving.index_build import (
+    TRAIN_PER_LIST,
+    build_index,
+    gpu_count,
+    ivf_lists,
+    normalise,
+    on_gpu,
+    set_search,
+)
 
 K = 10
-TRAIN_PER_LIST = 50
-KMEANS_ITERATIONS = 10
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
 
 
 class ClusteredVectors:
@@ -85,8 +86,7 @@ class Device:
     (faiss-gpu, `fbmr-serving[gpu]`), else the CPU; HNSW is CPU only, as in serving."""
 
     def __init__(self, allow_gpu: bool) -> None:
-        gpus = faiss.get_num_gpus() if allow_gpu and hasattr(faiss, "get_num_gpus") else 0
-        self.resources = faiss.StandardGpuResources() if gpus else None
+        self.resources = faiss.StandardGpuResources() if allow_gpu and gpu_count() else None
 
     @property
     def name(self) -> str:
@@ -98,15 +98,8 @@ class Device:
         return faiss.index_cpu_to_gpu(self.resources, 0, index)
 
     @staticmethod
-    def on_gpu(index: faiss.Index) -> bool:
-        return "Gpu" in type(index).__name__
-
-    def set(self, index: faiss.Index, parameter: str, value: int) -> None:
-        space = faiss.GpuParameterSpace() if self.on_gpu(index) else faiss.ParameterSpace()
-        space.set_index_parameter(index, parameter, value)
-
-    def bytes(self, index: faiss.Index) -> int:
-        cpu = faiss.index_gpu_to_cpu(index) if self.on_gpu(index) else index
+    def bytes(index: faiss.Index) -> int:
+        cpu = faiss.index_gpu_to_cpu(index) if on_gpu(index) else index
         return int(faiss.serialize_index(cpu).size)
 
 
@@ -114,22 +107,18 @@ def build(
     factory: str,
     base: np.ndarray,
     device: Device,
-    nlist: int = 0,
     train_per_list: int = TRAIN_PER_LIST,
     seed: int = 0,
 ) -> tuple[faiss.Index, float]:
-    """An inner-product index from a factory string, trained (IVF, on `train_per_list` vectors
-    per list with 10 k-means iterations) and filled; build seconds."""
+    """The index of a factory string as `fbmr index build` builds it, on `device`; build s."""
     started = time.perf_counter()
-    index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        faiss.extract_index_ivf(index).cp.niter = KMEANS_ITERATIONS
-    index = device.place(index, factory)
-    if not index.is_trained:
-        sample = min(len(base), train_per_list * nlist)
-        rows = np.random.default_rng(seed).choice(len(base), sample, replace=False)
-        index.train(base[np.sort(rows)])
-    index.add(base)
+    index = build_index(
+        factory,
+        base,
+        place=lambda empty: device.place(empty, factory),
+        train_per_list=train_per_list,
+        seed=seed,
+    )
     return index, time.perf_counter() - started
 
 
@@ -214,12 +203,12 @@ def sweep(
         if nlist * train_per_list > len(base) * 4:
             continue
         factory = f"IVF{nlist},Flat"
-        index, build_s = build(factory, base, device, nlist, train_per_list)
+        index, build_s = build(factory, base, device, train_per_list)
         size = device.bytes(index)
         for nprobe in nprobes:
             if nprobe > nlist:
                 continue
-            device.set(index, "nprobe", nprobe)
+            set_search(index, "nprobe", nprobe)
             record(factory, f"nprobe={nprobe}", index, build_s, size)
         del index
 
@@ -227,7 +216,7 @@ def sweep(
         index, build_s = build("HNSW32", base, device)
         size = device.bytes(index)
         for ef in ef_searches:
-            device.set(index, "efSearch", ef)
+            set_search(index, "efSearch", ef)
             record("HNSW32", f"efSearch={ef}", index, build_s, size)
         del index
     return rows
@@ -286,15 +275,21 @@ def plot(rows: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("recall@10 against exact")
     axes[1].legend(fontsize=7, loc="lower left")
-    figure.suptitle("Similar-listing index: recall against speed (inner product, unit vectors)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, path, "Similar-listing index: recall against speed (inner product, unit vectors)")
 
 
 def pow2(x: float) -> int:
     return 2 ** round(math.log2(max(1.0, x)))
+
+
+def default_lists(count: int) -> list[int]:
+    """IVF list counts to sweep: about sqrt(n), and the count `fbmr index build` serves with."""
+    return sorted({pow2(math.sqrt(count)), ivf_lists(count)})
+
+
+def write_json(path: Path, args: argparse.Namespace, device: Device, rows: list[dict]) -> None:
+    summary = {"dim": args.dim, "threads": args.threads, "device": device.name, "rows": rows}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def main() -> None:
@@ -307,7 +302,7 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     parser.add_argument("--hnsw-max", type=int, default=200_000, help="largest size for HNSW")
     parser.add_argument(
-        "--nlist", type=int, nargs="*", help="IVF lists (default: about sqrt(n) and 4 sqrt(n))"
+        "--nlist", type=int, nargs="*", help="IVF lists (default: about sqrt(n) and as served)"
     )
     parser.add_argument("--train-per-list", type=int, default=TRAIN_PER_LIST)
     parser.add_argument("--repeats", type=int, default=3, help="batched searches, best of")
@@ -343,13 +338,24 @@ def main() -> None:
         real = real_embeddings(args.index_dir, args.kind)
         n = len(real)
         queries = real[np.random.default_rng(1).choice(n, min(n, args.queries), replace=False)]
-        nlists = sorted({pow2(math.sqrt(n)), pow2(4 * math.sqrt(n))})
-        rows += sweep("real", real, queries, nlists, args.nprobe, True, args.ef_search, args.single)
+        rows += sweep(
+            "real",
+            real,
+            queries,
+            default_lists(n),
+            args.nprobe,
+            True,
+            args.ef_search,
+            args.single,
+            device,
+            args.train_per_list,
+            args.repeats,
+        )
     source = ClusteredVectors(args.dim)
     queries = source.sample(args.queries, seed=1)
     for size in args.sizes:
         base = source.sample(size, seed=2)
-        nlists = args.nlist or sorted({pow2(math.sqrt(size)), pow2(4 * math.sqrt(size))})
+        nlists = args.nlist or default_lists(size)
         rows += sweep(
             "synthetic",
             base,
@@ -365,20 +371,8 @@ def main() -> None:
         )
         del base
         # written after every size, so that an interrupted run keeps what it measured
-        (args.out / "faiss_scale.json").write_text(
-            json.dumps(
-                {"dim": args.dim, "threads": args.threads, "device": device.name, "rows": rows},
-                indent=2,
-            )
-            + "\n"
-        )
-    (args.out / "faiss_scale.json").write_text(
-        json.dumps(
-            {"dim": args.dim, "threads": args.threads, "device": device.name, "rows": rows},
-            indent=2,
-        )
-        + "\n"
-    )
+        write_json(args.out / "faiss_scale.json", args, device, rows)
+    write_json(args.out / "faiss_scale.json", args, device, rows)
     table = markdown(rows)
     (args.out / "faiss_scale.md").write_text(table)
     plot(rows, args.plot or args.out / "faiss_scale.png")

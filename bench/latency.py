@@ -20,16 +20,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
-import matplotlib
 import numpy as np
 import tritonclient.grpc as grpcclient
 from common import listings, model_inputs, percentiles, triton_datatype
+from figures import plt, save
 
 from fbmr.core import contract
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 
 def triton_caller(
@@ -156,8 +153,7 @@ def main() -> None:
     axis.set_title(what)
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(args.out / "latency.png", dpi=120)
+    save(figure, args.out / "latency.png")
     print(json.dumps(summary, indent=2))
 
 

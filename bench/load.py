@@ -141,10 +141,7 @@ def markdown(rows: list[dict], title: str = "") -> str:
 
 def plot(series: dict[str, list[dict]], path: Path, title: str) -> None:
     """Throughput and p99 against users, one line per series."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from figures import plt, save  # here: the statistics parser is used without matplotlib
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for name, rows in series.items():
@@ -157,10 +154,7 @@ def plot(series: dict[str, list[dict]], path: Path, title: str) -> None:
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, path, title)
 
 
 def main() -> None:

@@ -43,19 +43,9 @@ import pandas as pd
 from fbmr.client import Client
 from fbmr.client.batch import TritonScorer, prepare_photos
 from fbmr.client.score import default_workers
+from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import (
-    FUSION_HEAD,
-    FUSION_TEXT_ENCODER,
-    IMAGE,
-    IMAGE_EMBEDDING,
-    IMAGE_ENCODER,
-    PROBABILITIES,
-    TEXT_EMBEDDING,
-    TEXT_ENCODER,
-    TOKEN_IDS,
-    Kind,
-)
+from fbmr.core.contract import Kind
 
 BATCH = 32
 FBMR = str(Path(sys.executable).parent / "fbmr")
@@ -98,20 +88,27 @@ class BareOnnx:
         options.intra_op_num_threads = os.cpu_count() or 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        text_model = FUSION_TEXT_ENCODER if (repo / FUSION_TEXT_ENCODER).is_dir() else TEXT_ENCODER
+        text_model = (
+            contract.FUSION_TEXT_ENCODER
+            if (repo / contract.FUSION_TEXT_ENCODER).is_dir()
+            else contract.TEXT_ENCODER
+        )
 
         def session(model: str) -> ort.InferenceSession:
             return ort.InferenceSession(
                 str(latest_onnx(repo, model)), options, providers=["CPUExecutionProvider"]
             )
 
-        self.image, self.text, self.fusion = map(session, (IMAGE_ENCODER, text_model, FUSION_HEAD))
+        self.image, self.text, self.fusion = map(
+            session, (contract.IMAGE_ENCODER, text_model, contract.FUSION_HEAD)
+        )
 
     def __call__(self, image: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        (image_embedding,) = self.image.run([IMAGE_EMBEDDING], {IMAGE: image})
-        (text_embedding,) = self.text.run([TEXT_EMBEDDING], {TOKEN_IDS: tokens})
+        (image_embedding,) = self.image.run([contract.IMAGE_EMBEDDING], {contract.IMAGE: image})
+        (text_embedding,) = self.text.run([contract.TEXT_EMBEDDING], {contract.TOKEN_IDS: tokens})
         (probabilities,) = self.fusion.run(
-            [PROBABILITIES], {IMAGE_EMBEDDING: image_embedding, TEXT_EMBEDDING: text_embedding}
+            [contract.PROBABILITIES],
+            {contract.IMAGE_EMBEDDING: image_embedding, contract.TEXT_EMBEDDING: text_embedding},
         )
         return probabilities
 
@@ -165,13 +162,15 @@ def triton_only(url: str, artifacts: ModelArtifacts, inputs: list, in_flight: in
     scorer = TritonScorer(url, artifacts)
     rows = sum(len(image) for image, _ in inputs)
     try:
-        scorer._infer(Kind.combined, {IMAGE: inputs[0][0], TOKEN_IDS: inputs[0][1]})  # warm-up
+        scorer._infer(
+            Kind.combined, {contract.IMAGE: inputs[0][0], contract.TOKEN_IDS: inputs[0][1]}
+        )  # warm-up
         started = time.perf_counter()
         with ThreadPoolExecutor(in_flight) as pool:
             list(
                 pool.map(
                     lambda batch: scorer._infer(
-                        Kind.combined, {IMAGE: batch[0], TOKEN_IDS: batch[1]}
+                        Kind.combined, {contract.IMAGE: batch[0], contract.TOKEN_IDS: batch[1]}
                     ),
                     inputs,
                 )

@@ -28,6 +28,13 @@ from PIL import Image
 from pydantic import BaseModel
 from torchvision import transforms
 
+from fbmr.core.contract import (
+    HEALTHZ_PATH,
+    PREDICT_COMBINED_PATH,
+    PREDICT_IMAGE_PATH,
+    PREDICT_TEXT_PATH,
+    SIMILAR_PATH,
+)
 from fbmr.core.labels import LabelMap
 from fbmr.training.trained import load_trained_models
 
@@ -84,30 +91,30 @@ def create_app(run_dir: Path, threads: int = 2, device: str = "auto") -> FastAPI
     models = SeedModels(run_dir, torch.device(device))
     app = FastAPI(title="seed-style server")
 
-    @app.post("/v1/predict/image", response_model=Prediction)
+    @app.post(PREDICT_IMAGE_PATH, response_model=Prediction)
     def predict_image(photo: UploadFile = File(...)) -> Prediction:
         with torch.inference_mode():
             _, logits = models.image(models.photo(photo.file.read()))
         return models.prediction(logits)
 
-    @app.post("/v1/predict/text", response_model=Prediction)
+    @app.post(PREDICT_TEXT_PATH, response_model=Prediction)
     def predict_text(body: TextQuery) -> Prediction:
         with torch.inference_mode():
             _, logits = models.text(models.tokens(body.text))
         return models.prediction(logits)
 
-    @app.post("/v1/predict/combined", response_model=Prediction)
+    @app.post(PREDICT_COMBINED_PATH, response_model=Prediction)
     def predict_combined(photo: UploadFile = File(...), text: str = Form(...)) -> Prediction:
         with torch.inference_mode():
             image_embedding = models.image.encoder(models.photo(photo.file.read()))
             _, logits = models.fusion(image_embedding, models.tokens(text))
         return models.prediction(logits)
 
-    @app.post("/v1/similar")
+    @app.post(SIMILAR_PATH)
     def similar() -> JSONResponse:
         return JSONResponse({"error": "no similar-listing index in the seed-style server"}, 501)
 
-    @app.get("/healthz")
+    @app.get(HEALTHZ_PATH)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

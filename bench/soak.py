@@ -18,10 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from figures import plt, save
 from load import run_step
 
 
@@ -100,8 +97,7 @@ def main() -> None:
         axis.plot([s["s"] / 60 for s in samples], [s[f"{name}_mb"] for s in samples], label=name)
     axis.set(xlabel="minutes", ylabel="resident memory (MiB)", title="Soak at saturation")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(args.out / "soak-rss.png", dpi=110)
+    save(figure, args.out / "soak-rss.png", dpi=110)
     print(json.dumps(summary, indent=2))
 
 

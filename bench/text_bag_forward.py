@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import typer
-from text_timing import alternate, default_model, training_listings
+from text_timing import compare, default_model, training_listings
 
 from fbmr.training.models import NgramBag
 
@@ -61,16 +61,14 @@ def main(
         forward(ngrams, counts).pow(2).sum().backward()
         bag.embedding.weight.grad = None
 
-    medians = alternate(
+    compare(
         {name: lambda batch, f=f: forward_backward(f, batch) for name, f in forwards.items()},
         len(ids),
         steps,
         batch_size,
+        "forward + backward",
+        "masked / batched",
     )
-    for name, median in medians.items():
-        print(f"{name:24s} median forward + backward {median * 1000:7.1f} ms over {steps} steps")
-    before, after = medians.values()
-    print(f"masked / batched: {before / after:.1f}x")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import typer
-from text_timing import alternate, default_model, training_listings
+from text_timing import compare, default_model, training_listings
 from torch import nn
 
 from fbmr.training.models import TextModel
@@ -46,7 +46,7 @@ def main(
 
     dense_model, dense_optimizer = contender(sparse=False)
     sparse_model, sparse_optimizer = contender(sparse=True)
-    medians = alternate(
+    compare(
         {
             "dense AdamW": lambda batch: step(dense_model, dense_optimizer, batch),
             "SplitAdam (sparse rows)": lambda batch: step(sparse_model, sparse_optimizer, batch),
@@ -54,11 +54,9 @@ def main(
         len(ids),
         steps,
         batch_size,
+        "step",
+        "dense / sparse step time",
     )
-    for name, median in medians.items():
-        print(f"{name:26s} median step {median * 1000:8.1f} ms over {steps} steps")
-    dense, sparse = medians.values()
-    print(f"dense / sparse step time: {dense / sparse:.1f}x")
 
 
 if __name__ == "__main__":

@@ -73,3 +73,22 @@ def alternate(
             if step >= WARM_UP_STEPS:
                 times[name].append(time.perf_counter() - started)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def compare(
+    contenders: dict[str, Callable[[torch.Tensor], None]],
+    listings: int,
+    steps: int,
+    batch_size: int,
+    what: str,
+    ratio: str,
+) -> dict[str, float]:
+    """`alternate`, printed: each contender's median time of `what`, then the first contender's
+    time over the second's, labelled `ratio`."""
+    medians = alternate(contenders, listings, steps, batch_size)
+    width = max(map(len, medians))
+    for name, median in medians.items():
+        print(f"{name:{width}s} median {what} {median * 1000:8.1f} ms over {steps} steps")
+    first, second, *_ = medians.values()
+    print(f"{ratio}: {first / second:.1f}x")
+    return medians

@@ -1,5 +1,10 @@
 """Shared fixtures, each built once per session: the real marketplace sample (when present), the
-demo data, a tiny trained run, its export, a real tritonserver on it, the demo index, the facade."""
+demo data, a tiny trained run, its export, a real tritonserver on it, the demo index, the facade.
+
+Tests that use the chain from the tiny run up (its export, the session's tritonserver, the index,
+the facade: minutes to build on 2 cores) are marked `integration` here; tests that start a server
+of their own say so with the marker themselves. `pytest -m "not integration"` is the fast tier.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,16 @@ from fbmr.training.config import PRESETS, Preset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "marketplace"
+# The slow links of the chain: training the tiny run, and the tritonserver on its export; every
+# fixture built on them (the exports, the index, the facade) needs them too.
+INTEGRATION_FIXTURES = frozenset({"tiny_run", "triton"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `integration` every test whose fixtures (all of them, transitively) build the chain."""
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from PIL import Image
 
@@ -19,6 +22,21 @@ TEST_LIMITS = {
     "max_text_chars": 2_000,
     "max_k": 50,
 }
+
+
+def run_script(script: str, *args: str, env: dict[str, str], timeout: float) -> str:
+    """A bash script of the repository run to its end with `env` added to this environment; its
+    output (the tail of stdout and stderr is the failure message when it fails)."""
+    done = subprocess.run(
+        ["bash", script, *args],
+        cwd=Path(__file__).resolve().parents[1],  # the repository
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:

@@ -1,15 +1,22 @@
-"""The load tests' answer checks and Locust statistics parser (bench/answers.py, load.py)."""
+"""The load tests' answer checks and Locust statistics parser (bench/answers.py, load.py), and the
+data types of the benchmarks' tensors (bench/common.py)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.utils import np_to_triton_dtype
+
+from fbmr.core.contract import Datatype
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from answers import check_prediction, check_similar
+from common import triton_datatype
 from load import parse_stats
 
 CLASSES = frozenset({"Phones", "Office", "Sports"})
@@ -70,3 +77,10 @@ def test_locust_statistics_are_read_per_endpoint_and_aggregated(tmp_path: Path) 
         "mean_ms": 57.5,
     }
     assert stats["/v1/predict/combined"]["p99_ms"] == 120.0
+
+
+@pytest.mark.parametrize("datatype", list(Datatype))
+def test_each_datatype_is_spelt_as_triton_and_numpy_spell_it(datatype: Datatype) -> None:
+    array = np.zeros(1, np.dtype(datatype.numpy))
+    assert triton_datatype(array) == datatype == np_to_triton_dtype(array.dtype)
+    assert mc.DataType.Value(datatype.config) and Datatype.of_config(datatype.config) is datatype

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import socket
-import subprocess
-from pathlib import Path
+
+import pytest
 
 from tests.conftest import INT8_OPEN_GATE
+from tests.helpers import run_script
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration  # compare.sh starts Triton, the facade and the seed style
 # compare.sh's ports: Triton at BASE, BASE+1, BASE+2, the facade at +80, the seed style at +90
 OFFSETS = (0, 1, 2, 80, 90)
 
@@ -43,7 +43,6 @@ def test_compare_runs_every_step_on_a_tiny_run(
 ):
     out = tmp_path / "compare"
     env = {
-        **os.environ,
         "DATA": str(demo_prepared),
         "REPO": str(cpu_repository),
         "REPO_INT8": str(int8_repository),
@@ -56,15 +55,7 @@ def test_compare_runs_every_step_on_a_tiny_run(
         "INDEX_SPLITS": "val",
         "BASE_PORT": str(_free_base_port()),
     }
-    result = subprocess.run(
-        ["bash", "bench/compare.sh", str(tiny_run), str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_script("bench/compare.sh", str(tiny_run), str(out), env=env, timeout=600)
     systems = json.loads((out / "compare.json").read_text())["systems"]
     expected = {
         "bare onnxruntime (batch 1 / batch 8)",

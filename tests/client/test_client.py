@@ -26,7 +26,7 @@ from fbmr.client import (
     Unavailable,
 )
 from fbmr.client.retry import RetryPolicy
-from fbmr.core.contract import Kind
+from fbmr.core.contract import API_KEY_ENV, Kind
 from tests.client.conftest import API_KEY, QUICK_RETRY
 from tests.helpers import free_ports
 
@@ -193,7 +193,7 @@ def test_typed_errors_carry_the_servers_message_and_are_not_retried(facade, faca
 
 def test_api_key_from_argument_or_environment(keyed_facade_url, facade_url, listing, monkeypatch):
     _, text, _ = listing
-    monkeypatch.delenv("FBMR_API_KEY", raising=False)
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
     with Client(keyed_facade_url) as client:
         assert client.health() is True  # health checks stay open
         with pytest.raises(Unauthorised) as missing:
@@ -203,7 +203,7 @@ def test_api_key_from_argument_or_environment(keyed_facade_url, facade_url, list
         client.reload_index()
     with Client(keyed_facade_url, api_key=API_KEY) as client:
         _check_prediction(client.predict_text(text))
-    monkeypatch.setenv("FBMR_API_KEY", API_KEY)
+    monkeypatch.setenv(API_KEY_ENV, API_KEY)
     with Client(keyed_facade_url) as client:
         _check_prediction(client.predict_text(text))
 
@@ -264,3 +264,26 @@ def test_no_answer_is_retried_then_a_typed_error(listing):
 
     with pytest.raises(ServerUnreachable):
         asyncio.run(unreachable())
+
+
+def test_both_clients_send_the_same_request_through_their_transport():
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    with Client("http://facade/", "k", transport=httpx.MockTransport(answer)) as client:
+        assert client.health() is True
+
+    async def health() -> bool:
+        transport = httpx.MockTransport(answer)
+        async with AsyncClient("http://facade", "k", transport=transport) as client:
+            return await client.health()
+
+    assert asyncio.run(health()) is True
+    first, second = seen
+    assert str(first.url) == str(second.url) == "http://facade/healthz"
+    for request in seen:
+        assert request.headers["Authorization"] == "Bearer k"
+        assert request.headers["User-Agent"].startswith("fbmr-client/")

@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fbmr.client.score import start_ray
+from fbmr.client.ray_start import start_ray
 from tests.client.conftest import assert_same_rows
 
 ray = pytest.importorskip("ray")  # no Ray starts in this process: `fbmr score` starts its own
 
 
+@pytest.mark.integration  # a local Ray instance, in a subprocess
 def test_ray_actor_pool_scores_like_the_local_direct_mode(
     demo_seed, triton, cpu_repository, direct_scores, tmp_path
 ):

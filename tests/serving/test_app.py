@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import Kind
+from fbmr.core.contract import EMBED_PATH, PREDICT_PATHS, PREDICT_TEXT_PATH, Kind
 from fbmr.serving.catalogue import build_index
 from fbmr.serving.triton_server import LocalTriton, TritonPorts, alive
 from tests.helpers import assert_error, encode, free_ports, running_facade, split_listings
@@ -26,17 +26,22 @@ def queries(demo_prepared):
     return split_listings(demo_prepared, "test")
 
 
+def _each_kind(facade, photo: bytes, text: str, path: str | None = None) -> dict:
+    """One listing POSTed as a photo, a text and both (form fields): to `path`, or to each kind's
+    predict route; the answers by kind."""
+    form = {"photo": ("p.jpg", photo)}
+    sent = {Kind.image: {"files": form}, Kind.text: {"data": {"text": text}}}
+    sent[Kind.combined] = {**sent[Kind.image], **sent[Kind.text]}
+    return {kind.value: facade.post(path or PREDICT_PATHS[kind], **sent[kind]) for kind in Kind}
+
+
 def test_predictions_rank_every_category_and_beat_chance(facade, queries, cpu_repository):
     classes = set(ModelArtifacts.load(cpu_repository).labels.classes)
     correct = {"image": 0, "text": 0, "combined": 0}
     for photo, text, label in queries:
-        answers = {
-            "image": facade.post("/v1/predict/image", files={"photo": ("p.jpg", photo)}),
-            "text": facade.post("/v1/predict/text", json={"text": text}),
-            "combined": facade.post(
-                "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": text}
-            ),
-        }
+        answers = _each_kind(facade, photo, text)
+        # the text route reads JSON as well as the form field, to the same answer
+        assert facade.post(PREDICT_TEXT_PATH, json={"text": text}).json() == answers["text"].json()
         for kind, response in answers.items():
             assert response.status_code == 200, response.text
             body = response.json()
@@ -65,13 +70,7 @@ def test_a_png_under_a_jpg_name_is_read_by_its_content(facade):
 
 def test_embeddings_have_the_kind_of_the_query(facade, queries):
     photo, text, _ = queries[0]
-    kinds = {
-        "image": facade.post("/v1/embed", files={"photo": ("p.jpg", photo)}),
-        "text": facade.post("/v1/embed", data={"text": text}),
-        "combined": facade.post(
-            "/v1/embed", files={"photo": ("p.jpg", photo)}, data={"text": text}
-        ),
-    }
+    kinds = _each_kind(facade, photo, text, EMBED_PATH)
     for kind, response in kinds.items():
         assert response.status_code == 200, response.text
         body = response.json()

@@ -8,12 +8,16 @@ import json
 import threading
 import time
 
+import pytest
+
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.serving.catalogue import build_index, read_catalogue
 from fbmr.serving.index import SimilarityIndex
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
 from tests.helpers import free_ports
+
+pytestmark = pytest.mark.integration  # indexes through a real tritonserver
 
 
 def test_every_listing_is_indexed_once_at_the_exported_version(

@@ -22,6 +22,8 @@ from fbmr.serving.main import create_app
 from fbmr.serving.settings import FacadeSettings
 from tests.helpers import running_facade
 
+pytestmark = pytest.mark.integration  # the real stack (schemathesis items name no fixtures)
+
 EXAMPLES = 20  # per operation and generation mode; the whole run takes well under a minute
 
 # the status of every fuzzed request, for the summary below

@@ -9,9 +9,6 @@ import pytest
 from fbmr.core.contract import Kind
 from fbmr.serving.index import (
     CURRENT,
-    EXACT_MAX,
-    HNSW_EF_SEARCH,
-    IVF_NPROBE,
     IndexStore,
     IndexType,
     SimilarityIndex,
@@ -19,6 +16,7 @@ from fbmr.serving.index import (
     resolve_type,
     save_version,
 )
+from fbmr.serving.index_build import EXACT_MAX, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, factory_string
 
 
 def _clustered(
@@ -102,3 +100,15 @@ def test_auto_chooses_by_catalogue_size_and_records_the_choice(tmp_path):
     ) / "combined.faiss"))  # fmt: skip
     assert hnsw.hnsw.efSearch == HNSW_EF_SEARCH
     assert build_faiss(vectors, IndexType.ivf).nprobe == min(IVF_NPROBE, 2)  # 80 // 39 lists
+
+
+def test_served_indexes_are_named_by_faiss_factory_strings():
+    assert factory_string(IndexType.exact, 10) == "Flat"
+    assert factory_string(IndexType.auto, EXACT_MAX) == "Flat"
+    assert factory_string(IndexType.hnsw, 10) == f"HNSW{HNSW_M}"
+    assert factory_string(IndexType.ivf, 80) == "IVF2,Flat"  # 80 // 39 lists
+    assert factory_string(IndexType.ivf, 80, nlist=4) == "IVF4,Flat"
+    vectors, _ = _clustered(80)
+    served = build_faiss(vectors, IndexType.ivf)
+    assert isinstance(served, faiss.IndexIVFFlat) and served.ntotal == 80
+    assert served.metric_type == faiss.METRIC_INNER_PRODUCT

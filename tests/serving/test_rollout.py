@@ -37,6 +37,8 @@ from fbmr.serving.supervisor import TritonSupervisor, read_status
 from fbmr.serving.triton_server import LocalTriton, TritonPorts
 from tests.helpers import free_ports, running_facade, serving_stack
 
+pytestmark = pytest.mark.integration  # each test starts a tritonserver of its own
+
 ENDPOINTS = ("/v1/predict/combined", "/v1/predict/image", "/v1/predict/text")
 
 

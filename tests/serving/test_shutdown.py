@@ -13,8 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import free_ports
+
+pytestmark = pytest.mark.integration  # `fbmr serve` in a subprocess
 
 
 def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(

@@ -29,6 +29,7 @@ from fbmr.serving.triton_server import (
     TritonPorts,
     orphan_stubs,
     reap_orphan_stubs,
+    stop_tritonserver,
 )
 from fbmr.training.data.prepared import PreparedDataset
 from tests.helpers import free_ports
@@ -161,6 +162,7 @@ def test_concurrent_requests_are_all_served(client, inputs, triton):
     assert int(stats["inference_count"]) >= len(requests) + len(singles)
 
 
+@pytest.mark.integration  # starts a tritonserver of its own
 def test_a_repository_whose_only_version_fails_to_load_stops_the_start_with_the_cause(
     cpu_repository, tmp_path
 ):
@@ -197,6 +199,7 @@ def metrics_page(url: str, within_s: float = 30) -> bytes:
             time.sleep(0.5)
 
 
+@pytest.mark.integration  # `fbmr triton start` runs a tritonserver
 def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     http, grpc, metrics = free_ports(3)
@@ -254,3 +257,22 @@ def test_stubs_whose_server_is_gone_are_found_and_reaped(tmp_path):
         for process in (orphan, adopted):
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize(("ignores_sigterm", "code"), [(False, -signal.SIGTERM), (True, -9)])
+def test_a_server_is_stopped_with_sigterm_then_killed_if_it_hangs(ignores_sigterm, code):
+    handler = "signal.SIG_IGN" if ignores_sigterm else "signal.SIG_DFL"
+    script = (
+        f"import signal, time; signal.signal(signal.SIGTERM, {handler}); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        stop_tritonserver(process, timeout_s=1.0)
+        assert process.poll() == code
+        assert time.monotonic() - started < 10
+    finally:
+        process.kill()
+        process.wait()

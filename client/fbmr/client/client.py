@@ -10,9 +10,10 @@ client's `RetryPolicy` (`fbmr.client.retry`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
@@ -44,8 +45,13 @@ from fbmr.core.contract import (
     kind_of,
 )
 
+if TYPE_CHECKING:
+    from stamina._core import _RetryContextIterator
+
 USER_AGENT = "fbmr-client/0.1"
 R = TypeVar("R")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)  # the httpx client a facade client holds
+T = TypeVar("T", httpx.BaseTransport, httpx.AsyncBaseTransport)  # and its transport
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,16 @@ class _Call(Generic[R]):
     # statuses >= 400 that are answers rather than errors (/readyz says "not ready" with a 503)
     answers: frozenset[int] = field(default_factory=frozenset)
     retry: bool = True
+
+    def request(self) -> dict[str, Any]:
+        """The arguments of httpx's `request` for this call."""
+        return {
+            "method": self.method,
+            "url": self.path,
+            "json": self.json,
+            "data": self.data,
+            "files": self.files,
+        }
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -192,42 +208,61 @@ def _answer(call: _Call[R], response: httpx.Response) -> R:
     return call.read(response)
 
 
-def _unreachable(url: str, err: httpx.TransportError) -> ServerUnreachable:
-    what = "timed out" if isinstance(err, httpx.TimeoutException) else "unreachable"
-    return ServerUnreachable(f"{url} {what}: {type(err).__name__}: {err}".rstrip(": "))
+@contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    """Transport failures as `ServerUnreachable` (retried, as any TRANSIENT error)."""
+    try:
+        yield
+    except httpx.TransportError as err:
+        what = "timed out" if isinstance(err, httpx.TimeoutException) else "unreachable"
+        message = f"{url} {what}: {type(err).__name__}: {err}".rstrip(": ")
+        raise ServerUnreachable(message) from err
 
 
-class _Base:
+class _Base(Generic[H, T]):
+    """What both clients share: their settings, the connection pool's and the retries."""
+
     def __init__(
         self,
         url: str = DEFAULT_FACADE_URL,
         api_key: str | None = None,
         timeout_s: float = 60.0,
         retry: RetryPolicy = DEFAULT_POLICY,
+        transport: T | None = None,
+        max_connections: int = 100,
     ) -> None:
         """`url`: the facade; `api_key`: its bearer token (default: $FBMR_API_KEY); `timeout_s`:
-        of one request; `retry`: how 503s and transport failures are retried."""
+        of one request; `retry`: how 503s and transport failures are retried; `transport`:
+        httpx's (tests); `max_connections`: of the pool, all kept alive."""
         self.url = url.rstrip("/")
         self.retry = retry
-        self._headers = _headers(api_key)
-        self._timeout = httpx.Timeout(timeout_s)
+        self._http: H = self._open(
+            transport,
+            base_url=self.url,
+            headers=_headers(api_key),
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    def _open(self, transport: T | None, **options: Any) -> H:
+        """The httpx client of this kind."""
+        raise NotImplementedError
+
+    def _attempts(self, call: _Call[Any]) -> _RetryContextIterator:
+        """The retry context for `call` (iterated sync or async by the client's `_send`)."""
+        return (self.retry if call.retry else RetryPolicy.none()).context(TRANSIENT)
+
+    def _reaching(self) -> AbstractContextManager[None]:
+        return _reaching(self.url)
 
 
-class Client(_Base):
+class Client(_Base[httpx.Client, httpx.BaseTransport]):
     """The facade's API, blocking. Thread-safe (httpx's pool is)."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_FACADE_URL,
-        api_key: str | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy = DEFAULT_POLICY,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(url, api_key, timeout_s, retry)
-        self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=self._timeout, transport=transport
-        )
+    def _open(self, transport: httpx.BaseTransport | None, **options: Any) -> httpx.Client:
+        return httpx.Client(transport=transport, **options)
 
     def __enter__(self) -> Client:
         return self
@@ -239,16 +274,9 @@ class Client(_Base):
         self._http.close()
 
     def _send(self, call: _Call[R]) -> R:
-        policy = self.retry if call.retry else RetryPolicy.none()
-        for attempt in policy.context(TRANSIENT):
-            with attempt:
-                try:
-                    response = self._http.request(
-                        call.method, call.path, json=call.json, data=call.data, files=call.files
-                    )
-                except httpx.TransportError as err:
-                    raise _unreachable(self.url, err) from err
-                return _answer(call, response)
+        for attempt in self._attempts(call):
+            with attempt, self._reaching():
+                return _answer(call, self._http.request(**call.request()))
         raise AssertionError("unreachable")
 
     def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:
@@ -294,28 +322,13 @@ class Client(_Base):
         return self._send(_pin_model_version(version))
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """The facade's API for asyncio; one client serves any number of concurrent calls."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_FACADE_URL,
-        api_key: str | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy = DEFAULT_POLICY,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 100,
-    ) -> None:
-        super().__init__(url, api_key, timeout_s, retry)
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=self._headers,
-            timeout=self._timeout,
-            transport=transport,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
+    def _open(
+        self, transport: httpx.AsyncBaseTransport | None, **options: Any
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, **options)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -327,16 +340,9 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _send(self, call: _Call[R]) -> R:
-        policy = self.retry if call.retry else RetryPolicy.none()
-        async for attempt in policy.context(TRANSIENT):
-            with attempt:
-                try:
-                    response = await self._http.request(
-                        call.method, call.path, json=call.json, data=call.data, files=call.files
-                    )
-                except httpx.TransportError as err:
-                    raise _unreachable(self.url, err) from err
-                return _answer(call, response)
+        async for attempt in self._attempts(call):
+            with attempt, self._reaching():
+                return _answer(call, await self._http.request(**call.request()))
         raise AssertionError("unreachable")
 
     async def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:

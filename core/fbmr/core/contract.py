@@ -46,8 +46,41 @@ IMAGE_EMBEDDING = "image_embedding"
 TEXT_EMBEDDING = "text_embedding"
 COMBINED_EMBEDDING = "combined_embedding"
 
-# Triton data types of the ensembles' inputs (as tritonclient spells them).
-INPUT_DATATYPES = {IMAGE: "UINT8", TOKEN_IDS: "INT64"}
+
+class Datatype(StrEnum):
+    """A tensor's data type, as Triton's protocol (and tritonclient's `InferInput`) spells it;
+    `config` is the model configuration's spelling and `numpy` numpy's, so that each is written
+    once (numpy itself is not imported: `fbmr --help` reads this module)."""
+
+    UINT8 = "UINT8"
+    INT64 = "INT64"
+    FP32 = "FP32"
+
+    @property
+    def config(self) -> str:
+        """As config.pbtxt spells it (`data_type: TYPE_FP32`)."""
+        return f"TYPE_{self.value}"
+
+    @property
+    def numpy(self) -> str:
+        """numpy's name of the dtype (`np.dtype(d.numpy)`)."""
+        return _NUMPY_NAMES[self]
+
+    @classmethod
+    def of_numpy(cls, name: str) -> Datatype:
+        """The data type of a numpy dtype, by name (`array.dtype.name`)."""
+        return next(d for d in cls if _NUMPY_NAMES[d] == name)
+
+    @classmethod
+    def of_config(cls, name: str) -> Datatype:
+        """The data type of a model configuration's spelling (`TYPE_FP32`)."""
+        return cls(name.removeprefix("TYPE_"))
+
+
+_NUMPY_NAMES = {Datatype.UINT8: "uint8", Datatype.INT64: "int64", Datatype.FP32: "float32"}
+
+# The ensembles' inputs; every output is FP32.
+INPUT_DATATYPES = {IMAGE: Datatype.UINT8, TOKEN_IDS: Datatype.INT64}
 
 
 @dataclass(frozen=True)
@@ -113,8 +146,10 @@ DEFAULT_TRITON_URL = f"{LOCALHOST}:{TRITON_GRPC_PORT}"
 DEFAULT_FACADE_URL = f"http://{LOCALHOST}:{FACADE_PORT}"
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 
-# The facade's bearer token, for the facade (FacadeSettings reads FBMR_*), the CLI and the client.
-API_KEY_ENV = "FBMR_API_KEY"
+# The facade's settings are read from FBMR_* environment variables (FacadeSettings); its bearer
+# token from API_KEY_ENV, by the facade, the CLI and the client.
+ENV_PREFIX = "FBMR_"
+API_KEY_ENV = f"{ENV_PREFIX}API_KEY"
 
 # gRPC channel options of every Triton client (the facade's, batch scoring's).
 TRITON_CHANNEL_ARGS = [

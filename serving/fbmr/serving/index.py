@@ -29,6 +29,15 @@ from numpy.typing import NDArray
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
 from fbmr.serving.filters import ListingColumns, ListingFilter, search_parameters
+from fbmr.serving.index_build import (
+    build_index,
+    factory_string,
+    normalise,
+    on_gpu,
+    resolve_type,
+    serving_search,
+    to_gpu_if_available,
+)
 from fbmr.serving.index_types import IndexType
 from fbmr.serving.updates import Update, UpdateLog
 
@@ -38,68 +47,12 @@ INDEX_FORMAT = "fbmr.index/1"
 CURRENT = "CURRENT"
 
 
-def normalise(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    normalised: NDArray[np.float32] = vectors / np.maximum(norms, 1e-12)
-    return normalised
-
-
-# Defaults by catalogue size, from bench/faiss_scale.py (docs/results.md): exact search costs
-# about 8 ms a query on one core at 100k x 256, below one ResNet-50 pass; past that HNSW32 at
-# efSearch 64 gave recall@10 0.999 at 20x exact's queries/s (faiss's default 16: 0.961), and IVF
-# with ~4 sqrt(n) lists at nprobe 64 gave 0.972 at 49x exact at 1M vectors.
-EXACT_MAX = 100_000
-HNSW_M = 32
-HNSW_EF_SEARCH = 64
-IVF_NPROBE = 64
-
-
-def resolve_type(kind: IndexType, count: int) -> IndexType:
-    """`auto` made concrete for a catalogue of `count` listings; other types as they are."""
-    if kind is not IndexType.auto:
-        return kind
-    if count <= EXACT_MAX:
-        return IndexType.exact
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    return IndexType.ivf if gpus else IndexType.hnsw  # HNSW cannot move to a GPU
-
-
 def build_faiss(
     vectors: NDArray[np.float32], kind: IndexType = IndexType.auto, nlist: int = 0
 ) -> faiss.Index:
-    """An inner-product index over L2-normalised `vectors` (its search settings are saved in it)."""
+    """The served index of `kind` over L2-normalised `vectors` (its search settings saved in it)."""
     vectors = normalise(vectors)
-    count, dim = vectors.shape
-    kind = resolve_type(kind, count)
-    index: faiss.Index
-    if kind is IndexType.exact:
-        index = faiss.IndexFlatIP(dim)
-    elif kind is IndexType.hnsw:
-        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
-        index = hnsw
-    else:
-        # ~4 sqrt(n) lists, each trained on at least a few dozen points
-        nlist = nlist or max(1, min(4 * int(np.sqrt(count)), count // 39))
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.train(vectors)
-        ivf.nprobe = min(nlist, IVF_NPROBE)
-        index = ivf
-    index.add(vectors)
-    return index
-
-
-def on_gpu(index: faiss.Index) -> bool:
-    return type(index).__name__.startswith("Gpu")
-
-
-def to_gpu_if_available(index: faiss.Index) -> faiss.Index:
-    """The index on the first GPU when faiss has GPU support and sees one (HNSW stays on CPU)."""
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if gpus == 0 or isinstance(index, faiss.IndexHNSWFlat):
-        return index
-    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return serving_search(build_index(factory_string(kind, len(vectors), nlist), vectors))
 
 
 def save_version(

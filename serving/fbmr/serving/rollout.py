@@ -47,7 +47,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from fbmr.core.artifacts import ModelArtifacts, exported_versions, published_version
-from fbmr.core.contract import ENSEMBLE_NAMES, IMAGE, PROBABILITIES, TOKEN_IDS
+from fbmr.core.contract import ENSEMBLE_NAMES, IMAGE, PROBABILITIES, TOKEN_IDS, Datatype
 from fbmr.core.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def _read_config(repository: Path, name: str) -> mc.ModelConfig:
 
 
 def _datatype(value: int) -> str:
-    return str(mc.DataType.Name(value)).removeprefix("TYPE_")
+    return Datatype.of_config(str(mc.DataType.Name(value)))
 
 
 @dataclass

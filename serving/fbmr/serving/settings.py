@@ -8,9 +8,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fbmr.core.contract import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_REPOSITORY, DEFAULT_TRITON_URL
-
-ENV_PREFIX = "FBMR_"
+from fbmr.core.contract import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODEL_REPOSITORY,
+    DEFAULT_TRITON_URL,
+)
+from fbmr.core.contract import ENV_PREFIX as ENV_PREFIX  # named here for `fbmr serve`
 
 
 class FacadeSettings(BaseSettings):

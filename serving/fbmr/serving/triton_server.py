@@ -225,6 +225,31 @@ def reap_orphan_stubs() -> list[int]:
     return reaped
 
 
+def stop_tritonserver(server: subprocess.Popen[bytes] | int, timeout_s: float = 30.0) -> None:
+    """Stop a tritonserver: SIGTERM (it unloads its models and exits), SIGKILL if it is still
+    there after `timeout_s`, then its python-backend stubs, which a killed server cannot stop.
+    `server`: a process this one started, or the pid of one started elsewhere."""
+    child, pid = (server, server.pid) if isinstance(server, subprocess.Popen) else (None, server)
+
+    def gone() -> bool:  # a child is waited for: its zombie would still look alive
+        return child.poll() is not None if child is not None else not alive(pid)
+
+    if gone():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if gone():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if child is not None:
+        child.wait()
+    reap_orphan_stubs()
+
+
 def _dying_with_parent(command: list[str]) -> list[str]:
     """`command` run so that Linux SIGTERMs it when its parent exits (an attached server dies
     with the facade or test that started it, even one killed without cleanup).
@@ -325,16 +350,9 @@ class LocalTriton:
         return self.process.pid
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (Triton unloads its models and exits), then SIGKILL if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            reap_orphan_stubs()
+        """Stop the server (`stop_tritonserver`); nothing if it was not started."""
+        if self.process is not None:
+            stop_tritonserver(self.process, timeout_s)
 
     def __enter__(self) -> LocalTriton:
         return self.start() if self.process is None else self
