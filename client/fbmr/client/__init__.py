@@ -36,12 +36,15 @@ if TYPE_CHECKING:
     from fbmr.client.retry import RetryPolicy
     from fbmr.client.types import (
         Embedding,
+        Listing,
+        ListingStored,
         ListingText,
         ModelVersions,
         Prediction,
         Readiness,
         Reload,
         Similar,
+        SimilarFilter,
         SimilarListing,
     )
 
@@ -58,12 +61,15 @@ _HOMES = {
     "Unavailable": "errors",
     "RetryPolicy": "retry",
     "Embedding": "types",
+    "Listing": "types",
+    "ListingStored": "types",
     "ListingText": "types",
     "ModelVersions": "types",
     "Prediction": "types",
     "Readiness": "types",
     "Reload": "types",
     "Similar": "types",
+    "SimilarFilter": "types",
     "SimilarListing": "types",
 }
 __all__ = [
@@ -73,6 +79,8 @@ __all__ = [
     "Embedding",
     "FbmrError",
     "InvalidInput",
+    "Listing",
+    "ListingStored",
     "ListingText",
     "ModelVersions",
     "Prediction",
@@ -82,6 +90,7 @@ __all__ = [
     "ServerError",
     "ServerUnreachable",
     "Similar",
+    "SimilarFilter",
     "SimilarListing",
     "TooLarge",
     "Unauthorised",

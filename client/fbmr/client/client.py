@@ -9,11 +9,14 @@ client's `RetryPolicy` (`fbmr.client.retry`).
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -22,11 +25,14 @@ from fbmr.client.photos import Photo, photo_bytes
 from fbmr.client.retry import DEFAULT_POLICY, TRANSIENT, RetryPolicy
 from fbmr.client.types import (
     Embedding,
+    Listing,
+    ListingStored,
     ModelVersions,
     Prediction,
     Readiness,
     Reload,
     Similar,
+    SimilarFilter,
     Text,
 )
 from fbmr.core.contract import (
@@ -34,6 +40,7 @@ from fbmr.core.contract import (
     DEFAULT_FACADE_URL,
     EMBED_PATH,
     HEALTHZ_PATH,
+    LISTING_PATH,
     MODEL_VERSION_PATH,
     PREDICT_COMBINED_PATH,
     PREDICT_IMAGE_PATH,
@@ -62,7 +69,7 @@ class _Call(Generic[R]):
     path: str
     read: Callable[[httpx.Response], R]
     json: dict[str, Any] | None = None
-    data: dict[str, str] | None = None
+    data: Mapping[str, str | list[str]] | None = None
     files: dict[str, tuple[str, bytes]] | None = None
     # statuses >= 400 that are answers rather than errors (/readyz says "not ready" with a 503)
     answers: frozenset[int] = field(default_factory=frozenset)
@@ -100,10 +107,12 @@ def _text_fields(text: Text) -> dict[str, str]:
     return {"text": text} if isinstance(text, str) else text.fields()
 
 
-def _query(photo: Photo | None, text: Text | None) -> tuple[dict[str, str], dict[str, Any]]:
+def _query(
+    photo: Photo | None, text: Text | None
+) -> tuple[dict[str, str | list[str]], dict[str, Any]]:
     if photo is None and text is None:
         raise ValueError("give a photo, a text, or both")
-    data = {} if text is None else _text_fields(text)
+    data: dict[str, str | list[str]] = {} if text is None else {**_text_fields(text)}
     files = {} if photo is None else {"photo": _photo_part(photo)}
     return data, files
 
@@ -151,14 +160,34 @@ def _embed(photo: Photo | None, text: Text | None) -> _Call[Embedding]:
     )
 
 
-def _similar(photo: Photo | None, text: Text | None, k: int) -> _Call[Similar]:
+def _similar(
+    photo: Photo | None, text: Text | None, k: int, where: SimilarFilter | None
+) -> _Call[Similar]:
     data, files = _query(photo, text)
     return _Call(
         "POST",
         SIMILAR_PATH,
         lambda r: Similar.from_json(_json(r)),
-        data={**data, "k": str(k)},
+        data={**data, "k": str(k), **(where.fields() if where else {})},
         files=files,
+    )
+
+
+def _put_listing(listing: Listing) -> _Call[ListingStored]:
+    return _Call(
+        "PUT",
+        LISTING_PATH.format(listing_id=quote(listing.id, safe="")),
+        lambda r: ListingStored.from_json(_json(r)),
+        data=listing.fields(),
+        files=None if listing.photo is None else {"photo": _photo_part(listing.photo)},
+    )
+
+
+def _delete_listing(listing_id: str) -> _Call[str]:
+    return _Call(
+        "DELETE",
+        LISTING_PATH.format(listing_id=quote(listing_id, safe="")),
+        lambda r: str(_json(r)["index_version"]),
     )
 
 
@@ -296,9 +325,40 @@ class Client(_Base[httpx.Client, httpx.BaseTransport]):
         """The listing's embedding, in the space of what it is given."""
         return self._send(_embed(photo, text))
 
-    def similar(self, photo: Photo | None = None, text: Text | None = None, k: int = 10) -> Similar:
-        """The `k` catalogue listings nearest to a photo, a text or both."""
-        return self._send(_similar(photo, text, k))
+    def similar(
+        self,
+        photo: Photo | None = None,
+        text: Text | None = None,
+        k: int = 10,
+        where: SimilarFilter | None = None,
+    ) -> Similar:
+        """The `k` catalogue listings nearest to a photo, a text or both (among those that
+        pass `where`)."""
+        return self._send(_similar(photo, text, k, where))
+
+    def put_listing(self, listing: Listing) -> ListingStored:
+        """Add `listing` to the live similar-listing index, or replace the one of its id."""
+        return self._send(_put_listing(listing))
+
+    def delete_listing(self, listing_id: str) -> str:
+        """Remove a listing (sold, withdrawn) from the live index; returns the index version.
+        `NotFound` when the index does not hold it."""
+        return self._send(_delete_listing(listing_id))
+
+    def put_listings(
+        self, listings: Iterable[Listing], concurrency: int = 8
+    ) -> list[ListingStored | FbmrError]:
+        """Put many listings, `concurrency` at a time; a listing refused is returned as its
+        error, in its place, and the others go on."""
+
+        def put(listing: Listing) -> ListingStored | FbmrError:
+            try:
+                return self.put_listing(listing)
+            except FbmrError as err:
+                return err
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            return list(pool.map(put, listings))
 
     def health(self) -> bool:
         """Whether the facade's process answers (GET /healthz); not retried."""
@@ -363,10 +423,40 @@ class AsyncClient(_Base[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         return await self._send(_embed(photo, text))
 
     async def similar(
-        self, photo: Photo | None = None, text: Text | None = None, k: int = 10
+        self,
+        photo: Photo | None = None,
+        text: Text | None = None,
+        k: int = 10,
+        where: SimilarFilter | None = None,
     ) -> Similar:
-        """The `k` catalogue listings nearest to a photo, a text or both."""
-        return await self._send(_similar(photo, text, k))
+        """The `k` catalogue listings nearest to a photo, a text or both (among those that
+        pass `where`)."""
+        return await self._send(_similar(photo, text, k, where))
+
+    async def put_listing(self, listing: Listing) -> ListingStored:
+        """Add `listing` to the live similar-listing index, or replace the one of its id."""
+        return await self._send(_put_listing(listing))
+
+    async def delete_listing(self, listing_id: str) -> str:
+        """Remove a listing (sold, withdrawn) from the live index; returns the index version.
+        `NotFound` when the index does not hold it."""
+        return await self._send(_delete_listing(listing_id))
+
+    async def put_listings(
+        self, listings: Iterable[Listing], concurrency: int = 8
+    ) -> list[ListingStored | FbmrError]:
+        """Put many listings, `concurrency` at a time; a listing refused is returned as its
+        error, in its place, and the others go on."""
+        slots = asyncio.Semaphore(concurrency)
+
+        async def put(listing: Listing) -> ListingStored | FbmrError:
+            async with slots:
+                try:
+                    return await self.put_listing(listing)
+                except FbmrError as err:
+                    return err
+
+        return list(await asyncio.gather(*(put(listing) for listing in listings)))
 
     async def health(self) -> bool:
         """Whether the facade's process answers (GET /healthz); not retried."""

@@ -113,6 +113,76 @@ class Similar:
 
 
 @dataclass(frozen=True)
+class SimilarFilter:
+    """Which catalogue listings a `similar` query may return; every condition given must hold.
+    The facade applies it inside the search, so k listings come back when k pass."""
+
+    category: str | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    location: str | None = None  # a substring of the listing's location, case ignored
+    exclude_ids: tuple[str, ...] = ()  # e.g. the listing the query is about
+
+    def fields(self) -> dict[str, str | list[str]]:
+        given = {
+            "category": self.category,
+            "price_min": self.price_min,
+            "price_max": self.price_max,
+            "location": self.location,
+        }
+        fields: dict[str, str | list[str]] = {
+            name: str(value) for name, value in given.items() if value is not None
+        }
+        if self.exclude_ids:
+            fields["exclude_id"] = list(self.exclude_ids)
+        return fields
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A catalogue listing to put in the live similar-listing index (`Client.put_listing`)."""
+
+    id: str
+    name: str  # as the marketplace wrote it
+    description: str = ""
+    photo: Any = None  # a path, bytes or a PIL image (`fbmr.client.photos.Photo`)
+    category: str | None = None  # by default the one the model predicts
+    price: float | None = None
+    location: str | None = None
+
+    def fields(self) -> dict[str, str | list[str]]:
+        given = {
+            "name": self.name,
+            "description": self.description,
+            "category": self.category,
+            "price": self.price,
+            "location": self.location,
+        }
+        return {name: str(value) for name, value in given.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class ListingStored:
+    """A listing put: searchable from now on, embedded by `model_version`."""
+
+    id: str
+    category: str
+    replaced: bool  # a listing of this id was in the index
+    index_version: str
+    model_version: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ListingStored:
+        return cls(
+            id=str(data["id"]),
+            category=str(data["category"]),
+            replaced=bool(data["replaced"]),
+            index_version=str(data["index_version"]),
+            model_version=int(data["model_version"]),
+        )
+
+
+@dataclass(frozen=True)
 class Readiness:
     """What `/readyz` reports; `ready` is True when everything is (the facade answers 200)."""
 

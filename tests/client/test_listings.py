@@ -1,0 +1,97 @@
+"""The live catalogue from the client: put and delete listings (one, or a batch where a bad one
+is recorded and the rest go on), and filtered similar-listing queries; sync and async alike."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from urllib.parse import parse_qs
+
+import httpx
+
+from fbmr.client import (
+    AsyncClient,
+    Client,
+    InvalidInput,
+    Listing,
+    ListingStored,
+    SimilarFilter,
+)
+from fbmr.client.errors import NotFound
+from fbmr.core.contract import ErrorCode
+from tests.helpers import running_facade, split_listings
+
+
+def test_both_clients_send_listing_updates_and_filters_alike():
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"id": "x", "index_version": "v0001"})
+        if request.method == "PUT":
+            stored = {"id": "a b#1", "category": "c", "replaced": False, "index_version": "v0001"}
+            return httpx.Response(200, json={**stored, "model_version": 1})
+        return httpx.Response(200, json={"kind": "text", "index_version": "v1", "listings": []})
+
+    listing = Listing("a b#1", "Oak chair | in Leeds | Gumtree", "Seats 6", b"\x89PNG", price=12.5)
+    where = SimilarFilter(category="Home", price_max=50, exclude_ids=("a", "b"))
+    with Client("http://facade", transport=httpx.MockTransport(answer)) as client:
+        assert client.put_listing(listing).id == "a b#1"
+        assert client.delete_listing("x") == "v0001"
+        client.similar(text="a chair", k=4, where=where)
+
+    async def run() -> None:
+        async with AsyncClient("http://facade", transport=httpx.MockTransport(answer)) as client:
+            await client.put_listing(listing)
+            await client.delete_listing("x")
+            await client.similar(text="a chair", k=4, where=where)
+
+    asyncio.run(run())
+    assert len(seen) == 6
+    for sync, async_ in zip(seen[:3], seen[3:], strict=True):
+        assert (sync.method, str(sync.url)) == (async_.method, str(async_.url))
+    put, delete, similar = seen[:3]
+    assert (put.method, put.url.raw_path) == ("PUT", b"/v1/listings/a%20b%231")
+    assert b'name="price"\r\n\r\n12.5' in put.read() and b'name="photo"' in put.read()
+    assert (delete.method, delete.url.path) == ("DELETE", "/v1/listings/x")
+    form = parse_qs(similar.read().decode())
+    assert form["exclude_id"] == ["a", "b"] and form["price_max"] == ["50"]
+    assert form["category"] == ["Home"] and "price_min" not in form
+
+
+def test_put_filter_and_delete_through_the_facade(
+    facade_settings, demo_index, demo_prepared, tmp_path
+):
+    index_dir = shutil.copytree(demo_index, tmp_path / "index")
+    settings = facade_settings.model_copy(update={"index_dir": index_dir})
+    new = split_listings(demo_prepared, "test")[:3]
+    listings = [
+        Listing(f"new-{i}", text.partition("\n")[0], text.partition("\n")[2], photo, label, 9.5)
+        for i, (photo, text, label) in enumerate(new)
+    ]
+    bad = Listing("bad", "A chair", photo=b"not a photo")
+    with running_facade(settings) as facade:
+        url = str(facade.base_url).rstrip("/")
+        with Client(url) as client:
+            results = client.put_listings([listings[0], bad, listings[1]])
+            assert isinstance(results[0], ListingStored) and isinstance(results[2], ListingStored)
+            assert isinstance(results[1], InvalidInput)
+            assert results[1].code == ErrorCode.photo_unreadable
+            photo, text, _ = new[0]
+            found = client.similar(photo=photo, text=text, k=3, where=SimilarFilter(price_max=10))
+            assert found.ids[0] == "new-0" and all(x.price <= 10 for x in found.listings)
+            assert client.delete_listing("new-0") == found.index_version
+            assert "new-0" not in client.similar(photo=photo, text=text, k=20).ids
+            try:
+                client.delete_listing("new-0")
+                raise AssertionError("a second delete must fail")
+            except NotFound as err:
+                assert err.code == ErrorCode.listing_not_found
+
+        async def put_last() -> list:
+            async with AsyncClient(url) as client:
+                return await client.put_listings(listings[2:])
+
+        (stored,) = asyncio.run(put_last())
+        assert isinstance(stored, ListingStored) and stored.category == new[2][2]
