@@ -12,13 +12,10 @@ product (cosine similarity). Layout on disk:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +36,19 @@ from fbmr.serving.index_build import (
     to_gpu_if_available,
 )
 from fbmr.serving.index_types import IndexType
-from fbmr.serving.updates import Update, UpdateLog
+from fbmr.serving.live_index import (
+    FAISS,
+    INDEX_FORMAT,
+    MILVUS,
+    Hit,
+    LiveIndex,
+    ReadWriteLock,
+    read_meta,
+)
+from fbmr.serving.updates import Update
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = "fbmr.index/1"
 CURRENT = "CURRENT"
 
 
@@ -61,8 +66,11 @@ def save_version(
     listings: list[dict[str, Any]],
     meta: dict[str, Any],
     kind: IndexType = IndexType.auto,
+    milvus_uri: str | None = None,
 ) -> Path:
-    """Write a new index version (aside, then renamed) and make it CURRENT."""
+    """Write a new index version (aside, then renamed) and make it CURRENT: FAISS files in the
+    version's folder, or, given `milvus_uri`, collections in that Milvus (a cluster's URI, or a
+    local milvus-lite file, relative to `index_dir`)."""
     if not listings:
         raise ValueError("an index needs at least one listing")
     for name, array in vectors.items():
@@ -73,12 +81,20 @@ def save_version(
     version = f"v{max(numbers, default=0) + 1:04d}"
     staging = index_dir / f".{version}.partial"
     staging.mkdir()
-    for name, array in vectors.items():
-        faiss.write_index(build_faiss(array, kind), str(staging / f"{name}.faiss"))
-    (staging / "listings.json").write_text(json.dumps(listings))
+    engine: dict[str, Any] = {"backend": FAISS}
+    if milvus_uri is None:
+        for name, array in vectors.items():
+            faiss.write_index(build_faiss(array, kind), str(staging / f"{name}.faiss"))
+        (staging / "listings.json").write_text(json.dumps(listings))
+    else:
+        from fbmr.serving.milvus_index import write_collections  # pymilvus: the `milvus` extra
+
+        collections = write_collections(index_dir, milvus_uri, version, vectors, listings, kind)
+        engine = {"backend": MILVUS, "milvus_uri": milvus_uri, "collections": collections}
     meta = {
         "format": INDEX_FORMAT,
         "version": version,
+        **engine,
         "type": resolve_type(kind, len(listings)).value,
         "count": len(listings),
         "kinds": [k.value for k in vectors],
@@ -91,59 +107,16 @@ def save_version(
     return index_dir / version
 
 
-@dataclass(frozen=True)
-class Hit:
-    listing: dict[str, Any]
-    score: float
+class SimilarityIndex(LiveIndex):
+    """One loaded FAISS index version, with the live updates of its directory applied.
 
-
-class ReadWriteLock:
-    """Many searches at once, or one update: FAISS searches may run concurrently, but not
-    beside an `add` to the same index. A waiting update goes before new searches, so a steady
-    stream of searches cannot hold updates back."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writers = 0  # waiting or writing
-        self._write = threading.Lock()
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: self._writers == 0)
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._cond:
-            self._writers += 1
-            self._cond.wait_for(lambda: self._readers == 0)
-        # one writer at a time among themselves
-        with self._write:
-            try:
-                yield
-            finally:
-                with self._cond:
-                    self._writers -= 1
-                    self._cond.notify_all()
-
-
-class SimilarityIndex:
-    """One loaded index version, with the live updates of its directory applied: search by a
-    query embedding of a given kind."""
+    A put listing is added to each FAISS index (`add`); a deleted or replaced one stays in them,
+    masked by an ID selector in every search, since FAISS ids cannot be renumbered under a live
+    index. Searches run concurrently; an update waits for them and holds new ones meanwhile.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.meta = json.loads((path / "meta.json").read_text())
-        if self.meta.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{path}: not an fbmr index (format {self.meta.get('format')!r})")
+        super().__init__(path)
         self.listings: list[dict[str, Any]] = json.loads((path / "listings.json").read_text())
         self.indexes = {
             Kind(k): to_gpu_if_available(faiss.read_index(str(path / f"{k}.faiss")))
@@ -152,20 +125,7 @@ class SimilarityIndex:
         self.columns = ListingColumns(self.listings)
         self.positions = {str(item["id"]): i for i, item in enumerate(self.listings)}
         self._lock = ReadWriteLock()
-        # the updates made since this version was built, then those made while it serves
-        self.updates = UpdateLog(path.parent, start=int(self.meta.get("updates_folded", 0)))
         self.catch_up()
-
-    @property
-    def version(self) -> str:
-        return str(self.meta["version"])
-
-    @property
-    def model_version(self) -> int | None:
-        """The model version whose embeddings the index holds (None for an index from before
-        versions were recorded)."""
-        version = self.meta.get("model_version")
-        return None if version is None else int(version)
 
     def __contains__(self, listing_id: str) -> bool:
         return listing_id in self.positions
@@ -174,28 +134,17 @@ class SimilarityIndex:
         return len(self.positions)
 
     def catch_up(self) -> int:
-        """Apply the log's records not seen yet; returns how many were applied."""
         with self._lock.writing():
-            updates = self.updates.read_new()
-            for update in updates:
-                self._apply(update)
-        return len(updates)
+            return super().catch_up()
 
-    def _apply(self, update: Update) -> None:
-        old = self.positions.pop(update.id, None)
+    def _delete(self, listing_id: str) -> None:
+        old = self.positions.pop(listing_id, None)
         if old is not None:
             self.columns.alive[old] = False
-        if update.op == "delete":
-            return
+
+    def _put(self, update: Update) -> None:
         assert update.listing is not None and update.vectors is not None
-        if update.model_version != self.model_version or set(update.vectors) != set(self.indexes):
-            log.warning(
-                "update of listing %s skipped: embedded by model version %s for %s, and index "
-                "%s holds model version %s for %s",
-                update.id, update.model_version, sorted(update.vectors),
-                self.version, self.model_version, sorted(self.indexes),
-            )  # fmt: skip
-            return
+        self._delete(update.id)
         for kind, index in self.indexes.items():
             index.add(normalise(update.vectors[kind][None]))
         self.listings.append(update.listing)
@@ -208,9 +157,7 @@ class SimilarityIndex:
         k: int,
         where: ListingFilter | None = None,
     ) -> list[Hit]:
-        """The `k` live listings nearest to `embedding` among those that pass `where`."""
-        if kind not in self.indexes:
-            raise KeyError(f"this index has no {kind.value} embeddings")
+        self.check_kind(kind)
         where = where or ListingFilter()
         with self._lock.reading():
             # `total` counts listings deleted or replaced too: FAISS still holds their vectors
@@ -238,16 +185,27 @@ class SimilarityIndex:
             ]
 
 
+def open_version(path: Path) -> LiveIndex:
+    """The index version in folder `path`, on the engine its meta.json names."""
+    backend = read_meta(path).get("backend", FAISS)
+    if backend == MILVUS:
+        from fbmr.serving.milvus_index import MilvusIndex  # pymilvus: the `milvus` extra
+
+        milvus: LiveIndex = MilvusIndex(path)
+        return milvus
+    return SimilarityIndex(path)
+
+
 class IndexStore:
     """The index in use, swapped for a new version without disturbing searches in flight.
 
-    A search takes a reference to the current SimilarityIndex and uses it to the end; a reload
+    A search takes a reference to the current index version and uses it to the end; a reload
     loads the new version completely before replacing that reference in one assignment.
     """
 
     def __init__(self, index_dir: Path | None) -> None:
         self.index_dir = index_dir
-        self.current: SimilarityIndex | None = None
+        self.current: LiveIndex | None = None
         self._lock = threading.Lock()
         self._stamp: tuple[str, float] | None = None
 
@@ -264,7 +222,7 @@ class IndexStore:
             if stamp is None or (stamp == self._stamp and not force):
                 return False
             assert self.index_dir is not None  # a pointer was read from it
-            loaded = SimilarityIndex(self.index_dir / stamp[0])
+            loaded = open_version(self.index_dir / stamp[0])
             self.current, self._stamp = loaded, stamp
             log.info(
                 "similar-listing index %s loaded (%d listings)",

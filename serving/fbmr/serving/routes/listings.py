@@ -45,13 +45,13 @@ async def put_listing(
     """Add a listing to the similar-listing index, or replace the listing of this id; it is
     searchable once this answers."""
     index = loaded_index(store, settings)
-    needs_photo = Kind.image in index.indexes or Kind.combined in index.indexes
+    needs_photo = Kind.image in index.kinds or Kind.combined in index.kinds
     if needs_photo and photo is None:
-        searched = ", ".join(kind.value for kind in index.indexes)
+        searched = ", ".join(kind.value for kind in index.kinds)
         raise ApiError(422, f"photo: required, since the index searches by {searched}")
     data = await read_photo(photo, settings) if photo is not None else None
     text = checked_text(TextQuery(name=name, description=description), settings)
-    kinds = list(index.indexes)
+    kinds = list(index.kinds)
     answers = await asyncio.gather(
         *(answer(state, kind, encoder(kind, data, text, settings)) for kind in kinds)
     )

@@ -13,8 +13,9 @@ from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.filters import ListingFilter
-from fbmr.serving.index import IndexStore, SimilarityIndex
+from fbmr.serving.index import IndexStore
 from fbmr.serving.inputs import ListingForm, query_encoder, query_kind
+from fbmr.serving.live_index import LiveIndex
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
 from fbmr.serving.settings import FacadeSettings
@@ -29,7 +30,7 @@ QUERY_INPUTS = {
 }
 
 
-def loaded_index(store: IndexStore, settings: FacadeSettings) -> SimilarityIndex:
+def loaded_index(store: IndexStore, settings: FacadeSettings) -> LiveIndex:
     """The index version in use; a request keeps it even if a new one is swapped in."""
     index = store.current
     if index is None:
@@ -42,7 +43,7 @@ def loaded_index(store: IndexStore, settings: FacadeSettings) -> SimilarityIndex
 
 
 def same_embedding_space(
-    index: SimilarityIndex, artifacts: ModelArtifacts, settings: FacadeSettings
+    index: LiveIndex, artifacts: ModelArtifacts, settings: FacadeSettings
 ) -> None:
     """A 503 unless `index` holds embeddings of the model version that answered: vectors from
     two embedding spaces are never compared or mixed."""
@@ -100,8 +101,8 @@ async def similar(
         raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
     kind = query_kind(photo is not None, listing.given)
     index = loaded_index(store, settings)
-    if kind not in index.indexes:
-        accepted = " or ".join(QUERY_INPUTS[k] for k in index.indexes)
+    if kind not in index.kinds:
+        accepted = " or ".join(QUERY_INPUTS[k] for k in index.kinds)
         raise ApiError(
             422,
             f"this index holds no {kind.value} embeddings, so it cannot answer a query "

@@ -1,0 +1,214 @@
+"""The similar-listing index on Milvus: for catalogues past one machine's memory.
+
+The same index versions, filters and live updates as the embedded FAISS engine, with the
+vectors and the listings' fields in Milvus collections (one per kind of query and version,
+named in the version's meta.json) instead of the facade's memory. `milvus_uri` is a Milvus
+cluster's address (`http://milvus:19530`; its token, where it needs one, from
+`$FBMR_MILVUS_TOKEN`, never written to disk) or a milvus-lite file, the embedded Milvus that
+installs from PyPI, taken relative to the index directory (one machine, tests).
+
+Filters become a Milvus boolean expression evaluated inside the search, so k listings that pass
+come back. Collections are created with strong consistency: a listing upserted is searchable
+by the next query, from any facade worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pymilvus import DataType, MilvusClient
+
+from fbmr.core.contract import Kind
+from fbmr.serving.filters import ListingFilter
+from fbmr.serving.index_build import (
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    IVF_NPROBE,
+    ivf_lists,
+    normalise,
+    resolve_type,
+)
+from fbmr.serving.index_types import IndexType
+from fbmr.serving.live_index import Hit, LiveIndex
+from fbmr.serving.updates import Update
+
+TOKEN_ENV = "FBMR_MILVUS_TOKEN"
+ID_LENGTH = 256
+TEXT_LENGTH = 2048
+LISTING_FIELDS = ["id", "name", "category", "price", "location"]
+INSERT_BATCH = 1000
+# HNSW's build breadth, as faiss's default for the index the FAISS engine builds
+HNSW_EF_CONSTRUCTION = 40
+
+
+def connect(index_dir: Path, uri: str) -> MilvusClient:
+    """A client of the Milvus at `uri`: a URL, or a milvus-lite file relative to `index_dir`."""
+    if "://" not in uri:
+        uri = str((index_dir / uri).resolve())
+    return MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
+
+
+def _index_params(client: MilvusClient, kind: IndexType, count: int) -> Any:
+    params = client.prepare_index_params()
+    concrete = resolve_type(kind, count)
+    if concrete is IndexType.hnsw:
+        options = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
+        params.add_index("vector", index_type="HNSW", metric_type="IP", params=options)
+    elif concrete is IndexType.ivf:
+        options = {"nlist": ivf_lists(count)}
+        params.add_index("vector", index_type="IVF_FLAT", metric_type="IP", params=options)
+    else:
+        params.add_index("vector", index_type="FLAT", metric_type="IP")
+    return params
+
+
+def _row(listing: dict[str, Any], vector: NDArray[np.float32]) -> dict[str, Any]:
+    price = listing.get("price")
+    return {
+        "id": str(listing["id"]),
+        "name": str(listing.get("name") or "")[:TEXT_LENGTH],
+        "category": str(listing["category"]),
+        "price": None if price is None else float(price),
+        "location": listing.get("location"),
+        # the location as filters compare it: case folded
+        "location_key": (listing.get("location") or "").casefold()[:TEXT_LENGTH],
+        "vector": vector.tolist(),
+    }
+
+
+def write_collections(
+    index_dir: Path,
+    uri: str,
+    version: str,
+    vectors: dict[Kind, NDArray[np.float32]],
+    listings: list[dict[str, Any]],
+    kind: IndexType,
+) -> dict[str, str]:
+    """One collection per kind of query for a new index version; returns their names by kind.
+
+    The names carry a random part, so that index directories sharing one Milvus never meet."""
+    client = connect(index_dir, uri)
+    token = uuid.uuid4().hex[:8]
+    names = {}
+    try:
+        for query_kind, array in vectors.items():
+            name = f"fbmr_{version}_{query_kind.value}_{token}"
+            schema = client.create_schema(auto_id=False)
+            schema.add_field("id", DataType.VARCHAR, max_length=ID_LENGTH, is_primary=True)
+            schema.add_field("name", DataType.VARCHAR, max_length=TEXT_LENGTH)
+            schema.add_field("category", DataType.VARCHAR, max_length=TEXT_LENGTH)
+            schema.add_field("price", DataType.DOUBLE, nullable=True)
+            schema.add_field("location", DataType.VARCHAR, max_length=TEXT_LENGTH, nullable=True)
+            schema.add_field("location_key", DataType.VARCHAR, max_length=TEXT_LENGTH)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=array.shape[1])
+            client.create_collection(
+                name,
+                schema=schema,
+                index_params=_index_params(client, kind, len(listings)),
+                consistency_level="Strong",
+            )
+            unit = normalise(array)
+            for start in range(0, len(listings), INSERT_BATCH):
+                rows = [
+                    _row(listing, unit[start + i])
+                    for i, listing in enumerate(listings[start : start + INSERT_BATCH])
+                ]
+                client.insert(name, rows)
+            names[query_kind.value] = name
+    finally:
+        client.close()
+    return names
+
+
+def _literal(value: str) -> str:
+    """A string literal of Milvus's expression language."""
+    return json.dumps(value)
+
+
+def expression(where: ListingFilter) -> str:
+    """`where` as a Milvus filter expression ("" for no filter)."""
+    parts = []
+    if where.category is not None:
+        parts.append(f"category == {_literal(where.category)}")
+    if where.price_min is not None:
+        parts.append(f"price >= {float(where.price_min)!r}")
+    if where.price_max is not None:
+        parts.append(f"price <= {float(where.price_max)!r}")
+    if where.location is not None:
+        # LIKE's own wildcards in the substring are matched literally
+        needle = where.location.casefold().replace("\\", "\\\\")
+        needle = needle.replace("%", "\\%").replace("_", "\\_")
+        parts.append(f"location_key like {_literal('%' + needle + '%')}")
+    if where.exclude_ids:
+        parts.append(f"id not in {json.dumps(sorted(where.exclude_ids))}")
+    return " and ".join(parts)
+
+
+class MilvusIndex(LiveIndex):
+    """One index version whose vectors and listings live in Milvus collections."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.client = connect(path.parent, self.meta["milvus_uri"])
+        self.collections = {Kind(k): name for k, name in self.meta["collections"].items()}
+        # the search breadth the FAISS engine serves with
+        self.search_params = {
+            IndexType.hnsw.value: {"ef": HNSW_EF_SEARCH},
+            IndexType.ivf.value: {"nprobe": IVF_NPROBE},
+        }.get(self.meta["type"], {})
+        self.catch_up()
+
+    def _first(self) -> str:
+        """One of its collections (they all hold the same listings)."""
+        return str(self.collections[self.kinds[0]])
+
+    def __contains__(self, listing_id: str) -> bool:
+        return bool(self.client.get(self._first(), ids=[listing_id], output_fields=["id"]))
+
+    def __len__(self) -> int:
+        rows = self.client.query(self._first(), filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def _put(self, update: Update) -> None:
+        assert update.listing is not None and update.vectors is not None
+        for kind, name in self.collections.items():
+            vector = normalise(update.vectors[kind][None])[0]
+            self.client.upsert(name, [_row(update.listing, vector)])
+
+    def _delete(self, listing_id: str) -> None:
+        for name in self.collections.values():
+            self.client.delete(name, ids=[listing_id])
+
+    def search(
+        self,
+        kind: Kind,
+        embedding: NDArray[np.float32],
+        k: int,
+        where: ListingFilter | None = None,
+    ) -> list[Hit]:
+        self.check_kind(kind)
+        query = normalise(embedding[None])[0].tolist()
+        found = self.client.search(
+            self.collections[kind],
+            data=[query],
+            limit=k,
+            filter=expression(where or ListingFilter()),
+            output_fields=LISTING_FIELDS,
+            search_params={"params": self.search_params},
+        )
+        return [
+            Hit(
+                {field: hit["entity"].get(field) for field in LISTING_FIELDS},
+                float(hit["distance"]),
+            )
+            for hit in found[0]
+        ]
+
+    def close(self) -> None:
+        self.client.close()
