@@ -155,6 +155,13 @@ def test_export_records_parity_and_artifacts(cpu_repository, tiny_run):
         "weights": image_meta["weights_source"],
     }
     assert artifacts["image_spec"] == image_meta["image_spec"]
+    # what made the files
+    assert artifacts["toolchain"] == {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "opset": onnx_models.OPSET,
+    }
 
 
 def test_the_pretrained_lite_trunk_exports_with_parity_and_its_own_normalisation(

@@ -7,9 +7,9 @@ import json
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from fbmr.core.artifacts import ModelArtifacts, latest_version_dir
+from fbmr.core.artifacts import ModelArtifacts, Provenance, latest_version_dir
 from fbmr.core.contract import ENSEMBLE_NAMES
-from fbmr.export.onnx_models import load_run
+from fbmr.export.onnx_models import load_run, toolchain
 from fbmr.export.repository import (
     next_version,
     publish_version,
@@ -34,7 +34,8 @@ def _stage(run_models, tmp_path, target, settings, version=1):
     stand_in.write_bytes(b"onnx")
     files = {m.name: stand_in for m in run_models.models}
     staging = tmp_path / f"staging-{version}"
-    names = stage_version(run_models, files, staging, version, target, settings, {})
+    provenance = Provenance("run", run_models.image_trunk, "float32", {}, toolchain())
+    names = stage_version(run_models, files, staging, version, target, settings, provenance)
     return staging, names
 
 

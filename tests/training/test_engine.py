@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from fbmr.core.schema import SchemaVersionError
 from fbmr.training.engine import FitSettings, fit, load_checkpoint, running_mean
 
 
@@ -94,3 +95,12 @@ def test_weight_averaging_refuses_models_with_batch_norm(tmp_path):
     settings = FitSettings(epochs=1, batch_size=8, lr=0.05, progress=False, average_from=0)
     with pytest.raises(ValueError, match="without batch norm"):
         fit(Linear(True), _data(1), _data(2), tmp_path, settings, torch.device("cpu"), {})
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_what_to_rerun(tmp_path):
+    torch.save({"format": "fbmr.checkpoint/1", "model": {}}, tmp_path / "old.pt")
+    with pytest.raises(SchemaVersionError, match=r"format 'fbmr.checkpoint/1'.*--force"):
+        load_checkpoint(tmp_path / "old.pt")
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an fbmr checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")

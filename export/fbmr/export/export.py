@@ -7,9 +7,11 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
+from fbmr.core.artifacts import Provenance
 from fbmr.export import onnx_models, quantize
 from fbmr.export.quantize import GateFigures
 from fbmr.export.repository import next_version, publish_version, stage_version
@@ -63,26 +65,30 @@ def export_run(
     with tempfile.TemporaryDirectory(prefix=f".{repository.name}.", dir=repository.parent) as tmp:
         onnx_dir, staging = Path(tmp) / "onnx", Path(tmp) / "repository"
         onnx_dir.mkdir()
-        files, parity = {}, {}
+        files: dict[str, Path] = {}
+        parity: dict[str, float] = {}
         for model in tqdm(run.models, desc="export", unit="model", disable=not progress):
             files[model.name] = onnx_dir / f"{model.name}.onnx"
             onnx_models.export_onnx(model, files[model.name])
             parity[model.name] = onnx_models.check_parity(model, files[model.name], tolerance)
             log.info("%s: max |ONNX - PyTorch| = %.2e", model.name, parity[model.name])
-        provenance: dict = {
-            "run": str(run_dir.resolve()),
-            "image_trunk": run.image_trunk,
-            "precision": precision.value,
-            "parity_max_abs_diff": parity,
-        }
         gate: dict[str, GateFigures] = {}
+        kept: dict[str, str] = {}
+        int8_record = None
         if precision is Precision.int8:
-            files, gate, provenance["int8"] = _int8_files(
+            files, gate, kept, int8_record = _int8_files(
                 files, onnx_dir, run, run.data, int8 or Int8Settings(), progress
             )
+        provenance = Provenance(
+            run=str(run_dir.resolve()),
+            image_trunk=run.image_trunk,
+            precision=precision.value,
+            parity_max_abs_diff=parity,
+            toolchain=onnx_models.toolchain(),
+            int8=int8_record,
+        )
         names = stage_version(run, files, staging, version, target, settings, provenance)
         publish_version(staging, repository, names, version)
-    kept = provenance["int8"]["kept_float32"] if precision is Precision.int8 else {}
     return ExportReport(repository, version, target, names, parity, precision, gate, kept)
 
 
@@ -93,9 +99,9 @@ def _int8_files(
     data: PreparedDataset,
     settings: Int8Settings,
     progress: bool,
-) -> tuple[dict[str, Path], dict[str, GateFigures], dict]:
-    """The INT8 files, their gate figures (raises AccuracyGateError on a miss) and what
-    `fbmr.json` records about them."""
+) -> tuple[dict[str, Path], dict[str, GateFigures], dict[str, str], dict[str, Any]]:
+    """The INT8 files, their gate figures (raises AccuracyGateError on a miss), the encoders
+    kept float32 with why, and what `fbmr.json` records about them."""
     int8_files = quantize.quantize_encoders(files, onnx_dir, run, data, settings, progress)
     choice = quantize.choose_int8(files, int8_files, run, data, settings, progress)
     for kind, figures in choice.figures.items():
@@ -108,4 +114,4 @@ def _int8_files(
         )
     quantized = [name for name in files if choice.files[name] != files[name]]
     provenance = quantize.int8_provenance(settings, choice, quantized)
-    return choice.files, choice.figures, provenance
+    return choice.files, choice.figures, choice.kept_float32, provenance

@@ -29,9 +29,11 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import torch
+from numpy.typing import NDArray
 from onnx_ir.passes.common import DeduplicateHashedInitializersPass
 from torch import nn
 
+from fbmr.core.artifacts import Toolchain
 from fbmr.core.contract import (
     COMBINED_EMBEDDING,
     FUSION_HEAD,
@@ -83,6 +85,9 @@ class _PixelEncoder(nn.Module):
     same order and precision as `fbmr.core.image.normalize_pixels`, so a request carries one byte
     per value instead of four and the served input is exactly the trained one."""
 
+    mean: torch.Tensor  # buffers, (1, 3, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, encoder: nn.Module, spec: ImageSpec) -> None:
         super().__init__()
         self.encoder = encoder
@@ -91,11 +96,12 @@ class _PixelEncoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         scaled = pixels.to(torch.float32) / 255.0
-        return self.encoder((scaled - self.mean) / self.std)
+        embedding: torch.Tensor = self.encoder((scaled - self.mean) / self.std)
+        return embedding
 
 
 def image_encoder(
-    encoder: nn.Module, spec: ImageSpec, embedding_dim: int, photos: np.ndarray
+    encoder: nn.Module, spec: ImageSpec, embedding_dim: int, photos: NDArray[np.uint8]
 ) -> OnnxModel:
     """The image encoder to export: uint8 pixels of `spec`'s size in, the embedding out, with
     `photos` (N, 3, S, S uint8) as its parity inputs."""
@@ -139,7 +145,7 @@ class OnnxModel:
     module: nn.Module
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    examples: list[np.ndarray] = field(repr=False)
+    examples: list[NDArray[np.generic]] = field(repr=False)
 
     def __post_init__(self) -> None:
         self.module.eval()  # dropout off, batch norm on its running statistics
@@ -189,8 +195,8 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
     fusion_text_embedding = fusion.text_encoder(torch.from_numpy(token_ids)).numpy()
 
     length = tokenizer.max_length
-    e_image, e_text = trained.image_meta["embedding_dim"], trained.text_meta["embedding_dim"]
-    e_fusion, c = trained.fusion_meta["embedding_dim"], len(classes)
+    e_image, e_text = trained.image_meta.embedding_dim, trained.text_meta.embedding_dim
+    e_fusion, c = trained.fusion_meta.embedding_dim, len(classes)
 
     def head_outputs() -> list[TensorSpec]:
         return [
@@ -240,8 +246,15 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
         product_text_encoder = FUSION_TEXT_ENCODER
         models.append(text_encoder(FUSION_TEXT_ENCODER, fusion.text_encoder))
     meta = trained.image_meta
-    trunk = {"backbone": meta["backbone"], "weights": meta.get("weights_source", "unrecorded")}
+    trunk = {"backbone": str(meta.backbone), "weights": meta.weights_source}
     return RunModels(models, classes, spec, tokenizer, product_text_encoder, trunk, data)
+
+
+def toolchain() -> Toolchain:
+    """The libraries and opset `export_onnx` and `check_parity` write and check files with."""
+    return Toolchain(
+        torch=torch.__version__, onnx=onnx.__version__, onnxruntime=ort.__version__, opset=OPSET
+    )
 
 
 def export_onnx(model: OnnxModel, path: Path) -> None:
@@ -296,7 +309,10 @@ def check_parity(model: OnnxModel, path: Path, tolerance: float = PARITY_TOLERAN
 
 
 def _max_difference(
-    model: OnnxModel, session: ort.InferenceSession, examples: list[np.ndarray], tolerance: float
+    model: OnnxModel,
+    session: ort.InferenceSession,
+    examples: list[NDArray[np.generic]],
+    tolerance: float,
 ) -> float:
     feeds = {t.name: x for t, x in zip(model.inputs, examples, strict=True)}
     try:

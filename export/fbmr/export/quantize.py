@@ -28,9 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -96,16 +98,16 @@ class GateFigures:
         return missed
 
 
-class _Photos(CalibrationDataReader):
+class _Photos(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime has no type information
     """Batches of uint8 photos for the calibrator, as the served image encoder receives them.
     The calibrator reads them one batch at a time (`set_range`) and folds each batch's ranges
     into the running ones, so its memory is one batch's activations, not the whole sample's."""
 
-    def __init__(self, photos: np.ndarray) -> None:
+    def __init__(self, photos: NDArray[np.uint8]) -> None:
         self._batches = [
             photos[i : i + CALIBRATION_BATCH] for i in range(0, len(photos), CALIBRATION_BATCH)
         ]
-        self._next: Iterator[np.ndarray] = iter(self._batches)
+        self._next: Iterator[NDArray[np.uint8]] = iter(self._batches)
 
     def __len__(self) -> int:
         return len(self._batches)
@@ -113,12 +115,14 @@ class _Photos(CalibrationDataReader):
     def set_range(self, start_index: int, end_index: int) -> None:
         self._next = iter(self._batches[start_index:end_index])
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
+    def get_next(self) -> dict[str, NDArray[np.uint8]] | None:
         batch = next(self._next, None)
         return None if batch is None else {IMAGE: batch}
 
 
-def calibration_photos(data: PreparedDataset, run: RunModels, settings: Int8Settings) -> np.ndarray:
+def calibration_photos(
+    data: PreparedDataset, run: RunModels, settings: Int8Settings
+) -> NDArray[np.uint8]:
     """A random sample of `settings.calibration_photos` training photos (seeded), as uint8
     (N, 3, S, S): the image encoder's served input."""
     train = data.images("train")
@@ -137,7 +141,7 @@ def _prepared(source: Path) -> Iterator[Path]:
         yield prepared
 
 
-def quantize_image_encoder(source: Path, target: Path, photos: np.ndarray) -> None:
+def quantize_image_encoder(source: Path, target: Path, photos: NDArray[np.uint8]) -> None:
     """Static QDQ INT8: per-channel int8 weights, uint8 activations calibrated on `photos`."""
     with _prepared(source) as prepared:
         quantize_static(
@@ -200,10 +204,14 @@ class _Pipelines:
         }
         self.product_text_encoder = product_text_encoder
 
-    def run(self, name: str, output: str, **feeds: np.ndarray) -> np.ndarray:
-        return self.sessions[name].run([output], feeds)[0]
+    def run(self, name: str, output: str, **feeds: NDArray[np.generic]) -> NDArray[np.float32]:
+        """One model's `output` (the pipelines' outputs are all float32)."""
+        out: NDArray[np.float32] = self.sessions[name].run([output], feeds)[0]
+        return out
 
-    def top1(self, photos: np.ndarray, token_ids: np.ndarray) -> dict[str, np.ndarray]:
+    def top1(
+        self, photos: NDArray[np.uint8], token_ids: NDArray[np.int64]
+    ) -> dict[str, NDArray[np.intp]]:
         """Top-1 class per pipeline for aligned (photo, text) listings."""
         image = self.run(IMAGE_ENCODER, IMAGE_EMBEDDING, **{IMAGE: photos})
         text = self.run(TEXT_ENCODER, TEXT_EMBEDDING, **{TOKEN_IDS: token_ids})
@@ -224,7 +232,7 @@ class _Pipelines:
 
 def _listings(
     data: PreparedDataset, run: RunModels, split: str
-) -> Iterator[tuple[np.ndarray, ...]]:
+) -> Iterator[tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]]:
     """Batches of (photos, token ids, labels): every photo of `split` with its listing's text."""
     products = data.products(split).set_index("product_id")
     images = data.images(split)
@@ -233,7 +241,8 @@ def _listings(
         ids = rows["image_id"]
         photos = np.stack([image_pixels(data.image_path(i), run.image_spec) for i in ids])
         texts = [data.text(products.loc[p]) for p in rows["product_id"]]
-        yield photos, run.tokenizer.encode_batch(texts), rows["label_id"].to_numpy()
+        labels = rows["label_id"].to_numpy(dtype=np.int64)
+        yield photos, run.tokenizer.encode_batch(texts), labels
 
 
 class _Evaluation:
@@ -349,7 +358,9 @@ def choose_int8(
     return Int8Choice(chosen, together, kept)
 
 
-def int8_provenance(settings: Int8Settings, choice: Int8Choice, quantized: list[str]) -> dict:
+def int8_provenance(
+    settings: Int8Settings, choice: Int8Choice, quantized: list[str]
+) -> dict[str, Any]:
     """What `fbmr.json` records about an INT8 export: how each model was made and the gate."""
     figures = choice.figures
     return {

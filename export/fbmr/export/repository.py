@@ -19,12 +19,18 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
-from google.protobuf import text_format
+from google.protobuf import text_format  # type: ignore[import-untyped]
 from tritonclient.grpc import model_config_pb2 as mc
 
 from fbmr.core import contract as c
-from fbmr.core.artifacts import ARTIFACTS_FILE, ARTIFACTS_FORMAT, REPOSITORY_MANIFEST
+from fbmr.core.artifacts import (
+    ARTIFACTS_FILE,
+    REPOSITORY_MANIFEST,
+    ModelVersionSpec,
+    Provenance,
+)
 from fbmr.core.fileio import atomic_write_json
 from fbmr.export.onnx_models import RunModels, TensorSpec
 from fbmr.export.settings import ServingSettings, Target
@@ -40,7 +46,13 @@ COMPOSING_VERSIONS = 2
 _DTYPES = {"TYPE_UINT8": mc.TYPE_UINT8, "TYPE_FP32": mc.TYPE_FP32, "TYPE_INT64": mc.TYPE_INT64}
 
 
-def _add_tensors(fields, specs: list[TensorSpec]) -> None:
+class _TensorFields(Protocol):
+    """A config's repeated input or output field."""
+
+    def add(self, *, name: str, data_type: int, dims: list[int]) -> object: ...
+
+
+def _add_tensors(fields: _TensorFields, specs: list[TensorSpec]) -> None:
     for spec in specs:
         fields.add(name=spec.name, data_type=_DTYPES[spec.dtype], dims=list(spec.dims))
 
@@ -191,7 +203,7 @@ def stage_version(
     version: int,
     target: Target,
     settings: ServingSettings,
-    provenance: dict,
+    provenance: Provenance,
 ) -> list[str]:
     """Lay out one repository version under `staging` (the same shape as the repository);
     returns the model names, composing models first, ensembles last."""
@@ -205,24 +217,21 @@ def stage_version(
         config = model_config(model.name, model.inputs, model.outputs, target, settings)
         write_config(config, staging / model.name / "config.pbtxt")
         names.append(model.name)
-    artifacts = {
-        "format": ARTIFACTS_FORMAT,
-        "version": version,
-        "target": target.value,
-        "classes": run.classes,
-        "image_spec": run.image_spec.to_dict(),
-        "max_length": run.tokenizer.max_length,
-        "tokenizer": "tokenizer.json",
-        "labels": "labels.json",
-        "serving": asdict(settings),
-        **provenance,
-    }
+    artifacts = ModelVersionSpec(
+        version=version,
+        target=target.value,
+        classes=list(run.classes),
+        image_spec=run.image_spec,
+        max_length=run.tokenizer.max_length,
+        serving=asdict(settings),
+        provenance=provenance,
+    )
     for config in ensemble_configs(run, settings.max_batch_size, version):
         version_dir = staging / config.name / str(version)
         version_dir.mkdir(parents=True)
-        run.tokenizer.save(version_dir / "tokenizer.json")
-        run.label_map.save(version_dir / "labels.json")
-        (version_dir / ARTIFACTS_FILE).write_text(json.dumps(artifacts, indent=2) + "\n")
+        run.tokenizer.save(version_dir / artifacts.tokenizer)
+        run.label_map.save(version_dir / artifacts.labels)
+        artifacts.save(version_dir / ARTIFACTS_FILE)
         write_config(config, staging / config.name / "config.pbtxt")
         names.append(config.name)
     return names

@@ -17,6 +17,7 @@ pool size and turn spinning off.
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -24,7 +25,7 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
-    def initialize(self, args: dict) -> None:
+    def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         options = ort.SessionOptions()
@@ -40,7 +41,8 @@ class TritonPythonModel:
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
 
-    def execute(self, requests: list) -> list:
+    # Triton's requests and responses (pb_utils has no type information)
+    def execute(self, requests: list[Any]) -> list[Any]:
         try:
             per_request = [
                 [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names]

@@ -36,7 +36,8 @@ class Preset(StrEnum):
     tiny = "tiny"
 
 
-PRESETS: dict[Preset, dict] = {
+# Settings by field name, over TrainConfig's defaults
+PRESETS: dict[Preset, dict[str, object]] = {
     Preset.default: {},
     Preset.tiny: {
         "backbone": "resnet18",
@@ -176,7 +177,7 @@ class TrainConfig:
     # Probability of zeroing the image embedding per training sample.
     fusion_modality_dropout: float = 0.5
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["image_mode"] = str(self.image_mode)
         return data

@@ -14,7 +14,7 @@ from fbmr.core.text import Tokenizer
 from fbmr.training.data.prepared import PreparedDataset
 
 
-class PhotoDataset(Dataset):
+class PhotoDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """(photo tensor, label id) per row of the images table."""
 
     def __init__(
@@ -39,13 +39,13 @@ class PhotoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         path = self.paths[index]
         if self.augment is None:
             array = preprocess_image(path, self.spec)  # exactly what the facade computes
         else:
             array = normalize(self.augment(pad_to_square(decode_image(path))), self.spec)
-        return torch.from_numpy(array), int(self.labels[index])
+        return torch.from_numpy(array), torch.tensor(self.labels[index])
 
 
 def token_dataset(

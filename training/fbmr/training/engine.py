@@ -17,24 +17,50 @@ A stage folder holds:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from sklearn.metrics import confusion_matrix, f1_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from fbmr.core.fileio import atomic_path, atomic_write_json
+from fbmr.core.schema import SchemaVersionError
 from fbmr.training import plots
+from fbmr.training.config import TrainConfig
 from fbmr.training.layout import BEST, CONFUSION, CURVES, HISTORY, LAST, METRICS
+from fbmr.training.meta import RETRAIN, StageMeta
 from fbmr.training.optim import SplitAdam, pretrained_parameters, sparse_parameters
 
-CHECKPOINT_FORMAT = "fbmr.checkpoint/1"
+# 2: `meta` a versioned spec (fbmr.training.meta), last.pt's progress fields all present
+CHECKPOINT_FORMAT = "fbmr.checkpoint/2"
 SPLITS = ("train", "val", "test")
+
+
+# What the loop trains and judges on: items of model inputs followed by the target.
+Samples = Dataset[tuple[torch.Tensor, ...]]
+Loader = DataLoader[tuple[torch.Tensor, ...]]
+# A stage's report (metrics.json): JSON, with figures of the stage's own beside the metrics.
+Report = dict[str, Any]
+# A split's logits (N, C) and targets (N), as numpy arrays.
+Predictions = tuple[NDArray[np.float32], NDArray[np.int64]]
+
+
+class EpochRecord(TypedDict):
+    """One epoch in history.json."""
+
+    epoch: int
+    train_loss: float
+    train_top1: float
+    val_loss: float
+    val_top1: float
+    averaged: bool  # the validation figures are the averaged model's
 
 
 # A training loss other than the logits' cross-entropy: (embedding, logits, target, the
@@ -46,7 +72,7 @@ Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.Module], torc
 class TrainState:
     """Where training stands between epochs: what last.pt saves and a resumed run restores."""
 
-    history: list[dict] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     best_top1: float = -1.0
     best_loss: float = float("inf")  # validation loss of the best epoch: breaks ties of top-1
     bad_epochs: int = 0
@@ -92,15 +118,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by this module; tensors and plain data only (weights_only)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+    checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
+    if not isinstance(found, str) or not found.startswith("fbmr.checkpoint/"):
         raise ValueError(f"{path} is not an fbmr checkpoint")
+    if found != CHECKPOINT_FORMAT:
+        raise SchemaVersionError(
+            f"{path} is in checkpoint format {found!r}; this fbmr reads {CHECKPOINT_FORMAT!r}: "
+            f"{RETRAIN}"
+        )
     return checkpoint
 
 
-def make_loader(data: Dataset, settings: FitSettings, shuffle: bool, epoch: int = 0) -> DataLoader:
+def make_loader(data: Samples, settings: FitSettings, shuffle: bool, epoch: int = 0) -> Loader:
     # A generator seeded per epoch makes the order of a resumed epoch the same as uninterrupted.
     generator = torch.Generator().manual_seed(settings.seed + epoch)
     return DataLoader(
@@ -112,14 +144,14 @@ def make_loader(data: Dataset, settings: FitSettings, shuffle: bool, epoch: int 
     )
 
 
-def _to(batch, device: torch.device) -> list[torch.Tensor]:
+def _to(batch: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     return [t.to(device, non_blocking=True) for t in batch]
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, data: Dataset, settings: FitSettings, device: torch.device, desc: str = ""
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    model: nn.Module, data: Samples, settings: FitSettings, device: torch.device, desc: str = ""
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
     """(embeddings, logits, targets) of a dataset whose items end with the target."""
     model.eval()
     embeddings, logits, targets = [], [], []
@@ -133,7 +165,7 @@ def predict(
     return torch.cat(embeddings).numpy(), torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 
-def top1(logits: np.ndarray, targets: np.ndarray) -> float:
+def top1(logits: NDArray[np.float32], targets: NDArray[np.int64]) -> float:
     """Share of samples whose highest logit is their target (NaN without samples)."""
     return float((logits.argmax(1) == targets).mean()) if len(targets) else float("nan")
 
@@ -144,7 +176,9 @@ def selection_key(accuracy: float, loss: float) -> tuple[float, float]:
     return accuracy, -loss
 
 
-def classification_metrics(logits: np.ndarray, targets: np.ndarray, num_classes: int) -> dict:
+def classification_metrics(
+    logits: NDArray[np.float32], targets: NDArray[np.int64], num_classes: int
+) -> dict[str, float]:
     top3 = np.argsort(-logits, axis=1)[:, :3]
     predicted = top3[:, 0]
     return {
@@ -184,19 +218,19 @@ def _resume(
     if not path.is_file():
         return TrainState()
     last = load_checkpoint(path)
-    if last.get("meta") != meta:
+    if last.get("meta") != meta:  # none when `fit` ran outside a stage
         raise ValueError(
             f"{path} was written by a model of another shape ({last.get('meta')}); "
             "resume with the same settings, or retrain the stage with --force"
         )
-    if last.get("average_from") != average_from:  # None before weight averaging existed
+    if last["average_from"] != average_from:
         raise ValueError(
-            f"{path} was trained with weight averaging from epoch {last.get('average_from')}, "
+            f"{path} was trained with weight averaging from epoch {last['average_from']}, "
             f"not {average_from}; resume with the same settings, or retrain the stage with --force"
         )
     saved.load_state_dict(last["model"])
     optimizer.load_state_dict(last["optimizer"])
-    average = last.get("average")
+    average = last["average"]
     if average is not None:
         # checkpoints load onto the CPU; the average stays beside the weights it follows
         here = saved.state_dict()
@@ -205,15 +239,28 @@ def _resume(
     return TrainState(
         last["history"],
         last["best_top1"],
-        last.get("best_loss", float("inf")),  # checkpoints from before the tie-break
+        last["best_loss"],
         last["bad_epochs"],
         last["epoch"] + 1,
         average,
-        last.get("averaged", 0),
+        last["averaged"],
     )
 
 
-def save_checkpoint(path: Path, fields: dict) -> None:
+def stage_fields(
+    stage: str, config: TrainConfig, classes: Sequence[str], meta: StageMeta
+) -> dict[str, object]:
+    """What every checkpoint of a stage records besides its weights and progress: the stage,
+    the run's settings, the class names in logit order and its model's shape (`meta`)."""
+    return {
+        "stage": stage,
+        "config": config.to_dict(),
+        "classes": list(classes),
+        "meta": meta.to_dict(),
+    }
+
+
+def save_checkpoint(path: Path, fields: dict[str, object]) -> None:
     """An fbmr checkpoint (tensors and plain data), written atomically."""
     with atomic_path(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, **fields}, tmp)
@@ -223,7 +270,7 @@ def train_one_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
     optimizer: SplitAdam,
-    loader: DataLoader,
+    loader: Loader,
     device: torch.device,
     desc: str,
     progress: bool = True,
@@ -255,7 +302,7 @@ def train_one_epoch(
 def evaluate(
     model: nn.Module,
     loss_fn: nn.Module,
-    data: Dataset,
+    data: Samples,
     settings: FitSettings,
     device: torch.device,
 ) -> tuple[float, float]:
@@ -267,16 +314,16 @@ def evaluate(
 
 def fit(
     model: nn.Module,
-    train: Dataset,
-    val: Dataset,
+    train: Samples,
+    val: Samples,
     stage_dir: Path,
     settings: FitSettings,
     device: torch.device,
-    checkpoint_fields: dict,
+    checkpoint_fields: dict[str, object],
     saved: nn.Module | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
     objective: Objective | None = None,
-) -> list[dict]:
+) -> list[EpochRecord]:
     """Train `model` (items: inputs..., target; output: embedding, logits) with early stopping,
     resuming from `stage_dir/last.pt` when it exists. `saved` is what checkpoints store (the full
     model when `model` trains only a part of it, such as a head over cached features).
@@ -330,14 +377,14 @@ def fit(
             state.bad_epochs += 1
         if averaging:
             saved.load_state_dict(live)  # training goes on from the live weights
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_top1": train_top1,
-            "val_loss": val_loss,
-            "val_top1": val_top1,
-            "averaged": averaging,  # the validation figures are the averaged model's
-        }
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_top1=train_top1,
+            val_loss=val_loss,
+            val_top1=val_top1,
+            averaged=averaging,
+        )
         state.history.append(record)
         tqdm.write(
             f"{desc}: train loss {train_loss:.3f} top-1 {train_top1:.3f} | "
@@ -369,11 +416,11 @@ def fit(
 def report(
     stage_dir: Path,
     title: str,
-    history: list[dict],
-    predictions: dict[str, tuple[np.ndarray, np.ndarray]],
+    history: list[EpochRecord],
+    predictions: dict[str, Predictions],
     classes: tuple[str, ...],
-    extra: dict | None = None,
-) -> dict:
+    extra: Report | None = None,
+) -> Report:
     """metrics.json (per split: top-1, top-3, macro-F1), curves.png and confusion.png (on the
     test split, or validation when there is no test split)."""
     metrics = {
@@ -381,17 +428,15 @@ def report(
         for split, (logits, targets) in predictions.items()
     }
     plots.training_curves(history, stage_dir / CURVES, title)
-    shown = "test" if len(predictions.get("test", ((), ()))[1]) else "val"
+    shown = "test" if "test" in predictions and len(predictions["test"][1]) else "val"
     logits, targets = predictions[shown]
     matrix = confusion_matrix(targets, logits.argmax(1), labels=range(len(classes)))
     plots.confusion_matrix(matrix, classes, stage_dir / CONFUSION, f"{title}: {shown} split")
-    best = (
-        max(history, key=lambda h: selection_key(h["val_top1"], h["val_loss"])) if history else {}
-    )
+    best = max(history, key=lambda h: selection_key(h["val_top1"], h["val_loss"]), default=None)
     result = {
         "stage": stage_dir.name,
         "splits": metrics,
-        "best_epoch": best.get("epoch"),
+        "best_epoch": best["epoch"] if best is not None else None,
         **(extra or {}),
     }
     atomic_write_json(stage_dir / METRICS, result)

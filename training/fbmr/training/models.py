@@ -10,7 +10,7 @@ similar-listing index can use the embeddings.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -30,7 +30,8 @@ class ClassifierHead(nn.Module):
         )
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.layers(embedding)
+        logits: torch.Tensor = self.layers(embedding)
+        return logits
 
 
 class ImageEncoder(nn.Module):
@@ -44,7 +45,8 @@ class ImageEncoder(nn.Module):
         self.frozen_stages: tuple[str, ...] = ()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.trunk(images))
+        embedding: torch.Tensor = self.projection(self.trunk(images))
+        return embedding
 
     def cut(self, first_trainable: str) -> int:
         """The index in the trunk of stage `first_trainable` ("head": past the whole trunk)."""
@@ -60,7 +62,8 @@ class ImageEncoder(nn.Module):
     def forward_from(self, features: torch.Tensor, first_trainable: str) -> torch.Tensor:
         """The embedding from the output of the stages before `first_trainable` (what the
         image stage caches), through the rest of the trunk and the projection."""
-        return self.projection(self.trunk[self.cut(first_trainable) :](features))
+        embedding: torch.Tensor = self.projection(self.trunk[self.cut(first_trainable) :](features))
+        return embedding
 
     def freeze_until(self, first_trainable: str) -> None:
         """Freeze the trunk's stages before `first_trainable` (a stage name, or "head" to freeze
@@ -132,6 +135,9 @@ class NgramBag(nn.Module):
     rebuilds a table of that shape for a checkpoint to be loaded into.
     """
 
+    weights: torch.Tensor  # buffers: each row's IDF weight, and each id's row once pruned
+    row_of: torch.Tensor | None
+
     def __init__(
         self,
         buckets: int,
@@ -144,7 +150,6 @@ class NgramBag(nn.Module):
         self.bounds = kind_bounds(buckets, kinds)
         self.name_dropout = name_dropout
         self._new_table(rows if rows is not None else buckets, dim)
-        self.row_of: torch.Tensor | None
         if rows is None:
             self.register_buffer("row_of", None)
         else:
@@ -195,7 +200,8 @@ class NgramBag(nn.Module):
         weights = self.weights[rows] * (1.0 + torch.log(counts.clamp(min=1).float()))
         # Each n-gram's weight in the column of its kind, (N, S, K): one batched product sums
         # every kind at once, instead of a masked pass over (N, S, dim) per kind.
-        kind = sum((ids > lo).long() for lo, _ in self.bounds[1:])
+        above = [(ids > lo).long() for lo, _ in self.bounds[1:]]
+        kind = sum(above[1:], above[0])
         kinds = torch.arange(len(self.bounds), device=ids.device)
         by_kind = (kind.unsqueeze(2) == kinds).float() * weights.unsqueeze(2)
         sums = by_kind.transpose(1, 2) @ self.embedding(rows)  # (N, K, dim)
@@ -205,7 +211,8 @@ class NgramBag(nn.Module):
             # the name's kinds (the last two), dropped together
             keep = torch.rand(len(ids), 1, device=ids.device) >= self.name_dropout
             scale = torch.cat([scale[:, :2], scale[:, 2:] * keep], dim=1)
-        return (sums * scale.unsqueeze(2)).sum(dim=1)
+        embedding: torch.Tensor = (sums * scale.unsqueeze(2)).sum(dim=1)
+        return embedding
 
 
 class TextEncoder(nn.Module):
@@ -264,13 +271,14 @@ class TextEncoder(nn.Module):
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         word_ids, ngrams, counts = self.split(token_ids)
-        parts = []
+        parts: list[torch.Tensor] = []
         if self.cnn:
             words = self.words(word_ids).transpose(1, 2)  # (N, word_dim, L)
             parts.extend(torch.relu(conv(words)).amax(dim=2) for conv in self.convs)
         if self.bag is not None:
             parts.append(self.bag(ngrams, counts))
-        return self.projection(self.dropout(torch.cat(parts, dim=1)))
+        embedding: torch.Tensor = self.projection(self.dropout(torch.cat(parts, dim=1)))
+        return embedding
 
 
 class TextEnsembleEncoder(nn.Module):
@@ -289,7 +297,7 @@ class TextEnsembleEncoder(nn.Module):
         members: int,
         ngram_rows: int | list[int] | None = None,
         sentence: SentenceMember | None = None,
-        **encoder_args,
+        **encoder_args: Any,  # TextEncoder's
     ) -> None:
         super().__init__()
         # members reading different views (VIEWS) keep tables of different sizes
@@ -305,8 +313,13 @@ class TextEnsembleEncoder(nn.Module):
         end = token_ids.shape[1] - self.pieces
         return token_ids[:, :end], token_ids[:, end:]
 
+    @property
+    def encoders(self) -> list[TextEncoder]:
+        """The n-gram members."""
+        return [cast(TextEncoder, member) for member in self.members]
+
     def split(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.members[0].split(self.cut(token_ids)[0])
+        return self.encoders[0].split(self.cut(token_ids)[0])
 
     def forward(self, token_ids: torch.Tensor, lower: torch.Tensor | None = None) -> torch.Tensor:
         ids, pieces = self.cut(token_ids)
@@ -351,7 +364,7 @@ class TextModel(nn.Module):
         embedding_dim: int = 256,
         members: int = 1,
         sentence: SentenceSpec | None = None,
-        **encoder_args,
+        **encoder_args: Any,  # TextEncoder's
     ) -> None:
         super().__init__()
         self.encoder: TextEncoder | TextEnsembleEncoder
@@ -381,7 +394,7 @@ class TextModel(nn.Module):
     def encoders(self) -> list[TextEncoder]:
         """The text encoders: the ensemble's members, or the one."""
         if isinstance(self.encoder, TextEnsembleEncoder):
-            return [cast(TextEncoder, member) for member in self.encoder.members]
+            return self.encoder.encoders
         return [self.encoder]
 
     def member_logits(self, embedding: torch.Tensor) -> list[torch.Tensor]:
@@ -416,8 +429,8 @@ class FusionHead(nn.Module):
     search indexes, is trained through its own head as well (`combined_logits`), so it stays a
     category-aware embedding whatever the weights settle to.
 
-    Without `image_head` and `text_head` (checkpoints from before the stacking), the logits are
-    the combined head's alone.
+    Without `image_head` and `text_head` (stacking turned off), the logits are the combined
+    head's alone.
     """
 
     def __init__(
@@ -437,10 +450,11 @@ class FusionHead(nn.Module):
         )
         self.head = ClassifierHead(embedding_dim, num_classes, dropout)
         self.modality_dropout = modality_dropout
-        self.stacked = image_head is not None and text_head is not None
-        if self.stacked:
+        self.image_head: nn.Module | None = None
+        self.text_head: nn.Module | None = None
+        if image_head is not None and text_head is not None:
             self.image_head, self.text_head = image_head, text_head
-            for frozen in (self.image_head, self.text_head):
+            for frozen in (image_head, text_head):
                 frozen.requires_grad_(False)
             # weights of the text, image and combined logits
             self.weights = nn.Parameter(torch.tensor([1.0, 0.0, 0.0]))
@@ -449,14 +463,15 @@ class FusionHead(nn.Module):
         if self.training and self.modality_dropout > 0:
             keep = torch.rand(len(image_embedding), 1, device=image_embedding.device)
             image_embedding = image_embedding * (keep >= self.modality_dropout)
-        return self.mlp(torch.cat([image_embedding, text_embedding], dim=1))
+        combined: torch.Tensor = self.mlp(torch.cat([image_embedding, text_embedding], dim=1))
+        return combined
 
     def forward(
         self, image_embedding: torch.Tensor, text_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         combined = self.combined(image_embedding, text_embedding)
         logits = self.head(combined)
-        if self.stacked:
+        if self.image_head is not None and self.text_head is not None:
             t, i, c = self.weights
             logits = (
                 t * self.text_head(text_embedding)
@@ -467,14 +482,16 @@ class FusionHead(nn.Module):
 
     def train(self, mode: bool = True) -> FusionHead:
         super().train(mode)
-        if self.stacked:  # the copied heads keep their dropout off: they are frozen
+        # the copied heads keep their dropout off: they are frozen
+        if self.image_head is not None and self.text_head is not None:
             self.image_head.eval()
             self.text_head.eval()
         return self
 
     def combined_logits(self, combined: torch.Tensor) -> torch.Tensor:
         """The combined head's own logits (its auxiliary training signal)."""
-        return self.head(combined)
+        logits: torch.Tensor = self.head(combined)
+        return logits
 
 
 class FusionModel(nn.Module):
@@ -490,4 +507,5 @@ class FusionModel(nn.Module):
     def forward(
         self, image_embedding: torch.Tensor, token_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(image_embedding, self.text_encoder(token_ids))
+        combined, logits = self.head(image_embedding, self.text_encoder(token_ids))
+        return combined, logits

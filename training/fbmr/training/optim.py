@@ -12,18 +12,26 @@ optimiser, so the training loop and its checkpoints see a single object.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
+def sparse_parameters(model: nn.Module) -> list[torch.Tensor]:
     """The weights of `model`'s embedding tables that produce sparse gradients."""
     return [
         module.weight
         for module in model.modules()
         if isinstance(module, nn.Embedding | nn.EmbeddingBag) and module.sparse
     ]
+
+
+def mark_pretrained(module: nn.Module, pretrained: bool = True) -> None:
+    """Mark (or unmark) `module` as pretrained weights being fine-tuned, which
+    `pretrained_parameters` then finds."""
+    # a plain attribute, as nn.Module keeps any value that is neither a tensor nor a module
+    module.__dict__["pretrained"] = pretrained
 
 
 def pretrained_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -46,11 +54,11 @@ class SplitAdam:
 
     def __init__(
         self,
-        parameters: Iterable[nn.Parameter],
-        sparse: Iterable[nn.Parameter],
+        parameters: Iterable[torch.Tensor],
+        sparse: Iterable[torch.Tensor],
         lr: float,
         weight_decay: float,
-        slow: Iterable[nn.Parameter] = (),
+        slow: Iterable[torch.Tensor] = (),
         slow_lr: float | None = None,
     ) -> None:
         sparse_ids, slow_ids = {id(p) for p in sparse}, {id(p) for p in slow}
@@ -59,7 +67,7 @@ class SplitAdam:
         pretrained = [p for p in parameters if id(p) in slow_ids]
         rows = [p for p in parameters if id(p) in sparse_ids]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        groups: list[dict] = [{"params": dense}] if dense else []
+        groups: list[dict[str, Any]] = [{"params": dense}] if dense else []
         if pretrained:
             groups.append({"params": pretrained, "lr": slow_lr if slow_lr is not None else lr})
         if groups:
@@ -75,10 +83,10 @@ class SplitAdam:
         for optimizer in self.optimizers.values():
             optimizer.step()
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, dict[str, Any]]:
         return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
         if set(state) != set(self.optimizers):
             raise ValueError(
                 f"optimiser state for {sorted(state)}, this model trains {sorted(self.optimizers)}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fbmr.training.config import Stage, TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.engine import pick_device, seed_everything
+from fbmr.training.engine import Report, pick_device, seed_everything
 from fbmr.training.layout import RunLayout, stage_complete
 from fbmr.training.stages.fusion import train_fusion
 from fbmr.training.stages.image import train_image
@@ -41,7 +41,7 @@ def _complete(stage: Stage, run: RunLayout) -> bool:
 
 def train(
     config: TrainConfig, run_dir: Path, stage: Stage = Stage.all, force: bool = False
-) -> dict[str, dict]:
+) -> dict[str, Report]:
     """Train `stage` (or all of them in order) into `run_dir`; returns each stage's report.
 
     A stage that is complete is skipped unless `force`; one that was interrupted resumes from
@@ -54,7 +54,7 @@ def train(
     data.label_map.save(run.label_map)
     device = pick_device(config.device)
     stages = ORDER if stage == Stage.all else (stage,)
-    runners: dict[Stage, Callable[[], dict]] = {
+    runners: dict[Stage, Callable[[], Report]] = {
         Stage.word2vec: lambda: train_word2vec(config, data, run.word2vec),
         Stage.image: lambda: train_image(config, data, run_dir, device),
         Stage.text: lambda: train_text(config, data, run_dir, device),
@@ -81,6 +81,7 @@ def train(
     return results
 
 
-def _read_report(stage: Stage, run: RunLayout) -> dict:
+def _read_report(stage: Stage, run: RunLayout) -> Report:
     path = run.word2vec_summary if stage == Stage.word2vec else run.metrics(stage)
-    return json.loads(path.read_text())
+    report: Report = json.loads(path.read_text())
+    return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -11,15 +12,23 @@ matplotlib.use("Agg")  # files only; no display on servers and in CI
 
 import matplotlib.pyplot as plt
 import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:  # the engine draws with this module
+    from fbmr.training.engine import EpochRecord
 
 
-def training_curves(history: Sequence[dict], path: Path, title: str) -> None:
+def training_curves(history: Sequence[EpochRecord], path: Path, title: str) -> None:
     """Loss and top-1 accuracy per epoch, train against validation."""
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    for split, style in (("train", "-o"), ("val", "-s")):
-        loss_ax.plot(epochs, [h[f"{split}_loss"] for h in history], style, label=split)
-        acc_ax.plot(epochs, [h[f"{split}_top1"] for h in history], style, label=split)
+    curves = (
+        ("train", "-o", [h["train_loss"] for h in history], [h["train_top1"] for h in history]),
+        ("val", "-s", [h["val_loss"] for h in history], [h["val_top1"] for h in history]),
+    )
+    for split, style, losses, accuracies in curves:
+        loss_ax.plot(epochs, losses, style, label=split)
+        acc_ax.plot(epochs, accuracies, style, label=split)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy", ylim=(0, 1))
     for ax in (loss_ax, acc_ax):
@@ -31,7 +40,9 @@ def training_curves(history: Sequence[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+def confusion_matrix(
+    matrix: NDArray[np.int64], classes: Sequence[str], path: Path, title: str
+) -> None:
     """Row-normalised confusion matrix (true class by row), with counts in the cells."""
     rows = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
@@ -43,13 +54,13 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path, tit
     for i, j in np.ndindex(matrix.shape):
         if matrix[i, j]:
             colour = "white" if shares[i, j] > 0.5 else "black"
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=colour)
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=colour)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def word_map(points: np.ndarray, words: Sequence[str], path: Path, title: str) -> None:
+def word_map(points: NDArray[np.float32], words: Sequence[str], path: Path, title: str) -> None:
     """Words placed at their 2-D t-SNE coordinates."""
     fig, ax = plt.subplots(figsize=(12, 12))
     ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.4)

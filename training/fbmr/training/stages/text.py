@@ -9,11 +9,13 @@ beside the token ids: each epoch runs only the layers that train."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from gensim.models import KeyedVectors
+from numpy.typing import NDArray
 from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
@@ -22,34 +24,40 @@ from fbmr.core.text import Tokenizer
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
-from fbmr.training.engine import SPLITS, FitSettings, fit, predict, report
+from fbmr.training.engine import (
+    SPLITS,
+    FitSettings,
+    Report,
+    fit,
+    predict,
+    report,
+    stage_fields,
+)
 from fbmr.training.layout import RunLayout
+from fbmr.training.meta import TextMeta
 from fbmr.training.models import VIEWS, EnsembleHead, TextEnsembleEncoder, TextModel
-from fbmr.training.sentence import SentenceSpec, minilm_dir, sentence_spec
+from fbmr.training.sentence import minilm_dir, sentence_spec
 from fbmr.training.stages.word2vec import embedding_matrix
 
 
-def build_text_model(meta: dict, num_classes: int) -> TextModel:
+def build_text_model(meta: TextMeta, num_classes: int) -> TextModel:
     """A text model of the shape a checkpoint's `meta` describes."""
     return TextModel(
         num_classes,
-        meta["embedding_dim"],
-        members=meta.get("members", 1),  # checkpoints from before the ensemble: one model
-        vocab_size=meta["vocab_size"],
-        word_dim=meta["word_dim"],
-        filters=meta["filters"],
-        widths=tuple(meta["widths"]),
-        dropout=meta.get("dropout", 0.3),  # checkpoints from before the setting existed
-        # checkpoints from before the n-gram bag: word ids only
-        max_words=meta.get("max_words", meta["max_length"]),
-        ngram_buckets=meta.get("ngram_buckets", 0),
-        ngram_dim=meta.get("ngram_dim", 0),
-        ngram_kinds=meta.get("ngram_kinds", 2),  # checkpoints from before the name's n-grams
-        name_dropout=meta.get("name_dropout", 0.0),
-        # None: a row per id, as before set_idf pruned; a list: each member's (reading views)
-        ngram_rows=meta.get("ngram_rows"),
-        # checkpoints from before the sentence member: none
-        sentence=SentenceSpec.from_dict(meta["sentence"]) if meta.get("sentence") else None,
+        meta.embedding_dim,
+        members=meta.members,
+        vocab_size=meta.vocab_size,
+        word_dim=meta.word_dim,
+        filters=meta.filters,
+        widths=meta.widths,
+        dropout=meta.dropout,
+        max_words=meta.max_words,
+        ngram_buckets=meta.ngram_buckets,
+        ngram_dim=meta.ngram_dim,
+        ngram_kinds=meta.ngram_kinds,
+        name_dropout=meta.name_dropout,
+        ngram_rows=None if meta.ngram_rows is None else list(meta.ngram_rows),
+        sentence=meta.sentence,
     )
 
 
@@ -93,7 +101,7 @@ def start_members(
     model: TextModel,
     views: list[str],
     idf_from: torch.Tensor | None,
-    words: np.ndarray | None,
+    words: NDArray[np.float32] | None,
 ) -> list[int]:
     """Give each of the model's members its starting point before training: with `idf_from`
     (the training listings' token ids), n-gram weights by inverse document frequency over them,
@@ -106,7 +114,9 @@ def start_members(
     for encoder, view in zip(model.encoders, views, strict=True):
         if encoder.bag is not None and ngrams is not None:
             encoder.bag.set_idf(ngrams, view=view)
-            rows.append(encoder.bag.rows)
+            pruned = encoder.bag.rows
+            assert pruned is not None  # set_idf keeps the weighed rows alone
+            rows.append(pruned)
         if words is not None:
             with torch.no_grad():
                 encoder.words.weight.copy_(torch.from_numpy(words))
@@ -115,7 +125,7 @@ def start_members(
 
 def train_text(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
-) -> dict:
+) -> Report:
     layout = RunLayout(run_dir)
     stage_dir = layout.stage("text")
     tokenizer = Tokenizer.load(layout.tokenizer)
@@ -133,35 +143,37 @@ def train_text(
             f"(--text-sentence {config.text_sentence}): retrain the word2vec stage, which writes "
             "the tokeniser, with the same settings and --force"
         )
-    meta = {
-        # the members' embeddings concatenated, the sentence member's last
-        "embedding_dim": config.embedding_dim * (config.text_members + (sentence is not None)),
-        "members": config.text_members,
-        "vocab_size": tokenizer.vocab_size,
-        "word_dim": vectors.vector_size,
-        "filters": config.text_filters,
-        "widths": list(config.text_widths),
-        "dropout": config.text_dropout,
-        "max_length": tokenizer.max_length,
-        "max_words": tokenizer.max_words,
-        "ngram_buckets": tokenizer.ngrams.buckets if tokenizer.ngrams else 0,
-        "ngram_dim": config.ngram_dim if tokenizer.ngrams else 0,
-        "ngram_kinds": tokenizer.ngrams.kinds if tokenizer.ngrams else 2,
-        "name_dropout": config.text_name_dropout,
-        "views": member_views(
-            config.text_views, config.text_members, config.ngram_idf and bool(tokenizer.ngrams)
+    meta = TextMeta(
+        embedding_dim=config.embedding_dim * (config.text_members + (sentence is not None)),
+        members=config.text_members,
+        vocab_size=tokenizer.vocab_size,
+        word_dim=vectors.vector_size,
+        filters=config.text_filters,
+        widths=tuple(config.text_widths),
+        dropout=config.text_dropout,
+        max_length=tokenizer.max_length,
+        max_words=tokenizer.max_words,
+        ngram_buckets=tokenizer.ngrams.buckets if tokenizer.ngrams else 0,
+        ngram_dim=config.ngram_dim if tokenizer.ngrams else 0,
+        ngram_kinds=tokenizer.ngrams.kinds if tokenizer.ngrams else 2,
+        name_dropout=config.text_name_dropout,
+        views=tuple(
+            member_views(
+                config.text_views,
+                config.text_members,
+                config.ngram_idf and bool(tokenizer.ngrams),
+            )
         ),
-    }
-    if sentence is not None:  # absent otherwise, as in checkpoints from before the member
-        meta["sentence"] = sentence.to_dict()
+        sentence=sentence,
+    )
     classes = data.label_map.classes
     model = build_text_model(meta, len(classes))
     sets = {s: token_dataset(data, data.products(s), tokenizer) for s in SPLITS}
     words = embedding_matrix(vectors, tokenizer) if config.text_filters else None
     idf_from = sets["train"].tensors[0] if config.ngram_idf else None
-    rows = start_members(model, meta["views"], idf_from, words)
+    rows = start_members(model, list(meta.views), idf_from, words)
     if rows:
-        meta["ngram_rows"] = rows if len(rows) > 1 else rows[0]
+        meta = replace(meta, ngram_rows=tuple(rows))
     if model.sentence is not None:
         if config.text_sentence == "minilm":
             model.sentence.bert.load_pretrained(minilm_dir())
@@ -181,7 +193,7 @@ def train_text(
         seed=config.seed,
         progress=config.progress,
     )
-    fields = {"stage": "text", "config": config.to_dict(), "classes": list(classes), "meta": meta}
+    fields = stage_fields("text", config, classes, meta)
 
     def members_own_losses(
         embedding: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, loss_fn: nn.Module

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
+from numpy.typing import NDArray
 from sklearn.manifold import TSNE
 from tqdm.auto import tqdm
 
@@ -22,11 +23,12 @@ from fbmr.training import plots
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.data.split import SPLITS
+from fbmr.training.engine import Report
 from fbmr.training.layout import SUMMARY, TOKENIZER, TSNE_PLOT, VECTORS
 from fbmr.training.sentence import wordpiece
 
 
-class _EpochBar(CallbackAny2Vec):
+class _EpochBar(CallbackAny2Vec):  # type: ignore[misc]  # gensim has no type information
     def __init__(self, epochs: int, enabled: bool) -> None:
         self.bar = tqdm(total=epochs, desc="word2vec epochs", disable=not enabled)
 
@@ -55,7 +57,9 @@ def ngram_hashing(config: TrainConfig) -> NgramHashing | None:
     )
 
 
-def embedding_matrix(vectors: KeyedVectors, tokenizer: Tokenizer, seed: int = 0) -> np.ndarray:
+def embedding_matrix(
+    vectors: KeyedVectors, tokenizer: Tokenizer, seed: int = 0
+) -> NDArray[np.float32]:
     """Rows in token-id order: zeros for padding, noise for unknown words, then the vectors of
     the tokeniser's words, centred and scaled to unit variance.
 
@@ -70,7 +74,7 @@ def embedding_matrix(vectors: KeyedVectors, tokenizer: Tokenizer, seed: int = 0)
     return matrix
 
 
-def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) -> dict:
+def train_word2vec(config: TrainConfig, data: PreparedDataset, stage_dir: Path) -> Report:
     stage_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     if config.w2v_corpus not in ("train", "all"):
