@@ -7,7 +7,7 @@ bash scripts/setup.sh
 echo "== lint (ruff)"
 bash scripts/uv.sh run --frozen ruff check .
 bash scripts/uv.sh run --frozen ruff format --check .
-echo "== types (mypy, strict on the torch-free components)"
-bash scripts/uv.sh run --frozen mypy -p fbmr.core -p fbmr.serving -p fbmr.client
+echo "== types (mypy, strict on every component)"
+bash scripts/uv.sh run --frozen mypy -p fbmr.core -p fbmr.serving -p fbmr.client -p fbmr.training -p fbmr.export
 echo "== tests (pytest)"
 bash scripts/uv.sh run --frozen pytest "$@"
