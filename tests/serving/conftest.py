@@ -1,6 +1,7 @@
 """The in-process facade of the validation tests: FastAPI's TestClient over an app whose Triton URL
 points at a closed port, so every check answers before a model server would be called, and a
-request that passed them all gets a 503."""
+request that passed them all gets a 503. And the similar-listing index's engines, so that one
+suite of index tests runs on each."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from fastapi.testclient import TestClient
 from fbmr.serving.main import create_app
 from fbmr.serving.settings import FacadeSettings
 from tests.helpers import TEST_LIMITS, free_ports, split_listings
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def milvus_uri(request) -> str | None:
+    """The engine an index test builds on: None for FAISS, or a milvus-lite file (relative to
+    the index directory) for Milvus."""
+    return None if request.param == "faiss" else "milvus.db"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Filters on the similar-listing search: applied inside the search on every index type, so k
-listings that pass come back; and through the facade's `/v1/similar` form fields."""
+"""Filters on the similar-listing search: applied inside the search on every index type of both
+engines (FAISS, Milvus), so k listings that pass come back; and through the facade's
+`/v1/similar` form fields."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from fbmr.core.contract import Kind
 from fbmr.serving.filters import ListingColumns, ListingFilter
-from fbmr.serving.index import IndexType, SimilarityIndex, save_version
+from fbmr.serving.index import IndexType, open_version, save_version
 from tests.helpers import assert_error
 
 CATEGORIES = ("chairs", "lamps", "bikes", "books")
@@ -63,9 +64,12 @@ def test_columns_select_exactly_the_listings_that_pass(where):
 
 @pytest.mark.parametrize("kind", [IndexType.exact, IndexType.hnsw, IndexType.ivf])
 @pytest.mark.parametrize("where", FILTERS)
-def test_filtered_search_returns_k_listings_that_pass_nearest_first(tmp_path, kind, where):
+def test_filtered_search_returns_k_listings_that_pass_nearest_first(
+    tmp_path, kind, where, milvus_uri
+):
     vectors, listings = _catalogue()
-    index = SimilarityIndex(save_version(tmp_path, {Kind.text: vectors}, listings, {}, kind))
+    path = save_version(tmp_path, {Kind.text: vectors}, listings, {}, kind, milvus_uri)
+    index = open_version(path)
     query = vectors[0] + 0.1
     hits = index.search(Kind.text, query, 10, where)
     assert len(hits) == 10
@@ -81,9 +85,10 @@ def test_filtered_search_returns_k_listings_that_pass_nearest_first(tmp_path, ki
     assert len(found & exact) >= (10 if kind is IndexType.exact else 8)
 
 
-def test_a_filter_nothing_passes_returns_nothing_and_no_filter_searches_all(tmp_path):
+def test_a_filter_nothing_passes_returns_nothing_and_no_filter_searches_all(tmp_path, milvus_uri):
     vectors, listings = _catalogue(200)
-    index = SimilarityIndex(save_version(tmp_path, {Kind.text: vectors}, listings, {}))
+    path = save_version(tmp_path, {Kind.text: vectors}, listings, {}, milvus_uri=milvus_uri)
+    index = open_version(path)
     assert index.search(Kind.text, vectors[3], 5, ListingFilter(category="boats")) == []
     unfiltered = index.search(Kind.text, vectors[3], 5, ListingFilter())
     assert unfiltered[0].listing["id"] == "L3"

@@ -1,5 +1,6 @@
 """`PUT` and `DELETE /v1/listings/{id}` through the facade, over a real Triton: a listing put is
-found at once, a deleted one never again; bad input writes nothing; with two workers, both
+found at once, a deleted one never again (on the FAISS and the Milvus engines); bad input writes
+nothing; with two workers, both
 see each update, and each acknowledged one survives a SIGKILL of the whole facade."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ErrorCode
+from fbmr.serving.catalogue import build_index
 from fbmr.serving.updates import UPDATES_LOG
 from tests.helpers import assert_error, free_ports, running_facade, split_listings, wait_until_ready
 
@@ -26,6 +28,20 @@ from tests.helpers import assert_error, free_ports, running_facade, split_listin
 def index_copy(demo_index, tmp_path) -> Path:
     """The demo index, copied so that the updates of a test stay in it."""
     return Path(shutil.copytree(demo_index, tmp_path / "index"))
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def live_index(request, demo_index, demo_prepared, triton, cpu_repository, tmp_path) -> Path:
+    """An index of the demo catalogue of its own, on each engine: the demo index copied (FAISS),
+    or the same listings built into a milvus-lite file."""
+    if request.param == "faiss":
+        return Path(shutil.copytree(demo_index, tmp_path / "index"))
+    index_dir = tmp_path / "index"
+    build_index(
+        demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
+        splits=("train", "val"), progress=False, milvus_uri="milvus.db",
+    )  # fmt: skip
+    return index_dir
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +64,10 @@ def _similar_ids(client, photo: bytes, text: str, k: int = 5) -> list[str]:
 
 
 def test_a_listing_put_is_found_at_once_and_a_deleted_one_never_again(
-    facade_settings, index_copy, new_listings, cpu_repository
+    facade_settings, live_index, new_listings, cpu_repository
 ):
     classes = ModelArtifacts.load(cpu_repository).labels.classes
-    settings = facade_settings.model_copy(update={"index_dir": index_copy})
+    settings = facade_settings.model_copy(update={"index_dir": live_index})
     (photo, text, label), (photo_b, text_b, _) = new_listings[:2]
     with running_facade(settings) as client:
         assert "new-1" not in _similar_ids(client, photo, text)

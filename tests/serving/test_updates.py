@@ -1,5 +1,6 @@
-"""Live updates of the similar-listing index: the durable log, its replay at load, what every
-worker's copy sees, and folding the log into the next built version."""
+"""Live updates of the similar-listing index, on both engines (FAISS, Milvus): the durable log,
+its replay at load, what every worker's copy sees, and folding the log into the next built
+version."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from fbmr.core.contract import Kind
 from fbmr.serving.filters import ListingFilter
-from fbmr.serving.index import IndexStore, IndexType, SimilarityIndex, save_version
+from fbmr.serving.index import IndexStore, IndexType, open_version, save_version
+from fbmr.serving.live_index import LiveIndex
 from fbmr.serving.updates import UPDATES_LOG, Update, UpdateLog, fold
 
 DIM = 16
@@ -28,13 +30,13 @@ def _listing(i: int | str, category: str = "chairs") -> dict:
     }
 
 
-def _index_dir(tmp_path, n: int = 300, kind: IndexType = IndexType.exact, seed: int = 0):
-    rng = np.random.default_rng(seed)
+def _index_dir(tmp_path, milvus_uri, n: int = 300, kind: IndexType = IndexType.exact):
+    rng = np.random.default_rng(0)
     vectors = {k: rng.normal(size=(n, DIM)).astype(np.float32) for k in KINDS}
     index_dir = tmp_path / "index"
-    save_version(
-        index_dir, vectors, [_listing(i) for i in range(n)], {"model_version": MODEL_VERSION}, kind
-    )
+    listings = [_listing(i) for i in range(n)]
+    meta = {"model_version": MODEL_VERSION}
+    save_version(index_dir, vectors, listings, meta, kind, milvus_uri)
     return index_dir, vectors
 
 
@@ -49,13 +51,13 @@ def _put(listing_id: str, vector: np.ndarray, category: str = "lamps", version=M
     )
 
 
-def _ids(index: SimilarityIndex, vector: np.ndarray, k: int = 5, where=None) -> list[str]:
+def _ids(index: LiveIndex, vector: np.ndarray, k: int = 5, where=None) -> list[str]:
     return [hit.listing["id"] for hit in index.search(Kind.text, vector, k, where)]
 
 
 @pytest.mark.parametrize("kind", [IndexType.exact, IndexType.hnsw, IndexType.ivf])
-def test_a_put_listing_is_found_and_a_deleted_one_never_returned(tmp_path, kind):
-    index_dir, vectors = _index_dir(tmp_path, kind=kind)
+def test_a_put_listing_is_found_and_a_deleted_one_never_returned(tmp_path, kind, milvus_uri):
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri, kind=kind)
     store = IndexStore(index_dir)
     store.reload()
     index = store.current
@@ -76,9 +78,9 @@ def test_a_put_listing_is_found_and_a_deleted_one_never_returned(tmp_path, kind)
     assert "7" not in index and len(index) == 297
 
 
-def test_a_put_of_a_known_id_replaces_its_vector_and_fields(tmp_path):
-    index_dir, vectors = _index_dir(tmp_path)
-    index = SimilarityIndex(index_dir / "v0001")
+def test_a_put_of_a_known_id_replaces_its_vector_and_fields(tmp_path, milvus_uri):
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri)
+    index = open_version(index_dir / "v0001")
     elsewhere = -vectors[Kind.text][5]
     UpdateLog(index_dir).append(_put("5", elsewhere, category="bikes"))
     index.catch_up()
@@ -88,9 +90,9 @@ def test_a_put_of_a_known_id_replaces_its_vector_and_fields(tmp_path):
     assert len(index) == 300
 
 
-def test_every_worker_and_a_restart_see_the_same_catalogue(tmp_path):
-    index_dir, vectors = _index_dir(tmp_path)
-    workers = [SimilarityIndex(index_dir / "v0001") for _ in range(2)]
+def test_every_worker_and_a_restart_see_the_same_catalogue(tmp_path, milvus_uri):
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri)
+    workers = [open_version(index_dir / "v0001") for _ in range(2)]
     rng = np.random.default_rng(1)
     added = {f"n{i}": rng.normal(size=DIM).astype(np.float32) for i in range(20)}
     log = UpdateLog(index_dir)
@@ -100,7 +102,7 @@ def test_every_worker_and_a_restart_see_the_same_catalogue(tmp_path):
         log.append(Update("delete", str(i)))
     for worker in workers:
         worker.catch_up()
-    restarted = SimilarityIndex(index_dir / "v0001")  # replays the whole log at load
+    restarted = open_version(index_dir / "v0001")  # replays the whole log at load
     for index in (*workers, restarted):
         assert len(index) == 300 + 20 - 43
         for listing_id, vector in added.items():
@@ -110,18 +112,18 @@ def test_every_worker_and_a_restart_see_the_same_catalogue(tmp_path):
     assert _ids(workers[0], query, 10) == _ids(restarted, query, 10)
 
 
-def test_an_update_embedded_by_another_model_version_is_never_mixed_in(tmp_path):
-    index_dir, _ = _index_dir(tmp_path)
-    index = SimilarityIndex(index_dir / "v0001")
+def test_an_update_embedded_by_another_model_version_is_never_mixed_in(tmp_path, milvus_uri):
+    index_dir, _ = _index_dir(tmp_path, milvus_uri)
+    index = open_version(index_dir / "v0001")
     vector = np.ones(DIM, np.float32)
     UpdateLog(index_dir).append(_put("stale", vector, version=MODEL_VERSION + 1))
     index.catch_up()
     assert "stale" not in index and "stale" not in _ids(index, vector, 10)
 
 
-def test_a_record_being_written_is_read_only_once_complete(tmp_path):
-    index_dir, _ = _index_dir(tmp_path)
-    index = SimilarityIndex(index_dir / "v0001")
+def test_a_record_being_written_is_read_only_once_complete(tmp_path, milvus_uri):
+    index_dir, _ = _index_dir(tmp_path, milvus_uri)
+    index = open_version(index_dir / "v0001")
     line = _put("torn", np.ones(DIM, np.float32)).to_json()
     with open(index_dir / UPDATES_LOG, "a") as file:
         file.write(line[:40])
@@ -131,8 +133,10 @@ def test_a_record_being_written_is_read_only_once_complete(tmp_path):
     assert index.catch_up() == 1 and "torn" in index
 
 
-def test_the_log_folds_into_the_next_built_version_which_replays_only_the_rest(tmp_path):
-    index_dir, vectors = _index_dir(tmp_path)
+def test_the_log_folds_into_the_next_built_version_which_replays_only_the_rest(
+    tmp_path, milvus_uri
+):
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri)
     log = UpdateLog(index_dir)
     log.append(_put("new-1", np.ones(DIM, np.float32)))
     log.append(Update("delete", "0"))
@@ -152,15 +156,15 @@ def test_the_log_folds_into_the_next_built_version_which_replays_only_the_rest(t
     rebuilt = {k: v[:2] for k, v in vectors.items()}
     save_version(
         index_dir, rebuilt, [_listing(0), _listing(1)],
-        {"model_version": MODEL_VERSION, "updates_folded": folded},
+        {"model_version": MODEL_VERSION, "updates_folded": folded}, milvus_uri=milvus_uri,
     )  # fmt: skip
-    second = SimilarityIndex(index_dir / "v0002")
+    second = open_version(index_dir / "v0002")
     assert len(second) == 3 and "late" in second and "new-1" not in second and "0" in second
 
 
-def test_searches_run_beside_a_stream_of_updates(tmp_path):
-    index_dir, vectors = _index_dir(tmp_path, n=500, kind=IndexType.hnsw)
-    index = SimilarityIndex(index_dir / "v0001")
+def test_searches_run_beside_a_stream_of_updates(tmp_path, milvus_uri):
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri, n=500, kind=IndexType.hnsw)
+    index = open_version(index_dir / "v0001")
     log = UpdateLog(index_dir)
     rng = np.random.default_rng(2)
     failures: list[BaseException] = []

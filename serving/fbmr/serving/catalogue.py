@@ -108,8 +108,10 @@ def build_index(
     splits: tuple[str, ...] | None = None,
     kinds: tuple[Kind, ...] = tuple(Kind),
     progress: bool = True,
+    milvus_uri: str | None = None,
 ) -> Path:
-    """Embed the catalogue and save it as the index's next version; returns its folder."""
+    """Embed the catalogue and save it as the index's next version (in FAISS files, or in the
+    Milvus at `milvus_uri`); returns its folder."""
     # listings put or deleted while the previous versions served are folded in, embedded again
     # by this version's models; the new version replays only what comes after
     catalogue, folded = fold(read_catalogue(prepared, splits), index_dir)
@@ -132,4 +134,4 @@ def build_index(
         "skipped": len(catalogue) - len(listings),
         "updates_folded": folded,
     }
-    return save_version(index_dir, vectors, public, meta, index_type)
+    return save_version(index_dir, vectors, public, meta, index_type, milvus_uri)

@@ -196,6 +196,12 @@ def build(
         "--kind",
         help="Embeddings to index (repeat the option); default all three.",
     ),
+    milvus_uri: str = typer.Option(
+        None,
+        help="Build the version in this Milvus instead of FAISS files: a cluster's URL "
+        "(http://HOST:19530; token from $FBMR_MILVUS_TOKEN), or a milvus-lite file, relative "
+        "to --out. The facade reads it from the version.",
+    ),
     progress: ProgressOption = True,
 ) -> None:
     """Embed a prepared dataset's listings through the running Triton and save the index's next
@@ -208,7 +214,9 @@ def build(
 
     chosen = tuple(s.strip() for s in splits.split(",")) if splits else None
     try:
-        path = build_index(data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress)
+        path = build_index(
+            data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress, milvus_uri
+        )
     except (FileNotFoundError, ValueError, Unavailable) as err:
         fail(f"index not built: {err}")
     meta = json.loads((path / "meta.json").read_text())
