@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fbmr.core.contract import TEXT_EMBEDDING, TEXT_ENCODER, TOKEN_IDS
+from fbmr.core.contract import TEXT_EMBEDDING, TEXT_ENCODER, TOKEN_IDS, Datatype
 from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.export import onnx_models
 from fbmr.export.export import export_run
@@ -78,8 +78,8 @@ def test_members_reading_the_same_view_share_their_constants_in_the_file(tmp_pat
     model = OnnxModel(
         TEXT_ENCODER,
         encoder,
-        [TensorSpec(TOKEN_IDS, "TYPE_INT64", (ids.shape[1],))],
-        [TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (24,))],
+        [TensorSpec(TOKEN_IDS, Datatype.INT64, (ids.shape[1],))],
+        [TensorSpec(TEXT_EMBEDDING, Datatype.FP32, (24,))],
         [ids.numpy()],
     )
     path = tmp_path / "text_encoder.onnx"

@@ -48,6 +48,7 @@ from fbmr.core.contract import (
     TEXT_ENCODER,
     TEXT_HEAD,
     TOKEN_IDS,
+    Datatype,
 )
 from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.core.labels import LabelMap
@@ -76,7 +77,7 @@ class TensorSpec:
     """A tensor of a served model, without its batch axis (Triton's `dims`)."""
 
     name: str
-    dtype: str  # Triton data type: TYPE_UINT8, TYPE_FP32, TYPE_INT64
+    dtype: Datatype
     dims: tuple[int, ...]
 
 
@@ -109,8 +110,8 @@ def image_encoder(
     return OnnxModel(
         IMAGE_ENCODER,
         _PixelEncoder(encoder, spec),
-        [TensorSpec(IMAGE, "TYPE_UINT8", (3, size, size))],
-        [TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (embedding_dim,))],
+        [TensorSpec(IMAGE, Datatype.UINT8, (3, size, size))],
+        [TensorSpec(IMAGE_EMBEDDING, Datatype.FP32, (embedding_dim,))],
         [photos],
     )
 
@@ -200,16 +201,16 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
 
     def head_outputs() -> list[TensorSpec]:
         return [
-            TensorSpec(LOGITS, "TYPE_FP32", (c,)),
-            TensorSpec(PROBABILITIES, "TYPE_FP32", (c,)),
+            TensorSpec(LOGITS, Datatype.FP32, (c,)),
+            TensorSpec(PROBABILITIES, Datatype.FP32, (c,)),
         ]
 
     def text_encoder(name: str, module: nn.Module) -> OnnxModel:
         return OnnxModel(
             name,
             module,
-            [TensorSpec(TOKEN_IDS, "TYPE_INT64", (length,))],
-            [TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (e_text,))],
+            [TensorSpec(TOKEN_IDS, Datatype.INT64, (length,))],
+            [TensorSpec(TEXT_EMBEDDING, Datatype.FP32, (e_text,))],
             [token_ids],
         )
 
@@ -218,7 +219,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
         OnnxModel(
             IMAGE_HEAD,
             _Head(image_model.head),
-            [TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (e_image,))],
+            [TensorSpec(IMAGE_EMBEDDING, Datatype.FP32, (e_image,))],
             head_outputs(),
             [image_embedding],
         ),
@@ -226,7 +227,7 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
         OnnxModel(
             TEXT_HEAD,
             _Head(text_model.head),
-            [TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (e_text,))],
+            [TensorSpec(TEXT_EMBEDDING, Datatype.FP32, (e_text,))],
             head_outputs(),
             [text_embedding],
         ),
@@ -234,10 +235,10 @@ def load_run(run_dir: Path, data: PreparedDataset | None = None) -> RunModels:
             FUSION_HEAD,
             _FusionHead(fusion.head),
             [
-                TensorSpec(IMAGE_EMBEDDING, "TYPE_FP32", (e_image,)),
-                TensorSpec(TEXT_EMBEDDING, "TYPE_FP32", (e_text,)),
+                TensorSpec(IMAGE_EMBEDDING, Datatype.FP32, (e_image,)),
+                TensorSpec(TEXT_EMBEDDING, Datatype.FP32, (e_text,)),
             ],
-            [*head_outputs(), TensorSpec(COMBINED_EMBEDDING, "TYPE_FP32", (e_fusion,))],
+            [*head_outputs(), TensorSpec(COMBINED_EMBEDDING, Datatype.FP32, (e_fusion,))],
             [image_embedding[:n], fusion_text_embedding[:n]],
         ),
     ]

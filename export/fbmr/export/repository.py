@@ -43,8 +43,6 @@ PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 # inside the previous version's ensemble finish on it; the one before is unloaded by Triton.
 COMPOSING_VERSIONS = 2
 
-_DTYPES = {"TYPE_UINT8": mc.TYPE_UINT8, "TYPE_FP32": mc.TYPE_FP32, "TYPE_INT64": mc.TYPE_INT64}
-
 
 class _TensorFields(Protocol):
     """A config's repeated input or output field."""
@@ -54,7 +52,9 @@ class _TensorFields(Protocol):
 
 def _add_tensors(fields: _TensorFields, specs: list[TensorSpec]) -> None:
     for spec in specs:
-        fields.add(name=spec.name, data_type=_DTYPES[spec.dtype], dims=list(spec.dims))
+        fields.add(
+            name=spec.name, data_type=mc.DataType.Value(spec.dtype.config), dims=list(spec.dims)
+        )
 
 
 def model_config(
@@ -83,7 +83,7 @@ def model_config(
         warmup = config.model_warmup.add(name=f"zeros_batch_{batch_size}", batch_size=batch_size)
         for spec in inputs:
             data = warmup.inputs[spec.name]
-            data.data_type = _DTYPES[spec.dtype]
+            data.data_type = mc.DataType.Value(spec.dtype.config)
             data.dims.extend(spec.dims)
             data.zero_data = True
     if target is Target.gpu:

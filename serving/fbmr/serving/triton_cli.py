@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,21 +111,14 @@ def stop(
     timeout: float = typer.Option(30.0, help="Seconds to wait before killing it."),
 ) -> None:
     """Stop the tritonserver that `fbmr triton start` started on this port."""
-    from fbmr.serving.triton_server import alive, reap_orphan_stubs
+    from fbmr.serving.triton_server import stop_tritonserver
 
     state = _state_path(grpc_port)
     if not state.is_file():
         typer.echo(f"no tritonserver started by fbmr on port {grpc_port}")
         return
     pid = json.loads(state.read_text())["pid"]
-    if alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            reap_orphan_stubs()  # a killed server cannot stop its python-backend stubs
+    stop_tritonserver(pid, timeout)
     state.unlink()
     typer.echo(f"stopped tritonserver (pid {pid})")
 
