@@ -150,18 +150,12 @@ class SimilarityIndex(LiveIndex):
         self.listings.append(update.listing)
         self.positions[update.id] = self.columns.append(update.listing)
 
-    def search(
-        self,
-        kind: Kind,
-        embedding: NDArray[np.float32],
-        k: int,
-        where: ListingFilter | None = None,
+    def _search(
+        self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
     ) -> list[Hit]:
-        self.check_kind(kind)
-        where = where or ListingFilter()
         with self._lock.reading():
             # `total` counts listings deleted or replaced too: FAISS still holds their vectors
-            index, query, total = self.indexes[kind], normalise(embedding[None]), self.columns.size
+            index, total = self.indexes[kind], self.columns.size
             if not where.active and self.columns.all_alive:
                 scores, ids = index.search(query, min(k, total))
             else:

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.serving.filters import ListingFilter
+from fbmr.serving.index_build import normalise
 from fbmr.serving.updates import Update, UpdateLog
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,6 @@ class LiveIndex(ABC):
         )  # fmt: skip
         return False
 
-    def check_kind(self, kind: Kind) -> None:
-        if kind not in self.kinds:
-            raise KeyError(f"this index has no {kind.value} embeddings")
-
     @abstractmethod
     def _put(self, update: Update) -> None:
         """Add the listing of `update`, or replace the one of its id."""
@@ -141,7 +138,6 @@ class LiveIndex(ABC):
     def _delete(self, listing_id: str) -> None:
         """Remove a listing; nothing when it is not there."""
 
-    @abstractmethod
     def search(
         self,
         kind: Kind,
@@ -150,6 +146,15 @@ class LiveIndex(ABC):
         where: ListingFilter | None = None,
     ) -> list[Hit]:
         """The `k` live listings nearest to `embedding` among those that pass `where`."""
+        if kind not in self.kinds:
+            raise KeyError(f"this index has no {kind.value} embeddings")
+        return self._search(kind, normalise(embedding[None]), k, where or ListingFilter())
+
+    @abstractmethod
+    def _search(
+        self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
+    ) -> list[Hit]:
+        """The search itself: `query` is one L2-normalised row."""
 
     @abstractmethod
     def __contains__(self, listing_id: str) -> bool: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -54,8 +54,14 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
             # serve at once what Triton serves; a rollout that must load models goes on behind
             await asyncio.wait_for(asyncio.shield(state.converge()), FIRST_ROLLOUT_WAIT_S)
         watchers = [
-            asyncio.create_task(watch_index(index, settings.index_poll_s)),
-            asyncio.create_task(watch_updates(index, settings.updates_poll_s)),
+            asyncio.create_task(
+                watch_index(index, index.reload, settings.index_poll_s, "index not reloaded")
+            ),
+            asyncio.create_task(
+                watch_index(
+                    index, index.catch_up, settings.updates_poll_s, "listing updates not applied"
+                )
+            ),
             asyncio.create_task(watch_models(state, settings.model_poll_s)),
         ]
         yield
@@ -77,25 +83,17 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
     return app
 
 
-async def watch_index(store: IndexStore, every_s: float) -> None:
-    """Pick up a new index version when its CURRENT pointer changes."""
+async def watch_index(
+    store: IndexStore, step: Callable[[], object], every_s: float, failed: str
+) -> None:
+    """Run `step` on the index every `every_s` seconds, in a thread: `store.reload` picks up a
+    new version when its CURRENT pointer changes, `store.catch_up` the listings other workers
+    put or deleted. A failed step is logged (`failed`, and why) and tried again next time."""
     if every_s <= 0 or store.index_dir is None:
         return
     while True:
         await asyncio.sleep(every_s)
         try:
-            await asyncio.to_thread(store.reload)
+            await asyncio.to_thread(step)
         except (OSError, ValueError) as err:
-            log.warning("index not reloaded: %s", err)
-
-
-async def watch_updates(store: IndexStore, every_s: float) -> None:
-    """Apply the listings other workers put or deleted, from the index directory's log."""
-    if every_s <= 0 or store.index_dir is None:
-        return
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            await asyncio.to_thread(store.catch_up)
-        except (OSError, ValueError) as err:
-            log.warning("listing updates not applied: %s", err)
+            log.warning("%s: %s", failed, err)

@@ -185,20 +185,14 @@ class MilvusIndex(LiveIndex):
         for name in self.collections.values():
             self.client.delete(name, ids=[listing_id])
 
-    def search(
-        self,
-        kind: Kind,
-        embedding: NDArray[np.float32],
-        k: int,
-        where: ListingFilter | None = None,
+    def _search(
+        self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
     ) -> list[Hit]:
-        self.check_kind(kind)
-        query = normalise(embedding[None])[0].tolist()
         found = self.client.search(
             self.collections[kind],
-            data=[query],
+            data=query.tolist(),
             limit=k,
-            filter=expression(where or ListingFilter()),
+            filter=expression(where),
             output_fields=LISTING_FIELDS,
             search_params={"params": self.search_params},
         )
