@@ -1,6 +1,7 @@
 """Live catalogue updates: what a stream of puts and deletes costs the similar-listing search.
 
     uv run python bench/live_updates.py recall                  # the index alone, no servers
+    uv run python bench/live_updates.py engines --listings 1000000  # FAISS beside Milvus
     uv run python bench/live_updates.py facade --url http://127.0.0.1:8080 --data PREPARED
 
 `recall`: a catalogue of --listings synthetic clustered vectors (bench/faiss_scale.py's
@@ -14,6 +15,12 @@ stream puts --updates listings of the prepared dataset's test split (new ids) an
 some. For each put: the latency of the PUT, and the time from its acknowledgement until a query
 on a fresh connection (any worker) returns it. Counts the queries that failed and any deleted
 listing returned after its DELETE was acknowledged.
+
+`engines`: the same synthetic catalogue built as an index version on each engine (FAISS files
+in the facade's memory; Milvus, here milvus-lite, the embedded one), side by side: build time,
+recall@10 against exact search, queries/s one query at a time (filtered and not), and memory:
+the engine's files and how much this process's resident memory grew to build and load it
+(milvus-lite runs in the process; a Milvus cluster holds the vectors on its own nodes).
 
 Writes live_updates_<mode>.json and a PNG of the time-until-searchable distribution to --out.
 """
@@ -106,6 +113,67 @@ def recall(args: argparse.Namespace) -> dict:
     }
     result["live_over_rebuilt"] = result["recall_at_10_live"] / result["recall_at_10_rebuilt"]
     return result
+
+
+def _rss() -> int:
+    """This process's resident memory (milvus-lite runs inside it), in bytes."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def engines(args: argparse.Namespace) -> dict:
+    from fbmr.serving.filters import ListingFilter
+    from fbmr.serving.index import open_version
+
+    space = ClusteredVectors(args.dim, seed=1)
+    vectors, queries = space.sample(args.listings, seed=2), space.sample(args.queries, seed=4)
+    categories = ("a", "b", "c", "d")
+    listings = [
+        {"id": str(i), "name": str(i), "category": categories[i % 4], "price": float(i % 100)}
+        for i in range(args.listings)
+    ]
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :K]
+    where = ListingFilter(category="b", price_max=50)
+    kind = IndexType(args.index_type)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine, uri in (("faiss", None), ("milvus", "milvus.db")):
+            index_dir = Path(tmp) / engine
+            rss_before = _rss()
+            started = time.perf_counter()
+            path = save_version(index_dir, {Kind.text: vectors}, listings, {}, kind, uri)
+            build_s = time.perf_counter() - started
+            index = open_version(path)
+            rss_growth = _rss() - rss_before
+            found = []
+            started = time.perf_counter()
+            for query in queries:
+                found.append([int(h.listing["id"]) for h in index.search(Kind.text, query, K)])
+            qps = len(queries) / (time.perf_counter() - started)
+            started = time.perf_counter()
+            for query in queries:
+                hits = index.search(Kind.text, query, K, where)
+                assert all(h.listing["category"] == "b" for h in hits)
+            filtered_qps = len(queries) / (time.perf_counter() - started)
+            recall_at_10 = float(
+                np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)])
+            )
+            rows[engine] = {
+                "type": index.meta["type"],
+                "build_s": build_s,
+                "recall_at_10": recall_at_10,
+                "queries_per_s": qps,
+                "filtered_queries_per_s": filtered_qps,
+                "files_mb": _size(index_dir) / 2**20,
+                "rss_growth_mb": rss_growth / 2**20,
+            }
+            print(engine, json.dumps(rows[engine]), flush=True)
+    return {"listings": args.listings, "dim": args.dim, "queries": args.queries, **rows}
 
 
 def facade(args: argparse.Namespace) -> dict:
@@ -208,17 +276,22 @@ def main() -> None:
     index.add_argument("--dim", type=int, default=256, help="embedding width")
     index.add_argument("--queries", type=int, default=1_000)
     index.add_argument("--index-type", default="hnsw", choices=[t.value for t in IndexType])
+    both = modes.add_parser("engines", help="FAISS beside Milvus on one catalogue")
+    both.add_argument("--listings", type=int, default=100_000)
+    both.add_argument("--dim", type=int, default=256, help="embedding width")
+    both.add_argument("--queries", type=int, default=500)
+    both.add_argument("--index-type", default="hnsw", choices=[t.value for t in IndexType])
     served = modes.add_parser("facade", help="a running facade: update latency under queries")
     served.add_argument("--url", default="http://127.0.0.1:8080")
     served.add_argument("--data", type=Path, required=True, help="a prepared dataset")
     served.add_argument("--updates", type=int, default=100)
     served.add_argument("--users", type=int, default=8, help="concurrent query users")
     served.add_argument("--pause-s", type=float, default=0.05, help="between two puts")
-    for sub in (index, served):
+    for sub in (index, both, served):
         sub.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = recall(args) if args.mode == "recall" else facade(args)
+    result = {"recall": recall, "engines": engines, "facade": facade}[args.mode](args)
     print(json.dumps(result, indent=2))
     (args.out / f"live_updates_{args.mode}.json").write_text(json.dumps(result, indent=2))
 
