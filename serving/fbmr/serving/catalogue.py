@@ -109,6 +109,7 @@ def build_index(
     kinds: tuple[Kind, ...] = tuple(Kind),
     progress: bool = True,
     milvus_uri: str | None = None,
+    milvus_token: str | None = None,
 ) -> Path:
     """Embed the catalogue and save it as the index's next version (in FAISS files, or in the
     Milvus at `milvus_uri`); returns its folder."""
@@ -134,4 +135,4 @@ def build_index(
         "skipped": len(catalogue) - len(listings),
         "updates_folded": folded,
     }
-    return save_version(index_dir, vectors, public, meta, index_type, milvus_uri)
+    return save_version(index_dir, vectors, public, meta, index_type, milvus_uri, milvus_token)

@@ -199,8 +199,13 @@ def build(
     milvus_uri: str = typer.Option(
         None,
         help="Build the version in this Milvus instead of FAISS files: a cluster's URL "
-        "(http://HOST:19530; token from $FBMR_MILVUS_TOKEN), or a milvus-lite file, relative "
-        "to --out. The facade reads it from the version.",
+        "(http://HOST:19530), or a milvus-lite file, relative to --out. The facade reads it "
+        "from the version.",
+    ),
+    milvus_token: str = typer.Option(
+        None,
+        envvar=f"{contract.ENV_PREFIX}MILVUS_TOKEN",
+        help="The Milvus cluster's token, where it needs one.",
     ),
     progress: ProgressOption = True,
 ) -> None:
@@ -215,8 +220,9 @@ def build(
     chosen = tuple(s.strip() for s in splits.split(",")) if splits else None
     try:
         path = build_index(
-            data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress, milvus_uri
-        )
+            data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress, milvus_uri,
+            milvus_token,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError, Unavailable) as err:
         fail(f"index not built: {err}")
     meta = json.loads((path / "meta.json").read_text())

@@ -67,6 +67,7 @@ def save_version(
     meta: dict[str, Any],
     kind: IndexType = IndexType.auto,
     milvus_uri: str | None = None,
+    milvus_token: str | None = None,
 ) -> Path:
     """Write a new index version (aside, then renamed) and make it CURRENT: FAISS files in the
     version's folder, or, given `milvus_uri`, collections in that Milvus (a cluster's URI, or a
@@ -87,9 +88,11 @@ def save_version(
             faiss.write_index(build_faiss(array, kind), str(staging / f"{name}.faiss"))
         (staging / "listings.json").write_text(json.dumps(listings))
     else:
-        from fbmr.serving.milvus_index import write_collections  # pymilvus: the `milvus` extra
+        # pymilvus: the `milvus` extra
+        from fbmr.serving.milvus_index import connect, write_collections
 
-        collections = write_collections(index_dir, milvus_uri, version, vectors, listings, kind)
+        client = connect(index_dir, milvus_uri, milvus_token)
+        collections = write_collections(client, version, vectors, listings, kind)
         engine = {"backend": MILVUS, "milvus_uri": milvus_uri, "collections": collections}
     meta = {
         "format": INDEX_FORMAT,
@@ -179,13 +182,13 @@ class SimilarityIndex(LiveIndex):
             ]
 
 
-def open_version(path: Path) -> LiveIndex:
+def open_version(path: Path, milvus_token: str | None = None) -> LiveIndex:
     """The index version in folder `path`, on the engine its meta.json names."""
     backend = read_meta(path).get("backend", FAISS)
     if backend == MILVUS:
         from fbmr.serving.milvus_index import MilvusIndex  # pymilvus: the `milvus` extra
 
-        milvus: LiveIndex = MilvusIndex(path)
+        milvus: LiveIndex = MilvusIndex(path, milvus_token)
         return milvus
     return SimilarityIndex(path)
 
@@ -197,8 +200,9 @@ class IndexStore:
     loads the new version completely before replacing that reference in one assignment.
     """
 
-    def __init__(self, index_dir: Path | None) -> None:
+    def __init__(self, index_dir: Path | None, milvus_token: str | None = None) -> None:
         self.index_dir = index_dir
+        self.milvus_token = milvus_token  # for versions that live in a Milvus cluster
         self.current: LiveIndex | None = None
         self._lock = threading.Lock()
         self._stamp: tuple[str, float] | None = None
@@ -216,7 +220,7 @@ class IndexStore:
             if stamp is None or (stamp == self._stamp and not force):
                 return False
             assert self.index_dir is not None  # a pointer was read from it
-            loaded = open_version(self.index_dir / stamp[0])
+            loaded = open_version(self.index_dir / stamp[0], self.milvus_token)
             self.current, self._stamp = loaded, stamp
             log.info(
                 "similar-listing index %s loaded (%d listings)",

@@ -41,7 +41,8 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        index = IndexStore(settings.index_dir)
+        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+        index = IndexStore(settings.index_dir, token)
         index.reload()
         models = TritonModels(settings.triton_url, settings.triton_timeout_s)
         # requests inside the old ensembles at a switch end within one Triton deadline

@@ -3,8 +3,8 @@
 The same index versions, filters and live updates as the embedded FAISS engine, with the
 vectors and the listings' fields in Milvus collections (one per kind of query and version,
 named in the version's meta.json) instead of the facade's memory. `milvus_uri` is a Milvus
-cluster's address (`http://milvus:19530`; its token, where it needs one, from
-`$FBMR_MILVUS_TOKEN`, never written to disk) or a milvus-lite file, the embedded Milvus that
+cluster's address (`http://milvus:19530`; its token, where it needs one, from the facade's
+`FBMR_MILVUS_TOKEN`, never written to disk) or a milvus-lite file, the embedded Milvus that
 installs from PyPI, taken relative to the index directory (one machine, tests).
 
 Filters become a Milvus boolean expression evaluated inside the search, so k listings that pass
@@ -15,7 +15,6 @@ by the next query, from any facade worker.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ from fbmr.serving.index_types import IndexType
 from fbmr.serving.live_index import Hit, LiveIndex
 from fbmr.serving.updates import Update
 
-TOKEN_ENV = "FBMR_MILVUS_TOKEN"
 ID_LENGTH = 256
 TEXT_LENGTH = 2048
 LISTING_FIELDS = ["id", "name", "category", "price", "location"]
@@ -47,11 +45,11 @@ INSERT_BATCH = 1000
 HNSW_EF_CONSTRUCTION = 40
 
 
-def connect(index_dir: Path, uri: str) -> MilvusClient:
+def connect(index_dir: Path, uri: str, token: str | None = None) -> MilvusClient:
     """A client of the Milvus at `uri`: a URL, or a milvus-lite file relative to `index_dir`."""
     if "://" not in uri:
         uri = str((index_dir / uri).resolve())
-    return MilvusClient(uri=uri, token=os.environ.get(TOKEN_ENV, ""))
+    return MilvusClient(uri=uri, token=token or "")
 
 
 def _index_params(client: MilvusClient, kind: IndexType, count: int) -> Any:
@@ -83,8 +81,7 @@ def _row(listing: dict[str, Any], vector: NDArray[np.float32]) -> dict[str, Any]
 
 
 def write_collections(
-    index_dir: Path,
-    uri: str,
+    client: MilvusClient,
     version: str,
     vectors: dict[Kind, NDArray[np.float32]],
     listings: list[dict[str, Any]],
@@ -93,7 +90,6 @@ def write_collections(
     """One collection per kind of query for a new index version; returns their names by kind.
 
     The names carry a random part, so that index directories sharing one Milvus never meet."""
-    client = connect(index_dir, uri)
     token = uuid.uuid4().hex[:8]
     names = {}
     try:
@@ -156,9 +152,9 @@ def expression(where: ListingFilter) -> str:
 class MilvusIndex(LiveIndex):
     """One index version whose vectors and listings live in Milvus collections."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, token: str | None = None) -> None:
         super().__init__(path)
-        self.client = connect(path.parent, self.meta["milvus_uri"])
+        self.client = connect(path.parent, self.meta["milvus_uri"], token)
         self.collections = {Kind(k): name for k, name in self.meta["collections"].items()}
         # the search breadth the FAISS engine serves with
         self.search_params = {

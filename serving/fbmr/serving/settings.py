@@ -55,6 +55,11 @@ class FacadeSettings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="Bearer token required on every endpoint but the health checks."
     )
+    milvus_token: SecretStr | None = Field(
+        None,
+        description="Token of the Milvus cluster an index version built with "
+        "`fbmr index build --milvus-uri` lives in, where it needs one.",
+    )
     retry_after_s: int = Field(2, description="Retry-After sent with 503 answers.")
     triton_status_file: Path | None = Field(
         None,
@@ -62,7 +67,7 @@ class FacadeSettings(BaseSettings):
         "for /readyz; set by `fbmr serve --with-triton`.",
     )
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "milvus_token", mode="before")
     @classmethod
     def _empty_key_means_none(cls, value: object) -> object:
         # FBMR_API_KEY= (set but empty, as deployment templates often leave it) keeps the API open
