@@ -80,13 +80,14 @@ def test_a_typo_in_a_manifest_fails_validation() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.fixture(scope="module", params=["base", "overlays/gpu"])
+@pytest.fixture(scope="module", params=["base", "overlays/gpu", "overlays/live-catalogue"])
 def rendered(request: pytest.FixtureRequest) -> list[dict]:
     return _render(request.param)
 
 
 def test_rendered_manifests_are_valid_kubernetes(rendered: list[dict]) -> None:
-    kinds = sorted(r["kind"] for r in rendered)
+    # the live catalogue adds the index volume every facade pod shares
+    kinds = sorted(r["kind"] for r in rendered if r["kind"] != "PersistentVolumeClaim")
     assert kinds == sorted(
         [
             "ConfigMap",
@@ -180,3 +181,23 @@ def test_only_the_gpu_overlay_puts_triton_on_a_gpu() -> None:
         assert triton["resources"]["limits"].get("nvidia.com/gpu") == gpus
         cache = [m for m in triton["volumeMounts"] if m["mountPath"] == "/tmp/fbmr-trt-cache"]
         assert bool(cache) == (gpus is not None)
+
+
+def test_the_live_catalogue_overlay_shares_one_writable_index_across_facade_pods() -> None:
+    rendered = _render("overlays/live-catalogue")
+    deployment = _one(rendered, "Deployment", "fbmr-facade")
+    spec = deployment["spec"]["template"]["spec"]
+    (index,) = [v for v in spec["volumes"] if v["name"] == "index"]
+    claim = _one(rendered, "PersistentVolumeClaim", index["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and "emptyDir" not in index
+    mounts = {m["name"]: m for m in _container(deployment, "facade")["volumeMounts"]}
+    assert not mounts["index"].get("readOnly", False)
+    # nothing else writes the index: no S3 sync of it, at start or beside the facade
+    assert "sync-index" not in {c["name"] for c in spec["containers"]}
+    for init in spec["initContainers"]:
+        assert "index" not in {m["name"] for m in init["volumeMounts"]}
+    env = {e["name"]: e for e in _container(deployment, "facade")["env"]}
+    assert env["FBMR_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    base = _one(_render("base"), "Deployment", "fbmr-facade")
+    base_mounts = {m["name"]: m for m in _container(base, "facade")["volumeMounts"]}
+    assert base_mounts["index"]["readOnly"] is True  # the base keeps its read-only copy
