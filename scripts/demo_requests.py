@@ -1,5 +1,6 @@
-"""The demo's requests: one prediction per endpoint and similar listings for one demo photo,
-through the Python client (`fbmr.client`).
+"""The demo's requests: one prediction per endpoint, similar listings for one demo photo (with
+and without a filter), and the listing posted to the live index then sold, through the Python
+client (`fbmr.client`).
 
 python scripts/demo_requests.py URL PREPARED_DATASET
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from fbmr.client import Client, InvalidInput, Prediction
+from fbmr.client import Client, InvalidInput, Listing, Prediction, SimilarFilter
 
 
 def main() -> None:
@@ -48,6 +49,17 @@ def main() -> None:
         print(f"POST /v1/similar (k=5, index {similar.index_version}):")
         for item in similar.listings:
             print(f"  {item.score:.3f}  {item.category:36s} {item.name}")
+        cheaper = client.similar(photo=photo, text=text, k=3, where=SimilarFilter(price_max=20))
+        print(f"POST /v1/similar (k=3, price_max=20): {[i.price for i in cheaper.listings]}")
+        listing_id = f"demo-{product['product_id']}"
+        stored = client.put_listing(
+            Listing(listing_id, product["product_name"], product["product_description"], photo)
+        )
+        found = client.similar(photo=photo, text=text, k=1).ids
+        print(f"PUT /v1/listings/{listing_id} -> {stored.category!r}; nearest now: {found}")
+        client.delete_listing(listing_id)
+        found = client.similar(photo=photo, text=text, k=1).ids
+        print(f"DELETE /v1/listings/{listing_id} (sold) -> nearest now: {found}")
         try:
             client.predict_image(b"not a photo")
         except InvalidInput as err:

@@ -28,10 +28,15 @@ def test_demo_runs_end_to_end_and_stops_its_servers(tmp_path):
         "POST /v1/predict/combined",
         "combined embedding",
         "POST /v1/similar (k=5, index v0001)",
+        "POST /v1/similar (k=3, price_max=20)",
         "a corrupt photo -> 422",
         "== done in",
     ):
         assert line in stdout, stdout[-3000:]
+    # the listing posted is the nearest to itself; once sold, it is gone
+    (put,) = [line for line in stdout.splitlines() if line.startswith("PUT /v1/listings/")]
+    (sold,) = [line for line in stdout.splitlines() if line.startswith("DELETE /v1/listings/")]
+    assert "nearest now: ['demo-" in put and "'demo-" not in sold.split("nearest now:")[1]
     for port in (grpc, facade):  # both servers are gone: nothing listens on their ports
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
