@@ -54,12 +54,17 @@ def errors_are_json(ctx, response, case) -> bool:
 
 @pytest.fixture(scope="module")
 def fuzzed_facade(facade_settings, tmp_path_factory):
-    """A facade over the session's Triton and index on a copy of the model repository: fuzzing
-    the admin routes writes a pin into the repository, which the other tests' copies must not
-    inherit."""
-    repository = tmp_path_factory.mktemp("fuzzed") / "model_repository"
+    """A facade over the session's Triton on copies of the model repository and the index:
+    fuzzing the admin routes writes a pin into the repository, and the listing routes write the
+    index's update log, which the other tests' copies must not inherit."""
+    copies = tmp_path_factory.mktemp("fuzzed")
+    repository = copies / "model_repository"
     shutil.copytree(facade_settings.model_repository, repository)
-    settings = facade_settings.model_copy(update={"model_repository": repository})
+    index_dir = copies / "index"
+    shutil.copytree(facade_settings.index_dir, index_dir)
+    settings = facade_settings.model_copy(
+        update={"model_repository": repository, "index_dir": index_dir}
+    )
     with running_facade(settings) as client:
         yield client
 

@@ -140,6 +140,7 @@ def fold(
             rows.pop(update.id, None)
         else:
             assert update.listing is not None and update.source is not None
+            photo = update.source["photo"]  # None for a listing put into a text-only index
             rows[update.id] = {
                 "product_id": update.id,
                 "product_name": update.source["name"],
@@ -147,6 +148,6 @@ def fold(
                 "label": update.listing["category"],
                 "price": update.listing.get("price"),
                 "location": update.listing.get("location"),
-                "photo": str(reader.photos / update.source["photo"]),
+                "photo": None if photo is None else str(reader.photos / photo),
             }
     return list(rows.values()), reader.offset
