@@ -182,10 +182,10 @@ def facade(args: argparse.Namespace) -> dict:
     dataset = PreparedDataset(args.data)
     photos = dataset.images("test").drop_duplicates("product_id").set_index("product_id")
     products = dataset.products("test")
-    products = products[products["product_id"].isin(photos.index)].head(args.updates)
-    puts = [
+    products = products[products["product_id"].isin(photos.index)]
+    listings = [
         (
-            f"live-{p['product_id']}",
+            p["product_id"],
             dataset.image_path(photos.loc[p["product_id"], "image_id"]).read_bytes(),
             p["product_name"],
             p["product_description"],
@@ -193,6 +193,8 @@ def facade(args: argparse.Namespace) -> dict:
         )
         for _, p in products.iterrows()
     ]
+    # as many puts as asked for, cycling through the test split under new ids
+    puts = [(f"live-{i}", *listings[i % len(listings)][1:]) for i in range(args.updates)]
     fresh = httpx.Limits(max_keepalive_connections=0)  # any worker may answer each query
     stop, failed, queries = threading.Event(), [0], [0]
 
@@ -230,7 +232,8 @@ def facade(args: argparse.Namespace) -> dict:
                 response.raise_for_status()
                 acknowledged = time.perf_counter()
                 put_ms.append(1000 * (acknowledged - started))
-                while listing_id not in similar(client, photo, text):
+                # k=20: the same listing may have been put before under other ids
+                while listing_id not in similar(client, photo, text, 20):
                     pass
                 searchable_ms.append(1000 * (time.perf_counter() - acknowledged))
                 if i % 5 == 4:  # sell one in five again
