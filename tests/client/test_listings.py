@@ -1,13 +1,18 @@
 """The live catalogue from the client: put and delete listings (one, or a batch where a bad one
-is recorded and the rest go on), and filtered similar-listing queries; sync and async alike."""
+is recorded and the rest go on), and filtered similar-listing queries, sync and async alike; and
+`fbmr listings put|delete`, in bulk from a table."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import json
 import shutil
 from urllib.parse import parse_qs
 
 import httpx
+import pytest
+from typer.testing import CliRunner
 
 from fbmr.client import (
     AsyncClient,
@@ -18,6 +23,9 @@ from fbmr.client import (
     SimilarFilter,
 )
 from fbmr.client.errors import NotFound
+from fbmr.client.inputs import InputError
+from fbmr.client.listings import read_listings
+from fbmr.client.listings_cli import app
 from fbmr.core.contract import ErrorCode
 from tests.helpers import running_facade, split_listings
 
@@ -95,3 +103,57 @@ def test_put_filter_and_delete_through_the_facade(
 
         (stored,) = asyncio.run(put_last())
         assert isinstance(stored, ListingStored) and stored.category == new[2][2]
+
+
+def test_a_table_of_listings_reads_as_the_marketplace_writes_it(tmp_path):
+    (tmp_path / "photos").mkdir()
+    table = tmp_path / "new.csv"
+    table.write_text(
+        "id,name,description,photo,price,category\n"
+        'a,Oak chair | in Leeds | Gumtree,Seats 6,photos/a.jpg,"£1,200",\n'
+        "b,Lamp,,,not a price,Home & Garden\n"
+    )
+    first, second = read_listings(table)
+    assert first == Listing(
+        "a", "Oak chair | in Leeds | Gumtree", "Seats 6", str(tmp_path / "photos" / "a.jpg"),
+        None, 1200.0, None,
+    )  # fmt: skip
+    assert (second.photo, second.price, second.category) == (None, None, "Home & Garden")
+    (tmp_path / "nameless.csv").write_text("id,description\na,Seats 6\n")
+    with pytest.raises(InputError, match="name"):
+        read_listings(tmp_path / "nameless.csv")
+
+
+def test_listings_put_and_delete_in_bulk_record_each_refusal(
+    facade_settings, demo_index, demo_prepared, tmp_path
+):
+    index_dir = shutil.copytree(demo_index, tmp_path / "index")
+    settings = facade_settings.model_copy(update={"index_dir": index_dir})
+    rows = [("id", "name", "description", "photo")]
+    for i, (photo, text, _) in enumerate(split_listings(demo_prepared, "test")[:2]):
+        (tmp_path / f"{i}.jpg").write_bytes(photo)
+        name, _, description = text.partition("\n")
+        rows.append((f"bulk-{i}", name, description, f"{i}.jpg"))
+    rows.append(("bulk-gone", "A chair", "", "missing.jpg"))
+    with open(tmp_path / "new.csv", "w", newline="") as table:
+        csv.writer(table).writerows(rows)
+    query = " ".join(rows[1][1:3])
+    report = tmp_path / "report.jsonl"
+    runner = CliRunner()
+    with running_facade(settings) as facade:
+        url = str(facade.base_url).rstrip("/")
+        put = runner.invoke(
+            app, ["put", str(tmp_path / "new.csv"), "--report", str(report), "--url", url]
+        )
+        assert put.exit_code == 0, put.output
+        assert "2 listings stored, 1 refused" in put.output
+        lines = [json.loads(line) for line in report.read_text().splitlines()]
+        assert [line["id"] for line in lines] == ["bulk-0", "bulk-1", "bulk-gone"]
+        assert lines[0]["stored"] and lines[1]["stored"]
+        assert lines[2]["code"] == ErrorCode.photo_missing
+        with Client(url) as client:
+            photo = (tmp_path / "0.jpg").read_bytes()
+            assert "bulk-0" in client.similar(photo=photo, text=query, k=5).ids
+            deleted = runner.invoke(app, ["delete", "bulk-0", "nope", "--url", url])
+            assert "1 listings deleted, 1 not deleted" in deleted.output, deleted.output
+            assert "bulk-0" not in client.similar(photo=photo, text=query, k=20).ids

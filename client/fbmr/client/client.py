@@ -48,6 +48,7 @@ from fbmr.core.contract import (
     READYZ_PATH,
     RELOAD_INDEX_PATH,
     SIMILAR_PATH,
+    ErrorCode,
     Kind,
     kind_of,
 )
@@ -171,6 +172,13 @@ def _similar(
         data={**data, "k": str(k), **(where.fields() if where else {})},
         files=files,
     )
+
+
+def _refusal(err: FbmrError | OSError) -> FbmrError:
+    """Why a listing of a batch was not put: the facade's refusal, or its photo unreadable here."""
+    if isinstance(err, FbmrError):
+        return err
+    return FbmrError(f"photo: {err}", None, ErrorCode.photo_missing)
 
 
 def _put_listing(listing: Listing) -> _Call[ListingStored]:
@@ -354,8 +362,8 @@ class Client(_Base[httpx.Client, httpx.BaseTransport]):
         def put(listing: Listing) -> ListingStored | FbmrError:
             try:
                 return self.put_listing(listing)
-            except FbmrError as err:
-                return err
+            except (FbmrError, OSError) as err:
+                return _refusal(err)
 
         with ThreadPoolExecutor(concurrency) as pool:
             return list(pool.map(put, listings))
@@ -453,8 +461,8 @@ class AsyncClient(_Base[httpx.AsyncClient, httpx.AsyncBaseTransport]):
             async with slots:
                 try:
                     return await self.put_listing(listing)
-                except FbmrError as err:
-                    return err
+                except (FbmrError, OSError) as err:
+                    return _refusal(err)
 
         return list(await asyncio.gather(*(put(listing) for listing in listings)))
 

@@ -100,8 +100,8 @@ def read_seed_layout(location: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def read_table(location: str) -> pd.DataFrame:
-    """Rows of a CSV, Parquet or JSON-lines table with `id` and `text` and/or `photo`."""
+def read_frame(location: str) -> pd.DataFrame:
+    """A CSV, Parquet or JSON-lines table, by its extension (CSV cells as text)."""
     suffix = posixpath.splitext(location.rstrip("/"))[1].lower()
     if suffix not in TABLE_FORMATS:
         raise InputError(
@@ -111,11 +111,20 @@ def read_table(location: str) -> pd.DataFrame:
     with fsspec.open(location, "rb") as f:
         fmt = TABLE_FORMATS[suffix]
         if fmt == "csv":
-            table = pd.read_csv(f, dtype=str, keep_default_na=False)
-        elif fmt == "parquet":
-            table = pd.read_parquet(f)
-        else:
-            table = pd.read_json(f, lines=True, dtype=False)
+            return pd.read_csv(f, dtype=str, keep_default_na=False)
+        if fmt == "parquet":
+            return pd.read_parquet(f)
+        return pd.read_json(f, lines=True, dtype=False)
+
+
+def table_base(location: str) -> str:
+    """Where a table's relative photo paths start: its folder."""
+    return posixpath.dirname(location) if _is_url(location) else str(Path(location).parent)
+
+
+def read_table(location: str) -> pd.DataFrame:
+    """Rows of a CSV, Parquet or JSON-lines table with `id` and `text` and/or `photo`."""
+    table = read_frame(location)
     columns = set(table.columns)
     fields = sorted(FIELDS & columns)
     if "id" not in columns or not ({"text", "photo"} | FIELDS) & columns:
@@ -125,31 +134,31 @@ def read_table(location: str) -> pd.DataFrame:
         )
     if "text" in columns and fields:
         raise InputError(f"{location}: give `text` or the fields {fields}, not both")
-    base = posixpath.dirname(location) if _is_url(location) else str(Path(location).parent)
+    base = table_base(location)
     rows = pd.DataFrame({"id": table["id"].map(lambda v: "" if pd.isna(v) else str(v))})
     if fields:
         names = table["name"] if "name" in columns else [None] * len(table)
         descriptions = table["description"] if "description" in columns else [None] * len(table)
         rows["text"] = [
-            listing_text(*(_text(v) or "" for v in pair)) or None
+            listing_text(*(optional_text(v) or "" for v in pair)) or None
             for pair in zip(names, descriptions, strict=True)
         ]
     else:
-        rows["text"] = table["text"].map(_text) if "text" in columns else None
+        rows["text"] = table["text"].map(optional_text) if "text" in columns else None
     if "photo" in table.columns:
-        rows["photo"] = [_photo_location(base, value) for value in table["photo"]]
+        rows["photo"] = [photo_location(base, value) for value in table["photo"]]
     else:
         rows["photo"] = None
     return rows
 
 
-def _text(value: object) -> str | None:
+def optional_text(value: object) -> str | None:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     return str(value)
 
 
-def _photo_location(base: str, value: object) -> str | None:
+def photo_location(base: str, value: object) -> str | None:
     if value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == "":
         return None
     text = str(value)

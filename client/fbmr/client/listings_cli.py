@@ -1,0 +1,76 @@
+"""`fbmr listings put|delete`: listings posted and sold, in bulk, through the facade's live
+similar-listing index. A listing refused (a photo that cannot be read, a category the model does
+not know) is recorded in the report with its error code and the others go on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fbmr.core.cli import ApiKeyOption, FacadeUrlOption, fail
+from fbmr.core.contract import DEFAULT_FACADE_URL
+
+app = typer.Typer(help="Listings posted and sold while serving (the live similar-listing index).")
+
+
+@app.command()
+def put(
+    source: str = typer.Argument(
+        ...,
+        metavar="INPUT",
+        help="A table (CSV, Parquet, JSONL) with `id`, `name`, and `description`, `photo`; "
+        "optional `category` (default: the predicted one), `price`, `location`.",
+    ),
+    report: Path = typer.Option(
+        None, "--report", help="Write one JSON line per listing: stored, or its error and code."
+    ),
+    url: FacadeUrlOption = DEFAULT_FACADE_URL,
+    api_key: ApiKeyOption = None,
+    concurrency: int = typer.Option(8, help="Listings under way at once."),
+) -> None:
+    """Add the table's listings to the live index (or replace those of the same ids)."""
+    from fbmr.client import Client, FbmrError
+    from fbmr.client.inputs import InputError
+    from fbmr.client.listings import read_listings
+
+    try:
+        listings = read_listings(source)
+    except (InputError, OSError) as err:
+        fail(f"listings not read: {err}")
+    with Client(url, api_key=api_key) as client:
+        results = client.put_listings(listings, concurrency)
+    rows: list[dict[str, object]] = []
+    for listing, result in zip(listings, results, strict=True):
+        if isinstance(result, FbmrError):
+            code = result.code.value if result.code else None
+            rows.append({"id": listing.id, "error": result.message, "code": code})
+        else:
+            rows.append({"id": listing.id, "stored": True, "category": result.category})
+    if report is not None:
+        report.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    refused = [row for row in rows if "error" in row]
+    typer.echo(f"{len(rows) - len(refused)} listings stored, {len(refused)} refused")
+    for row in refused[:5]:
+        typer.echo(f"  {row['id']}: {row['code']}: {row['error']}", err=True)
+
+
+@app.command()
+def delete(
+    ids: list[str] = typer.Argument(..., help="The ids of the listings to remove (sold)."),
+    url: FacadeUrlOption = DEFAULT_FACADE_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Remove listings from the live index; an id the index does not hold is reported."""
+    from fbmr.client import Client, FbmrError
+
+    missing = 0
+    with Client(url, api_key=api_key) as client:
+        for listing_id in ids:
+            try:
+                client.delete_listing(listing_id)
+            except FbmrError as err:
+                missing += 1
+                typer.echo(f"  {listing_id}: {err.message}", err=True)
+    typer.echo(f"{len(ids) - missing} listings deleted, {missing} not deleted")
