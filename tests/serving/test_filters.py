@@ -146,3 +146,6 @@ def test_the_facade_refuses_filters_that_cannot_hold(facade, listings):
     assert_error(
         facade.post("/v1/similar", data={"text": text, "price_min": "cheap"}), 422, "price_min"
     )
+    assert_error(
+        facade.post("/v1/similar", data={"text": text, "price_max": "inf"}), 422, "price_max"
+    )

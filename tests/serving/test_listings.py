@@ -124,6 +124,10 @@ def test_bad_input_is_refused_and_writes_nothing(facade_settings, index_copy, ne
             "category",
         )
         assert_error(client.put(put, files={"photo": ("p.jpg", photo)}, data={}), 422, "name")
+        infinite = _form(text, price="inf")
+        assert_error(
+            client.put(put, files={"photo": ("p.jpg", photo)}, data=infinite), 422, "price"
+        )
         assert not log.exists() or log.stat().st_size == 0
         assert not (index_copy / "photos").exists()
         assert "bad" not in _similar_ids(client, photo, text)

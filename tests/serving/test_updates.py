@@ -5,15 +5,17 @@ version."""
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
+from fbmr.serving import catalogue
 from fbmr.serving.filters import ListingFilter
 from fbmr.serving.index import IndexStore, IndexType, open_version, save_version
 from fbmr.serving.live_index import LiveIndex
-from fbmr.serving.updates import UPDATES_LOG, Update, UpdateLog, fold
+from fbmr.serving.updates import UPDATES_LOG, Update, UpdateLog, changes, fold
 
 DIM = 16
 KINDS = (Kind.text, Kind.combined)
@@ -191,3 +193,62 @@ def test_searches_run_beside_a_stream_of_updates(tmp_path, milvus_uri):
         thread.join()
     assert not failures, failures
     assert len(index) == 700 - 20
+
+
+def test_a_writer_that_died_mid_record_costs_that_record_only(tmp_path):
+    index_dir, _ = _index_dir(tmp_path, None)
+    log = UpdateLog(index_dir)
+    log.append(_put("before", np.ones(DIM, np.float32)))
+    with open(index_dir / UPDATES_LOG, "ab") as file:  # a put cut short by a crash
+        file.write(_put("torn", np.ones(DIM, np.float32)).to_json().encode()[:50])
+    log.append(Update("delete", "3"))
+    log.append(_put("after", -np.ones(DIM, np.float32)))
+    index = open_version(index_dir / "v0001")
+    assert "before" in index and "after" in index and "torn" not in index and "3" not in index
+    rows, _ = fold([], index_dir)
+    assert [row["product_id"] for row in rows] == ["before", "after"]
+
+
+def test_changes_keep_the_last_update_of_each_listing_from_an_offset(tmp_path):
+    index_dir, _ = _index_dir(tmp_path, None)
+    log = UpdateLog(index_dir)
+    start = log.append(_put("a", np.ones(DIM, np.float32)))
+    log.append(_put("b", np.ones(DIM, np.float32)))
+    log.append(Update("delete", "b"))
+    end = log.append(_put("c", np.ones(DIM, np.float32), category="bikes"))
+    late, offset = changes(index_dir, start)
+    assert offset == end and list(late) == ["b", "c"]
+    assert late["b"] is None and late["c"]["label"] == "bikes"
+
+
+def test_a_build_folds_in_the_updates_acknowledged_while_it_embedded(
+    tmp_path, demo_prepared, monkeypatch
+):
+    """A put acknowledged while `fbmr index build` embeds the catalogue was embedded by the
+    model in use, which the new version may not share: the build embeds it again itself."""
+    index_dir = tmp_path / "index"
+    embedded: list[list[str]] = []
+
+    def embed(listings, triton_url, artifacts, kinds, progress=True):
+        embedded.append([item["product_id"] for item in listings])
+        if len(embedded) == 1:  # meanwhile, a listing is posted and one is sold
+            index_dir.mkdir(parents=True, exist_ok=True)
+            UpdateLog(index_dir).append(_put("late", np.ones(DIM, np.float32)))
+            UpdateLog(index_dir).append(Update("delete", listings[0]["product_id"]))
+        rng = np.random.default_rng(len(embedded))
+        return listings, {
+            k: rng.normal(size=(len(listings), DIM)).astype(np.float32) for k in kinds
+        }
+
+    monkeypatch.setattr(catalogue, "embed_catalogue", embed)
+    monkeypatch.setattr(
+        catalogue.ModelArtifacts, "load", lambda repository: SimpleNamespace(version=MODEL_VERSION)
+    )
+    path = catalogue.build_index(
+        demo_prepared, index_dir, "", tmp_path, kinds=KINDS, progress=False
+    )
+    assert embedded[1] == ["late"]  # embedded again, by the new version's models
+    index = open_version(path)
+    assert "late" in index and embedded[0][0] not in index
+    assert len(index) == len(embedded[0])  # one in, one out
+    assert index.meta["updates_folded"] == UpdateLog(index_dir).end()

@@ -31,7 +31,7 @@ from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
 from fbmr.core.listing import listing_text
 from fbmr.serving.index import save_version
 from fbmr.serving.index_types import IndexType
-from fbmr.serving.updates import fold
+from fbmr.serving.updates import changes, fold
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,11 @@ def embed_catalogue(
     return kept, vectors
 
 
+# How many times a build folds in the updates that arrived while it embedded; the few after the
+# last round are replayed by the facade (with a warning, and skipped, when the model changed).
+LATE_ROUNDS = 3
+
+
 def build_index(
     prepared: Path,
     index_dir: Path,
@@ -118,6 +123,21 @@ def build_index(
     catalogue, folded = fold(read_catalogue(prepared, splits), index_dir)
     artifacts = ModelArtifacts.load(repository)
     listings, vectors = embed_catalogue(catalogue, triton_url, artifacts, kinds, progress=progress)
+    for _ in range(LATE_ROUNDS):
+        # the updates acknowledged while the catalogue was embedding (by the previous model,
+        # whose vectors this version cannot use): folded in and embedded now, until none are new
+        late, end = changes(index_dir, folded)
+        if not late:
+            break
+        kept = [i for i, item in enumerate(listings) if item["product_id"] not in late]
+        vectors = {k: array[kept] for k, array in vectors.items()}
+        listings = [listings[i] for i in kept]
+        if puts := [row for row in late.values() if row is not None]:
+            added, more = embed_catalogue(puts, triton_url, artifacts, kinds, progress=False)
+            if added:  # (a put whose photo cannot be read is skipped, and logged)
+                listings += added
+                vectors = {k: np.concatenate([vectors[k], more[k]]) for k in kinds}
+        folded = end
     public = [
         {
             "id": item["product_id"],

@@ -42,7 +42,6 @@ from fbmr.serving.live_index import (
     MILVUS,
     Hit,
     LiveIndex,
-    ReadWriteLock,
     read_meta,
 )
 from fbmr.serving.updates import Update
@@ -50,6 +49,7 @@ from fbmr.serving.updates import Update
 log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
+GPU_MAX_K = 2048  # the most neighbours a faiss GPU search returns
 
 
 def build_faiss(
@@ -127,7 +127,6 @@ class SimilarityIndex(LiveIndex):
         }
         self.columns = ListingColumns(self.listings)
         self.positions = {str(item["id"]): i for i, item in enumerate(self.listings)}
-        self._lock = ReadWriteLock()
         self.catch_up()
 
     def __contains__(self, listing_id: str) -> bool:
@@ -135,10 +134,6 @@ class SimilarityIndex(LiveIndex):
 
     def __len__(self) -> int:
         return len(self.positions)
-
-    def catch_up(self) -> int:
-        with self._lock.writing():
-            return super().catch_up()
 
     def _delete(self, listing_id: str) -> None:
         old = self.positions.pop(listing_id, None)
@@ -168,7 +163,7 @@ class SimilarityIndex(LiveIndex):
                 if on_gpu(index):
                     # GPU indexes take no ID selector: ask for enough candidates that k pass,
                     # then keep those
-                    wanted = min(total, k * max(1, total // len(allowed)) * 2)
+                    wanted = min(total, k * max(1, total // len(allowed)) * 2, GPU_MAX_K)
                     scores, ids = index.search(query, wanted)
                     passed = np.isin(ids[0], allowed)
                     scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]

@@ -96,6 +96,9 @@ class LiveIndex(ABC):
         # the updates made since this version was built, then those made while it serves;
         # an engine applies them (`catch_up`) once it has loaded
         self.updates = UpdateLog(path.parent, start=int(self.meta.get("updates_folded", 0)))
+        # one applier at a time (the watcher and the routes all call catch_up), and for engines
+        # whose search cannot run beside a change (FAISS), no search meanwhile
+        self._lock = ReadWriteLock()
 
     @property
     def version(self) -> str:
@@ -110,17 +113,22 @@ class LiveIndex(ABC):
 
     def catch_up(self) -> int:
         """Apply the log's records not seen yet; returns how many were read."""
-        updates = self.updates.read_new()
-        for update in updates:
-            if update.op == "delete":
-                self._delete(update.id)
-            elif self._fits(update):
-                self._put(update)
+        if self.updates.end() <= self.updates.offset:  # nothing new: no lock, searches go on
+            return 0
+        with self._lock.writing():
+            updates = self.updates.read_new()
+            for update in updates:
+                if update.op == "delete":
+                    self._delete(update.id)
+                elif self._fits(update):
+                    self._put(update)
         return len(updates)
 
     def _fits(self, update: Update) -> bool:
         assert update.vectors is not None
-        if update.model_version == self.model_version and set(update.vectors) == set(self.kinds):
+        # an index from before versions were recorded takes what the served version embeds
+        same_space = self.model_version in (None, update.model_version)
+        if same_space and set(update.vectors) == set(self.kinds):
             return True
         log.warning(
             "update of listing %s skipped: embedded by model version %s for %s, and index %s "

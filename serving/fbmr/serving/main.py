@@ -43,7 +43,10 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         index = IndexStore(settings.index_dir, token)
-        index.reload()
+        try:
+            index.reload()
+        except Exception:  # serve without an index (503 on /v1/similar) and keep trying
+            log.exception("similar-listing index not loaded")
         models = TritonModels(settings.triton_url, settings.triton_timeout_s)
         # requests inside the old ensembles at a switch end within one Triton deadline
         rollout = Rollout(
@@ -96,5 +99,5 @@ async def watch_index(
         await asyncio.sleep(every_s)
         try:
             await asyncio.to_thread(step)
-        except (OSError, ValueError) as err:
-            log.warning("%s: %s", failed, err)
+        except Exception:  # the watcher must outlive any one failed step
+            log.exception(failed)

@@ -38,7 +38,9 @@ from fbmr.serving.index_types import IndexType
 from fbmr.serving.live_index import Hit, LiveIndex
 from fbmr.serving.updates import Update
 
-ID_LENGTH = 256
+# Milvus counts VARCHAR lengths in bytes: an id of up to 200 characters (the route's limit)
+# takes at most 800 in UTF-8; longer names and locations are cut (at a character boundary)
+ID_LENGTH = 1024
 TEXT_LENGTH = 2048
 LISTING_FIELDS = ["id", "name", "category", "price", "location"]
 INSERT_BATCH = 1000
@@ -67,16 +69,21 @@ def _index_params(client: MilvusClient, kind: IndexType, count: int) -> Any:
     return params
 
 
+def _cut(text: str) -> str:
+    """`text` within TEXT_LENGTH bytes of UTF-8, cut at a character boundary."""
+    return text.encode()[:TEXT_LENGTH].decode(errors="ignore")
+
+
 def _row(listing: dict[str, Any], vector: NDArray[np.float32]) -> dict[str, Any]:
-    price = listing.get("price")
+    price, location = listing.get("price"), listing.get("location")
     return {
         "id": str(listing["id"]),
-        "name": str(listing.get("name") or "")[:TEXT_LENGTH],
-        "category": str(listing["category"]),
+        "name": _cut(str(listing.get("name") or "")),
+        "category": _cut(str(listing["category"])),
         "price": None if price is None else float(price),
-        "location": listing.get("location"),
+        "location": None if location is None else _cut(location),
         # the location as filters compare it: case folded
-        "location_key": (listing.get("location") or "").casefold()[:TEXT_LENGTH],
+        "location_key": _cut((location or "").casefold()),
         "vector": vector.tolist(),
     }
 
@@ -157,11 +164,7 @@ class MilvusIndex(LiveIndex):
         super().__init__(path)
         self.client = connect(path.parent, self.meta["milvus_uri"], token)
         self.collections = {Kind(k): name for k, name in self.meta["collections"].items()}
-        # the search breadth the FAISS engine serves with
-        self.search_params = {
-            IndexType.hnsw.value: {"ef": HNSW_EF_SEARCH},
-            IndexType.ivf.value: {"nprobe": IVF_NPROBE},
-        }.get(self.meta["type"], {})
+        self.type = IndexType(self.meta["type"])
         self.catch_up()
 
     def _first(self) -> str:
@@ -194,7 +197,7 @@ class MilvusIndex(LiveIndex):
             limit=k,
             filter=expression(where),
             output_fields=LISTING_FIELDS,
-            search_params={"params": self.search_params},
+            search_params={"params": self._search_params(k)},
         )
         return [
             Hit(
@@ -203,6 +206,15 @@ class MilvusIndex(LiveIndex):
             )
             for hit in found[0]
         ]
+
+    def _search_params(self, k: int) -> dict[str, int]:
+        """The search breadth the FAISS engine serves with (HNSW's ef at least k, as Milvus
+        requires)."""
+        if self.type is IndexType.hnsw:
+            return {"ef": max(HNSW_EF_SEARCH, k)}
+        if self.type is IndexType.ivf:
+            return {"nprobe": IVF_NPROBE}
+        return {}
 
     def close(self) -> None:
         self.client.close()

@@ -95,6 +95,9 @@ class UpdateLog:
             # one writer at a time across worker processes, each record one write
             fcntl.flock(file, fcntl.LOCK_EX)
             try:
+                if file.tell() and not _ends_a_line(self.path):
+                    # a writer died mid-record: end that torn line, so this record stands alone
+                    line = b"\n" + line
                 file.write(line)
                 file.flush()
                 os.fsync(file.fileno())
@@ -112,7 +115,14 @@ class UpdateLog:
             data = file.read(-1 if until is None else max(0, until - self.offset))
         end = data.rfind(b"\n") + 1
         self.offset += end
-        return [Update.from_json(line) for line in data[:end].decode().splitlines() if line]
+        updates = []
+        for line in data[:end].splitlines():
+            try:
+                updates.append(Update.from_json(line.decode()))
+            except (ValueError, KeyError) as err:  # a record torn by a writer that died
+                if line.strip():
+                    log.error("%s: unreadable record skipped (%s): %.80r", self.path, err, line)
+        return updates
 
     def end(self) -> int:
         return self.path.stat().st_size if self.path.is_file() else 0
@@ -127,17 +137,23 @@ class UpdateLog:
         return name
 
 
-def fold(
-    catalogue: list[dict[str, Any]], index_dir: Path, upto: int | None = None
-) -> tuple[list[dict[str, Any]], int]:
-    """The catalogue (prepared-dataset rows) with the log's updates up to `upto` applied: puts
-    added or replacing the row of their id, deletes removed. Returns the rows and the offset
-    folded, for the new version's `updates_folded`."""
-    reader = UpdateLog(index_dir)
-    rows = {row["product_id"]: row for row in catalogue}
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b"\n"
+
+
+def changes(
+    index_dir: Path, start: int = 0, upto: int | None = None
+) -> tuple[dict[str, dict[str, Any] | None], int]:
+    """The log's updates from offset `start` to `upto` (its end): by listing id, the last one's
+    prepared-dataset row for a put, None for a delete. Returns them and the offset read to."""
+    reader = UpdateLog(index_dir, start)
+    rows: dict[str, dict[str, Any] | None] = {}
     for update in reader.read_new(reader.end() if upto is None else upto):
+        rows.pop(update.id, None)  # the last update of an id decides; keep log order
         if update.op == "delete":
-            rows.pop(update.id, None)
+            rows[update.id] = None
         else:
             assert update.listing is not None and update.source is not None
             photo = update.source["photo"]  # None for a listing put into a text-only index
@@ -150,4 +166,15 @@ def fold(
                 "location": update.listing.get("location"),
                 "photo": None if photo is None else str(reader.photos / photo),
             }
-    return list(rows.values()), reader.offset
+    return rows, reader.offset
+
+
+def fold(
+    catalogue: list[dict[str, Any]], index_dir: Path, start: int = 0, upto: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The catalogue (prepared-dataset rows) with the log's updates from `start` to `upto`
+    applied: puts added or replacing the row of their id, deletes removed. Returns the rows and
+    the offset folded, for the new version's `updates_folded`."""
+    changed, offset = changes(index_dir, start, upto)
+    rows = [row for row in catalogue if row["product_id"] not in changed]
+    return rows + [row for row in changed.values() if row is not None], offset

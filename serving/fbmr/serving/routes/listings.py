@@ -10,6 +10,7 @@ the photo and the text are checked, and embedded, first.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from fastapi import APIRouter, Form, Path, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +21,7 @@ from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.inputs import checked_text, encoder, read_photo
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer, prediction
-from fbmr.serving.routes.similar import loaded_index, same_embedding_space
+from fbmr.serving.routes.similar import known_category, loaded_index, same_embedding_space
 from fbmr.serving.schemas import ListingDeleted, ListingStored, TextQuery
 from fbmr.serving.updates import Update
 
@@ -44,6 +45,8 @@ async def put_listing(
 ) -> ListingStored:
     """Add a listing to the similar-listing index, or replace the listing of this id; it is
     searchable once this answers."""
+    if price is not None and not math.isfinite(price):
+        raise ApiError(422, f"price: must be a finite number, got {price}")
     index = loaded_index(store, settings)
     needs_photo = Kind.image in index.kinds or Kind.combined in index.kinds
     if needs_photo and photo is None:
@@ -60,12 +63,7 @@ async def put_listing(
         if other.version != artifacts.version:  # a model version switch between the calls
             raise unavailable("the model version changed meanwhile, retry", settings.retry_after_s)
     same_embedding_space(index, artifacts, settings)
-    if category is not None and category not in artifacts.labels.classes:
-        raise ApiError(
-            422,
-            f"category: {category!r} is not a category of model version {artifacts.version}; "
-            f"one of: {', '.join(artifacts.labels.classes)}",
-        )
+    known_category(category, artifacts)
     best = answers[kinds.index(Kind.combined)] if Kind.combined in kinds else answers[0]
     category = category or prediction(best[1].probabilities, artifacts).pred
     listing = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, UploadFile
@@ -57,6 +58,16 @@ def same_embedding_space(
         )
 
 
+def known_category(category: str | None, artifacts: ModelArtifacts) -> None:
+    """A 422 unless `category` (when given) is one the model version predicts."""
+    if category is not None and category not in artifacts.labels.classes:
+        raise ApiError(
+            422,
+            f"category: {category!r} is not a category of model version {artifacts.version}; "
+            f"one of: {', '.join(artifacts.labels.classes)}",
+        )
+
+
 def listing_filter(
     category: str | None = Form(None, description="Only listings of this category."),
     price_min: float | None = Form(None, description="Only listings priced at least this."),
@@ -71,6 +82,9 @@ def listing_filter(
     ),
 ) -> ListingFilter:
     """The filter of a `/v1/similar` query, from its form fields (a route dependency)."""
+    for name, bound in (("price_min", price_min), ("price_max", price_max)):
+        if bound is not None and not math.isfinite(bound):
+            raise ApiError(422, f"{name}: must be a finite number, got {bound}")
     if price_min is not None and price_max is not None and price_min > price_max:
         raise ApiError(422, f"price_min ({price_min}) is above price_max ({price_max})")
     return ListingFilter(
@@ -111,12 +125,7 @@ async def similar(
     kind, encode = await query_encoder(photo, listing, settings)
     artifacts, result = await answer(state, kind, encode)
     same_embedding_space(index, artifacts, settings)
-    if where.category is not None and where.category not in artifacts.labels.classes:
-        raise ApiError(
-            422,
-            f"category: {where.category!r} is not a category of model version "
-            f"{artifacts.version}; one of: {', '.join(artifacts.labels.classes)}",
-        )
+    known_category(where.category, artifacts)
     # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
     # off the event loop, so other requests keep flowing meanwhile.
     hits = await run_in_threadpool(index.search, kind, result.embedding, k, where)
