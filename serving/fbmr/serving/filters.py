@@ -50,7 +50,9 @@ class ListingColumns:
         self.size = 0
         capacity = max(16, len(listings))
         self.ids = np.empty(capacity, dtype=object)
-        self.categories = np.empty(capacity, dtype=object)
+        # categories as small integer codes: a filter compares integers, not strings
+        self.codes: dict[str, int] = {}
+        self.categories = np.zeros(capacity, dtype=np.int32)
         self.prices = np.full(capacity, np.nan, dtype=np.float64)
         self.locations = np.empty(capacity, dtype=object)
         self.alive = np.zeros(capacity, dtype=bool)
@@ -66,7 +68,7 @@ class ListingColumns:
                 setattr(self, name, grown)
         i, self.size = self.size, self.size + 1
         self.ids[i] = str(listing["id"])
-        self.categories[i] = listing["category"]
+        self.categories[i] = self.codes.setdefault(listing["category"], len(self.codes))
         # a listing without a price never passes a price bound
         price = listing.get("price")
         self.prices[i] = np.nan if price is None else float(price)
@@ -78,12 +80,13 @@ class ListingColumns:
     def all_alive(self) -> bool:
         return bool(self.alive[: self.size].all())
 
-    def allowed(self, where: ListingFilter) -> NDArray[np.int64]:
-        """The positions (FAISS ids) of the live listings that pass `where`, ascending."""
+    def mask(self, where: ListingFilter) -> NDArray[np.bool_]:
+        """Which positions (FAISS ids) hold live listings that pass `where`."""
         n = self.size
         keep = self.alive[:n].copy()
         if where.category is not None:
-            keep &= self.categories[:n] == where.category
+            code = self.codes.get(where.category, -1)  # a category no listing has: none pass
+            keep &= self.categories[:n] == code
         with np.errstate(invalid="ignore"):  # NaN prices compare False: filtered out
             if where.price_min is not None:
                 keep &= self.prices[:n] >= where.price_min
@@ -94,29 +97,35 @@ class ListingColumns:
             keep &= np.fromiter((needle in loc for loc in self.locations[:n]), bool, n)
         if where.exclude_ids:
             keep &= ~np.isin(self.ids[:n], list(where.exclude_ids))
-        return np.flatnonzero(keep).astype(np.int64)
+        return keep
+
+    def allowed(self, where: ListingFilter) -> NDArray[np.int64]:
+        """The positions (FAISS ids) of the live listings that pass `where`, ascending."""
+        return np.flatnonzero(self.mask(where)).astype(np.int64)
 
 
 def search_parameters(
-    index: faiss.Index, allowed: NDArray[np.int64], total: int, k: int
+    index: faiss.Index, keep: NDArray[np.bool_], k: int
 ) -> faiss.SearchParameters:
-    """Search parameters that restrict `index` to the `allowed` ids, keeping its own settings.
+    """Search parameters that restrict `index` to the ids `keep` marks, keeping its own settings.
 
-    HNSW only returns allowed neighbours among those it visits, so its search breadth grows as
-    the filter narrows (about `total / len(allowed)` times as many candidates), which keeps k
-    results coming back for a selective filter.
+    The ids travel as a bitmap (one bit a listing: a filter costs a pass over the columns, not a
+    hash set of the ids passing). HNSW only returns allowed neighbours among those it visits, so
+    its search breadth grows as the filter narrows (about `total / passing` times as many
+    candidates), which keeps k results coming back for a selective filter.
     """
-    selector = _faiss.IDSelectorBatch(allowed)
+    bits = np.packbits(keep, bitorder="little")
+    selector = _faiss.IDSelectorBitmap(len(keep), _faiss.swig_ptr(bits))
     params: Any
     if isinstance(index, faiss.IndexHNSW):
-        narrowing = total / max(len(allowed), 1)
-        breadth = int(min(total, max(index.hnsw.efSearch, k) * narrowing))
+        narrowing = len(keep) / max(int(keep.sum()), 1)
+        breadth = int(min(len(keep), max(index.hnsw.efSearch, k) * narrowing))
         params = _faiss.SearchParametersHNSW(sel=selector, efSearch=breadth)
     elif isinstance(index, faiss.IndexIVF):
         params = _faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
     else:
         params = _faiss.SearchParameters(sel=selector)
-    # the selector must outlive the search: faiss keeps only a pointer to it
-    params.selector_ref = selector
+    # the selector and its bitmap must outlive the search: faiss keeps only pointers to them
+    params.selector_ref = (selector, bits)
     result: faiss.SearchParameters = params
     return result

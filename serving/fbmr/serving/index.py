@@ -157,19 +157,20 @@ class SimilarityIndex(LiveIndex):
             if not where.active and self.columns.all_alive:
                 scores, ids = index.search(query, min(k, total))
             else:
-                allowed = self.columns.allowed(where)
-                if len(allowed) == 0:
+                keep = self.columns.mask(where)
+                passing = int(keep.sum())
+                if passing == 0:
                     return []
                 if on_gpu(index):
                     # GPU indexes take no ID selector: ask for enough candidates that k pass,
                     # then keep those
-                    wanted = min(total, k * max(1, total // len(allowed)) * 2, GPU_MAX_K)
+                    wanted = min(total, k * max(1, total // passing) * 2, GPU_MAX_K)
                     scores, ids = index.search(query, wanted)
-                    passed = np.isin(ids[0], allowed)
+                    passed = keep[np.maximum(ids[0], 0)] & (ids[0] >= 0)
                     scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]
                 else:
-                    params = search_parameters(index, allowed, total, k)
-                    scores, ids = index.search(query, min(k, len(allowed)), params=params)
+                    params = search_parameters(index, keep, k)
+                    scores, ids = index.search(query, min(k, passing), params=params)
             return [
                 Hit(self.listings[i], float(s))
                 for s, i in zip(scores[0], ids[0], strict=True)
