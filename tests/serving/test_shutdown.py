@@ -101,8 +101,13 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
             process.wait()
 
     assert process.returncode in (0, 128 + signal.SIGTERM), log.read_text()
-    # answered in full, or not connected at all: never a connection dropped mid-answer
-    assert {o for _, _, o in outcomes} <= {"200", "ConnectError"}, outcomes
+    # answered in full, or not connected at all: never a connection dropped mid-answer. A
+    # request sent after SIGTERM may also find its connection reset unanswered: the kernel had
+    # queued it for a listening socket the server was closing, and the server never read it.
+    before = {o for sent, _, o in outcomes if sent < terminated}
+    after = {o for sent, _, o in outcomes if sent >= terminated}
+    assert before <= {"200", "ConnectError"}, outcomes
+    assert after <= {"200", "ConnectError", "RemoteProtocolError"}, outcomes
     # requests the server had taken before SIGTERM were answered after it
     assert [o for sent, done, o in in_flight if sent < terminated < done] == ["200"], in_flight
     # and once it stopped listening, new connections were refused
