@@ -59,7 +59,7 @@ FILTERS = [
 def test_columns_select_exactly_the_listings_that_pass(where):
     _, listings = _catalogue()
     expected = [i for i, item in enumerate(listings) if _passes(item, where)]
-    assert ListingColumns(listings).allowed(where).tolist() == expected
+    assert np.flatnonzero(ListingColumns(listings).mask(where)).tolist() == expected
 
 
 @pytest.mark.parametrize("kind", [IndexType.exact, IndexType.hnsw, IndexType.ivf])

@@ -99,10 +99,6 @@ class ListingColumns:
             keep &= ~np.isin(self.ids[:n], list(where.exclude_ids))
         return keep
 
-    def allowed(self, where: ListingFilter) -> NDArray[np.int64]:
-        """The positions (FAISS ids) of the live listings that pass `where`, ascending."""
-        return np.flatnonzero(self.mask(where)).astype(np.int64)
-
 
 def search_parameters(
     index: faiss.Index, keep: NDArray[np.bool_], k: int

@@ -12,6 +12,7 @@ product (cosine similarity). Layout on disk:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -91,8 +92,8 @@ def save_version(
         # pymilvus: the `milvus` extra
         from fbmr.serving.milvus_index import connect, write_collections
 
-        client = connect(index_dir, milvus_uri, milvus_token)
-        collections = write_collections(client, version, vectors, listings, kind)
+        with contextlib.closing(connect(index_dir, milvus_uri, milvus_token)) as client:
+            collections = write_collections(client, version, vectors, listings, kind)
         engine = {"backend": MILVUS, "milvus_uri": milvus_uri, "collections": collections}
     meta = {
         "format": INDEX_FORMAT,
@@ -227,6 +228,6 @@ class IndexStore:
 
     def catch_up(self) -> int:
         """Apply the live updates written since the last call (by any worker) to the index in
-        use; returns how many were applied."""
+        use; returns how many records were read."""
         current = self.current
         return current.catch_up() if current is not None else 0

@@ -95,41 +95,39 @@ def write_collections(
     listings: list[dict[str, Any]],
     kind: IndexType,
 ) -> dict[str, str]:
-    """One collection per kind of query for a new index version; returns their names by kind.
+    """One collection per kind of query for a new index version, through `client` (the
+    caller's to close); returns their names by kind.
 
     The names carry a random part, so that index directories sharing one Milvus never meet."""
     token = uuid.uuid4().hex[:8]
     names = {}
-    try:
-        for query_kind, array in vectors.items():
-            name = f"fbmr_{version}_{query_kind.value}_{token}"
-            schema = client.create_schema(auto_id=False)
-            schema.add_field("id", DataType.VARCHAR, max_length=ID_LENGTH, is_primary=True)
-            schema.add_field("name", DataType.VARCHAR, max_length=TEXT_LENGTH)
-            schema.add_field("category", DataType.VARCHAR, max_length=TEXT_LENGTH)
-            schema.add_field("price", DataType.DOUBLE, nullable=True)
-            schema.add_field("location", DataType.VARCHAR, max_length=TEXT_LENGTH, nullable=True)
-            schema.add_field("location_key", DataType.VARCHAR, max_length=TEXT_LENGTH)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=array.shape[1])
-            client.create_collection(
-                name,
-                schema=schema,
-                index_params=_index_params(client, kind, len(listings)),
-                consistency_level="Strong",
-            )
-            unit = normalise(array)
-            for start in range(0, len(listings), INSERT_BATCH):
-                rows = [
-                    _row(listing, unit[start + i])
-                    for i, listing in enumerate(listings[start : start + INSERT_BATCH])
-                ]
-                client.insert(name, rows)
-            # sealed and indexed now: rows left in a growing segment are searched by brute
-            # force (36x slower per query at 5k rows in milvus-lite)
-            client.flush(name)
-            names[query_kind.value] = name
-    finally:
-        client.close()
+    for query_kind, array in vectors.items():
+        name = f"fbmr_{version}_{query_kind.value}_{token}"
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, max_length=ID_LENGTH, is_primary=True)
+        schema.add_field("name", DataType.VARCHAR, max_length=TEXT_LENGTH)
+        schema.add_field("category", DataType.VARCHAR, max_length=TEXT_LENGTH)
+        schema.add_field("price", DataType.DOUBLE, nullable=True)
+        schema.add_field("location", DataType.VARCHAR, max_length=TEXT_LENGTH, nullable=True)
+        schema.add_field("location_key", DataType.VARCHAR, max_length=TEXT_LENGTH)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=array.shape[1])
+        client.create_collection(
+            name,
+            schema=schema,
+            index_params=_index_params(client, kind, len(listings)),
+            consistency_level="Strong",
+        )
+        unit = normalise(array)
+        for start in range(0, len(listings), INSERT_BATCH):
+            rows = [
+                _row(listing, unit[start + i])
+                for i, listing in enumerate(listings[start : start + INSERT_BATCH])
+            ]
+            client.insert(name, rows)
+        # sealed and indexed now: rows left in a growing segment are searched by brute
+        # force (36x slower per query at 5k rows in milvus-lite)
+        client.flush(name)
+        names[query_kind.value] = name
     return names
 
 
