@@ -9,6 +9,7 @@ artifacts, so a request that must move to a newer version builds them again for 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -36,6 +37,13 @@ SEND_TEXT = (
 )
 TEXT_FIELDS = ("text", "name", "description")
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+
+
+def finite_price(name: str, value: float | None) -> None:
+    """A 422 when a price field (a listing's, or a filter's bound) is infinite or NaN, which no
+    listing has and JSON cannot answer with."""
+    if value is not None and not math.isfinite(value):
+        raise ApiError(422, f"{name}: must be a finite number, got {value}")
 
 
 def query_kind(has_photo: bool, has_text: bool) -> Kind:

@@ -10,7 +10,6 @@ the photo and the text are checked, and embedded, first.
 from __future__ import annotations
 
 import asyncio
-import math
 
 from fastapi import APIRouter, Form, Path, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +18,7 @@ from fbmr.core.contract import LISTING_PATH, ErrorCode, Kind
 from fbmr.core.listing import clean_field, clean_product_name
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
-from fbmr.serving.inputs import checked_text, encoder, read_photo
+from fbmr.serving.inputs import checked_text, encoder, finite_price, read_photo
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer, prediction
 from fbmr.serving.routes.similar import known_category, loaded_index, same_embedding_space
 from fbmr.serving.schemas import ListingDeleted, ListingStored, TextQuery
@@ -45,8 +44,7 @@ async def put_listing(
 ) -> ListingStored:
     """Add a listing to the similar-listing index, or replace the listing of this id; it is
     searchable once this answers."""
-    if price is not None and not math.isfinite(price):
-        raise ApiError(422, f"price: must be a finite number, got {price}")
+    finite_price("price", price)
     index = loaded_index(store, settings)
     needs_photo = Kind.image in index.kinds or Kind.combined in index.kinds
     if needs_photo and photo is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, UploadFile
@@ -15,7 +14,7 @@ from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.filters import ListingFilter
 from fbmr.serving.index import IndexStore
-from fbmr.serving.inputs import ListingForm, query_encoder, query_kind
+from fbmr.serving.inputs import ListingForm, finite_price, query_encoder, query_kind
 from fbmr.serving.live_index import LiveIndex
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
@@ -82,9 +81,8 @@ def listing_filter(
     ),
 ) -> ListingFilter:
     """The filter of a `/v1/similar` query, from its form fields (a route dependency)."""
-    for name, bound in (("price_min", price_min), ("price_max", price_max)):
-        if bound is not None and not math.isfinite(bound):
-            raise ApiError(422, f"{name}: must be a finite number, got {bound}")
+    finite_price("price_min", price_min)
+    finite_price("price_max", price_max)
     if price_min is not None and price_max is not None and price_min > price_max:
         raise ApiError(422, f"price_min ({price_min}) is above price_max ({price_max})")
     return ListingFilter(
