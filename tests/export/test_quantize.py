@@ -46,6 +46,11 @@ def test_encoders_are_int8_and_heads_float32(int8_repository, cpu_repository):
     files = _files(int8_repository)
     # static QDQ: int8 weights and uint8 activations around the convolutions
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= _op_types(files[IMAGE_ENCODER])
+    # the ReLUs are folded into the activations' ranges (Conv+ReLU one int8 kernel), not left
+    # in float32 between a DequantizeLinear and a QuantizeLinear on the unclipped range
+    float_ops = _op_types(_files(cpu_repository)[IMAGE_ENCODER])
+    assert float_ops & {"Relu", "Clip"}
+    assert not _op_types(files[IMAGE_ENCODER]) & {"Relu", "Clip"}
     weights = onnx.load(str(files[IMAGE_ENCODER])).graph.initializer
     assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)
     # dynamic: the MatMuls take int8 weights, activations quantised at run time
