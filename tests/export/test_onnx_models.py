@@ -121,6 +121,32 @@ def test_parity_mismatch_is_refused(run_models, tmp_path):
         check_parity(changed, path)
 
 
+def _large_outputs(scale: float) -> OnnxModel:
+    """A linear layer whose outputs lie in the thousands, its weights multiplied by `scale`."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8)
+    with torch.no_grad():
+        layer.weight.mul_(1000 * scale)
+        layer.bias.mul_(1000 * scale)
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    return OnnxModel(
+        "large",
+        layer.eval(),
+        [TensorSpec("x", Datatype.FP32, (16,))],
+        [TensorSpec("y", Datatype.FP32, (8,))],
+        [x],
+    )
+
+
+def test_parity_is_relative_to_an_outputs_magnitude(tmp_path):
+    path = tmp_path / "large.onnx"
+    export_onnx(_large_outputs(1.0), path)
+    # float32 rounding on values in the thousands: above the absolute tolerance, and accepted
+    assert check_parity(_large_outputs(1 + 1e-6), path) > PARITY_TOLERANCE
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        check_parity(_large_outputs(1 + 1e-3), path)
+
+
 def test_export_refuses_and_leaves_the_repository_as_it_was(
     tiny_run, demo_prepared, tmp_path, monkeypatch
 ):
