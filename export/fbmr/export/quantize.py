@@ -66,7 +66,17 @@ from fbmr.training.data.prepared import PreparedDataset
 log = logging.getLogger(__name__)
 
 TEXT_ENCODERS = (TEXT_ENCODER, FUSION_TEXT_ENCODER)
-QUANTIZED_IMAGE_OPS = ["Conv", "Relu", "Clip", "MaxPool", "Add", "GlobalAveragePool", "MatMul", "Gemm"]
+# the image encoder's operators quantised (see quantize_image_encoder on the ReLUs)
+QUANTIZED_IMAGE_OPS = [
+    "Conv",
+    "Relu",
+    "Clip",
+    "MaxPool",
+    "Add",
+    "GlobalAveragePool",
+    "MatMul",
+    "Gemm",
+]
 BATCH = 32
 CALIBRATION_BATCH = 8
 
