@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from fbmr.core.artifacts import ARTIFACTS_FILE, REPOSITORY_MANIFEST
-from fbmr.core.contract import ARTIFACTS_ENSEMBLE
-from fbmr.serving.rollout import PIN_FILE, Rollout, RolloutStatus, read_pin, write_pin
+from fbmr.core.contract import ARTIFACTS_ENSEMBLE, ENSEMBLE_NAMES
+from fbmr.serving.rollout import (
+    ENSEMBLE_LOAD_TRIES,
+    PIN_FILE,
+    Rollout,
+    RolloutStatus,
+    VersionRefused,
+    read_pin,
+    write_pin,
+)
 from tests.helpers import free_ports
 
 
@@ -86,3 +94,44 @@ def test_the_status_in_words():
     assert RolloutStatus(None, None, {}).summary() == "serving no version"
     removed = RolloutStatus(4, None, {}, removed=True)
     assert removed.summary() == "serving version 4 (removed from the repository; still loaded)"
+
+
+class _Triton:
+    """What `_load_ensembles` sees of Triton: ensembles loaded at a version, and one that
+    Triton's own re-load puts back on the old version `reverts` times."""
+
+    def __init__(self, reverts: int) -> None:
+        self.at: dict[str, int] = {}
+        self.loads: list[str] = []
+        self.reverts = reverts
+
+    def load_all(self, loads: list[tuple[str, list[int], int | None]]) -> None:
+        for name, (version,), _pin in loads:
+            self.loads.append(name)
+            self.at[name] = version
+        if self.reverts:  # a re-load with the config it had lands after ours
+            self.reverts -= 1
+            self.at["text_classifier"] = 1
+
+    def is_model_ready(self, name: str, version: str) -> bool:
+        return self.at.get(name) == int(version)
+
+
+@pytest.mark.parametrize("reverts", [0, 2])
+def test_an_ensemble_put_back_on_the_old_version_is_loaded_again(rollout, monkeypatch, reverts):
+    triton = _Triton(reverts)
+    monkeypatch.setattr("fbmr.serving.rollout.ENSEMBLE_SETTLE_S", 0)
+    monkeypatch.setattr(rollout, "_load_all", triton.load_all)
+    monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
+    rollout._load_ensembles(2)
+    assert triton.at == dict.fromkeys(ENSEMBLE_NAMES, 2)
+    assert triton.loads == [*ENSEMBLE_NAMES, *["text_classifier"] * reverts]
+
+
+def test_an_ensemble_that_never_stays_at_the_version_refuses_it(rollout, monkeypatch):
+    triton = _Triton(reverts=ENSEMBLE_LOAD_TRIES)
+    monkeypatch.setattr("fbmr.serving.rollout.ENSEMBLE_SETTLE_S", 0)
+    monkeypatch.setattr(rollout, "_load_all", triton.load_all)
+    monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
+    with pytest.raises(VersionRefused, match="text_classifier not ready at version 2"):
+        rollout._load_ensembles(2)

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 PIN_FILE = "pinned_version.json"
 # Smoke tests in a row that may time out under load before a version is refused for it.
 BUSY_TRIES = 3
+# Loads of the ensembles before a switch is given up, and how long each is left to settle (the
+# re-loads Triton makes of its own land within a few hundred ms).
+ENSEMBLE_LOAD_TRIES = 4
+ENSEMBLE_SETTLE_S = 0.5
 # Triton's answers that say "not now" rather than "wrong"
 _BUSY_STATUSES = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 # What the smoke test sends through every ensemble: a listing as a seller would post it.
@@ -252,6 +256,22 @@ class Rollout:
         if failed := next((e for e in errors if e is not None), None):
             raise failed
 
+    def _load_ensembles(self, version: int) -> None:
+        """Every ensemble pinned to `version`, checked to have stayed there. Triton re-loads an
+        ensemble by itself, with the config it had, whenever a model it composes is loaded, and
+        that re-load can land after ours and put the ensemble back on the old version (seen
+        under load, a second after the composing models' load returned); such an ensemble is
+        loaded again."""
+        stale = list(ENSEMBLE_NAMES)
+        for _ in range(ENSEMBLE_LOAD_TRIES):
+            self._load_all([(n, [version], version) for n in stale])
+            time.sleep(ENSEMBLE_SETTLE_S)
+            stale = [n for n in ENSEMBLE_NAMES if not self.client.is_model_ready(n, str(version))]
+            if not stale:
+                return
+            log.info("%s put back on another version by Triton; loading again", ", ".join(stale))
+        raise VersionRefused(f"{', '.join(stale)} not ready at version {version}")
+
     def _restore(self, composing: list[str], keep: int | None) -> None:
         """Back to `keep` alone: the refused version unloaded, or everything when none served."""
         try:
@@ -260,7 +280,7 @@ class Rollout:
                     self.client.unload_model(name)
             else:
                 self._load_all([(n, [keep], None) for n in composing])
-                self._load_all([(n, [keep], keep) for n in ENSEMBLE_NAMES])
+                self._load_ensembles(keep)
         except (InferenceServerException, VersionRefused) as err:
             log.warning("after a refused version, version %s not restored: %s", keep, err)
 
@@ -374,7 +394,7 @@ class Rollout:
             self._restore(composing, loaded)
             raise err if isinstance(err, VersionRefused) else VersionRefused(str(err)) from None
         try:
-            self._load_all([(n, [version], version) for n in ENSEMBLE_NAMES])
+            self._load_ensembles(version)
             self._smoke(version, step_by_step=False)
         except (VersionRefused, OSError, ValueError) as err:
             self._restore(composing, loaded)
