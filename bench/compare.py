@@ -5,7 +5,8 @@ ratios to bare onnxruntime.
 
 Reads what compare.sh wrote into the folder (bare/, bare-end/, triton/, facade-*/, seed-*/,
 the INT8 steps' bare-int8/, triton-int8/, facade-int8-combined/, and image_trunks/) and writes
-compare.md, compare.json and compare.png there. Ratios, all from the same run:
+compare.md, compare.json and compare.png there, with the CPU each process spent per request
+in the facade steps that ran under bench/cpu_share.py. Ratios, all from the same run:
   throughput   req/s at 1 client / bare batch-1 rows/s; at 8 / bare batch-8 rows/s
   p50 (1)      bare batch-1 p50 / the system's p50 at 1 client (1 = as fast as bare)
   p99 (8)      the system's p99 at 8 clients / bare's p50 for one batch of 8 (the issue's target:
@@ -101,7 +102,33 @@ def collect(out: Path) -> dict:
         "bare_meta": bare,
         "drift": drift,
         "trunks": trunks,
+        "cpu": cpu_split(out),
     }
+
+
+# The facade steps run once more under bench/cpu_share.py, and what they are called in the table
+CPU_STEPS = {"facade-cpu": "float32 facade", "facade-int8-cpu": "INT8 facade"}
+
+
+def cpu_split(out: Path) -> dict[str, dict[str, float]]:
+    """Per facade step at 8 users: CPU milliseconds per answered request of each process group.
+    The CPU covers the warm-up as well as the measured seconds, so requests are counted over
+    both at the measured rate."""
+    settings = dict(
+        line.split("=", 1) for line in _read(out / "settings.txt").splitlines() if "=" in line
+    )
+    seconds = float(settings.get("duration", 0)) + float(settings.get("warmup", 0))
+    split = {}
+    for step, name in CPU_STEPS.items():
+        share, steps = _load(out / f"{step}-cpu.json"), _locust(out / step)
+        if share and steps and seconds:
+            requests = steps[max(steps)]["req_s"] * seconds
+            split[name] = {g: 1000 * cpu / requests for g, cpu in share["cpu_s"].items()}
+    return split
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
 
 
 def _lat(row: dict) -> dict:
@@ -164,9 +191,29 @@ def markdown(data: dict, rates: dict) -> str:
             f"batch (p50), {bare[8]['p99_ms']:.0f} ms (p99).",
         ]
     lines += int8_targets(data["systems"], bare)
+    if data.get("cpu"):
+        lines += ["", *cpu_table(data["cpu"])]
     if data.get("trunks"):
         lines += ["", *trunk_table(data["trunks"])]
     return "\n".join(lines) + "\n"
+
+
+def cpu_table(split: dict[str, dict[str, float]]) -> list[str]:
+    """Where the cores went at 8 users: CPU ms per request of each process group, per step."""
+    names = list(split)
+    groups = sorted({g for figures in split.values() for g in figures},
+                    key=lambda g: -max(f.get(g, 0.0) for f in split.values()))  # fmt: skip
+    lines = [
+        "Where the cores went at 8 users (bench/cpu_share.py; CPU ms per answered request):",
+        "",
+        f"| process | {' | '.join(names)} |",
+        f"| --- |{' --- |' * len(names)}",
+    ]
+    for group in groups:
+        cells = " | ".join(_f(split[n].get(group), ".1f") for n in names)
+        lines.append(f"| {group} | {cells} |")
+    totals = " | ".join(f"{sum(split[n].values()):.1f}" for n in names)
+    return [*lines, f"| all | {totals} |"]
 
 
 def int8_targets(systems: dict, bare: dict) -> list[str]:

@@ -3,11 +3,13 @@
 # after another, so that the ratios between them hold even where the machine is shared.
 #   1. bare onnxruntime: the exported ONNX files in-process, batch 1, 8 and 32 (the limit)
 #   2. Triton direct: the product_classifier ensemble over gRPC, preprocessed inputs, 1 and 8 clients
-#   3. the facade under Locust: /v1/predict/combined at 1 and 8 users, then the mix at 8
+#   3. the facade under Locust: /v1/predict/combined at 1 and 8 users, then the mix at 8, then
+#      combined at 8 once more with the CPU seconds each process used (bench/cpu_share.py)
 #   4. the seed-style server (bench/seed_style_app.py) under the same Locust runs (its mix has no
 #      similar listings: it has no index)
 #   5. INT8 (fbmr export --precision int8): bare onnxruntime, Triton direct and the facade
-#      (combined at 1 and 8 users) on the INT8 files, with the same ratios to float32 bare
+#      (combined at 1 and 8 users, and the CPU split at 8) on the INT8 files, with the same ratios
+#      to float32 bare
 #   6. bare onnxruntime again (the reference is the mean of both; their gap shows the drift)
 #   7. the image encoder alone per trunk, ResNet-50 beside EfficientNet-Lite0 (bench/image_trunks.py)
 # then one table (compare.md) and one plot (compare.png) with the ratios to bare onnxruntime.
@@ -97,6 +99,11 @@ locust_steps() {  # URL NAME USERS... -- CLASSES...
   py bench/load.py "$url" "${classes[@]}" --data "$DATA" --users "${users[@]}" \
     --duration "$DURATION" --warmup "$WARMUP" --out "$OUT/$name"
 }
+cpu_split() {  # NAME USERS CLASS: one Locust step with the CPU each process used (cpu_share.py)
+  py bench/cpu_share.py --out "$OUT/$1-cpu.json" -- .venv/bin/python bench/load.py "$FACADE" "$3" \
+    --data "$DATA" --users "$2" --duration "$DURATION" --warmup "$WARMUP" --out "$OUT/$1" \
+    > "$OUT/$1-cpu.md"
+}
 
 step "1. bare onnxruntime (no server running)"
 bare() {  # REPO OUT: bench/bare_onnxruntime.py on the repository's latest files
@@ -128,6 +135,8 @@ py bench/latency.py triton --url "127.0.0.1:$TRITON_GRPC" --repo "$REPO" --data 
 step "4. the facade under Locust: combined at 1 and 8 users, the mix at 8"
 locust_steps "$FACADE" facade-combined 1 8 -- CombinedUser
 locust_steps "$FACADE" facade-mix 8 -- CombinedUser TextUser ImageUser SimilarUser
+step "   where the cores went: the facade at 8 users once more, CPU seconds per process"
+cpu_split facade-cpu 8 CombinedUser
 stop_all
 
 step "5. the seed-style server under Locust: combined at 1 and 8 users, the mix at 8 (no similar)"
@@ -147,6 +156,7 @@ if [ "$INT8" = 1 ]; then
   py bench/latency.py triton --url "127.0.0.1:$TRITON_GRPC" --repo "$REPO_INT8" --data "$DATA" \
     --requests "$REQUESTS" --concurrency 1 8 --out "$OUT/triton-int8"
   locust_steps "$FACADE" facade-int8-combined 1 8 -- CombinedUser
+  cpu_split facade-int8-cpu 8 CombinedUser
   stop_all
 fi
 

@@ -1,5 +1,6 @@
-"""The load tests' answer checks and Locust statistics parser (bench/answers.py, load.py), and the
-data types of the benchmarks' tensors (bench/common.py)."""
+"""The load tests' answer checks and Locust statistics parser (bench/answers.py, load.py), the
+data types of the benchmarks' tensors (bench/common.py), and the CPU accounting per process
+(bench/cpu_share.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from answers import check_prediction, check_similar
 from common import triton_datatype
+from cpu_share import COMMAND, group_of, measure
 from load import parse_stats
 
 CLASSES = frozenset({"Phones", "Office", "Sports"})
@@ -84,3 +86,36 @@ def test_each_datatype_is_spelt_as_triton_and_numpy_spell_it(datatype: Datatype)
     array = np.zeros(1, np.dtype(datatype.numpy))
     assert triton_datatype(array) == datatype == np_to_triton_dtype(array.dtype)
     assert mc.DataType.Value(datatype.config) and Datatype.of_config(datatype.config) is datatype
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "group"),
+    [
+        (
+            ["/venv/lib/python3.11/site-packages/pytriton/tritonserver/backends/python/"
+             "triton_python_backend_stub", "/repo/image_encoder/3/model.py", "1", "/dev/shm/x"],
+            "Triton model image_encoder",
+        ),
+        (["/venv/lib/site-packages/pytriton/tritonserver/bin/tritonserver", "--model-repository",
+          "/repo"], "tritonserver"),
+        (["/venv/bin/python", "/venv/bin/fbmr", "serve", "--with-triton"], "facade"),
+        (["python", "bench/seed_style_app.py", "runs/run"], "seed-style server"),
+        (["bash"], "other"),
+    ],
+)  # fmt: skip
+def test_processes_are_grouped_by_what_they_serve(cmdline, group) -> None:
+    assert group_of(cmdline) == group
+
+
+def test_the_cpu_of_a_command_and_its_children_is_counted() -> None:
+    busy = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    result = measure(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])",
+        ]
+    )
+    assert result.returncode == 0
+    assert 0.5 <= result.cpu_s[COMMAND] <= result.wall_s * result.cores
+    assert "| the command (and its children) |" in result.table()

@@ -75,4 +75,5 @@ def test_compare_runs_every_step_on_a_tiny_run(
             assert figures.get("failures", 0) == 0, (name, users, figures)
     table = (out / "compare.md").read_text()
     assert "INT8 facade at 8 users" in table
+    assert "| Triton model image_encoder |" in table  # the CPU split of the facade steps
     assert (out / "compare.png").stat().st_size > 10_000
