@@ -107,7 +107,11 @@ def collect(out: Path) -> dict:
 
 
 # The facade steps run once more under bench/cpu_share.py, and what they are called in the table
-CPU_STEPS = {"facade-cpu": "float32 facade", "facade-int8-cpu": "INT8 facade"}
+CPU_STEPS = {"facade-cpu-split": "float32 facade", "facade-int8-cpu-split": "INT8 facade"}
+
+
+# cpu_share.py's name for the command it ran, which here is the load generator
+CPU_LABELS = {"the command (and its children)": "the load generator (bench/load.py, Locust)"}
 
 
 def cpu_split(out: Path) -> dict[str, dict[str, float]]:
@@ -120,7 +124,7 @@ def cpu_split(out: Path) -> dict[str, dict[str, float]]:
     seconds = float(settings.get("duration", 0)) + float(settings.get("warmup", 0))
     split = {}
     for step, name in CPU_STEPS.items():
-        share, steps = _load(out / f"{step}-cpu.json"), _locust(out / step)
+        share, steps = _load(out / step / "cpu.json"), _locust(out / step)
         if share and steps and seconds:
             requests = steps[max(steps)]["req_s"] * seconds
             split[name] = {g: 1000 * cpu / requests for g, cpu in share["cpu_s"].items()}
@@ -211,7 +215,7 @@ def cpu_table(split: dict[str, dict[str, float]]) -> list[str]:
     ]
     for group in groups:
         cells = " | ".join(_f(split[n].get(group), ".1f") for n in names)
-        lines.append(f"| {group} | {cells} |")
+        lines.append(f"| {CPU_LABELS.get(group, group)} | {cells} |")
     totals = " | ".join(f"{sum(split[n].values()):.1f}" for n in names)
     return [*lines, f"| all | {totals} |"]
 

@@ -100,9 +100,10 @@ locust_steps() {  # URL NAME USERS... -- CLASSES...
     --duration "$DURATION" --warmup "$WARMUP" --out "$OUT/$name"
 }
 cpu_split() {  # NAME USERS CLASS: one Locust step with the CPU each process used (cpu_share.py)
-  py bench/cpu_share.py --out "$OUT/$1-cpu.json" -- .venv/bin/python bench/load.py "$FACADE" "$3" \
+  mkdir -p "$OUT/$1"
+  py bench/cpu_share.py --out "$OUT/$1/cpu.json" -- .venv/bin/python bench/load.py "$FACADE" "$3" \
     --data "$DATA" --users "$2" --duration "$DURATION" --warmup "$WARMUP" --out "$OUT/$1" \
-    > "$OUT/$1-cpu.md"
+    > "$OUT/$1/cpu.log"
 }
 
 step "1. bare onnxruntime (no server running)"
@@ -136,7 +137,7 @@ step "4. the facade under Locust: combined at 1 and 8 users, the mix at 8"
 locust_steps "$FACADE" facade-combined 1 8 -- CombinedUser
 locust_steps "$FACADE" facade-mix 8 -- CombinedUser TextUser ImageUser SimilarUser
 step "   where the cores went: the facade at 8 users once more, CPU seconds per process"
-cpu_split facade-cpu 8 CombinedUser
+cpu_split facade-cpu-split 8 CombinedUser
 stop_all
 
 step "5. the seed-style server under Locust: combined at 1 and 8 users, the mix at 8 (no similar)"
@@ -156,7 +157,7 @@ if [ "$INT8" = 1 ]; then
   py bench/latency.py triton --url "127.0.0.1:$TRITON_GRPC" --repo "$REPO_INT8" --data "$DATA" \
     --requests "$REQUESTS" --concurrency 1 8 --out "$OUT/triton-int8"
   locust_steps "$FACADE" facade-int8-combined 1 8 -- CombinedUser
-  cpu_split facade-int8-cpu 8 CombinedUser
+  cpu_split facade-int8-cpu-split 8 CombinedUser
   stop_all
 fi
 
