@@ -36,7 +36,7 @@ def group_of(cmdline: list[str]) -> str:
     if "triton_python_backend_stub" in joined:
         model = next((Path(a).parts[-3] for a in cmdline if a.endswith("model.py")), "?")
         return f"Triton model {model}"
-    if any(Path(a).name == "tritonserver" for a in cmdline[:1]) or "bin/tritonserver" in joined:
+    if (cmdline and Path(cmdline[0]).name == "tritonserver") or "bin/tritonserver" in joined:
         return "tritonserver"
     if "seed_style_app.py" in joined:
         return "seed-style server"

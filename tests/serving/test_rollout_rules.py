@@ -117,21 +117,24 @@ class _Triton:
         return self.at.get(name) == int(version)
 
 
-@pytest.mark.parametrize("reverts", [0, 2])
-def test_an_ensemble_put_back_on_the_old_version_is_loaded_again(rollout, monkeypatch, reverts):
+def faked(rollout: Rollout, monkeypatch: pytest.MonkeyPatch, reverts: int) -> _Triton:
+    """`rollout` loading ensembles into a _Triton, with no wait for them to settle."""
     triton = _Triton(reverts)
     monkeypatch.setattr("fbmr.serving.rollout.ENSEMBLE_SETTLE_S", 0)
     monkeypatch.setattr(rollout, "_load_all", triton.load_all)
     monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
+    return triton
+
+
+@pytest.mark.parametrize("reverts", [0, 2])
+def test_an_ensemble_put_back_on_the_old_version_is_loaded_again(rollout, monkeypatch, reverts):
+    triton = faked(rollout, monkeypatch, reverts)
     rollout._load_ensembles(2)
     assert triton.at == dict.fromkeys(ENSEMBLE_NAMES, 2)
     assert triton.loads == [*ENSEMBLE_NAMES, *["text_classifier"] * reverts]
 
 
 def test_an_ensemble_that_never_stays_at_the_version_refuses_it(rollout, monkeypatch):
-    triton = _Triton(reverts=ENSEMBLE_LOAD_TRIES)
-    monkeypatch.setattr("fbmr.serving.rollout.ENSEMBLE_SETTLE_S", 0)
-    monkeypatch.setattr(rollout, "_load_all", triton.load_all)
-    monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
+    faked(rollout, monkeypatch, reverts=ENSEMBLE_LOAD_TRIES)
     with pytest.raises(VersionRefused, match="text_classifier not ready at version 2"):
         rollout._load_ensembles(2)
