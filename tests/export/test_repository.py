@@ -45,7 +45,9 @@ def _tensors(fields):
 
 @pytest.mark.parametrize("target", list(Target))
 def test_composing_models_have_the_serving_settings(run_models, tmp_path, target):
-    settings = ServingSettings(max_batch_size=16, preferred_batch_sizes=(4, 16), instances=2)
+    settings = ServingSettings(
+        max_batch_size=16, preferred_batch_sizes=(4, 16), instances=2, intra_op_threads=3
+    )
     staging, names = _stage(run_models, tmp_path, target, settings)
     assert names == [*COMPOSING, *ENSEMBLE_NAMES]
     for name in COMPOSING:
@@ -67,6 +69,8 @@ def test_composing_models_have_the_serving_settings(run_models, tmp_path, target
         else:
             assert config.backend == "python" and group.kind == mc.ModelInstanceGroup.KIND_CPU
             assert version_files == ["model.onnx", "model.py"]
+            parameters = {key: value.string_value for key, value in config.parameters.items()}
+            assert parameters == {"intra_op_threads": "3", "allow_spinning": "0"}
 
 
 def test_both_targets_serve_the_same_tensors(run_models, tmp_path):
