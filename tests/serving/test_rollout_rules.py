@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,16 +97,33 @@ def test_the_status_in_words():
     assert removed.summary() == "serving version 4 (removed from the repository; still loaded)"
 
 
+# Triton's words when a load it started itself (an ensemble's, after a model it composes
+# loaded) overtakes ours
+OVERTAKEN = (
+    "Newer operation has been applied to the model lifecycle, current load operation is out-dated."
+)
+
+
 class _Triton:
     """What `_load_ensembles` sees of Triton: ensembles loaded at a version, and one that
-    Triton's own re-load puts back on the old version `reverts` times."""
+    Triton's own re-load puts back on the old version `reverts` times, after dropping our
+    loads of it `overtakes` times (its message when its own load overtakes ours)."""
 
-    def __init__(self, reverts: int) -> None:
+    def __init__(self, reverts: int, overtakes: int = 0, refusal: str = OVERTAKEN) -> None:
         self.at: dict[str, int] = {}
         self.loads: list[str] = []
         self.reverts = reverts
+        self.overtakes = overtakes
+        self.refusal = refusal
 
     def load_all(self, loads: list[tuple[str, list[int], int | None]]) -> None:
+        if self.overtakes and any(name == "text_classifier" for name, _, _ in loads):
+            self.overtakes -= 1
+            for name, (version,), _pin in loads:
+                self.loads.append(name)
+                if name != "text_classifier":
+                    self.at[name] = version
+            raise VersionRefused(f"load failed for model 'text_classifier': {self.refusal}")
         for name, (version,), _pin in loads:
             self.loads.append(name)
             self.at[name] = version
@@ -117,9 +135,9 @@ class _Triton:
         return self.at.get(name) == int(version)
 
 
-def faked(rollout: Rollout, monkeypatch: pytest.MonkeyPatch, reverts: int) -> _Triton:
+def faked(rollout: Rollout, monkeypatch: pytest.MonkeyPatch, reverts: int, **kw: Any) -> _Triton:
     """`rollout` loading ensembles into a _Triton, with no wait for them to settle."""
-    triton = _Triton(reverts)
+    triton = _Triton(reverts, **kw)
     monkeypatch.setattr("fbmr.serving.rollout.ENSEMBLE_SETTLE_S", 0)
     monkeypatch.setattr(rollout, "_load_all", triton.load_all)
     monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
@@ -137,4 +155,17 @@ def test_an_ensemble_put_back_on_the_old_version_is_loaded_again(rollout, monkey
 def test_an_ensemble_that_never_stays_at_the_version_refuses_it(rollout, monkeypatch):
     faked(rollout, monkeypatch, reverts=ENSEMBLE_LOAD_TRIES)
     with pytest.raises(VersionRefused, match="text_classifier not ready at version 2"):
+        rollout._load_ensembles(2)
+
+
+def test_an_ensemble_load_overtaken_by_tritons_own_is_loaded_again(rollout, monkeypatch):
+    triton = faked(rollout, monkeypatch, reverts=0, overtakes=2)
+    rollout._load_ensembles(2)
+    assert triton.at == dict.fromkeys(ENSEMBLE_NAMES, 2)
+    assert triton.loads == [*ENSEMBLE_NAMES, "text_classifier", "text_classifier"]
+
+
+def test_an_ensemble_load_refused_for_another_reason_refuses_the_version(rollout, monkeypatch):
+    faked(rollout, monkeypatch, reverts=0, overtakes=1, refusal="model.onnx: protobuf parsing")
+    with pytest.raises(VersionRefused, match="protobuf parsing"):
         rollout._load_ensembles(2)

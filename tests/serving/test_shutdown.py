@@ -17,6 +17,9 @@ import pytest
 
 from tests.helpers import free_ports
 
+# how long a connection may wait in the listening socket's queue, unread, on a loaded machine
+QUEUED_AT_MOST_S = 1.0
+
 pytestmark = pytest.mark.integration  # `fbmr serve` in a subprocess
 
 
@@ -102,11 +105,13 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
 
     assert process.returncode in (0, 128 + signal.SIGTERM), log.read_text()
     # answered in full, or not connected at all: never a connection dropped mid-answer. A
-    # request sent after SIGTERM may also find its connection reset unanswered: the kernel had
-    # queued it for a listening socket the server was closing, and the server never read it.
-    before = {o for sent, _, o in outcomes if sent < terminated}
-    after = {o for sent, _, o in outcomes if sent >= terminated}
-    assert before <= {"200", "ConnectError"}, outcomes
+    # request sent just before or after SIGTERM may also find its connection reset unanswered:
+    # the kernel had queued it for a listening socket the server was closing, and the server
+    # never read it. On a loaded machine a request can wait a while in that queue (seen:
+    # sent before SIGTERM, reset), but not a second: one sent earlier was taken.
+    before = {o for sent, _, o in outcomes if sent < terminated - QUEUED_AT_MOST_S}
+    after = {o for sent, _, o in outcomes if sent >= terminated - QUEUED_AT_MOST_S}
+    assert "200" in before and before <= {"200", "ConnectError"}, outcomes
     assert after <= {"200", "ConnectError", "RemoteProtocolError"}, outcomes
     # requests the server had taken before SIGTERM were answered after it
     assert [o for sent, done, o in in_flight if sent < terminated < done] == ["200"], in_flight
