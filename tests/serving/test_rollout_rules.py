@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -117,16 +116,14 @@ class _Triton:
         self.refusal = refusal
 
     def load_all(self, loads: list[tuple[str, list[int], int | None]]) -> None:
-        if self.overtakes and any(name == "text_classifier" for name, _, _ in loads):
-            self.overtakes -= 1
-            for name, (version,), _pin in loads:
-                self.loads.append(name)
-                if name != "text_classifier":
-                    self.at[name] = version
-            raise VersionRefused(f"load failed for model 'text_classifier': {self.refusal}")
+        overtaken = self.overtakes > 0 and any(name == "text_classifier" for name, _, _ in loads)
         for name, (version,), _pin in loads:
             self.loads.append(name)
-            self.at[name] = version
+            if not (overtaken and name == "text_classifier"):
+                self.at[name] = version
+        if overtaken:
+            self.overtakes -= 1
+            raise VersionRefused(f"load failed for model 'text_classifier': {self.refusal}")
         if self.reverts:  # a re-load with the config it had lands after ours
             self.reverts -= 1
             self.at["text_classifier"] = 1
@@ -135,9 +132,15 @@ class _Triton:
         return self.at.get(name) == int(version)
 
 
-def faked(rollout: Rollout, monkeypatch: pytest.MonkeyPatch, reverts: int, **kw: Any) -> _Triton:
+def faked(
+    rollout: Rollout,
+    monkeypatch: pytest.MonkeyPatch,
+    reverts: int,
+    overtakes: int = 0,
+    refusal: str = OVERTAKEN,
+) -> _Triton:
     """`rollout` loading ensembles into a _Triton, with no wait for them to settle."""
-    triton = _Triton(reverts, **kw)
+    triton = _Triton(reverts, overtakes, refusal)
     monkeypatch.setattr("fbmr.serving.rollout.ENSEMBLE_SETTLE_S", 0)
     monkeypatch.setattr(rollout, "_load_all", triton.load_all)
     monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
