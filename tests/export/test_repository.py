@@ -46,7 +46,11 @@ def _tensors(fields):
 @pytest.mark.parametrize("target", list(Target))
 def test_composing_models_have_the_serving_settings(run_models, tmp_path, target):
     settings = ServingSettings(
-        max_batch_size=16, preferred_batch_sizes=(4, 16), instances=2, intra_op_threads=3
+        max_batch_size=16,
+        preferred_batch_sizes=(4, 16),
+        instances=2,
+        intra_op_threads=3,
+        row_slices=2,
     )
     staging, names = _stage(run_models, tmp_path, target, settings)
     assert names == [*COMPOSING, *ENSEMBLE_NAMES]
@@ -70,7 +74,7 @@ def test_composing_models_have_the_serving_settings(run_models, tmp_path, target
             assert config.backend == "python" and group.kind == mc.ModelInstanceGroup.KIND_CPU
             assert version_files == ["model.onnx", "model.py"]
             parameters = {key: value.string_value for key, value in config.parameters.items()}
-            assert parameters == {"intra_op_threads": "3", "allow_spinning": "0"}
+            assert parameters == {"intra_op_threads": "3", "allow_spinning": "0", "row_slices": "2"}
 
 
 def test_both_targets_serve_the_same_tensors(run_models, tmp_path):

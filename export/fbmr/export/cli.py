@@ -22,6 +22,8 @@ SERVING = OptionGroup(ServingSettings, {
     "instances": "Model instances per model.",
     "intra_op_threads": "cpu target: onnxruntime threads per instance (0: its default).",
     "spinning": "cpu target: idle onnxruntime threads spin (fast alone, slow shared).",
+    "row_slices": "cpu target: a batch's rows run in this many 1-thread slices (0: a core each, "
+    "1: off).",
     "tensorrt_fp16": "gpu target: TensorRT FP16 via onnxruntime, with an engine cache.",
 }, panel="Triton scheduling")  # fmt: skip
 INT8 = OptionGroup(Int8Settings, {

@@ -102,6 +102,7 @@ def model_config(
         config.instance_group.add(count=settings.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
         config.parameters["intra_op_threads"].string_value = str(settings.intra_op_threads)
         config.parameters["allow_spinning"].string_value = "1" if settings.spinning else "0"
+        config.parameters["row_slices"].string_value = str(settings.row_slices)
     return config
 
 
