@@ -20,8 +20,8 @@ The ensemble runs the image and text encoders at once in two processes, and a po
 parallelises each operator waits at every operator's end for its slowest thread, so one thread
 descheduled by the other process holds up the rest; slices wait only at the batch's end. On 2
 cores the image encoder's CPU a photo at 8 users fell from 97 to 90 ms, but one instance then
-idles at each batch's end; with two instances throughput rose 9% and the p99 19%, a trade for
-throughput-bound work such as batch scoring (docs/results.md). It holds a second session.
+idles at each batch's end; with two instances batch scoring ran 7-15% faster and the tail at 8
+users widened, a trade for throughput-bound work (docs/results.md). It holds a second session.
 """
 
 import json
