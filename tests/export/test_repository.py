@@ -158,3 +158,5 @@ def test_serving_settings_are_checked():
         ServingSettings(max_batch_size=4, preferred_batch_sizes=(8,))
     with pytest.raises(ValueError, match="at least 1"):
         ServingSettings(instances=0)
+    with pytest.raises(ValueError, match="row_slices must be 0"):
+        ServingSettings(row_slices=-1)

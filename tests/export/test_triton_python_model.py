@@ -50,11 +50,11 @@ def _model(path: Path) -> None:
     onnx.save(model, path)
 
 
-def _served(tmp_path: Path, row_slices: str | None) -> Any:
+def _served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row_slices: str | None) -> Any:
     """The model as Triton's stub would initialise it, with the given `row_slices` parameter."""
     (tmp_path / "1").mkdir(exist_ok=True)
     _model(tmp_path / "1" / "model.onnx")
-    sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("pb_utils"))
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("pb_utils"))
     spec = importlib.util.spec_from_file_location("served_model", PYTHON_MODEL)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -80,8 +80,8 @@ def _served(tmp_path: Path, row_slices: str | None) -> Any:
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 9])
 @pytest.mark.parametrize("row_slices", ["0", "2", "3"])
-def test_row_slices_give_the_whole_batch_answer(tmp_path, rows, row_slices):
-    model = _served(tmp_path, row_slices)
+def test_row_slices_give_the_whole_batch_answer(tmp_path, monkeypatch, rows, row_slices):
+    model = _served(tmp_path, monkeypatch, row_slices)
     rng = np.random.default_rng(rows)
     feeds = {n: rng.normal(size=(rows, d)).astype(np.float32) for n, d in INPUTS.items()}
     whole = ort.InferenceSession(str(tmp_path / "1" / "model.onnx")).run(list(OUTPUTS), feeds)
@@ -103,7 +103,7 @@ def test_row_slices_give_the_whole_batch_answer(tmp_path, rows, row_slices):
         assert sorted(seen) == sorted(len(c) for c in np.array_split(np.arange(rows), slices))
 
 
-def test_row_slices_default_off_for_repositories_written_before_them(tmp_path):
-    assert _served(tmp_path, None).slices == 1
-    assert _served(tmp_path, "3").slices == 3
-    assert _served(tmp_path, "0").slices == len(os.sched_getaffinity(0))
+def test_row_slices_default_off_for_repositories_written_before_them(tmp_path, monkeypatch):
+    assert _served(tmp_path, monkeypatch, None).slices == 1
+    assert _served(tmp_path, monkeypatch, "3").slices == 3
+    assert _served(tmp_path, monkeypatch, "0").slices == len(os.sched_getaffinity(0))

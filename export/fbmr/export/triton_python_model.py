@@ -47,13 +47,12 @@ class TritonPythonModel:
         options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         model = str(Path(args["model_repository"]) / args["model_version"] / "model.onnx")
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        slices = int(parameters.get("row_slices", "1")) or len(os.sched_getaffinity(0))
-        self.slices = slices
-        if slices > 1:
+        self.slices = int(parameters.get("row_slices", "1")) or len(os.sched_getaffinity(0))
+        if self.slices > 1:
             # one thread a slice: onnxruntime runs a 1-thread session on the caller's thread
             options.intra_op_num_threads = 1
             self.narrow = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-            self.pool = ThreadPoolExecutor(slices, thread_name_prefix="rows")
+            self.pool = ThreadPoolExecutor(self.slices, thread_name_prefix="rows")
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
 
