@@ -38,14 +38,14 @@ def test_both_clients_send_listing_updates_and_filters_alike():
         if request.method == "DELETE":
             return httpx.Response(200, json={"id": "x", "index_version": "v0001"})
         if request.method == "PUT":
-            stored = {"id": "a b#1", "category": "c", "replaced": False, "index_version": "v0001"}
+            stored = {"id": "shop:1", "category": "c", "replaced": False, "index_version": "v0001"}
             return httpx.Response(200, json={**stored, "model_version": 1})
         return httpx.Response(200, json={"kind": "text", "index_version": "v1", "listings": []})
 
-    listing = Listing("a b#1", "Oak chair | in Leeds | Gumtree", "Seats 6", b"\x89PNG", price=12.5)
+    listing = Listing("shop:1", "Oak chair | in Leeds | Gumtree", "Seats 6", b"\x89PNG", price=12.5)
     where = SimilarFilter(category="Home", price_max=50, exclude_ids=("a", "b"))
     with Client("http://facade", transport=httpx.MockTransport(answer)) as client:
-        assert client.put_listing(listing).id == "a b#1"
+        assert client.put_listing(listing).id == "shop:1"
         assert client.delete_listing("x") == "v0001"
         client.similar(text="a chair", k=4, where=where)
 
@@ -60,12 +60,30 @@ def test_both_clients_send_listing_updates_and_filters_alike():
     for sync, async_ in zip(seen[:3], seen[3:], strict=True):
         assert (sync.method, str(sync.url)) == (async_.method, str(async_.url))
     put, delete, similar = seen[:3]
-    assert (put.method, put.url.raw_path) == ("PUT", b"/v1/listings/a%20b%231")
+    assert (put.method, put.url.raw_path) == ("PUT", b"/v1/listings/shop%3A1")
     assert b'name="price"\r\n\r\n12.5' in put.read() and b'name="photo"' in put.read()
     assert (delete.method, delete.url.path) == ("DELETE", "/v1/listings/x")
     form = parse_qs(similar.read().decode())
     assert form["exclude_id"] == ["a", "b"] and form["price_max"] == ["50"]
     assert form["category"] == ["Home"] and "price_min" not in form
+
+
+def test_ids_the_facade_would_refuse_are_refused_before_sending():
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        stored = {"id": "ok", "category": "c", "replaced": False, "index_version": "v0001"}
+        return httpx.Response(200, json={**stored, "model_version": 1})
+
+    with Client("http://facade", transport=httpx.MockTransport(answer)) as client:
+        for bad in ("shop/123", "a\nb", "x'] or id not in ['", "..", "é", ""):
+            with pytest.raises(InvalidInput, match="listing id") as refused:
+                client.delete_listing(bad)
+            assert refused.value.code == ErrorCode.listing_id_invalid
+        results = client.put_listings([Listing("shop/1", "A chair"), Listing("ok", "A lamp")])
+    assert isinstance(results[0], InvalidInput) and not isinstance(results[1], InvalidInput)
+    assert [request.url.path for request in seen] == ["/v1/listings/ok"]
 
 
 def test_put_filter_and_delete_through_the_facade(
@@ -154,6 +172,7 @@ def test_listings_put_and_delete_in_bulk_record_each_refusal(
         with Client(url) as client:
             photo = (tmp_path / "0.jpg").read_bytes()
             assert "bulk-0" in client.similar(photo=photo, text=query, k=5).ids
-            deleted = runner.invoke(app, ["delete", "bulk-0", "nope", "--url", url])
-            assert "1 listings deleted, 1 not deleted" in deleted.output, deleted.output
+            deleted = runner.invoke(app, ["delete", "bulk-0", "nope", "shop/1", "--url", url])
+            assert "1 listings deleted, 2 not deleted" in deleted.output, deleted.output
+            assert deleted.exit_code == 1 and "shop/1" in deleted.output
             assert "bulk-0" not in client.similar(photo=photo, text=query, k=20).ids

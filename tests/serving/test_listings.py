@@ -96,6 +96,12 @@ def test_a_listing_put_is_found_at_once_and_a_deleted_one_never_again(
         assert _similar_ids(client, photo_b, text_b)[0] == "new-1"
         assert "new-1" not in _similar_ids(client, photo, text, k=3)
 
+        # the delete that once emptied a Milvus catalogue: refused, and every listing stays
+        before = _similar_ids(client, photo_b, text_b, k=50)
+        crafted = client.delete("/v1/listings/x'%5D%20or%20id%20not%20in%20%5B'")
+        assert_error(crafted, 422, "listing id", code=ErrorCode.listing_id_invalid)
+        assert _similar_ids(client, photo_b, text_b, k=50) == before
+
         catalogue_id = _similar_ids(client, photo, text)[1]
         for listing_id in ("new-1", catalogue_id):
             deleted = client.delete(f"/v1/listings/{listing_id}")
@@ -124,6 +130,12 @@ def test_bad_input_is_refused_and_writes_nothing(facade_settings, index_copy, ne
             "category",
         )
         assert_error(client.put(put, files={"photo": ("p.jpg", photo)}, data={}), 422, "name")
+        for bad_id in ("a%0Ab", "x'%20or%20'1'%3D'1", "%C3%A9", ".hidden", "a" * 201):
+            assert_error(
+                client.put(f"/v1/listings/{bad_id}", files={"photo": ("p.jpg", photo)},
+                           data=_form(text)),
+                422, code=ErrorCode.listing_id_invalid,
+            )  # fmt: skip
         infinite = _form(text, price="inf")
         assert_error(
             client.put(put, files={"photo": ("p.jpg", photo)}, data=infinite), 422, "price"

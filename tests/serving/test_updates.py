@@ -92,6 +92,63 @@ def test_a_put_of_a_known_id_replaces_its_vector_and_fields(tmp_path, milvus_uri
     assert len(index) == 300
 
 
+# what an expression could misread: quotes and brackets that close a literal, escapes, LIKE's
+# wildcards, non-ASCII, a control character
+CRAFTED_DELETES = ("x'] or id not in ['", 'x"] or id not in ["', 'x\\" or id != \\"')
+ODD_IDS = ("a'b", 'a"b', "a]b", "a\\b", "a%b", "a_b", "é😀", "a\nb", "x' or '1'='1")
+
+
+def test_a_crafted_id_deletes_nothing_and_odd_ids_touch_only_themselves(tmp_path, milvus_uri):
+    """The engines never read an id as anything but a value, whatever reaches them (the API
+    refuses such ids before they do: tests/serving/test_listings.py)."""
+    index_dir, _ = _index_dir(tmp_path, milvus_uri, n=50)
+    index = open_version(index_dir / "v0001")
+    log = UpdateLog(index_dir)
+    for crafted in CRAFTED_DELETES:
+        assert crafted not in index
+        log.append(Update("delete", crafted))
+    index.catch_up()
+    assert len(index) == 50 and all(str(i) in index for i in range(50))
+
+    rng = np.random.default_rng(3)
+    odd = {listing_id: rng.normal(size=DIM).astype(np.float32) for listing_id in ODD_IDS}
+    for listing_id, vector in odd.items():
+        log.append(_put(listing_id, vector))
+    index.catch_up()
+    assert len(index) == 50 + len(odd)
+    for listing_id, vector in odd.items():
+        assert _ids(index, vector, 1) == [listing_id]
+        others = frozenset(odd) - {listing_id}
+        assert _ids(index, vector, 1, ListingFilter(exclude_ids=others)) == [listing_id]
+        assert listing_id not in _ids(index, vector, 5, ListingFilter(exclude_ids={listing_id}))
+    for count, listing_id in enumerate(odd, 1):
+        log.append(Update("delete", listing_id))
+        index.catch_up()
+        assert listing_id not in index and len(index) == 50 + len(odd) - count
+    assert all(str(i) in index for i in range(50))
+
+
+def test_a_location_filter_with_any_characters_is_a_plain_substring(tmp_path, milvus_uri):
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri, n=20)
+    index = open_version(index_dir / "v0001")
+    vector = vectors[Kind.text][0]
+    for i, location in enumerate(("Café 😀 corner", "50% off_site", "O'Brien \\ Sons")):
+        update = _put(f"odd-{i}", vector)
+        assert update.listing is not None
+        update.listing["location"] = location
+        UpdateLog(index_dir).append(update)
+    index.catch_up()
+    for needle, found in (
+        ("😀", "odd-0"),
+        ("CAFÉ", "odd-0"),
+        ("% off_", "odd-1"),
+        ("'brien \\", "odd-2"),
+    ):
+        assert _ids(index, vector, 5, ListingFilter(location=needle)) == [found]
+    assert _ids(index, vector, 5, ListingFilter(location="%")) == ["odd-1"]
+    assert _ids(index, vector, 5, ListingFilter(location="_")) == ["odd-1"]
+
+
 def test_every_worker_and_a_restart_see_the_same_catalogue(tmp_path, milvus_uri):
     index_dir, vectors = _index_dir(tmp_path, milvus_uri)
     workers = [open_version(index_dir / "v0001") for _ in range(2)]

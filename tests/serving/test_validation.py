@@ -4,6 +4,8 @@ port, and a request that passed every check would get a 503."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -75,13 +77,18 @@ def test_a_valid_request_without_triton_is_a_503_to_retry(offline_client, offlin
     assert_error(offline_client.post("/v1/similar", data={"text": "a sofa"}), 503, "index")
 
 
-def test_api_key_protects_all_but_health(offline_settings):
+def test_api_key_protects_all_but_health_and_the_schema(offline_settings):
     keyed = offline_settings.model_copy(update={"api_key": SecretStr("s3cret")})
     with TestClient(create_app(keyed)) as client:
         assert_error(client.post("/v1/predict/text", json={"text": "a sofa"}), 401, "API key")
         wrong = {"Authorization": "Bearer wrong"}
         assert_error(client.get("/metrics", headers=wrong), 401, "API key")
         assert_error(client.post("/v1/admin/reload-index", headers=wrong), 401, "API key")
+        assert_error(client.get("/no/such/route"), 401, code="unauthorised")
+        # any header value is only a wrong key (a non-ASCII one was once a 500)
+        for odd in ("Bearer clé".encode(), b"Bearer \xff\xfe", b"Basic s3cret", b"Bearer"):
+            response = client.get("/metrics", headers={"Authorization": odd})
+            assert_error(response, 401, code="unauthorised")
         right = {"Authorization": "Bearer s3cret"}
         # past the key check, the request reaches the (absent) model server
         response = client.post("/v1/predict/text", json={"text": "a sofa"}, headers=right)
@@ -90,6 +97,57 @@ def test_api_key_protects_all_but_health(offline_settings):
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["triton"] is False
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_each_key_opens_its_scope_and_those_below(offline_settings):
+    keys = {"api_key": "reader", "write_key": "writer", "admin_key": "admin"}
+    keyed = offline_settings.model_copy(update={k: SecretStr(v) for k, v in keys.items()})
+
+    def auth(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    with TestClient(create_app(keyed)) as client:
+        for key in keys.values():  # every key reads
+            assert client.get("/metrics", headers=auth(key)).status_code == 200
+        delete = "/v1/listings/L1"
+        assert_error(client.delete(delete, headers=auth("reader")), 403, code="forbidden")
+        for key in ("writer", "admin"):  # past the key: no index to delete from
+            assert_error(client.delete(delete, headers=auth(key)), 503, code="index_unavailable")
+        reload = "/v1/admin/reload-index"
+        for key in ("reader", "writer"):
+            assert_error(client.post(reload, headers=auth(key)), 403, "admin")
+        assert_error(client.post(reload, headers=auth("admin")), 422, code="no_index")
+        pin = client.put("/v1/admin/model-version", json={"version": 1}, headers=auth("writer"))
+        assert_error(pin, 403, code="forbidden")
+        assert client.get("/v1/admin/model-version", headers=auth("reader")).status_code != 403
+
+
+def test_without_a_key_a_request_body_is_never_read(offline_settings):
+    """The key is checked before the body is read: a caller without one cannot make the facade
+    parse a form (and spool its files to disk)."""
+    keyed = offline_settings.model_copy(update={"api_key": SecretStr("s3cret")})
+    app = create_app(keyed)
+    pulled: list[dict] = []
+    answered: list[dict] = []
+
+    async def receive() -> dict:
+        pulled.append({})
+        return {"type": "http.request", "body": b"x" * 65536, "more_body": True}
+
+    async def send(message: dict) -> None:
+        answered.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+        "method": "POST", "path": "/v1/predict/image", "raw_path": b"/v1/predict/image",
+        "root_path": "", "query_string": b"", "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b"),
+                    (b"content-length", b"1000000")],
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert answered[0]["status"] == 401 and pulled == []
 
 
 def test_errors_are_counted_by_endpoint_and_status(offline_client):

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from fbmr.client.errors import FbmrError, ServerUnreachable, error_for
+from fbmr.client.errors import FbmrError, InvalidInput, ServerUnreachable, error_for
 from fbmr.client.photos import Photo, photo_bytes
 from fbmr.client.retry import DEFAULT_POLICY, TRANSIENT, RetryPolicy
 from fbmr.client.types import (
@@ -51,6 +51,7 @@ from fbmr.core.contract import (
     ErrorCode,
     Kind,
     kind_of,
+    listing_id_problem,
 )
 
 if TYPE_CHECKING:
@@ -181,10 +182,18 @@ def _refusal(err: FbmrError | OSError) -> FbmrError:
     return FbmrError(f"photo: {err}", None, ErrorCode.photo_missing)
 
 
+def _listing_path(listing_id: str) -> str:
+    """The listing's URL path; an id the facade would refuse is refused here, before sending
+    (one with a slash would otherwise reach another route)."""
+    if problem := listing_id_problem(listing_id):
+        raise InvalidInput(problem, None, ErrorCode.listing_id_invalid)
+    return LISTING_PATH.format(listing_id=quote(listing_id, safe=""))
+
+
 def _put_listing(listing: Listing) -> _Call[ListingStored]:
     return _Call(
         "PUT",
-        LISTING_PATH.format(listing_id=quote(listing.id, safe="")),
+        _listing_path(listing.id),
         lambda r: ListingStored.from_json(_json(r)),
         data=listing.fields(),
         files=None if listing.photo is None else {"photo": _photo_part(listing.photo)},
@@ -194,7 +203,7 @@ def _put_listing(listing: Listing) -> _Call[ListingStored]:
 def _delete_listing(listing_id: str) -> _Call[str]:
     return _Call(
         "DELETE",
-        LISTING_PATH.format(listing_id=quote(listing_id, safe="")),
+        _listing_path(listing_id),
         lambda r: str(_json(r)["index_version"]),
     )
 

@@ -44,7 +44,8 @@ class Unauthorised(ClientError):
 
 
 class NotFound(ClientError):
-    """404: no such endpoint (is the URL the facade's?)."""
+    """404: no such endpoint (is the URL the facade's?), or no such listing (`code`
+    `listing_not_found`, from `delete_listing`)."""
 
 
 class ServerError(FbmrError):

@@ -62,7 +62,8 @@ def delete(
     url: FacadeUrlOption = DEFAULT_FACADE_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Remove listings from the live index; an id the index does not hold is reported."""
+    """Remove listings from the live index; an id the index does not hold, or one that is not
+    a listing id, is reported, and the command then exits 1."""
     from fbmr.client import Client, FbmrError
 
     missing = 0
@@ -74,3 +75,5 @@ def delete(
                 missing += 1
                 typer.echo(f"  {listing_id}: {err.message}", err=True)
     typer.echo(f"{len(ids) - missing} listings deleted, {missing} not deleted")
+    if missing:
+        fail(f"{missing} of {len(ids)} listings not deleted")

@@ -16,6 +16,7 @@ per value rather than four. `token_ids` is int64.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -162,10 +163,40 @@ TRITON_CHANNEL_ARGS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
+# -- listing ids ---------------------------------------------------------------------------
+
+# A listing id: 1 to 200 ASCII letters, digits and `. _ : -`, starting with a letter or a digit
+# (UUIDs, SKUs, `shop:123`). The id travels in a URL path segment, into Milvus expressions and
+# into logs, so it may hold no slash, no quote, no bracket, no white space or control character,
+# and it cannot be a dot segment (`..`) that a URL would resolve away. The facade, the client and
+# the CLI check it by this one rule; the Milvus engine still escapes every value it sends.
+LISTING_ID_MAX_CHARS = 200
+_LISTING_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{LISTING_ID_MAX_CHARS - 1}}}")
+LISTING_ID_PATTERN = f"^{_LISTING_ID.pattern}$"  # as OpenAPI writes it
+LISTING_ID_RULE = (
+    f"1 to {LISTING_ID_MAX_CHARS} characters of A-Z, a-z, 0-9 and . _ : -, "
+    "starting with a letter or a digit"
+)
+
+
+def listing_id_problem(listing_id: object) -> str | None:
+    """Why `listing_id` is not a valid listing id (a sentence), or None when it is."""
+    if not isinstance(listing_id, str):
+        return f"listing id: must be a string, got {type(listing_id).__name__}"
+    # fullmatch: Python's `$` also matches before a trailing newline
+    if _LISTING_ID.fullmatch(listing_id) is None:
+        shown = listing_id if len(listing_id) <= 40 else listing_id[:40] + "..."
+        return f"listing id {shown!r}: must be {LISTING_ID_RULE}"
+    return None
+
+
 # -- limits --------------------------------------------------------------------------------
 
 # Upright photos from phones are at most ~50 MP; anything far larger is a decompression bomb.
 DEFAULT_MAX_PIXELS = 64_000_000
+# Most listing ids one similar-listing query may leave out (`exclude_id`): a page of results'
+# worth, so a query's cost stays bounded whatever it sends.
+MAX_EXCLUDE_IDS = 100
 
 # -- errors --------------------------------------------------------------------------------
 
@@ -188,8 +219,10 @@ class ErrorCode(StrEnum):
     too_large = "too_large"  # the whole body, or a form field, over the byte limit
     body_timeout = "body_timeout"  # the body stopped arriving
     unauthorised = "unauthorised"  # the API key is missing or wrong
+    forbidden = "forbidden"  # a valid API key whose scope does not cover the route
     not_found = "not_found"  # no such route
     listing_not_found = "listing_not_found"  # a DELETE of a listing the index does not hold
+    listing_id_invalid = "listing_id_invalid"  # not a listing id (LISTING_ID_RULE)
     method_not_allowed = "method_not_allowed"
     no_index = "no_index"  # the facade was started without a similar-listing index
     version_not_exported = "version_not_exported"  # a pin of a version the repository lacks

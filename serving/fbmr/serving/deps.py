@@ -1,15 +1,13 @@
-"""FastAPI dependencies of the routes: the facade's state and the API-key check, as `Annotated`
-aliases so a route declares what it needs in its signature."""
+"""FastAPI dependencies of the routes: the facade's state, as `Annotated` aliases so a route
+declares what it needs in its signature, and the bearer scheme of the protected routes."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
-from fbmr.serving.errors import ApiError
 from fbmr.serving.index import IndexStore
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.state import FacadeState
@@ -34,23 +32,6 @@ def get_index(state: State) -> IndexStore:
 Settings = Annotated[FacadeSettings, Depends(get_settings)]
 Index = Annotated[IndexStore, Depends(get_index)]
 
-_bearer = HTTPBearer(auto_error=False)
-
-
-def authorised(
-    settings: Settings,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Every route but the health checks needs the API key, when one is set."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value()
-    if credentials is None or not secrets.compare_digest(credentials.credentials, expected):
-        raise ApiError(
-            401,
-            "missing or wrong API key (Authorization: Bearer <key>)",
-            {"WWW-Authenticate": "Bearer"},
-        )
-
-
-PROTECTED = [Depends(authorised)]
+# The keys themselves are checked by `fbmr.serving.auth.KeyGuard`, before a body is read; the
+# routes name the bearer scheme so that the API's schema says they take one.
+PROTECTED = [Depends(HTTPBearer(auto_error=False))]

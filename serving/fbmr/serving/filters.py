@@ -43,13 +43,15 @@ class ListingColumns:
 
     Position i is FAISS id i. Listings put while serving are appended (the columns grow by
     doubling, so an append costs O(1) on average); a deleted or replaced listing stays in place,
-    marked not alive, since FAISS ids cannot be renumbered under a live index.
+    marked not alive, since FAISS ids cannot be renumbered under a live index. `positions` maps
+    each live listing's id to its position: how an id is found, and how a filter leaves ids out
+    (one lookup an id, not a pass over every id).
     """
 
     def __init__(self, listings: Sequence[dict[str, Any]]) -> None:
         self.size = 0
         capacity = max(16, len(listings))
-        self.ids = np.empty(capacity, dtype=object)
+        self.positions: dict[str, int] = {}
         # categories as small integer codes: a filter compares integers, not strings
         self.codes: dict[str, int] = {}
         self.categories = np.zeros(capacity, dtype=np.int32)
@@ -60,14 +62,17 @@ class ListingColumns:
             self.append(listing)
 
     def append(self, listing: dict[str, Any]) -> int:
-        """Add a listing at the next position; returns that position."""
-        if self.size == len(self.ids):
-            for name in ("ids", "categories", "prices", "locations", "alive"):
+        """Add a listing at the next position (the one of the same id, if any, is no longer
+        alive); returns that position."""
+        if self.size == len(self.alive):
+            for name in ("categories", "prices", "locations", "alive"):
                 column = getattr(self, name)
                 grown = np.resize(column, 2 * len(column))
                 setattr(self, name, grown)
+        listing_id = str(listing["id"])
+        self.remove(listing_id)
         i, self.size = self.size, self.size + 1
-        self.ids[i] = str(listing["id"])
+        self.positions[listing_id] = i
         self.categories[i] = self.codes.setdefault(listing["category"], len(self.codes))
         # a listing without a price never passes a price bound
         price = listing.get("price")
@@ -76,9 +81,15 @@ class ListingColumns:
         self.alive[i] = True
         return i
 
+    def remove(self, listing_id: str) -> None:
+        """Mark the listing of `listing_id` not alive; nothing when there is none."""
+        old = self.positions.pop(listing_id, None)
+        if old is not None:
+            self.alive[old] = False
+
     @property
     def all_alive(self) -> bool:
-        return bool(self.alive[: self.size].all())
+        return len(self.positions) == self.size
 
     def mask(self, where: ListingFilter) -> NDArray[np.bool_]:
         """Which positions (FAISS ids) hold live listings that pass `where`."""
@@ -95,9 +106,28 @@ class ListingColumns:
         if where.location is not None:
             needle = where.location.casefold()
             keep &= np.fromiter((needle in loc for loc in self.locations[:n]), bool, n)
-        if where.exclude_ids:
-            keep &= ~np.isin(self.ids[:n], list(where.exclude_ids))
+        excluded = [self.positions[i] for i in where.exclude_ids if i in self.positions]
+        keep[excluded] = False
         return keep
+
+
+# Below this many listings passing a filter, an HNSW index is not walked at all: the passing
+# listings' vectors are scored exactly (a few thousand dot products, well under a millisecond),
+# where a graph walk would have to visit about `total / passing` times its usual breadth to meet
+# k of them (the whole index, for a filter that one listing passes).
+EXACT_BELOW = 4096
+
+
+def exact_among(
+    index: faiss.Index, keep: NDArray[np.bool_], query: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The k positions `keep` marks nearest to `query` (one row), scored exactly from the
+    vectors `index` stores; as `index.search` answers, (scores, ids) of shape (1, <= k)."""
+    ids = np.flatnonzero(keep).astype(np.int64)
+    vectors = index.reconstruct_batch(ids)
+    scores = (vectors @ query[0]).astype(np.float32)
+    best = np.argsort(-scores, kind="stable")[:k]
+    return scores[best][None], ids[best][None]
 
 
 def search_parameters(
@@ -108,13 +138,15 @@ def search_parameters(
     The ids travel as a bitmap (one bit a listing: a filter costs a pass over the columns, not a
     hash set of the ids passing). HNSW only returns allowed neighbours among those it visits, so
     its search breadth grows as the filter narrows (about `total / passing` times as many
-    candidates), which keeps k results coming back for a selective filter.
+    candidates), which keeps k results coming back for a selective filter; the breadth is bounded
+    by `total / EXACT_BELOW` times its own, since narrower filters are scored exactly
+    (`exact_among`).
     """
     bits = np.packbits(keep, bitorder="little")
     selector = _faiss.IDSelectorBitmap(len(keep), _faiss.swig_ptr(bits))
     params: Any
     if isinstance(index, faiss.IndexHNSW):
-        narrowing = len(keep) / max(int(keep.sum()), 1)
+        narrowing = len(keep) / max(int(keep.sum()), EXACT_BELOW)
         breadth = int(min(len(keep), max(index.hnsw.efSearch, k) * narrowing))
         params = _faiss.SearchParametersHNSW(sel=selector, efSearch=breadth)
     elif isinstance(index, faiss.IndexIVF):

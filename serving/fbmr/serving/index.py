@@ -26,7 +26,13 @@ from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
-from fbmr.serving.filters import ListingColumns, ListingFilter, search_parameters
+from fbmr.serving.filters import (
+    EXACT_BELOW,
+    ListingColumns,
+    ListingFilter,
+    exact_among,
+    search_parameters,
+)
 from fbmr.serving.index_build import (
     build_index,
     factory_string,
@@ -127,27 +133,23 @@ class SimilarityIndex(LiveIndex):
             for k in self.meta["kinds"]
         }
         self.columns = ListingColumns(self.listings)
-        self.positions = {str(item["id"]): i for i, item in enumerate(self.listings)}
         self.catch_up()
 
     def __contains__(self, listing_id: str) -> bool:
-        return listing_id in self.positions
+        return listing_id in self.columns.positions
 
     def __len__(self) -> int:
-        return len(self.positions)
+        return len(self.columns.positions)
 
     def _delete(self, listing_id: str) -> None:
-        old = self.positions.pop(listing_id, None)
-        if old is not None:
-            self.columns.alive[old] = False
+        self.columns.remove(listing_id)
 
     def _put(self, update: Update) -> None:
         assert update.listing is not None and update.vectors is not None
-        self._delete(update.id)
         for kind, index in self.indexes.items():
             index.add(normalise(update.vectors[kind][None]))
         self.listings.append(update.listing)
-        self.positions[update.id] = self.columns.append(update.listing)
+        self.columns.append(update.listing)  # the listing of the same id, if any, is retired
 
     def _search(
         self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
@@ -169,6 +171,8 @@ class SimilarityIndex(LiveIndex):
                     scores, ids = index.search(query, wanted)
                     passed = keep[np.maximum(ids[0], 0)] & (ids[0] >= 0)
                     scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]
+                elif isinstance(index, faiss.IndexHNSW) and passing < EXACT_BELOW:
+                    scores, ids = exact_among(index, keep, query, k)
                 else:
                     params = search_parameters(index, keep, k)
                     scores, ids = index.search(query, min(k, passing), params=params)

@@ -21,7 +21,16 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import ENSEMBLES, IMAGE, TOKEN_IDS, ErrorCode, Kind, kind_of
+from fbmr.core.contract import (
+    ENSEMBLES,
+    IMAGE,
+    MAX_EXCLUDE_IDS,
+    TOKEN_IDS,
+    ErrorCode,
+    Kind,
+    kind_of,
+    listing_id_problem,
+)
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError
 from fbmr.core.listing import model_text
 from fbmr.serving.errors import FORM_TYPES, ApiError, media_type
@@ -44,6 +53,21 @@ def finite_price(name: str, value: float | None) -> None:
     listing has and JSON cannot answer with."""
     if value is not None and not math.isfinite(value):
         raise ApiError(422, f"{name}: must be a finite number, got {value}")
+
+
+def checked_listing_id(listing_id: str) -> str:
+    """`listing_id`, or a 422 when it breaks the id rule (`fbmr.core.contract.LISTING_ID_RULE`)."""
+    if problem := listing_id_problem(listing_id):
+        raise ApiError(422, problem, code=ErrorCode.listing_id_invalid)
+    return listing_id
+
+
+def checked_exclude_ids(ids: list[str]) -> frozenset[str]:
+    """The ids a similar-listing query leaves out: at most MAX_EXCLUDE_IDS, each a listing id
+    (a 422 otherwise), so that what one query costs stays bounded."""
+    if len(ids) > MAX_EXCLUDE_IDS:
+        raise ApiError(422, f"exclude_id: {len(ids)} given, at most {MAX_EXCLUDE_IDS}")
+    return frozenset(checked_listing_id(listing_id) for listing_id in ids)
 
 
 def query_kind(has_photo: bool, has_text: bool) -> Kind:

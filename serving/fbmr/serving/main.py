@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
+from fbmr.serving.auth import KeyGuard, Keys
 from fbmr.serving.errors import install_error_handlers
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
@@ -81,6 +82,10 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # innermost: a request without the key its route needs is answered before its body is read
+    # (and, from inside the metrics middleware, still counted and logged)
+    keys = Keys(settings.api_key, settings.write_key, settings.admin_key)
+    app.add_middleware(KeyGuard, keys=keys)
     install_middleware(app, metrics, settings.max_body_bytes)
     for module in (predict, similar, listings, model_routes, ops, seed):
         app.include_router(module.router)

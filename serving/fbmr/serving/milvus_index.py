@@ -131,16 +131,28 @@ def write_collections(
     return names
 
 
-def _literal(value: str) -> str:
-    """A string literal of Milvus's expression language."""
-    return json.dumps(value)
+def literal(value: str) -> str:
+    """`value` as a string literal of Milvus's expression language, whatever it holds.
+
+    Every value that reaches an expression goes through here: Milvus reads a double-quoted
+    literal with backslash escapes, so quotes, backslashes and control characters are escaped
+    (JSON's escapes are its own) and nothing in `value` can end the literal. Non-ASCII
+    characters go as they are: Milvus refuses the surrogate pairs JSON would write for an emoji.
+    """
+    return json.dumps(value, ensure_ascii=False)
+
+
+def id_list(ids: list[str]) -> str:
+    """`ids` as a list literal, for `id in ...`: what deletes and lookups by id use, never
+    pymilvus's `ids=`, which writes the ids into the expression unescaped."""
+    return f"[{', '.join(literal(i) for i in ids)}]"
 
 
 def expression(where: ListingFilter) -> str:
     """`where` as a Milvus filter expression ("" for no filter)."""
     parts = []
     if where.category is not None:
-        parts.append(f"category == {_literal(where.category)}")
+        parts.append(f"category == {literal(where.category)}")
     if where.price_min is not None:
         parts.append(f"price >= {float(where.price_min)!r}")
     if where.price_max is not None:
@@ -149,9 +161,9 @@ def expression(where: ListingFilter) -> str:
         # LIKE's own wildcards in the substring are matched literally
         needle = where.location.casefold().replace("\\", "\\\\")
         needle = needle.replace("%", "\\%").replace("_", "\\_")
-        parts.append(f"location_key like {_literal('%' + needle + '%')}")
+        parts.append(f"location_key like {literal('%' + needle + '%')}")
     if where.exclude_ids:
-        parts.append(f"id not in {json.dumps(sorted(where.exclude_ids))}")
+        parts.append(f"id not in {id_list(sorted(where.exclude_ids))}")
     return " and ".join(parts)
 
 
@@ -170,7 +182,10 @@ class MilvusIndex(LiveIndex):
         return str(self.collections[self.kinds[0]])
 
     def __contains__(self, listing_id: str) -> bool:
-        return bool(self.client.get(self._first(), ids=[listing_id], output_fields=["id"]))
+        found = self.client.query(
+            self._first(), filter=f"id in {id_list([listing_id])}", output_fields=["id"], limit=1
+        )
+        return bool(found)
 
     def __len__(self) -> int:
         rows = self.client.query(self._first(), filter="", output_fields=["count(*)"])
@@ -184,7 +199,7 @@ class MilvusIndex(LiveIndex):
 
     def _delete(self, listing_id: str) -> None:
         for name in self.collections.values():
-            self.client.delete(name, ids=[listing_id])
+            self.client.delete(name, filter=f"id in {id_list([listing_id])}")
 
     def _search(
         self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter

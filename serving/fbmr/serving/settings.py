@@ -53,7 +53,25 @@ class FacadeSettings(BaseSettings):
     max_text_chars: int = Field(10_000, description="Longest listing text.")
     max_k: int = Field(100, description="Most similar listings one request may ask for.")
     api_key: SecretStr | None = Field(
-        None, description="Bearer token required on every endpoint but the health checks."
+        None,
+        description="Bearer token of the read scope: predictions, embeddings, similar "
+        "listings, metrics (every endpoint but the health checks and the API's schema).",
+    )
+    write_key: SecretStr | None = Field(
+        None,
+        description="Bearer token of the write scope: PUT and DELETE /v1/listings/{id} (and "
+        "every read); unset: the api_key writes too.",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Bearer token of the admin scope: model version pins and index reloads "
+        "(and everything else); unset: the write scope's key administers too.",
+    )
+    triton_admin_key: SecretStr | None = Field(
+        None,
+        description="The header value Triton's restricted protocols expect (model repository "
+        "and config, shared memory, trace, logging); the rollout sends it. Set the same on "
+        "Triton (`fbmr triton start`, the Triton image's entrypoint).",
     )
     milvus_token: SecretStr | None = Field(
         None,
@@ -67,7 +85,9 @@ class FacadeSettings(BaseSettings):
         "for /readyz; set by `fbmr serve --with-triton`.",
     )
 
-    @field_validator("api_key", "milvus_token", mode="before")
+    @field_validator(
+        "api_key", "write_key", "admin_key", "triton_admin_key", "milvus_token", mode="before"
+    )
     @classmethod
     def _empty_key_means_none(cls, value: object) -> object:
         # FBMR_API_KEY= (set but empty, as deployment templates often leave it) keeps the API open

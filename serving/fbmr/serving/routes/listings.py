@@ -10,15 +10,28 @@ the photo and the text are checked, and embedded, first.
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Form, Path, UploadFile
+from fastapi import APIRouter, Depends, Form, Path, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from fbmr.core.contract import LISTING_PATH, ErrorCode, Kind
+from fbmr.core.contract import (
+    LISTING_ID_PATTERN,
+    LISTING_ID_RULE,
+    LISTING_PATH,
+    ErrorCode,
+    Kind,
+)
 from fbmr.core.listing import clean_field, clean_product_name
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
-from fbmr.serving.inputs import checked_text, encoder, finite_price, read_photo
+from fbmr.serving.inputs import (
+    checked_listing_id,
+    checked_text,
+    encoder,
+    finite_price,
+    read_photo,
+)
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer, prediction
 from fbmr.serving.routes.similar import known_category, loaded_index, same_embedding_space
 from fbmr.serving.schemas import ListingDeleted, ListingStored, TextQuery
@@ -26,7 +39,19 @@ from fbmr.serving.updates import Update
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
-LISTING_ID = Path(..., min_length=1, max_length=200, description="The listing's id.")
+
+def listing_id(
+    listing_id: str = Path(
+        ...,
+        description=f"The listing's id: {LISTING_ID_RULE}.",
+        json_schema_extra={"pattern": LISTING_ID_PATTERN},
+    ),
+) -> str:
+    """The path's listing id, checked against the id rule (a 422 with `listing_id_invalid`)."""
+    return checked_listing_id(listing_id)
+
+
+ListingId = Annotated[str, Depends(listing_id)]
 
 
 @router.put(LISTING_PATH, response_model=ListingStored)
@@ -34,7 +59,7 @@ async def put_listing(
     state: State,
     settings: Settings,
     store: Index,
-    listing_id: str = LISTING_ID,
+    listing_id: ListingId,
     photo: UploadFile | None = OPTIONAL_PHOTO,
     name: str = Form(..., description="The listing's name, as the marketplace wrote it."),
     description: str = Form("", description="The listing's description."),
@@ -98,9 +123,7 @@ async def put_listing(
 
 
 @router.delete(LISTING_PATH, response_model=ListingDeleted)
-async def delete_listing(
-    settings: Settings, store: Index, listing_id: str = LISTING_ID
-) -> ListingDeleted:
+async def delete_listing(settings: Settings, store: Index, listing_id: ListingId) -> ListingDeleted:
     """Remove a listing (sold, withdrawn) from the similar-listing index; it is never returned
     once this answers."""
     index = loaded_index(store, settings)

@@ -8,13 +8,19 @@ from fastapi import APIRouter, Depends, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import SIMILAR_PATH, ErrorCode, Kind
+from fbmr.core.contract import MAX_EXCLUDE_IDS, SIMILAR_PATH, ErrorCode, Kind
 from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.filters import ListingFilter
 from fbmr.serving.index import IndexStore
-from fbmr.serving.inputs import ListingForm, finite_price, query_encoder, query_kind
+from fbmr.serving.inputs import (
+    ListingForm,
+    checked_exclude_ids,
+    finite_price,
+    query_encoder,
+    query_kind,
+)
 from fbmr.serving.live_index import LiveIndex
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.schemas import SimilarListing, SimilarResponse
@@ -76,8 +82,8 @@ def listing_filter(
     ),
     exclude_id: list[str] | None = Form(
         None,
-        description="Leave out these listing ids (repeat the field for several), e.g. the "
-        "listing the query is about.",
+        description="Leave out these listing ids (repeat the field for several, at most "
+        f"{MAX_EXCLUDE_IDS}), e.g. the listing the query is about.",
     ),
 ) -> ListingFilter:
     """The filter of a `/v1/similar` query, from its form fields (a route dependency)."""
@@ -90,7 +96,7 @@ def listing_filter(
         price_min=price_min,
         price_max=price_max,
         location=location or None,
-        exclude_ids=frozenset(exclude_id or ()),
+        exclude_ids=checked_exclude_ids(exclude_id or []),
     )
 
 
