@@ -8,6 +8,7 @@ of their own say so with the marker themselves. `pytest -m "not integration"` is
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -116,13 +117,26 @@ def int8_repository(tiny_run, demo_prepared, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def triton(cpu_repository):
-    """A real tritonserver on cpu_repository, on free 127.0.0.1 ports; stopped at the end."""
+    """A real tritonserver on cpu_repository, on free 127.0.0.1 ports; stopped at the end.
+
+    Its repository API is restricted to the admin key, as in production; the key is in this
+    process's environment for the session, so facades (in process or started as commands)
+    send it as a deployment's would."""
+    from fbmr.core.contract import TRITON_ADMIN_KEY_ENV
     from fbmr.serving.triton_server import LocalTriton, TritonPorts
-    from tests.helpers import free_ports
+    from tests.helpers import TRITON_ADMIN_KEY, free_ports
 
     ports = TritonPorts("127.0.0.1", *free_ports(3))
-    with LocalTriton(cpu_repository, ports) as server:
-        yield server
+    before = os.environ.get(TRITON_ADMIN_KEY_ENV)
+    os.environ[TRITON_ADMIN_KEY_ENV] = TRITON_ADMIN_KEY
+    try:
+        with LocalTriton(cpu_repository, ports, admin_key=TRITON_ADMIN_KEY) as server:
+            yield server
+    finally:
+        if before is None:
+            os.environ.pop(TRITON_ADMIN_KEY_ENV, None)
+        else:
+            os.environ[TRITON_ADMIN_KEY_ENV] = before
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ from PIL import Image
 from fbmr.serving.triton_server import free_ports as free_ports  # re-exported for the tests
 
 # The facade's limits in the tests: small enough to test going over them cheaply.
+# the key the session's tritonserver restricts its repository API to (tests/conftest.py)
+TRITON_ADMIN_KEY = "test-triton-admin-key"
 TEST_LIMITS = {
     "max_body_bytes": 2_000_000,
     "max_pixels": 4_000_000,

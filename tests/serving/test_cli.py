@@ -66,3 +66,20 @@ def test_model_commands_print_the_versions_and_refusals_exit_with_the_user_error
     assert ("pin", None) in asked
     refused = CliRunner().invoke(build_app(), ["model", "pin", "9"])
     assert refused.exit_code == USER_ERROR and "version 9 is not exported" in refused.output
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "facade.internal", "::"])
+def test_serve_refuses_a_network_address_without_a_key(host, monkeypatch, tmp_path):
+    monkeypatch.delenv("FBMR_API_KEY", raising=False)
+    monkeypatch.delenv("FBMR_INSECURE", raising=False)
+    started: list[str] = []
+    monkeypatch.setattr("fbmr.serving.cli._run_uvicorn", lambda *args: started.append(host))
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # keep pytest's own handlers
+    command = ["serve", "--host", host, "--repo", str(tmp_path)]
+    refused = CliRunner().invoke(build_app(), command)
+    assert refused.exit_code == USER_ERROR and "without an API key" in refused.output
+    assert started == []
+    for allowed in (["--insecure"], ["--api-key", "k"]):
+        assert CliRunner().invoke(build_app(), [*command, *allowed]).exit_code == 0
+    assert CliRunner().invoke(build_app(), ["serve", "--repo", str(tmp_path)]).exit_code == 0
+    assert started == [host, host, host]

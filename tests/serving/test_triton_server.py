@@ -11,16 +11,19 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
 from fbmr.core.cli import build_app
-from fbmr.core.contract import INPUT_DATATYPES
+from fbmr.core.contract import INPUT_DATATYPES, TRITON_ADMIN_KEY_ENV
 from fbmr.export.onnx_models import PARITY_TOLERANCE, load_run
+from fbmr.serving.triton_admin import admin_client
 from fbmr.serving.triton_server import (
     SHM_PREFIX,
     STUB_NAME,
@@ -32,7 +35,7 @@ from fbmr.serving.triton_server import (
     stop_tritonserver,
 )
 from fbmr.training.data.prepared import PreparedDataset
-from tests.helpers import free_ports
+from tests.helpers import TRITON_ADMIN_KEY, free_ports
 
 ALL_MODELS = {
     "image_encoder", "image_head", "text_encoder", "text_head", "fusion_head",
@@ -55,8 +58,33 @@ def inputs(run_models):
 
 @pytest.fixture(scope="module")
 def client(triton):
-    with grpcclient.InferenceServerClient(triton.ports.grpc_url) as client:
+    bare = grpcclient.InferenceServerClient(triton.ports.grpc_url)
+    with admin_client(bare, TRITON_ADMIN_KEY) as client:
         yield client
+
+
+def test_the_repository_api_answers_only_to_the_admin_key(triton, client):
+    """Triton's control plane (loading and unloading models, which can run model code) is
+    closed to callers without the key; inference and health stay open."""
+    with grpcclient.InferenceServerClient(triton.ports.grpc_url) as bare:
+        for call in (
+            lambda: bare.unload_model("product_classifier"),
+            lambda: bare.load_model("product_classifier"),
+            bare.get_model_repository_index,
+        ):
+            with pytest.raises(InferenceServerException, match=r"restricted|header"):
+                call()
+        assert bare.is_server_live() and bare.is_model_ready("product_classifier")
+    wrong = admin_client(grpcclient.InferenceServerClient(triton.ports.grpc_url), "wrong")
+    with wrong, pytest.raises(InferenceServerException):
+        wrong.unload_model("product_classifier")
+    http = f"http://127.0.0.1:{triton.ports.http}/v2/repository"
+    refused = httpx.post(f"{http}/models/product_classifier/unload", json={})
+    assert refused.status_code >= 400, refused.text
+    assert httpx.get(f"http://127.0.0.1:{triton.ports.http}/v2/health/ready").status_code == 200
+    index = client.get_model_repository_index()
+    assert {m.name for m in index.models} == ALL_MODELS
+    assert client.is_model_ready("product_classifier")
 
 
 def _infer(client, model: str, inputs: dict[str, np.ndarray], outputs: list[str]):
@@ -204,7 +232,10 @@ def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeyp
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     http, grpc, metrics = free_ports(3)
     ports = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    runner, app = CliRunner(), build_app()
+    # the key from the environment, as a deployment gives it: status without it cannot read
+    # the repository's state
+    keyed = {TRITON_ADMIN_KEY_ENV: "cli-admin-key"}
+    runner, app = CliRunner(env=keyed), build_app()
     started = runner.invoke(
         app,
         [
@@ -223,6 +254,9 @@ def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeyp
         assert record["grpc"] == f"127.0.0.1:{grpc}"
         status = runner.invoke(app, ["triton", "status", "--grpc-port", str(grpc)])
         assert status.exit_code == 0 and json.loads(status.output)["ready"] is True
+        unkeyed = {TRITON_ADMIN_KEY_ENV: ""}
+        status = runner.invoke(app, ["triton", "status", "--grpc-port", str(grpc)], env=unkeyed)
+        assert status.exit_code == 1 and json.loads(status.output)["ready"] is False
         assert b"nv_inference_count" in metrics_page(record["metrics"])
     finally:
         stopped = runner.invoke(app, ["triton", "stop", "--grpc-port", str(grpc)])

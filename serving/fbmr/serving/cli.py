@@ -77,6 +77,13 @@ def serve(
     triton_metrics_port: int = typer.Option(
         contract.TRITON_METRICS_PORT, help="With --with-triton: metrics port."
     ),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        envvar=f"{contract.ENV_PREFIX}INSECURE",
+        help="Serve an address other than loopback without an API key (anyone who reaches "
+        "it may call every route, listing writes and pins included); refused otherwise.",
+    ),
 ) -> None:
     """Start the FastAPI facade (uvicorn) against Triton; with --with-triton, Triton too."""
     from pydantic import ValidationError
@@ -103,9 +110,19 @@ def serve(
         settings = FacadeSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as err:
         raise typer.BadParameter(str(err)) from None
+    if settings.api_key is None and not _loopback(host) and not insecure:
+        fail(
+            f"refusing to serve {host} without an API key: set FBMR_API_KEY (and FBMR_WRITE_KEY, "
+            "FBMR_ADMIN_KEY for listing writes and administration), or pass --insecure"
+        )
     triton = None
     if with_triton:
-        local = LocalTriton(settings.model_repository, ports)
+        admin_key = settings.triton_admin_key
+        local = LocalTriton(
+            settings.model_repository,
+            ports,
+            admin_key=admin_key.get_secret_value() if admin_key else None,
+        )
         try:
             triton = TritonSupervisor(local, settings.triton_status_file).start()
         except TritonError as err:
@@ -121,6 +138,18 @@ def serve(
             triton.stop()
         if status_dir:
             status_dir.cleanup()
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (or `localhost`): reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -> None:

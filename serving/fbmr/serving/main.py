@@ -50,8 +50,12 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
             log.exception("similar-listing index not loaded")
         models = TritonModels(settings.triton_url, settings.triton_timeout_s)
         # requests inside the old ensembles at a switch end within one Triton deadline
+        admin_key = settings.triton_admin_key
         rollout = Rollout(
-            settings.model_repository, settings.triton_url, drain_s=settings.triton_timeout_s
+            settings.model_repository,
+            settings.triton_url,
+            drain_s=settings.triton_timeout_s,
+            admin_key=admin_key.get_secret_value() if admin_key else None,
         )
         state = FacadeState(settings, models, index, rollout, metrics)
         app.state.facade = state

@@ -49,6 +49,7 @@ from tritonclient.utils import InferenceServerException
 from fbmr.core.artifacts import ModelArtifacts, exported_versions, published_version
 from fbmr.core.contract import ENSEMBLE_NAMES, IMAGE, PROBABILITIES, TOKEN_IDS, Datatype
 from fbmr.core.fileio import atomic_write_json
+from fbmr.serving.triton_admin import admin_client
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +184,18 @@ class Rollout:
     load and answer. Thread-safe; `converge` blocks (run it in a thread from async code)."""
 
     def __init__(
-        self, repository: Path, url: str, load_timeout_s: float = 600.0, drain_s: float = 10.0
+        self,
+        repository: Path,
+        url: str,
+        load_timeout_s: float = 600.0,
+        drain_s: float = 10.0,
+        admin_key: str | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.load_timeout_s = load_timeout_s
         self.drain_s = drain_s  # the longest request still inside the old ensembles
-        self.client = InferenceServerClient(url)
+        # `admin_key`: what Triton's restricted repository API expects (`triton_admin`)
+        self.client = admin_client(InferenceServerClient(url), admin_key)
         self.in_use: int | None = None
         self.explicit = True
         self._refusals = _Refusals()

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,8 @@ from fbmr.core.cli import RepoOption, fail
 from fbmr.core.contract import (
     DEFAULT_MODEL_REPOSITORY,
     LOCALHOST,
+    TRITON_ADMIN_HEADER,
+    TRITON_ADMIN_KEY_ENV,
     TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
     TRITON_METRICS_PORT,
@@ -30,6 +32,16 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run a local tritonserver on a model repository.", no_args_is_help=True)
 
 HOST_HELP = "Address to bind and call; 127.0.0.1 keeps it off the network."
+AdminKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=TRITON_ADMIN_KEY_ENV,
+        help="Restrict Triton's repository, shared-memory, trace and logging protocols to "
+        f"callers sending the header {TRITON_ADMIN_HEADER} with this key (the facade's "
+        "FBMR_TRITON_ADMIN_KEY); give it from the environment, not the command line.",
+        show_default=False,
+    ),
+]
 
 
 def _state_path(grpc_port: int) -> Path:
@@ -49,6 +61,7 @@ def start(
     foreground: bool = typer.Option(
         False, help="Stay in the foreground and start tritonserver again if it crashes."
     ),
+    admin_key: AdminKeyOption = None,
 ) -> None:
     """Start tritonserver in the background and wait until the version to serve is loaded and
     checked (the newest export that loads and answers, or the pinned one)."""
@@ -57,7 +70,7 @@ def start(
 
     if foreground:
         ports = TritonPorts(host, http_port, grpc_port, metrics_port)
-        _supervise(LocalTriton(repo, ports, log), timeout)
+        _supervise(LocalTriton(repo, ports, log, admin_key=admin_key), timeout)
         return
 
     state = _state_path(grpc_port)
@@ -65,7 +78,7 @@ def start(
         fail(f"a tritonserver started by fbmr already uses port {grpc_port}")
     ports = TritonPorts(host, http_port, grpc_port, metrics_port)
     try:
-        server = LocalTriton(repo, ports, log).start(timeout, detach=True)
+        server = LocalTriton(repo, ports, log, admin_key=admin_key).start(timeout, detach=True)
     except TritonError as err:
         fail(str(err))
     state.parent.mkdir(parents=True, exist_ok=True)
@@ -85,15 +98,17 @@ def start(
 def status(
     host: str = typer.Option(LOCALHOST, help=HOST_HELP),
     grpc_port: int = typer.Option(TRITON_GRPC_PORT),
+    admin_key: AdminKeyOption = None,
 ) -> None:
     """Whether a tritonserver answers on the port and serves every ensemble at one exported
     version, and which (exit code 1 if not)."""
     from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
     from fbmr.serving.rollout import served_version
+    from fbmr.serving.triton_admin import admin_client
 
     try:
-        with InferenceServerClient(f"{host}:{grpc_port}") as client:
+        with admin_client(InferenceServerClient(f"{host}:{grpc_port}"), admin_key) as client:
             serving = served_version(client)
     except InferenceServerException:
         serving = None

@@ -24,8 +24,15 @@ from pathlib import Path
 
 from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
-from fbmr.core.contract import LOCALHOST, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
+from fbmr.core.contract import (
+    ENV_PREFIX,
+    LOCALHOST,
+    TRITON_GRPC_PORT,
+    TRITON_HTTP_PORT,
+    TRITON_METRICS_PORT,
+)
 from fbmr.serving.rollout import Rollout
+from fbmr.serving.triton_admin import restricted_flags
 
 BINARY_ENV = "FBMR_TRITONSERVER"
 BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
@@ -111,7 +118,13 @@ def _environment(install: TritonInstall) -> dict[str, str]:
     """The server's environment: python-backend models run in an interpreter embedded in the
     stub, which must load this Python's libpython and import this environment's packages
     (numpy, onnxruntime)."""
-    env = os.environ.copy()
+    # not the facade's keys and tokens (`fbmr serve --with-triton` holds them in its
+    # environment): the server and its model code need none of them
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not (name.startswith(ENV_PREFIX) and name.endswith(("_KEY", "_TOKEN")))
+    }
     libdir = sysconfig.get_config_var("LIBDIR")
     library_path = [str(p) for p in install.library_path] + ([libdir] if libdir else [])
     if env.get("LD_LIBRARY_PATH"):
@@ -280,13 +293,16 @@ class LocalTriton:
         ports: TritonPorts | None = None,
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
+        admin_key: str | None = None,
     ) -> None:
         if not any(repository.glob("*/config.pbtxt")):
             raise TritonError(f"{repository} holds no model (no */config.pbtxt)")
         self.repository = repository
         self.ports = ports or TritonPorts()
         self.log_path = log_path or repository.parent / "tritonserver.log"
-        self.extra_args = list(extra_args)
+        # with a key, the repository API (loading models) answers only the rollout, which sends it
+        self.admin_key = admin_key
+        self.extra_args = [*extra_args, *restricted_flags(admin_key)]
         self.rollout: Rollout | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -329,7 +345,7 @@ class LocalTriton:
         # One rollout for the server's life: after a restart it remembers the version it served
         # and the versions it refused.
         if self.rollout is None:
-            self.rollout = Rollout(self.repository, self.ports.grpc_url)
+            self.rollout = Rollout(self.repository, self.ports.grpc_url, admin_key=self.admin_key)
         self.rollout.load_timeout_s = max(1.0, deadline - time.monotonic())
         try:
             status = self.rollout.converge()
