@@ -11,6 +11,18 @@ set -eu
 repo="${TRITON_MODEL_REPOSITORY:-/models}"
 python3 "$(dirname "$0")/check_repository.py" "$repo" "$FBMR_TARGET"
 address="${TRITON_ADDRESS:-0.0.0.0}"
+# The control plane (loading models, which can run model code; shared memory; trace and log
+# settings) answers only callers sending the admin key, the facade's FBMR_TRITON_ADMIN_KEY
+# (fbmr.serving.triton_admin). Without a key, Triton serves only its own host, unless told.
+restricted="model-repository,shared-memory,trace,logging"
+if [ -n "${FBMR_TRITON_ADMIN_KEY:-}" ]; then
+  rule="$restricted:fbmr-triton-admin-key=$FBMR_TRITON_ADMIN_KEY"
+  set -- "--grpc-restricted-protocol=$rule" "--http-restricted-api=$rule" "$@"
+elif [ "$address" != "127.0.0.1" ] && [ "${FBMR_INSECURE:-0}" != "1" ]; then
+  echo "refusing to serve $address with an open control plane: set FBMR_TRITON_ADMIN_KEY" \
+       "(the facade's too), or FBMR_INSECURE=1" >&2
+  exit 2
+fi
 if [ -n "${TRITON_BACKEND_DIRECTORY:-}" ]; then
   set -- "--backend-directory=$TRITON_BACKEND_DIRECTORY" "$@"
 fi

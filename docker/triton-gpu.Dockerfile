@@ -4,8 +4,14 @@
 #   docker build -f docker/triton-gpu.Dockerfile -t fbmr-triton-gpu .
 #   docker run --gpus 1 --shm-size 1g -v $PWD/model_repository:/models:ro \
 #     -v fbmr-trt-cache:/tmp/fbmr-trt-cache -p 8000-8002:8000-8002 fbmr-triton-gpu
-# 24.10 is Triton 2.51, the version of the nvidia-pytriton tritonserver used in development.
-ARG BASE=nvcr.io/nvidia/tritonserver:24.10-py3
+# Triton's security fixes come only with new releases: 25.07 fixed the August 2025 chain
+# (CVE-2025-23310/-23311 HTTP chunked overflow, CVE-2025-23319/-23320/-23334 through the python
+# backend's shared memory), later releases CVE-2025-33201 and, after NVIDIA's bulletin 5828 of
+# May 2026, the authentication bypasses CVE-2026-24206/-24207. 26.05 is the first monthly release
+# after that bulletin; check NVIDIA's product security page and build with the newest release
+# (--build-arg BASE=...). The generated configs use only fields stable since 24.10 (Triton 2.51,
+# the nvidia-pytriton tritonserver of development and of the cpu image).
+ARG BASE=nvcr.io/nvidia/tritonserver:26.05-py3
 FROM ${BASE}
 COPY docker/check_repository.py docker/triton-entrypoint.sh /opt/fbmr/
 # TensorRT engines are cached where `fbmr export --tensorrt-fp16` points onnxruntime

@@ -23,7 +23,7 @@ DOCKER = REPO_ROOT / "docker"
 DOCKERFILES = {
     "facade": ("python:3.11-slim", "fbmr"),
     "triton-cpu": ("python:3.11-slim", "triton"),
-    "triton-gpu": ("nvcr.io/nvidia/tritonserver:24.10-py3", "triton-server"),
+    "triton-gpu": ("nvcr.io/nvidia/tritonserver:26.05-py3", "triton-server"),
 }
 sys.path.insert(0, str(DOCKER))
 import check_repository  # noqa: E402
@@ -93,7 +93,11 @@ def test_compose_serves_one_repository_to_both_and_publishes_grpc_and_metrics(
     }
     assert {"8001", "8002", "8080"} <= published
     settings = {f"FBMR_{name.upper()}" for name in FacadeSettings.model_fields}
-    assert set(facade["environment"]) <= settings | {"FBMR_WORKERS"}
+    assert set(facade["environment"]) <= settings | {"FBMR_WORKERS", "FBMR_INSECURE"}
+    # the control plane's key reaches both sides; the metrics port stays on the instance
+    assert "FBMR_TRITON_ADMIN_KEY" in triton["environment"]
+    assert "FBMR_TRITON_ADMIN_KEY" in facade["environment"]
+    assert not any(p.startswith("8002:") for p in triton["ports"])
     assert facade["environment"]["FBMR_TRITON_URL"] == "triton:8001"
 
 
@@ -119,7 +123,9 @@ def _repository(root: Path, target: str) -> Path:
     return root
 
 
-def _entrypoint(repository: Path, target: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def _entrypoint(
+    repository: Path, target: str, tmp_path: Path, **environment: str
+) -> subprocess.CompletedProcess:
     """docker/triton-entrypoint.sh with a tritonserver that prints its arguments."""
     fake = tmp_path / "tritonserver"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
@@ -132,6 +138,7 @@ def _entrypoint(repository: Path, target: str, tmp_path: Path) -> subprocess.Com
         "TRITON_ADDRESS": "127.0.0.1",
         "TRITON_GRPC_PORT": "18101",
         "TRITON_BACKEND_DIRECTORY": "/opt/triton/backends",
+        **environment,
     }
     return subprocess.run(
         ["sh", str(DOCKER / "triton-entrypoint.sh"), "--log-verbose=1"],
@@ -168,3 +175,21 @@ def test_entrypoint_refuses_an_empty_repository(tmp_path: Path) -> None:
     out = _entrypoint(tmp_path / "empty", "cpu", tmp_path)
     assert out.returncode == 2
     assert "holds no exported model version" in out.stderr
+
+
+def test_entrypoint_restricts_the_control_plane_to_the_admin_key(tmp_path: Path) -> None:
+    repository = _repository(tmp_path / "repo", "gpu")
+    keyed = _entrypoint(
+        repository, "gpu", tmp_path, TRITON_ADDRESS="0.0.0.0", FBMR_TRITON_ADMIN_KEY="k3y"
+    )
+    assert keyed.returncode == 0, keyed.stderr
+    rule = f"{','.join(contract.TRITON_RESTRICTED_PROTOCOLS)}:{contract.TRITON_ADMIN_HEADER}=k3y"
+    args = keyed.stdout.splitlines()
+    assert f"--grpc-restricted-protocol={rule}" in args
+    assert f"--http-restricted-api={rule}" in args
+    # no key, on every interface: refused, unless told
+    open_plane = _entrypoint(repository, "gpu", tmp_path, TRITON_ADDRESS="0.0.0.0")
+    assert open_plane.returncode == 2 and "FBMR_TRITON_ADMIN_KEY" in open_plane.stderr
+    assert "--model-repository" not in open_plane.stdout
+    insecure = _entrypoint(repository, "gpu", tmp_path, TRITON_ADDRESS="0.0.0.0", FBMR_INSECURE="1")
+    assert insecure.returncode == 0 and "restricted" not in insecure.stdout

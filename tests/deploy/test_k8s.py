@@ -94,6 +94,8 @@ def test_rendered_manifests_are_valid_kubernetes(rendered: list[dict]) -> None:
             "Deployment",
             "Deployment",
             "HorizontalPodAutoscaler",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Service",
             "Service",
@@ -201,3 +203,66 @@ def test_the_live_catalogue_overlay_shares_one_writable_index_across_facade_pods
     base = _one(_render("base"), "Deployment", "fbmr-facade")
     base_mounts = {m["name"]: m for m in _container(base, "facade")["volumeMounts"]}
     assert base_mounts["index"]["readOnly"] is True  # the base keeps its read-only copy
+
+
+def _pod(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
+def test_triton_takes_traffic_from_the_facade_only(rendered: list[dict]) -> None:
+    policy = _one(rendered, "NetworkPolicy", "fbmr-triton")
+    triton = _one(rendered, "Deployment", "fbmr-triton")
+    labels = triton["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    facade_labels = _one(rendered, "Deployment", "fbmr-facade")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    by_port: dict[str, list[dict]] = {}
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "a rule without sources would admit every pod"
+        for port in rule["ports"]:
+            by_port.setdefault(port["port"], []).extend(rule["from"])
+    assert set(by_port) == {"http", "grpc", "metrics"}
+    for port in ("http", "grpc"):  # inference and the control plane
+        selectors = [source["podSelector"]["matchLabels"] for source in by_port[port]]
+        assert any(s.items() <= facade_labels.items() for s in selectors)
+        assert all("namespaceSelector" not in source for source in by_port[port])
+    assert all("namespaceSelector" in source for source in by_port["metrics"])
+
+
+def test_triton_and_the_facade_share_the_control_plane_key(rendered: list[dict]) -> None:
+    refs = []
+    for name, container in (("fbmr-triton", "triton"), ("fbmr-facade", "facade")):
+        env = {
+            e["name"]: e for e in _container(_one(rendered, "Deployment", name), container)["env"]
+        }
+        ref = env["FBMR_TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+        assert not ref.get("optional", False)
+        refs.append((ref["name"], ref["key"]))
+    assert refs[0] == refs[1]
+
+
+def test_pods_drop_capabilities_and_only_the_s3_containers_hold_its_token(
+    rendered: list[dict],
+) -> None:
+    for deployment in [r for r in rendered if r["kind"] == "Deployment"]:
+        pod = _pod(deployment)
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert "ephemeral-storage" in container["resources"]["limits"], container["name"]
+            mounts = {m["name"] for m in container.get("volumeMounts", [])}
+            assert ("aws-token" in mounts) == container["image"].startswith("amazon/aws-cli")
+        for volume in pod["volumes"]:
+            if "emptyDir" in volume and volume["emptyDir"] is not None:
+                assert "sizeLimit" in volume["emptyDir"], volume["name"]
+    account = _one(rendered, "ServiceAccount", "fbmr")
+    assert account["automountServiceAccountToken"] is False
+    assert "annotations" not in account.get("metadata", {}) or not any(
+        "role-arn" in key for key in account["metadata"]["annotations"]
+    )

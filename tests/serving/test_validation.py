@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import SecretStr
+from starlette.exceptions import HTTPException
 
+from fbmr.serving import metrics
 from fbmr.serving.main import create_app
 from tests.helpers import assert_error, encode
 
@@ -155,3 +157,49 @@ def test_errors_are_counted_by_endpoint_and_status(offline_client):
     metrics = offline_client.get("/metrics").text
     assert 'fbmr_requests_total{endpoint="/v1/predict/text",status="422"}' in metrics
     assert 'fbmr_request_seconds_bucket{endpoint="/v1/predict/text"' in metrics
+
+
+def test_a_body_that_trickles_in_is_cut_off_at_the_total_deadline(monkeypatch):
+    """Each piece arrives inside the idle timeout, so only the deadline on the whole body ends
+    it: a slow sender cannot hold a request (and its memory) for ever."""
+    monkeypatch.setattr(metrics, "BODY_IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(metrics, "BODY_TOTAL_TIMEOUT_S", 0.6)
+    pieces = 0
+
+    async def trickle() -> dict:
+        nonlocal pieces
+        pieces += 1
+        await asyncio.sleep(0.1)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    async def read_all(scope, receive, send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+
+    guard = metrics.BodyGuard(read_all, max_body_bytes=10**9)
+    with pytest.raises(HTTPException) as cut:
+        asyncio.run(guard({"type": "http"}, trickle, None))
+    assert cut.value.status_code == 408 and "not complete" in str(cut.value.detail)
+    assert 4 <= pieces <= 8
+
+
+def test_readyz_asks_triton_at_most_once_a_second(offline_settings, monkeypatch):
+    """/readyz needs no key: a flood of it is answered from a copy, not with Triton calls."""
+    from fbmr.serving.inference import TritonModels
+    from fbmr.serving.routes import ops
+
+    asked: list[object] = []
+    real = TritonModels.ready
+
+    async def counted(self, version=None):
+        asked.append(version)
+        return await real(self, version)
+
+    monkeypatch.setattr(TritonModels, "ready", counted)
+    with TestClient(create_app(offline_settings)) as client:
+        answers = [client.get("/readyz") for _ in range(20)]
+        assert {a.status_code for a in answers} == {503}
+        assert 1 <= len(asked) <= 2  # one look, two if the second fell past the copy's age
+        monkeypatch.setattr(ops, "READYZ_CACHE_S", 0.0)
+        client.get("/readyz")
+        assert len(asked) >= 2

@@ -74,13 +74,18 @@ class Metrics:
 # The longest wait for the next piece of a request body: a client that says more is coming and
 # sends nothing (a Content-Length larger than the body) gets a 408 instead of holding a request.
 BODY_IDLE_TIMEOUT_S = 30.0
+# The longest a whole body may take to arrive, however it trickles in: 10 MB in 60 s is 170 KB/s,
+# slower than any phone upload that works at all, and a sender that keeps each piece just inside
+# the idle timeout is cut off here.
+BODY_TOTAL_TIMEOUT_S = 60.0
 
 
 class BodyGuard:
     """ASGI middleware that counts a request body's bytes as the app reads them: more than
     `max_body_bytes` (chunked, or past a Content-Length that lies) is a 413, and a body that
-    stalls for BODY_IDLE_TIMEOUT_S a 408, both raised where the app reads it and answered as
-    every HTTP error is (JSON `{"error": ...}`)."""
+    stalls for BODY_IDLE_TIMEOUT_S, or is still arriving BODY_TOTAL_TIMEOUT_S after the request
+    began, a 408, both raised where the app reads it and answered as every HTTP error is (JSON
+    `{"error": ...}`)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app, self.max_body_bytes = app, max_body_bytes
@@ -90,15 +95,20 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         received = 0
+        idle_s, total_s = BODY_IDLE_TIMEOUT_S, BODY_TOTAL_TIMEOUT_S
+        deadline = time.monotonic() + total_s
 
         async def guarded_receive() -> Message:
             nonlocal received
+            left = deadline - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+                message = await asyncio.wait_for(receive(), max(0.0, min(idle_s, left)))
             except TimeoutError:
-                raise HTTPException(
-                    408, f"request body: nothing received for {BODY_IDLE_TIMEOUT_S:g} s"
-                ) from None
+                if left <= idle_s:
+                    why = f"not complete {total_s:g} s after the request began"
+                else:
+                    why = f"nothing received for {idle_s:g} s"
+                raise HTTPException(408, f"request body: {why}") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:

@@ -44,6 +44,8 @@ class FacadeState:
     admission: Admission = field(init=False)
     _running: asyncio.Task[None] | None = None
     _wait: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # the last /readyz answer: (when, body, status)
+    readiness: tuple[float, dict[str, object], int] | None = None
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_in_flight)
@@ -94,6 +96,7 @@ class FacadeState:
                 ModelArtifacts.load, self.settings.model_repository, version=status.in_use
             )
             self._artifacts = artifacts  # one assignment: the swap
+            self.readiness = None  # /readyz says so at once
             self.metrics.model_version.set(status.in_use)
             log.info("model version %d in use (was %s)", status.in_use, current or "none")
 
@@ -101,6 +104,8 @@ class FacadeState:
         before = self._status.refused if self._status else {}
         for version in before.keys() | status.refused.keys():
             self.metrics.refused_versions.labels(str(version)).set(version in status.refused)
+        if self._status is None or status.summary() != self._status.summary():
+            self.readiness = None
         self._status = status
 
     async def after_refusal(self, kind: Kind, refused: int) -> ModelArtifacts | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -22,6 +24,9 @@ from fbmr.serving.supervisor import read_status
 
 router = APIRouter()
 
+# how long one /readyz answer is reused: probes come every few seconds, a flood gets the copy
+READYZ_CACHE_S = 1.0
+
 
 @router.get(HEALTHZ_PATH, response_model=Health)
 async def healthz() -> Health:
@@ -33,7 +38,19 @@ async def healthz() -> Health:
 async def readyz(state: State) -> JSONResponse:
     """Readiness: Triton serves every ensemble of the model version in use, whose artifacts are
     loaded, and the similar-listing index is loaded (when the facade has one). A refused new
-    version leaves the facade ready (it keeps serving the old one) and is named in `rollout`."""
+    version leaves the facade ready (it keeps serving the old one) and is named in `rollout`.
+
+    Answered from a copy at most READYZ_CACHE_S old: it needs no key and asks Triton several
+    things, so a flood of it must not cost Triton calls."""
+    cached = state.readiness
+    if cached is not None and time.monotonic() - cached[0] < READYZ_CACHE_S:
+        return JSONResponse(cached[1], cached[2])
+    body, status = await _readiness(state)
+    state.readiness = (time.monotonic(), body, status)
+    return JSONResponse(body, status)
+
+
+async def _readiness(state: FacadeState) -> tuple[dict[str, object], int]:
     try:
         model_version: int | None = state.artifacts().version
     except ApiError:
@@ -58,7 +75,7 @@ async def readyz(state: State) -> JSONResponse:
     # a facade started without an index only classifies: it is ready without one
     index_ready = index is not None or state.index.index_dir is None
     ready = triton and index_ready
-    return JSONResponse(body.model_dump(), 200 if ready else 503)
+    return body.model_dump(), 200 if ready else 503
 
 
 async def _triton_ready(state: FacadeState, version: int) -> bool:
@@ -96,6 +113,7 @@ async def reload_index(state: State) -> ReloadResponse:
         )
     try:
         changed = await run_in_threadpool(store.reload, True)
+        state.readiness = None
     except (OSError, ValueError) as err:
         raise unavailable(
             f"index could not be loaded: {err}",
