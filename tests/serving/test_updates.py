@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
-from fbmr.serving import catalogue
+from fbmr.serving import catalogue, updates
 from fbmr.serving.filters import ListingFilter
 from fbmr.serving.index import IndexStore, IndexType, open_version, save_version
 from fbmr.serving.live_index import LiveIndex
@@ -309,3 +309,55 @@ def test_a_build_folds_in_the_updates_acknowledged_while_it_embedded(
     assert "late" in index and embedded[0][0] not in index
     assert len(index) == len(embedded[0])  # one in, one out
     assert index.meta["updates_folded"] == UpdateLog(index_dir).end()
+
+
+def test_the_milvus_token_goes_only_to_the_milvus_it_is_for(tmp_path, monkeypatch):
+    """A version's meta.json names its Milvus; one that names another than the facade's cannot
+    make the facade send its token there."""
+    from fbmr.serving import milvus_index
+
+    index_dir, _ = _index_dir(tmp_path, "milvus.db", n=10)
+    sent: list[str | None] = []
+    connect = milvus_index.connect
+
+    def recording(index_dir, uri, token=None):
+        sent.append(token)
+        return connect(index_dir, uri)
+
+    monkeypatch.setattr(milvus_index, "connect", recording)
+    for uri in ("milvus.db", "http://milvus:19530", None):
+        open_version(index_dir / "v0001", "s3cret", uri).close()
+    assert sent == ["s3cret", None, None]
+
+
+def test_photos_of_deleted_or_replaced_listings_are_pruned_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    log = UpdateLog(index_dir)
+    vector = np.ones(DIM, dtype=np.float32)
+
+    def put(listing_id: str, photo: bytes) -> str:
+        update = _put(listing_id, vector)
+        assert update.source is not None
+        update.source["photo"] = log.save_photo(photo)
+        log.append(update)
+        return update.source["photo"]
+
+    sold, kept, old, new = (put("a", b"A"), put("b", b"B"), put("c", b"C1"), put("c", b"C2"))
+    log.append(Update("delete", "a"))
+    aged = time.time() - 2 * updates.PHOTO_GRACE_S
+    for name in (sold, kept, old, new):
+        os.utime(index_dir / "photos" / name, (aged, aged))
+    just_saved = log.save_photo(b"D")  # a put on its way: saved, not logged yet
+    assert updates.prune_photos(index_dir) == 2
+    assert sorted(p.name for p in (index_dir / "photos").iterdir()) == sorted(
+        [kept, new, just_saved]
+    )
+    # a photo reused by a new put is fresh again, though its file is old
+    log.append(Update("delete", "b"))
+    os.utime(index_dir / "photos" / kept, (aged, aged))
+    assert log.save_photo(b"B") == kept
+    assert updates.prune_photos(index_dir) == 0

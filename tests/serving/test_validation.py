@@ -203,3 +203,29 @@ def test_readyz_asks_triton_at_most_once_a_second(offline_settings, monkeypatch)
         monkeypatch.setattr(ops, "READYZ_CACHE_S", 0.0)
         client.get("/readyz")
         assert len(asked) >= 2
+
+
+def test_listing_fields_ids_and_filters_are_bounded(offline_client, photo):
+    """What one request can make the facade store or scan is bounded, and refused with the
+    field's name before anything is embedded."""
+    put = {"files": {"photo": ("p.png", photo)}}
+    assert_error(
+        offline_client.put("/v1/listings/ok-1", data={"name": "x" * 301}, **put), 422, "name"
+    )
+    too_far = {"name": "Oak chair", "location": "x" * 201}
+    assert_error(offline_client.put("/v1/listings/ok-1", data=too_far, **put), 422, "location")
+    for bad in ("a%0Ab", "a%20b", "%E2%82%AC", "-a", "x" * 201):
+        answer = offline_client.put(f"/v1/listings/{bad}", data={"name": "Oak chair"}, **put)
+        assert_error(answer, 422, "listing id", code="listing_id_invalid")
+    query = {"text": "a sofa"}
+    many = offline_client.post(
+        "/v1/similar", data={**query, "exclude_id": [f"L{i}" for i in range(101)]}
+    )
+    assert_error(many, 422, "exclude_id", "at most 100")
+    odd = offline_client.post("/v1/similar", data={**query, "exclude_id": ["L1", "x'] or id"]})
+    assert_error(odd, 422, code="listing_id_invalid")
+    far = offline_client.post("/v1/similar", data={**query, "location": "x" * 201})
+    assert_error(far, 422, "location")
+    # within every bound: past the checks, to the (absent) model server
+    fine = offline_client.post("/v1/similar", data={**query, "exclude_id": ["L1", "shop:2"]})
+    assert_error(fine, 503)

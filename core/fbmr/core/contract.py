@@ -203,6 +203,11 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # Most listing ids one similar-listing query may leave out (`exclude_id`): a page of results'
 # worth, so a query's cost stays bounded whatever it sends.
 MAX_EXCLUDE_IDS = 100
+# A listing's stored fields, which every similar-listing answer echoes: a marketplace title is
+# at most 150 characters in the real sample (with its `| in Town | Gumtree` suffix) and a
+# location 41, so these leave room and bound what one listing can make the index hold.
+MAX_LISTING_NAME_CHARS = 300
+MAX_LOCATION_CHARS = 200
 
 # -- errors --------------------------------------------------------------------------------
 

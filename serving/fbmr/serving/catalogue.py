@@ -31,7 +31,7 @@ from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
 from fbmr.core.listing import listing_text
 from fbmr.serving.index import save_version
 from fbmr.serving.index_types import IndexType
-from fbmr.serving.updates import changes, fold
+from fbmr.serving.updates import changes, fold, prune_photos
 
 log = logging.getLogger(__name__)
 
@@ -155,4 +155,7 @@ def build_index(
         "skipped": len(catalogue) - len(listings),
         "updates_folded": folded,
     }
-    return save_version(index_dir, vectors, public, meta, index_type, milvus_uri, milvus_token)
+    path = save_version(index_dir, vectors, public, meta, index_type, milvus_uri, milvus_token)
+    if removed := prune_photos(index_dir):  # deleted or replaced listings' photos
+        log.info("%d photos no listing needs any more removed", removed)
+    return path

@@ -183,12 +183,20 @@ class SimilarityIndex(LiveIndex):
             ]
 
 
-def open_version(path: Path, milvus_token: str | None = None) -> LiveIndex:
-    """The index version in folder `path`, on the engine its meta.json names."""
-    backend = read_meta(path).get("backend", FAISS)
-    if backend == MILVUS:
+def open_version(
+    path: Path, milvus_token: str | None = None, milvus_uri: str | None = None
+) -> LiveIndex:
+    """The index version in folder `path`, on the engine its meta.json names.
+
+    `milvus_token` is sent only to the Milvus at `milvus_uri` (the one the token is for): a
+    version whose meta.json names another Milvus opens without it, so whoever can write an
+    index directory cannot have the token sent to a server of theirs."""
+    meta = read_meta(path)
+    if meta.get("backend", FAISS) == MILVUS:
         from fbmr.serving.milvus_index import MilvusIndex  # pymilvus: the `milvus` extra
 
+        if meta.get("milvus_uri") != milvus_uri:
+            milvus_token = None
         milvus: LiveIndex = MilvusIndex(path, milvus_token)
         return milvus
     return SimilarityIndex(path)
@@ -201,9 +209,15 @@ class IndexStore:
     loads the new version completely before replacing that reference in one assignment.
     """
 
-    def __init__(self, index_dir: Path | None, milvus_token: str | None = None) -> None:
+    def __init__(
+        self,
+        index_dir: Path | None,
+        milvus_token: str | None = None,
+        milvus_uri: str | None = None,
+    ) -> None:
         self.index_dir = index_dir
-        self.milvus_token = milvus_token  # for versions that live in a Milvus cluster
+        # for versions that live in the Milvus cluster at `milvus_uri` (and only for those)
+        self.milvus_token, self.milvus_uri = milvus_token, milvus_uri
         self.current: LiveIndex | None = None
         self._lock = threading.Lock()
         self._stamp: tuple[str, float] | None = None
@@ -221,7 +235,8 @@ class IndexStore:
             if stamp is None or (stamp == self._stamp and not force):
                 return False
             assert self.index_dir is not None  # a pointer was read from it
-            loaded = open_version(self.index_dir / stamp[0], self.milvus_token)
+            path = self.index_dir / stamp[0]
+            loaded = open_version(path, self.milvus_token, self.milvus_uri)
             self.current, self._stamp = loaded, stamp
             log.info(
                 "similar-listing index %s loaded (%d listings)",

@@ -43,7 +43,7 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-        index = IndexStore(settings.index_dir, token)
+        index = IndexStore(settings.index_dir, token, settings.milvus_uri)
         try:
             index.reload()
         except Exception:  # serve without an index (503 on /v1/similar) and keep trying

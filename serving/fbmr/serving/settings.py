@@ -76,7 +76,12 @@ class FacadeSettings(BaseSettings):
     milvus_token: SecretStr | None = Field(
         None,
         description="Token of the Milvus cluster an index version built with "
-        "`fbmr index build --milvus-uri` lives in, where it needs one.",
+        "`fbmr index build --milvus-uri` lives in, where it needs one; sent only to milvus_uri.",
+    )
+    milvus_uri: str | None = Field(
+        None,
+        description="The Milvus cluster milvus_token is for, as `fbmr index build --milvus-uri` "
+        "was given it; an index version naming another Milvus is opened without the token.",
     )
     retry_after_s: int = Field(2, description="Retry-After sent with 503 answers.")
     triton_status_file: Path | None = Field(

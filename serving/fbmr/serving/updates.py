@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -131,7 +132,9 @@ class UpdateLog:
         """Keep a put listing's photo for the next rebuild; returns its name under photos/."""
         name = hashlib.sha256(data).hexdigest()
         path = self.photos / name
-        if not path.exists():
+        if path.exists():
+            os.utime(path)  # fresh again: `prune_photos` leaves a photo about to be logged alone
+        else:
             self.photos.mkdir(exist_ok=True)
             atomic_write_bytes(path, data)
         return name
@@ -178,3 +181,23 @@ def fold(
     changed, offset = changes(index_dir, start, upto)
     rows = [row for row in catalogue if row["product_id"] not in changed]
     return rows + [row for row in changed.values() if row is not None], offset
+
+
+# A photo is saved before its put is logged; one this recent may belong to a put on its way.
+PHOTO_GRACE_S = 3600.0
+
+
+def prune_photos(index_dir: Path, grace_s: float = PHOTO_GRACE_S) -> int:
+    """Remove the photos under `photos/` that no listing in the log needs any more (its last
+    update a delete, or a put with another photo): a rebuild embeds only the live listings'.
+    Photos newer than `grace_s` stay, since their put may not be logged yet. Returns how many
+    were removed."""
+    rows, _ = changes(index_dir)
+    needed = {Path(row["photo"]).name for row in rows.values() if row and row["photo"]}
+    cutoff = time.time() - grace_s
+    removed = 0
+    for path in (index_dir / PHOTOS).glob("*"):
+        if path.name not in needed and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -19,6 +19,8 @@ from fbmr.core.contract import (
     LISTING_ID_PATTERN,
     LISTING_ID_RULE,
     LISTING_PATH,
+    MAX_LISTING_NAME_CHARS,
+    MAX_LOCATION_CHARS,
     ErrorCode,
     Kind,
 )
@@ -61,11 +63,19 @@ async def put_listing(
     store: Index,
     listing_id: ListingId,
     photo: UploadFile | None = OPTIONAL_PHOTO,
-    name: str = Form(..., description="The listing's name, as the marketplace wrote it."),
+    name: str = Form(
+        ...,
+        max_length=MAX_LISTING_NAME_CHARS,
+        description="The listing's name, as the marketplace wrote it.",
+    ),
     description: str = Form("", description="The listing's description."),
     category: str | None = Form(None, description="Its category; by default the predicted one."),
     price: float | None = Form(None, ge=0, description="Its price."),
-    location: str | None = Form(None, description="Where it is, e.g. 'Leeds, West Yorkshire'."),
+    location: str | None = Form(
+        None,
+        max_length=MAX_LOCATION_CHARS,
+        description="Where it is, e.g. 'Leeds, West Yorkshire'.",
+    ),
 ) -> ListingStored:
     """Add a listing to the similar-listing index, or replace the listing of this id; it is
     searchable once this answers."""

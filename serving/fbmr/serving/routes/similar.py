@@ -8,7 +8,13 @@ from fastapi import APIRouter, Depends, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import MAX_EXCLUDE_IDS, SIMILAR_PATH, ErrorCode, Kind
+from fbmr.core.contract import (
+    MAX_EXCLUDE_IDS,
+    MAX_LOCATION_CHARS,
+    SIMILAR_PATH,
+    ErrorCode,
+    Kind,
+)
 from fbmr.serving import request_context
 from fbmr.serving.deps import PROTECTED, Index, Settings, State
 from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
@@ -78,7 +84,9 @@ def listing_filter(
     price_min: float | None = Form(None, description="Only listings priced at least this."),
     price_max: float | None = Form(None, description="Only listings priced at most this."),
     location: str | None = Form(
-        None, description="Only listings whose location contains this (case ignored)."
+        None,
+        max_length=MAX_LOCATION_CHARS,
+        description="Only listings whose location contains this (case ignored).",
     ),
     exclude_id: list[str] | None = Form(
         None,
