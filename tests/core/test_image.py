@@ -1,12 +1,19 @@
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from fbmr.core import image as image_module
+from fbmr.core.contract import DEFAULT_MAX_PIXELS
 from fbmr.core.image import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDecodeError,
     ImageSpec,
+    PixelBudget,
     decode_image,
     image_pixels,
     pad_to_square,
@@ -167,3 +174,44 @@ def test_every_raw_seller_photo_decodes(real_data):
         assert image.mode == "RGB"
         assert preprocess_image(path).shape == (3, 224, 224)
     assert formats >= {"JPEG", "PNG"}, "the sample has PNG files under .jpg names"
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_that_still_covers_the_resize():
+    spec = ImageSpec()
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    photo = Image.fromarray(small).resize((2048, 1536), Image.Resampling.BICUBIC)
+    jpeg, png = encode(photo, "JPEG", quality=95), encode(photo, "PNG")
+    opened = image_module._opened(jpeg, DEFAULT_MAX_PIXELS)
+    image_module._draft(opened, spec.resize_size)
+    assert opened.size == (512, 384)  # 1/4: 1/8 would go below twice the resize (2 x 256)
+    untouched = image_module._opened(png, DEFAULT_MAX_PIXELS)
+    image_module._draft(untouched, spec.resize_size)
+    assert untouched.size == (2048, 1536)
+    # the model's input barely moves: within a grey level on average
+    drafted = image_pixels(jpeg, spec).astype(int)
+    full = image_pixels(png, spec).astype(int)
+    assert np.abs(drafted - full).mean() < 2.0
+
+
+def test_the_pixel_budget_bounds_what_decodes_at_once():
+    budget = PixelBudget(100)
+    inside, most = 0, 0
+    lock = threading.Lock()
+
+    def work(pixels: int) -> None:
+        nonlocal inside, most
+        held = min(pixels, budget.limit)  # one over the budget holds all of it
+        with budget.hold(pixels):
+            with lock:
+                inside += held
+                most = max(most, inside)
+            time.sleep(0.02)
+            with lock:
+                inside -= held
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, [40, 40, 40, 30, 30, 500, 10, 10]))  # 500: over the budget, alone
+    assert most <= 100 and budget.held == 0
+    with pytest.raises(ValueError):
+        PixelBudget(0)

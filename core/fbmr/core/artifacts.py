@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from fbmr.core.contract import ARTIFACTS_ENSEMBLE, DEFAULT_MAX_PIXELS
 from fbmr.core.fileio import atomic_write_json
-from fbmr.core.image import ImageSource, ImageSpec, image_pixels
+from fbmr.core.image import ImageSource, ImageSpec, PixelBudget, image_pixels
 from fbmr.core.labels import LabelMap
 from fbmr.core.schema import checked, stamped
 from fbmr.core.text import Tokenizer
@@ -165,11 +165,15 @@ class ModelArtifacts:
         )
 
     def image_input(
-        self, photo: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        photo: ImageSource,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        budget: PixelBudget | None = None,
     ) -> NDArray[np.uint8]:
         """A photo as the image ensembles' input (uint8 pixels), without the batch axis; raises
-        ImageDecodeError (ImageTooLargeError over `max_pixels`) for an unusable photo."""
-        return image_pixels(photo, self.image_spec, max_pixels)
+        ImageDecodeError (ImageTooLargeError over `max_pixels`) for an unusable photo. With a
+        `budget`, its decoding waits its turn within it."""
+        return image_pixels(photo, self.image_spec, max_pixels, budget)
 
     def text_input(self, text: str) -> NDArray[np.int64]:
         """A listing text as the text ensembles' token ids, without the batch axis."""

@@ -10,16 +10,20 @@ carries one byte per value instead of four. Training reads `preprocess_image`, w
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import re
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from fbmr.core.contract import DEFAULT_MAX_PIXELS
 
@@ -124,6 +128,11 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
     must be in one of ACCEPTED_FORMATS; an animated one gives its first frame.
     Raises ImageDecodeError for anything that is not a usable image.
     """
+    return _decoded(_opened(source, max_pixels))
+
+
+def _opened(source: ImageSource, max_pixels: int) -> Image.Image:
+    """The photo opened but not decoded yet (its header read, its size within `max_pixels`)."""
     if isinstance(source, Image.Image):
         image = source
     else:
@@ -145,9 +154,17 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         raise ImageTooLargeError(
             f"image too large: {width}x{height} = {width * height} pixels, limit {max_pixels}"
         )
+    return image
+
+
+def _decoded(image: Image.Image) -> Image.Image:
+    """An opened photo decoded, upright and RGB."""
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        # only when it turns the photo: exif_transpose copies it even when nothing is to be done
+        # (a quarter of a gigabyte for a 64-megapixel photo)
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from None
     if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
@@ -158,7 +175,51 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# A JPEG is decoded at a reduced scale only down to twice the size it is resized to: the resize
+# then still averages over several decoded pixels, and the padding's rounding at the reduced
+# scale moves the photo by at most a quarter of a served pixel.
+DRAFT_MARGIN = 2
+
+
+def _draft(image: Image.Image, side: int) -> None:
+    """Have a JPEG decode at the smallest of 1/2, 1/4 or 1/8 scale whose longer side is still at
+    least DRAFT_MARGIN x `side` (JPEG's own DCT scaling, in its decoder): a 4,000-px phone photo
+    served at 256 px then decodes 1/16 of the pixels, in a fraction of the time and memory.
+    Other formats, and JPEGs already near that size, decode as they are."""
+    width, height = image.size
+    scale = DRAFT_MARGIN * side / max(width, height)
+    if image.format in ("JPEG", "MPO") and scale <= 0.5:
+        image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+
+
+class PixelBudget:
+    """At most `pixels` pixels of photos being decoded at once, across threads: a decoded photo
+    takes 3 to 4 bytes a pixel, so this bounds a process's decoding memory whatever arrives at
+    once (four 64-megapixel PNGs decode one after another, not side by side). A photo larger
+    than the whole budget decodes alone."""
+
+    def __init__(self, pixels: int) -> None:
+        if pixels < 1:
+            raise ValueError(f"a pixel budget must be positive, got {pixels}")
+        self.limit, self.held = pixels, 0
+        self._turn = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Wait until `pixels` fit in the budget, and hold them for the block."""
+        pixels = min(pixels, self.limit)
+        with self._turn:
+            self._turn.wait_for(lambda: self.held + pixels <= self.limit)
+            self.held += pixels
+        try:
+            yield
+        finally:
+            with self._turn:
+                self.held -= pixels
+                self._turn.notify_all()
 
 
 def _unreadable(source: BinaryIO | str | Path) -> str:
@@ -225,12 +286,25 @@ def normalize(image: Image.Image, spec: ImageSpec) -> NDArray[np.float32]:
 
 
 def image_pixels(
-    source: ImageSource, spec: ImageSpec | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: ImageSource,
+    spec: ImageSpec | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget: PixelBudget | None = None,
 ) -> NDArray[np.uint8]:
     """A photo as the served image models take it: (3, image_size, image_size) uint8 pixels,
-    padded square, resized and centre-cropped."""
+    padded square, resized and centre-cropped. A large JPEG is decoded at a reduced scale that
+    still covers the resize (`_draft`); with a `budget`, its decoding waits for room in it."""
     spec = spec or ImageSpec()
-    image = decode_image(source, max_pixels)
+    opened = _opened(source, max_pixels)
+    _draft(opened, spec.resize_size)
+    # what is decoded (after the draft), padded square: the largest image this photo becomes
+    side = max(opened.size)
+    with budget.hold(min(side * side, max_pixels)) if budget else contextlib.nullcontext():
+        return _square_crop(_decoded(opened), spec, max_pixels)
+
+
+def _square_crop(image: Image.Image, spec: ImageSpec, max_pixels: int) -> NDArray[np.uint8]:
+    """A decoded photo padded square, resized and centre-cropped to `spec`, as CHW uint8."""
     side = max(image.size)
     if side * side > max_pixels:
         # The padded square obeys the pixel limit too: a long strip (a 6 KB PNG of 2,000,000 x 1

@@ -21,6 +21,7 @@ from fbmr.serving.auth import KeyGuard, Keys
 from fbmr.serving.errors import install_error_handlers
 from fbmr.serving.index import IndexStore
 from fbmr.serving.inference import TritonModels
+from fbmr.serving.inputs import return_large_buffers
 from fbmr.serving.metrics import Metrics, install_middleware
 from fbmr.serving.rollout import Rollout
 from fbmr.serving.routes import listings, ops, predict, seed, similar
@@ -42,6 +43,7 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        return_large_buffers()  # decoded photos' memory back to the system once freed
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         index = IndexStore(settings.index_dir, token, settings.milvus_uri)
         try:

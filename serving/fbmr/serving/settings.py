@@ -50,6 +50,12 @@ class FacadeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest request body.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="Largest photo (width x height).")
+    max_decode_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        gt=0,
+        description="Most pixels one facade process decodes at once (3-4 bytes each while "
+        "decoding); a photo that does not fit waits its turn.",
+    )
     max_text_chars: int = Field(10_000, description="Longest listing text.")
     max_k: int = Field(100, description="Most similar listings one request may ask for.")
     api_key: SecretStr | None = Field(
