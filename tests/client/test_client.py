@@ -52,8 +52,10 @@ def test_predict_each_kind(facade_url, listing):
         image = client.predict_image(photo)
         words = client.predict_text(text)
         both = client.predict_combined(photo, text)
+        served = client.ready().model_version
         for prediction in (image, words, both):
             _check_prediction(prediction)
+            assert prediction.model_version == served is not None
         # predict() picks the model by what it is given
         assert _same(client.predict(photo=photo), image)
         assert _same(client.predict(text=text), words)
@@ -92,24 +94,27 @@ def test_a_photo_may_be_a_path_bytes_a_file_or_a_pil_image(facade_url, listing, 
 def test_embed_similar_health_ready_reload(facade_url, listing):
     photo, text, _ = listing
     with Client(facade_url) as client:
+        served = client.ready().model_version
         embeddings = {
             Kind.image: client.embed(photo=photo),
             Kind.text: client.embed(text=text),
             Kind.combined: client.embed(photo=photo, text=text),
         }
         for kind, embedding in embeddings.items():
-            assert embedding.kind is kind
+            assert embedding.kind is kind and embedding.model_version == served
+            assert embedding.embedding is embedding.vector
             assert embedding.vector.dtype == np.float32 and embedding.vector.ndim == 1
             assert np.isfinite(embedding.vector).all()
         similar = client.similar(photo=photo, text=text, k=5)
         assert similar.kind is Kind.combined and len(similar.listings) == 5
+        assert similar.model_version == served
         assert similar.scores == sorted(similar.scores, reverse=True)
         assert len(set(similar.ids)) == 5
         assert client.health() is True
         ready = client.ready()
         assert ready.ready and ready.triton and ready.models and ready.index
         reload = client.reload_index()
-        assert isinstance(reload.reloaded, bool)
+        assert reload.reloaded is True  # forced: the version on disk is loaded again
         assert reload.version == ready.index_version == similar.index_version
 
 

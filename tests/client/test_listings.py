@@ -107,8 +107,13 @@ def test_put_filter_and_delete_through_the_facade(
             photo, text, _ = new[0]
             found = client.similar(photo=photo, text=text, k=3, where=SimilarFilter(price_max=10))
             assert found.ids[0] == "new-0" and all(x.price <= 10 for x in found.listings)
+            stored = client.get_listing("new-0")
+            assert (stored.id, stored.price, stored.category) == ("new-0", 9.5, new[0][2])
+            assert stored.index_version == found.index_version
             assert client.delete_listing("new-0") == found.index_version
             assert "new-0" not in client.similar(photo=photo, text=text, k=20).ids
+            with pytest.raises(NotFound):
+                client.get_listing("new-0")
             try:
                 client.delete_listing("new-0")
                 raise AssertionError("a second delete must fail")

@@ -135,9 +135,11 @@ def test_the_facade_filters_similar_listings(facade, demo_index, listings):
 
 def test_the_facade_refuses_filters_that_cannot_hold(facade, listings):
     text = listings[0][1]
-    assert_error(
-        facade.post("/v1/similar", data={"text": text, "category": "Spaceships"}), 422, "category"
-    )
+    refused = facade.post("/v1/similar", data={"text": text, "category": "Spaceships"})
+    assert_error(refused, 422, "category")
+    # the categories as JSON strings: their names hold commas
+    named = json.loads(refused.json()["error"].split("one of: ", 1)[1])
+    assert "Clothes, Footwear & Accessories" in named or all(isinstance(n, str) for n in named)
     assert_error(
         facade.post("/v1/similar", data={"text": text, "price_min": "50", "price_max": "10"}),
         422,

@@ -86,6 +86,11 @@ def test_a_listing_put_is_found_at_once_and_a_deleted_one_never_again(
         ).json()["listings"]
         assert [item["id"] for item in filtered][:1] == ["new-1"]
         assert filtered[0]["price"] == 12.5 and filtered[0]["category"] == label
+        read_back = client.get("/v1/listings/new-1")
+        assert read_back.status_code == 200, read_back.text
+        assert {k: read_back.json()[k] for k in ("id", "price", "location", "category")} == {
+            "id": "new-1", "price": 12.5, "location": "Leeds, West Yorkshire", "category": label
+        }  # fmt: skip
 
         # no category: the predicted one; the same id again: replaced
         again = client.put(
@@ -110,6 +115,7 @@ def test_a_listing_put_is_found_at_once_and_a_deleted_one_never_again(
         assert_error(
             client.delete("/v1/listings/new-1"), 404, "new-1", code=ErrorCode.listing_not_found
         )
+        assert_error(client.get("/v1/listings/new-1"), 404, code=ErrorCode.listing_not_found)
 
 
 def test_bad_input_is_refused_and_writes_nothing(facade_settings, index_copy, new_listings):

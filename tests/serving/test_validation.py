@@ -229,3 +229,10 @@ def test_listing_fields_ids_and_filters_are_bounded(offline_client, photo):
     # within every bound: past the checks, to the (absent) model server
     fine = offline_client.post("/v1/similar", data={**query, "exclude_id": ["L1", "shop:2"]})
     assert_error(fine, 503)
+
+
+def test_a_pin_takes_a_version_number_only(offline_client):
+    """`{"version": true}` once pinned version 1 (a bool is an int to a lax validator)."""
+    for bad in (True, "2", 1.5, 0):
+        answer = offline_client.put("/v1/admin/model-version", json={"version": bad})
+        assert_error(answer, 422, "version")

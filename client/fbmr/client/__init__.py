@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     )
     from fbmr.client.retry import RetryPolicy
     from fbmr.client.types import (
+        CatalogueListing,
         Embedding,
         Listing,
         ListingStored,
@@ -62,6 +63,7 @@ _HOMES = {
     "Unauthorised": "errors",
     "Unavailable": "errors",
     "RetryPolicy": "retry",
+    "CatalogueListing": "types",
     "Embedding": "types",
     "Listing": "types",
     "ListingStored": "types",
@@ -76,6 +78,7 @@ _HOMES = {
 }
 __all__ = [
     "AsyncClient",
+    "CatalogueListing",
     "Client",
     "ClientError",
     "Embedding",

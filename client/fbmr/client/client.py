@@ -24,6 +24,7 @@ from fbmr.client.errors import FbmrError, InvalidInput, ServerUnreachable, error
 from fbmr.client.photos import Photo, photo_bytes
 from fbmr.client.retry import DEFAULT_POLICY, TRANSIENT, RetryPolicy
 from fbmr.client.types import (
+    CatalogueListing,
     Embedding,
     Listing,
     ListingStored,
@@ -200,6 +201,14 @@ def _put_listing(listing: Listing) -> _Call[ListingStored]:
     )
 
 
+def _get_listing(listing_id: str) -> _Call[CatalogueListing]:
+    return _Call(
+        "GET",
+        _listing_path(listing_id),
+        lambda r: CatalogueListing.from_json(_json(r)),
+    )
+
+
 def _delete_listing(listing_id: str) -> _Call[str]:
     return _Call(
         "DELETE",
@@ -357,6 +366,10 @@ class Client(_Base[httpx.Client, httpx.BaseTransport]):
         """Add `listing` to the live similar-listing index, or replace the one of its id."""
         return self._send(_put_listing(listing))
 
+    def get_listing(self, listing_id: str) -> CatalogueListing:
+        """The listing as the live index holds it; `NotFound` when it holds none of this id."""
+        return self._send(_get_listing(listing_id))
+
     def delete_listing(self, listing_id: str) -> str:
         """Remove a listing (sold, withdrawn) from the live index; returns the index version.
         `NotFound` when the index does not hold it."""
@@ -453,6 +466,10 @@ class AsyncClient(_Base[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     async def put_listing(self, listing: Listing) -> ListingStored:
         """Add `listing` to the live similar-listing index, or replace the one of its id."""
         return await self._send(_put_listing(listing))
+
+    async def get_listing(self, listing_id: str) -> CatalogueListing:
+        """The listing as the live index holds it; `NotFound` when it holds none of this id."""
+        return await self._send(_get_listing(listing_id))
 
     async def delete_listing(self, listing_id: str) -> str:
         """Remove a listing (sold, withdrawn) from the live index; returns the index version.

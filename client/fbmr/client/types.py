@@ -39,6 +39,7 @@ class Prediction:
     pred: str
     classes: list[str]
     probabilities: list[float]
+    model_version: int | None = None  # the exported model version that answered
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The `k` most probable categories with their probabilities."""
@@ -50,7 +51,14 @@ class Prediction:
             pred=str(data["pred"]),
             classes=[str(c) for c in data["classes"]],
             probabilities=[float(p) for p in data["probabilities"]],
+            model_version=_version(data),
         )
+
+
+def _version(data: dict[str, Any]) -> int | None:
+    """The answer's `model_version` (None from a facade older than versions)."""
+    version = data.get("model_version")
+    return None if version is None else int(version)
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,17 @@ class Embedding:
 
     kind: Kind
     vector: NDArray[Any]
+    model_version: int | None = None  # the exported model version whose space it is in
+
+    @property
+    def embedding(self) -> NDArray[Any]:
+        """The vector, under the name the API's answer gives it."""
+        return self.vector
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Embedding:
-        return cls(Kind(data["kind"]), np.asarray(data["embedding"], dtype=np.float32))
+        vector = np.asarray(data["embedding"], dtype=np.float32)
+        return cls(Kind(data["kind"]), vector, _version(data))
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,7 @@ class Similar:
     kind: Kind
     index_version: str
     listings: list[SimilarListing]
+    model_version: int | None = None  # the exported model version that embedded the query
 
     @property
     def ids(self) -> list[str]:
@@ -109,6 +125,7 @@ class Similar:
             kind=Kind(data["kind"]),
             index_version=str(data["index_version"]),
             listings=[SimilarListing.from_json(item) for item in data["listings"]],
+            model_version=_version(data),
         )
 
 
@@ -159,6 +176,30 @@ class Listing:
             "location": self.location,
         }
         return {name: str(value) for name, value in given.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class CatalogueListing:
+    """A listing as the live similar-listing index holds it (`Client.get_listing`)."""
+
+    id: str
+    name: str
+    category: str
+    price: float | None
+    location: str | None
+    index_version: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CatalogueListing:
+        price = data.get("price")
+        return cls(
+            id=str(data["id"]),
+            name=str(data["name"]),
+            category=str(data["category"]),
+            price=None if price is None else float(price),
+            location=data.get("location"),
+            index_version=str(data["index_version"]),
+        )
 
 
 @dataclass(frozen=True)

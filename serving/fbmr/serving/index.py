@@ -138,6 +138,10 @@ class SimilarityIndex(LiveIndex):
     def __contains__(self, listing_id: str) -> bool:
         return listing_id in self.columns.positions
 
+    def get(self, listing_id: str) -> dict[str, Any] | None:
+        position = self.columns.positions.get(listing_id)
+        return None if position is None else dict(self.listings[position])
+
     def __len__(self) -> int:
         return len(self.columns.positions)
 

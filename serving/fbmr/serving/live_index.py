@@ -168,5 +168,9 @@ class LiveIndex(ABC):
     def __contains__(self, listing_id: str) -> bool: ...
 
     @abstractmethod
+    def get(self, listing_id: str) -> dict[str, Any] | None:
+        """The listing's stored fields (id, name, category, price, location), None if absent."""
+
+    @abstractmethod
     def __len__(self) -> int:
         """How many live listings it holds."""

@@ -187,6 +187,15 @@ class MilvusIndex(LiveIndex):
         )
         return bool(found)
 
+    def get(self, listing_id: str) -> dict[str, Any] | None:
+        found = self.client.query(
+            self._first(),
+            filter=f"id in {id_list([listing_id])}",
+            output_fields=LISTING_FIELDS,
+            limit=1,
+        )
+        return {field: found[0].get(field) for field in LISTING_FIELDS} if found else None
+
     def __len__(self) -> int:
         rows = self.client.query(self._first(), filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])

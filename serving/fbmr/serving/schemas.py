@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from fbmr.core.contract import ErrorCode, Kind
 
@@ -64,6 +64,17 @@ class ListingStored(BaseModel):
     model_version: int = Field(..., description="The exported model version that embedded it.")
 
 
+class CatalogueListing(BaseModel):
+    """A listing as the similar-listing index holds it (what `/v1/similar` returns of it)."""
+
+    id: str
+    name: str
+    category: str
+    price: float | None = None
+    location: str | None = None
+    index_version: str
+
+
 class ListingDeleted(BaseModel):
     id: str
     index_version: str
@@ -101,7 +112,7 @@ class Readiness(BaseModel):
 class PinRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(
+    version: StrictInt | None = Field(
         ..., ge=1, description="The exported version to serve; null: the newest again."
     )
 

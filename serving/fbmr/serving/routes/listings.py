@@ -1,4 +1,5 @@
-"""`PUT` and `DELETE /v1/listings/{id}`: listings posted and sold while the facade serves.
+"""`PUT`, `GET` and `DELETE /v1/listings/{id}`: listings posted, read back and sold while the
+facade serves.
 
 A put listing is embedded by the model version in use, in every kind the index holds (its photo,
 its text, both), written to the index directory's update log (durably: the answer comes after
@@ -36,7 +37,7 @@ from fbmr.serving.inputs import (
 )
 from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer, prediction
 from fbmr.serving.routes.similar import known_category, loaded_index, same_embedding_space
-from fbmr.serving.schemas import ListingDeleted, ListingStored, TextQuery
+from fbmr.serving.schemas import CatalogueListing, ListingDeleted, ListingStored, TextQuery
 from fbmr.serving.updates import Update
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
@@ -130,6 +131,20 @@ async def put_listing(
         index_version=index.version,
         model_version=artifacts.version,
     )
+
+
+@router.get(LISTING_PATH, response_model=CatalogueListing)
+async def get_listing(settings: Settings, store: Index, listing_id: ListingId) -> CatalogueListing:
+    """A listing as the similar-listing index holds it (put, or built from the catalogue); a 404
+    when it holds none of this id."""
+    index = loaded_index(store, settings)
+    await run_in_threadpool(index.catch_up)  # it may have been put by another worker just now
+    found = await run_in_threadpool(index.get, listing_id)
+    if found is None:
+        raise ApiError(
+            404, f"no listing {listing_id!r} in the index", code=ErrorCode.listing_not_found
+        )
+    return CatalogueListing(**found, index_version=index.version)
 
 
 @router.delete(LISTING_PATH, response_model=ListingDeleted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, UploadFile
@@ -75,7 +76,8 @@ def known_category(category: str | None, artifacts: ModelArtifacts) -> None:
         raise ApiError(
             422,
             f"category: {category!r} is not a category of model version {artifacts.version}; "
-            f"one of: {', '.join(artifacts.labels.classes)}",
+            # as JSON strings: the names themselves hold commas ("Clothes, Footwear & ...")
+            f"one of: {json.dumps(list(artifacts.labels.classes))}",
         )
 
 
