@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import math
 import shutil
 from urllib.parse import parse_qs
 
@@ -141,7 +142,9 @@ def test_a_table_of_listings_reads_as_the_marketplace_writes_it(tmp_path):
         "a", "Oak chair | in Leeds | Gumtree", "Seats 6", str(tmp_path / "photos" / "a.jpg"),
         None, 1200.0, None,
     )  # fmt: skip
-    assert (second.photo, second.price, second.category) == (None, None, "Home & Garden")
+    # a price that is not one is sent as written, for the facade to refuse that row
+    assert (second.photo, second.category) == (None, "Home & Garden")
+    assert second.price is not None and math.isnan(second.price)
     (tmp_path / "nameless.csv").write_text("id,description\na,Seats 6\n")
     with pytest.raises(InputError, match="name"):
         read_listings(tmp_path / "nameless.csv")
@@ -152,12 +155,13 @@ def test_listings_put_and_delete_in_bulk_record_each_refusal(
 ):
     index_dir = shutil.copytree(demo_index, tmp_path / "index")
     settings = facade_settings.model_copy(update={"index_dir": index_dir})
-    rows = [("id", "name", "description", "photo")]
+    rows = [("id", "name", "description", "photo", "price")]
     for i, (photo, text, _) in enumerate(split_listings(demo_prepared, "test")[:2]):
         (tmp_path / f"{i}.jpg").write_bytes(photo)
         name, _, description = text.partition("\n")
-        rows.append((f"bulk-{i}", name, description, f"{i}.jpg"))
-    rows.append(("bulk-gone", "A chair", "", "missing.jpg"))
+        rows.append((f"bulk-{i}", name, description, f"{i}.jpg", ""))
+    rows.append(("bulk-gone", "A chair", "", "missing.jpg", ""))
+    rows.append(("bulk-negative", "A chair", "", "0.jpg", "-3"))  # refused, not stored priceless
     with open(tmp_path / "new.csv", "w", newline="") as table:
         csv.writer(table).writerows(rows)
     query = " ".join(rows[1][1:3])
@@ -169,11 +173,12 @@ def test_listings_put_and_delete_in_bulk_record_each_refusal(
             app, ["put", str(tmp_path / "new.csv"), "--report", str(report), "--url", url]
         )
         assert put.exit_code == 0, put.output
-        assert "2 listings stored, 1 refused" in put.output
+        assert "2 listings stored, 2 refused" in put.output
         lines = [json.loads(line) for line in report.read_text().splitlines()]
-        assert [line["id"] for line in lines] == ["bulk-0", "bulk-1", "bulk-gone"]
+        assert [line["id"] for line in lines] == ["bulk-0", "bulk-1", "bulk-gone", "bulk-negative"]
         assert lines[0]["stored"] and lines[1]["stored"]
         assert lines[2]["code"] == ErrorCode.photo_missing
+        assert lines[3]["code"] == ErrorCode.invalid_input and "price" in lines[3]["error"]
         with Client(url) as client:
             photo = (tmp_path / "0.jpg").read_bytes()
             assert "bulk-0" in client.similar(photo=photo, text=query, k=5).ids

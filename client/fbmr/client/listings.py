@@ -34,8 +34,11 @@ def read_listings(location: str | Path) -> list[Listing]:
         value = {c: optional_text(row.get(c)) or None for c in (*REQUIRED, *OPTIONAL)}
         if value["id"] is None:
             raise InputError(f"{location}: a row without an id")
-        # "£5,000" reads as the marketplace's prices do; no price, or not one: none
+        # "£5,000" reads as the marketplace's prices do; a price given that is not one (-3,
+        # "cheap") is sent as written, so the facade refuses that row and says why
         price = parse_price(value["price"])
+        if math.isnan(price) and value["price"] is not None:
+            price = _number(value["price"])
         listings.append(
             Listing(
                 id=value["id"],
@@ -43,8 +46,16 @@ def read_listings(location: str | Path) -> list[Listing]:
                 description=value["description"] or "",
                 photo=photo_location(base, value["photo"]),
                 category=value["category"],
-                price=None if math.isnan(price) else price,
+                price=None if value["price"] is None else price,
                 location=value["location"],
             )
         )
     return listings
+
+
+def _number(text: str) -> float:
+    """`text` as a number when it is one (a negative price), else NaN."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

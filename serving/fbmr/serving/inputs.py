@@ -52,10 +52,12 @@ _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a num
 
 
 def finite_price(name: str, value: float | None) -> None:
-    """A 422 when a price field (a listing's, or a filter's bound) is infinite or NaN, which no
-    listing has and JSON cannot answer with."""
+    """A 422 when a price field (a listing's, or a filter's bound) is infinite, NaN or negative,
+    which no listing has (and JSON cannot answer with the first two)."""
     if value is not None and not math.isfinite(value):
         raise ApiError(422, f"{name}: must be a finite number, got {value}")
+    if value is not None and value < 0:
+        raise ApiError(422, f"{name}: must be 0 or more, got {value:g}")
 
 
 def checked_listing_id(listing_id: str) -> str:

@@ -71,7 +71,7 @@ async def put_listing(
     ),
     description: str = Form("", description="The listing's description."),
     category: str | None = Form(None, description="Its category; by default the predicted one."),
-    price: float | None = Form(None, ge=0, description="Its price."),
+    price: float | None = Form(None, description="Its price (0 or more)."),
     location: str | None = Form(
         None,
         max_length=MAX_LOCATION_CHARS,
