@@ -63,5 +63,7 @@ def test_a_burst_gets_answers_or_clean_refusals_only(facade_settings):
     for response in responses:
         if response.status_code != 200:
             assert_error(response, 503, "too many requests")
-    assert any(response.status_code == 200 for response in responses)
+    statuses = [response.status_code for response in responses]
+    # one slot, twelve at once: some answered, and some shed (without admission control, none)
+    assert 200 in statuses and 503 in statuses, statuses
     assert after.status_code == 200  # every slot was given back

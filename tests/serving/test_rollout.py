@@ -28,13 +28,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from tritonclient.utils import InferenceServerException
 
 from fbmr.core.artifacts import REPOSITORY_MANIFEST
-from fbmr.core.contract import PROBABILITIES
+from fbmr.core.contract import PROBABILITIES, TRITON_ADMIN_KEY_ENV
 from fbmr.serving import supervisor
 from fbmr.serving.rollout import Rollout
 from fbmr.serving.supervisor import TritonSupervisor, read_status
-from fbmr.serving.triton_server import LocalTriton, TritonPorts
+from fbmr.serving.triton_server import LocalTriton, TritonPorts, is_live
 from tests.helpers import free_ports, running_facade, serving_stack
 
 pytestmark = pytest.mark.integration  # each test starts a tritonserver of its own
@@ -304,7 +305,9 @@ def test_serve_with_triton_restarts_a_killed_triton_by_itself(cpu_repository, tm
     ]  # fmt: skip
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    rollout = Rollout(cpu_repository, f"127.0.0.1:{grpc_port}")
+    # the facade starts its Triton with the admin key of its environment, when it has one
+    admin_key = os.environ.get(TRITON_ADMIN_KEY_ENV)
+    rollout = Rollout(cpu_repository, f"127.0.0.1:{grpc_port}", admin_key=admin_key)
     try:
         client = httpx.Client(base_url=url, timeout=30)
 
@@ -325,10 +328,11 @@ def test_serve_with_triton_restarts_a_killed_triton_by_itself(cpu_repository, tm
             def triton_serving() -> bool:
                 try:
                     return rollout.served() == 1
-                except Exception:
+                except InferenceServerException:  # not answering (any other error fails)
                     return False
 
-            wait_for(lambda: not triton_serving(), 10, "Triton down")
+            # down means not answering at all (is_live asks the unrestricted health protocol)
+            wait_for(lambda: not is_live(f"127.0.0.1:{grpc_port}"), 10, "Triton down")
             wait_for(triton_serving, 120, "Triton restarted and serving")
             back = time.monotonic()
             wait_for(lambda: any(t > back and s == 200 for t, s, _ in load.answers), 30, "a 200")
