@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +49,12 @@ print(peak, psutil.Process(os.getpid()).memory_info().rss // 2**20)
 """
 
 
-def _ms(data: bytes, repeat: int) -> float:
+def _ms(decode: Callable[[bytes], object], data: bytes, repeat: int) -> float:
+    """Median milliseconds of `decode(data)` over `repeat` runs."""
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        image_pixels(data)
+        decode(data)
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 
@@ -81,8 +83,8 @@ def main() -> None:
     for data in photos.values():
         opened = Image.open(io.BytesIO(data))
         group = f"{opened.format} {max(opened.size)} px"
-        before = _ms_without(data, args.repeat)
-        after = _ms(data, args.repeat)
+        before = _ms(_without_draft, data, args.repeat)
+        after = _ms(image_pixels, data, args.repeat)
         diff = float(np.abs(image_pixels(data).astype(int) - _without_draft(data)).mean())
         groups.setdefault(group, []).append((before, after, diff))
     spec = ImageSpec()
@@ -108,15 +110,6 @@ def main() -> None:
         )
         peak, after = out.stdout.decode().split()
         print(f"| {name} | {peak} | {after} |")
-
-
-def _ms_without(data: bytes, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        _without_draft(data)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 if __name__ == "__main__":

@@ -91,15 +91,19 @@ class SimilarListing:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SimilarListing:
-        price = data.get("price")
-        return cls(
-            id=str(data["id"]),
-            name=str(data["name"]),
-            category=str(data["category"]),
-            price=None if price is None else float(price),
-            location=data.get("location"),
-            score=float(data["score"]),
-        )
+        return cls(**_listing_fields(data), score=float(data["score"]))
+
+
+def _listing_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A listing's stored fields (id, name, category, price, location) from an answer."""
+    price = data.get("price")
+    return {
+        "id": str(data["id"]),
+        "name": str(data["name"]),
+        "category": str(data["category"]),
+        "price": None if price is None else float(price),
+        "location": data.get("location"),
+    }
 
 
 @dataclass(frozen=True)
@@ -191,15 +195,7 @@ class CatalogueListing:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CatalogueListing:
-        price = data.get("price")
-        return cls(
-            id=str(data["id"]),
-            name=str(data["name"]),
-            category=str(data["category"]),
-            price=None if price is None else float(price),
-            location=data.get("location"),
-            index_version=str(data["index_version"]),
-        )
+        return cls(**_listing_fields(data), index_version=str(data["index_version"]))
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,17 @@ class EmbedResponse(BaseModel):
     model_version: int = Field(..., description="The exported model version that answered.")
 
 
-class SimilarListing(BaseModel):
+class ListingFields(BaseModel):
+    """A listing's fields as the similar-listing index stores them."""
+
     id: str
     name: str
     category: str
     price: float | None = None
     location: str | None = None
+
+
+class SimilarListing(ListingFields):
     score: float = Field(..., description="Cosine similarity to the query, 1 at most.")
 
 
@@ -64,14 +69,9 @@ class ListingStored(BaseModel):
     model_version: int = Field(..., description="The exported model version that embedded it.")
 
 
-class CatalogueListing(BaseModel):
+class CatalogueListing(ListingFields):
     """A listing as the similar-listing index holds it (what `/v1/similar` returns of it)."""
 
-    id: str
-    name: str
-    category: str
-    price: float | None = None
-    location: str | None = None
     index_version: str
 
 
