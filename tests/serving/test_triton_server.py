@@ -310,3 +310,20 @@ def test_a_server_is_stopped_with_sigterm_then_killed_if_it_hangs(ignores_sigter
     finally:
         process.kill()
         process.wait()
+
+
+def test_tritonserver_gets_none_of_the_facades_keys(monkeypatch, tmp_path):
+    """`fbmr serve --with-triton --workers N` holds every key in its environment (its workers
+    read them there); the Triton it starts, and the model code Triton runs, get none."""
+    from fbmr.serving import triton_server
+
+    secrets = {
+        "FBMR_API_KEY": "a", "FBMR_WRITE_KEY": "w", "FBMR_ADMIN_KEY": "x",
+        "FBMR_TRITON_ADMIN_KEY": "t", "FBMR_MILVUS_TOKEN": "m",
+    }  # fmt: skip
+    for name, value in {**secrets, "FBMR_TRITON_URL": "127.0.0.1:1"}.items():
+        monkeypatch.setenv(name, value)
+    install = triton_server.TritonInstall(tmp_path / "tritonserver", None)
+    env = triton_server._environment(install)
+    assert not set(secrets) & set(env)
+    assert env["FBMR_TRITON_URL"] == "127.0.0.1:1" and "PATH" in env
