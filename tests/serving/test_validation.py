@@ -5,6 +5,7 @@ port, and a request that passed every check would get a 503."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -236,3 +237,18 @@ def test_a_pin_takes_a_version_number_only(offline_client):
     for bad in (True, "2", 1.5, 0):
         answer = offline_client.put("/v1/admin/model-version", json={"version": bad})
         assert_error(answer, 422, "version")
+
+
+def test_readyz_names_no_server_path(offline_settings):
+    """/readyz needs no key: a refused version's cause names its files within the repository,
+    not where the server keeps it."""
+    from fbmr.serving.rollout import RolloutStatus
+
+    where = offline_settings.model_repository.resolve()
+    cause = f"image_encoder: failed to load {where}/image_encoder/2/model.onnx"
+    with TestClient(create_app(offline_settings)) as client:
+        state = client.app.state.facade
+        state._record(RolloutStatus(in_use=1, pinned=None, refused={2: cause}))
+        body = client.get("/readyz").json()
+    assert body["refused"] == {"2": "image_encoder: failed to load image_encoder/2/model.onnx"}
+    assert str(where) not in json.dumps(body)

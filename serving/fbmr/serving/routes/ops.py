@@ -61,14 +61,21 @@ async def _readiness(state: FacadeState) -> tuple[dict[str, object], int]:
     status = state.rollout_status
     status_file = state.settings.triton_status_file
     supervisor = read_status(status_file) if status_file else None
+    # /readyz needs no key: the causes it gives name files relative to the model repository,
+    # never where the server keeps it
+    repository = f"{state.settings.model_repository.resolve()}/"
+
+    def public(text: str) -> str:
+        return text.replace(repository, "")
+
     body = Readiness(
         triton=triton,
         models=model_version is not None,
         index=index is not None,
         index_version=index.version if index else None,
         model_version=model_version,
-        rollout=status.summary() if status else None,
-        refused=status.refused if status else {},
+        rollout=public(status.summary()) if status else None,
+        refused={v: public(why) for v, why in status.refused.items()} if status else {},
         pinned=status.pinned if status else None,
         triton_process=supervisor.summary() if supervisor else None,
     )
