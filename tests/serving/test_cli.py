@@ -75,6 +75,9 @@ def test_serve_refuses_a_network_address_without_a_key(host, monkeypatch, tmp_pa
     started: list[str] = []
     monkeypatch.setattr("fbmr.serving.cli._run_uvicorn", lambda *args: started.append(host))
     monkeypatch.setattr("signal.signal", lambda *args: None)  # keep pytest's own handlers
+    # and its logging: `serve` would point the process's handlers at this runner's output,
+    # which is closed once it returns (later log lines anywhere then fail to be written)
+    monkeypatch.setattr("logging.config.dictConfig", lambda *args: None)
     command = ["serve", "--host", host, "--repo", str(tmp_path)]
     refused = CliRunner().invoke(build_app(), command)
     assert refused.exit_code == USER_ERROR and "without an API key" in refused.output
