@@ -42,10 +42,11 @@ def _nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 def fit_temperature(logits: NDArray[np.float32], targets: NDArray[np.int64]) -> float:
     """The temperature T that minimises the negative log-likelihood of logits / T."""
-    x, y = torch.from_numpy(logits).double(), torch.from_numpy(targets)
+    x = torch.from_numpy(np.array(logits, dtype=np.float64))
+    y = torch.from_numpy(np.array(targets, dtype=np.int64))
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     _minimise([log_t], lambda: nn.functional.cross_entropy(x / log_t.exp(), y))
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ def fit_stacking(
 ) -> Stacking:
     """Temperatures of each input, then non-negative weights of their calibrated
     log-probabilities that minimise the stack's negative log-likelihood (module docstring)."""
-    y = torch.from_numpy(targets)
+    y = torch.from_numpy(np.array(targets, dtype=np.int64))
     temperatures = [fit_temperature(x, targets) for x in (text_logits, image_logits)]
     text, image = (
-        torch.log_softmax(torch.from_numpy(x).double() / t, dim=1)
+        torch.log_softmax(torch.from_numpy(np.array(x, dtype=np.float64)) / t, dim=1)
         for x, t in zip((text_logits, image_logits), temperatures, strict=True)
     )
     # log-weights: non-negative weights, an input that helps nothing goes towards 0
