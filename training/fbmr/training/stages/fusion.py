@@ -4,7 +4,7 @@ product's photo with its product's text).
 With the trunks frozen (the default) both embeddings are computed once and only the head trains;
 with --unfreeze-text the text encoder is fine-tuned with the head, as the seed proposed.
 
-Stacking (the default) weighs the text and image heads' logits. With `fusion_folds` (5 by
+Stacking (the default) weighs the text and image heads' logits. With `fusion_folds` (3 by
 default) those weights are fit on out-of-fold predictions of the train split
 (fbmr.training.stages.crossfit, fbmr.training.calibration): on the served models' own in-sample
 predictions the text is always right, so a head fit there learns to ignore the photo. The
