@@ -15,9 +15,13 @@ from typer.testing import CliRunner
 
 from fbmr.core.cli import build_app
 from fbmr.core.text import Tokenizer
+from fbmr.training.calibration import fit_stacking
 from fbmr.training.config import Stage, TrainConfig
+from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.datasets import token_dataset
 from fbmr.training.engine import load_checkpoint
 from fbmr.training.pipeline import StageError, train
+from fbmr.training.trained import load_trained_models
 from fbmr.training.trunks import Backbone, build_trunk
 from tests.conftest import TINY_TRAINING
 
@@ -225,3 +229,45 @@ def test_fusion_is_held_to_its_inputs_on_the_same_photos(tiny_run):
         best_input = max(inputs[split].values())
         # The stacked head starts as the text model and learns to use the photo on top of it.
         assert metrics["splits"][split]["top1"] >= best_input, (split, metrics)
+
+
+def test_fusion_stacking_is_fit_on_answers_of_models_that_did_not_see_the_listing(
+    tiny_run, demo_prepared
+):
+    """Every training photo's stacking inputs come from text and image models that were not
+    trained on its product, and the stacking weights are the ones those inputs give; in-sample
+    stacking (the served models' own answers on their training listings) fails here."""
+    record = torch.load(tiny_run / "fusion" / "out_of_fold.pt", weights_only=True)
+    data = PreparedDataset(demo_prepared)
+    products = data.products("train")["product_id"].astype(str).tolist()
+    photos = data.images("train")["product_id"].astype(str).tolist()
+    for kind, owners in (("text", products), ("image", photos)):
+        models, seen = record[f"{kind}_model"].tolist(), record[f"{kind}_seen"]
+        assert len(models) == len(owners) == len(record[f"{kind}_logits"])
+        for owner, model in zip(owners, models, strict=True):
+            assert owner not in set(seen[model]), f"{kind}: {owner} answered by a model that saw it"
+        assert len(seen) >= 2 and all(seen), kind  # every fold model trained on something
+    # nor are they the served text model's answers, which saw every training listing
+    trained = load_trained_models(tiny_run, fusion=False)
+    texts = token_dataset(data, data.products("train"), trained.tokenizer)
+    with torch.no_grad():
+        served = trained.text(texts.tensors[0])[1]
+    differ = (served - record["text_logits"]).abs().amax(dim=1)
+    assert (differ > 1e-3).all()
+    # and they are what the stacking weights were fit on
+    metrics = json.loads((tiny_run / "fusion" / "metrics.json").read_text())
+    row = {p: i for i, p in enumerate(products)}
+    labels = data.images("train")["label_id"].to_numpy()
+    refit = fit_stacking(
+        record["text_logits"].numpy()[[row[p] for p in photos]],
+        record["image_logits"].numpy(),
+        labels,
+    )
+    assert metrics["calibration"]["text"] == pytest.approx(refit.text, rel=1e-4)
+    assert metrics["calibration"]["image"] == pytest.approx(refit.image, rel=1e-4)
+    if metrics["stacking"] == "trained":  # kept over each input alone on validation
+        assert metrics["stacking_weights"] == pytest.approx([refit.text, refit.image, 0.0])
+    decisions = metrics["decisions"]["val"]
+    assert set(decisions["top1_per_product"]) == {"text", "image", "fusion", "fusion_photo_dropped"}
+    assert decisions["products"] < decisions["photos"]
+    assert set(decisions["per_category"]) == set(data.label_map.classes)

@@ -61,6 +61,7 @@ PRESETS: dict[Preset, dict[str, object]] = {
         "text_sentence_frozen": 1,
         "text_sentence_lr": 1e-3,
         "fusion_epochs": 15,
+        "fusion_folds": 2,  # each fold refits the image and text models: the fewest that do
         "patience": 5,
     },
 }
@@ -176,6 +177,12 @@ class TrainConfig:
     fusion_stacking: bool = True
     # Probability of zeroing the image embedding per training sample.
     fusion_modality_dropout: float = 0.5
+    # Fit the stacking weights on out-of-fold predictions of the train split, from text and image
+    # models refit on this many folds of it (fbmr.training.stages.crossfit): the served models'
+    # in-sample predictions teach the head to ignore the photo. 0: fit them in-sample. Three: each
+    # fold's models see two thirds of the listings, and refitting them costs about twice the
+    # image stage's epochs (five would cost four times)
+    fusion_folds: int = 3
 
     def to_dict(self) -> dict[str, object]:
         data = dataclasses.asdict(self)

@@ -10,7 +10,8 @@ it; every file name of that layout is defined here, so no stage spells another's
       image/               best.pt, last.pt, history.json, metrics.json, curves.png, confusion.png,
                            features/<split>.pt (cached mode: trunk features per split)
       text/                best.pt, last.pt, history.json, metrics.json, curves.png, confusion.png
-      fusion/              best.pt, last.pt, history.json, metrics.json, curves.png, confusion.png
+      fusion/              best.pt, last.pt, history.json, metrics.json, curves.png, confusion.png,
+                           out_of_fold.pt (stacking fit out of fold)
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ TSNE_PLOT = "tsne.png"
 
 # The image stage's trunk-feature cache (cached mode)
 FEATURES = "features"
+
+# The fusion stage's out-of-fold predictions of the train split, with which fold's models gave
+# each and which products those models saw (fbmr.training.stages.crossfit)
+OUT_OF_FOLD = "out_of_fold.pt"
 
 
 @dataclass(frozen=True)

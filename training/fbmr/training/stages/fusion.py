@@ -3,11 +3,22 @@ product's photo with its product's text).
 
 With the trunks frozen (the default) both embeddings are computed once and only the head trains;
 with --unfreeze-text the text encoder is fine-tuned with the head, as the seed proposed.
+
+Stacking (the default) weighs the text and image heads' logits. With `fusion_folds` (3 by
+default) those weights are fit on out-of-fold predictions of the train split
+(fbmr.training.stages.crossfit, fbmr.training.calibration): on the served models' own in-sample
+predictions the text is always right, so a head fit there learns to ignore the photo. The
+combined head then trains for its embedding (what similar-listing search indexes) on its own
+loss, and its logits get no weight in the stack: they are fit on the very training listings, and
+no held-out logits of it exist to weigh them by. `fusion_folds` 0 fits everything on the
+in-sample predictions, as before. The served text and image models stay the ones trained on the
+whole train split either way: only what the fusion head is fit on changes.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +27,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from fbmr.training.calibration import fit_stacking
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
@@ -33,9 +45,11 @@ from fbmr.training.engine import (
     stage_fields,
     top1,
 )
-from fbmr.training.layout import BEST, RunLayout
+from fbmr.training.fusion_report import decision_report, fused_and_dropped
+from fbmr.training.layout import BEST, OUT_OF_FOLD, RunLayout
 from fbmr.training.meta import FusionMeta
 from fbmr.training.models import FusionHead, FusionModel, ImageModel
+from fbmr.training.stages.crossfit import OutOfFold, cross_fit
 from fbmr.training.stages.image import load_cached_features
 from fbmr.training.trained import TrainedModels, load_trained_models
 
@@ -61,21 +75,39 @@ def _cached_image_embeddings(
 
 
 @torch.no_grad()
-def _inputs_top1(
-    image_model: ImageModel,
-    image_embeddings: NDArray[np.float32],
-    text_logits: NDArray[np.float32],
-    labels: torch.Tensor,
-) -> dict[str, float]:
-    """Top-1 of the image and text models alone on the fusion samples (photos), the figures the
-    fusion model is held to: never worse than the better of the two."""
+def _image_logits(
+    image_model: ImageModel, image_embeddings: NDArray[np.float32]
+) -> NDArray[np.float32]:
     image_model.eval()
     device = next(image_model.parameters()).device
-    image_logits = image_model.head(torch.from_numpy(image_embeddings).to(device)).cpu().numpy()
+    logits: NDArray[np.float32] = (
+        image_model.head(torch.from_numpy(image_embeddings).to(device)).cpu().numpy()
+    )
+    return logits
+
+
+def _inputs_top1(answers: dict[str, NDArray[np.float32]], labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 of the image and text models alone on the fusion samples (photos), the figures the
+    fusion model is held to: never worse than the better of the two."""
     target = labels.numpy()
     if not len(target):
         return {}
-    return {"image": top1(image_logits, target), "text": top1(text_logits, target)}
+    return {name: top1(logits, target) for name, logits in answers.items()}
+
+
+class _CombinedAlone(nn.Module):
+    """The fusion head answering with its combined head's logits alone: what trains when the
+    stacking weights are fit out of fold (the combined embedding's own training)."""
+
+    def __init__(self, head: FusionHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(
+        self, image_embedding: torch.Tensor, text_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        combined = self.head.combined(image_embedding, text_embedding)
+        return combined, self.head.combined_logits(combined)
 
 
 # Stacking weights (text, image, combined) that answer with one input model alone.
@@ -134,18 +166,22 @@ def train_fusion(
         workers=config.workers,
         progress=config.progress,
     )
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
 
     sets = {}
-    inputs: dict[str, dict[str, float]] = {}  # the input models' top-1 on the same photos
+    answers: dict[str, dict[str, NDArray[np.float32]]] = {}  # the input models', per photo
+    text_rows: dict[str, NDArray[np.int64]] = {}  # each photo's product row
+    products: dict[str, NDArray[np.str_]] = {}  # each photo's product
     for split in SPLITS:
-        images, products = data.images(split), data.products(split)
+        images, split_products = data.images(split), data.products(split)
         photos = PhotoDataset(data, images, spec, augment=False)
         image_embeddings = _cached_image_embeddings(trained, split, len(photos), device)
         if image_embeddings is None:
             image_embeddings = predict(image_model, photos, settings, device, f"image {split}")[0]
-        texts = token_dataset(data, products, tokenizer)
+        texts = token_dataset(data, split_products, tokenizer)
         # Each photo takes its product's row: texts are per product, samples per photo.
-        row = products.reset_index(drop=True).reset_index().set_index("product_id")["index"]
+        row = split_products.reset_index(drop=True).reset_index().set_index("product_id")["index"]
         rows = torch.from_numpy(images["product_id"].map(row).to_numpy(dtype=np.int64, copy=True))
         labels = torch.from_numpy(images["label_id"].to_numpy(dtype=np.int64, copy=True))
         text_embeddings, text_logits, _ = predict(text_model, texts, settings, device)
@@ -154,7 +190,15 @@ def train_fusion(
         else:
             second = torch.from_numpy(text_embeddings)[rows]
         sets[split] = TensorDataset(torch.from_numpy(image_embeddings), second, labels)
-        inputs[split] = _inputs_top1(image_model, image_embeddings, text_logits[rows], labels)
+        answers[split] = {
+            "image": _image_logits(image_model, image_embeddings),
+            "text": text_logits[rows.numpy()],
+        }
+        text_rows[split] = rows.numpy()
+        if split == "train":
+            in_sample = text_logits
+        products[split] = images["product_id"].astype(str).to_numpy()
+    seconds["embeddings"] = time.perf_counter() - start
 
     meta = FusionMeta(
         embedding_dim=config.embedding_dim,
@@ -167,6 +211,10 @@ def train_fusion(
         modality_dropout=config.fusion_modality_dropout,
     )
     stacked = config.fusion_stacking
+    out_of_fold = stacked and config.fusion_folds > 0
+    if out_of_fold and config.unfreeze_text:
+        # the stacking weights would be fit for a text encoder that the head then fine-tunes
+        raise ValueError("--unfreeze-text needs --fusion-folds 0 (stacking fit in-sample)")
     head = FusionHead(
         meta.image_dim,
         meta.text_dim,
@@ -181,6 +229,7 @@ def train_fusion(
         model.text_encoder.requires_grad_(False)
     trainable = model if config.unfreeze_text else head
     fields = stage_fields("fusion", config, classes, meta)
+    extra: Report = {"unit": "photo", "unfreeze_text": config.unfreeze_text}
 
     def with_combined_loss(
         combined: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, loss_fn: nn.Module
@@ -191,22 +240,72 @@ def train_fusion(
         loss: torch.Tensor = loss_fn(logits, target) + combined_loss
         return loss
 
-    history = fit(
-        trainable,
-        sets["train"],
-        sets["val"],
-        stage_dir,
-        settings,
-        device,
-        fields,
-        saved=model,
-        objective=with_combined_loss if stacked else None,
-    )
-    extra: Report = {"unit": "photo", "unfreeze_text": config.unfreeze_text, "inputs_top1": inputs}
+    if out_of_fold:
+        start = time.perf_counter()
+        oof = cross_fit(config, data, trained, config.fusion_folds, device)
+        seconds.update({f"out_of_fold_{k}": v for k, v in oof.seconds.items()})
+        # what the stacking weights are fit on: per training photo, its product's out-of-fold
+        # text logits and its own out-of-fold image logits
+        per_photo = oof.text_logits[text_rows["train"]]
+        stacking = fit_stacking(per_photo, oof.image_logits, sets["train"].tensors[2].numpy())
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        oof.save(stage_dir / OUT_OF_FOLD)
+        answers["train"].update(
+            {"image_out_of_fold": oof.image_logits, "text_out_of_fold": per_photo}
+        )
+        extra["calibration"] = stacking.to_dict()
+        seconds["out_of_fold"] = time.perf_counter() - start
+        start = time.perf_counter()
+        history = fit(
+            _CombinedAlone(head),
+            sets["train"],
+            sets["val"],
+            stage_dir,
+            settings,
+            device,
+            fields,
+            saved=model,
+        )
+        with torch.no_grad():
+            head.weights.copy_(torch.tensor([stacking.text, stacking.image, 0.0]))
+        checkpoint = load_checkpoint(stage_dir / BEST)
+        save_checkpoint(stage_dir / BEST, {**checkpoint, "model": model.state_dict()})
+    else:
+        if stacked:  # the record of what the stacking is fit on: the served models' answers
+            served = OutOfFold.in_sample(in_sample, answers["train"]["image"], data)
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            served.save(stage_dir / OUT_OF_FOLD)
+        start = time.perf_counter()
+        history = fit(
+            trainable,
+            sets["train"],
+            sets["val"],
+            stage_dir,
+            settings,
+            device,
+            fields,
+            saved=model,
+            objective=with_combined_loss if stacked else None,
+        )
     if stacked:
         extra["stacking"] = _hold_to_inputs(
             model, trainable, sets["val"], settings, device, stage_dir
         )
         extra["stacking_weights"] = model.head.weights.tolist()
+    seconds["head"] = time.perf_counter() - start
+    extra["inputs_top1"] = {s: _inputs_top1(answers[s], sets[s].tensors[2]) for s in SPLITS}
+    decisions = {}
+    for split in ("val", "test"):
+        fused, dropped = fused_and_dropped(
+            model, sets[split], config.unfreeze_text, settings, device
+        )
+        decisions[split] = decision_report(
+            {**answers[split], "fusion": fused, "fusion_photo_dropped": dropped},
+            sets[split].tensors[2].numpy(),
+            products[split],
+            classes,
+        )
+    extra["decisions"] = decisions
+    extra["seconds"] = seconds
     predictions = {s: predict(trainable, sets[s], settings, device)[1:] for s in SPLITS}
     return report(stage_dir, "fusion model", history, predictions, classes, extra)
