@@ -21,6 +21,7 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import TensorDataset
 
+from fbmr.core.pooling import log_softmax, pool_log_probabilities
 from fbmr.training.engine import FitSettings, make_loader, top1
 from fbmr.training.models import FusionModel
 
@@ -55,21 +56,16 @@ def fused_and_dropped(
     return torch.cat(fused).numpy(), torch.cat(dropped).numpy()
 
 
-def _log_softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    out: NDArray[np.float32] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return out
-
-
 def per_product(
     logits: NDArray[np.float32], targets: NDArray[np.int64], products: NDArray[np.str_]
 ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.str_]]:
-    """(pooled logits, target, product id) per product: the mean log-probability over each
-    product's photos, products in order of first appearance."""
+    """(pooled log-probabilities, target, product id) per product: its photos' answers pooled as
+    the facade pools a request's photos (`fbmr.core.pooling`), products in order of first
+    appearance."""
     codes, uniques = pd.factorize(pd.Series(products))
-    pooled = np.zeros((len(uniques), logits.shape[1]), dtype=np.float64)
-    np.add.at(pooled, codes, _log_softmax(logits))
-    pooled /= np.bincount(codes, minlength=len(uniques))[:, None]
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(log_softmax(logits)[order], np.cumsum(np.bincount(codes))[:-1])
+    pooled = np.stack([pool_log_probabilities(group) for group in groups])
     first = np.unique(codes, return_index=True)[1]
     return pooled.astype(np.float32), targets[first], np.asarray(uniques, dtype=str)
 
