@@ -26,7 +26,13 @@ from fbmr.client import (
     Unavailable,
 )
 from fbmr.client.retry import RetryPolicy
-from fbmr.core.contract import API_KEY_ENV, Kind
+from fbmr.core.contract import (
+    API_KEY_ENV,
+    MAX_PHOTOS,
+    PREDICT_COMBINED_PATH,
+    ErrorCode,
+    Kind,
+)
 from tests.client.conftest import API_KEY, QUICK_RETRY
 from tests.helpers import free_ports
 
@@ -292,3 +298,28 @@ def test_both_clients_send_the_same_request_through_their_transport():
     for request in seen:
         assert request.headers["Authorization"] == "Bearer k"
         assert request.headers["User-Agent"].startswith("fbmr-client/")
+
+
+def test_several_photos_go_as_repeated_parts_and_too_many_are_refused_unsent():
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"pred": "a", "classes": ["a"], "probabilities": [1.0]})
+
+    photos = [f"photo {i}".encode() for i in range(3)]
+    with Client("http://facade/", transport=httpx.MockTransport(answer)) as client:
+        client.predict(photos, "a bike")
+        client.predict_image(tuple(photos[:1]))
+        with pytest.raises(InvalidInput) as many:
+            client.predict_image([b"x"] * (MAX_PHOTOS + 1))
+        with pytest.raises(InvalidInput) as none:
+            client.similar([], "a bike")
+    assert many.value.code == ErrorCode.too_many_photos
+    assert none.value.code == ErrorCode.no_input
+    assert len(seen) == 2  # the refused ones never left
+    combined, single = (request.read() for request in seen)
+    assert str(seen[0].url).endswith(PREDICT_COMBINED_PATH)
+    assert combined.count(b'data; name="photo"') == 3 and combined.count(b'data; name="text"') == 1
+    assert [combined.index(p) for p in photos] == sorted(combined.index(p) for p in photos)
+    assert single.count(b'data; name="photo"') == 1

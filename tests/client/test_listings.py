@@ -136,8 +136,9 @@ def test_a_table_of_listings_reads_as_the_marketplace_writes_it(tmp_path):
         "id,name,description,photo,price,category\n"
         'a,Oak chair | in Leeds | Gumtree,Seats 6,photos/a.jpg,"£1,200",\n'
         "b,Lamp,,,not a price,Home & Garden\n"
+        "c,Desk,,photos/c1.jpg | s3://shop/c2.jpg,,\n"
     )
-    first, second = read_listings(table)
+    first, second, third = read_listings(table)
     assert first == Listing(
         "a", "Oak chair | in Leeds | Gumtree", "Seats 6", str(tmp_path / "photos" / "a.jpg"),
         None, 1200.0, None,
@@ -145,6 +146,13 @@ def test_a_table_of_listings_reads_as_the_marketplace_writes_it(tmp_path):
     # a price that is not one is sent as written, for the facade to refuse that row
     assert (second.photo, second.category) == (None, "Home & Garden")
     assert second.price is not None and math.isnan(second.price)
+    # a listing's several photos: joined by "|" in a CSV, a list in JSON lines
+    assert third.photo == [str(tmp_path / "photos" / "c1.jpg"), "s3://shop/c2.jpg"]
+    row = '{"id": "d", "name": "Desk", "photo": ["x.jpg", "y.jpg"]}'
+    (tmp_path / "new.jsonl").write_text(row + "\n")
+    assert read_listings(tmp_path / "new.jsonl")[0].photo == [
+        str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg")
+    ]  # fmt: skip
     (tmp_path / "nameless.csv").write_text("id,description\na,Seats 6\n")
     with pytest.raises(InputError, match="name"):
         read_listings(tmp_path / "nameless.csv")

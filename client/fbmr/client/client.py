@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from fbmr.client.errors import FbmrError, InvalidInput, ServerUnreachable, error_for
-from fbmr.client.photos import Photo, photo_bytes
+from fbmr.client.photos import Photos, photo_bytes, photo_list
 from fbmr.client.retry import DEFAULT_POLICY, TRANSIENT, RetryPolicy
 from fbmr.client.types import (
     CatalogueListing,
@@ -64,6 +64,10 @@ H = TypeVar("H", httpx.Client, httpx.AsyncClient)  # the httpx client a facade c
 T = TypeVar("T", httpx.BaseTransport, httpx.AsyncBaseTransport)  # and its transport
 
 
+# repeated multipart `photo` parts: (field, (file name, bytes))
+PhotoParts = list[tuple[str, tuple[str, bytes]]]
+
+
 @dataclass(frozen=True)
 class _Call(Generic[R]):
     """One request and how to read its answer."""
@@ -73,7 +77,7 @@ class _Call(Generic[R]):
     read: Callable[[httpx.Response], R]
     json: dict[str, Any] | None = None
     data: Mapping[str, str | list[str]] | None = None
-    files: dict[str, tuple[str, bytes]] | None = None
+    files: PhotoParts | None = None
     # statuses >= 400 that are answers rather than errors (/readyz says "not ready" with a 503)
     answers: frozenset[int] = field(default_factory=frozenset)
     retry: bool = True
@@ -102,8 +106,15 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def _photo_part(photo: Photo) -> tuple[str, bytes]:
-    return ("photo", photo_bytes(photo))
+def _photo_parts(photos: Photos) -> PhotoParts:
+    """One `photo` part per photo (the facade pools a listing's several into one answer); too
+    many is refused here, before any is read."""
+    try:
+        items = photo_list(photos)
+    except ValueError as err:
+        code = ErrorCode.too_many_photos if photos else ErrorCode.no_input
+        raise InvalidInput(str(err), None, code) from None
+    return [("photo", ("photo", photo_bytes(photo))) for photo in items]
 
 
 def _text_fields(text: Text) -> dict[str, str]:
@@ -111,38 +122,37 @@ def _text_fields(text: Text) -> dict[str, str]:
 
 
 def _query(
-    photo: Photo | None, text: Text | None
-) -> tuple[dict[str, str | list[str]], dict[str, Any]]:
+    photo: Photos | None, text: Text | None
+) -> tuple[dict[str, str | list[str]], PhotoParts]:
     if photo is None and text is None:
         raise ValueError("give a photo, a text, or both")
     data: dict[str, str | list[str]] = {} if text is None else {**_text_fields(text)}
-    files = {} if photo is None else {"photo": _photo_part(photo)}
-    return data, files
+    return data, [] if photo is None else _photo_parts(photo)
 
 
 def _prediction(response: httpx.Response) -> Prediction:
     return Prediction.from_json(_json(response))
 
 
-def _predict_image(photo: Photo) -> _Call[Prediction]:
-    return _Call("POST", PREDICT_IMAGE_PATH, _prediction, files={"photo": _photo_part(photo)})
+def _predict_image(photo: Photos) -> _Call[Prediction]:
+    return _Call("POST", PREDICT_IMAGE_PATH, _prediction, files=_photo_parts(photo))
 
 
 def _predict_text(text: Text) -> _Call[Prediction]:
     return _Call("POST", PREDICT_TEXT_PATH, _prediction, json=_text_fields(text))
 
 
-def _predict_combined(photo: Photo, text: Text) -> _Call[Prediction]:
+def _predict_combined(photo: Photos, text: Text) -> _Call[Prediction]:
     return _Call(
         "POST",
         PREDICT_COMBINED_PATH,
         _prediction,
         data=_text_fields(text),
-        files={"photo": _photo_part(photo)},
+        files=_photo_parts(photo),
     )
 
 
-def _predict(photo: Photo | None, text: Text | None) -> _Call[Prediction]:
+def _predict(photo: Photos | None, text: Text | None) -> _Call[Prediction]:
     if photo is None and text is None:
         raise ValueError("give a photo, a text, or both")
     kind = kind_of(photo is not None, text is not None)
@@ -156,7 +166,7 @@ def _predict(photo: Photo | None, text: Text | None) -> _Call[Prediction]:
     return _predict_text(text)
 
 
-def _embed(photo: Photo | None, text: Text | None) -> _Call[Embedding]:
+def _embed(photo: Photos | None, text: Text | None) -> _Call[Embedding]:
     data, files = _query(photo, text)
     return _Call(
         "POST", EMBED_PATH, lambda r: Embedding.from_json(_json(r)), data=data, files=files
@@ -164,7 +174,7 @@ def _embed(photo: Photo | None, text: Text | None) -> _Call[Embedding]:
 
 
 def _similar(
-    photo: Photo | None, text: Text | None, k: int, where: SimilarFilter | None
+    photo: Photos | None, text: Text | None, k: int, where: SimilarFilter | None
 ) -> _Call[Similar]:
     data, files = _query(photo, text)
     return _Call(
@@ -197,7 +207,7 @@ def _put_listing(listing: Listing) -> _Call[ListingStored]:
         _listing_path(listing.id),
         lambda r: ListingStored.from_json(_json(r)),
         data=listing.fields(),
-        files=None if listing.photo is None else {"photo": _photo_part(listing.photo)},
+        files=None if listing.photo is None else _photo_parts(listing.photo),
     )
 
 
@@ -334,26 +344,27 @@ class Client(_Base[httpx.Client, httpx.BaseTransport]):
                 return _answer(call, self._http.request(**call.request()))
         raise AssertionError("unreachable")
 
-    def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:
-        """The category from a photo, a text or both (image, text or combined model)."""
+    def predict(self, photo: Photos | None = None, text: Text | None = None) -> Prediction:
+        """The category from a photo, a text or both (image, text or combined model); a list
+        of a listing's photos gets one answer pooled over them."""
         return self._send(_predict(photo, text))
 
-    def predict_image(self, photo: Photo) -> Prediction:
+    def predict_image(self, photo: Photos) -> Prediction:
         return self._send(_predict_image(photo))
 
     def predict_text(self, text: Text) -> Prediction:
         return self._send(_predict_text(text))
 
-    def predict_combined(self, photo: Photo, text: Text) -> Prediction:
+    def predict_combined(self, photo: Photos, text: Text) -> Prediction:
         return self._send(_predict_combined(photo, text))
 
-    def embed(self, photo: Photo | None = None, text: Text | None = None) -> Embedding:
+    def embed(self, photo: Photos | None = None, text: Text | None = None) -> Embedding:
         """The listing's embedding, in the space of what it is given."""
         return self._send(_embed(photo, text))
 
     def similar(
         self,
-        photo: Photo | None = None,
+        photo: Photos | None = None,
         text: Text | None = None,
         k: int = 10,
         where: SimilarFilter | None = None,
@@ -435,26 +446,27 @@ class AsyncClient(_Base[httpx.AsyncClient, httpx.AsyncBaseTransport]):
                 return _answer(call, await self._http.request(**call.request()))
         raise AssertionError("unreachable")
 
-    async def predict(self, photo: Photo | None = None, text: Text | None = None) -> Prediction:
-        """The category from a photo, a text or both (image, text or combined model)."""
+    async def predict(self, photo: Photos | None = None, text: Text | None = None) -> Prediction:
+        """The category from a photo, a text or both (image, text or combined model); a list
+        of a listing's photos gets one answer pooled over them."""
         return await self._send(_predict(photo, text))
 
-    async def predict_image(self, photo: Photo) -> Prediction:
+    async def predict_image(self, photo: Photos) -> Prediction:
         return await self._send(_predict_image(photo))
 
     async def predict_text(self, text: Text) -> Prediction:
         return await self._send(_predict_text(text))
 
-    async def predict_combined(self, photo: Photo, text: Text) -> Prediction:
+    async def predict_combined(self, photo: Photos, text: Text) -> Prediction:
         return await self._send(_predict_combined(photo, text))
 
-    async def embed(self, photo: Photo | None = None, text: Text | None = None) -> Embedding:
+    async def embed(self, photo: Photos | None = None, text: Text | None = None) -> Embedding:
         """The listing's embedding, in the space of what it is given."""
         return await self._send(_embed(photo, text))
 
     async def similar(
         self,
-        photo: Photo | None = None,
+        photo: Photos | None = None,
         text: Text | None = None,
         k: int = 10,
         where: SimilarFilter | None = None,

@@ -167,6 +167,22 @@ def photo_location(base: str, value: object) -> str | None:
     return _join(base, text)
 
 
+# several photos in one text cell (a CSV): their locations joined by this
+PHOTO_SEPARATOR = "|"
+
+
+def photo_locations(base: str, value: object) -> list[str]:
+    """A cell's photos, resolved as `photo_location` resolves one: a list (Parquet, JSON lines)
+    or a text of locations joined by PHOTO_SEPARATOR; [] for none."""
+    if isinstance(value, str):
+        items: list[object] = [part.strip() for part in value.split(PHOTO_SEPARATOR)]
+    elif hasattr(value, "__iter__") and not isinstance(value, bytes):
+        items = list(value)
+    else:
+        items = [value]
+    return [where for item in items if (where := photo_location(base, item)) is not None]
+
+
 def read_input(location: str | Path) -> pd.DataFrame:
     """The rows to score: columns id, text (None: no text), photo (None: no photo), in input
     order. Raises InputError for duplicate or empty ids: every row must be named once."""

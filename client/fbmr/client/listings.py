@@ -2,7 +2,8 @@
 
 A CSV, Parquet or JSON-lines table (read as `fbmr score` reads its tables, `fbmr.client.inputs`)
 with an `id` and a `name` column (the title as the marketplace wrote it), and as the index needs
-them `description` and `photo` (a path relative to the table, absolute, or an fsspec URL);
+them `description` and `photo` (a path relative to the table, absolute, or an fsspec URL; a
+listing's several photos as a list, or in a CSV joined by `|`);
 optional `category` (by default the facade predicts it), `price` and `location`. A photo is read
 when its listing is sent, so a photo that cannot be read fails that row alone.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from fbmr.client.inputs import InputError, optional_text, photo_location, read_frame, table_base
+from fbmr.client.inputs import InputError, optional_text, photo_locations, read_frame, table_base
 from fbmr.client.types import Listing
 from fbmr.core.listing import parse_price
 
@@ -31,6 +32,7 @@ def read_listings(location: str | Path) -> list[Listing]:
     base = table_base(location)
     listings = []
     for row in table.to_dict("records"):
+        photos = photo_locations(base, row.get("photo"))
         value = {c: optional_text(row.get(c)) or None for c in (*REQUIRED, *OPTIONAL)}
         if value["id"] is None:
             raise InputError(f"{location}: a row without an id")
@@ -44,7 +46,7 @@ def read_listings(location: str | Path) -> list[Listing]:
                 id=value["id"],
                 name=value["name"] or "",
                 description=value["description"] or "",
-                photo=photo_location(base, value["photo"]),
+                photo=(photos[0] if len(photos) == 1 else photos) or None,
                 category=value["category"],
                 price=None if value["price"] is None else price,
                 location=value["location"],

@@ -1,6 +1,10 @@
 """A photo as bytes, whatever the caller holds: a path, an fsspec URL, bytes, a file object or a
 PIL image. The facade and the direct mode decode the bytes by content, so nothing here looks at
-a file's name or format."""
+a file's name or format.
+
+Wherever the client takes a photo it takes a listing's several photos as a list or tuple of
+them (`Photos`), sent as repeated `photo` parts that the facade pools into one answer
+(`fbmr.core.pooling`); at most `fbmr.core.contract.MAX_PHOTOS`."""
 
 from __future__ import annotations
 
@@ -10,7 +14,22 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from fbmr.core.contract import MAX_PHOTOS
+
 Photo = str | Path | bytes | bytearray | memoryview | BinaryIO | Image.Image
+# one photo, or a listing's several (a list or tuple; a str or bytes is always one photo)
+Photos = Photo | list[Photo] | tuple[Photo, ...]
+
+
+def photo_list(photos: Photos) -> list[Photo]:
+    """`photos` as a list of one or more photos. Raises ValueError for none or more than
+    MAX_PHOTOS (the facade would refuse them with `too_many_photos`)."""
+    items: list[Photo] = list(photos) if isinstance(photos, list | tuple) else [photos]
+    if not items:
+        raise ValueError("an empty list of photos: give at least one, or none at all (None)")
+    if len(items) > MAX_PHOTOS:
+        raise ValueError(f"{len(items)} photos: at most {MAX_PHOTOS} per request")
+    return items
 
 
 def read_file(location: str | Path) -> bytes:

@@ -166,7 +166,9 @@ class Listing:
     id: str
     name: str  # as the marketplace wrote it
     description: str = ""
-    photo: Any = None  # a path, bytes or a PIL image (`fbmr.client.photos.Photo`)
+    # a path, bytes or a PIL image, or a list of them (`fbmr.client.photos.Photos`): the index
+    # embeds the listing from all its photos
+    photo: Any = None
     category: str | None = None  # by default the one the model predicts
     price: float | None = None
     location: str | None = None

@@ -208,6 +208,10 @@ MAX_EXCLUDE_IDS = 100
 # location 41, so these leave room and bound what one listing can make the index hold.
 MAX_LISTING_NAME_CHARS = 300
 MAX_LOCATION_CHARS = 200
+# Most photos one request or listing may carry (repeated `photo` parts, pooled by
+# `fbmr.core.pooling`): each costs an image-model pass, so this bounds one request's cost; a
+# listing of the real sample has one or two.
+MAX_PHOTOS = 8
 
 # -- errors --------------------------------------------------------------------------------
 
@@ -225,6 +229,7 @@ class ErrorCode(StrEnum):
     photo_empty = "photo_empty"
     photo_unreadable = "photo_unreadable"  # not an image, or a corrupt one
     photo_too_large = "photo_too_large"  # over the byte or the pixel limit
+    too_many_photos = "too_many_photos"  # more `photo` parts than MAX_PHOTOS
     text_empty = "text_empty"
     text_too_long = "text_too_long"
     too_large = "too_large"  # the whole body, or a form field, over the byte limit

@@ -9,7 +9,7 @@ facade answers a request with repeated `photo` parts, in one place so both pool 
 - Embeddings: the mean of the photos' L2-normalised embeddings, normalised again: the centre of
   the photos' directions, in the space the similar-listing index compares by cosine.
 
-`MAX_PHOTOS` bounds how many photos one request or listing may carry: each costs a model pass.
+How many photos one request may carry is the API's (`fbmr.core.contract.MAX_PHOTOS`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-MAX_PHOTOS = 8
 # a probability of exactly 0 (float32 underflow) would make the log -inf and veto the class for
 # every other photo; this floor keeps a veto strong but finite
 _FLOOR = 1e-12
