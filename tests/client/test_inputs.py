@@ -10,7 +10,7 @@ from fbmr.client.inputs import InputError, fingerprint, read_input
 from tests.helpers import write_seed_layout
 
 
-def test_seed_layout_one_row_per_listing_with_its_first_photo(tmp_path):
+def test_seed_layout_one_row_per_listing_with_its_photos(tmp_path):
     products = [
         {"id": "p1", "product_name": "Oak chair | in Leeds, Yorkshire | Gumtree",
          "product_description": "Solid\roak", "category": "Home & Garden / Chairs"},
@@ -34,7 +34,7 @@ def test_seed_layout_one_row_per_listing_with_its_first_photo(tmp_path):
         "No photo | text only",
     ]
     assert list(rows["photo"]) == [
-        str(root / "images" / "i1.jpg"),
+        [str(root / "images" / "i1.jpg"), str(root / "images" / "i2.jpg")],
         str(root / "images" / "i3.jpg"),
         None,
     ]
@@ -102,6 +102,22 @@ def test_a_table_on_an_fsspec_filesystem(tmp_path):
     assert rows.loc[0, "photo"] == "memory://catalogue/p/1.jpg"
 
 
+def test_a_listings_several_photos_as_a_list_or_joined_in_a_csv(tmp_path):
+    (tmp_path / "rows.csv").write_text("id,photo\na,x.jpg | /abs/y.jpg\nb,z.jpg\n")
+    rows = read_input(tmp_path / "rows.csv")
+    assert rows["photo"].tolist() == [
+        [str(tmp_path / "x.jpg"), "/abs/y.jpg"],
+        str(tmp_path / "z.jpg"),
+    ]
+    pd.DataFrame({"id": ["a"], "photo": [["x.jpg", "y.jpg"]]}).to_parquet(tmp_path / "rows.pq")
+    assert read_input(tmp_path / "rows.pq")["photo"].tolist() == [
+        [str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg")]
+    ]
+    # the photos are part of what a resumed run checks it is resuming
+    (tmp_path / "one.csv").write_text("id,photo\na,x.jpg\nb,z.jpg\n")
+    assert fingerprint(rows) != fingerprint(read_input(tmp_path / "one.csv"))
+
+
 def test_tables_that_cannot_be_scored_are_refused(tmp_path):
     (tmp_path / "dup.csv").write_text("id,text\na,x\na,y\n")
     with pytest.raises(InputError, match="unique"):
@@ -120,3 +136,15 @@ def test_fingerprint_changes_with_the_rows(tmp_path):
     first = fingerprint(read_input(tmp_path / "a.csv"))
     assert first == fingerprint(read_input(tmp_path / "a.csv"))
     assert first != fingerprint(read_input(tmp_path / "b.csv"))
+
+
+def test_a_rows_photos_plan_as_one_listing_and_too_many_are_its_error():
+    from fbmr.client.batch import plan_row
+    from fbmr.core.contract import MAX_PHOTOS, ErrorCode, Kind
+
+    row = plan_row(["a.jpg", "b.jpg"], "a bike", "auto")
+    assert (row.kind, row.photos, row.error) == (Kind.combined, ["a.jpg", "b.jpg"], None)
+    assert plan_row("a.jpg", None, "auto").photos == ["a.jpg"]
+    assert plan_row([], "a bike", "auto").kind is Kind.text
+    many = plan_row([f"{i}.jpg" for i in range(MAX_PHOTOS + 1)], "a bike", "auto")
+    assert many.error is not None and many.error.startswith(f"{ErrorCode.too_many_photos}:")

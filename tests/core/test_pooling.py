@@ -10,10 +10,10 @@ from fbmr.core.pooling import pool_embeddings, pool_log_probabilities, pool_prob
 
 
 def test_one_photo_is_its_own_answer():
-    row = np.array([[0.7, 0.2, 0.1]])
-    np.testing.assert_allclose(pool_probabilities(row), row[0], rtol=1e-6)
-    embedding = np.array([[3.0, 4.0]])
-    np.testing.assert_allclose(pool_embeddings(embedding), [0.6, 0.8], rtol=1e-6)
+    row = np.array([[0.7, 0.2, 0.1]], dtype=np.float32)
+    np.testing.assert_array_equal(pool_probabilities(row), row[0])
+    embedding = np.array([[3.0, 4.0]], dtype=np.float32)
+    np.testing.assert_array_equal(pool_embeddings(embedding), embedding[0])
 
 
 def test_the_geometric_mean_lets_a_sure_photo_outvote_a_mild_one():

@@ -1,6 +1,8 @@
 """Scoring one batch of listings: a pandas DataFrame of rows in, a DataFrame of results out.
 
-Rows have `id`, `text` (None: no text) and `photo` (a path or fsspec URL; None: no photo); any
+Rows have `id`, `text` (None: no text) and `photo` (a path or fsspec URL, or a list of a
+listing's several, pooled into one answer as the facade pools them, `fbmr.core.pooling`;
+None: no photo); any
 other column (the run's `_row` position) is passed through. Every row in gives exactly one row
 out: its kind, prediction (and embedding, similar listings) or, for a row that cannot be scored,
 `error` as `reason: message` (a missing, empty or unreadable photo, empty text, a 4xx from the
@@ -42,6 +44,7 @@ from fbmr.core.contract import (
     ENSEMBLES,
     IMAGE,
     INPUT_DATATYPES,
+    MAX_PHOTOS,
     PROBABILITIES,
     TOKEN_IDS,
     TRITON_CHANNEL_ARGS,
@@ -51,6 +54,7 @@ from fbmr.core.contract import (
 )
 from fbmr.core.image import ImageDecodeError, ImageSpec, ImageTooLargeError, image_pixels
 from fbmr.core.listing import model_text
+from fbmr.core.pooling import pool_embeddings, pool_probabilities
 
 AUTO = "auto"
 
@@ -62,6 +66,7 @@ PHOTO_MISSING = ErrorCode.photo_missing
 PHOTO_EMPTY = ErrorCode.photo_empty
 PHOTO_UNREADABLE = ErrorCode.photo_unreadable
 PHOTO_TOO_LARGE = ErrorCode.photo_too_large
+TOO_MANY_PHOTOS = ErrorCode.too_many_photos
 
 NEEDS_PHOTO = {kind for kind in Kind if IMAGE in ENSEMBLES[kind].inputs}
 NEEDS_TEXT = {kind for kind in Kind if TOKEN_IDS in ENSEMBLES[kind].inputs}
@@ -129,7 +134,7 @@ class _Row:
 
     kind: Kind | None
     error: str | None = None
-    photo: str | None = None
+    photos: list[str] = field(default_factory=list)
     text: str | None = None
     ranked: list[tuple[str, float]] = field(default_factory=list)
     embedding: NDArray[Any] | None = None
@@ -140,9 +145,20 @@ def _given(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
+def photo_cell(photo: object) -> list[str]:
+    """A row's photo cell as its list of locations: None or "" for none, one location, or a
+    list (or array) of several."""
+    if isinstance(photo, list | tuple | np.ndarray):
+        return [str(p) for p in photo if _given(p) and str(p) != ""]
+    return [str(photo)] if _given(photo) and str(photo) != "" else []
+
+
 def plan_row(photo: object, text: object, kind: str) -> _Row:
     """The kind a row is scored as, or why it cannot be."""
-    has_photo = _given(photo) and str(photo) != ""
+    photos = photo_cell(photo)
+    has_photo = bool(photos)
+    if len(photos) > MAX_PHOTOS:
+        return _Row(None, f"{TOO_MANY_PHOTOS}: {len(photos)} photos, at most {MAX_PHOTOS}")
     text_given = _given(text)
     has_text = text_given and str(text).strip() != ""
     if kind == AUTO:
@@ -160,7 +176,7 @@ def plan_row(photo: object, text: object, kind: str) -> _Row:
             return _Row(chosen, f"{TEXT_EMPTY}: no text given, or only white space")
     return _Row(
         chosen,
-        photo=str(photo) if chosen in NEEDS_PHOTO else None,
+        photos=photos if chosen in NEEDS_PHOTO else [],
         text=str(text) if chosen in NEEDS_TEXT else None,
     )
 
@@ -284,7 +300,7 @@ class TritonScorer:
             members = [i for i, r in enumerate(rows) if r.kind is kind and r.error is None]
             if not members:
                 continue
-            probabilities, embeddings = self._infer(kind, self._inputs(kind, rows, members, images))
+            probabilities, embeddings = self._pooled(kind, rows, members, images)
             for j, i in enumerate(members):
                 rows[i].ranked = self.artifacts.labels.rank(probabilities[j])
                 rows[i].embedding = embeddings[j]
@@ -307,27 +323,43 @@ class TritonScorer:
         for kind in kinds:
             if not members:
                 break
-            inputs = self._inputs(kind, rows, members, images)
-            vectors[kind] = self._infer(kind, inputs)[1].astype(np.float32)
+            vectors[kind] = self._pooled(kind, rows, members, images)[1].astype(np.float32)
         return [r.error for r in rows], vectors
 
-    def _inputs(
-        self, kind: Kind, rows: list[_Row], members: list[int], images: dict[int, NDArray[Any]]
-    ) -> dict[str, NDArray[Any]]:
-        """The ensemble inputs of `kind` for the rows at `members`, stacked in that order; text
-        read as training read the listing (and as the facade reads what it is sent)."""
+    def _pooled(
+        self,
+        kind: Kind,
+        rows: list[_Row],
+        members: list[int],
+        images: dict[int, list[NDArray[Any]]],
+    ) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Probabilities and embeddings of `kind` for the rows at `members`, in that order: a
+        row with several photos is inferred once per photo (its text beside each) and pooled
+        (`fbmr.core.pooling`), as the facade pools a request's photos."""
+        owners = [i for i in members for _ in images[i]] if kind in NEEDS_PHOTO else list(members)
         inputs: dict[str, NDArray[Any]] = {}
         if kind in NEEDS_PHOTO:
-            inputs[IMAGE] = np.stack([images[i] for i in members])
+            inputs[IMAGE] = np.stack([photo for i in members for photo in images[i]])
         if kind in NEEDS_TEXT:
+            # text read as training read the listing (and as the facade reads what it is sent)
             encode = self.artifacts.text_input
-            inputs[TOKEN_IDS] = np.stack([encode(model_text(text=rows[i].text)) for i in members])
-        return inputs
+            tokens = {i: encode(model_text(text=rows[i].text)) for i in members}
+            inputs[TOKEN_IDS] = np.stack([tokens[i] for i in owners])
+        probabilities, embeddings = self._infer(kind, inputs)
+        if len(owners) == len(members):
+            return probabilities, embeddings
+        owner = np.asarray(owners)
+        return (
+            np.stack([pool_probabilities(probabilities[owner == i]) for i in members]),
+            np.stack([pool_embeddings(embeddings[owner == i]) for i in members]),
+        )
 
-    def _images(self, rows: list[_Row]) -> dict[int, NDArray[Any]]:
-        """Preprocessed photos by row position; rows whose photo fails get their error."""
-        wanted = [i for i, r in enumerate(rows) if r.photo is not None and r.error is None]
-        locations = [str(rows[i].photo) for i in wanted]
+    def _images(self, rows: list[_Row]) -> dict[int, list[NDArray[Any]]]:
+        """Each row's preprocessed photos by row position; a row any of whose photos fails
+        gets that photo's error (as the facade refuses the whole request)."""
+        wanted = [i for i, r in enumerate(rows) if r.photos and r.error is None]
+        owners = [i for i in wanted for _ in rows[i].photos]
+        locations = [location for i in wanted for location in rows[i].photos]
         spec = self.artifacts.image_spec
         if self.executor is not None and locations:
             prepared = self.executor.submit(
@@ -335,14 +367,14 @@ class TritonScorer:
             ).result()
         else:
             prepared = prepare_photos(locations, spec, self.max_pixels)
-        images: dict[int, NDArray[Any]] = {}
-        for i, (array, error) in zip(wanted, prepared, strict=True):
+        images: dict[int, list[NDArray[Any]]] = {i: [] for i in wanted}
+        for i, (array, error) in zip(owners, prepared, strict=True):
             if error is not None:
-                rows[i].error = error
+                rows[i].error = rows[i].error or error
             else:
                 assert array is not None
-                images[i] = array
-        return images
+                images[i].append(array)
+        return {i: photos for i, photos in images.items() if rows[i].error is None}
 
     def max_batch_size(self, kind: Kind) -> int:
         """The ensemble's max_batch_size, from Triton (asked once)."""
@@ -418,10 +450,10 @@ async def _score_facade_row(
 ) -> _Row:
     if row.error is not None:
         return row
-    photo = None
-    if row.photo is not None:
+    photo: tuple[bytes, ...] | None = None  # a tuple: the client takes it as the photos' type
+    if row.photos:
         try:
-            photo = await asyncio.to_thread(read_photo, row.photo)
+            photo = tuple([await asyncio.to_thread(read_photo, where) for where in row.photos])
         except ValueError as err:
             row.error = str(err)
             return row

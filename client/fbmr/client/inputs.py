@@ -2,13 +2,15 @@
 
 - A seed layout (a folder or fsspec URL holding Products.csv, Images.csv and images/) gives one
   row per listing: its id, its cleaned name and description (`fbmr.core.listing.listing_text`)
-  and its first photo (none for a listing without one). The CSVs are split on `\\n` only, as the
-  marketplace export needs (bare `\\r` sits inside descriptions). This is a small reader of its
-  own: `fbmr.training.data.seed` reads the same files for training, but the client installs
-  without training (no torch), and `fbmr.core` holds no pandas.
+  and its photos (one, a list of several, or none for a listing without one). The CSVs are
+  split on `\\n` only, as the marketplace export needs (bare `\\r` sits inside descriptions).
+  This is a small reader of its own: `fbmr.training.data.seed` reads the same files for
+  training, but the client installs without training (no torch), and `fbmr.core` holds no
+  pandas.
 - A table (CSV, Parquet, JSON lines) with an `id` column and `text` and/or `photo`; a photo is
-  a path relative to the table's folder, an absolute path or an fsspec URL. Instead of `text`, a
-  table may hold the listing's fields, `name` (as the marketplace wrote it) and/or
+  a path relative to the table's folder, an absolute path or an fsspec URL, and a listing's
+  several photos a list of them (in a CSV, joined by `|`). Instead of `text`, a table may
+  hold the listing's fields, `name` (as the marketplace wrote it) and/or
   `description`, read as training reads them (`listing_text`).
 
 Photos are resolved to absolute paths or URLs here, so whoever scores a row (a local process
@@ -66,8 +68,9 @@ def _read_seed_csv(location: str, name: str, required: tuple[str, ...]) -> pd.Da
 
 
 def read_seed_layout(location: str) -> pd.DataFrame:
-    """One row per listing of a seed layout (duplicate ids: the first kept), with its first
-    photo; listings without a photo get none (they are scored on their text)."""
+    """One row per listing of a seed layout (duplicate ids: the first kept), with its photos
+    (a location, or a list of several, in Images.csv's order); listings without a photo get
+    none (they are scored on their text)."""
     products = _read_seed_csv(
         location, "Products.csv", ("id", "product_name", "product_description")
     )
@@ -84,7 +87,7 @@ def read_seed_layout(location: str) -> pd.DataFrame:
         }
     )
     rows = rows[rows["id"] != ""].drop_duplicates("id", keep="first")
-    first_photo: dict[str, str] = {}
+    photos: dict[str, list[str]] = {}
     fs, root = fsspec.core.url_to_fs(location)
     if fs.isfile(f"{root.rstrip('/')}/Images.csv"):
         images = _read_seed_csv(location, "Images.csv", ("id", "product_id"))
@@ -92,11 +95,9 @@ def read_seed_layout(location: str) -> pd.DataFrame:
             images["id"].map(clean_field), images["product_id"].map(clean_field), strict=True
         ):
             if image_id and product_id:
-                first_photo.setdefault(product_id, image_id)
-    rows["photo"] = [
-        _join(location, f"images/{first_photo[i]}.jpg") if i in first_photo else None
-        for i in rows["id"]
-    ]
+                photos.setdefault(product_id, []).append(_join(location, f"images/{image_id}.jpg"))
+    cells = [_cell(photos.get(i, [])) for i in rows["id"]]
+    rows["photo"] = pd.Series(cells, index=rows.index, dtype=object)
     return rows.reset_index(drop=True)
 
 
@@ -146,7 +147,8 @@ def read_table(location: str) -> pd.DataFrame:
     else:
         rows["text"] = table["text"].map(optional_text) if "text" in columns else None
     if "photo" in table.columns:
-        rows["photo"] = [photo_location(base, value) for value in table["photo"]]
+        cells = [_cell(photo_locations(base, value)) for value in table["photo"]]
+        rows["photo"] = pd.Series(cells, index=rows.index, dtype=object)
     else:
         rows["photo"] = None
     return rows
@@ -183,9 +185,16 @@ def photo_locations(base: str, value: object) -> list[str]:
     return [where for item in items if (where := photo_location(base, item)) is not None]
 
 
+def _cell(photos: list[str]) -> str | list[str] | None:
+    """A row's photo cell: None, one location (as rows held before several were taken), or the
+    list of several."""
+    return None if not photos else photos[0] if len(photos) == 1 else photos
+
+
 def read_input(location: str | Path) -> pd.DataFrame:
-    """The rows to score: columns id, text (None: no text), photo (None: no photo), in input
-    order. Raises InputError for duplicate or empty ids: every row must be named once."""
+    """The rows to score: columns id, text (None: no text), photo (None: no photo; one
+    location, or a list of several), in input order. Raises InputError for duplicate or empty
+    ids: every row must be named once."""
     location = str(location)
     rows = read_seed_layout(location) if _is_seed_layout(location) else read_table(location)
     empty = int((rows["id"] == "").sum())

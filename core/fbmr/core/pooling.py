@@ -9,6 +9,9 @@ facade answers a request with repeated `photo` parts, in one place so both pool 
 - Embeddings: the mean of the photos' L2-normalised embeddings, normalised again: the centre of
   the photos' directions, in the space the similar-listing index compares by cosine.
 
+With one photo the answer is that photo's own, unchanged, so a one-photo request answers
+exactly as it did before requests could carry several.
+
 How many photos one request may carry is the API's (`fbmr.core.contract.MAX_PHOTOS`).
 """
 
@@ -44,15 +47,23 @@ def pool_log_probabilities(log_probabilities: NDArray[np.floating[Any]]) -> NDAr
 def pool_probabilities(probabilities: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     """One probability row (classes,) from a listing's photos' rows (n, classes), as
     `pool_log_probabilities` pools them."""
-    rows = np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), _FLOOR))
+    given = np.asarray(probabilities)
+    if len(given) == 1:
+        own: NDArray[np.float32] = given[0].astype(np.float32)
+        return own
+    rows = np.log(np.maximum(given.astype(np.float64), _FLOOR))
     return np.exp(pool_log_probabilities(rows)).astype(np.float32)
 
 
 def pool_embeddings(embeddings: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
-    """One L2-normalised embedding (dim,) from a listing's photos' embeddings (n, dim)."""
+    """One embedding (dim,) from a listing's photos' embeddings (n, dim): L2-normalised, or
+    with one photo that photo's own."""
     rows = np.asarray(embeddings, dtype=np.float64)
     if rows.ndim != 2 or len(rows) == 0:
         raise ValueError(f"expected (photos, dim) embeddings, got shape {rows.shape}")
+    if len(rows) == 1:
+        own: NDArray[np.float32] = np.asarray(embeddings)[0].astype(np.float32)
+        return own
     rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), _FLOOR)
     centre = rows.mean(axis=0)
     pooled: NDArray[np.float32] = (centre / max(float(np.linalg.norm(centre)), _FLOOR)).astype(
