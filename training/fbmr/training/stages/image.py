@@ -17,8 +17,10 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -39,16 +41,20 @@ from fbmr.training.engine import (
     report,
     seed_everything,
     stage_fields,
+    top1,
 )
+from fbmr.training.fusion_report import per_product
 from fbmr.training.layout import RunLayout
 from fbmr.training.meta import ImageMeta
 from fbmr.training.models import ImageModel
 from fbmr.training.optim import mark_pretrained
+from fbmr.training.retrieval import category_share, per_listing
 from fbmr.training.trunks import RANDOM_INIT, TRUNKS, Backbone
 
 log = logging.getLogger(__name__)
 
 BN_CALIBRATION_PHOTOS = 2048
+SIMILAR_K = 10  # the similar listings a query shows, as bench/similar_share.py counts them
 
 
 class _OverCache(nn.Module):
@@ -179,6 +185,35 @@ def load_cached_features(layout: RunLayout, split: str) -> torch.Tensor | None:
     return features.float()
 
 
+def listing_figures(
+    data: PreparedDataset,
+    answers: dict[str, tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]],
+) -> dict[str, object]:
+    """Per listing, as the facade answers a listing's photos: top-1 with its photos' answers
+    pooled, and the photo-only similar-listing share (`fbmr.training.retrieval`: val queries
+    against the train listings, test queries against train and val, as the served catalogue
+    holds them)."""
+    top1_per_listing = {}
+    listings = {}
+    for s in SPLITS:
+        embeddings, logits, targets = answers[s]
+        owners = data.images(s)["product_id"].astype(str).to_numpy()
+        pooled, pooled_targets, _ = per_product(logits, targets, owners)
+        top1_per_listing[s] = top1(pooled, pooled_targets)
+        listings[s] = per_listing(embeddings, targets, owners)
+    (train, train_labels), (val, val_labels) = listings["train"], listings["val"]
+    share = {
+        "val": category_share(val, val_labels, train, train_labels, k=SIMILAR_K),
+        "test": category_share(
+            *listings["test"],
+            np.concatenate([train, val]),
+            np.concatenate([train_labels, val_labels]),
+            k=SIMILAR_K,
+        ),
+    }
+    return {"top1_per_listing": top1_per_listing, f"photo_similar_share_at_{SIMILAR_K}": share}
+
+
 def train_image(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
 ) -> Report:
@@ -238,19 +273,19 @@ def train_image(
         trainable = _OverCache(model, first)
         train = CachedFeatures(*cached["train"], augment=True)
         history = fit(trainable, train, sets["val"], stage_dir, settings, device, fields, model)
-        predictions = {s: predict(trainable, sets[s], settings, device)[1:] for s in SPLITS}
+        answers = {s: predict(trainable, sets[s], settings, device) for s in SPLITS}
     else:
         train_photos = PhotoDataset(data, data.images("train"), spec, augment=True)
         history = fit(model, train_photos, photos["val"], stage_dir, settings, device, fields)
-        predictions = {
-            s: predict(model, photos[s], settings, device, f"eval {s}")[1:] for s in SPLITS
-        }
+        answers = {s: predict(model, photos[s], settings, device, f"eval {s}") for s in SPLITS}
+    predictions = {s: answers[s][1:] for s in SPLITS}
     extra = {
         "unit": "photo",
         "backbone": config.backbone,
         "weights": model.weights_source,
         "mode": str(config.image_mode),
         "trainable_from": first,
+        **listing_figures(data, answers),
     }
     return report(
         stage_dir, f"image model ({config.backbone})", history, predictions, classes, extra

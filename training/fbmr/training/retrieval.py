@@ -1,0 +1,64 @@
+"""How well an embedding finds similar listings, measured where it is trained: the share of a
+query listing's k nearest catalogue listings that are in its category (what `bench/similar_share.py`
+asks a running facade, here by exact search over the stage's own embeddings, so every run
+records it and two trunks or losses compare without serving either).
+
+Listings, not photos, are what the index holds: a listing's photos are pooled into one
+embedding as the index pools them (`fbmr.core.pooling.pool_embeddings`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from fbmr.core.pooling import pool_embeddings
+
+# queries scored at once: a block of the similarity matrix stays a few MB
+_BLOCK = 512
+
+
+def per_listing(
+    embeddings: NDArray[np.floating[Any]], labels: NDArray[np.int64], owners: NDArray[Any]
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """(embedding, label) per listing: each listing's photos pooled, listings in order of first
+    appearance."""
+    codes, uniques = pd.factorize(pd.Series(owners))
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(np.asarray(embeddings)[order], np.cumsum(np.bincount(codes))[:-1])
+    first = np.unique(codes, return_index=True)[1]
+    pooled = np.stack([pool_embeddings(group) for group in groups]) if len(uniques) else None
+    return (
+        np.zeros((0, embeddings.shape[1]), np.float32) if pooled is None else pooled,
+        labels[first],
+    )
+
+
+def category_share(
+    queries: NDArray[np.float32],
+    query_labels: NDArray[np.int64],
+    catalogue: NDArray[np.float32],
+    catalogue_labels: NDArray[np.int64],
+    k: int = 10,
+) -> float:
+    """Mean share of each query's `k` nearest catalogue rows (cosine similarity, exact) that
+    share its label; NaN without queries."""
+    if len(queries) == 0 or len(catalogue) == 0:
+        return float("nan")
+    k = min(k, len(catalogue))
+
+    def unit(x: NDArray[np.float32]) -> NDArray[np.float32]:
+        out: NDArray[np.float32] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return out
+
+    shelf = unit(catalogue.astype(np.float32))
+    shares = []
+    for start in range(0, len(queries), _BLOCK):
+        block = unit(queries[start : start + _BLOCK].astype(np.float32)) @ shelf.T
+        nearest = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        same = catalogue_labels[nearest] == query_labels[start : start + _BLOCK, None]
+        shares.append(same.mean(axis=1))
+    return float(np.concatenate(shares).mean())
