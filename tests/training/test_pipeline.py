@@ -229,9 +229,11 @@ def test_fusion_is_held_to_its_inputs_on_the_same_photos(tiny_run):
     assert len(metrics["stacking_weights"]) == 3
     for split in ("val", "test"):
         assert set(inputs[split]) == {"image", "text"}
-        best_input = max(inputs[split].values())
-        # The stacked head starts as the text model and learns to use the photo on top of it.
-        assert metrics["splits"][split]["top1"] >= best_input, (split, metrics)
+    # Training keeps the stacking weights (trained, text's or image's) that score best on
+    # validation, so there and only there fusion is never below its best input; the test split
+    # has no such guarantee, and holding it to one would pass or fail by the seed.
+    best_input = max(inputs["val"].values())
+    assert metrics["splits"]["val"]["top1"] >= best_input, metrics
 
 
 def test_fusion_stacking_is_fit_on_answers_of_models_that_did_not_see_the_listing(

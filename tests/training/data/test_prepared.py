@@ -51,6 +51,27 @@ def test_photo_gives_identical_arrays_in_training_and_serving(dataset):
         served = normalize_pixels(pixels, SPEC)
         assert trained.dtype == served.dtype == np.float32
         np.testing.assert_array_equal(trained, served)
+        # and both are the ImageNet evaluation transform, written independently with
+        # torchvision: pad square (black, centred), resize, centre crop, scale and normalise
+        np.testing.assert_allclose(served, _torchvision(dataset.image_path(image_id)), atol=1e-5)
+
+
+def _torchvision(path):
+    from PIL import Image, ImageOps
+    from torchvision import transforms
+
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    side = max(image.size)
+    padded = ImageOps.pad(image, (side, side), color=(0, 0, 0), centering=(0.5, 0.5))
+    pipeline = transforms.Compose(
+        [
+            transforms.Resize((SPEC.resize_size, SPEC.resize_size)),
+            transforms.CenterCrop(SPEC.image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(SPEC.mean, SPEC.std),
+        ]
+    )
+    return pipeline(padded).numpy()
 
 
 def test_listing_gives_identical_token_ids_in_training_and_serving(dataset, demo_seed, tokenizer):
