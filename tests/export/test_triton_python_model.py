@@ -99,11 +99,14 @@ def test_row_slices_give_the_whole_batch_answer(tmp_path, monkeypatch, rows, row
     for got, expected in zip(sliced, whole, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
     if model.slices > 1 and rows > 1:
-        slices = min(model.slices, rows)
-        assert sorted(seen) == sorted(len(c) for c in np.array_split(np.arange(rows), slices))
+        # every row run once, on as many 1-thread runs as slices allow, sizes within one row
+        assert sum(seen) == rows and len(seen) == min(model.slices, rows)
+        assert max(seen) - min(seen) <= 1
 
 
 def test_row_slices_default_off_for_repositories_written_before_them(tmp_path, monkeypatch):
     assert _served(tmp_path, monkeypatch, None).slices == 1
     assert _served(tmp_path, monkeypatch, "3").slices == 3
-    assert _served(tmp_path, monkeypatch, "0").slices == len(os.sched_getaffinity(0))
+    # "0": one slice per core this process may run on (five, as the scheduler is told here)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 3, 5, 7})
+    assert _served(tmp_path, monkeypatch, "0").slices == 5
