@@ -1,7 +1,8 @@
-"""What the image encoder costs per photo, trunk beside trunk: ResNet-50 and EfficientNet-Lite0
-exported the way `fbmr export` exports the served image encoder (uint8 pixels in, normalised in
-the graph, the embedding out), each timed in bare onnxruntime and in eager PyTorch on the same
-photos, the trunks taking turns batch by batch so machine load hits them alike.
+"""What the image encoder costs per photo, trunk beside trunk: ResNet-50 and EfficientNet-Lite0,
+1 and 2 (`--trunks` picks) exported the way `fbmr export` exports the served image encoder
+(uint8 pixels in, normalised in the graph, the embedding out), each timed in bare onnxruntime
+and in eager PyTorch on the same photos, the trunks taking turns batch by batch so machine load
+hits them alike.
 
     uv run python bench/image_trunks.py --data runs/real/prepared --out runs/bench/image_trunks
 
@@ -32,7 +33,12 @@ from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.models import ImageModel
 from fbmr.training.trunks import TRUNKS, Backbone, WeightsUnavailableError
 
-TRUNK_NAMES = (Backbone.resnet50, Backbone.efficientnet_lite0)
+TRUNK_NAMES = (
+    Backbone.resnet50,
+    Backbone.efficientnet_lite0,
+    Backbone.efficientnet_lite1,
+    Backbone.efficientnet_lite2,
+)
 EMBEDDING_DIM = 256
 WARM_UP = 2
 
@@ -48,6 +54,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset (val photos)")
     parser.add_argument("--photos", type=int, default=64)
+    parser.add_argument(
+        "--trunks",
+        nargs="+",
+        default=[b.value for b in TRUNK_NAMES],
+        choices=[b.value for b in TRUNK_NAMES],
+    )
+    parser.add_argument(
+        "--pytorch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time eager PyTorch beside onnxruntime",
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=12, help="timed batches per trunk and size")
     parser.add_argument("--image-size", type=int, default=224)
@@ -60,7 +78,7 @@ def main() -> None:
     ids = data.images("val")["image_id"].head(args.photos)
     contenders: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for backbone in TRUNK_NAMES:
+        for backbone in map(Backbone, args.trunks):
             info = TRUNKS[backbone]
             spec = ImageSpec.for_image_size(args.image_size, info.mean, info.std)
             model = _model(backbone)
@@ -89,7 +107,7 @@ def main() -> None:
                 start = starts[step % len(starts)]
                 for name, c in contenders.items():
                     pixels = c["photos"][start : start + batch]
-                    for runtime in ("onnxruntime", "pytorch"):
+                    for runtime in ("onnxruntime", "pytorch")[: 2 if args.pytorch else 1]:
                         began = time.perf_counter()
                         if runtime == "onnxruntime":
                             c["session"].run(None, {"image": pixels})
