@@ -40,8 +40,8 @@ import numpy as np
 from faiss_scale import ClusteredVectors
 
 from fbmr.core.contract import LISTING_PATH, SIMILAR_PATH, Kind
-from fbmr.serving.index import IndexType, SimilarityIndex, normalise, save_version
-from fbmr.serving.updates import Update, UpdateLog
+from fbmr.serving.index.store import IndexType, SimilarityIndex, normalise, save_version
+from fbmr.serving.index.updates import Update, UpdateLog
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -127,8 +127,8 @@ def _size(path: Path) -> int:
 
 
 def engines(args: argparse.Namespace) -> dict:
-    from fbmr.serving.filters import ListingFilter
-    from fbmr.serving.index import open_version
+    from fbmr.serving.index.filters import ListingFilter
+    from fbmr.serving.index.store import open_version
 
     space = ClusteredVectors(args.dim, seed=1)
     vectors, queries = space.sample(args.listings, seed=2), space.sample(args.queries, seed=4)

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from fbmr.serving.admission import Admission, Overloaded
-from fbmr.serving.main import create_app
+from fbmr.serving.http.main import create_app
+from fbmr.serving.service.admission import Admission, Overloaded
 from tests.helpers import assert_error, running_facade
 
 TEXT = {"text": "oak dining table with four chairs"}

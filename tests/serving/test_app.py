@@ -15,8 +15,8 @@ from PIL import Image
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import EMBED_PATH, PREDICT_PATHS, PREDICT_TEXT_PATH, Kind
-from fbmr.serving.catalogue import build_index
-from fbmr.serving.triton_server import LocalTriton, TritonPorts, alive
+from fbmr.serving.index.catalogue import build_index
+from fbmr.serving.triton.server import LocalTriton, TritonPorts, alive
 from tests.helpers import assert_error, encode, free_ports, running_facade, split_listings
 
 
@@ -248,7 +248,10 @@ def test_triton_killed_under_load_gives_only_503s_then_recovers(
 def test_serving_imports_without_torch():
     code = (
         "import sys\n"
-        "from fbmr.serving import catalogue, cli, index, main, triton_cli\n"
+        "from fbmr.serving import cli\n"
+        "from fbmr.serving.http import main\n"
+        "from fbmr.serving.index import catalogue, store\n"
+        "from fbmr.serving.triton import cli as triton_cli\n"
         "assert 'torch' not in sys.modules, 'fbmr.serving imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

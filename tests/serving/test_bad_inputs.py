@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from fbmr.serving import metrics
+from fbmr.serving.http import middleware
 from tests.helpers import assert_error, encode
 
 ACCEPTED = "JPEG, PNG, WebP, GIF or BMP"
@@ -300,7 +300,7 @@ def _statuses(raw: bytes) -> list[int]:
 
 
 def test_a_content_length_that_lies_neither_hangs_nor_fails(facade, monkeypatch):
-    monkeypatch.setattr(metrics, "BODY_IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(middleware, "BODY_IDLE_TIMEOUT_S", 1.0)
     url = facade.base_url
     head = "POST /v1/predict/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     # says 1000 bytes, sends 17 and waits: the body guard answers 408 after its idle timeout

@@ -12,9 +12,9 @@ import pytest
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
-from fbmr.serving.catalogue import build_index, read_catalogue
-from fbmr.serving.index import SimilarityIndex
-from fbmr.serving.triton_server import LocalTriton, TritonPorts
+from fbmr.serving.index.catalogue import build_index, read_catalogue
+from fbmr.serving.index.store import SimilarityIndex
+from fbmr.serving.triton.server import LocalTriton, TritonPorts
 from tests.helpers import free_ports
 
 pytestmark = pytest.mark.integration  # indexes through a real tritonserver

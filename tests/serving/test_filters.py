@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
-from fbmr.serving.filters import ListingColumns, ListingFilter
-from fbmr.serving.index import IndexType, open_version, save_version
+from fbmr.serving.index.filters import ListingColumns, ListingFilter
+from fbmr.serving.index.store import IndexType, open_version, save_version
 from tests.helpers import assert_error
 
 CATEGORIES = ("chairs", "lamps", "bikes", "books")

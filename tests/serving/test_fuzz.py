@@ -18,7 +18,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from fbmr.core.contract import ErrorCode
-from fbmr.serving.main import create_app
+from fbmr.serving.http.main import create_app
 from fbmr.serving.settings import FacadeSettings
 from tests.helpers import running_facade
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
-from fbmr.serving.index import (
+from fbmr.serving.index.build import EXACT_MAX, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, factory_string
+from fbmr.serving.index.store import (
     CURRENT,
     IndexStore,
     IndexType,
@@ -16,7 +17,6 @@ from fbmr.serving.index import (
     resolve_type,
     save_version,
 )
-from fbmr.serving.index_build import EXACT_MAX, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, factory_string
 
 
 def _clustered(

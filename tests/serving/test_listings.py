@@ -19,8 +19,8 @@ import pytest
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ErrorCode
-from fbmr.serving.catalogue import build_index
-from fbmr.serving.updates import UPDATES_LOG
+from fbmr.serving.index.catalogue import build_index
+from fbmr.serving.index.updates import UPDATES_LOG
 from tests.helpers import assert_error, free_ports, running_facade, split_listings, wait_until_ready
 
 

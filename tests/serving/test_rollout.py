@@ -32,10 +32,10 @@ from tritonclient.utils import InferenceServerException
 
 from fbmr.core.artifacts import REPOSITORY_MANIFEST
 from fbmr.core.contract import PROBABILITIES, TRITON_ADMIN_KEY_ENV
-from fbmr.serving import supervisor
-from fbmr.serving.rollout import Rollout
-from fbmr.serving.supervisor import TritonSupervisor, read_status
-from fbmr.serving.triton_server import LocalTriton, TritonPorts, is_live
+from fbmr.serving.triton import supervisor
+from fbmr.serving.triton.rollout import Rollout
+from fbmr.serving.triton.server import LocalTriton, TritonPorts, is_live
+from fbmr.serving.triton.supervisor import TritonSupervisor, read_status
 from tests.helpers import free_ports, running_facade, serving_stack
 
 pytestmark = pytest.mark.integration  # each test starts a tritonserver of its own

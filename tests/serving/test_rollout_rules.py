@@ -10,7 +10,7 @@ import pytest
 
 from fbmr.core.artifacts import ARTIFACTS_FILE, REPOSITORY_MANIFEST
 from fbmr.core.contract import ARTIFACTS_ENSEMBLE, ENSEMBLE_NAMES
-from fbmr.serving.rollout import (
+from fbmr.serving.triton.rollout import (
     ENSEMBLE_LOAD_TRIES,
     PIN_FILE,
     Rollout,
@@ -141,7 +141,7 @@ def faked(
 ) -> _Triton:
     """`rollout` loading ensembles into a _Triton, with no wait for them to settle."""
     triton = _Triton(reverts, overtakes, refusal)
-    monkeypatch.setattr("fbmr.serving.rollout.ENSEMBLE_SETTLE_S", 0)
+    monkeypatch.setattr("fbmr.serving.triton.rollout.ENSEMBLE_SETTLE_S", 0)
     monkeypatch.setattr(rollout, "_load_all", triton.load_all)
     monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
     return triton

@@ -15,9 +15,9 @@ import pytest
 from fbmr.core.artifacts import ModelArtifacts, exported_versions
 from fbmr.core.contract import ENSEMBLE_NAMES, Kind
 from fbmr.serving.metrics import Metrics
-from fbmr.serving.rollout import RolloutStatus
+from fbmr.serving.service.state import FacadeState
 from fbmr.serving.settings import FacadeSettings
-from fbmr.serving.state import FacadeState
+from fbmr.serving.triton.rollout import RolloutStatus
 
 
 class ScriptedTriton:

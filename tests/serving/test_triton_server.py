@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from fbmr.core.cli import build_app
 from fbmr.core.contract import INPUT_DATATYPES, TRITON_ADMIN_KEY_ENV
 from fbmr.export.onnx_models import PARITY_TOLERANCE, load_run
-from fbmr.serving.triton_admin import admin_client
-from fbmr.serving.triton_server import (
+from fbmr.serving.triton.admin import admin_client
+from fbmr.serving.triton.server import (
     SHM_PREFIX,
     STUB_NAME,
     LocalTriton,
@@ -315,7 +315,7 @@ def test_a_server_is_stopped_with_sigterm_then_killed_if_it_hangs(ignores_sigter
 def test_tritonserver_gets_none_of_the_facades_keys(monkeypatch, tmp_path):
     """`fbmr serve --with-triton --workers N` holds every key in its environment (its workers
     read them there); the Triton it starts, and the model code Triton runs, get none."""
-    from fbmr.serving import triton_server
+    from fbmr.serving.triton import server as triton_server
 
     secrets = {
         "FBMR_API_KEY": "a", "FBMR_WRITE_KEY": "w", "FBMR_ADMIN_KEY": "x",

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
-from fbmr.serving import catalogue, updates
-from fbmr.serving.filters import ListingFilter
-from fbmr.serving.index import IndexStore, IndexType, open_version, save_version
-from fbmr.serving.live_index import LiveIndex
-from fbmr.serving.updates import UPDATES_LOG, Update, UpdateLog, changes, fold
+from fbmr.serving.index import catalogue, updates
+from fbmr.serving.index.filters import ListingFilter
+from fbmr.serving.index.live_index import LiveIndex
+from fbmr.serving.index.store import IndexStore, IndexType, open_version, save_version
+from fbmr.serving.index.updates import UPDATES_LOG, Update, UpdateLog, changes, fold
 
 DIM = 16
 KINDS = (Kind.text, Kind.combined)
@@ -314,7 +314,7 @@ def test_a_build_folds_in_the_updates_acknowledged_while_it_embedded(
 def test_the_milvus_token_goes_only_to_the_milvus_it_is_for(tmp_path, monkeypatch):
     """A version's meta.json names its Milvus; one that names another than the facade's cannot
     make the facade send its token there."""
-    from fbmr.serving import milvus_index
+    from fbmr.serving.index import milvus_index
 
     index_dir, _ = _index_dir(tmp_path, "milvus.db", n=10)
     sent: list[str | None] = []

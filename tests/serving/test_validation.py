@@ -13,8 +13,8 @@ from PIL import Image
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 
-from fbmr.serving import metrics
-from fbmr.serving.main import create_app
+from fbmr.serving.http import middleware
+from fbmr.serving.http.main import create_app
 from tests.helpers import assert_error, encode
 
 
@@ -163,8 +163,8 @@ def test_errors_are_counted_by_endpoint_and_status(offline_client):
 def test_a_body_that_trickles_in_is_cut_off_at_the_total_deadline(monkeypatch):
     """Each piece arrives inside the idle timeout, so only the deadline on the whole body ends
     it: a slow sender cannot hold a request (and its memory) for ever."""
-    monkeypatch.setattr(metrics, "BODY_IDLE_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(metrics, "BODY_TOTAL_TIMEOUT_S", 0.6)
+    monkeypatch.setattr(middleware, "BODY_IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(middleware, "BODY_TOTAL_TIMEOUT_S", 0.6)
     pieces = 0
 
     async def trickle() -> dict:
@@ -177,7 +177,7 @@ def test_a_body_that_trickles_in_is_cut_off_at_the_total_deadline(monkeypatch):
         while (await receive()).get("more_body"):
             pass
 
-    guard = metrics.BodyGuard(read_all, max_body_bytes=10**9)
+    guard = middleware.BodyGuard(read_all, max_body_bytes=10**9)
     with pytest.raises(HTTPException) as cut:
         asyncio.run(guard({"type": "http"}, trickle, None))
     assert cut.value.status_code == 408 and "not complete" in str(cut.value.detail)
@@ -186,8 +186,8 @@ def test_a_body_that_trickles_in_is_cut_off_at_the_total_deadline(monkeypatch):
 
 def test_readyz_asks_triton_at_most_once_a_second(offline_settings, monkeypatch):
     """/readyz needs no key: a flood of it is answered from a copy, not with Triton calls."""
-    from fbmr.serving.inference import TritonModels
-    from fbmr.serving.routes import ops
+    from fbmr.serving.http.routes import ops
+    from fbmr.serving.triton.inference import TritonModels
 
     asked: list[object] = []
     real = TritonModels.ready
@@ -242,7 +242,7 @@ def test_a_pin_takes_a_version_number_only(offline_client):
 def test_readyz_names_no_server_path(offline_settings):
     """/readyz needs no key: a refused version's cause names its files within the repository,
     not where the server keeps it."""
-    from fbmr.serving.rollout import RolloutStatus
+    from fbmr.serving.triton.rollout import RolloutStatus
 
     where = offline_settings.model_repository.resolve()
     cause = f"image_encoder: failed to load {where}/image_encoder/2/model.onnx"

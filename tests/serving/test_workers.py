@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fbmr.serving.catalogue import build_index
+from fbmr.serving.index.catalogue import build_index
 from tests.helpers import free_ports, wait_until_ready
 
 pytestmark = pytest.mark.integration  # `fbmr serve` with two workers in a subprocess

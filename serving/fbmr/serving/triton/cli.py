@@ -27,7 +27,7 @@ from fbmr.core.contract import (
 )
 
 if TYPE_CHECKING:
-    from fbmr.serving.triton_server import LocalTriton
+    from fbmr.serving.triton.server import LocalTriton
 
 app = typer.Typer(help="Run a local tritonserver on a model repository.", no_args_is_help=True)
 
@@ -66,7 +66,7 @@ def start(
     """Start tritonserver in the background and wait until the version to serve is loaded and
     checked (the newest export that loads and answers, or the pinned one)."""
     from fbmr.core.fileio import atomic_write_json
-    from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts, alive
+    from fbmr.serving.triton.server import LocalTriton, TritonError, TritonPorts, alive
 
     if foreground:
         ports = TritonPorts(host, http_port, grpc_port, metrics_port)
@@ -104,8 +104,8 @@ def status(
     version, and which (exit code 1 if not)."""
     from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
-    from fbmr.serving.rollout import served_version
-    from fbmr.serving.triton_admin import admin_client
+    from fbmr.serving.triton.admin import admin_client
+    from fbmr.serving.triton.rollout import served_version
 
     try:
         with admin_client(InferenceServerClient(f"{host}:{grpc_port}"), admin_key) as client:
@@ -126,7 +126,7 @@ def stop(
     timeout: float = typer.Option(30.0, help="Seconds to wait before killing it."),
 ) -> None:
     """Stop the tritonserver that `fbmr triton start` started on this port."""
-    from fbmr.serving.triton_server import stop_tritonserver
+    from fbmr.serving.triton.server import stop_tritonserver
 
     state = _state_path(grpc_port)
     if not state.is_file():
@@ -143,8 +143,8 @@ def _supervise(triton: LocalTriton, timeout: float) -> None:
     import logging
     import threading
 
-    from fbmr.serving.supervisor import TritonSupervisor
-    from fbmr.serving.triton_server import TritonError
+    from fbmr.serving.triton.server import TritonError
+    from fbmr.serving.triton.supervisor import TritonSupervisor
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stop = threading.Event()

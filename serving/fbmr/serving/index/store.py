@@ -26,14 +26,7 @@ from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
-from fbmr.serving.filters import (
-    EXACT_BELOW,
-    ListingColumns,
-    ListingFilter,
-    exact_among,
-    search_parameters,
-)
-from fbmr.serving.index_build import (
+from fbmr.serving.index.build import (
     build_index,
     factory_string,
     normalise,
@@ -42,8 +35,15 @@ from fbmr.serving.index_build import (
     serving_search,
     to_gpu_if_available,
 )
-from fbmr.serving.index_types import IndexType
-from fbmr.serving.live_index import (
+from fbmr.serving.index.filters import (
+    EXACT_BELOW,
+    ListingColumns,
+    ListingFilter,
+    exact_among,
+    search_parameters,
+)
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.live_index import (
     FAISS,
     INDEX_FORMAT,
     MILVUS,
@@ -51,7 +51,7 @@ from fbmr.serving.live_index import (
     LiveIndex,
     read_meta,
 )
-from fbmr.serving.updates import Update
+from fbmr.serving.index.updates import Update
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def save_version(
         (staging / "listings.json").write_text(json.dumps(listings))
     else:
         # pymilvus: the `milvus` extra
-        from fbmr.serving.milvus_index import connect, write_collections
+        from fbmr.serving.index.milvus_index import connect, write_collections
 
         with contextlib.closing(connect(index_dir, milvus_uri, milvus_token)) as client:
             collections = write_collections(client, version, vectors, listings, kind)
@@ -197,7 +197,7 @@ def open_version(
     index directory cannot have the token sent to a server of theirs."""
     meta = read_meta(path)
     if meta.get("backend", FAISS) == MILVUS:
-        from fbmr.serving.milvus_index import MilvusIndex  # pymilvus: the `milvus` extra
+        from fbmr.serving.index.milvus_index import MilvusIndex  # pymilvus: the `milvus` extra
 
         if meta.get("milvus_uri") != milvus_uri:
             milvus_token = None

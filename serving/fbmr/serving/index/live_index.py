@@ -1,8 +1,8 @@
 """What every engine of the similar-listing index shares: one loaded index version, searched
 by a query embedding of a given kind, with the live updates of its directory applied.
 
-An engine (FAISS in the facade's memory, `fbmr.serving.index`; Milvus, local or a cluster,
-`fbmr.serving.milvus_index`) implements the search and how a put or a delete changes it; what
+An engine (FAISS in the facade's memory, `fbmr.serving.index.store`; Milvus, local or a cluster,
+`fbmr.serving.index.milvus_index`) implements the search and how a put or a delete changes it; what
 an update means is decided here once: a record embedded by another model version than the
 index's, or for other kinds, is never mixed in (its vectors live in another embedding space).
 """
@@ -23,9 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
-from fbmr.serving.filters import ListingFilter
-from fbmr.serving.index_build import normalise
-from fbmr.serving.updates import Update, UpdateLog
+from fbmr.serving.index.build import normalise
+from fbmr.serving.index.filters import ListingFilter
+from fbmr.serving.index.updates import Update, UpdateLog
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """A local `tritonserver` process: find the binary, start it on a model repository, load the
-version to serve (`fbmr.serving.rollout`), stop it; `TritonSupervisor` restarts it after a crash.
+version to serve (`fbmr.serving.triton.rollout`), stop it; `TritonSupervisor` restarts it after
+a crash.
 
 In production Triton runs in the NVIDIA container and the facade only talks to it. On a machine
 without Docker (development, CI) the `nvidia-pytriton` wheel ships a `tritonserver` binary with
@@ -31,8 +32,8 @@ from fbmr.core.contract import (
     TRITON_HTTP_PORT,
     TRITON_METRICS_PORT,
 )
-from fbmr.serving.rollout import Rollout
-from fbmr.serving.triton_admin import restricted_flags
+from fbmr.serving.triton.admin import restricted_flags
+from fbmr.serving.triton.rollout import Rollout
 
 BINARY_ENV = "FBMR_TRITONSERVER"
 BACKENDS_ENV = "FBMR_TRITON_BACKENDS"
@@ -159,8 +160,8 @@ def server_command(
         "--strict-readiness=false",
         "--log-verbose=0",
         # Explicit model control: Triton starts with no model loaded and loads what fbmr asks
-        # for (fbmr.serving.rollout), so a damaged new version is refused while the version in
-        # use keeps serving, instead of Triton's polling reloading it over and over.
+        # for (fbmr.serving.triton.rollout), so a damaged new version is refused while the version
+        # in use keeps serving, instead of Triton's polling reloading it over and over.
         "--model-control-mode=explicit",
         # The python backend names its shared-memory regions by this prefix: unique per server,
         # so that two local servers (tests, a benchmark beside a demo) never share regions.

@@ -25,8 +25,7 @@ from numpy.typing import NDArray
 from pymilvus import DataType, MilvusClient
 
 from fbmr.core.contract import Kind
-from fbmr.serving.filters import ListingFilter
-from fbmr.serving.index_build import (
+from fbmr.serving.index.build import (
     HNSW_EF_SEARCH,
     HNSW_M,
     IVF_NPROBE,
@@ -34,9 +33,10 @@ from fbmr.serving.index_build import (
     normalise,
     resolve_type,
 )
-from fbmr.serving.index_types import IndexType
-from fbmr.serving.live_index import Hit, LiveIndex
-from fbmr.serving.updates import Update
+from fbmr.serving.index.filters import ListingFilter
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.live_index import Hit, LiveIndex
+from fbmr.serving.index.updates import Update
 
 # Milvus counts VARCHAR lengths in bytes: an id of up to 200 characters (the route's limit)
 # takes at most 800 in UTF-8; longer names and locations are cut (at a character boundary)

@@ -19,11 +19,9 @@ from fbmr.core.contract import (
     Kind,
 )
 from fbmr.serving import request_context
-from fbmr.serving.admission import Overloaded
-from fbmr.serving.deps import PROTECTED, Settings, State
-from fbmr.serving.errors import ERROR_RESPONSES, unavailable
-from fbmr.serving.inference import Inference, ModelVersionUnavailable, TritonUnavailable
-from fbmr.serving.inputs import (
+from fbmr.serving.http.deps import PROTECTED, Settings, State
+from fbmr.serving.http.errors import ERROR_RESPONSES, unavailable
+from fbmr.serving.http.inputs import (
     Encoder,
     ListingForm,
     checked_text,
@@ -32,8 +30,10 @@ from fbmr.serving.inputs import (
     read_photo,
     text_query,
 )
-from fbmr.serving.schemas import EmbedResponse, ErrorResponse, Prediction, TextQuery
-from fbmr.serving.state import FacadeState
+from fbmr.serving.http.schemas import EmbedResponse, ErrorResponse, Prediction, TextQuery
+from fbmr.serving.service.admission import Overloaded
+from fbmr.serving.service.state import FacadeState
+from fbmr.serving.triton.inference import Inference, ModelVersionUnavailable, TritonUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from fbmr.serving.index import IndexStore
+from fbmr.serving.index.store import IndexStore
+from fbmr.serving.service.state import FacadeState
 from fbmr.serving.settings import FacadeSettings
-from fbmr.serving.state import FacadeState
 
 
 def get_state(request: Request) -> FacadeState:
@@ -32,6 +32,6 @@ def get_index(state: State) -> IndexStore:
 Settings = Annotated[FacadeSettings, Depends(get_settings)]
 Index = Annotated[IndexStore, Depends(get_index)]
 
-# The keys themselves are checked by `fbmr.serving.auth.KeyGuard`, before a body is read; the
+# The keys themselves are checked by `fbmr.serving.http.auth.KeyGuard`, before a body is read; the
 # routes name the bearer scheme so that the API's schema says they take one.
 PROTECTED = [Depends(HTTPBearer(auto_error=False))]

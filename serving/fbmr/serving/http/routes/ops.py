@@ -16,11 +16,11 @@ from fbmr.core.contract import (
     RELOAD_INDEX_PATH,
     ErrorCode,
 )
-from fbmr.serving.deps import PROTECTED, State
-from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
-from fbmr.serving.schemas import Health, Readiness, ReloadResponse
-from fbmr.serving.state import FacadeState
-from fbmr.serving.supervisor import read_status
+from fbmr.serving.http.deps import PROTECTED, State
+from fbmr.serving.http.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.serving.http.schemas import Health, Readiness, ReloadResponse
+from fbmr.serving.service.state import FacadeState
+from fbmr.serving.triton.supervisor import read_status
 
 router = APIRouter()
 

@@ -36,8 +36,8 @@ from fbmr.core.contract import (
 )
 from fbmr.core.image import ImageDecodeError, ImageTooLargeError, PixelBudget
 from fbmr.core.listing import model_text
-from fbmr.serving.errors import FORM_TYPES, ApiError, media_type
-from fbmr.serving.schemas import TextQuery
+from fbmr.serving.http.errors import FORM_TYPES, ApiError, media_type
+from fbmr.serving.http.schemas import TextQuery
 from fbmr.serving.settings import FacadeSettings
 
 Inputs = dict[str, NDArray[Any]]

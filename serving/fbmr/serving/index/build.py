@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from fbmr.serving.index_types import IndexType
+from fbmr.serving.index.index_type import IndexType
 
 # Defaults by catalogue size, from bench/faiss_scale.py (docs/results.md): exact search costs
 # about 8 ms a query on one core at 100k x 256, below one ResNet-50 pass; past that HNSW32 at

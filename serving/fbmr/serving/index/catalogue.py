@@ -29,9 +29,9 @@ from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
 from fbmr.core.listing import listing_text
-from fbmr.serving.index import save_version
-from fbmr.serving.index_types import IndexType
-from fbmr.serving.updates import changes, fold, prune_photos
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.store import save_version
+from fbmr.serving.index.updates import changes, fold, prune_photos
 
 log = logging.getLogger(__name__)
 

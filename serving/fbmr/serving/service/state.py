@@ -1,14 +1,14 @@
 """What one running facade holds: its settings, the Triton connection, the exported model's
 artifacts, the similar-listing index and the metrics. Built by the app's lifespan, read by the
-routes through `fbmr.serving.deps`.
+routes through `fbmr.serving.http.deps`.
 
 Model versions: every request is pinned to the version whose artifacts (tokeniser, labels, image
 settings) the facade holds, so inputs are built for, and outputs read by, the version that ran.
-Which version that is, the rollout decides (`fbmr.serving.rollout`): it loads a new export beside
-the one in use, checks it, and switches Triton's ensembles to it; the facade then adopts it in
-one step. A version the rollout refuses is never adopted. Requests already under way finish on
-the version they started with; one that meets the switch waits for it (`swap_wait_s`) and runs
-again on the new version rather than failing.
+Which version that is, the rollout decides (`fbmr.serving.triton.rollout`): it loads a new
+export beside the one in use, checks it, and switches Triton's ensembles to it; the facade then
+adopts it in one step. A version the rollout refuses is never adopted. Requests already under way
+finish on the version they started with; one that meets the switch waits for it (`swap_wait_s`)
+and runs again on the new version rather than failing.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from tritonclient.utils import InferenceServerException
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
-from fbmr.serving.admission import Admission
-from fbmr.serving.errors import unavailable
-from fbmr.serving.index import IndexStore
-from fbmr.serving.inference import TritonModels
+from fbmr.serving.http.errors import unavailable
+from fbmr.serving.index.store import IndexStore
 from fbmr.serving.metrics import Metrics
-from fbmr.serving.rollout import Rollout, RolloutStatus
+from fbmr.serving.service.admission import Admission
 from fbmr.serving.settings import FacadeSettings
+from fbmr.serving.triton.inference import TritonModels
+from fbmr.serving.triton.rollout import Rollout, RolloutStatus
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from fbmr.core.contract import ErrorCode
-from fbmr.serving.schemas import ErrorResponse
+from fbmr.serving.http.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ async def _invalid_request(request: Request, err: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, err: Exception) -> JSONResponse:
     # FastAPI's own: an unparsable body (400), an unknown path (404), a wrong method (405);
-    # and the body guard's 408 and 413 (fbmr.serving.metrics)
+    # and the body guard's 408 and 413 (fbmr.serving.http.middleware)
     assert isinstance(err, HTTPException)
     status, message = err.status_code, str(err.detail)
     if status == 400 and "exceeded maximum size" in message:

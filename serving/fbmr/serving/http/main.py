@@ -3,9 +3,10 @@
 Photos are decoded and preprocessed and texts tokenised here, with fbmr.core, exactly as in
 training; the models run in Triton (ensembles over gRPC); similar listings come from a FAISS
 index that is reloaded without a pause when a new version is built; which model version Triton
-serves, the rollout decides (`fbmr.serving.rollout`), checking each new one before it answers.
-The routes live in `fbmr.serving.routes`, one router per resource; what they share, in
-`fbmr.serving.deps`.
+serves, the rollout decides (`fbmr.serving.triton.rollout`), checking each new one before it
+answers.
+The routes live in `fbmr.serving.http.routes`, one router per resource; what they share, in
+`fbmr.serving.http.deps`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
-from fbmr.serving.auth import KeyGuard, Keys
-from fbmr.serving.errors import install_error_handlers
-from fbmr.serving.index import IndexStore
-from fbmr.serving.inference import TritonModels
-from fbmr.serving.inputs import return_large_buffers
-from fbmr.serving.metrics import Metrics, install_middleware
-from fbmr.serving.rollout import Rollout
-from fbmr.serving.routes import listings, ops, predict, seed, similar
-from fbmr.serving.routes import models as model_routes
+from fbmr.serving.http.auth import KeyGuard, Keys
+from fbmr.serving.http.errors import install_error_handlers
+from fbmr.serving.http.inputs import return_large_buffers
+from fbmr.serving.http.middleware import install_middleware
+from fbmr.serving.http.routes import listings, ops, predict, seed, similar
+from fbmr.serving.http.routes import models as model_routes
+from fbmr.serving.index.store import IndexStore
+from fbmr.serving.metrics import Metrics
+from fbmr.serving.service.state import FacadeState, watch_models
 from fbmr.serving.settings import FacadeSettings
-from fbmr.serving.state import FacadeState, watch_models
+from fbmr.serving.triton.inference import TritonModels
+from fbmr.serving.triton.rollout import Rollout
 
 log = logging.getLogger(__name__)
 

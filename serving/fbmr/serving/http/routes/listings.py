@@ -26,19 +26,19 @@ from fbmr.core.contract import (
     Kind,
 )
 from fbmr.core.listing import clean_field, clean_product_name
-from fbmr.serving.deps import PROTECTED, Index, Settings, State
-from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
-from fbmr.serving.inputs import (
+from fbmr.serving.http.deps import PROTECTED, Index, Settings, State
+from fbmr.serving.http.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.serving.http.inputs import (
     checked_listing_id,
     checked_text,
     encoder,
     finite_price,
     read_photo,
 )
-from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer, prediction
-from fbmr.serving.routes.similar import known_category, loaded_index, same_embedding_space
-from fbmr.serving.schemas import CatalogueListing, ListingDeleted, ListingStored, TextQuery
-from fbmr.serving.updates import Update
+from fbmr.serving.http.routes.predict import OPTIONAL_PHOTO, answer, prediction
+from fbmr.serving.http.routes.similar import known_category, loaded_index, same_embedding_space
+from fbmr.serving.http.schemas import CatalogueListing, ListingDeleted, ListingStored, TextQuery
+from fbmr.serving.index.updates import Update
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
 

@@ -33,7 +33,7 @@ from fbmr.core.contract import (
     RELOAD_INDEX_PATH,
     ErrorCode,
 )
-from fbmr.serving.errors import error_response
+from fbmr.serving.http.errors import error_response
 
 # the API's own description: the schema is the public contract, and Swagger UI fetches it
 # without the bearer token

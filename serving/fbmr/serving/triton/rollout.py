@@ -49,7 +49,7 @@ from tritonclient.utils import InferenceServerException
 from fbmr.core.artifacts import ModelArtifacts, exported_versions, published_version
 from fbmr.core.contract import ENSEMBLE_NAMES, IMAGE, PROBABILITIES, TOKEN_IDS, Datatype
 from fbmr.core.fileio import atomic_write_json
-from fbmr.serving.triton_admin import admin_client
+from fbmr.serving.triton.admin import admin_client
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fbmr.core.fileio import atomic_write_json
-from fbmr.serving.triton_server import LocalTriton, TritonError, reap_orphan_stubs
+from fbmr.serving.triton.server import LocalTriton, TritonError, reap_orphan_stubs
 
 log = logging.getLogger(__name__)
 

@@ -17,20 +17,20 @@ from fbmr.core.contract import (
     Kind,
 )
 from fbmr.serving import request_context
-from fbmr.serving.deps import PROTECTED, Index, Settings, State
-from fbmr.serving.errors import ERROR_RESPONSES, ApiError, unavailable
-from fbmr.serving.filters import ListingFilter
-from fbmr.serving.index import IndexStore
-from fbmr.serving.inputs import (
+from fbmr.serving.http.deps import PROTECTED, Index, Settings, State
+from fbmr.serving.http.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.serving.http.inputs import (
     ListingForm,
     checked_exclude_ids,
     finite_price,
     query_encoder,
     query_kind,
 )
-from fbmr.serving.live_index import LiveIndex
-from fbmr.serving.routes.predict import OPTIONAL_PHOTO, answer
-from fbmr.serving.schemas import SimilarListing, SimilarResponse
+from fbmr.serving.http.routes.predict import OPTIONAL_PHOTO, answer
+from fbmr.serving.http.schemas import SimilarListing, SimilarResponse
+from fbmr.serving.index.filters import ListingFilter
+from fbmr.serving.index.live_index import LiveIndex
+from fbmr.serving.index.store import IndexStore
 from fbmr.serving.settings import FacadeSettings
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)

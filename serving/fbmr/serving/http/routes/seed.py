@@ -9,11 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter, File, Form, UploadFile
 
 from fbmr.core.contract import Kind
-from fbmr.serving.deps import PROTECTED, Settings, State
-from fbmr.serving.errors import ERROR_RESPONSES
-from fbmr.serving.inputs import checked_text, encoder, read_photo
-from fbmr.serving.routes.predict import answer, prediction
-from fbmr.serving.schemas import Prediction, TextQuery
+from fbmr.serving.http.deps import PROTECTED, Settings, State
+from fbmr.serving.http.errors import ERROR_RESPONSES
+from fbmr.serving.http.inputs import checked_text, encoder, read_photo
+from fbmr.serving.http.routes.predict import answer, prediction
+from fbmr.serving.http.schemas import Prediction, TextQuery
 
 router = APIRouter(tags=["seed-compatible"], dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
