@@ -1,11 +1,12 @@
 """FastAPI dependencies of the routes: the facade's state, as `Annotated` aliases so a route
-declares what it needs in its signature, and the bearer scheme of the protected routes."""
+declares what it needs in its signature, the photo parameter the routes share, and the bearer
+scheme of the protected routes."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, File, Request
 from fastapi.security import HTTPBearer
 
 from fbmr.serving.index.store import IndexStore
@@ -31,6 +32,10 @@ def get_index(state: State) -> IndexStore:
 
 Settings = Annotated[FacadeSettings, Depends(get_settings)]
 Index = Annotated[IndexStore, Depends(get_index)]
+
+# A listing's photo, as the routes that take one declare it.
+PHOTO = File(..., description="The listing's photo.")
+OPTIONAL_PHOTO = File(None, description="The listing's photo.")
 
 # The keys themselves are checked by `fbmr.serving.http.auth.KeyGuard`, before a body is read; the
 # routes name the bearer scheme so that the API's schema says they take one.

@@ -4,7 +4,8 @@ scoring records it), `error` the words for people.
 
 Mistakes a caller can fix are 4xx with a readable message; Triton being away or overloaded is a
 503 with Retry-After; anything unexpected is a 500 whose details go to the log, never a stack
-trace in the answer.
+trace in the answer. The HTTP layer raises `ApiError` with its status; the service layer raises
+its own errors (`fbmr.serving.service.errors`), mapped to statuses here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 from fbmr.core.contract import ErrorCode
 from fbmr.serving.http.schemas import ErrorResponse
+from fbmr.serving.service.errors import Invalid, NotFound, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,23 @@ async def _api_error(request: Request, err: Exception) -> JSONResponse:
     return error_response(err.status, err.message, err.headers, err.code)
 
 
+# the status of each refusal of the service layer
+STATUS_OF_SERVICE_ERROR: dict[type[ServiceError], int] = {
+    Invalid: 422,
+    NotFound: 404,
+    Unavailable: 503,
+}
+
+
+async def _service_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, ServiceError)
+    status = next(s for kind, s in STATUS_OF_SERVICE_ERROR.items() if isinstance(err, kind))
+    headers = None
+    if isinstance(err, Unavailable):  # when to try again
+        headers = {"Retry-After": str(err.retry_after_s)}
+    return error_response(status, err.message, headers, err.code)
+
+
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -134,6 +153,7 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

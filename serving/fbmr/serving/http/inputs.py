@@ -13,8 +13,7 @@ import ctypes
 import functools
 import json
 import math
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, Form, Request, UploadFile
@@ -38,10 +37,8 @@ from fbmr.core.image import ImageDecodeError, ImageTooLargeError, PixelBudget
 from fbmr.core.listing import model_text
 from fbmr.serving.http.errors import FORM_TYPES, ApiError, media_type
 from fbmr.serving.http.schemas import TextQuery
+from fbmr.serving.service.answers import Encoder, Inputs
 from fbmr.serving.settings import FacadeSettings
-
-Inputs = dict[str, NDArray[Any]]
-Encoder = Callable[[ModelArtifacts], Awaitable[Inputs]]
 
 SEND_TEXT = (
     'send JSON {"text": "..."} or {"name": "...", "description": "..."} (Content-Type: '

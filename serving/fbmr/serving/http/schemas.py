@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ErrorCode, Kind
 
 
@@ -32,6 +35,17 @@ class Prediction(BaseModel):
     classes: list[str] = Field(..., description="Every category, most probable first.")
     probabilities: list[float] = Field(..., description="Their probabilities, in that order.")
     model_version: int = Field(..., description="The exported model version that answered.")
+
+    @classmethod
+    def ranked(cls, probabilities: NDArray[np.float32], artifacts: ModelArtifacts) -> Prediction:
+        """The answer of the model version of `artifacts`, whose outputs were `probabilities`."""
+        ranked = artifacts.labels.rank(probabilities)
+        return cls(
+            pred=ranked[0][0],
+            classes=[c for c, _ in ranked],
+            probabilities=[p for _, p in ranked],
+            model_version=artifacts.version,
+        )
 
 
 class EmbedResponse(BaseModel):

@@ -21,10 +21,10 @@ from tritonclient.utils import InferenceServerException
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
-from fbmr.serving.http.errors import unavailable
 from fbmr.serving.index.store import IndexStore
 from fbmr.serving.metrics import Metrics
 from fbmr.serving.service.admission import Admission
+from fbmr.serving.service.errors import Unavailable
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.triton.inference import TritonModels
 from fbmr.serving.triton.rollout import Rollout, RolloutStatus
@@ -54,13 +54,13 @@ class FacadeState:
         """The artifacts of the model version in use. Before the rollout has reached Triton
         (it is down), the repository's newest: requests are still checked and encoded, and
         Triton's version check sends one built for a version it does not serve back to
-        `after_refusal`. A 503 while the repository holds no export."""
+        `after_refusal`. Unavailable (a 503) while the repository holds no export."""
         if self._artifacts is None:
             try:
                 self._artifacts = ModelArtifacts.load(self.settings.model_repository)
             except (FileNotFoundError, ValueError) as err:
                 message = f"no model artifacts: {err}"
-                raise unavailable(message, self.settings.retry_after_s) from None
+                raise Unavailable(message, self.settings.retry_after_s) from None
         return self._artifacts
 
     @property

@@ -19,6 +19,7 @@ from fbmr.core.contract import (
 from fbmr.serving.http.deps import PROTECTED, State
 from fbmr.serving.http.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.http.schemas import Health, Readiness, ReloadResponse
+from fbmr.serving.service.errors import Unavailable
 from fbmr.serving.service.state import FacadeState
 from fbmr.serving.triton.supervisor import read_status
 
@@ -53,7 +54,7 @@ async def readyz(state: State) -> JSONResponse:
 async def _readiness(state: FacadeState) -> tuple[dict[str, object], int]:
     try:
         model_version: int | None = state.artifacts().version
-    except ApiError:
+    except Unavailable:
         model_version = None
     triton = model_version is not None and await _triton_ready(state, model_version)
     model_version = state.artifacts().version if model_version is not None else None

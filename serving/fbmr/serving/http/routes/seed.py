@@ -12,8 +12,8 @@ from fbmr.core.contract import Kind
 from fbmr.serving.http.deps import PROTECTED, Settings, State
 from fbmr.serving.http.errors import ERROR_RESPONSES
 from fbmr.serving.http.inputs import checked_text, encoder, read_photo
-from fbmr.serving.http.routes.predict import answer, prediction
 from fbmr.serving.http.schemas import Prediction, TextQuery
+from fbmr.serving.service.answers import answer
 
 router = APIRouter(tags=["seed-compatible"], dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
@@ -27,7 +27,7 @@ async def _predict(
     data = await read_photo(image, settings) if image is not None else None
     checked = checked_text(TextQuery(text=text), settings) if text is not None else None
     artifacts, result = await answer(state, kind, encoder(kind, data, checked, settings))
-    return prediction(result.probabilities, artifacts)
+    return Prediction.ranked(result.probabilities, artifacts)
 
 
 @router.post("/image", response_model=Prediction)

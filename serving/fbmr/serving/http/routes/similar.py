@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, UploadFile
-from starlette.concurrency import run_in_threadpool
 
-from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import (
-    MAX_EXCLUDE_IDS,
-    MAX_LOCATION_CHARS,
-    SIMILAR_PATH,
-    ErrorCode,
-    Kind,
-)
-from fbmr.serving import request_context
-from fbmr.serving.http.deps import PROTECTED, Index, Settings, State
-from fbmr.serving.http.errors import ERROR_RESPONSES, ApiError, unavailable
+from fbmr.core.contract import MAX_EXCLUDE_IDS, MAX_LOCATION_CHARS, SIMILAR_PATH
+from fbmr.serving.http.deps import OPTIONAL_PHOTO, PROTECTED, Index, Settings, State
+from fbmr.serving.http.errors import ERROR_RESPONSES, ApiError
 from fbmr.serving.http.inputs import (
     ListingForm,
     checked_exclude_ids,
@@ -26,59 +16,11 @@ from fbmr.serving.http.inputs import (
     query_encoder,
     query_kind,
 )
-from fbmr.serving.http.routes.predict import OPTIONAL_PHOTO, answer
 from fbmr.serving.http.schemas import SimilarListing, SimilarResponse
 from fbmr.serving.index.filters import ListingFilter
-from fbmr.serving.index.live_index import LiveIndex
-from fbmr.serving.index.store import IndexStore
-from fbmr.serving.settings import FacadeSettings
+from fbmr.serving.service.similar import loaded_index, searchable, similar_listings
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
-
-# what a query must hold to be answered in each embedding space
-QUERY_INPUTS = {
-    Kind.image: "a photo only",
-    Kind.text: "a text only",
-    Kind.combined: "a photo and a text",
-}
-
-
-def loaded_index(store: IndexStore, settings: FacadeSettings) -> LiveIndex:
-    """The index version in use; a request keeps it even if a new one is swapped in."""
-    index = store.current
-    if index is None:
-        raise unavailable(
-            "no similar-listing index loaded yet (fbmr index build)",
-            settings.retry_after_s,
-            ErrorCode.index_unavailable,
-        )
-    return index
-
-
-def same_embedding_space(
-    index: LiveIndex, artifacts: ModelArtifacts, settings: FacadeSettings
-) -> None:
-    """A 503 unless `index` holds embeddings of the model version that answered: vectors from
-    two embedding spaces are never compared or mixed."""
-    if index.model_version not in (None, artifacts.version):
-        raise unavailable(
-            f"the similar-listing index {index.version} holds embeddings of model version "
-            f"{index.model_version}, and version {artifacts.version} is now served: rebuild "
-            "the index for it (fbmr index build)",
-            settings.retry_after_s,
-            ErrorCode.index_unavailable,
-        )
-
-
-def known_category(category: str | None, artifacts: ModelArtifacts) -> None:
-    """A 422 unless `category` (when given) is one the model version predicts."""
-    if category is not None and category not in artifacts.labels.classes:
-        raise ApiError(
-            422,
-            f"category: {category!r} is not a category of model version {artifacts.version}; "
-            # as JSON strings: the names themselves hold commas ("Clothes, Footwear & ...")
-            f"one of: {json.dumps(list(artifacts.labels.classes))}",
-        )
 
 
 def listing_filter(
@@ -129,22 +71,9 @@ async def similar(
         raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
     kind = query_kind(photo is not None, listing.given)
     index = loaded_index(store, settings)
-    if kind not in index.kinds:
-        accepted = " or ".join(QUERY_INPUTS[k] for k in index.kinds)
-        raise ApiError(
-            422,
-            f"this index holds no {kind.value} embeddings, so it cannot answer a query "
-            f"with {QUERY_INPUTS[kind]}; send {accepted}",
-        )
+    searchable(index, kind)
     kind, encode = await query_encoder(photo, listing, settings)
-    artifacts, result = await answer(state, kind, encode)
-    same_embedding_space(index, artifacts, settings)
-    known_category(where.category, artifacts)
-    # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
-    # off the event loop, so other requests keep flowing meanwhile.
-    hits = await run_in_threadpool(index.search, kind, result.embedding, k, where)
-    if info := request_context.current():
-        info.index_version = index.version
+    artifacts, hits = await similar_listings(state, index, kind, encode, k, where)
     return SimilarResponse(
         kind=kind,
         index_version=index.version,
