@@ -1,4 +1,4 @@
-"""`fbmr serve` and `fbmr index build|reload`.
+"""`fbmr serve`, `fbmr index build|reload` and `fbmr model status|pin|unpin`.
 
 Only typer and light modules are imported here: the commands' own imports (uvicorn, FAISS, the
 gRPC client) happen when a command runs, so `fbmr --help` answers at once.
