@@ -100,7 +100,7 @@ ODD_IDS = ("a'b", 'a"b', "a]b", "a\\b", "a%b", "a_b", "é😀", "a\nb", "x' or '
 
 def test_a_crafted_id_deletes_nothing_and_odd_ids_touch_only_themselves(tmp_path, milvus_uri):
     """The engines never read an id as anything but a value, whatever reaches them (the API
-    refuses such ids before they do: tests/serving/test_listings.py)."""
+    refuses such ids before they do: tests/serving/http/test_listings.py)."""
     index_dir, _ = _index_dir(tmp_path, milvus_uri, n=50)
     index = open_version(index_dir / "v0001")
     log = UpdateLog(index_dir)

@@ -1,5 +1,5 @@
 """`FacadeState` during a model version swap, against scripted stand-ins for Triton's readiness and
-the rollout (the swap through a real Triton is tests/serving/test_versions.py and
+the rollout (the swap through a real Triton is tests/serving/triton/test_versions.py and
 test_rollout.py): a request refused while Triton switches waits for the switch instead of
 failing, and gives up after `swap_wait_s`; one rollout step runs at a time."""
 
