@@ -406,10 +406,7 @@ class Rollout:
                 self._restore(composing, loaded)
                 raise VersionNotThere(f"{', '.join(absent)} not in Triton's repository yet")
             self._smoke(version, step_by_step=True)
-        except (VersionRefused, OSError, ValueError) as err:
-            self._restore(composing, loaded)
-            raise err if isinstance(err, VersionRefused) else VersionRefused(str(err)) from None
-        try:
+            # only a version whose every step answered reaches the ensembles
             self._load_ensembles(version)
             self._smoke(version, step_by_step=False)
         except (VersionRefused, OSError, ValueError) as err:
