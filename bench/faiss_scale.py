@@ -33,7 +33,7 @@ from figures import plt, save
 
 from fbmr.serving.index.build import (
     TRAIN_PER_LIST,
-    build_index,
+    faiss_index_from_factory,
     gpu_count,
     ivf_lists,
     normalise,
@@ -112,7 +112,7 @@ def build(
 ) -> tuple[faiss.Index, float]:
     """The index of a factory string as `fbmr index build` builds it, on `device`; build s."""
     started = time.perf_counter()
-    index = build_index(
+    index = faiss_index_from_factory(
         factory,
         base,
         place=lambda empty: device.place(empty, factory),

@@ -143,10 +143,10 @@ def triton(cpu_repository):
 @pytest.fixture(scope="session")
 def demo_index(triton, cpu_repository, demo_prepared, tmp_path_factory):
     """The demo catalogue's train and val listings, embedded through Triton and indexed."""
-    from fbmr.serving.index.catalogue import build_index
+    from fbmr.serving.index.catalogue import build_catalogue_index
 
     index_dir = tmp_path_factory.mktemp("index") / "index"
-    build_index(
+    build_catalogue_index(
         demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
         splits=("train", "val"), progress=False,
     )  # fmt: skip

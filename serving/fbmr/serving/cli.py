@@ -242,13 +242,13 @@ def build(
     version."""
     try:
         from fbmr.client.errors import Unavailable
-        from fbmr.serving.index.catalogue import build_index
+        from fbmr.serving.index.catalogue import build_catalogue_index
     except ImportError:  # a facade-only install: the client is an extra
         _needs_client("index build")
 
     chosen = tuple(s.strip() for s in splits.split(",")) if splits else None
     try:
-        path = build_index(
+        path = build_catalogue_index(
             data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress, milvus_uri,
             milvus_token,
         )  # fmt: skip

@@ -15,7 +15,7 @@ from PIL import Image
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import EMBED_PATH, PREDICT_PATHS, PREDICT_TEXT_PATH, Kind
-from fbmr.serving.index.catalogue import build_index
+from fbmr.serving.index.catalogue import build_catalogue_index
 from fbmr.serving.triton.server import LocalTriton, TritonPorts, alive
 from tests.helpers import assert_error, encode, free_ports, running_facade, split_listings
 
@@ -130,7 +130,7 @@ def test_a_query_the_index_has_no_embeddings_for_is_refused(
     facade_settings, triton, cpu_repository, demo_prepared, queries, tmp_path
 ):
     index_dir = tmp_path / "index"
-    build_index(
+    build_catalogue_index(
         demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
         splits=("train",), kinds=(Kind.combined,), progress=False,
     )  # fmt: skip
@@ -147,7 +147,7 @@ def test_index_reload_under_concurrent_requests_fails_none(
     facade_settings, triton, cpu_repository, demo_prepared, queries, tmp_path
 ):
     index_dir = tmp_path / "index"
-    build_index(
+    build_catalogue_index(
         demo_prepared,
         index_dir,
         triton.ports.grpc_url,
@@ -174,7 +174,7 @@ def test_index_reload_under_concurrent_requests_fails_none(
             for i in range(4):
                 pool.submit(hammer, i)
             # a new version, picked up by the file watcher, then a forced reload by the endpoint
-            build_index(
+            build_catalogue_index(
                 demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository, progress=False
             )
             for _ in range(3):

@@ -19,7 +19,7 @@ import pytest
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ErrorCode
-from fbmr.serving.index.catalogue import build_index
+from fbmr.serving.index.catalogue import build_catalogue_index
 from fbmr.serving.index.updates import UPDATES_LOG
 from tests.helpers import assert_error, free_ports, running_facade, split_listings, wait_until_ready
 
@@ -37,7 +37,7 @@ def live_index(request, demo_index, demo_prepared, triton, cpu_repository, tmp_p
     if request.param == "faiss":
         return Path(shutil.copytree(demo_index, tmp_path / "index"))
     index_dir = tmp_path / "index"
-    build_index(
+    build_catalogue_index(
         demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
         splits=("train", "val"), progress=False, milvus_uri="milvus.db",
     )  # fmt: skip

@@ -1,6 +1,6 @@
-"""`fbmr index build` (`build_index`): every listing of the catalogue embedded once, at the
-exported version the index records, and a Triton that is away when the build starts waited for
-(the client's retried scorer) rather than ending the build."""
+"""`fbmr index build` (`build_catalogue_index`): every listing of the catalogue embedded once, at
+the exported version the index records, and a Triton that is away when the build starts waited
+for (the client's retried scorer) rather than ending the build."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
-from fbmr.serving.index.catalogue import build_index, read_catalogue
-from fbmr.serving.index.store import SimilarityIndex
+from fbmr.serving.index.catalogue import build_catalogue_index, read_catalogue
+from fbmr.serving.index.store import FaissIndex
 from fbmr.serving.triton.server import LocalTriton, TritonPorts
 from tests.helpers import free_ports
 
@@ -24,7 +24,7 @@ def test_every_listing_is_indexed_once_at_the_exported_version(
     demo_index, demo_prepared, cpu_repository
 ):
     listings = read_catalogue(demo_prepared, ("train", "val"))
-    index = SimilarityIndex(next(demo_index.glob("v[0-9]*")))
+    index = FaissIndex(next(demo_index.glob("v[0-9]*")))
     assert index.meta["count"] + index.meta["skipped"] == len(listings)
     assert index.model_version == ModelArtifacts.load(cpu_repository).version
     ids = [row["id"] for row in index.listings]
@@ -39,7 +39,7 @@ def test_a_build_started_before_triton_waits_for_it(demo_prepared, cpu_repositor
     built: dict = {}
 
     def build() -> None:
-        built["path"] = build_index(
+        built["path"] = build_catalogue_index(
             demo_prepared, tmp_path / "index", ports.grpc_url, cpu_repository,
             splits=("val",), kinds=(Kind.text,), progress=False,
         )  # fmt: skip

@@ -10,9 +10,9 @@ from fbmr.core.contract import Kind
 from fbmr.serving.index.build import EXACT_MAX, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, factory_string
 from fbmr.serving.index.store import (
     CURRENT,
+    FaissIndex,
     IndexStore,
     IndexType,
-    SimilarityIndex,
     build_faiss,
     resolve_type,
     save_version,
@@ -54,7 +54,7 @@ def test_versions_are_written_aside_and_current_moves(tmp_path):
     assert [first.name, second.name] == ["v0001", "v0002"]
     assert (tmp_path / CURRENT).read_text().strip() == "v0002"
     assert not list(tmp_path.glob(".*partial"))
-    loaded = SimilarityIndex(second)
+    loaded = FaissIndex(second)
     assert loaded.meta["type"] == "hnsw" and loaded.meta["count"] == 10
     hits = loaded.search(Kind.combined, vectors[3], 3)
     assert hits[0].listing["id"] == "3" and len(hits) == 3
@@ -83,7 +83,7 @@ def test_inconsistent_inputs_are_refused(tmp_path):
     (tmp_path / "v0009").mkdir()
     (tmp_path / "v0009" / "meta.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not an fbmr index"):
-        SimilarityIndex(tmp_path / "v0009")
+        FaissIndex(tmp_path / "v0009")
 
 
 def test_auto_chooses_by_catalogue_size_and_records_the_choice(tmp_path):
@@ -93,7 +93,7 @@ def test_auto_chooses_by_catalogue_size_and_records_the_choice(tmp_path):
     assert resolve_type(IndexType.ivf, 10) is IndexType.ivf
     vectors, _ = _clustered(80)
     path = save_version(tmp_path, {Kind.combined: vectors}, _listings(80), {})
-    assert SimilarityIndex(path).meta["type"] == "exact"
+    assert FaissIndex(path).meta["type"] == "exact"
     # the measured search settings travel inside the saved index
     hnsw = faiss.read_index(str(save_version(
         tmp_path, {Kind.combined: vectors}, _listings(80), {}, IndexType.hnsw

@@ -301,7 +301,7 @@ def test_a_build_folds_in_the_updates_acknowledged_while_it_embedded(
     monkeypatch.setattr(
         catalogue.ModelArtifacts, "load", lambda repository: SimpleNamespace(version=MODEL_VERSION)
     )
-    path = catalogue.build_index(
+    path = catalogue.build_catalogue_index(
         demo_prepared, index_dir, "", tmp_path, kinds=KINDS, progress=False
     )
     assert embedded[1] == ["late"]  # embedded again, by the new version's models

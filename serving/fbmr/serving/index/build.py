@@ -94,7 +94,7 @@ def serving_search(index: faiss.Index) -> faiss.Index:
     return index
 
 
-def build_index(
+def faiss_index_from_factory(
     factory: str,
     vectors: NDArray[np.float32],
     place: Callable[[faiss.Index], faiss.Index] | None = None,

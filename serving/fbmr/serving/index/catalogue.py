@@ -104,7 +104,7 @@ def embed_catalogue(
 LATE_ROUNDS = 3
 
 
-def build_index(
+def build_catalogue_index(
     prepared: Path,
     index_dir: Path,
     triton_url: str,

@@ -27,8 +27,8 @@ from numpy.typing import NDArray
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
 from fbmr.serving.index.build import (
-    build_index,
     factory_string,
+    faiss_index_from_factory,
     normalise,
     on_gpu,
     resolve_type,
@@ -64,7 +64,9 @@ def build_faiss(
 ) -> faiss.Index:
     """The served index of `kind` over L2-normalised `vectors` (its search settings saved in it)."""
     vectors = normalise(vectors)
-    return serving_search(build_index(factory_string(kind, len(vectors), nlist), vectors))
+    return serving_search(
+        faiss_index_from_factory(factory_string(kind, len(vectors), nlist), vectors)
+    )
 
 
 def save_version(
@@ -117,7 +119,7 @@ def save_version(
     return index_dir / version
 
 
-class SimilarityIndex(LiveIndex):
+class FaissIndex(LiveIndex):
     """One loaded FAISS index version, with the live updates of its directory applied.
 
     A put listing is added to each FAISS index (`add`); a deleted or replaced one stays in them,
@@ -203,7 +205,7 @@ def open_version(
             milvus_token = None
         milvus: LiveIndex = MilvusIndex(path, milvus_token)
         return milvus
-    return SimilarityIndex(path)
+    return FaissIndex(path)
 
 
 class IndexStore:
