@@ -36,7 +36,7 @@ import os, resource, sys
 from concurrent.futures import ThreadPoolExecutor
 import psutil
 from fbmr.core.image import PixelBudget, image_pixels
-from fbmr.serving.inputs import return_large_buffers
+from fbmr.serving.http.inputs import return_large_buffers
 budget = None
 if sys.argv[1] == "now":  # what the facade does
     return_large_buffers()

@@ -11,7 +11,7 @@ synthetic catalogue is clustered in a low-dimensional latent space (see Clustere
 the approximate indexes are tested on structure rather than on uniform noise, where no index
 beats brute force; queries are fresh draws from the same distribution. Indexes are faiss
 factory strings ("Flat", "IVF1024,Flat", "HNSW32") built by the builder `fbmr index build` uses
-(`fbmr.serving.index_build`: IVF trained on a sample of 50 vectors per list, 10 k-means
+(`fbmr.serving.index.build`: IVF trained on a sample of 50 vectors per list, 10 k-means
 iterations), and the IVF sweep includes the number of lists it serves with, so what is measured
 is what serves. HNSW is built only for sizes up to --hnsw-max (its build is the slowest step:
 minutes per 100k vectors on 2 cores).
@@ -31,9 +31,9 @@ import faiss
 import numpy as np
 from figures import plt, save
 
-from fbmr.serving.index_build import (
+from fbmr.serving.index.build import (
     TRAIN_PER_LIST,
-    build_index,
+    faiss_index_from_factory,
     gpu_count,
     ivf_lists,
     normalise,
@@ -112,7 +112,7 @@ def build(
 ) -> tuple[faiss.Index, float]:
     """The index of a factory string as `fbmr index build` builds it, on `device`; build s."""
     started = time.perf_counter()
-    index = build_index(
+    index = faiss_index_from_factory(
         factory,
         base,
         place=lambda empty: device.place(empty, factory),

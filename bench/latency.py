@@ -26,7 +26,7 @@ from common import listings, model_inputs, percentiles, triton_datatype
 from figures import plt, save
 
 from fbmr.core import contract
-from fbmr.serving.triton_server import LocalTriton, TritonPorts
+from fbmr.serving.triton.server import LocalTriton, TritonPorts
 
 
 def triton_caller(

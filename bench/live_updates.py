@@ -40,8 +40,8 @@ import numpy as np
 from faiss_scale import ClusteredVectors
 
 from fbmr.core.contract import LISTING_PATH, SIMILAR_PATH, Kind
-from fbmr.serving.index import IndexType, SimilarityIndex, normalise, save_version
-from fbmr.serving.updates import Update, UpdateLog
+from fbmr.serving.index.store import FaissIndex, IndexType, normalise, save_version
+from fbmr.serving.index.updates import Update, UpdateLog
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -71,7 +71,7 @@ def recall(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         save_version(index_dir, {Kind.text: base}, [_listing(i) for i in ids], meta, kind)
         build_s = time.perf_counter() - started
-        live = SimilarityIndex(index_dir / "v0001")
+        live = FaissIndex(index_dir / "v0001")
         log = UpdateLog(index_dir)
         updates = [
             Update("put", f"new{i}", 1, _listing(f"new{i}"), {}, {Kind.text: v})
@@ -92,9 +92,9 @@ def recall(args: argparse.Namespace) -> dict:
         truth = [[final_ids[j] for j in row] for row in np.argsort(-(queries @ final.T))[:, :K]]
         rebuilt_dir = Path(tmp) / "rebuilt"
         save_version(rebuilt_dir, {Kind.text: final}, [_listing(i) for i in final_ids], meta, kind)
-        rebuilt = SimilarityIndex(rebuilt_dir / "v0001")
+        rebuilt = FaissIndex(rebuilt_dir / "v0001")
 
-        def search(index: SimilarityIndex) -> list[list[str]]:
+        def search(index: FaissIndex) -> list[list[str]]:
             return [[h.listing["id"] for h in index.search(Kind.text, q, K)] for q in queries]
 
         live_found, rebuilt_found = search(live), search(rebuilt)
@@ -127,8 +127,8 @@ def _size(path: Path) -> int:
 
 
 def engines(args: argparse.Namespace) -> dict:
-    from fbmr.serving.filters import ListingFilter
-    from fbmr.serving.index import open_version
+    from fbmr.serving.index.filters import ListingFilter
+    from fbmr.serving.index.store import open_version
 
     space = ClusteredVectors(args.dim, seed=1)
     vectors, queries = space.sample(args.listings, seed=2), space.sample(args.queries, seed=4)

@@ -257,7 +257,7 @@ def main() -> None:
 def measure(repo: Path, table_path: Path, table: pd.DataFrame, out: Path, workers: int) -> dict:
     """Direct, facade and bare onnxruntime scoring of the rows with `repo`'s latest files, then
     where the time goes."""
-    from fbmr.serving.triton_server import LocalTriton, TritonPorts, free_ports
+    from fbmr.serving.triton.server import LocalTriton, TritonPorts, free_ports
 
     out.mkdir(parents=True, exist_ok=True)
     artifacts = ModelArtifacts.load(repo)

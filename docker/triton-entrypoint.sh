@@ -3,7 +3,7 @@
 # image's target (FBMR_TARGET), then run tritonserver in the foreground on it. Addresses and ports
 # come from TRITON_ADDRESS (0.0.0.0) and TRITON_HTTP_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT
 # (8000-8002); arguments are passed on to tritonserver. Model control is explicit: Triton starts
-# with no model loaded, and the facade's rollout (fbmr.serving.rollout) loads the version to serve
+# with no model loaded, and the facade's rollout (fbmr.serving.triton.rollout) loads the version to serve
 # through the repository API, checks each new export beside the version in use before switching,
 # and refuses one that fails, which keeps the old version serving. Ready means "takes requests";
 # which version serves is the facade's /readyz to say.
@@ -13,7 +13,7 @@ python3 "$(dirname "$0")/check_repository.py" "$repo" "$FBMR_TARGET"
 address="${TRITON_ADDRESS:-0.0.0.0}"
 # The control plane (loading models, which can run model code; shared memory; trace and log
 # settings) answers only callers sending the admin key, the facade's FBMR_TRITON_ADMIN_KEY
-# (fbmr.serving.triton_admin). Without a key, Triton serves only its own host, unless told.
+# (fbmr.serving.triton.admin). Without a key, Triton serves only its own host, unless told.
 restricted="model-repository,shared-memory,trace,logging"
 if [ -n "${FBMR_TRITON_ADMIN_KEY:-}" ]; then
   rule="$restricted:fbmr-triton-admin-key=$FBMR_TRITON_ADMIN_KEY"

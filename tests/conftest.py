@@ -124,7 +124,7 @@ def triton(cpu_repository):
     process's environment for the session, so facades (in process or started as commands)
     send it as a deployment's would."""
     from fbmr.core.contract import TRITON_ADMIN_KEY_ENV
-    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+    from fbmr.serving.triton.server import LocalTriton, TritonPorts
     from tests.helpers import TRITON_ADMIN_KEY, free_ports
 
     ports = TritonPorts("127.0.0.1", *free_ports(3))
@@ -143,10 +143,10 @@ def triton(cpu_repository):
 @pytest.fixture(scope="session")
 def demo_index(triton, cpu_repository, demo_prepared, tmp_path_factory):
     """The demo catalogue's train and val listings, embedded through Triton and indexed."""
-    from fbmr.serving.catalogue import build_index
+    from fbmr.serving.index.catalogue import build_catalogue_index
 
     index_dir = tmp_path_factory.mktemp("index") / "index"
-    build_index(
+    build_catalogue_index(
         demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
         splits=("train", "val"), progress=False,
     )  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from fbmr.serving.triton_server import free_ports as free_ports  # re-exported for the tests
+from fbmr.serving.triton.server import free_ports as free_ports  # re-exported for the tests
 
 # The facade's limits in the tests: small enough to test going over them cheaply.
 # the key the session's tritonserver restricts its repository API to (tests/conftest.py)
@@ -88,7 +88,7 @@ def running_facade(settings) -> Iterator:
     import httpx
     import uvicorn
 
-    from fbmr.serving.main import create_app
+    from fbmr.serving.http.main import create_app
 
     (port,) = free_ports(1)
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -143,7 +143,7 @@ def serving_stack(repository, facade_settings, log_dir) -> Iterator:
     """A tritonserver of its own on `repository` and a facade in front of it (free ports), for a
     test that changes the repository while serving; yields an httpx client once /readyz is 200.
     The facade looks for new versions every 0.5 s and lets requests wait 45 s for a switch."""
-    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+    from fbmr.serving.triton.server import LocalTriton, TritonPorts
 
     ports = TritonPorts("127.0.0.1", *free_ports(3))
     settings = facade_settings.model_copy(

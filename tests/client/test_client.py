@@ -125,8 +125,8 @@ def test_embed_similar_health_ready_reload(facade_url, listing):
 
 
 def test_model_versions_and_a_pin_of_a_version_never_exported(facade_url):
-    # (a pin that takes effect, and the rollback under load, are tests/serving/test_rollout.py;
-    # here nothing is written into the session's repository)
+    # (a pin that takes effect, and the rollback under load, are
+    # tests/serving/triton/test_rollout.py; here nothing is written into the session's repository)
     with Client(facade_url) as client:
         versions = client.model_versions()
         assert versions == ModelVersions(1, None, {}, "serving version 1")

@@ -130,7 +130,7 @@ def test_reasons_come_from_the_answers_code_not_its_wording(
 ):
     """The facade (in this process) rewords every error message; batch scoring still records
     the same reasons, because it reads the answer's `code`."""
-    from fbmr.serving import errors
+    from fbmr.serving.http import errors
 
     original = errors.ApiError.__init__
 
@@ -262,7 +262,7 @@ def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
 
 
 def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repository, tmp_path):
-    from fbmr.serving.triton_server import LocalTriton, TritonPorts
+    from fbmr.serving.triton.server import LocalTriton, TritonPorts
     from tests.helpers import free_ports
 
     rows = _many_rows(demo_seed, tmp_path / "input", copies=3)

@@ -1,8 +1,10 @@
 """The user-facing documents: the README's settings table is the one FacadeSettings generates,
-the two commands stay at the top, and every relative link in the docs points at a file."""
+the docs' module tables the ones the code generates, the two commands stay at the top, and every
+relative link in the docs points at a file."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -35,6 +37,23 @@ def test_the_settings_table_lists_every_facade_setting() -> None:
 
     for name in FacadeSettings.model_fields:
         assert f"`FBMR_{name.upper()}`" in in_readme
+
+
+def test_the_module_tables_are_the_ones_the_code_generates() -> None:
+    script = REPO_ROOT / "scripts" / "module_table.py"
+    spec = importlib.util.spec_from_file_location("module_table", script)
+    assert spec and spec.loader
+    module_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module_table)
+    documents = module_table.documents()
+    assert REPO_ROOT / "docs" / "architecture.md" in documents
+    for doc in documents:
+        text = doc.read_text()
+        assert module_table.replaced(text) == text, "run: python scripts/module_table.py --write"
+    # and the table names every serving module, one found under each layer
+    table = module_table.table("fbmr.serving")
+    for name in ("http.routes.similar", "service.answers", "triton.rollout", "index.store"):
+        assert f"`fbmr.serving.{name}`" in table
 
 
 def test_the_two_commands_come_first() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from fbmr.serving.main import create_app
+from fbmr.serving.http.main import create_app
 from fbmr.serving.settings import FacadeSettings
 from tests.helpers import TEST_LIMITS, free_ports, split_listings
 

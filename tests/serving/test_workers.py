@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fbmr.serving.catalogue import build_index
+from fbmr.serving.index.catalogue import build_catalogue_index
 from tests.helpers import free_ports, wait_until_ready
 
 pytestmark = pytest.mark.integration  # `fbmr serve` with two workers in a subprocess
@@ -32,7 +32,7 @@ def test_two_workers_share_metrics_and_each_picks_up_a_new_index(
     triton, cpu_repository, demo_prepared, tmp_path
 ):
     index_dir = tmp_path / "index"
-    build_index(demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
+    build_catalogue_index(demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
                 splits=("train",), progress=False)  # fmt: skip
     (port,) = free_ports(1)
     url = f"http://127.0.0.1:{port}"
@@ -74,7 +74,7 @@ def test_two_workers_share_metrics_and_each_picks_up_a_new_index(
         counted = [float(row.split()[-1]) for row in metrics.splitlines() if row.startswith(line)]
         assert counted == [sent], metrics
 
-        build_index(demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
+        build_catalogue_index(demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
                     progress=False)  # fmt: skip
         deadline, seen = time.monotonic() + 30, []
         while time.monotonic() < deadline:

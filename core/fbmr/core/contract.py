@@ -153,7 +153,7 @@ ENV_PREFIX = "FBMR_"
 API_KEY_ENV = f"{ENV_PREFIX}API_KEY"
 
 # Triton's administrative protocols, answered only to requests carrying this header with the
-# key Triton was started with (`fbmr.serving.triton_admin`); the key is read from the variable.
+# key Triton was started with (`fbmr.serving.triton.admin`); the key is read from the variable.
 TRITON_ADMIN_HEADER = "fbmr-triton-admin-key"
 TRITON_ADMIN_KEY_ENV = f"{ENV_PREFIX}TRITON_ADMIN_KEY"
 TRITON_RESTRICTED_PROTOCOLS = ("model-repository", "shared-memory", "trace", "logging")

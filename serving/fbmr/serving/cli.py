@@ -1,4 +1,4 @@
-"""`fbmr serve` and `fbmr index build|reload`.
+"""`fbmr serve`, `fbmr index build|reload` and `fbmr model status|pin|unpin`.
 
 Only typer and light modules are imported here: the commands' own imports (uvicorn, FAISS, the
 gRPC client) happen when a command runs, so `fbmr --help` answers at once.
@@ -28,7 +28,7 @@ from fbmr.core.cli import (
     TritonUrlOption,
     fail,
 )
-from fbmr.serving.index_types import IndexType
+from fbmr.serving.index.index_type import IndexType
 
 if TYPE_CHECKING:
     from fbmr.client import Client
@@ -89,8 +89,8 @@ def serve(
     from pydantic import ValidationError
 
     from fbmr.serving.settings import FacadeSettings
-    from fbmr.serving.supervisor import TritonSupervisor
-    from fbmr.serving.triton_server import LocalTriton, TritonError, TritonPorts
+    from fbmr.serving.triton.server import LocalTriton, TritonError, TritonPorts
+    from fbmr.serving.triton.supervisor import TritonSupervisor
 
     logging.config.dictConfig(log_config())
     flags: dict[str, Any] = {
@@ -157,7 +157,7 @@ def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -
 
     import uvicorn
 
-    from fbmr.serving.main import create_app
+    from fbmr.serving.http.main import create_app
 
     if workers == 1:
         uvicorn.run(
@@ -171,7 +171,7 @@ def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -
     with tempfile.TemporaryDirectory(prefix="fbmr-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         uvicorn.run(
-            "fbmr.serving.main:create_app",
+            "fbmr.serving.http.main:create_app",
             factory=True,
             host=host,
             port=port,
@@ -242,13 +242,13 @@ def build(
     version."""
     try:
         from fbmr.client.errors import Unavailable
-        from fbmr.serving.catalogue import build_index
+        from fbmr.serving.index.catalogue import build_catalogue_index
     except ImportError:  # a facade-only install: the client is an extra
         _needs_client("index build")
 
     chosen = tuple(s.strip() for s in splits.split(",")) if splits else None
     try:
-        path = build_index(
+        path = build_catalogue_index(
             data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress, milvus_uri,
             milvus_token,
         )  # fmt: skip

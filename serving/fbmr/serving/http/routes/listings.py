@@ -1,0 +1,107 @@
+"""`PUT`, `GET` and `DELETE /v1/listings/{id}`: listings posted, read back and sold while the
+facade serves. The routes check the request; the work (embed, log, apply) is done in
+`fbmr.serving.service.listings`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Path, UploadFile
+
+from fbmr.core.contract import (
+    LISTING_ID_PATTERN,
+    LISTING_ID_RULE,
+    LISTING_PATH,
+    MAX_LISTING_NAME_CHARS,
+    MAX_LOCATION_CHARS,
+    Kind,
+)
+from fbmr.serving.http.deps import OPTIONAL_PHOTO, PROTECTED, Index, Settings, State
+from fbmr.serving.http.errors import ERROR_RESPONSES
+from fbmr.serving.http.inputs import (
+    checked_listing_id,
+    checked_text,
+    encoder,
+    finite_price,
+    read_photo,
+)
+from fbmr.serving.http.schemas import CatalogueListing, ListingDeleted, ListingStored, TextQuery
+from fbmr.serving.service import listings
+from fbmr.serving.service.answers import Encoder
+from fbmr.serving.service.similar import loaded_index
+
+router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
+
+
+def listing_id(
+    listing_id: str = Path(
+        ...,
+        description=f"The listing's id: {LISTING_ID_RULE}.",
+        json_schema_extra={"pattern": LISTING_ID_PATTERN},
+    ),
+) -> str:
+    """The path's listing id, checked against the id rule (a 422 with `listing_id_invalid`)."""
+    return checked_listing_id(listing_id)
+
+
+ListingId = Annotated[str, Depends(listing_id)]
+
+
+@router.put(LISTING_PATH, response_model=ListingStored)
+async def put_listing(
+    state: State,
+    settings: Settings,
+    store: Index,
+    listing_id: ListingId,
+    photo: UploadFile | None = OPTIONAL_PHOTO,
+    name: str = Form(
+        ...,
+        max_length=MAX_LISTING_NAME_CHARS,
+        description="The listing's name, as the marketplace wrote it.",
+    ),
+    description: str = Form("", description="The listing's description."),
+    category: str | None = Form(None, description="Its category; by default the predicted one."),
+    price: float | None = Form(None, description="Its price (0 or more)."),
+    location: str | None = Form(
+        None,
+        max_length=MAX_LOCATION_CHARS,
+        description="Where it is, e.g. 'Leeds, West Yorkshire'.",
+    ),
+) -> ListingStored:
+    """Add a listing to the similar-listing index, or replace the listing of this id; it is
+    searchable once this answers."""
+    finite_price("price", price)
+    index = loaded_index(store, settings)
+    listings.photo_needed(index, photo is not None)
+    data = await read_photo(photo, settings) if photo is not None else None
+    text = checked_text(TextQuery(name=name, description=description), settings)
+
+    def encode(kind: Kind) -> Encoder:
+        return encoder(kind, data, text, settings)
+
+    listing = listings.NewListing(listing_id, name, description, category, price, location)
+    stored = await listings.put_listing(state, index, listing, data, encode)
+    return ListingStored(
+        id=listing_id,
+        category=stored.category,
+        replaced=stored.replaced,
+        index_version=stored.index_version,
+        model_version=stored.model_version,
+    )
+
+
+@router.get(LISTING_PATH, response_model=CatalogueListing)
+async def get_listing(settings: Settings, store: Index, listing_id: ListingId) -> CatalogueListing:
+    """A listing as the similar-listing index holds it (put, or built from the catalogue); a 404
+    when it holds none of this id."""
+    found, index_version = await listings.get_listing(store, settings, listing_id)
+    return CatalogueListing(**found, index_version=index_version)
+
+
+@router.delete(LISTING_PATH, response_model=ListingDeleted)
+async def delete_listing(settings: Settings, store: Index, listing_id: ListingId) -> ListingDeleted:
+    """Remove a listing (sold, withdrawn) from the similar-listing index; it is never returned
+    once this answers."""
+    index_version = await listings.delete_listing(store, settings, listing_id)
+    return ListingDeleted(id=listing_id, index_version=index_version)

@@ -1,0 +1,242 @@
+"""The similar-listing index on Milvus: for catalogues past one machine's memory.
+
+The same index versions, filters and live updates as the embedded FAISS engine, with the
+vectors and the listings' fields in Milvus collections (one per kind of query and version,
+named in the version's meta.json) instead of the facade's memory. `milvus_uri` is a Milvus
+cluster's address (`http://milvus:19530`; its token, where it needs one, from the facade's
+`FBMR_MILVUS_TOKEN`, never written to disk) or a milvus-lite file, the embedded Milvus that
+installs from PyPI, taken relative to the index directory (tests, one machine). A milvus-lite
+file opens in one process only, so a facade with `--workers 2` or more needs a Milvus server.
+
+Filters become a Milvus boolean expression evaluated inside the search, so k listings that pass
+come back. Collections are created with strong consistency: a listing upserted is searchable
+by the next query, from any facade worker.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pymilvus import DataType, MilvusClient
+
+from fbmr.core.contract import Kind
+from fbmr.serving.index.build import (
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    IVF_NPROBE,
+    ivf_lists,
+    normalise,
+    resolve_type,
+)
+from fbmr.serving.index.filters import ListingFilter
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.live_index import Hit, LiveIndex
+from fbmr.serving.index.updates import Update
+
+# Milvus counts VARCHAR lengths in bytes: an id of up to 200 characters (the route's limit)
+# takes at most 800 in UTF-8; longer names and locations are cut (at a character boundary)
+ID_LENGTH = 1024
+TEXT_LENGTH = 2048
+LISTING_FIELDS = ["id", "name", "category", "price", "location"]
+INSERT_BATCH = 1000
+# HNSW's build breadth, as faiss's default for the index the FAISS engine builds
+HNSW_EF_CONSTRUCTION = 40
+
+
+def connect(index_dir: Path, uri: str, token: str | None = None) -> MilvusClient:
+    """A client of the Milvus at `uri`: a URL, or a milvus-lite file relative to `index_dir`."""
+    if "://" not in uri:
+        uri = str((index_dir / uri).resolve())
+    return MilvusClient(uri=uri, token=token or "")
+
+
+def _index_params(client: MilvusClient, kind: IndexType, count: int) -> Any:
+    params = client.prepare_index_params()
+    concrete = resolve_type(kind, count)
+    if concrete is IndexType.hnsw:
+        options = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
+        params.add_index("vector", index_type="HNSW", metric_type="IP", params=options)
+    elif concrete is IndexType.ivf:
+        options = {"nlist": ivf_lists(count)}
+        params.add_index("vector", index_type="IVF_FLAT", metric_type="IP", params=options)
+    else:
+        params.add_index("vector", index_type="FLAT", metric_type="IP")
+    return params
+
+
+def _cut(text: str) -> str:
+    """`text` within TEXT_LENGTH bytes of UTF-8, cut at a character boundary."""
+    return text.encode()[:TEXT_LENGTH].decode(errors="ignore")
+
+
+def _row(listing: dict[str, Any], vector: NDArray[np.float32]) -> dict[str, Any]:
+    price, location = listing.get("price"), listing.get("location")
+    return {
+        "id": str(listing["id"]),
+        "name": _cut(str(listing.get("name") or "")),
+        "category": _cut(str(listing["category"])),
+        "price": None if price is None else float(price),
+        "location": None if location is None else _cut(location),
+        # the location as filters compare it: case folded
+        "location_key": _cut((location or "").casefold()),
+        "vector": vector.tolist(),
+    }
+
+
+def write_collections(
+    client: MilvusClient,
+    version: str,
+    vectors: dict[Kind, NDArray[np.float32]],
+    listings: list[dict[str, Any]],
+    kind: IndexType,
+) -> dict[str, str]:
+    """One collection per kind of query for a new index version, through `client` (the
+    caller's to close); returns their names by kind.
+
+    The names carry a random part, so that index directories sharing one Milvus never meet."""
+    token = uuid.uuid4().hex[:8]
+    names = {}
+    for query_kind, array in vectors.items():
+        name = f"fbmr_{version}_{query_kind.value}_{token}"
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, max_length=ID_LENGTH, is_primary=True)
+        schema.add_field("name", DataType.VARCHAR, max_length=TEXT_LENGTH)
+        schema.add_field("category", DataType.VARCHAR, max_length=TEXT_LENGTH)
+        schema.add_field("price", DataType.DOUBLE, nullable=True)
+        schema.add_field("location", DataType.VARCHAR, max_length=TEXT_LENGTH, nullable=True)
+        schema.add_field("location_key", DataType.VARCHAR, max_length=TEXT_LENGTH)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=array.shape[1])
+        client.create_collection(
+            name,
+            schema=schema,
+            index_params=_index_params(client, kind, len(listings)),
+            consistency_level="Strong",
+        )
+        unit = normalise(array)
+        for start in range(0, len(listings), INSERT_BATCH):
+            rows = [
+                _row(listing, unit[start + i])
+                for i, listing in enumerate(listings[start : start + INSERT_BATCH])
+            ]
+            client.insert(name, rows)
+        # sealed and indexed now: rows left in a growing segment are searched by brute
+        # force (36x slower per query at 5k rows in milvus-lite)
+        client.flush(name)
+        names[query_kind.value] = name
+    return names
+
+
+def literal(value: str) -> str:
+    """`value` as a string literal of Milvus's expression language, whatever it holds.
+
+    Every value that reaches an expression goes through here: Milvus reads a double-quoted
+    literal with backslash escapes, so quotes, backslashes and control characters are escaped
+    (JSON's escapes are its own) and nothing in `value` can end the literal. Non-ASCII
+    characters go as they are: Milvus refuses the surrogate pairs JSON would write for an emoji.
+    """
+    return json.dumps(value, ensure_ascii=False)
+
+
+def id_list(ids: list[str]) -> str:
+    """`ids` as a list literal, for `id in ...`: what deletes and lookups by id use, never
+    pymilvus's `ids=`, which writes the ids into the expression unescaped."""
+    return f"[{', '.join(literal(i) for i in ids)}]"
+
+
+def expression(where: ListingFilter) -> str:
+    """`where` as a Milvus filter expression ("" for no filter)."""
+    parts = []
+    if where.category is not None:
+        parts.append(f"category == {literal(where.category)}")
+    if where.price_min is not None:
+        parts.append(f"price >= {float(where.price_min)!r}")
+    if where.price_max is not None:
+        parts.append(f"price <= {float(where.price_max)!r}")
+    if where.location is not None:
+        # LIKE's own wildcards in the substring are matched literally
+        needle = where.location.casefold().replace("\\", "\\\\")
+        needle = needle.replace("%", "\\%").replace("_", "\\_")
+        parts.append(f"location_key like {literal('%' + needle + '%')}")
+    if where.exclude_ids:
+        parts.append(f"id not in {id_list(sorted(where.exclude_ids))}")
+    return " and ".join(parts)
+
+
+class MilvusIndex(LiveIndex):
+    """One index version whose vectors and listings live in Milvus collections."""
+
+    def __init__(self, path: Path, token: str | None = None) -> None:
+        super().__init__(path)
+        self.client = connect(path.parent, self.meta["milvus_uri"], token)
+        self.collections = {Kind(k): name for k, name in self.meta["collections"].items()}
+        self.type = IndexType(self.meta["type"])
+        self.catch_up()
+
+    def _first(self) -> str:
+        """One of its collections (they all hold the same listings)."""
+        return str(self.collections[self.kinds[0]])
+
+    def __contains__(self, listing_id: str) -> bool:
+        found = self.client.query(
+            self._first(), filter=f"id in {id_list([listing_id])}", output_fields=["id"], limit=1
+        )
+        return bool(found)
+
+    def get(self, listing_id: str) -> dict[str, Any] | None:
+        found = self.client.query(
+            self._first(),
+            filter=f"id in {id_list([listing_id])}",
+            output_fields=LISTING_FIELDS,
+            limit=1,
+        )
+        return {field: found[0].get(field) for field in LISTING_FIELDS} if found else None
+
+    def __len__(self) -> int:
+        rows = self.client.query(self._first(), filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def _put(self, update: Update) -> None:
+        assert update.listing is not None and update.vectors is not None
+        for kind, name in self.collections.items():
+            vector = normalise(update.vectors[kind][None])[0]
+            self.client.upsert(name, [_row(update.listing, vector)])
+
+    def _delete(self, listing_id: str) -> None:
+        for name in self.collections.values():
+            self.client.delete(name, filter=f"id in {id_list([listing_id])}")
+
+    def _search(
+        self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
+    ) -> list[Hit]:
+        found = self.client.search(
+            self.collections[kind],
+            data=query.tolist(),
+            limit=k,
+            filter=expression(where),
+            output_fields=LISTING_FIELDS,
+            search_params={"params": self._search_params(k)},
+        )
+        return [
+            Hit(
+                {field: hit["entity"].get(field) for field in LISTING_FIELDS},
+                float(hit["distance"]),
+            )
+            for hit in found[0]
+        ]
+
+    def _search_params(self, k: int) -> dict[str, int]:
+        """The search breadth the FAISS engine serves with (HNSW's ef at least k, as Milvus
+        requires)."""
+        if self.type is IndexType.hnsw:
+            return {"ef": max(HNSW_EF_SEARCH, k)}
+        if self.type is IndexType.ivf:
+            return {"nprobe": IVF_NPROBE}
+        return {}
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,258 @@
+"""Similar-listing search: FAISS indexes of catalogue embeddings, saved in versions and swapped
+in atomically.
+
+One index per kind of query (photo, text, photo + text), so that a query is compared with the
+catalogue in the same embedding space. Embeddings are L2-normalised and compared by inner
+product (cosine similarity). Layout on disk:
+
+    INDEX_DIR/
+      CURRENT            name of the version in use, replaced atomically
+      v0001/             image.faiss, text.faiss, combined.faiss, listings.json, meta.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from fbmr.core.contract import Kind
+from fbmr.core.fileio import atomic_write_text
+from fbmr.serving.index.build import (
+    factory_string,
+    faiss_index_from_factory,
+    normalise,
+    on_gpu,
+    resolve_type,
+    serving_search,
+    to_gpu_if_available,
+)
+from fbmr.serving.index.filters import (
+    EXACT_BELOW,
+    ListingColumns,
+    ListingFilter,
+    exact_among,
+    search_parameters,
+)
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.live_index import (
+    FAISS,
+    INDEX_FORMAT,
+    MILVUS,
+    Hit,
+    LiveIndex,
+    read_meta,
+)
+from fbmr.serving.index.updates import Update
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+GPU_MAX_K = 2048  # the most neighbours a faiss GPU search returns
+
+
+def build_faiss(
+    vectors: NDArray[np.float32], kind: IndexType = IndexType.auto, nlist: int = 0
+) -> faiss.Index:
+    """The served index of `kind` over L2-normalised `vectors` (its search settings saved in it)."""
+    vectors = normalise(vectors)
+    return serving_search(
+        faiss_index_from_factory(factory_string(kind, len(vectors), nlist), vectors)
+    )
+
+
+def save_version(
+    index_dir: Path,
+    vectors: dict[Kind, NDArray[np.float32]],
+    listings: list[dict[str, Any]],
+    meta: dict[str, Any],
+    kind: IndexType = IndexType.auto,
+    milvus_uri: str | None = None,
+    milvus_token: str | None = None,
+) -> Path:
+    """Write a new index version (aside, then renamed) and make it CURRENT: FAISS files in the
+    version's folder, or, given `milvus_uri`, collections in that Milvus (a cluster's URI, or a
+    local milvus-lite file, relative to `index_dir`)."""
+    if not listings:
+        raise ValueError("an index needs at least one listing")
+    for name, array in vectors.items():
+        if len(array) != len(listings):
+            raise ValueError(f"{name}: {len(array)} vectors for {len(listings)} listings")
+    index_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[1:]) for p in index_dir.glob("v[0-9]*") if p.name[1:].isdigit()]
+    version = f"v{max(numbers, default=0) + 1:04d}"
+    staging = index_dir / f".{version}.partial"
+    staging.mkdir()
+    engine: dict[str, Any] = {"backend": FAISS}
+    if milvus_uri is None:
+        for name, array in vectors.items():
+            faiss.write_index(build_faiss(array, kind), str(staging / f"{name}.faiss"))
+        (staging / "listings.json").write_text(json.dumps(listings))
+    else:
+        # pymilvus: the `milvus` extra
+        from fbmr.serving.index.milvus_index import connect, write_collections
+
+        with contextlib.closing(connect(index_dir, milvus_uri, milvus_token)) as client:
+            collections = write_collections(client, version, vectors, listings, kind)
+        engine = {"backend": MILVUS, "milvus_uri": milvus_uri, "collections": collections}
+    meta = {
+        "format": INDEX_FORMAT,
+        "version": version,
+        **engine,
+        "type": resolve_type(kind, len(listings)).value,
+        "count": len(listings),
+        "kinds": [k.value for k in vectors],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **meta,
+    }
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    staging.rename(index_dir / version)
+    atomic_write_text(index_dir / CURRENT, version + "\n")
+    return index_dir / version
+
+
+class FaissIndex(LiveIndex):
+    """One loaded FAISS index version, with the live updates of its directory applied.
+
+    A put listing is added to each FAISS index (`add`); a deleted or replaced one stays in them,
+    masked by an ID selector in every search, since FAISS ids cannot be renumbered under a live
+    index. Searches run concurrently; an update waits for them and holds new ones meanwhile.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.listings: list[dict[str, Any]] = json.loads((path / "listings.json").read_text())
+        self.indexes = {
+            Kind(k): to_gpu_if_available(faiss.read_index(str(path / f"{k}.faiss")))
+            for k in self.meta["kinds"]
+        }
+        self.columns = ListingColumns(self.listings)
+        self.catch_up()
+
+    def __contains__(self, listing_id: str) -> bool:
+        return listing_id in self.columns.positions
+
+    def get(self, listing_id: str) -> dict[str, Any] | None:
+        position = self.columns.positions.get(listing_id)
+        return None if position is None else dict(self.listings[position])
+
+    def __len__(self) -> int:
+        return len(self.columns.positions)
+
+    def _delete(self, listing_id: str) -> None:
+        self.columns.remove(listing_id)
+
+    def _put(self, update: Update) -> None:
+        assert update.listing is not None and update.vectors is not None
+        for kind, index in self.indexes.items():
+            index.add(normalise(update.vectors[kind][None]))
+        self.listings.append(update.listing)
+        self.columns.append(update.listing)  # the listing of the same id, if any, is retired
+
+    def _search(
+        self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
+    ) -> list[Hit]:
+        with self._lock.reading():
+            # `total` counts listings deleted or replaced too: FAISS still holds their vectors
+            index, total = self.indexes[kind], self.columns.size
+            if not where.active and self.columns.all_alive:
+                scores, ids = index.search(query, min(k, total))
+            else:
+                keep = self.columns.mask(where)
+                passing = int(keep.sum())
+                if passing == 0:
+                    return []
+                if on_gpu(index):
+                    # GPU indexes take no ID selector: ask for enough candidates that k pass,
+                    # then keep those
+                    wanted = min(total, k * max(1, total // passing) * 2, GPU_MAX_K)
+                    scores, ids = index.search(query, wanted)
+                    passed = keep[np.maximum(ids[0], 0)] & (ids[0] >= 0)
+                    scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]
+                elif isinstance(index, faiss.IndexHNSW) and passing < EXACT_BELOW:
+                    scores, ids = exact_among(index, keep, query, k)
+                else:
+                    params = search_parameters(index, keep, k)
+                    scores, ids = index.search(query, min(k, passing), params=params)
+            return [
+                Hit(self.listings[i], float(s))
+                for s, i in zip(scores[0], ids[0], strict=True)
+                if i >= 0
+            ]
+
+
+def open_version(
+    path: Path, milvus_token: str | None = None, milvus_uri: str | None = None
+) -> LiveIndex:
+    """The index version in folder `path`, on the engine its meta.json names.
+
+    `milvus_token` is sent only to the Milvus at `milvus_uri` (the one the token is for): a
+    version whose meta.json names another Milvus opens without it, so whoever can write an
+    index directory cannot have the token sent to a server of theirs."""
+    meta = read_meta(path)
+    if meta.get("backend", FAISS) == MILVUS:
+        from fbmr.serving.index.milvus_index import MilvusIndex  # pymilvus: the `milvus` extra
+
+        if meta.get("milvus_uri") != milvus_uri:
+            milvus_token = None
+        milvus: LiveIndex = MilvusIndex(path, milvus_token)
+        return milvus
+    return FaissIndex(path)
+
+
+class IndexStore:
+    """The index in use, swapped for a new version without disturbing searches in flight.
+
+    A search takes a reference to the current index version and uses it to the end; a reload
+    loads the new version completely before replacing that reference in one assignment.
+    """
+
+    def __init__(
+        self,
+        index_dir: Path | None,
+        milvus_token: str | None = None,
+        milvus_uri: str | None = None,
+    ) -> None:
+        self.index_dir = index_dir
+        # for versions that live in the Milvus cluster at `milvus_uri` (and only for those)
+        self.milvus_token, self.milvus_uri = milvus_token, milvus_uri
+        self.current: LiveIndex | None = None
+        self._lock = threading.Lock()
+        self._stamp: tuple[str, float] | None = None
+
+    def _pointer(self) -> tuple[str, float] | None:
+        path = self.index_dir / CURRENT if self.index_dir else None
+        if path is None or not path.is_file():
+            return None
+        return path.read_text().strip(), path.stat().st_mtime
+
+    def reload(self, force: bool = False) -> bool:
+        """Load the CURRENT version if it changed (or `force`); True when a new one is in use."""
+        with self._lock:
+            stamp = self._pointer()
+            if stamp is None or (stamp == self._stamp and not force):
+                return False
+            assert self.index_dir is not None  # a pointer was read from it
+            path = self.index_dir / stamp[0]
+            loaded = open_version(path, self.milvus_token, self.milvus_uri)
+            self.current, self._stamp = loaded, stamp
+            log.info(
+                "similar-listing index %s loaded (%d listings)",
+                loaded.version,
+                len(loaded),
+            )
+            return True
+
+    def catch_up(self) -> int:
+        """Apply the live updates written since the last call (by any worker) to the index in
+        use; returns how many records were read."""
+        current = self.current
+        return current.catch_up() if current is not None else 0

@@ -1,1 +1,0 @@
-"""The facade's routers, one per resource: prediction, similar listings, operations."""
