@@ -91,10 +91,38 @@ def test_resuming_with_other_weight_averaging_is_refused(tmp_path):
         _fit(tmp_path, epochs=4, average_from=1)
 
 
-def test_weight_averaging_refuses_models_with_batch_norm(tmp_path):
-    settings = FitSettings(epochs=1, batch_size=8, lr=0.05, progress=False, average_from=0)
-    with pytest.raises(ValueError, match="without batch norm"):
-        fit(Linear(True), _data(1), _data(2), tmp_path, settings, torch.device("cpu"), {})
+class FrozenThenTrained(nn.Module):
+    """A frozen batch norm (kept in eval mode, as a frozen trunk stage is), then a trained one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = nn.BatchNorm1d(6)
+        self.frozen.running_mean.fill_(0.25)
+        self.frozen.requires_grad_(False)
+        self.trained = Linear(batch_norm=True)
+
+    def train(self, mode: bool = True) -> "FrozenThenTrained":
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.trained(self.frozen(x))
+
+
+def test_averaged_weights_get_batch_norm_statistics_of_their_own(tmp_path):
+    torch.manual_seed(0)
+    model = FrozenThenTrained()
+    settings = FitSettings(epochs=3, batch_size=8, lr=0.05, progress=False, average_from=1)
+    fit(model, _data(1), _data(2), tmp_path, settings, torch.device("cpu"), {})
+    best = load_checkpoint(tmp_path / "best.pt")["model"]
+    # measured over the training inputs (as the frozen norm passes them on) for the averaged
+    # weights: equal batches, so the cumulative mean of batch means is the mean
+    inputs = model.frozen(_data(1).tensors[0])
+    torch.testing.assert_close(best["trained.norm.running_mean"], inputs.mean(0))
+    # the frozen norm keeps the statistics it was given
+    assert (best["frozen.running_mean"] == 0.25).all()
+    assert model.trained.norm.momentum == 0.1  # training's own momentum restored
 
 
 def test_a_checkpoint_of_another_format_is_refused_with_what_to_rerun(tmp_path):

@@ -360,6 +360,37 @@ def evaluate(
     return loss, top1(logits, targets)
 
 
+@torch.no_grad()
+def _update_batch_norm(
+    model: nn.Module, train: Samples, settings: FitSettings, device: torch.device
+) -> None:
+    """Batch-norm statistics of `model`'s current weights, measured over the training samples
+    (as torch.optim.swa_utils.update_bn does), for the batch norms that train only: a frozen
+    stage's keep the statistics its weights were given, and in cached mode are not even run."""
+    norms = _trained_norms(model)
+    momenta = [norm.momentum for norm in norms]
+    was_training = model.training
+    model.eval()  # no dropout, frozen stages as served
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over every batch
+        norm.train()
+    for batch in make_loader(train, settings, shuffle=False):
+        model(*_to(batch, device)[:-1])
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
+def _trained_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and any(p.requires_grad for p in m.parameters())
+    ]
+
+
 def fit(
     model: nn.Module,
     train: Samples,
@@ -378,12 +409,10 @@ def fit(
     `objective` replaces the training loss (see `Objective`); `settings.average_from` judges the
     running mean of the weights instead of the live ones (see `FitSettings`)."""
     saved = saved or model
-    if settings.average_from is not None and any(
-        isinstance(module, nn.modules.batchnorm._BatchNorm) for module in saved.modules()
-    ):
-        # An average of weights needs batch-norm statistics recomputed for it, which this loop
-        # does not do; the models it averages (the text encoders) have no batch norm.
-        raise ValueError("weight averaging is for models without batch norm")
+    # An average of weights needs batch-norm statistics of its own: the live model's describe
+    # other weights' activations. They are measured again over the training samples before the
+    # average is judged (`_update_batch_norm`: one forward pass, no gradients).
+    norms = bool(_trained_norms(model))
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -416,6 +445,8 @@ def fit(
             state.averaged += 1
             live = {name: value.clone() for name, value in saved.state_dict().items()}
             saved.load_state_dict(state.average)
+            if norms:
+                _update_batch_norm(model, train, settings, device)
         val_loss, val_top1 = evaluate(model, loss_fn, val, settings, device)
         judged = {**checkpoint_fields, "model": saved.state_dict(), "epoch": epoch}
         if selection_key(val_top1, val_loss) > selection_key(state.best_top1, state.best_loss):
