@@ -211,6 +211,8 @@ def _many_rows(demo_seed: Path, folder: Path, copies: int) -> Path:
     table = pd.concat(
         [rows.assign(id=rows["id"] + f"-{n}") for n in range(copies)], ignore_index=True
     )
+    # a listing's photos as a list in every row (Parquet holds one type per column)
+    table["photo"] = [[p] if isinstance(p, str) else p for p in table["photo"]]
     folder.mkdir(parents=True, exist_ok=True)
     table.to_parquet(folder / "rows.parquet")
     return folder / "rows.parquet"

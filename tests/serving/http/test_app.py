@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import EMBED_PATH, PREDICT_PATHS, PREDICT_TEXT_PATH, Kind
+from fbmr.core.contract import (
+    EMBED_PATH,
+    MAX_PHOTOS,
+    PREDICT_PATHS,
+    PREDICT_TEXT_PATH,
+    ErrorCode,
+    Kind,
+)
+from fbmr.core.pooling import pool_embeddings, pool_probabilities
 from fbmr.serving.index.catalogue import build_catalogue_index
 from fbmr.serving.triton.server import LocalTriton, TritonPorts, alive
 from tests.helpers import assert_error, encode, free_ports, running_facade, split_listings
@@ -66,6 +74,49 @@ def test_a_png_under_a_jpg_name_is_read_by_its_content(facade):
     for response in answers:
         assert response.status_code == 200, response.text
     assert answers[0].json() == answers[1].json()
+
+
+def test_a_listings_photos_are_pooled_into_one_answer(facade, queries):
+    """Two `photo` parts: the answer is the two one-photo answers pooled as fbmr.core.pooling
+    pools them (independent of which photo comes first); past MAX_PHOTOS a 422 that names it."""
+    (first, text, _), (second, _, _) = queries[0], queries[1]
+    for path, fields in (
+        (PREDICT_PATHS[Kind.image], {}),
+        (PREDICT_PATHS[Kind.combined], {"text": text}),
+    ):
+        alone = [
+            _by_class(facade.post(path, files={"photo": ("p.jpg", photo)}, data=fields))
+            for photo in (first, second)
+        ]
+        both = [
+            facade.post(path, files=[("photo", ("a.jpg", a)), ("photo", ("b.jpg", b))], data=fields)
+            for a, b in ((first, second), (second, first))
+        ]
+        classes = list(alone[0])
+        expected = pool_probabilities(np.array([[one[c] for c in classes] for one in alone]))
+        for response in both:
+            pooled = _by_class(response)
+            np.testing.assert_allclose([pooled[c] for c in classes], expected, atol=1e-5)
+        assert max(expected) < max(max(a.values()) for a in alone) or alone[0] == alone[1]
+    embedded = facade.post(
+        EMBED_PATH, files=[("photo", ("a.jpg", first)), ("photo", ("b.jpg", second))]
+    )
+    singles = [
+        facade.post(EMBED_PATH, files={"photo": ("p.jpg", photo)}).json()["embedding"]
+        for photo in (first, second)
+    ]
+    np.testing.assert_allclose(
+        embedded.json()["embedding"], pool_embeddings(np.array(singles)), atol=1e-5
+    )
+    many = [("photo", (f"{i}.jpg", first)) for i in range(MAX_PHOTOS + 1)]
+    refused = facade.post(PREDICT_PATHS[Kind.image], files=many)
+    assert_error(refused, 422, f"at most {MAX_PHOTOS}", code=ErrorCode.too_many_photos)
+
+
+def _by_class(response) -> dict[str, float]:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return dict(zip(body["classes"], body["probabilities"], strict=True))
 
 
 def test_embeddings_have_the_kind_of_the_query(facade, queries):

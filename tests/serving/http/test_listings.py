@@ -5,6 +5,7 @@ see each update, and each acknowledged one survives a SIGKILL of the whole facad
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -91,6 +92,17 @@ def test_a_listing_put_is_found_at_once_and_a_deleted_one_never_again(
         assert {k: read_back.json()[k] for k in ("id", "price", "location", "category")} == {
             "id": "new-1", "price": 12.5, "location": "Leeds, West Yorkshire", "category": label
         }  # fmt: skip
+
+        # a listing's two photos: embedded pooled, so the same two photos find it first, and
+        # its update records both for the next rebuild
+        both = [("photo", ("a.jpg", photo)), ("photo", ("b.jpg", photo_b))]
+        two = client.put("/v1/listings/new-2", files=both, data=_form(text, category=label))
+        assert two.status_code == 200, two.text
+        found = client.post("/v1/similar", files=both, data={"text": text, "k": "1"}).json()
+        assert [item["id"] for item in found["listings"]] == ["new-2"]
+        assert found["listings"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+        logged = [json.loads(line) for line in (live_index / UPDATES_LOG).read_text().splitlines()]
+        assert len(logged[-1]["source"]["photo"]) == 2
 
         # no category: the predicted one; the same id again: replaced
         again = client.put(

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, File, Request
 from fastapi.security import HTTPBearer
 
+from fbmr.core.contract import MAX_PHOTOS
 from fbmr.serving.index.store import IndexStore
 from fbmr.serving.service.state import FacadeState
 from fbmr.serving.settings import FacadeSettings
@@ -33,9 +34,14 @@ def get_index(state: State) -> IndexStore:
 Settings = Annotated[FacadeSettings, Depends(get_settings)]
 Index = Annotated[IndexStore, Depends(get_index)]
 
-# A listing's photo, as the routes that take one declare it.
-PHOTO = File(..., description="The listing's photo.")
-OPTIONAL_PHOTO = File(None, description="The listing's photo.")
+# A listing's photos, as the routes that take them declare them: the `photo` part once, or
+# repeated for a listing's several (at most MAX_PHOTOS), pooled into one answer.
+PHOTOS_HELP = (
+    f"The listing's photo; repeat the part for its several photos (at most {MAX_PHOTOS}), "
+    "which are pooled into one answer."
+)
+PHOTO = File(..., description=PHOTOS_HELP)
+OPTIONAL_PHOTO = File(None, description=PHOTOS_HELP)
 
 # The keys themselves are checked by `fbmr.serving.http.auth.KeyGuard`, before a body is read; the
 # routes name the bearer scheme so that the API's schema says they take one.

@@ -13,6 +13,7 @@ import ctypes
 import functools
 import json
 import math
+from collections.abc import Sequence
 from typing import Annotated
 
 import numpy as np
@@ -27,6 +28,7 @@ from fbmr.core.contract import (
     ENSEMBLES,
     IMAGE,
     MAX_EXCLUDE_IDS,
+    MAX_PHOTOS,
     TOKEN_IDS,
     ErrorCode,
     Kind,
@@ -81,6 +83,18 @@ def query_kind(has_photo: bool, has_text: bool) -> Kind:
             code=ErrorCode.no_input,
         )
     return kind_of(has_photo, has_text)
+
+
+async def read_photos(photos: list[UploadFile], settings: FacadeSettings) -> list[bytes]:
+    """A request's photos (the `photo` part, repeated for a listing's several): a 422 past
+    MAX_PHOTOS, counted before any is read."""
+    if len(photos) > MAX_PHOTOS:
+        raise ApiError(
+            422,
+            f"photo: {len(photos)} photos, at most {MAX_PHOTOS} per request",
+            code=ErrorCode.too_many_photos,
+        )
+    return [await read_photo(photo, settings) for photo in photos]
 
 
 async def read_photo(photo: UploadFile, settings: FacadeSettings) -> bytes:
@@ -199,28 +213,36 @@ def checked_text(query: TextQuery, settings: FacadeSettings) -> str:
     return text
 
 
-def encoder(kind: Kind, photo: bytes | None, text: str | None, settings: FacadeSettings) -> Encoder:
-    """The model inputs of a query of `kind`, as a function of the artifacts they are for."""
+def encoder(
+    kind: Kind, photos: Sequence[bytes], text: str | None, settings: FacadeSettings
+) -> Encoder:
+    """The model inputs of a query of `kind`, as a function of the artifacts they are for: one
+    row per photo (the text beside each), which Triton answers in one call and
+    `fbmr.serving.triton.inference` pools into the listing's answer; one row without a photo."""
 
     async def encode(artifacts: ModelArtifacts) -> Inputs:
         inputs: Inputs = {}
-        for name in ENSEMBLES[kind].inputs:
+        needs = ENSEMBLES[kind].inputs
+        rows = len(photos) if IMAGE in needs else 1
+        for name in needs:
             if name == IMAGE:
-                assert photo is not None
-                inputs[IMAGE] = await image_tensor(photo, artifacts, settings)
+                assert photos
+                # one after another: each decode already waits for room in the pixel budget
+                pixels = [await image_tensor(photo, artifacts, settings) for photo in photos]
+                inputs[IMAGE] = np.concatenate(pixels)
             elif name == TOKEN_IDS:
                 assert text is not None
-                inputs[TOKEN_IDS] = artifacts.text_input(text)[None]
+                inputs[TOKEN_IDS] = np.repeat(artifacts.text_input(text)[None], rows, axis=0)
         return inputs
 
     return encode
 
 
 async def query_encoder(
-    photo: UploadFile | None, query: TextQuery, settings: FacadeSettings
+    photos: list[UploadFile] | None, query: TextQuery, settings: FacadeSettings
 ) -> tuple[Kind, Encoder]:
-    """The kind of a query that may carry a photo, a text or both, and its inputs' encoder."""
-    kind = query_kind(photo is not None, query.given)
-    data = await read_photo(photo, settings) if photo is not None else None
+    """The kind of a query that may carry photos, a text or both, and its inputs' encoder."""
+    kind = query_kind(bool(photos), query.given)
+    data = await read_photos(photos, settings) if photos else []
     checked = checked_text(query, settings) if query.given else None
     return kind, encoder(kind, data, checked, settings)

@@ -1,7 +1,7 @@
 """`fbmr index build`: embed a catalogue through the running Triton and save a FAISS index.
 
 The catalogue is a prepared dataset (`fbmr data prepare`; a seed layout is prepared by that one
-command first). Each listing is embedded with its first photo and its text, through the same
+command first). Each listing is embedded with its photos (pooled) and its text, through the same
 preprocessing and ensembles the facade uses for queries.
 
 The embedding itself is the client library's direct scorer (`fbmr.client.batch.TritonScorer`,
@@ -31,26 +31,27 @@ from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
 from fbmr.core.listing import listing_text
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.store import save_version
-from fbmr.serving.index.updates import changes, fold, prune_photos
+from fbmr.serving.index.updates import changes, fold, photo_cell, prune_photos
 
 log = logging.getLogger(__name__)
 
 
 def read_catalogue(prepared: Path, splits: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Listings of a prepared dataset, each with the path of its first photo."""
+    """Listings of a prepared dataset, each with its photos (a path, or the list of its several
+    in the dataset's order), which the index embeds pooled, as the facade pools a request's."""
     if not (prepared / PREPARED_PRODUCTS).is_file():
         raise FileNotFoundError(
             f"{prepared} is not a prepared dataset (no {PREPARED_PRODUCTS}); "
             "run `fbmr data prepare SRC --out DIR` on a seed layout first"
         )
     products = pq.read_table(prepared / PREPARED_PRODUCTS).to_pylist()
-    first_photo: dict[str, str] = {}
+    photos: dict[str, list[str]] = {}
     for image in pq.read_table(prepared / PREPARED_IMAGES).to_pylist():
-        first_photo.setdefault(image["product_id"], image["file"])
+        photos.setdefault(image["product_id"], []).append(str(prepared / image["file"]))
     return [
-        {**p, "photo": str(prepared / first_photo[p["product_id"]])}
+        {**p, "photo": photo_cell(photos[p["product_id"]])}
         for p in products
-        if p["product_id"] in first_photo and (splits is None or p["split"] in splits)
+        if p["product_id"] in photos and (splits is None or p["split"] in splits)
     ]
 
 

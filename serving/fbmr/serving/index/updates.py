@@ -159,7 +159,9 @@ def changes(
             rows[update.id] = None
         else:
             assert update.listing is not None and update.source is not None
-            photo = update.source["photo"]  # None for a listing put into a text-only index
+            # None for a listing put into a text-only index; a list for several photos
+            photo = update.source["photo"]
+            photos = [photo] if isinstance(photo, str) else photo or []
             rows[update.id] = {
                 "product_id": update.id,
                 "product_name": update.source["name"],
@@ -167,9 +169,14 @@ def changes(
                 "label": update.listing["category"],
                 "price": update.listing.get("price"),
                 "location": update.listing.get("location"),
-                "photo": None if photo is None else str(reader.photos / photo),
+                "photo": photo_cell([str(reader.photos / name) for name in photos]),
             }
     return rows, reader.offset
+
+
+def photo_cell(photos: list[str]) -> str | list[str] | None:
+    """A row's photos as a catalogue row holds them: None, one path, or the list of several."""
+    return None if not photos else photos[0] if len(photos) == 1 else photos
 
 
 def fold(
@@ -193,7 +200,12 @@ def prune_photos(index_dir: Path, grace_s: float = PHOTO_GRACE_S) -> int:
     Photos newer than `grace_s` stay, since their put may not be logged yet. Returns how many
     were removed."""
     rows, _ = changes(index_dir)
-    needed = {Path(row["photo"]).name for row in rows.values() if row and row["photo"]}
+    needed = {
+        Path(where).name
+        for row in rows.values()
+        if row and row["photo"]
+        for where in ([row["photo"]] if isinstance(row["photo"], str) else row["photo"])
+    }
     cutoff = time.time() - grace_s
     removed = 0
     for path in (index_dir / PHOTOS).glob("*"):

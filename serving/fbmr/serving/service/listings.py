@@ -10,7 +10,7 @@ and the text are checked, and embedded, first.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from fbmr.core.contract import ErrorCode, Kind
 from fbmr.core.listing import clean_field, clean_product_name
 from fbmr.serving.index.live_index import LiveIndex
 from fbmr.serving.index.store import IndexStore
-from fbmr.serving.index.updates import Update
+from fbmr.serving.index.updates import Update, UpdateLog
 from fbmr.serving.service.answers import Encoder, answer
 from fbmr.serving.service.errors import Invalid, NotFound, Unavailable
 from fbmr.serving.service.similar import known_category, loaded_index, same_embedding_space
@@ -59,7 +59,7 @@ async def put_listing(
     state: FacadeState,
     index: LiveIndex,
     listing: NewListing,
-    photo: bytes | None,
+    photos: Sequence[bytes],
     encoder: Callable[[Kind], Encoder],
 ) -> Stored:
     """Embed `listing` in every kind `index` holds (`encoder` builds each kind's inputs), then
@@ -87,7 +87,7 @@ async def put_listing(
     source = {
         "name": listing.name,
         "description": listing.description,
-        "photo": await to_thread.run_sync(log.save_photo, photo) if photo is not None else None,
+        "photo": await _saved(log, photos),
     }
     update = Update(
         "put",
@@ -100,6 +100,13 @@ async def put_listing(
     await to_thread.run_sync(log.append, update)
     await to_thread.run_sync(index.catch_up)
     return Stored(category, replaced, index.version, artifacts.version)
+
+
+async def _saved(log: UpdateLog, photos: Sequence[bytes]) -> str | list[str] | None:
+    """The listing's photos kept for the next rebuild, as its update records them: None, one
+    name (as logs written before listings had several photos hold it), or a list of names."""
+    names = [await to_thread.run_sync(log.save_photo, photo) for photo in photos]
+    return None if not names else names[0] if len(names) == 1 else names
 
 
 def _not_found(listing_id: str) -> NotFound:

@@ -23,6 +23,7 @@ from fbmr.core.contract import (
     TRITON_CHANNEL_ARGS,
     Kind,
 )
+from fbmr.core.pooling import pool_embeddings, pool_probabilities
 from fbmr.serving import request_context
 
 
@@ -43,7 +44,7 @@ def _version_missing(message: str) -> bool:
 
 @dataclass
 class Inference:
-    """One ensemble's answer for one listing."""
+    """One ensemble's answer for one listing: its photos' rows pooled (`fbmr.core.pooling`)."""
 
     probabilities: NDArray[np.float32]
     embedding: NDArray[np.float32]
@@ -103,4 +104,8 @@ class TritonModels:
             if _version_missing(message):
                 raise ModelVersionUnavailable(message) from None
             raise TritonUnavailable(message) from None
-        return Inference(result.as_numpy(PROBABILITIES)[0], result.as_numpy(ensemble.embedding)[0])
+        # one row per photo of the listing (one row without a photo): its one answer
+        return Inference(
+            pool_probabilities(result.as_numpy(PROBABILITIES)),
+            pool_embeddings(result.as_numpy(ensemble.embedding)),
+        )

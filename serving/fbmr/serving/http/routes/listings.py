@@ -24,7 +24,7 @@ from fbmr.serving.http.inputs import (
     checked_text,
     encoder,
     finite_price,
-    read_photo,
+    read_photos,
 )
 from fbmr.serving.http.schemas import CatalogueListing, ListingDeleted, ListingStored, TextQuery
 from fbmr.serving.service import listings
@@ -54,7 +54,7 @@ async def put_listing(
     settings: Settings,
     store: Index,
     listing_id: ListingId,
-    photo: UploadFile | None = OPTIONAL_PHOTO,
+    photo: list[UploadFile] | None = OPTIONAL_PHOTO,
     name: str = Form(
         ...,
         max_length=MAX_LISTING_NAME_CHARS,
@@ -73,8 +73,8 @@ async def put_listing(
     searchable once this answers."""
     finite_price("price", price)
     index = loaded_index(store, settings)
-    listings.photo_needed(index, photo is not None)
-    data = await read_photo(photo, settings) if photo is not None else None
+    listings.photo_needed(index, bool(photo))
+    data = await read_photos(photo, settings) if photo else []
     text = checked_text(TextQuery(name=name, description=description), settings)
 
     def encode(kind: Kind) -> Encoder:

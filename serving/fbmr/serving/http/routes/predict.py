@@ -20,7 +20,7 @@ from fbmr.serving.http.inputs import (
     checked_text,
     encoder,
     query_encoder,
-    read_photo,
+    read_photos,
     text_query,
 )
 from fbmr.serving.http.schemas import EmbedResponse, ErrorResponse, Prediction, TextQuery
@@ -30,9 +30,11 @@ router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
 
 @router.post(PREDICT_IMAGE_PATH, response_model=Prediction)
-async def predict_image(state: State, settings: Settings, photo: UploadFile = PHOTO) -> Prediction:
-    """Category of a listing from its photo."""
-    data = await read_photo(photo, settings)
+async def predict_image(
+    state: State, settings: Settings, photo: list[UploadFile] = PHOTO
+) -> Prediction:
+    """Category of a listing from its photo, or its several photos pooled."""
+    data = await read_photos(photo, settings)
     artifacts, result = await answer(state, Kind.image, encoder(Kind.image, data, None, settings))
     return Prediction.ranked(result.probabilities, artifacts)
 
@@ -59,17 +61,17 @@ async def predict_text(request: Request, state: State, settings: Settings) -> Pr
     """Category of a listing from its name and/or description: JSON `{"text": "..."}`, or a
     form field `text` (urlencoded or multipart), as the photo endpoints take it."""
     text = checked_text(await text_query(request), settings)
-    artifacts, result = await answer(state, Kind.text, encoder(Kind.text, None, text, settings))
+    artifacts, result = await answer(state, Kind.text, encoder(Kind.text, [], text, settings))
     return Prediction.ranked(result.probabilities, artifacts)
 
 
 @router.post(PREDICT_COMBINED_PATH, response_model=Prediction)
 async def predict_combined(
-    state: State, settings: Settings, listing: ListingForm, photo: UploadFile = PHOTO
+    state: State, settings: Settings, listing: ListingForm, photo: list[UploadFile] = PHOTO
 ) -> Prediction:
-    """Category of a listing from its photo and text (`text`, or `name` and `description`)
-    together."""
-    data, checked = await read_photo(photo, settings), checked_text(listing, settings)
+    """Category of a listing from its photo (or its several, pooled) and text (`text`, or
+    `name` and `description`) together."""
+    data, checked = await read_photos(photo, settings), checked_text(listing, settings)
     encode = encoder(Kind.combined, data, checked, settings)
     artifacts, result = await answer(state, Kind.combined, encode)
     return Prediction.ranked(result.probabilities, artifacts)
@@ -80,7 +82,7 @@ async def embed(
     state: State,
     settings: Settings,
     listing: ListingForm,
-    photo: UploadFile | None = OPTIONAL_PHOTO,
+    photo: list[UploadFile] | None = OPTIONAL_PHOTO,
 ) -> EmbedResponse:
     """The listing's embedding: image (photo only), text (text only) or combined (both)."""
     kind, encode = await query_encoder(photo, listing, settings)

@@ -11,27 +11,36 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fbmr.core.contract import Kind
 from fbmr.serving.http.deps import PROTECTED, Settings, State
 from fbmr.serving.http.errors import ERROR_RESPONSES
-from fbmr.serving.http.inputs import checked_text, encoder, read_photo
+from fbmr.serving.http.inputs import checked_text, encoder, read_photos
 from fbmr.serving.http.schemas import Prediction, TextQuery
 from fbmr.serving.service.answers import answer
 
 router = APIRouter(tags=["seed-compatible"], dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
-IMAGE = File(..., description="The listing's photo (the seed API's field name).")
+IMAGE = File(
+    ...,
+    description="The listing's photo (the seed API's field name); repeated for its several.",
+)
 TEXT = Form(..., description="The listing's name and/or description.")
 
 
 async def _predict(
-    state: State, settings: Settings, kind: Kind, image: UploadFile | None, text: str | None
+    state: State,
+    settings: Settings,
+    kind: Kind,
+    image: list[UploadFile] | None,
+    text: str | None,
 ) -> Prediction:
-    data = await read_photo(image, settings) if image is not None else None
+    data = await read_photos(image, settings) if image else []
     checked = checked_text(TextQuery(text=text), settings) if text is not None else None
     artifacts, result = await answer(state, kind, encoder(kind, data, checked, settings))
     return Prediction.ranked(result.probabilities, artifacts)
 
 
 @router.post("/image", response_model=Prediction)
-async def seed_image(state: State, settings: Settings, image: UploadFile = IMAGE) -> Prediction:
+async def seed_image(
+    state: State, settings: Settings, image: list[UploadFile] = IMAGE
+) -> Prediction:
     """Seed-compatible `/v1/predict/image`."""
     return await _predict(state, settings, Kind.image, image, None)
 
@@ -44,7 +53,7 @@ async def seed_text(state: State, settings: Settings, text: str = TEXT) -> Predi
 
 @router.post("/combined", response_model=Prediction)
 async def seed_combined(
-    state: State, settings: Settings, image: UploadFile = IMAGE, text: str = TEXT
+    state: State, settings: Settings, image: list[UploadFile] = IMAGE, text: str = TEXT
 ) -> Prediction:
     """Seed-compatible `/v1/predict/combined`."""
     return await _predict(state, settings, Kind.combined, image, text)

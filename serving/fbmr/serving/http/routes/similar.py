@@ -62,14 +62,14 @@ async def similar(
     store: Index,
     listing: ListingForm,
     where: Filter,
-    photo: UploadFile | None = OPTIONAL_PHOTO,
+    photo: list[UploadFile] | None = OPTIONAL_PHOTO,
     k: int = Form(10, description="How many similar listings."),
 ) -> SimilarResponse:
     """The k catalogue listings nearest to a photo, a text, or both, among those that pass the
     filters given (applied within the search, so k come back when k pass)."""
     if not 1 <= k <= settings.max_k:
         raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
-    kind = query_kind(photo is not None, listing.given)
+    kind = query_kind(bool(photo), listing.given)
     index = loaded_index(store, settings)
     searchable(index, kind)
     kind, encode = await query_encoder(photo, listing, settings)
