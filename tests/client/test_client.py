@@ -323,3 +323,36 @@ def test_several_photos_go_as_repeated_parts_and_too_many_are_refused_unsent():
     assert combined.count(b'data; name="photo"') == 3 and combined.count(b'data; name="text"') == 1
     assert [combined.index(p) for p in photos] == sorted(combined.index(p) for p in photos)
     assert single.count(b'data; name="photo"') == 1
+
+
+def test_a_refused_connection_gives_up_in_seconds_where_a_reset_is_retried():
+    attempts = {"refused": 0, "reset": 0}
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        attempts["refused"] += 1
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    def reset(request: httpx.Request) -> httpx.Response:
+        attempts["reset"] += 1
+        raise httpx.ReadError("connection reset by peer")
+
+    began = time.monotonic()
+    with Client("http://facade", transport=httpx.MockTransport(refuse)) as client:
+        with pytest.raises(ServerUnreachable, match="refused the connection") as err:
+            client.health()  # not retried at all (a health check)
+        assert err.value.refused and attempts["refused"] == 1
+        attempts["refused"] = 0
+        with pytest.raises(ServerUnreachable):
+            client.predict_text("a bike")
+    # the default policy (8 tries in 60 s, about 16 s of waits) stops once 2 s have passed;
+    # the bound is generous for a loaded machine, far below what the full budget takes
+    assert time.monotonic() - began < 8
+    assert 2 <= attempts["refused"] < 8
+    quick = RetryPolicy(attempts=4, wait_initial_s=0.01, wait_max_s=0.01, wait_jitter_s=0)
+    transport = httpx.MockTransport(reset)
+    with (
+        Client("http://facade", transport=transport, retry=quick) as client,
+        pytest.raises(ServerUnreachable) as err,
+    ):
+        client.predict_text("a bike")
+    assert attempts["reset"] == 4 and not err.value.refused

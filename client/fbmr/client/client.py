@@ -280,8 +280,12 @@ def _reaching(url: str) -> Iterator[None]:
         yield
     except httpx.TransportError as err:
         what = "timed out" if isinstance(err, httpx.TimeoutException) else "unreachable"
+        if isinstance(err, httpx.ConnectError) and "refused" in str(err).lower():
+            what = "refused the connection (nothing listens there?)"
         message = f"{url} {what}: {type(err).__name__}: {err}".rstrip(": ")
-        raise ServerUnreachable(message) from err
+        unreachable = ServerUnreachable(message)
+        unreachable.refused = isinstance(err, httpx.ConnectError)
+        raise unreachable from err
 
 
 class _Base(Generic[H, T]):

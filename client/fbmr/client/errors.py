@@ -69,7 +69,10 @@ class Unavailable(ServerError):
 
 
 class ServerUnreachable(FbmrError):
-    """No answer at all: connection refused or reset, or a timeout (once retries are spent)."""
+    """No answer at all: connection refused or reset, or a timeout (once retries are spent).
+    `refused`: nothing listened at the address."""
+
+    refused: bool = False
 
 
 _BY_STATUS: dict[int, type[ClientError]] = {

@@ -1,7 +1,9 @@
 """When and how to retry: only what is safe, with back-off and jitter, within a time budget.
 
 Every facade endpoint is idempotent (a prediction, an embedding, a search, a reload), so a
-request can be sent again after a 503, a refused connection or a timeout. A 4xx is never retried:
+request can be sent again after a 503, a reset or a timeout. A refused connection (nothing
+listens there: a wrong address, or a facade restarting) is tried again for `refused_s` only, so a
+typo fails in about two seconds rather than after the whole budget. A 4xx is never retried:
 the same request gets the same answer. The back-off is stamina's (exponential, jittered, capped);
 a 503's `Retry-After` replaces it for that wait. `RetryPolicy.timeout_s` bounds the total time.
 
@@ -13,6 +15,7 @@ way.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -40,6 +43,8 @@ class RetryPolicy:
     wait_exp_base: float = 2.0
     # a server's Retry-After beyond this is cut to it (the total time still bounds everything)
     retry_after_max_s: float = 30.0
+    # a refused connection is tried again only this long after the first try
+    refused_s: float = 2.0
 
     @classmethod
     def none(cls) -> RetryPolicy:
@@ -49,11 +54,15 @@ class RetryPolicy:
     def hook(
         self, retryable: type[BaseException] | tuple[type[BaseException], ...]
     ) -> Callable[[Exception], bool | float]:
-        """A stamina backoff hook: retry `retryable` errors; honour an `Unavailable`'s
-        Retry-After (with jitter, so clients told the same delay do not return together)."""
+        """A stamina backoff hook for one call: retry `retryable` errors; a refused connection
+        for `refused_s` only; honour an `Unavailable`'s Retry-After (with jitter, so clients told
+        the same delay do not return together)."""
+        started = time.monotonic()
 
         def decide(error: Exception) -> bool | float:
             if not isinstance(error, retryable):
+                return False
+            if getattr(error, "refused", False) and time.monotonic() - started >= self.refused_s:
                 return False
             retry_after = getattr(error, "retry_after", None)
             if isinstance(retry_after, int | float) and retry_after > 0:
