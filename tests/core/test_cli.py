@@ -96,3 +96,16 @@ def test_an_option_group_keeps_the_fields_types_and_defaults():
 def test_a_users_error_exits_with_the_one_code():
     result = CliRunner().invoke(_app(), ["--size", "-1"])
     assert result.exit_code == USER_ERROR == 1 and "negative size" in result.output
+
+
+def test_version_names_each_installed_component():
+    from typer.testing import CliRunner
+
+    from fbmr.core.cli import build_app, count
+
+    result = CliRunner().invoke(build_app(), ["--version"])
+    assert result.exit_code == 0, result.output
+    assert "fbmr-core 0.1.0" in result.output and "fbmr-serving" in result.output
+    assert (count(1, "listing"), count(2, "listing"), count(0, "time")) == (
+        "1 listing", "2 listings", "0 times"
+    )  # fmt: skip

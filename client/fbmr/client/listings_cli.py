@@ -1,6 +1,7 @@
 """`fbmr listings put|delete`: listings posted and sold, in bulk, through the facade's live
 similar-listing index. A listing refused (a photo that cannot be read, a category the model does
-not know) is recorded in the report with its error code and the others go on."""
+not know) is recorded in the report with its error code and the others go on; the command then
+exits 1, so a script can tell that not every row went through (0: every row did)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from fbmr.core.cli import ApiKeyOption, FacadeUrlOption, fail
+from fbmr.core.cli import ApiKeyOption, FacadeUrlOption, count, fail
 from fbmr.core.contract import DEFAULT_FACADE_URL
 
 app = typer.Typer(help="Listings posted and sold while serving (the live similar-listing index).")
@@ -51,9 +52,11 @@ def put(
     if report is not None:
         report.write_text("".join(json.dumps(row) + "\n" for row in rows))
     refused = [row for row in rows if "error" in row]
-    typer.echo(f"{len(rows) - len(refused)} listings stored, {len(refused)} refused")
+    typer.echo(f"{count(len(rows) - len(refused), 'listing')} stored, {len(refused)} refused")
     for row in refused[:5]:
         typer.echo(f"  {row['id']}: {row['code']}: {row['error']}", err=True)
+    if refused:
+        fail(f"{len(refused)} of {count(len(rows), 'listing')} refused")
 
 
 @app.command()
@@ -74,6 +77,6 @@ def delete(
             except FbmrError as err:
                 missing += 1
                 typer.echo(f"  {listing_id}: {err.message}", err=True)
-    typer.echo(f"{len(ids) - missing} listings deleted, {missing} not deleted")
+    typer.echo(f"{count(len(ids) - missing, 'listing')} deleted, {missing} not deleted")
     if missing:
-        fail(f"{missing} of {len(ids)} listings not deleted")
+        fail(f"{missing} of {count(len(ids), 'listing')} not deleted")

@@ -47,6 +47,11 @@ ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
+def count(number: int, noun: str) -> str:
+    """`number` `noun`s, in the singular for one ("1 listing", "3 listings")."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def fail(message: str) -> NoReturn:
     """Stop the command with `message` on standard error and the user-error exit code."""
     typer.secho(message, fg=typer.colors.RED, err=True)
@@ -109,6 +114,24 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
     )
+
+    def print_versions(asked: bool) -> None:
+        if asked:
+            typer.echo(installed_versions())
+            raise typer.Exit()
+
+    @app.callback()
+    def versions(
+        version: bool = typer.Option(
+            False,
+            "--version",
+            is_eager=True,
+            callback=print_versions,
+            help="Print the installed components' versions and exit.",
+        ),
+    ) -> None:
+        """Categorise marketplace listings from photo and text, and find similar listings."""
+
     for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         target = entry_point.load()
         if isinstance(target, typer.Typer):
@@ -116,6 +139,19 @@ def build_app() -> typer.Typer:
         else:
             app.command(entry_point.name)(target)
     return app
+
+
+def installed_versions() -> str:
+    """`fbmr-core 0.1.0, fbmr-serving 0.1.0, ...`: each installed component's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("fbmr-core", "fbmr-training", "fbmr-export", "fbmr-serving", "fbmr-client"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(found)
 
 
 def main() -> None:

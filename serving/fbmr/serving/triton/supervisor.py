@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fbmr.core.cli import count
 from fbmr.core.fileio import atomic_write_json
 from fbmr.serving.triton.server import LocalTriton, TritonError, reap_orphan_stubs
 
@@ -38,7 +39,7 @@ class SupervisorStatus:
     def summary(self) -> str:
         text = f"tritonserver {self.state.replace('_', ' ')}"
         if self.restarts:
-            text += f" (restarted {self.restarts} times)"
+            text += f" (restarted {count(self.restarts, 'time')})"
         return f"{text}: {self.message}" if self.message else text
 
 
