@@ -25,8 +25,15 @@ from tests.helpers import encode
 
 
 def _reasons(frame: pd.DataFrame) -> dict[str, str]:
+    """The failed rows' codes, by id; each row's `code` is its `error`'s prefix, and only a
+    failed row has one."""
     errors = frame[frame["error"].notna()]
-    return {i: e.split(":", 1)[0] for i, e in zip(errors["id"], errors["error"], strict=True)}
+    codes = dict(zip(errors["id"], errors["code"], strict=True))
+    assert codes == {
+        i: e.split(":", 1)[0] for i, e in zip(errors["id"], errors["error"], strict=True)
+    }
+    assert frame.loc[frame["error"].isna(), "code"].isna().all()
+    return codes
 
 
 def test_direct_mode_scores_each_row_once_and_records_bad_photos(direct_scores, demo_seed):

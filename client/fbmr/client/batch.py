@@ -119,7 +119,9 @@ def output_schema(options: ScoreOptions, extra: Sequence[pa.Field] = ()) -> pa.S
             pa.field("similar_ids", pa.list_(pa.string())),
             pa.field("similar_scores", pa.list_(pa.float32())),
         ]
-    fields.append(pa.field("error", pa.string()))
+    # a row that could not be scored: its ErrorCode, and `code: message` (as `fbmr listings put
+    # --report` writes them, code apart)
+    fields += [pa.field("code", pa.string()), pa.field("error", pa.string())]
     return pa.schema(fields)
 
 
@@ -245,6 +247,7 @@ def _frame(batch: pd.DataFrame, rows: list[_Row], options: ScoreOptions) -> pd.D
             r.similar.scores if good and r.similar else None
             for r, good in zip(rows, ok, strict=True)
         ]
+    out["code"] = [reason(r.error) if r.error else None for r in rows]
     out["error"] = [r.error for r in rows]
     return pd.DataFrame(out)
 

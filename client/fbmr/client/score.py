@@ -84,8 +84,8 @@ class Summary:
         lines = [
             f"{self.output}: {self.rows} rows ({self.resumed_rows} from an earlier run)",
             f"errors: {sum(self.errors.values())} ({errors})",
-            f"scored {self.scored} rows in {self.scoring_s:.1f} s: {self.rows_per_s:.1f} rows/s; "
-            f"wall time {self.wall_s:.1f} s",
+            f"sent {self.scored} rows in {self.scoring_s:.1f} s ({self.rows_per_s:.1f} rows/s; "
+            f"those that failed are among the errors above); wall time {self.wall_s:.1f} s",
         ]
         return "\n".join(lines)
 
