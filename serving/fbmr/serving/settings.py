@@ -61,7 +61,11 @@ class FacadeSettings(BaseSettings):
     api_key: SecretStr | None = Field(
         None,
         description="Bearer token of the read scope: predictions, embeddings, similar "
-        "listings, metrics (every endpoint but the health checks and the API's schema).",
+        "listings, metrics, the API's docs and schema (every endpoint but the health checks).",
+    )
+    public_docs: bool = Field(
+        False,
+        description="Serve /docs and /openapi.json without a key even when one is set.",
     )
     write_key: SecretStr | None = Field(
         None,

@@ -80,7 +80,7 @@ def test_a_valid_request_without_triton_is_a_503_to_retry(offline_client, offlin
     assert_error(offline_client.post("/v1/similar", data={"text": "a sofa"}), 503, "index")
 
 
-def test_api_key_protects_all_but_health_and_the_schema(offline_settings):
+def test_api_key_protects_all_but_health_and_public_docs(offline_settings):
     keyed = offline_settings.model_copy(update={"api_key": SecretStr("s3cret")})
     with TestClient(create_app(keyed)) as client:
         assert_error(client.post("/v1/predict/text", json={"text": "a sofa"}), 401, "API key")
@@ -100,7 +100,20 @@ def test_api_key_protects_all_but_health_and_the_schema(offline_settings):
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["triton"] is False
+        # the docs are behind the key like the API they describe, and load without a CDN
+        assert_error(client.get("/openapi.json"), 401, code="unauthorised")
+        assert_error(client.get("/docs"), 401, code="unauthorised")
+        assert client.get("/openapi.json", headers=right).status_code == 200
+        page = client.get("/docs", headers=right)
+        assert page.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in page.text
+        assert "cdn" not in page.text.lower() and "http" not in page.text.split("<body>")[1]
+        script = client.get("/docs/assets/swagger-ui-bundle.js", headers=right)
+        assert script.status_code == 200 and len(script.content) > 100_000
+    public = keyed.model_copy(update={"public_docs": True})
+    with TestClient(create_app(public)) as client:
         assert client.get("/openapi.json").status_code == 200
+        assert client.get("/docs/assets/swagger-ui.css").status_code == 200
+        assert_error(client.get("/metrics"), 401, code="unauthorised")
 
 
 def test_each_key_opens_its_scope_and_those_below(offline_settings):

@@ -1,7 +1,7 @@
 """Who may call what: three keys, one per scope, checked before a request body is read.
 
     scope   routes                                              key that passes
-    open    /healthz, /readyz, /docs, /openapi.json             none
+    open    /healthz, /readyz (and the docs with public_docs)   none
     read    predictions, /v1/embed, /v1/similar, /metrics,      api_key, write_key or admin_key
             the seed-compatible routes, GET model-version
     write   PUT and DELETE /v1/listings/{id}                    write_key or admin_key
@@ -35,10 +35,10 @@ from fbmr.core.contract import (
 )
 from fbmr.serving.http.errors import error_response
 
-# the API's own description: the schema is the public contract, and Swagger UI fetches it
-# without the bearer token
-DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
-OPEN_PATHS = frozenset((HEALTHZ_PATH, READYZ_PATH, *DOCS_PATHS))
+# the API's own description (Swagger UI, its assets and the schema it fetches): behind the read
+# key like the API it describes, unless the docs are made public (`public_docs`)
+DOCS_PATH, DOCS_ASSETS, OPENAPI_PATH = "/docs", "/docs/assets/", "/openapi.json"
+OPEN_PATHS = frozenset((HEALTHZ_PATH, READYZ_PATH))
 LISTINGS_PREFIX = "/v1/listings/"
 
 
@@ -51,9 +51,13 @@ class Access(IntEnum):
     admin = 3
 
 
-def access_of(method: str, path: str) -> Access:
+def is_docs(path: str) -> bool:
+    return path in (DOCS_PATH, OPENAPI_PATH) or path.startswith(DOCS_ASSETS)
+
+
+def access_of(method: str, path: str, public_docs: bool = False) -> Access:
     """The scope a request needs (an unknown path needs the read key: 404s are for callers)."""
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or (public_docs and is_docs(path)):
         return Access.open
     if path == RELOAD_INDEX_PATH or (path == MODEL_VERSION_PATH and method != "GET"):
         return Access.admin
@@ -110,14 +114,14 @@ class KeyGuard:
     """ASGI middleware: a request without a key its route's scope accepts is answered here,
     before the app reads its body."""
 
-    def __init__(self, app: ASGIApp, keys: Keys) -> None:
-        self.app, self.keys = app, keys
+    def __init__(self, app: ASGIApp, keys: Keys, public_docs: bool = False) -> None:
+        self.app, self.keys, self.public_docs = app, keys, public_docs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        needed = access_of(scope["method"], scope["path"])
+        needed = access_of(scope["method"], scope["path"], self.public_docs)
         required = self.keys.required(needed)
         token = bearer_token(dict(scope["headers"]).get(b"authorization"))
         level = self.keys.level(token) if token is not None else Access.open

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
+from fbmr.serving.http import docs
 from fbmr.serving.http.auth import KeyGuard, Keys
 from fbmr.serving.http.errors import install_error_handlers
 from fbmr.serving.http.inputs import return_large_buffers
@@ -88,12 +89,17 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
         summary="Categorise marketplace listings from photo and text; find similar listings.",
         version="1",
         lifespan=lifespan,
+        # Swagger UI from the installed assets instead of a CDN (`docs.install`): it loads
+        # where no network reaches; ReDoc has no packaged assets, so there is none
+        docs_url=None,
+        redoc_url=None,
     )
+    docs.install(app)
     install_error_handlers(app)
     # innermost: a request without the key its route needs is answered before its body is read
     # (and, from inside the metrics middleware, still counted and logged)
     keys = Keys(settings.api_key, settings.write_key, settings.admin_key)
-    app.add_middleware(KeyGuard, keys=keys)
+    app.add_middleware(KeyGuard, keys=keys, public_docs=settings.public_docs)
     install_middleware(app, metrics, settings.max_body_bytes)
     for module in (predict, similar, listings, model_routes, ops, seed):
         app.include_router(module.router)
