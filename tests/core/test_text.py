@@ -39,6 +39,14 @@ def test_encode_pads_truncates_and_maps_unknown_words():
     assert tokenizer.decode(ids) == ["grey", "sofa", "<unk>"]
 
 
+def test_known_share_says_how_much_of_a_text_the_vocabulary_knows():
+    tokenizer = Tokenizer(["sofa", "grey", "table"], max_words=4)
+    assert tokenizer.known_share("Grey sofa, velvet") == pytest.approx(2 / 3)
+    assert tokenizer.known_share("\U0001f6cb\ufe0f \U0001f525") == 0.0  # emoji only: no words
+    assert tokenizer.known_share("Диван серый") == 0.0  # words, none seen in training
+    assert tokenizer.known_share("grey table") == 1.0
+
+
 def test_encode_batch_shape():
     tokenizer = Tokenizer(["a"], max_words=6)
     assert tokenizer.encode_batch(["a a", "b", ""]).shape == (3, 6)

@@ -40,6 +40,8 @@ class Prediction:
     classes: list[str]
     probabilities: list[float]
     model_version: int | None = None  # the exported model version that answered
+    # with a text: the share of its words the model saw in training; near 0 the answer is a guess
+    known_words: float | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The `k` most probable categories with their probabilities."""
@@ -52,6 +54,7 @@ class Prediction:
             classes=[str(c) for c in data["classes"]],
             probabilities=[float(p) for p in data["probabilities"]],
             model_version=_version(data),
+            known_words=None if data.get("known_words") is None else float(data["known_words"]),
         )
 
 

@@ -263,6 +263,12 @@ class Tokenizer:
             ids[-self.wordpiece.length :] = self.wordpiece.encode(text)
         return ids
 
+    def known_share(self, text: str) -> float:
+        """The share of `text`'s words that are in the vocabulary (words seen in training); 0
+        for a text with none (emoji only, say): then the model only guessed."""
+        words = tokenize(text)
+        return sum(word in self._ids for word in words) / len(words) if words else 0.0
+
     def encode_batch(self, texts: Sequence[str]) -> NDArray[np.int64]:
         """An (N, max_length) int64 array, one row per text."""
         if not texts:

@@ -56,7 +56,13 @@ def test_predictions_rank_every_category_and_beat_chance(facade, queries, cpu_re
             assert set(body["classes"]) == classes and body["pred"] == body["classes"][0]
             assert body["probabilities"] == sorted(body["probabilities"], reverse=True)
             assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+            # a listing's own words are mostly ones training saw; a photo alone has no text
+            known = body["known_words"]
+            assert known is None if kind == "image" else 0.5 < known <= 1, (kind, known)
             correct[kind] += body["pred"] == label
+    # text the model cannot read: still an answer, but one that says it is a guess
+    unread = facade.post(PREDICT_TEXT_PATH, json={"text": "\U0001f6cb\ufe0f \U0001f525"})
+    assert unread.status_code == 200 and unread.json()["known_words"] == 0.0
     chance = len(queries) / len(classes)
     assert all(c > 3 * chance for c in correct.values()), (correct, len(queries))
 

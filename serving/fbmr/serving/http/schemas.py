@@ -35,16 +35,26 @@ class Prediction(BaseModel):
     classes: list[str] = Field(..., description="Every category, most probable first.")
     probabilities: list[float] = Field(..., description="Their probabilities, in that order.")
     model_version: int = Field(..., description="The exported model version that answered.")
+    known_words: float | None = Field(
+        None,
+        description="With a text: the share of its words the model saw in training (0 to 1). "
+        "Near 0 (emoji only, another alphabet) the text told the model nothing and the answer "
+        "is a guess, whatever its probabilities.",
+    )
 
     @classmethod
-    def ranked(cls, probabilities: NDArray[np.float32], artifacts: ModelArtifacts) -> Prediction:
-        """The answer of the model version of `artifacts`, whose outputs were `probabilities`."""
+    def ranked(
+        cls, probabilities: NDArray[np.float32], artifacts: ModelArtifacts, text: str | None = None
+    ) -> Prediction:
+        """The answer of the model version of `artifacts`, whose outputs were `probabilities`,
+        for a query with `text` (None: a photo alone)."""
         ranked = artifacts.labels.rank(probabilities)
         return cls(
             pred=ranked[0][0],
             classes=[c for c, _ in ranked],
             probabilities=[p for _, p in ranked],
             model_version=artifacts.version,
+            known_words=None if text is None else artifacts.tokenizer.known_share(text),
         )
 
 

@@ -62,7 +62,7 @@ async def predict_text(request: Request, state: State, settings: Settings) -> Pr
     form field `text` (urlencoded or multipart), as the photo endpoints take it."""
     text = checked_text(await text_query(request), settings)
     artifacts, result = await answer(state, Kind.text, encoder(Kind.text, [], text, settings))
-    return Prediction.ranked(result.probabilities, artifacts)
+    return Prediction.ranked(result.probabilities, artifacts, text)
 
 
 @router.post(PREDICT_COMBINED_PATH, response_model=Prediction)
@@ -74,7 +74,7 @@ async def predict_combined(
     data, checked = await read_photos(photo, settings), checked_text(listing, settings)
     encode = encoder(Kind.combined, data, checked, settings)
     artifacts, result = await answer(state, Kind.combined, encode)
-    return Prediction.ranked(result.probabilities, artifacts)
+    return Prediction.ranked(result.probabilities, artifacts, checked)
 
 
 @router.post(EMBED_PATH, response_model=EmbedResponse)

@@ -34,7 +34,7 @@ async def _predict(
     data = await read_photos(image, settings) if image else []
     checked = checked_text(TextQuery(text=text), settings) if text is not None else None
     artifacts, result = await answer(state, kind, encoder(kind, data, checked, settings))
-    return Prediction.ranked(result.probabilities, artifacts)
+    return Prediction.ranked(result.probabilities, artifacts, checked)
 
 
 @router.post("/image", response_model=Prediction)
