@@ -132,3 +132,20 @@ def test_a_checkpoint_of_another_format_is_refused_with_what_to_rerun(tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an fbmr checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_one_builder_reads_each_stages_settings():
+    from fbmr.training.config import TrainConfig
+    from fbmr.training.engine import fit_settings
+
+    config = TrainConfig(workers=3, text_lr=0.5, image_average_from=4, fusion_epochs=7)
+    text = fit_settings(config, "text", pretrained=True)
+    assert (text.lr, text.workers, text.pretrained_lr) == (0.5, 0, config.text_sentence_lr)
+    assert text.label_smoothing == config.text_label_smoothing
+    image = fit_settings(config, "image", pretrained=False, epochs=2)
+    assert (image.epochs, image.average_from, image.workers, image.pretrained_lr) == (2, 4, 3, None)
+    assert fit_settings(config, "image", pretrained=True).pretrained_lr == config.image_trunk_lr
+    fusion = fit_settings(config, "fusion")
+    assert (fusion.epochs, fusion.label_smoothing, fusion.average_from) == (7, 0.0, None)
+    with pytest.raises(ValueError, match="word2vec"):
+        fit_settings(config, "word2vec")

@@ -111,44 +111,38 @@ def fit_settings(
     (fbmr.training.stages.crossfit) fit alike. `pretrained`: the model fine-tunes pretrained
     weights (the sentence member in text and fusion, the trunk in image), which keep a rate of
     their own; `epochs` overrides the configured count."""
-    every = FitSettings(
-        epochs=0, batch_size=0, lr=0.0, patience=config.patience, seed=config.seed,
+    if stage not in ("text", "image", "fusion"):
+        raise ValueError(f"no fit settings for stage {stage!r}")
+    # every stage's `<stage>_epochs`, `_batch_size` and `_lr`; then what is its own
+    common = FitSettings(
+        epochs=getattr(config, f"{stage}_epochs") if epochs is None else epochs,
+        batch_size=getattr(config, f"{stage}_batch_size"),
+        lr=getattr(config, f"{stage}_lr"),
+        patience=config.patience,
+        seed=config.seed,
         progress=config.progress,
-    )  # fmt: skip
-    if stage == "text":
         # text batches are tensors in memory: loader workers would only copy them
-        return replace(
-            every,
-            epochs=config.text_epochs if epochs is None else epochs,
-            batch_size=config.text_batch_size,
-            lr=config.text_lr,
-            weight_decay=config.text_weight_decay,
-            label_smoothing=config.text_label_smoothing,
-            average_from=config.text_average_from,
-            pretrained_lr=config.text_sentence_lr if pretrained else None,
-        )
+        workers=0 if stage == "text" else config.workers,
+    )
     if stage == "image":
         return replace(
-            every,
-            epochs=config.image_epochs if epochs is None else epochs,
-            batch_size=config.image_batch_size,
-            lr=config.image_lr,
+            common,
             label_smoothing=config.image_label_smoothing,
             average_from=config.image_average_from,
             pretrained_lr=config.image_trunk_lr if pretrained else None,
-            workers=config.workers,
         )
+    # text and fusion: a pretrained sentence member keeps the rate it was trained at (in fusion
+    # with --unfreeze-text)
+    sentence_lr = config.text_sentence_lr if pretrained else None
     if stage == "fusion":
-        return replace(
-            every,
-            epochs=config.fusion_epochs if epochs is None else epochs,
-            batch_size=config.fusion_batch_size,
-            lr=config.fusion_lr,
-            # with --unfreeze-text, a pretrained sentence member keeps the rate it was trained at
-            pretrained_lr=config.text_sentence_lr if pretrained else None,
-            workers=config.workers,
-        )
-    raise ValueError(f"no fit settings for stage {stage!r}")
+        return replace(common, pretrained_lr=sentence_lr)
+    return replace(
+        common,
+        weight_decay=config.text_weight_decay,
+        label_smoothing=config.text_label_smoothing,
+        average_from=config.text_average_from,
+        pretrained_lr=sentence_lr,
+    )
 
 
 def pick_device(name: str = "auto") -> torch.device:
