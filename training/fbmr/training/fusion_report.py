@@ -16,7 +16,6 @@ nothing, 1/2 when it weighs as much as the text.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 from numpy.typing import NDArray
 from torch.utils.data import TensorDataset
@@ -24,6 +23,7 @@ from torch.utils.data import TensorDataset
 from fbmr.core.pooling import log_softmax, pool_log_probabilities
 from fbmr.training.engine import FitSettings, make_loader, top1
 from fbmr.training.models import FusionModel
+from fbmr.training.retrieval import by_listing
 
 # A model's logits per photo, by name
 Answers = dict[str, NDArray[np.float32]]
@@ -62,12 +62,9 @@ def per_product(
     """(pooled log-probabilities, target, product id) per product: its photos' answers pooled as
     the facade pools a request's photos (`fbmr.core.pooling`), products in order of first
     appearance."""
-    codes, uniques = pd.factorize(pd.Series(products))
-    order = np.argsort(codes, kind="stable")
-    groups = np.split(log_softmax(logits)[order], np.cumsum(np.bincount(codes))[:-1])
+    groups, first, ids = by_listing(log_softmax(logits), products)
     pooled = np.stack([pool_log_probabilities(group) for group in groups])
-    first = np.unique(codes, return_index=True)[1]
-    return pooled.astype(np.float32), targets[first], np.asarray(uniques, dtype=str)
+    return pooled.astype(np.float32), targets[first], ids.astype(str)
 
 
 def _photo_share(fused: NDArray[np.float32], dropped: NDArray[np.float32]) -> NDArray[np.float64]:

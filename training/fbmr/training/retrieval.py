@@ -21,20 +21,27 @@ from fbmr.core.pooling import pool_embeddings
 _BLOCK = 512
 
 
+def by_listing(
+    rows: NDArray[Any], owners: NDArray[Any]
+) -> tuple[list[NDArray[Any]], NDArray[np.intp], NDArray[Any]]:
+    """`rows` (one per photo) grouped by the listing that owns each: the groups, the index of
+    each listing's first photo and the listing ids, listings in order of first appearance."""
+    codes, uniques = pd.factorize(pd.Series(owners))
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(np.asarray(rows)[order], np.cumsum(np.bincount(codes))[:-1])
+    first = np.unique(codes, return_index=True)[1]
+    return (groups if len(uniques) else []), first, np.asarray(uniques)
+
+
 def per_listing(
     embeddings: NDArray[np.floating[Any]], labels: NDArray[np.int64], owners: NDArray[Any]
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """(embedding, label) per listing: each listing's photos pooled, listings in order of first
     appearance."""
-    codes, uniques = pd.factorize(pd.Series(owners))
-    order = np.argsort(codes, kind="stable")
-    groups = np.split(np.asarray(embeddings)[order], np.cumsum(np.bincount(codes))[:-1])
-    first = np.unique(codes, return_index=True)[1]
-    pooled = np.stack([pool_embeddings(group) for group in groups]) if len(uniques) else None
-    return (
-        np.zeros((0, embeddings.shape[1]), np.float32) if pooled is None else pooled,
-        labels[first],
-    )
+    groups, first, _ = by_listing(embeddings, owners)
+    if not groups:
+        return np.zeros((0, embeddings.shape[1]), np.float32), labels[first]
+    return np.stack([pool_embeddings(group) for group in groups]), labels[first]
 
 
 def category_share(
