@@ -17,7 +17,7 @@ A stage folder holds:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
@@ -355,25 +355,42 @@ def evaluate(
 
 
 @torch.no_grad()
-def _update_batch_norm(
-    model: nn.Module, train: Samples, settings: FitSettings, device: torch.device
-) -> None:
-    """Batch-norm statistics of `model`'s current weights, measured over the training samples
-    (as torch.optim.swa_utils.update_bn does), for the batch norms that train only: a frozen
-    stage's keep the statistics its weights were given, and in cached mode are not even run."""
-    norms = _trained_norms(model)
+def measure_batch_norm(
+    model: nn.Module,
+    norms: Sequence[nn.modules.batchnorm._BatchNorm],
+    batches: Iterable[Sequence[torch.Tensor]],
+    most: int | None = None,
+) -> int:
+    """Set `norms`' statistics (batch norms of `model`) to those of the inputs `batches` give
+    `model` (up to `most` samples), as torch.optim.swa_utils.update_bn does; the rest of the
+    model runs in eval mode, as served. Returns the number of samples seen."""
     momenta = [norm.momentum for norm in norms]
     was_training = model.training
-    model.eval()  # no dropout, frozen stages as served
+    model.eval()
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over every batch
         norm.train()
-    for batch in make_loader(train, settings, shuffle=False):
-        model(*_to(batch, device)[:-1])
+    seen = 0
+    for inputs in batches:
+        model(*inputs)
+        seen += len(inputs[0])
+        if most is not None and seen >= most:
+            break
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.train(was_training)
+    return seen
+
+
+def _update_batch_norm(
+    model: nn.Module, train: Samples, settings: FitSettings, device: torch.device
+) -> None:
+    """Batch-norm statistics of `model`'s current weights, measured over the training samples,
+    for the batch norms that train only: a frozen stage's keep the statistics its weights were
+    given, and in cached mode are not even run."""
+    loader = make_loader(train, settings, shuffle=False)
+    measure_batch_norm(model, _trained_norms(model), (_to(b, device)[:-1] for b in loader))
 
 
 def _trained_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

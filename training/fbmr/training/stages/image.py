@@ -37,6 +37,7 @@ from fbmr.training.engine import (
     fit,
     fit_settings,
     make_loader,
+    measure_batch_norm,
     predict,
     report,
     seed_everything,
@@ -134,20 +135,13 @@ def recalibrate_batch_norm(
     normalised, so the frozen random trunk gives features a head can learn from.
     Returns the number of photos used.
     """
-    norms = [m for m in model.encoder.trunk.modules() if isinstance(m, nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over every batch seen
-    model.encoder.trunk.train()
-    seen = 0
+    trunk = model.encoder.trunk
+    norms = [m for m in trunk.modules() if isinstance(m, nn.BatchNorm2d)]
     loader = make_loader(photos, settings, shuffle=True)
-    for images, _ in tqdm(loader, desc="batch-norm statistics", disable=not settings.progress):
-        model.encoder.trunk(images.to(device))
-        seen += len(images)
-        if seen >= BN_CALIBRATION_PHOTOS:
-            break
-    for norm in norms:
-        norm.momentum = 0.1
+    batches = tqdm(loader, desc="batch-norm statistics", disable=not settings.progress)
+    seen = measure_batch_norm(
+        trunk, norms, ((images.to(device),) for images, _ in batches), BN_CALIBRATION_PHOTOS
+    )
     model.eval()
     return seen
 
