@@ -101,3 +101,19 @@ def test_model_text_of_a_free_text_drops_the_marketplace_suffix():
     assert model_text(text="Gumtree bag, a|b") == "Gumtree bag, a|b"
     with pytest.raises(ValueError, match="not both"):
         model_text(name="Sofa", text="Sofa")
+
+
+def test_a_listings_photos_in_a_cell_and_back():
+    import numpy as np
+
+    from fbmr.core.listing import cell_photos, photo_cell
+
+    assert [photo_cell([]), photo_cell(["a.jpg"]), photo_cell(("a.jpg", "b.jpg"))] == [
+        None, "a.jpg", ["a.jpg", "b.jpg"]
+    ]  # fmt: skip
+    for cell, photos in [
+        (None, []), (float("nan"), []), ("", []), ("a.jpg", ["a.jpg"]),
+        (["a.jpg", "", None, "b.jpg"], ["a.jpg", "b.jpg"]), (np.array(["x", "y"]), ["x", "y"]),
+    ]:  # fmt: skip
+        assert cell_photos(cell) == photos, cell
+    assert cell_photos(photo_cell(["a", "b"])) == ["a", "b"]

@@ -53,7 +53,7 @@ from fbmr.core.contract import (
     kind_of,
 )
 from fbmr.core.image import ImageDecodeError, ImageSpec, ImageTooLargeError, image_pixels
-from fbmr.core.listing import model_text
+from fbmr.core.listing import cell_photos, model_text
 from fbmr.core.pooling import pool_embeddings, pool_probabilities
 
 AUTO = "auto"
@@ -147,17 +147,9 @@ def _given(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
-def photo_cell(photo: object) -> list[str]:
-    """A row's photo cell as its list of locations: None or "" for none, one location, or a
-    list (or array) of several."""
-    if isinstance(photo, list | tuple | np.ndarray):
-        return [str(p) for p in photo if _given(p) and str(p) != ""]
-    return [str(photo)] if _given(photo) and str(photo) != "" else []
-
-
 def plan_row(photo: object, text: object, kind: str) -> _Row:
     """The kind a row is scored as, or why it cannot be."""
-    photos = photo_cell(photo)
+    photos = cell_photos(photo)
     has_photo = bool(photos)
     if len(photos) > MAX_PHOTOS:
         return _Row(None, f"{TOO_MANY_PHOTOS}: {len(photos)} photos, at most {MAX_PHOTOS}")

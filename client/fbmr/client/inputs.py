@@ -26,7 +26,7 @@ from pathlib import Path
 import fsspec
 import pandas as pd
 
-from fbmr.core.listing import clean_field, listing_text
+from fbmr.core.listing import clean_field, listing_text, photo_cell
 
 COLUMNS = ("id", "text", "photo")
 FIELDS = {"name", "description"}  # a listing's text as its fields, instead of `text`
@@ -96,7 +96,7 @@ def read_seed_layout(location: str) -> pd.DataFrame:
         ):
             if image_id and product_id:
                 photos.setdefault(product_id, []).append(_join(location, f"images/{image_id}.jpg"))
-    cells = [_cell(photos.get(i, [])) for i in rows["id"]]
+    cells = [photo_cell(photos.get(i, [])) for i in rows["id"]]
     rows["photo"] = pd.Series(cells, index=rows.index, dtype=object)
     return rows.reset_index(drop=True)
 
@@ -147,7 +147,7 @@ def read_table(location: str) -> pd.DataFrame:
     else:
         rows["text"] = table["text"].map(optional_text) if "text" in columns else None
     if "photo" in table.columns:
-        cells = [_cell(photo_locations(base, value)) for value in table["photo"]]
+        cells = [photo_cell(photo_locations(base, value)) for value in table["photo"]]
         rows["photo"] = pd.Series(cells, index=rows.index, dtype=object)
     else:
         rows["photo"] = None
@@ -183,12 +183,6 @@ def photo_locations(base: str, value: object) -> list[str]:
     else:
         items = [value]
     return [where for item in items if (where := photo_location(base, item)) is not None]
-
-
-def _cell(photos: list[str]) -> str | list[str] | None:
-    """A row's photo cell: None, one location (as rows held before several were taken), or the
-    list of several."""
-    return None if not photos else photos[0] if len(photos) == 1 else photos
 
 
 def read_input(location: str | Path) -> pd.DataFrame:

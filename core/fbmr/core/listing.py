@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
+
+import numpy as np
 
 # "Mirror wall art | in Wokingham, Berkshire | Gumtree" -> "Mirror wall art". The location part is
 # optional because some titles end in just "| Gumtree".
@@ -86,3 +89,27 @@ def model_text(name: object = None, description: object = None, text: object = N
         return listing_text(name, description)
     text = _NAME_NOISE_ANYWHERE.sub(f" {NAME_END} ", clean_field(text), count=1)
     return _WHITESPACE.sub(" ", _NAME_NOISE_ANYWHERE.sub(" ", text)).strip()
+
+
+# -- a listing's photos in a table cell ----------------------------------------------------------
+# One listing's photos as a table row or a logged update holds them: None for none, one location
+# as a string (as every row held before listings could have several), or a list of several.
+PhotoCell = str | list[str] | None
+
+
+def photo_cell(photos: Sequence[str]) -> PhotoCell:
+    """The cell holding `photos`: None, the one, or the list of several."""
+    return None if not photos else photos[0] if len(photos) == 1 else list(photos)
+
+
+def cell_photos(cell: object) -> list[str]:
+    """A cell's photos as a list: none for None, NaN or "", one for a string, every non-empty
+    item of a list, tuple or array (a Parquet list column reads as an array)."""
+    items = list(cell) if isinstance(cell, list | tuple | np.ndarray) else [cell]
+    return [
+        str(item)
+        for item in items
+        if item is not None
+        and not (isinstance(item, float) and math.isnan(item))
+        and str(item) != ""
+    ]

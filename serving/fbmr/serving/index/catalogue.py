@@ -28,10 +28,10 @@ from fbmr.client.batch import TritonScorer
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
-from fbmr.core.listing import listing_text
+from fbmr.core.listing import listing_text, photo_cell
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.store import save_version
-from fbmr.serving.index.updates import changes, fold, photo_cell, prune_photos
+from fbmr.serving.index.updates import changes, fold, prune_photos
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_bytes
+from fbmr.core.listing import cell_photos, photo_cell
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,8 @@ def changes(
             rows[update.id] = None
         else:
             assert update.listing is not None and update.source is not None
-            # None for a listing put into a text-only index; a list for several photos
-            photo = update.source["photo"]
-            photos = [photo] if isinstance(photo, str) else photo or []
+            # none for a listing put into a text-only index; a list for several photos
+            photos = cell_photos(update.source["photo"])
             rows[update.id] = {
                 "product_id": update.id,
                 "product_name": update.source["name"],
@@ -172,11 +172,6 @@ def changes(
                 "photo": photo_cell([str(reader.photos / name) for name in photos]),
             }
     return rows, reader.offset
-
-
-def photo_cell(photos: list[str]) -> str | list[str] | None:
-    """A row's photos as a catalogue row holds them: None, one path, or the list of several."""
-    return None if not photos else photos[0] if len(photos) == 1 else photos
 
 
 def fold(
@@ -201,10 +196,7 @@ def prune_photos(index_dir: Path, grace_s: float = PHOTO_GRACE_S) -> int:
     were removed."""
     rows, _ = changes(index_dir)
     needed = {
-        Path(where).name
-        for row in rows.values()
-        if row and row["photo"]
-        for where in ([row["photo"]] if isinstance(row["photo"], str) else row["photo"])
+        Path(where).name for row in rows.values() if row for where in cell_photos(row["photo"])
     }
     cutoff = time.time() - grace_s
     removed = 0

@@ -17,7 +17,7 @@ from typing import Any
 from anyio import to_thread
 
 from fbmr.core.contract import ErrorCode, Kind
-from fbmr.core.listing import clean_field, clean_product_name
+from fbmr.core.listing import PhotoCell, clean_field, clean_product_name, photo_cell
 from fbmr.serving.index.live_index import LiveIndex
 from fbmr.serving.index.store import IndexStore
 from fbmr.serving.index.updates import Update, UpdateLog
@@ -102,11 +102,9 @@ async def put_listing(
     return Stored(category, replaced, index.version, artifacts.version)
 
 
-async def _saved(log: UpdateLog, photos: Sequence[bytes]) -> str | list[str] | None:
-    """The listing's photos kept for the next rebuild, as its update records them: None, one
-    name (as logs written before listings had several photos hold it), or a list of names."""
-    names = [await to_thread.run_sync(log.save_photo, photo) for photo in photos]
-    return None if not names else names[0] if len(names) == 1 else names
+async def _saved(log: UpdateLog, photos: Sequence[bytes]) -> PhotoCell:
+    """The listing's photos kept for the next rebuild, by name, as its update records them."""
+    return photo_cell([await to_thread.run_sync(log.save_photo, photo) for photo in photos])
 
 
 def _not_found(listing_id: str) -> NotFound:
