@@ -19,8 +19,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from fbmr.core.contract import Kind
 from fbmr.serving.http import middleware
 from tests.helpers import assert_error, encode
+from tests.serving.onnx_reference import OnnxReference
 
 ACCEPTED = "JPEG, PNG, WebP, GIF or BMP"
 
@@ -102,17 +104,37 @@ GOOD_TEXTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def reference(cpu_repository) -> OnnxReference:
+    return OnnxReference(cpu_repository)
+
+
+def _assert_whole_answer(response, expected: dict[str, float], text: str | None) -> None:
+    """A prediction from version 1 of every category, ranked, with the probabilities the
+    exported ONNX files give (`expected`), saying how much of `text` (None: no text) the model
+    could read."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert sorted(body["classes"]) == sorted(expected) and body["pred"] == body["classes"][0]
+    assert body["probabilities"] == sorted(body["probabilities"], reverse=True)
+    got = dict(zip(body["classes"], body["probabilities"], strict=True))
+    # Triton may batch concurrent requests together: equal up to float noise
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert body["model_version"] == 1
+    assert (body["known_words"] is None) == (text is None)
+
+
 @pytest.mark.parametrize("name", GOOD_PHOTOS)
-def test_odd_photos_are_categorised(facade, name):
+def test_odd_photos_are_categorised(facade, reference, name):
     filename, make = GOOD_PHOTOS[name]
     data = make()
-    response = facade.post("/v1/predict/image", files={"photo": (filename, data, "image/jpeg")})
-    assert response.status_code == 200, response.text
-    assert response.json()["pred"] in response.json()["classes"]
-    response = facade.post(
+    image = facade.post("/v1/predict/image", files={"photo": (filename, data, "image/jpeg")})
+    _assert_whole_answer(image, reference.probabilities(Kind.image, data, ""), None)
+    combined = facade.post(
         "/v1/predict/combined", files={"photo": (filename, data)}, data={"text": "a sofa"}
     )
-    assert response.status_code == 200, response.text
+    expected = reference.probabilities(Kind.combined, data, "a sofa")
+    _assert_whole_answer(combined, expected, "a sofa")
 
 
 @pytest.mark.parametrize("name", BAD_PHOTOS)
@@ -151,7 +173,7 @@ def test_a_megabyte_of_text_is_refused_as_too_long(offline_client):
     response = offline_client.post(
         "/v1/predict/combined", files={"photo": ("p.jpg", photo)}, data={"text": over}
     )
-    assert_error(response, 413, "limit")
+    assert_error(response, 413, "limit", code="too_large")
 
 
 @pytest.mark.parametrize(
@@ -209,7 +231,8 @@ def test_a_form_is_taken_like_json_and_other_bodies_are_told_what_to_send(offlin
 
 @pytest.mark.parametrize("k", ["0", "-1", str(10**9), "ten", "1.5"])
 def test_k_out_of_range_or_not_a_number_is_refused(offline_client, k):
-    assert_error(offline_client.post("/v1/similar", data={"text": "a sofa", "k": k}), 422, "k")
+    response = offline_client.post("/v1/similar", data={"text": "a sofa", "k": k})
+    assert_error(response, 422, "k", code="invalid_input")
 
 
 def test_the_openapi_schema_documents_both_text_encodings(offline_client):

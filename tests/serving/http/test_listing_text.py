@@ -9,7 +9,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from fbmr.core.artifacts import ModelArtifacts
-from fbmr.core.contract import ENSEMBLES, INPUT_DATATYPES, TOKEN_IDS, Kind
+from fbmr.core.contract import (
+    ENSEMBLES,
+    INPUT_DATATYPES,
+    PROBABILITIES,
+    TOKEN_IDS,
+    ErrorCode,
+    Kind,
+)
 from fbmr.core.listing import listing_text, model_text
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.data.seed import SeedSource
@@ -30,14 +37,17 @@ def raw_rows(demo_seed, demo_prepared):
     return rows
 
 
-def text_embedding(triton_url: str, token_ids: np.ndarray, version: int) -> np.ndarray:
-    """The text ensemble's embedding of token ids built here, straight from Triton."""
+def text_answer(
+    triton_url: str, token_ids: np.ndarray, version: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The text ensemble's embedding and probabilities (in the label map's class order) of token
+    ids built here, straight from Triton."""
     ensemble = ENSEMBLES[Kind.text]
     tensor = grpcclient.InferInput(TOKEN_IDS, [1, len(token_ids)], INPUT_DATATYPES[TOKEN_IDS])
     tensor.set_data_from_numpy(token_ids[None])
     with grpcclient.InferenceServerClient(triton_url) as client:
         result = client.infer(ensemble.name, [tensor], model_version=str(version))
-    return result.as_numpy(ensemble.embedding)[0]
+    return result.as_numpy(ensemble.embedding)[0], result.as_numpy(PROBABILITIES)[0]
 
 
 def test_model_text_reads_fields_and_free_text_alike():
@@ -67,7 +77,9 @@ def test_a_raw_seed_row_reaches_the_model_as_training_built_it(
         # the row as the marketplace wrote it is not what training read: the test can tell
         assert "Gumtree" in name
         assert not np.array_equal(artifacts.text_input(f"{name} {description}"), trained_ids)
-        expected = text_embedding(facade_settings.triton_url, trained_ids, artifacts.version)
+        expected, probabilities = text_answer(
+            facade_settings.triton_url, trained_ids, artifacts.version
+        )
         as_fields = facade.post("/v1/embed", data={"name": name, "description": description})
         as_text = facade.post("/v1/embed", data={"text": f"{name} {description}"})
         predicted = facade.post("/v1/predict/text", json={"name": name, "description": description})
@@ -77,10 +89,20 @@ def test_a_raw_seed_row_reaches_the_model_as_training_built_it(
             assert response.json()["kind"] == "text"
             # Triton may batch concurrent requests together: equal up to float noise
             np.testing.assert_allclose(response.json()["embedding"], expected, atol=1e-5)
+        # the prediction too is the model's answer to the ids training built
+        body = predicted.json()
+        assert body["pred"] == body["classes"][0] and body["model_version"] == artifacts.version
+        assert sorted(body["classes"]) == sorted(artifacts.labels.classes)
+        got = dict(zip(body["classes"], body["probabilities"], strict=True))
+        want = dict(zip(artifacts.labels.classes, probabilities.tolist(), strict=True))
+        assert got == pytest.approx(want, abs=1e-5)
+        assert body["known_words"] == pytest.approx(artifacts.tokenizer.known_share(trained_text))
 
 
 def test_fields_and_a_free_text_together_are_refused(facade):
     both = {"name": "Oak table", "description": "solid", "text": "Oak table solid"}
-    assert_error(facade.post("/v1/predict/text", json=both), 422, "not both")
-    assert_error(facade.post("/v1/embed", data=both), 422, "not both")
-    assert_error(facade.post("/v1/predict/text", json={"name": " | Gumtree"}), 422, "empty")
+    invalid = ErrorCode.invalid_input
+    assert_error(facade.post("/v1/predict/text", json=both), 422, "not both", code=invalid)
+    assert_error(facade.post("/v1/embed", data=both), 422, "not both", code=invalid)
+    empty = facade.post("/v1/predict/text", json={"name": " | Gumtree"})
+    assert_error(empty, 422, "empty", code=ErrorCode.text_empty)
