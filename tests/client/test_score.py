@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import stamina.instrumentation
 from typer.testing import CliRunner
 
 from fbmr.client.batch import ScoreOptions
@@ -293,17 +294,24 @@ def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repo
     first = LocalTriton(cpu_repository, ports, log_path=tmp_path / "triton-1.log").start()
     second = None
     worker = threading.Thread(target=run, daemon=True)
+    # the run's tries that failed, as its retry library reports them
+    retries: list[float] = []
+    hooks = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([*hooks, lambda _: retries.append(time.monotonic())])
     try:
         worker.start()
         _wait_for(lambda: len(list(work_dir(out).glob("chunk-*.parquet"))) >= 2, 120, "chunks")
         first.stop()
+        stopped = time.monotonic()
         done_while_down = len(list(work_dir(out).glob("chunk-*.parquet")))
-        time.sleep(1.0)
+        # Triton stays away until the run has found it gone and tried again more than once
+        _wait_for(lambda: sum(t > stopped for t in retries) >= 3, 60, "retries while down")
         assert worker.is_alive(), "the run ended while Triton was down"
         second = LocalTriton(cpu_repository, ports, log_path=tmp_path / "triton-2.log").start()
         worker.join(450)
         assert not worker.is_alive(), "the run did not finish after Triton came back"
     finally:
+        stamina.instrumentation.set_on_retry_hooks(hooks)
         first.stop()
         if second is not None:
             second.stop()

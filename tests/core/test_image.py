@@ -206,7 +206,7 @@ def test_the_pixel_budget_bounds_what_decodes_at_once():
             with lock:
                 inside += held
                 most = max(most, inside)
-            time.sleep(0.02)
+            time.sleep(0.02)  # the stimulus: a decode holding its pixels a while
             with lock:
                 inside -= held
 

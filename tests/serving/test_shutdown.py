@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +21,13 @@ from tests.helpers import free_ports
 QUEUED_AT_MOST_S = 1.0
 
 pytestmark = pytest.mark.integration  # `fbmr serve` in a subprocess
+
+
+def _wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within_s:.0f} s: {what}"
+        time.sleep(0.05)
 
 
 def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
@@ -71,6 +78,8 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
             yield b'{"text": "an oak'
             body_started.set()  # asked for more: the headers and the first part are out
             signalled.wait(30)
+            # the stimulus, not a wait for a condition: the rest of the body arrives a moment
+            # after SIGTERM, so the request is still being received while the server stops
             time.sleep(0.3)
             yield b' chest"}'
 
@@ -87,13 +96,27 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
                 pool.submit(hammer)
             slow = pool.submit(slow_request)
             try:
-                time.sleep(2)
+                # a request answered that was sent well before the signal (see `before` below)
+                _wait_for(
+                    lambda: any(
+                        o == "200" and sent < time.monotonic() - QUEUED_AT_MOST_S
+                        for sent, _, o in list(outcomes)
+                    ),
+                    60,
+                    "a request answered before SIGTERM",
+                )
                 assert body_started.wait(30)
                 terminated = time.monotonic()
                 process.send_signal(signal.SIGTERM)
                 signalled.set()
                 process.wait(30)
-                time.sleep(0.5)
+                _wait_for(
+                    lambda: any(
+                        sent > terminated and o == "ConnectError" for sent, _, o in list(outcomes)
+                    ),
+                    30,
+                    "a connection refused after SIGTERM",
+                )
             finally:
                 stop.set()
                 signalled.set()

@@ -115,7 +115,9 @@ def test_killed_stage_resumes_to_a_valid_checkpoint(tiny_run, demo_prepared, tmp
     try:
         while time.monotonic() < deadline and not last.exists():
             time.sleep(0.05)
-        time.sleep(0.3)  # into a later epoch, possibly mid-write
+        # the stimulus, not a wait for a condition: the kill lands at an arbitrary moment of a
+        # later epoch, possibly while a checkpoint is being written
+        time.sleep(0.3)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()

@@ -183,7 +183,7 @@ def test_a_body_that_trickles_in_is_cut_off_at_the_total_deadline(monkeypatch):
     async def trickle() -> dict:
         nonlocal pieces
         pieces += 1
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the stimulus: a slow sender, one piece every 0.1 s
         return {"type": "http.request", "body": b"x", "more_body": True}
 
     async def read_all(scope, receive, send) -> None:
@@ -194,7 +194,9 @@ def test_a_body_that_trickles_in_is_cut_off_at_the_total_deadline(monkeypatch):
     with pytest.raises(HTTPException) as cut:
         asyncio.run(guard({"type": "http"}, trickle, None))
     assert cut.value.status_code == 408 and "not complete" in str(cut.value.detail)
-    assert 4 <= pieces <= 8
+    # cut near 0.6 s (six pieces when idle): a bound that a loaded machine's slower sleeps can
+    # only lower, and that a guard waiting for the idle timeout or the body's end would pass
+    assert 2 <= pieces <= 8
 
 
 def test_readyz_asks_triton_at_most_once_a_second(offline_settings, monkeypatch):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
+import stamina.instrumentation
 
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
@@ -44,12 +44,20 @@ def test_a_build_started_before_triton_waits_for_it(demo_prepared, cpu_repositor
             splits=("val",), kinds=(Kind.text,), progress=False,
         )  # fmt: skip
 
-    thread = threading.Thread(target=build)
-    thread.start()
-    time.sleep(2)
-    assert thread.is_alive()  # no Triton yet: retrying, not failed
-    with LocalTriton(cpu_repository, ports, tmp_path / "triton.log"):
-        thread.join(150)
+    # the build's tries that failed, as its retry library reports them
+    retried = threading.Semaphore(0)
+    hooks = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([*hooks, lambda details: retried.release()])
+    try:
+        thread = threading.Thread(target=build)
+        thread.start()
+        for _ in range(2):  # no Triton yet: a try failed, and one after it too
+            assert retried.acquire(timeout=60), "the build did not try to reach Triton"
+        assert thread.is_alive()  # retrying, not failed
+        with LocalTriton(cpu_repository, ports, tmp_path / "triton.log"):
+            thread.join(150)
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(hooks)
     assert not thread.is_alive()
     meta = json.loads((built["path"] / "meta.json").read_text())
     assert meta["count"] == len(read_catalogue(demo_prepared, ("val",))) - meta["skipped"]

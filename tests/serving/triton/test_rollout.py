@@ -277,6 +277,8 @@ def test_a_rollback_and_back_under_load_fails_no_request(
     # version switched to
     after_back = {b["model_version"] for t, _, b in load.answers if rolled_back < t < unpinning}
     assert after_back == {1}
+    # (0.5 s after the unpin's answer: a request sent as it returned may have been encoded for
+    # version 1 a moment before; a margin, not a speed requirement)
     assert {b["model_version"] for t, _, b in load.answers if t > released + 0.5} == {2}
     assert status == {
         "model_version": 2, "pinned": None, "refused": {}, "rollout": "serving version 2"
@@ -336,7 +338,8 @@ def test_serve_with_triton_restarts_a_killed_triton_by_itself(cpu_repository, tm
             wait_for(triton_serving, 120, "Triton restarted and serving")
             back = time.monotonic()
             wait_for(lambda: any(t > back and s == 200 for t, s, _ in load.answers), 30, "a 200")
-            time.sleep(1)
+            # and a few more after it, each of which must be a 200 or a 503 too (below)
+            wait_for(lambda: sum(t > back for t, _, _ in load.answers) >= 10, 30, "answers")
         down = [body for t, s, body in load.readiness if killed < t < back]
     finally:
         rollout.close()
@@ -351,6 +354,8 @@ def test_serve_with_triton_restarts_a_killed_triton_by_itself(cpu_repository, tm
     )
     assert {s for _, s, _ in load.answers} <= {200, 503}
     assert 503 in statuses
+    # an upper bound with room for a loaded machine, not a speed test: the facade's next
+    # request after Triton serves again is answered (well under a second when idle)
     assert first - back < 5
     assert any("restarting" in (body.get("triton_process") or "") for body in down), down
     text = log.read_text()
