@@ -70,9 +70,17 @@ def test_two_workers_share_metrics_and_each_picks_up_a_new_index(
                     break
         assert len(pids) == 2
         metrics = httpx.get(f"{url}/metrics").text
-        line = 'fbmr_requests_total{endpoint="/v1/predict/text",status="200"}'
-        counted = [float(row.split()[-1]) for row in metrics.splitlines() if row.startswith(line)]
-        assert counted == [sent], metrics
+
+        def values(line: str) -> list[float]:
+            return [float(row.split()[-1]) for row in metrics.splitlines() if row.startswith(line)]
+
+        assert values('fbmr_requests_total{endpoint="/v1/predict/text",status="200"}') == [sent]
+        # the latency histogram sums both workers too, and the version gauge is one series
+        # (the highest of the live workers'), not one per worker
+        latency = 'fbmr_request_seconds_{}{{endpoint="/v1/predict/text"{}}}'
+        assert values(latency.format("count", "")) == [sent], metrics
+        assert values(latency.format("bucket", ',le="+Inf"')) == [sent], metrics
+        assert values("fbmr_model_version ") == [1.0], metrics
 
         build_catalogue_index(demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
                     progress=False)  # fmt: skip
