@@ -270,7 +270,7 @@ def test_stubs_whose_server_is_gone_are_found_and_reaped(tmp_path):
     stub = tmp_path / STUB_NAME  # this interpreter under the stub's name
     stub.symlink_to(sys.executable)
     script = tmp_path / "model.py"
-    script.write_text("import time\ntime.sleep(120)\n")
+    script.write_text("import time\ntime.sleep(120)\n")  # the stimulus: a stub that lives on
     gone = subprocess.Popen(["true"])
     gone.wait()
 
@@ -296,6 +296,7 @@ def test_stubs_whose_server_is_gone_are_found_and_reaped(tmp_path):
 @pytest.mark.parametrize(("ignores_sigterm", "code"), [(False, -signal.SIGTERM), (True, -9)])
 def test_a_server_is_stopped_with_sigterm_then_killed_if_it_hangs(ignores_sigterm, code):
     handler = "signal.SIG_IGN" if ignores_sigterm else "signal.SIG_DFL"
+    # the stimulus: a server that runs until stopped (its sleep is not a wait in this test)
     script = (
         f"import signal, time; signal.signal(signal.SIGTERM, {handler}); "
         "print('ready', flush=True); time.sleep(60)"
