@@ -232,10 +232,19 @@ def test_fusion_is_held_to_its_inputs_on_the_same_photos(tiny_run):
     for split in ("val", "test"):
         assert set(inputs[split]) == {"image", "text"}
     # Training keeps the stacking weights (trained, text's or image's) that score best on
-    # validation, so there and only there fusion is never below its best input; the test split
-    # has no such guarantee, and holding it to one would pass or fail by the seed.
+    # validation: by the loss where they were fit out of fold (each input alone at its
+    # out-of-fold temperature), by top-1 where fit in-sample; the test split has no such
+    # guarantee, and holding it to one would pass or fail by the seed.
+    validation = metrics["validation"]
+    assert set(validation) == {"trained", "text", "image"}
+    kept = validation[metrics["stacking"]]
+    if "calibration" in metrics:  # fit out of fold
+        assert kept["loss"] == min(v["loss"] for v in validation.values()), metrics
+    else:
+        assert kept["top1"] == max(v["top1"] for v in validation.values()), metrics
+    assert metrics["splits"]["val"]["top1"] == pytest.approx(kept["top1"])
     best_input = max(inputs["val"].values())
-    assert metrics["splits"]["val"]["top1"] >= best_input, metrics
+    assert max(v["top1"] for v in validation.values()) >= best_input, metrics
 
 
 def test_fusion_stacking_is_fit_on_answers_of_models_that_did_not_see_the_listing(

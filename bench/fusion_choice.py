@@ -1,0 +1,90 @@
+"""What validation decides about a trained run's stacking weights, recomputed without refitting:
+the weights its fusion stage fit out of fold (metrics.json's `calibration`) against each input
+alone at its out-of-fold temperature, by validation loss (the rule now) and by top-1 (the rule
+before), with every candidate's top-1 per photo and per product on val and test. For runs whose
+fusion stage was judged by the earlier rule: the out-of-fold fit costs most of the stage (about
+an hour on 2 cores), and its weights are in the run's metrics.
+
+    uv run python bench/fusion_choice.py --data runs/real/prepared RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fbmr.training.config import TrainConfig
+from fbmr.training.data.prepared import PreparedDataset
+from fbmr.training.datasets import PhotoDataset, token_dataset
+from fbmr.training.engine import fit_settings, predict, top1
+from fbmr.training.fusion_report import per_product
+from fbmr.training.stages.fusion import _cached_image_embeddings, _image_logits
+from fbmr.training.trained import load_trained_models
+
+
+def answers(run: Path, data: PreparedDataset, split: str) -> dict[str, NDArray[np.generic]]:
+    """The served text and image models' logits per photo of `split`, its targets and products."""
+    device = torch.device("cpu")
+    trained = load_trained_models(run, device, fusion=False)
+    settings = fit_settings(TrainConfig(), "fusion", pretrained=trained.text.sentence is not None)
+    images, products = data.images(split), data.products(split)
+    photos = PhotoDataset(data, images, trained.image_spec, augment=False)
+    embeddings = _cached_image_embeddings(trained, split, len(photos), device)
+    if embeddings is None:
+        embeddings = predict(trained.image, photos, settings, device)[0]
+    row = products.reset_index(drop=True).reset_index().set_index("product_id")["index"]
+    rows = images["product_id"].map(row).to_numpy(dtype=np.int64)
+    text = predict(trained.text, token_dataset(data, products, trained.tokenizer), settings, device)
+    return {
+        "text": text[1][rows],
+        "image": _image_logits(trained.image, embeddings),
+        "target": images["label_id"].to_numpy(dtype=np.int64),
+        "product": images["product_id"].astype(str).to_numpy(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("run", type=Path)
+    args = parser.parse_args()
+    data = PreparedDataset(args.data)
+    stacking = json.loads((args.run / "fusion" / "metrics.json").read_text())["calibration"]
+    candidates = {
+        "trained": (stacking["text"], stacking["image"]),
+        "text": (1 / stacking["text_temperature"], 0.0),
+        "image": (0.0, 1 / stacking["image_temperature"]),
+    }
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for split in ("val", "test"):
+        split_answers = answers(args.run, data, split)
+        target, products = split_answers["target"], split_answers["product"]
+        for name, (t, i) in candidates.items():
+            logits = (t * split_answers["text"] + i * split_answers["image"]).astype(np.float32)
+            loss = float(
+                torch.nn.functional.cross_entropy(
+                    torch.from_numpy(logits), torch.from_numpy(target)
+                )
+            )
+            pooled, product_target, _ = per_product(logits, target, products)
+            figures.setdefault(name, {})[split] = {
+                "loss": loss,
+                "top1_per_photo": top1(logits, target),
+                "top1_per_product": top1(pooled, product_target),
+            }
+    by_loss = min(candidates, key=lambda n: figures[n]["val"]["loss"])
+    by_top1 = max(
+        candidates, key=lambda n: (figures[n]["val"]["top1_per_photo"], -figures[n]["val"]["loss"])
+    )
+    print(
+        json.dumps({"kept_by_loss": by_loss, "kept_by_top1": by_top1, "figures": figures}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
