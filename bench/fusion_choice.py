@@ -43,7 +43,7 @@ def answers(run: Path, data: PreparedDataset, split: str) -> dict[str, NDArray[n
     return {
         "text": text[1][rows],
         "image": _image_logits(trained.image, embeddings),
-        "target": images["label_id"].to_numpy(dtype=np.int64),
+        "target": images["label_id"].to_numpy(dtype=np.int64, copy=True),
         "product": images["product_id"].astype(str).to_numpy(),
     }
 
