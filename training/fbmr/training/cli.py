@@ -52,6 +52,7 @@ IMAGE = OptionGroup(TrainConfig, {
     "image_trunk_lr": "Learning rate of a pretrained trunk's trainable stages.",
     "image_label_smoothing": "Probability the image stage's targets put on the other classes.",
     "image_average_from": "Average the image weights from this epoch on (none: off).",
+    "image_contrastive": "Weight of a contrastive loss on the image embedding (0: off).",
 }, panel="Image stage")  # fmt: skip
 TEXT = OptionGroup(TrainConfig, {
     "max_length": "Words per listing for the text CNN.",

@@ -124,6 +124,9 @@ class TrainConfig:
     # docs/results.md). None: no averaging.
     image_label_smoothing: float = 0.1
     image_average_from: int | None = 1
+    # weight of a supervised contrastive loss on the image embedding beside the classification
+    # loss (fbmr.training.contrastive), for photo-only similar-listing search; 0: off
+    image_contrastive: float = 0.0
 
     # text encoder: CNN over word2vec (text_filters 0 turns it off) beside the n-gram bag. The
     # bag alone is the default: on the real sample it beat the CNN on validation and test

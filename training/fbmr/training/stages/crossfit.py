@@ -47,7 +47,7 @@ from fbmr.training.layout import RunLayout
 from fbmr.training.models import EnsembleHead, ImageModel, TextModel
 from fbmr.training.optim import mark_pretrained
 from fbmr.training.sentence import minilm_dir
-from fbmr.training.stages.image import CachedFeatures, _OverCache
+from fbmr.training.stages.image import CachedFeatures, _OverCache, image_objective
 from fbmr.training.stages.text import build_text_model, sentence_cache, start_members
 from fbmr.training.stages.word2vec import embedding_matrix
 from fbmr.training.trained import TrainedModels
@@ -311,6 +311,7 @@ def _image_oof(
             device,
             fields,
             saved=model,
+            objective=image_objective(config),
         )
         answers = predict(trainable, Subset(plain, held.tolist()), settings, device)
         fitted.add(f, owners[fit_rows], held, answers)

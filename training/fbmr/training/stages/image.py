@@ -28,11 +28,13 @@ from tqdm.auto import tqdm
 from fbmr.core.fileio import atomic_path
 from fbmr.core.image import ImageSpec
 from fbmr.training.config import ImageMode, TrainConfig
+from fbmr.training.contrastive import with_contrastive
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset
 from fbmr.training.engine import (
     SPLITS,
     FitSettings,
+    Objective,
     Report,
     fit,
     fit_settings,
@@ -208,6 +210,13 @@ def listing_figures(
     return {"top1_per_listing": top1_per_listing, f"photo_similar_share_at_{SIMILAR_K}": share}
 
 
+def image_objective(config: TrainConfig) -> Objective | None:
+    """The image stage's training loss when it is not the plain classification loss: with the
+    contrastive term on the embedding (`image_contrastive`), for the served model and its
+    out-of-fold refits alike."""
+    return with_contrastive(config.image_contrastive) if config.image_contrastive else None
+
+
 def train_image(
     config: TrainConfig, data: PreparedDataset, run_dir: Path, device: torch.device
 ) -> Report:
@@ -242,6 +251,7 @@ def train_image(
         calibrated = recalibrate_batch_norm(model, photos["train"], settings, device)
         meta = replace(meta, batch_norm_recalibrated_on=calibrated)
     fields = stage_fields("image", config, classes, meta)
+    objective = image_objective(config)
     if cached_mode:
         key = {
             "backbone": config.backbone,
@@ -266,11 +276,30 @@ def train_image(
         sets = {s: CachedFeatures(*cached[s], augment=False) for s in SPLITS}
         trainable = _OverCache(model, first)
         train = CachedFeatures(*cached["train"], augment=True)
-        history = fit(trainable, train, sets["val"], stage_dir, settings, device, fields, model)
+        history = fit(
+            trainable,
+            train,
+            sets["val"],
+            stage_dir,
+            settings,
+            device,
+            fields,
+            model,
+            objective=objective,
+        )
         answers = {s: predict(trainable, sets[s], settings, device) for s in SPLITS}
     else:
         train_photos = PhotoDataset(data, data.images("train"), spec, augment=True)
-        history = fit(model, train_photos, photos["val"], stage_dir, settings, device, fields)
+        history = fit(
+            model,
+            train_photos,
+            photos["val"],
+            stage_dir,
+            settings,
+            device,
+            fields,
+            objective=objective,
+        )
         answers = {s: predict(model, photos[s], settings, device, f"eval {s}") for s in SPLITS}
     predictions = {s: answers[s][1:] for s in SPLITS}
     extra = {
