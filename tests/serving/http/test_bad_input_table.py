@@ -204,7 +204,11 @@ ROWS.update({
              headers={"content-type": "multipart/form-data; boundary=x"}), 400, "invalid_input",
         ("name",)),
     "pin body not JSON": Row(
-        put("/v1/admin/model-version", content=b"{version", headers=JSON), 422, "invalid_input"),
+        put("/v1/admin/model-version", content=b"{version", headers=JSON), 400, "invalid_input",
+        ("not JSON",)),
+    "pin body cut short": Row(
+        put("/v1/admin/model-version", content=b'{"version": 1', headers=JSON), 400,
+        "invalid_input", ("not JSON",)),
     # -- content types: 415 only where a route reads the body itself ------------------------
     "text as text/plain": Row(
         post("/v1/predict/text", content=b"a sofa", headers={"content-type": "text/plain"}),
