@@ -29,6 +29,9 @@ def test_every_option_has_help_naming_variables_as_typer_does():
     assert [name for name, option in options.items() if not option.help] == []
     other_ways = re.compile(r"\(env |\$FBMR_|env FBMR_")
     assert [name for name, option in options.items() if other_ways.search(option.help)] == []
+    # rich reads "[word]" as markup and drops it: a bracket meant to be shown is escaped
+    markup = re.compile(r"(?<!\\)\[")
+    assert [name for name, option in options.items() if markup.search(option.help)] == []
 
 
 def test_serve_shows_each_setting_s_variable_and_default():

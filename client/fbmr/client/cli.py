@@ -68,7 +68,7 @@ def score(
     ray: str = typer.Option(
         None,
         metavar="ADDRESS",
-        help="Run on Ray (pip install 'fbmr-client[ray]'): `local` starts one here, `auto` or "
+        help="Run on Ray (pip install 'fbmr-client\\[ray]'): `local` starts one here, `auto` or "
         "ray://HOST:PORT joins a cluster. Needs --triton-url.",
     ),
     workers: int = typer.Option(
