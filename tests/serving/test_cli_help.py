@@ -10,7 +10,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import typer
+from typer.testing import CliRunner
 
 from fbmr.core.cli import build_app
 
@@ -51,3 +53,14 @@ def _help(*command: str) -> str:
         [fbmr, *command, "--help"], capture_output=True, text=True, env=env, timeout=60
     )
     return done.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["serve", "score", "index build", "listings put", "model status", "triton start", "export"],
+)
+def test_help_at_80_columns_cuts_no_option_or_word(command):
+    app = build_app()
+    shown = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "80"}).output
+    assert "Usage" in shown and max(len(line) for line in shown.splitlines()) <= 80, shown
+    assert "…" not in shown, shown

@@ -230,8 +230,8 @@ def build(
     milvus_uri: str = typer.Option(
         None,
         help="Build the version in this Milvus instead of FAISS files: a cluster's URL "
-        "(http://HOST:19530), or a milvus-lite file, relative to --out. The facade reads it "
-        "from the version.",
+        "(http, port 19530 by default), or a milvus-lite file, relative to --out. The facade "
+        "reads it from the version.",
     ),
     milvus_token: str = typer.Option(
         None,
