@@ -373,3 +373,26 @@ def test_a_bad_input_gets_its_status_and_code(client, name):
 def test_the_table_covers_about_a_hundred_inputs_and_every_refusal_status():
     assert len(ROWS) >= 100
     assert {row.status for row in ROWS.values()} == {400, 404, 405, 413, 415, 422}
+
+
+def test_a_put_whose_photo_cannot_be_read_calls_no_model(client, monkeypatch):
+    """The index holds text and combined embeddings: the text's model must not be asked while
+    the photo is still being read (sent together, its answer or failure came first, and a bad
+    photo got a 503 whenever Triton was away)."""
+    from fbmr.serving.triton.inference import TritonUnavailable
+
+    asked = []
+
+    async def infer(kind, inputs, version=None):
+        asked.append(kind)
+        raise TritonUnavailable("stand-in: no model server")
+
+    monkeypatch.setattr(client.app.state.facade.models, "infer", infer)
+    for data in (CORRUPT_JPEG, b"", PDF, PNG_OVER_PIXELS):
+        response = put(LISTING, files=photos(data), data=listing_form())(client)
+        assert response.status_code in (413, 422), response.text
+    assert asked == []
+    # a listing that passes every check reaches the models, each kind
+    response = put(LISTING, files=photos(PHOTO), data=listing_form())(client)
+    assert_error(response, 503, code="model_unavailable")
+    assert set(asked) <= {Kind.text, Kind.combined} and asked
