@@ -137,7 +137,7 @@ def _opened(source: ImageSource, max_pixels: int) -> Image.Image:
         image = source
     else:
         if isinstance(source, bytes | bytearray | memoryview):
-            # WebP's decoder takes its canvases when the file is opened: refused before that
+            # Pillow's WebP decoder allocates its canvases as the file is opened: refused first
             if (size := webp_size(source)) is not None:
                 _within_limit(*size, max_pixels)
             source = io.BytesIO(source)
@@ -351,7 +351,7 @@ def image_pixels(
     spec = spec or ImageSpec()
     size = webp_size(source) if isinstance(source, bytes | bytearray | memoryview) else None
     if size is not None:
-        # a WebP's decoder takes its memory as the file is opened: in the budget from there on
+        # a WebP's decoder allocates its canvases as the file is opened: held from there on
         _within_limit(*size, max_pixels)
         with _held(budget, max(size) ** 2, max_pixels):
             return _square_crop(_decoded(_opened(source, max_pixels)), spec, max_pixels)
