@@ -34,7 +34,9 @@ def score(
         ..., "--out", help="Results: Parquet, or CSV or JSONL by the extension."
     ),
     url: str = typer.Option(
-        None, help=f"Score through the facade at this URL (the default: {DEFAULT_FACADE_URL})."
+        None,
+        help="Score through the facade at this URL (by default the one on this machine, port "
+        f"{DEFAULT_FACADE_URL.rsplit(':', 1)[1]}).",
     ),
     triton: str = typer.Option(
         None,
@@ -68,7 +70,7 @@ def score(
     ray: str = typer.Option(
         None,
         metavar="ADDRESS",
-        help="Run on Ray (pip install 'fbmr-client[ray]'): `local` starts one here, `auto` or "
+        help="Run on Ray (fbmr-client's ray extra): `local` starts one here, `auto` or "
         "ray://HOST:PORT joins a cluster. Needs --triton-url.",
     ),
     workers: int = typer.Option(

@@ -7,6 +7,11 @@ typo fails in about two seconds rather than after the whole budget. A 4xx is nev
 the same request gets the same answer. The back-off is stamina's (exponential, jittered, capped);
 a 503's `Retry-After` replaces it for that wait. `RetryPolicy.timeout_s` bounds the total time.
 
+Each retry is logged as one INFO line of `fbmr.client.retry` naming what failed. stamina also
+records each as a WARNING of its own logger (`stamina.retry_scheduled`), which the `fbmr`
+command keeps below the terminal; a program configures or silences the `stamina` logger as it
+likes.
+
 `retry_call` applies the same policy to any call and exception type, so code outside the HTTP
 client (the direct scorer's Triton calls, which raise their own `Unavailable`) retries the same
 way.
@@ -14,6 +19,7 @@ way.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -28,6 +34,8 @@ if TYPE_CHECKING:
     from stamina._core import _RetryContextIterator
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,10 @@ class RetryPolicy:
             retry_after = getattr(error, "retry_after", None)
             if isinstance(retry_after, int | float) and retry_after > 0:
                 jitter = random.uniform(0, self.wait_jitter_s)
-                return float(min(retry_after, self.retry_after_max_s)) + jitter
+                wait = float(min(retry_after, self.retry_after_max_s)) + jitter
+                log.info("%s; trying again in %.1f s", error, wait)
+                return wait
+            log.info("%s; trying again", error)
             return True
 
         return decide

@@ -13,6 +13,7 @@ of a settings dataclass (`OptionGroup`): a field's type and default stay the dat
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -155,4 +156,7 @@ def installed_versions() -> str:
 
 
 def main() -> None:
+    # The client says what failed once its retries are spent; stamina's WARNING record of each
+    # retry (a bare `stamina.retry_scheduled` line on the terminal) is not for people.
+    logging.getLogger("stamina").setLevel(logging.ERROR)
     build_app()()

@@ -16,7 +16,7 @@ import math
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -137,6 +137,9 @@ def _opened(source: ImageSource, max_pixels: int) -> Image.Image:
         image = source
     else:
         if isinstance(source, bytes | bytearray | memoryview):
+            # Pillow's WebP decoder allocates its canvases as the file is opened: refused first
+            if (size := webp_size(source)) is not None:
+                _within_limit(*size, max_pixels)
             source = io.BytesIO(source)
         try:
             with warnings.catch_warnings():
@@ -149,12 +152,36 @@ def _opened(source: ImageSource, max_pixels: int) -> Image.Image:
             raise ImageTooLargeError(f"image too large: {err}") from None
         except OSError as err:
             raise ImageDecodeError(f"cannot read image: {err}") from None
-    width, height = image.size
+    _within_limit(*image.size, max_pixels)
+    return image
+
+
+def _within_limit(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"image too large: {width}x{height} = {width * height} pixels, limit {max_pixels}"
         )
-    return image
+
+
+def webp_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """A WebP's width and height from its first 30 bytes (the first chunk's header: lossy VP8,
+    lossless VP8L or extended VP8X); None for anything else. Pillow's WebP decoder allocates
+    two canvases of the full size as the file is opened, before its size can be checked."""
+    head = bytes(data[:30])
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return (
+            int.from_bytes(head[26:28], "little") & 0x3FFF,
+            int.from_bytes(head[28:30], "little") & 0x3FFF,
+        )
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    return None
 
 
 def _decoded(image: Image.Image) -> Image.Image:
@@ -169,13 +196,40 @@ def _decoded(image: Image.Image) -> Image.Image:
         raise ImageDecodeError(f"corrupt or truncated image: {err}") from None
     if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
         # 16-bit greyscale: Pillow's conversion to RGB clips at 255, which turns a photo white
-        wide = np.asarray(image, dtype=np.int64) >> 8
-        image = Image.fromarray(wide.clip(0, 255).astype(np.uint8), "L")
+        return _banded(image, _high_byte)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        return _banded(image, _on_white)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# Conversions that need intermediate images go a band of rows at a time, of about this many pixels:
+# a 64-megapixel photo with transparency would otherwise take four more images of its size.
+BAND_PIXELS = 1 << 20
+
+
+def _banded(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """`image` as RGB, `convert` (any band of rows to RGB, each pixel on its own) applied a band
+    at a time: the same pixels as converting it whole, with only the RGB result beside it."""
+    width, height = image.size
+    rows = max(1, BAND_PIXELS // width)
+    out = Image.new("RGB", image.size)
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(top + rows, height)))
+        out.paste(convert(band), (0, top))
+    return out
+
+
+def _high_byte(band: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit) greyscale as RGB, by its high byte (0-255 from 0-65535)."""
+    wide = np.asarray(band, dtype=np.int64) >> 8
+    return Image.fromarray(wide.clip(0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def _on_white(band: Image.Image) -> Image.Image:
+    """Transparency flattened onto white, as RGB."""
+    rgba = band.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 # A JPEG is decoded at a reduced scale only down to twice the size it is resized to: the resize
@@ -295,12 +349,24 @@ def image_pixels(
     padded square, resized and centre-cropped. A large JPEG is decoded at a reduced scale that
     still covers the resize (`_draft`); with a `budget`, its decoding waits for room in it."""
     spec = spec or ImageSpec()
+    size = webp_size(source) if isinstance(source, bytes | bytearray | memoryview) else None
+    if size is not None:
+        # a WebP's decoder allocates its canvases as the file is opened: held from there on
+        _within_limit(*size, max_pixels)
+        with _held(budget, max(size) ** 2, max_pixels):
+            return _square_crop(_decoded(_opened(source, max_pixels)), spec, max_pixels)
     opened = _opened(source, max_pixels)
     _draft(opened, spec.resize_size)
     # what is decoded (after the draft), padded square: the largest image this photo becomes
-    side = max(opened.size)
-    with budget.hold(min(side * side, max_pixels)) if budget else contextlib.nullcontext():
+    with _held(budget, max(opened.size) ** 2, max_pixels):
         return _square_crop(_decoded(opened), spec, max_pixels)
+
+
+def _held(
+    budget: PixelBudget | None, pixels: int, max_pixels: int
+) -> contextlib.AbstractContextManager[None]:
+    """`pixels` (at most `max_pixels`) held in `budget` for a block; nothing without one."""
+    return budget.hold(min(pixels, max_pixels)) if budget else contextlib.nullcontext()
 
 
 def _square_crop(image: Image.Image, spec: ImageSpec, max_pixels: int) -> NDArray[np.uint8]:

@@ -51,7 +51,9 @@ def _setting(name: str, *flags: str) -> Any:
     field = FacadeSettings.model_fields[name]
     default = "none" if field.default is None else field.default
     env = f"{ENV_PREFIX}{name.upper()}"
-    return typer.Option(None, *flags, help=f"{field.description} (env {env}; default {default})")
+    # written as typer writes an option's own variable and default ("\[": not rich markup)
+    help_text = f"{field.description} \\[env var: {env}] \\[default: {default}]"
+    return typer.Option(None, *flags, help=help_text)
 
 
 def serve(
@@ -63,7 +65,7 @@ def serve(
     host: str = typer.Option(
         contract.LOCALHOST, help="Address to bind; 0.0.0.0 to serve the network."
     ),
-    port: int = typer.Option(contract.FACADE_PORT),
+    port: int = typer.Option(contract.FACADE_PORT, help="Port to listen on."),
     workers: int = typer.Option(1, help="uvicorn worker processes."),
     with_triton: bool = typer.Option(
         False, help="Also start a local tritonserver on --repo, restarted if it crashes."
@@ -228,8 +230,8 @@ def build(
     milvus_uri: str = typer.Option(
         None,
         help="Build the version in this Milvus instead of FAISS files: a cluster's URL "
-        "(http://HOST:19530), or a milvus-lite file, relative to --out. The facade reads it "
-        "from the version.",
+        "(http, port 19530 by default), or a milvus-lite file, relative to --out. The facade "
+        "reads it from the version.",
     ),
     milvus_token: str = typer.Option(
         None,

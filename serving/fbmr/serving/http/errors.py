@@ -116,6 +116,10 @@ def takes_form(request: Request) -> bool:
 
 async def _invalid_request(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
+    broken = [e for e in err.errors() if e.get("type") == "json_invalid"]
+    if broken:  # a JSON body that does not parse: a 400, as the text route answers it
+        cause = broken[0].get("ctx", {}).get("error", "")
+        return error_response(400, f"invalid request: the body is not JSON ({cause})")
     problems = []
     for e in err.errors():
         where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query"))

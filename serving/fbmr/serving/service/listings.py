@@ -16,12 +16,13 @@ from typing import Any
 
 from anyio import to_thread
 
+from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ErrorCode, Kind
 from fbmr.core.listing import PhotoCell, clean_field, clean_product_name, photo_cell
 from fbmr.serving.index.live_index import LiveIndex
 from fbmr.serving.index.store import IndexStore
 from fbmr.serving.index.updates import Update, UpdateLog
-from fbmr.serving.service.answers import Encoder, answer
+from fbmr.serving.service.answers import Encoder, Inputs, answer
 from fbmr.serving.service.errors import Invalid, NotFound, Unavailable
 from fbmr.serving.service.similar import known_category, loaded_index, same_embedding_space
 from fbmr.serving.service.state import FacadeState
@@ -66,7 +67,19 @@ async def put_listing(
     log it and apply it; searchable once this returns."""
     settings = state.settings
     kinds = list(index.kinds)
-    answers = await asyncio.gather(*(answer(state, kind, encoder(kind)) for kind in kinds))
+    # Every kind's inputs are built before any is sent: a photo that cannot be read is refused
+    # before a model is called (sent at once, the text's call could fail or answer first).
+    first = state.artifacts()
+    built = {kind: await encoder(kind)(first) for kind in kinds}
+
+    def encode(kind: Kind) -> Encoder:
+        async def inputs(artifacts: ModelArtifacts) -> Inputs:
+            # built again only for a version switched to meanwhile
+            return built[kind] if artifacts is first else await encoder(kind)(artifacts)
+
+        return inputs
+
+    answers = await asyncio.gather(*(answer(state, kind, encode(kind)) for kind in kinds))
     artifacts = answers[0][0]
     for other, _ in answers[1:]:
         if other.version != artifacts.version:  # a model version switch between the calls

@@ -53,10 +53,10 @@ def _state_path(grpc_port: int) -> Path:
 def start(
     repo: RepoOption = DEFAULT_MODEL_REPOSITORY,
     host: str = typer.Option(LOCALHOST, help=HOST_HELP),
-    http_port: int = typer.Option(TRITON_HTTP_PORT),
-    grpc_port: int = typer.Option(TRITON_GRPC_PORT),
+    http_port: int = typer.Option(TRITON_HTTP_PORT, help="Triton's HTTP port."),
+    grpc_port: int = typer.Option(TRITON_GRPC_PORT, help="Triton's gRPC port (the facade's)."),
     metrics_port: int = typer.Option(TRITON_METRICS_PORT, help="Prometheus metrics at /metrics."),
-    log: Path = typer.Option(None, help="Triton's log file [default: beside the repository]."),
+    log: Path = typer.Option(None, help="Triton's log file \\[default: beside the repository]."),
     timeout: float = typer.Option(180.0, help="Seconds to wait for a checked version."),
     foreground: bool = typer.Option(
         False, help="Stay in the foreground and start tritonserver again if it crashes."
@@ -97,7 +97,7 @@ def start(
 @app.command()
 def status(
     host: str = typer.Option(LOCALHOST, help=HOST_HELP),
-    grpc_port: int = typer.Option(TRITON_GRPC_PORT),
+    grpc_port: int = typer.Option(TRITON_GRPC_PORT, help="The tritonserver's gRPC port."),
     admin_key: AdminKeyOption = None,
 ) -> None:
     """Whether a tritonserver answers on the port and serves every ensemble at one exported
@@ -122,7 +122,9 @@ def status(
 
 @app.command()
 def stop(
-    grpc_port: int = typer.Option(TRITON_GRPC_PORT),
+    grpc_port: int = typer.Option(
+        TRITON_GRPC_PORT, help="The gRPC port of the tritonserver `fbmr triton start` started."
+    ),
     timeout: float = typer.Option(30.0, help="Seconds to wait before killing it."),
 ) -> None:
     """Stop the tritonserver that `fbmr triton start` started on this port."""

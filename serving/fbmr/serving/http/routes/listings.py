@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Path, UploadFile
+from fastapi import APIRouter, Depends, Form, Path, Request, UploadFile
+from starlette.convertors import Convertor, register_url_convertor
 
 from fbmr.core.contract import (
     LISTING_ID_PATTERN,
@@ -18,7 +19,7 @@ from fbmr.core.contract import (
     Kind,
 )
 from fbmr.serving.http.deps import OPTIONAL_PHOTO, PROTECTED, Index, Settings, State
-from fbmr.serving.http.errors import ERROR_RESPONSES
+from fbmr.serving.http.errors import ERROR_RESPONSES, FORM_TYPES, ApiError, media_type
 from fbmr.serving.http.inputs import (
     checked_listing_id,
     checked_text,
@@ -29,9 +30,27 @@ from fbmr.serving.http.inputs import (
 from fbmr.serving.http.schemas import CatalogueListing, ListingDeleted, ListingStored, TextQuery
 from fbmr.serving.service import listings
 from fbmr.serving.service.answers import Encoder
-from fbmr.serving.service.similar import loaded_index
+from fbmr.serving.service.similar import known_category, loaded_index
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
+
+
+class _AnyId(Convertor[str]):
+    """A path's listing id: anything to the end of the path, slashes and line breaks included,
+    so that an id outside the rule ("shop/123", "a\\nb") reaches the check and gets a 422
+    saying so, never a route's bare 404."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any_listing_id", _AnyId())
+ROUTE = LISTING_PATH.replace("{listing_id}", "{listing_id:any_listing_id}")
 
 
 def listing_id(
@@ -48,17 +67,19 @@ def listing_id(
 ListingId = Annotated[str, Depends(listing_id)]
 
 
-@router.put(LISTING_PATH, response_model=ListingStored)
+@router.put(ROUTE, response_model=ListingStored)
 async def put_listing(
     state: State,
     settings: Settings,
     store: Index,
     listing_id: ListingId,
+    request: Request,
     photo: list[UploadFile] | None = OPTIONAL_PHOTO,
-    name: str = Form(
-        ...,
+    # required, but checked here: FastAPI reads an empty form field as a missing one
+    name: str | None = Form(
+        None,
         max_length=MAX_LISTING_NAME_CHARS,
-        description="The listing's name, as the marketplace wrote it.",
+        description="The listing's name, as the marketplace wrote it (required).",
     ),
     description: str = Form("", description="The listing's description."),
     category: str | None = Form(None, description="Its category; by default the predicted one."),
@@ -71,7 +92,16 @@ async def put_listing(
 ) -> ListingStored:
     """Add a listing to the similar-listing index, or replace the listing of this id; it is
     searchable once this answers."""
+    if name is None or not name.strip():
+        message = "name: required; give the listing's name, as the marketplace wrote it"
+        if media_type(request) not in FORM_TYPES:
+            sent = media_type(request) or "a body without Content-Type"
+            message += f"; this endpoint takes multipart/form-data (photos, fields), not {sent}"
+        elif "name" in await request.form():  # parsed already, for the fields above
+            message = message.replace("required", "empty", 1)
+        raise ApiError(422, message)
     finite_price("price", price)
+    known_category(category, state.artifacts())  # before any model call; again after it
     index = loaded_index(store, settings)
     listings.photo_needed(index, bool(photo))
     data = await read_photos(photo, settings) if photo else []
@@ -91,7 +121,7 @@ async def put_listing(
     )
 
 
-@router.get(LISTING_PATH, response_model=CatalogueListing)
+@router.get(ROUTE, response_model=CatalogueListing)
 async def get_listing(settings: Settings, store: Index, listing_id: ListingId) -> CatalogueListing:
     """A listing as the similar-listing index holds it (put, or built from the catalogue); a 404
     when it holds none of this id."""
@@ -99,7 +129,7 @@ async def get_listing(settings: Settings, store: Index, listing_id: ListingId) -
     return CatalogueListing(**found, index_version=index_version)
 
 
-@router.delete(LISTING_PATH, response_model=ListingDeleted)
+@router.delete(ROUTE, response_model=ListingDeleted)
 async def delete_listing(settings: Settings, store: Index, listing_id: ListingId) -> ListingDeleted:
     """Remove a listing (sold, withdrawn) from the similar-listing index; it is never returned
     once this answers."""

@@ -18,7 +18,12 @@ from fbmr.serving.http.inputs import (
 )
 from fbmr.serving.http.schemas import SimilarListing, SimilarResponse
 from fbmr.serving.index.filters import ListingFilter
-from fbmr.serving.service.similar import loaded_index, searchable, similar_listings
+from fbmr.serving.service.similar import (
+    known_category,
+    loaded_index,
+    searchable,
+    similar_listings,
+)
 
 router = APIRouter(dependencies=PROTECTED, responses=ERROR_RESPONSES)
 
@@ -70,6 +75,7 @@ async def similar(
     if not 1 <= k <= settings.max_k:
         raise ApiError(422, f"k: must be between 1 and {settings.max_k}, got {k}")
     kind = query_kind(bool(photo), listing.given)
+    known_category(where.category, state.artifacts())  # before any model call; again after it
     index = loaded_index(store, settings)
     searchable(index, kind)
     kind, encode = await query_encoder(photo, listing, settings)
