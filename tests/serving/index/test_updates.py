@@ -128,6 +128,40 @@ def test_a_crafted_id_deletes_nothing_and_odd_ids_touch_only_themselves(tmp_path
     assert all(str(i) in index for i in range(50))
 
 
+ISSUE_42_ID = "x'] or id not in ['"  # pymilvus's `ids=` once read it as "every other id"
+
+
+def test_the_crafted_delete_of_issue_42_called_on_the_engine_directly_deletes_nothing(
+    tmp_path, milvus_uri
+):
+    """The engine's own calls, not only the log's replay: the id neither found, nor read, nor
+    deleted as anything but itself, nor able to empty a search that leaves it out."""
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri, n=50)
+    index = open_version(index_dir / "v0001")
+    assert ISSUE_42_ID not in index and index.get(ISSUE_42_ID) is None
+    index._delete(ISSUE_42_ID)
+    assert len(index) == 50 and all(str(i) in index for i in range(50))
+    assert (
+        len(
+            _ids(
+                index,
+                vectors[Kind.text][0],
+                50,
+                ListingFilter(exclude_ids=frozenset({ISSUE_42_ID})),
+            )
+        )
+        == 50
+    )
+    # and a listing of that very id is one listing like any other
+    vector = np.random.default_rng(5).normal(size=DIM).astype(np.float32)
+    index._put(_put(ISSUE_42_ID, vector))
+    assert _ids(index, vector, 1) == [ISSUE_42_ID] and len(index) == 51
+    index._delete(ISSUE_42_ID)
+    assert ISSUE_42_ID not in index and len(index) == 50
+    reopened = open_version(index_dir / "v0001")  # what a restart sees (the server's rows)
+    assert len(reopened) == 50 and all(str(i) in reopened for i in range(50))
+
+
 def test_a_location_filter_with_any_characters_is_a_plain_substring(tmp_path, milvus_uri):
     index_dir, vectors = _index_dir(tmp_path, milvus_uri, n=20)
     index = open_version(index_dir / "v0001")
