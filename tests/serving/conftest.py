@@ -5,19 +5,44 @@ suite of index tests runs on each."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from fastapi.testclient import TestClient
 
 from fbmr.serving.http.main import create_app
 from fbmr.serving.settings import FacadeSettings
 from tests.helpers import TEST_LIMITS, free_ports, split_listings
+from tests.milvus_server import MilvusSandbox, milvus_unavailable
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory) -> Iterator[MilvusSandbox]:
+    """A real Milvus server (the standalone server of the `milvus` wheel) for the session,
+    reachable at 127.0.0.1 on a free port only (tests/milvus_server.py says how), always stopped.
+    Skipped, with the reason, where its binary cannot run here."""
+    reason = milvus_unavailable()
+    if reason:
+        pytest.skip(reason)
+    sandbox = MilvusSandbox(tmp_path_factory.mktemp("milvus-server"))
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
+@pytest.fixture(
+    params=["faiss", "milvus-lite", pytest.param("milvus-server", marks=pytest.mark.integration)]
+)
 def milvus_uri(request) -> str | None:
-    """The engine an index test builds on: None for FAISS, or a milvus-lite file (relative to
-    the index directory) for Milvus."""
-    return None if request.param == "faiss" else "milvus.db"
+    """The engine an index test builds on: None for FAISS, a milvus-lite file (relative to the
+    index directory), or the URL of the session's Milvus server."""
+    if request.param == "faiss":
+        return None
+    if request.param == "milvus-lite":
+        return "milvus.db"
+    server: MilvusSandbox = request.getfixturevalue("milvus_server")
+    return server.uri
 
 
 @pytest.fixture(scope="module")

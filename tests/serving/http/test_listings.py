@@ -1,7 +1,7 @@
 """`PUT` and `DELETE /v1/listings/{id}` through the facade, over a real Triton: a listing put is
-found at once, a deleted one never again (on the FAISS and the Milvus engines); bad input writes
-nothing; with two workers, both
-see each update, and each acknowledged one survives a SIGKILL of the whole facade."""
+found at once, a deleted one never again (on FAISS, milvus-lite and a Milvus server); bad input
+writes nothing; with two workers, both see each update, and each acknowledged one survives a
+SIGKILL of the whole facade."""
 
 from __future__ import annotations
 
@@ -31,16 +31,19 @@ def index_copy(demo_index, tmp_path) -> Path:
     return Path(shutil.copytree(demo_index, tmp_path / "index"))
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+@pytest.fixture(params=["faiss", "milvus-lite", "milvus-server"])
 def live_index(request, demo_index, demo_prepared, triton, cpu_repository, tmp_path) -> Path:
     """An index of the demo catalogue of its own, on each engine: the demo index copied (FAISS),
-    or the same listings built into a milvus-lite file."""
+    or the same listings built into a milvus-lite file or the session's Milvus server."""
     if request.param == "faiss":
         return Path(shutil.copytree(demo_index, tmp_path / "index"))
     index_dir = tmp_path / "index"
+    uri = "milvus.db"
+    if request.param == "milvus-server":
+        uri = request.getfixturevalue("milvus_server").uri
     build_catalogue_index(
         demo_prepared, index_dir, triton.ports.grpc_url, cpu_repository,
-        splits=("train", "val"), progress=False, milvus_uri="milvus.db",
+        splits=("train", "val"), progress=False, milvus_uri=uri,
     )  # fmt: skip
     return index_dir
 

@@ -14,7 +14,15 @@ from fbmr.core.contract import Kind
 from fbmr.serving.index import catalogue, updates
 from fbmr.serving.index.filters import ListingFilter
 from fbmr.serving.index.live_index import LiveIndex
-from fbmr.serving.index.store import IndexStore, IndexType, open_version, save_version
+from fbmr.serving.index.store import (
+    DEAD_MIN,
+    DEAD_SHARE,
+    FaissIndex,
+    IndexStore,
+    IndexType,
+    open_version,
+    save_version,
+)
 from fbmr.serving.index.updates import UPDATES_LOG, Update, UpdateLog, changes, fold
 
 DIM = 16
@@ -126,6 +134,73 @@ def test_a_crafted_id_deletes_nothing_and_odd_ids_touch_only_themselves(tmp_path
         index.catch_up()
         assert listing_id not in index and len(index) == 50 + len(odd) - count
     assert all(str(i) in index for i in range(50))
+
+
+@pytest.mark.parametrize("kind", [IndexType.exact, IndexType.ivf, IndexType.hnsw])
+def test_re_putting_or_deleting_listings_does_not_grow_the_faiss_index(tmp_path, kind):
+    """A replaced listing's old vectors leave FAISS (overwritten in place where the index can;
+    in an HNSW graph, masked until the dead ones pass a share of the live, then rebuilt)."""
+    index_dir, vectors = _index_dir(tmp_path, None, kind=kind)
+    index = open_version(index_dir / "v0001")
+    assert isinstance(index, FaissIndex)
+    slack = 0 if kind is not IndexType.hnsw else max(DEAD_MIN, int(DEAD_SHARE * 300))
+    log, rng = UpdateLog(index_dir), np.random.default_rng(11)
+    for _ in range(3 * (DEAD_MIN + slack)):
+        last = rng.normal(size=DIM).astype(np.float32)
+        log.append(_put("5", last))
+        index.catch_up()
+        assert all(300 <= i.ntotal <= 300 + slack for i in index.indexes.values())
+    assert len(index) == 300
+    found = _ids(index, last, 10)
+    assert found[0] == "5" and found.count("5") == 1
+    assert _ids(index, vectors[Kind.text][7], 1) == ["7"]  # the rest as it was
+    assert index.get("5")["category"] == "lamps"
+
+    for i in range(100, 200):
+        log.append(Update("delete", str(i)))
+    index.catch_up()
+    assert len(index) == 200
+    assert all(
+        i.ntotal <= 200 + max(DEAD_MIN, int(DEAD_SHARE * 200)) for i in index.indexes.values()
+    )
+    if kind is IndexType.ivf:  # removed by id at once
+        assert all(i.ntotal == 200 for i in index.indexes.values())
+    assert _ids(index, last, 1) == ["5"] and _ids(index, vectors[Kind.text][7], 1) == ["7"]
+    assert not set(_ids(index, vectors[Kind.text][150], 20)) & {str(i) for i in range(100, 200)}
+
+
+ISSUE_42_ID = "x'] or id not in ['"  # pymilvus's `ids=` once read it as "every other id"
+
+
+def test_the_crafted_delete_of_issue_42_called_on_the_engine_directly_deletes_nothing(
+    tmp_path, milvus_uri
+):
+    """The engine's own calls, not only the log's replay: the id neither found, nor read, nor
+    deleted as anything but itself, nor able to empty a search that leaves it out."""
+    index_dir, vectors = _index_dir(tmp_path, milvus_uri, n=50)
+    index = open_version(index_dir / "v0001")
+    assert ISSUE_42_ID not in index and index.get(ISSUE_42_ID) is None
+    index._delete(ISSUE_42_ID)
+    assert len(index) == 50 and all(str(i) in index for i in range(50))
+    assert (
+        len(
+            _ids(
+                index,
+                vectors[Kind.text][0],
+                50,
+                ListingFilter(exclude_ids=frozenset({ISSUE_42_ID})),
+            )
+        )
+        == 50
+    )
+    # and a listing of that very id is one listing like any other
+    vector = np.random.default_rng(5).normal(size=DIM).astype(np.float32)
+    index._put(_put(ISSUE_42_ID, vector))
+    assert _ids(index, vector, 1) == [ISSUE_42_ID] and len(index) == 51
+    index._delete(ISSUE_42_ID)
+    assert ISSUE_42_ID not in index and len(index) == 50
+    reopened = open_version(index_dir / "v0001")  # what a restart sees (the server's rows)
+    assert len(reopened) == 50 and all(str(i) in reopened for i in range(50))
 
 
 def test_a_location_filter_with_any_characters_is_a_plain_substring(tmp_path, milvus_uri):

@@ -73,13 +73,17 @@ class ListingColumns:
         self.remove(listing_id)
         i, self.size = self.size, self.size + 1
         self.positions[listing_id] = i
+        self.replace(i, listing)
+        return i
+
+    def replace(self, i: int, listing: dict[str, Any]) -> None:
+        """The columns at position `i` say `listing`'s fields (its id's position already)."""
         self.categories[i] = self.codes.setdefault(listing["category"], len(self.codes))
         # a listing without a price never passes a price bound
         price = listing.get("price")
         self.prices[i] = np.nan if price is None else float(price)
         self.locations[i] = (listing.get("location") or "").casefold()
         self.alive[i] = True
-        return i
 
     def remove(self, listing_id: str) -> None:
         """Mark the listing of `listing_id` not alive; nothing when there is none."""

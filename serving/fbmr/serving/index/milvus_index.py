@@ -11,10 +11,19 @@ file opens in one process only, so a facade with `--workers 2` or more needs a M
 Filters become a Milvus boolean expression evaluated inside the search, so k listings that pass
 come back. Collections are created with strong consistency: a listing upserted is searchable
 by the next query, from any facade worker.
+
+A listing's price and location may be missing. Milvus servers before 2.5 have no nullable
+fields (a null is refused, or the rows miscounted), so a collection stores them as plain fields
+beside a flag each (`has_price`, `has_location`), which works on milvus-lite, the 2.3 standalone
+server and a current cluster alike; a collection written with nullable fields (by fbmr before
+the flags) is still read and updated in its own form. Servers before 2.4 match LIKE patterns by
+prefix only: there the location filter (a substring) is applied to the nearest candidates that
+pass the rest, widened until k pass or every candidate was seen (at most Milvus's top-k limit).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -22,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType, MilvusClient, MilvusException
 
 from fbmr.core.contract import Kind
 from fbmr.serving.index.build import (
@@ -43,7 +52,11 @@ from fbmr.serving.index.updates import Update
 ID_LENGTH = 1024
 TEXT_LENGTH = 2048
 LISTING_FIELDS = ["id", "name", "category", "price", "location"]
+# a missing price or location: the flag False, the field a placeholder no filter reads
+FLAGS = {"price": "has_price", "location": "has_location"}
 INSERT_BATCH = 1000
+# the most results one Milvus search returns
+MAX_TOPK = 16384
 # HNSW's build breadth, as faiss's default for the index the FAISS engine builds
 HNSW_EF_CONSTRUCTION = 40
 
@@ -74,9 +87,12 @@ def _cut(text: str) -> str:
     return text.encode()[:TEXT_LENGTH].decode(errors="ignore")
 
 
-def _row(listing: dict[str, Any], vector: NDArray[np.float32]) -> dict[str, Any]:
+def _row(
+    listing: dict[str, Any], vector: NDArray[np.float32], nullable: bool = False
+) -> dict[str, Any]:
+    """A collection's row for `listing`; `nullable` for a collection with nullable fields."""
     price, location = listing.get("price"), listing.get("location")
-    return {
+    row = {
         "id": str(listing["id"]),
         "name": _cut(str(listing.get("name") or "")),
         "category": _cut(str(listing["category"])),
@@ -86,6 +102,25 @@ def _row(listing: dict[str, Any], vector: NDArray[np.float32]) -> dict[str, Any]
         "location_key": _cut((location or "").casefold()),
         "vector": vector.tolist(),
     }
+    if not nullable:
+        row |= {"has_price": price is not None, "has_location": location is not None}
+        row["price"] = row["price"] or 0.0
+        row["location"] = row["location"] or ""
+    return row
+
+
+def _listing(entity: dict[str, Any], nullable: bool = False) -> dict[str, Any]:
+    """The listing a row holds (its missing fields None again)."""
+    listing = {field: entity.get(field) for field in LISTING_FIELDS}
+    if not nullable:
+        for field, flag in FLAGS.items():
+            if not entity.get(flag):
+                listing[field] = None
+    return listing
+
+
+def _output_fields(nullable: bool) -> list[str]:
+    return LISTING_FIELDS if nullable else [*LISTING_FIELDS, *FLAGS.values()]
 
 
 def write_collections(
@@ -107,8 +142,10 @@ def write_collections(
         schema.add_field("id", DataType.VARCHAR, max_length=ID_LENGTH, is_primary=True)
         schema.add_field("name", DataType.VARCHAR, max_length=TEXT_LENGTH)
         schema.add_field("category", DataType.VARCHAR, max_length=TEXT_LENGTH)
-        schema.add_field("price", DataType.DOUBLE, nullable=True)
-        schema.add_field("location", DataType.VARCHAR, max_length=TEXT_LENGTH, nullable=True)
+        schema.add_field("price", DataType.DOUBLE)
+        schema.add_field("has_price", DataType.BOOL)
+        schema.add_field("location", DataType.VARCHAR, max_length=TEXT_LENGTH)
+        schema.add_field("has_location", DataType.BOOL)
         schema.add_field("location_key", DataType.VARCHAR, max_length=TEXT_LENGTH)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=array.shape[1])
         client.create_collection(
@@ -148,11 +185,14 @@ def id_list(ids: list[str]) -> str:
     return f"[{', '.join(literal(i) for i in ids)}]"
 
 
-def expression(where: ListingFilter) -> str:
-    """`where` as a Milvus filter expression ("" for no filter)."""
+def expression(where: ListingFilter, nullable: bool = False) -> str:
+    """`where` as a Milvus filter expression ("" for no filter); `nullable` for a collection
+    with nullable fields, where a null price fails a bound by itself."""
     parts = []
     if where.category is not None:
         parts.append(f"category == {literal(where.category)}")
+    if not nullable and (where.price_min is not None or where.price_max is not None):
+        parts.append("has_price == true")  # a listing without a price never passes a bound
     if where.price_min is not None:
         parts.append(f"price >= {float(where.price_min)!r}")
     if where.price_max is not None:
@@ -175,7 +215,21 @@ class MilvusIndex(LiveIndex):
         self.client = connect(path.parent, self.meta["milvus_uri"], token)
         self.collections = {Kind(k): name for k, name in self.meta["collections"].items()}
         self.type = IndexType(self.meta["type"])
+        fields = self.client.describe_collection(self._first())["fields"]
+        # written before the flags: nullable fields, read and updated in that form
+        self.nullable = FLAGS["price"] not in {field["name"] for field in fields}
+        self.infix_like = self._matches_infix()
         self.catch_up()
+
+    def _matches_infix(self) -> bool:
+        """Whether this Milvus matches `like "%...%"` (2.4 and later; 2.3 only prefixes)."""
+        try:
+            self.client.query(self._first(), filter='location_key like "%a%"', limit=1)
+        except MilvusException as err:
+            if "pattern" not in str(err):
+                raise
+            return False
+        return True
 
     def _first(self) -> str:
         """One of its collections (they all hold the same listings)."""
@@ -191,10 +245,10 @@ class MilvusIndex(LiveIndex):
         found = self.client.query(
             self._first(),
             filter=f"id in {id_list([listing_id])}",
-            output_fields=LISTING_FIELDS,
+            output_fields=_output_fields(self.nullable),
             limit=1,
         )
-        return {field: found[0].get(field) for field in LISTING_FIELDS} if found else None
+        return _listing(found[0], self.nullable) if found else None
 
     def __len__(self) -> int:
         rows = self.client.query(self._first(), filter="", output_fields=["count(*)"])
@@ -204,7 +258,7 @@ class MilvusIndex(LiveIndex):
         assert update.listing is not None and update.vectors is not None
         for kind, name in self.collections.items():
             vector = normalise(update.vectors[kind][None])[0]
-            self.client.upsert(name, [_row(update.listing, vector)])
+            self.client.upsert(name, [_row(update.listing, vector, self.nullable)])
 
     def _delete(self, listing_id: str) -> None:
         for name in self.collections.values():
@@ -213,19 +267,33 @@ class MilvusIndex(LiveIndex):
     def _search(
         self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
     ) -> list[Hit]:
+        if where.location is None or self.infix_like:
+            return [hit for hit, _ in self._hits(kind, query, k, where)]
+        # a server that matches prefixes only: the location checked here, on ever more of the
+        # nearest candidates that pass the rest of the filter
+        needle, rest = where.location.casefold(), dataclasses.replace(where, location=None)
+        limit = min(MAX_TOPK, max(8 * k, 64))
+        while True:
+            candidates = self._hits(kind, query, limit, rest)
+            passed = [hit for hit, entity in candidates if needle in entity["location_key"]]
+            if len(passed) >= k or len(candidates) < limit or limit == MAX_TOPK:
+                return passed[:k]
+            limit = min(MAX_TOPK, 4 * limit)
+
+    def _hits(
+        self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
+    ) -> list[tuple[Hit, dict[str, Any]]]:
+        """The `k` nearest rows that pass `where`'s expression: hits, and the rows as found."""
         found = self.client.search(
             self.collections[kind],
             data=query.tolist(),
             limit=k,
-            filter=expression(where),
-            output_fields=LISTING_FIELDS,
+            filter=expression(where, self.nullable),
+            output_fields=[*_output_fields(self.nullable), "location_key"],
             search_params={"params": self._search_params(k)},
         )
         return [
-            Hit(
-                {field: hit["entity"].get(field) for field in LISTING_FIELDS},
-                float(hit["distance"]),
-            )
+            (Hit(_listing(hit["entity"], self.nullable), float(hit["distance"])), hit["entity"])
             for hit in found[0]
         ]
 
