@@ -10,9 +10,15 @@ import pytest
 
 from fbmr.core.artifacts import ARTIFACTS_FILE, REPOSITORY_MANIFEST
 from fbmr.core.contract import ARTIFACTS_ENSEMBLE, ENSEMBLE_NAMES
-from fbmr.serving.triton.pin import PIN_FILE, read_pin, write_pin
-from fbmr.serving.triton.rollout import ENSEMBLE_LOAD_TRIES, Rollout, RolloutStatus
-from fbmr.serving.triton.smoke import VersionRefused
+from fbmr.serving.triton.rollout import (
+    ENSEMBLE_LOAD_TRIES,
+    PIN_FILE,
+    Rollout,
+    RolloutStatus,
+    VersionRefused,
+    read_pin,
+    write_pin,
+)
 from tests.helpers import free_ports
 
 

@@ -26,26 +26,34 @@ then only follows what Triton serves, as before.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from google.protobuf import json_format  # type: ignore[import-untyped]
-from tritonclient.grpc import InferenceServerClient
+import numpy as np
+from google.protobuf import json_format, text_format  # type: ignore[import-untyped]
+from numpy.typing import NDArray
+from PIL import Image
+from tritonclient.grpc import InferenceServerClient, InferInput, InferRequestedOutput
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from fbmr.core.artifacts import exported_versions, published_version
-from fbmr.core.contract import ENSEMBLE_NAMES
+from fbmr.core.artifacts import ModelArtifacts, exported_versions, published_version
+from fbmr.core.contract import ENSEMBLE_NAMES, IMAGE, PROBABILITIES, TOKEN_IDS, Datatype
+from fbmr.core.fileio import atomic_write_json
 from fbmr.serving.triton.admin import admin_client
-from fbmr.serving.triton.pin import read_pin
-from fbmr.serving.triton.smoke import SmokeTest, VersionBusy, VersionRefused, read_config, short
 
 log = logging.getLogger(__name__)
 
+PIN_FILE = "pinned_version.json"
 # Smoke tests in a row that may time out under load before a version is refused for it.
 BUSY_TRIES = 3
 # Loads of the ensembles before a switch is given up, and how long each is left to settle (the
@@ -54,11 +62,53 @@ ENSEMBLE_LOAD_TRIES = 4
 ENSEMBLE_SETTLE_S = 0.5
 # Triton's refusal of a load that one of its own re-loads overtook (not a fault of the version)
 _OVERTAKEN = "current load operation is out-dated"
+# Triton's answers that say "not now" rather than "wrong"
+_BUSY_STATUSES = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+# What the smoke test sends through every ensemble: a listing as a seller would post it.
+SMOKE_TEXT = "Oak dining table with four chairs, good condition, collection only | in Leeds"
+
+
+class VersionRefused(RuntimeError):
+    """A model version failed to load or failed its smoke test; the message says why."""
+
+
+class VersionBusy(VersionRefused):
+    """The smoke test got no answer in time (Triton's queue full or its deadline passed): a
+    busy machine, not yet a fault of the version; refused after BUSY_TRIES of these."""
 
 
 class VersionNotThere(RuntimeError):
     """Triton's repository does not hold the version yet (its copy of the repository is synced
     apart from the facade's, as in Kubernetes): tried again later, not refused."""
+
+
+def read_pin(repository: Path) -> int | None:
+    """The version the repository's pin file holds the service at; None: follow the newest."""
+    try:
+        return int(json.loads((Path(repository) / PIN_FILE).read_text())["version"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("%s ignored: %s", Path(repository) / PIN_FILE, err)
+        return None
+
+
+def write_pin(repository: Path, version: int | None) -> None:
+    """Hold the service at `version` (None: follow the newest export again)."""
+    path = Path(repository) / PIN_FILE
+    if version is None:
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write_json(path, {"version": version})
+
+
+def smoke_photo() -> bytes:
+    """A photo for the smoke test: a wooden-brown gradient, as a JPEG the way sellers send them."""
+    across, down = np.meshgrid(np.linspace(0, 1, 160), np.linspace(0, 1, 120))
+    pixels = np.stack([120 + 100 * across * down, 70 + 60 * across, 30 + 20 * down], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 @dataclass
@@ -104,6 +154,16 @@ def _fingerprint(repository: Path, version: int) -> tuple[int, int]:
     return len(files), max((p.stat().st_mtime_ns for p in files), default=0)
 
 
+def _read_config(repository: Path, name: str) -> mc.ModelConfig:
+    return text_format.Parse(
+        (Path(repository) / name / "config.pbtxt").read_text(), mc.ModelConfig()
+    )
+
+
+def _datatype(value: int) -> str:
+    return Datatype.of_config(str(mc.DataType.Name(value)))
+
+
 @dataclass
 class _Refusals:
     causes: dict[int, tuple[tuple[int, int], str]] = field(default_factory=dict)
@@ -136,7 +196,6 @@ class Rollout:
         self.drain_s = drain_s  # the longest request still inside the old ensembles
         # `admin_key`: what Triton's restricted repository API expects (`triton_admin`)
         self.client = admin_client(InferenceServerClient(url), admin_key)
-        self.smoke = SmokeTest(self.client, self.repository)
         self.in_use: int | None = None
         self.explicit = True
         self._refusals = _Refusals()
@@ -170,7 +229,7 @@ class Rollout:
     def _composing(self) -> list[str]:
         names: list[str] = []
         for ensemble in ENSEMBLE_NAMES:
-            for step in read_config(self.repository, ensemble).ensemble_scheduling.step:
+            for step in _read_config(self.repository, ensemble).ensemble_scheduling.step:
                 if step.model_name not in names:
                     names.append(step.model_name)
         return names
@@ -182,7 +241,7 @@ class Rollout:
     # --- loading ------------------------------------------------------------------------
 
     def _load(self, name: str, versions: Iterable[int], pin: int | None = None) -> None:
-        config = read_config(self.repository, name)
+        config = _read_config(self.repository, name)
         config.version_policy.Clear()
         config.version_policy.specific.versions.extend(sorted(set(versions)))
         if pin is not None:  # an ensemble: every step on the composing models' version `pin`
@@ -196,7 +255,7 @@ class Rollout:
             message = err.message() or str(err)
             if "not allowed" in message:  # Triton polls its repository itself
                 self.explicit = False
-            raise VersionRefused(short(message)) from None
+            raise VersionRefused(_short(message)) from None
 
     def _load_all(self, loads: list[tuple[str, list[int], int | None]]) -> None:
         """Models loaded side by side (Triton loads in parallel threads); the first failure."""
@@ -241,6 +300,96 @@ class Rollout:
         except (InferenceServerException, VersionRefused) as err:
             log.warning("after a refused version, version %s not restored: %s", keep, err)
 
+    # --- the smoke test -----------------------------------------------------------------
+
+    def _smoke_inputs(self, version: int) -> dict[str, NDArray[Any]]:
+        artifacts = ModelArtifacts.load(self.repository, version=version)
+        return {
+            IMAGE: artifacts.image_input(smoke_photo())[None],
+            TOKEN_IDS: artifacts.text_input(SMOKE_TEXT)[None],
+        }
+
+    def _infer(
+        self,
+        name: str,
+        version: int,
+        inputs: dict[str, NDArray[Any]],
+        wanted: list[str],
+        datatypes: dict[str, str],
+    ) -> dict[str, NDArray[Any]]:
+        tensors = []
+        for key, array in inputs.items():
+            tensor = InferInput(key, list(array.shape), datatypes[key])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        try:
+            result = self.client.infer(
+                name,
+                tensors,
+                model_version=str(version),
+                outputs=[InferRequestedOutput(w) for w in wanted],
+                client_timeout=60.0,
+            )
+        except InferenceServerException as err:
+            message = f"{name}: {_short(err.message() or str(err))}"
+            busy = err.status() in _BUSY_STATUSES and "ready state" not in message
+            raise (VersionBusy if busy else VersionRefused)(message) from None
+        return {w: result.as_numpy(w) for w in wanted}
+
+    def _check(self, ensemble: mc.ModelConfig, answers: dict[str, NDArray[Any]]) -> None:
+        for output in ensemble.output:
+            array = answers.get(output.name)
+            expected = (1, *output.dims)
+            if array is None or tuple(array.shape) != expected:
+                shape = None if array is None else tuple(array.shape)
+                raise VersionRefused(
+                    f"{ensemble.name}: {output.name} of shape {shape}, not {expected}"
+                )
+            if not np.isfinite(array).all():
+                raise VersionRefused(f"{ensemble.name}: {output.name} not finite")
+        total = float(answers[PROBABILITIES].sum())
+        if not math.isclose(total, 1.0, abs_tol=1e-3):
+            raise VersionRefused(f"{ensemble.name}: probabilities add up to {total:.4f}, not 1")
+
+    def _smoke(self, version: int, step_by_step: bool) -> None:
+        """One listing through each ensemble at `version`: step by step on the composing models
+        (before the switch, so nothing the facade calls changes), or through the ensembles
+        themselves (after it)."""
+        inputs = self._smoke_inputs(version)
+        for name in ENSEMBLE_NAMES:
+            ensemble = _read_config(self.repository, name)
+            tensors = {i.name: inputs[i.name] for i in ensemble.input}
+            datatypes = {i.name: _datatype(i.data_type) for i in ensemble.input}
+            if step_by_step:
+                self._run_steps(ensemble, version, tensors, datatypes)
+            else:
+                wanted = [o.name for o in ensemble.output]
+                tensors.update(self._infer(name, version, tensors, wanted, datatypes))
+            self._check(ensemble, tensors)
+
+    def _run_steps(
+        self,
+        ensemble: mc.ModelConfig,
+        version: int,
+        tensors: dict[str, NDArray[Any]],
+        datatypes: dict[str, str],
+    ) -> None:
+        """What Triton's ensemble scheduler does, on the composing models at `version`: each
+        step once its inputs are there; its outputs added to `tensors`."""
+        steps = list(ensemble.ensemble_scheduling.step)
+        while steps:
+            step = next((s for s in steps if set(s.input_map.values()) <= tensors.keys()), None)
+            if step is None:
+                raise VersionRefused(f"{ensemble.name}: steps whose inputs nothing produces")
+            steps.remove(step)
+            for tensor in _read_config(self.repository, step.model_name).output:
+                produced = step.output_map.get(tensor.name, tensor.name)
+                datatypes[produced] = _datatype(tensor.data_type)
+            feed = {key: tensors[value] for key, value in step.input_map.items()}
+            types = {key: datatypes[value] for key, value in step.input_map.items()}
+            out = self._infer(step.model_name, version, feed, list(step.output_map), types)
+            tensors.update({step.output_map[k]: v for k, v in out.items()})
+
     # --- the rollout --------------------------------------------------------------------
 
     def _switch(self, version: int, loaded: int | None) -> None:
@@ -256,10 +405,10 @@ class Rollout:
             if absent := [n for n in composing if not self.client.is_model_ready(n, str(version))]:
                 self._restore(composing, loaded)
                 raise VersionNotThere(f"{', '.join(absent)} not in Triton's repository yet")
-            self.smoke.run(version, step_by_step=True)
+            self._smoke(version, step_by_step=True)
             # only a version whose every step answered reaches the ensembles
             self._load_ensembles(version)
-            self.smoke.run(version, step_by_step=False)
+            self._smoke(version, step_by_step=False)
         except (VersionRefused, OSError, ValueError) as err:
             self._restore(composing, loaded)
             raise err if isinstance(err, VersionRefused) else VersionRefused(str(err)) from None
@@ -328,3 +477,9 @@ class Rollout:
         self._busy.pop(version, None)
         serving = f"serving version {served}" if served else "no version served"
         log.error("model version %d refused: %s; %s", version, err, serving)
+
+
+def _short(message: str, limit: int = 300) -> str:
+    """Triton's message without the Python traceback it appends (the cause is its first line)."""
+    first = message.split("\n\nAt:")[0].strip()
+    return first if len(first) <= limit else first[: limit - 3] + "..."
