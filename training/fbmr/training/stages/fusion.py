@@ -12,8 +12,9 @@ combined head then trains for its embedding (what similar-listing search indexes
 loss, and its logits get no weight in the stack: they are fit on the very training listings, and
 no held-out logits of it exist to weigh them by. Validation then keeps the fit weights unless
 an input alone has the lower loss (`_hold_to_inputs`). `fusion_folds` 0 fits everything on the
-in-sample predictions, as before, judged by validation top-1. The served text and image models stay the ones trained on the
-whole train split either way: only what the fusion head is fit on changes.
+in-sample predictions, as before, judged by validation top-1. The served text and image models
+stay the ones trained on the whole train split either way: only what the fusion head is fit on
+changes.
 """
 
 from __future__ import annotations
