@@ -39,11 +39,19 @@ def real_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_seed(tmp_path_factory) -> Path:
-    """Demo listings in the seed layout, generated once per test session."""
+def demo_summary(tmp_path_factory):
+    """Demo listings in the seed layout with the generator's defaults, generated once per test
+    session: what `generate_demo` reported (the folder, its listing and photo counts)."""
     from fbmr.training.data.demo import generate_demo
 
-    return generate_demo(tmp_path_factory.mktemp("demo") / "seed", progress=False).out
+    return generate_demo(tmp_path_factory.mktemp("demo") / "seed", progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_seed(demo_summary) -> Path:
+    """The session's demo listings in the seed layout (a folder tests only read)."""
+    out: Path = demo_summary.out
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +87,49 @@ def cpu_repository(tiny_run, demo_prepared, tmp_path_factory) -> Path:
 
     repository = tmp_path_factory.mktemp("triton") / "model_repository"
     export_run(tiny_run, repository, data=PreparedDataset(demo_prepared), progress=False)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def run_models(tiny_run, demo_prepared):
+    """tiny_run's models loaded for export (`load_run`), once per session; tests that change a
+    model change a copy."""
+    from fbmr.export.onnx_models import load_run
+    from fbmr.training.data.prepared import PreparedDataset
+
+    return load_run(tiny_run, PreparedDataset(demo_prepared))
+
+
+@pytest.fixture(scope="session")
+def untrained_models(demo_prepared):
+    """What export reads from a TINY_TRAINING run on the demo data, without training it: the
+    models' names and tensors, classes, image settings and tokeniser (tests/helpers.py)."""
+    from tests.helpers import untrained_run_models
+
+    return untrained_run_models(demo_prepared, TINY_TRAINING)
+
+
+@pytest.fixture(scope="session")
+def artifact_repository(untrained_models, tmp_path_factory) -> Path:
+    """A cpu-target model repository at version 1 as `fbmr export` publishes it (model and
+    ensemble configs, the tokeniser, labels and image settings in `fbmr.json`), with stand-in
+    ONNX files: for the fast tier's tests that read an export's files and never run its models
+    (no training, no ONNX export, no tritonserver)."""
+    from fbmr.core.artifacts import Provenance
+    from fbmr.export.onnx_models import toolchain
+    from fbmr.export.repository import publish_version, stage_version
+    from fbmr.export.settings import ServingSettings, Target
+
+    root = tmp_path_factory.mktemp("artifacts")
+    stand_in = root / "stand-in.onnx"
+    stand_in.write_bytes(b"not a model: these tests never run one")
+    files = {m.name: stand_in for m in untrained_models.models}
+    provenance = Provenance("untrained", untrained_models.image_trunk, "float32", {}, toolchain())
+    repository = root / "model_repository"
+    names = stage_version(
+        untrained_models, files, root / "staging", 1, Target.cpu, ServingSettings(), provenance
+    )
+    publish_version(root / "staging", repository, names, 1)
     return repository
 
 
