@@ -10,6 +10,7 @@ of their own, train a stage or prepare the real sample say so with the marker th
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,61 @@ REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "marketplace"
 INTEGRATION_FIXTURES = frozenset({"tiny_run", "triton"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `integration` every test whose fixtures (all of them, transitively) build the chain."""
+# The session fixtures that take minutes to build, with the time each may take on top of a test's
+# timeout (pyproject.toml): given to the first test in the run that uses it, which builds it.
+SESSION_BUILD_S = {
+    "tiny_run": 300,  # the demo data prepared, all four stages trained
+    "cpu_repository": 300,  # the ONNX export, parity-checked
+    "int8_repository": 300,  # the INT8 export and its gate
+    "triton": 120,  # tritonserver loading the repository
+    "demo_index": 120,  # the catalogue embedded through Triton
+}
+
+
+# trylast: on the final order, where the first test over a fixture is the one that builds it
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `integration` every test whose fixtures (all of them, transitively) build the chain,
+    and give the first test over each of SESSION_BUILD_S its build time on top of its timeout."""
+    unbuilt = dict(SESSION_BUILD_S)
     for item in items:
-        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if INTEGRATION_FIXTURES & fixtures:
             item.add_marker(pytest.mark.integration)
+        extra = sum(unbuilt.pop(name) for name in sorted(fixtures & set(unbuilt)))
+        if extra:
+            marker = item.get_closest_marker("timeout")
+            base = marker.args[0] if marker and marker.args else float(config.getini("timeout"))
+            item.add_marker(pytest.mark.timeout(base + extra), append=False)
+
+
+RUN_STARTED = pytest.StashKey[float]()
+RUN_VERDICT = pytest.StashKey[str]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[RUN_STARTED] = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail a run that passed the budget (tests/helpers.py: RUN_BUDGET_S), loudly."""
+    from tests.helpers import over_budget, run_budget_s
+
+    started = session.config.stash.get(RUN_STARTED, None)
+    if started is None or session.config.option.collectonly:
+        return
+    verdict = over_budget(time.monotonic() - started, run_budget_s())
+    if verdict is not None:
+        session.config.stash[RUN_VERDICT] = verdict
+        if exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    verdict = config.stash.get(RUN_VERDICT, None)
+    if verdict is not None:
+        terminalreporter.section("run budget", sep="=", red=True, bold=True)
+        terminalreporter.write_line(f"FAILED: {verdict}", red=True, bold=True)
 
 
 @pytest.fixture(scope="session")

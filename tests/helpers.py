@@ -251,3 +251,33 @@ def untrained_run_models(prepared, training: dict):
     ]
     trunk_record = {"backbone": config.backbone, "weights": config.image_weights}
     return RunModels(models, classes, spec, tokenizer, TEXT_ENCODER, trunk_record, data)
+
+
+# The whole test run's budget: CI (scripts/test.sh, every test) must stay under 15 minutes; a run
+# past 18 fails, whatever its tests did, so the budget cannot be crossed silently.
+RUN_BUDGET_S = 18 * 60
+RUN_BUDGET_ENV = "FBMR_TEST_BUDGET_S"  # another budget in seconds; 0 turns the check off
+
+
+def run_budget_s(environ: dict[str, str] | os._Environ[str] = os.environ) -> float:
+    """The run's budget in seconds: RUN_BUDGET_S, or `$FBMR_TEST_BUDGET_S` (0: no budget)."""
+    value = environ.get(RUN_BUDGET_ENV, "").strip()
+    if not value:
+        return float(RUN_BUDGET_S)
+    budget = float(value)
+    if budget < 0:
+        raise ValueError(f"{RUN_BUDGET_ENV} must be 0 (off) or a number of seconds, not {value!r}")
+    return budget
+
+
+def over_budget(elapsed_s: float, budget_s: float) -> str | None:
+    """Why a run that took `elapsed_s` fails its budget, or None when it is within it (or the
+    budget is 0, off)."""
+    if budget_s <= 0 or elapsed_s <= budget_s:
+        return None
+    return (
+        f"the test run took {elapsed_s:.0f} s ({elapsed_s / 60:.1f} min), over its budget of "
+        f"{budget_s:.0f} s ({budget_s / 60:.1f} min): "
+        "it fails although its tests passed; the slowest tests are listed above "
+        f"({RUN_BUDGET_ENV}=0 turns the check off for a local run)"
+    )
