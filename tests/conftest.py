@@ -35,20 +35,25 @@ SESSION_BUILD_S = {
 }
 
 
-# trylast: on the final order, where the first test over a fixture is the one that builds it
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark `integration` every test whose fixtures (all of them, transitively) build the chain,
-    and give the first test over each of SESSION_BUILD_S its build time on top of its timeout."""
-    unbuilt = dict(SESSION_BUILD_S)
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `integration` every test whose fixtures (all of them, transitively) build the chain."""
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if INTEGRATION_FIXTURES & fixtures:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Give the first test over each of SESSION_BUILD_S (in the final order, after any
+    deselection: the one that builds the fixture) its build time on top of its timeout."""
+    unbuilt = dict(SESSION_BUILD_S)
+    for item in session.items:
+        fixtures = set(getattr(item, "fixturenames", ()))
         extra = sum(unbuilt.pop(name) for name in sorted(fixtures & set(unbuilt)))
         if extra:
             marker = item.get_closest_marker("timeout")
-            base = marker.args[0] if marker and marker.args else float(config.getini("timeout"))
+            timeout = session.config.getini("timeout")
+            base = marker.args[0] if marker and marker.args else float(timeout)
             item.add_marker(pytest.mark.timeout(base + extra), append=False)
 
 

@@ -97,3 +97,6 @@ def test_the_first_test_over_a_slow_session_fixture_gets_its_build_time(pytester
         """,
     )
     result.assert_outcomes(passed=3)
+    # the fast tier leaves out both tests over the chain, marked before `-m` deselects
+    fast = pytester.runpytest("-p", "no:cacheprovider", "-m", "not integration")
+    fast.assert_outcomes(passed=1, deselected=2)
