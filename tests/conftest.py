@@ -10,6 +10,7 @@ of their own, train a stage or prepare the real sample say so with the marker th
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,66 @@ REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "marketplace"
 INTEGRATION_FIXTURES = frozenset({"tiny_run", "triton"})
 
 
+# The session fixtures that take minutes to build, with the time each may take on top of a test's
+# timeout (pyproject.toml): given to the first test in the run that uses it, which builds it.
+SESSION_BUILD_S = {
+    "tiny_run": 300,  # the demo data prepared, all four stages trained
+    "cpu_repository": 300,  # the ONNX export, parity-checked
+    "int8_repository": 300,  # the INT8 export and its gate
+    "triton": 120,  # tritonserver loading the repository
+    "demo_index": 120,  # the catalogue embedded through Triton
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `integration` every test whose fixtures (all of them, transitively) build the chain."""
     for item in items:
         if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Give the first test over each of SESSION_BUILD_S (in the final order, after any
+    deselection: the one that builds the fixture) its build time on top of its timeout."""
+    unbuilt = dict(SESSION_BUILD_S)
+    for item in session.items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        extra = sum(unbuilt.pop(name) for name in sorted(fixtures & set(unbuilt)))
+        if extra:
+            marker = item.get_closest_marker("timeout")
+            timeout = session.config.getini("timeout")
+            base = marker.args[0] if marker and marker.args else float(timeout)
+            item.add_marker(pytest.mark.timeout(base + extra), append=False)
+
+
+RUN_STARTED = pytest.StashKey[float]()
+RUN_VERDICT = pytest.StashKey[str]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[RUN_STARTED] = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail a run that passed the budget (tests/helpers.py: RUN_BUDGET_S), loudly."""
+    from tests.helpers import over_budget, run_budget_s
+
+    started = session.config.stash.get(RUN_STARTED, None)
+    if started is None or session.config.option.collectonly:
+        return
+    verdict = over_budget(time.monotonic() - started, run_budget_s())
+    if verdict is not None:
+        session.config.stash[RUN_VERDICT] = verdict
+        if exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    verdict = config.stash.get(RUN_VERDICT, None)
+    if verdict is not None:
+        terminalreporter.section("run budget", sep="=", red=True, bold=True)
+        terminalreporter.write_line(f"FAILED: {verdict}", red=True, bold=True)
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +95,19 @@ def real_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_seed(tmp_path_factory) -> Path:
-    """Demo listings in the seed layout, generated once per test session."""
+def demo_summary(tmp_path_factory):
+    """Demo listings in the seed layout with the generator's defaults, generated once per test
+    session: what `generate_demo` reported (the folder, its listing and photo counts)."""
     from fbmr.training.data.demo import generate_demo
 
-    return generate_demo(tmp_path_factory.mktemp("demo") / "seed", progress=False).out
+    return generate_demo(tmp_path_factory.mktemp("demo") / "seed", progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_seed(demo_summary) -> Path:
+    """The session's demo listings in the seed layout (a folder tests only read)."""
+    out: Path = demo_summary.out
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +143,49 @@ def cpu_repository(tiny_run, demo_prepared, tmp_path_factory) -> Path:
 
     repository = tmp_path_factory.mktemp("triton") / "model_repository"
     export_run(tiny_run, repository, data=PreparedDataset(demo_prepared), progress=False)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def run_models(tiny_run, demo_prepared):
+    """tiny_run's models loaded for export (`load_run`), once per session; tests that change a
+    model change a copy."""
+    from fbmr.export.onnx_models import load_run
+    from fbmr.training.data.prepared import PreparedDataset
+
+    return load_run(tiny_run, PreparedDataset(demo_prepared))
+
+
+@pytest.fixture(scope="session")
+def untrained_models(demo_prepared):
+    """What export reads from a TINY_TRAINING run on the demo data, without training it: the
+    models' names and tensors, classes, image settings and tokeniser (tests/helpers.py)."""
+    from tests.helpers import untrained_run_models
+
+    return untrained_run_models(demo_prepared, TINY_TRAINING)
+
+
+@pytest.fixture(scope="session")
+def artifact_repository(untrained_models, tmp_path_factory) -> Path:
+    """A cpu-target model repository at version 1 as `fbmr export` publishes it (model and
+    ensemble configs, the tokeniser, labels and image settings in `fbmr.json`), with stand-in
+    ONNX files: for the fast tier's tests that read an export's files and never run its models
+    (no training, no ONNX export, no tritonserver)."""
+    from fbmr.core.artifacts import Provenance
+    from fbmr.export.onnx_models import toolchain
+    from fbmr.export.repository import publish_version, stage_version
+    from fbmr.export.settings import ServingSettings, Target
+
+    root = tmp_path_factory.mktemp("artifacts")
+    stand_in = root / "stand-in.onnx"
+    stand_in.write_bytes(b"not a model: these tests never run one")
+    files = {m.name: stand_in for m in untrained_models.models}
+    provenance = Provenance("untrained", untrained_models.image_trunk, "float32", {}, toolchain())
+    repository = root / "model_repository"
+    names = stage_version(
+        untrained_models, files, root / "staging", 1, Target.cpu, ServingSettings(), provenance
+    )
+    publish_version(root / "staging", repository, names, 1)
     return repository
 
 

@@ -178,3 +178,106 @@ def wait_until_ready(url: str, process, log, timeout_s: float = 90) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"facade not ready; log:\n{log.read_text()}")
+
+
+def untrained_run_models(prepared, training: dict):
+    """What `fbmr export` reads from a run trained with `training` (a preset's settings) on the
+    prepared dataset `prepared`, without training anything: the models' names and tensors as
+    `fbmr.export.onnx_models.load_run` gives them for that run (identity modules), the dataset's
+    classes, the image settings, and a tokeniser over the train split's words by frequency (what
+    the word2vec stage would keep with min_count 1), with the same n-gram and WordPiece settings.
+
+    For the tests that read an exported version's files (configs, ensembles, artifacts) and never
+    run its models: `stage_version` writes them from this in milliseconds, where training the tiny
+    run and exporting it takes minutes."""
+    from collections import Counter
+
+    import numpy as np
+    from torch import nn
+
+    from fbmr.core.contract import (
+        COMBINED_EMBEDDING,
+        FUSION_HEAD,
+        IMAGE_EMBEDDING,
+        IMAGE_HEAD,
+        LOGITS,
+        PROBABILITIES,
+        TEXT_EMBEDDING,
+        TEXT_ENCODER,
+        TEXT_HEAD,
+        TOKEN_IDS,
+        Datatype,
+    )
+    from fbmr.core.image import ImageSpec
+    from fbmr.core.text import Tokenizer, tokenize
+    from fbmr.export.onnx_models import OnnxModel, RunModels, TensorSpec, image_encoder
+    from fbmr.training.config import TrainConfig
+    from fbmr.training.data.prepared import PreparedDataset
+    from fbmr.training.sentence import wordpiece
+    from fbmr.training.stages.word2vec import ngram_hashing
+    from fbmr.training.trunks import TRUNKS, Backbone
+
+    config = TrainConfig(data=str(prepared), **training)
+    data = PreparedDataset(prepared)
+    counts = Counter(
+        word for _, row in data.products("train").iterrows() for word in tokenize(data.text(row))
+    )
+    pieces = wordpiece(config.text_sentence, config.text_sentence_length)
+    tokenizer = Tokenizer(
+        [w for w, _ in counts.most_common()], config.max_length, ngram_hashing(config), pieces
+    )
+    trunk = TRUNKS[Backbone(config.backbone)]
+    spec = ImageSpec.for_image_size(config.image_size, trunk.mean, trunk.std)
+    size = spec.image_size
+    classes = list(data.label_map.classes)
+    image_dim = config.embedding_dim
+    text_dim = config.embedding_dim * (config.text_members + (config.text_sentence != "none"))
+    heads = [
+        TensorSpec(LOGITS, Datatype.FP32, (len(classes),)),
+        TensorSpec(PROBABILITIES, Datatype.FP32, (len(classes),)),
+    ]
+    image_embedding = TensorSpec(IMAGE_EMBEDDING, Datatype.FP32, (image_dim,))
+    text_embedding = TensorSpec(TEXT_EMBEDDING, Datatype.FP32, (text_dim,))
+    token_ids = TensorSpec(TOKEN_IDS, Datatype.INT64, (tokenizer.max_length,))
+    combined = TensorSpec(COMBINED_EMBEDDING, Datatype.FP32, (config.embedding_dim,))
+    models = [
+        image_encoder(nn.Identity(), spec, image_dim, np.zeros((0, 3, size, size), np.uint8)),
+        OnnxModel(IMAGE_HEAD, nn.Identity(), [image_embedding], heads, []),
+        OnnxModel(TEXT_ENCODER, nn.Identity(), [token_ids], [text_embedding], []),
+        OnnxModel(TEXT_HEAD, nn.Identity(), [text_embedding], heads, []),
+        OnnxModel(
+            FUSION_HEAD, nn.Identity(), [image_embedding, text_embedding], [*heads, combined], []
+        ),
+    ]
+    trunk_record = {"backbone": config.backbone, "weights": config.image_weights}
+    return RunModels(models, classes, spec, tokenizer, TEXT_ENCODER, trunk_record, data)
+
+
+# The whole test run's budget: CI (scripts/test.sh, every test) must stay under 15 minutes; a run
+# past 18 fails, whatever its tests did, so the budget cannot be crossed silently.
+RUN_BUDGET_S = 18 * 60
+RUN_BUDGET_ENV = "FBMR_TEST_BUDGET_S"  # another budget in seconds; 0 turns the check off
+
+
+def run_budget_s(environ: dict[str, str] | os._Environ[str] = os.environ) -> float:
+    """The run's budget in seconds: RUN_BUDGET_S, or `$FBMR_TEST_BUDGET_S` (0: no budget)."""
+    value = environ.get(RUN_BUDGET_ENV, "").strip()
+    if not value:
+        return float(RUN_BUDGET_S)
+    budget = float(value)
+    if budget < 0:
+        raise ValueError(f"{RUN_BUDGET_ENV} must be 0 (off) or a number of seconds, not {value!r}")
+    return budget
+
+
+def over_budget(elapsed_s: float, budget_s: float) -> str | None:
+    """Why a run that took `elapsed_s` fails its budget, or None when it is within it (or the
+    budget is 0, off)."""
+    if budget_s <= 0 or elapsed_s <= budget_s:
+        return None
+    return (
+        f"the test run took {elapsed_s:.0f} s ({elapsed_s / 60:.1f} min), over its budget of "
+        f"{budget_s:.0f} s ({budget_s / 60:.1f} min): "
+        "it fails although its tests passed; the slowest tests are listed above "
+        f"({RUN_BUDGET_ENV}=0 turns the check off for a local run)"
+    )

@@ -16,7 +16,9 @@ import pytest
 from tests.conftest import INT8_OPEN_GATE
 from tests.helpers import run_script
 
-pytestmark = pytest.mark.integration  # compare.sh starts Triton, the facade and the seed style
+# compare.sh starts Triton, the facade and the seed style, twice (float32, INT8): its own limit is
+# 600 s, the test's above it
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 # compare.sh's ports: Triton at BASE, BASE+1, BASE+2, the facade at +80, the seed style at +90
 OFFSETS = (0, 1, 2, 80, 90)
 

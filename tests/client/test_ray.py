@@ -19,6 +19,7 @@ ray = pytest.importorskip("ray")  # no Ray starts in this process: `fbmr score` 
 
 
 @pytest.mark.integration  # a local Ray instance, in a subprocess
+@pytest.mark.timeout(900)  # the subprocess's own limit is 600 s
 def test_ray_actor_pool_scores_like_the_local_direct_mode(
     demo_seed, triton, cpu_repository, direct_scores, tmp_path
 ):

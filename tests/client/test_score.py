@@ -234,6 +234,7 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.timeout(700)  # two scoring commands of up to 300 s each
 def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
     demo_seed, triton, cpu_repository, tmp_path
 ):

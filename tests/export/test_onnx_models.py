@@ -22,16 +22,10 @@ from fbmr.export.onnx_models import (
     TensorSpec,
     check_parity,
     export_onnx,
-    load_run,
 )
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.models import ImageModel, TextModel
 from fbmr.training.trunks import TRUNKS, Backbone
-
-
-@pytest.fixture(scope="module")
-def run_models(tiny_run, demo_prepared):
-    return load_run(tiny_run, PreparedDataset(demo_prepared))
 
 
 def _model(run_models, name):

@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from fbmr.core.artifacts import ModelArtifacts, Provenance, latest_version_dir
 from fbmr.core.contract import ENSEMBLE_NAMES
-from fbmr.export.onnx_models import load_run, toolchain
+from fbmr.export.onnx_models import toolchain
 from fbmr.export.repository import (
     next_version,
     publish_version,
@@ -17,14 +17,14 @@ from fbmr.export.repository import (
     stage_version,
 )
 from fbmr.export.settings import ServingSettings, Target
-from fbmr.training.data.prepared import PreparedDataset
 
 COMPOSING = ["image_encoder", "image_head", "text_encoder", "text_head", "fusion_head"]
 
 
 @pytest.fixture(scope="module")
-def run_models(tiny_run, demo_prepared):
-    return load_run(tiny_run, PreparedDataset(demo_prepared))
+def run_models(untrained_models):
+    """The tiny run's models' names and tensors, untrained: what the configs are written from."""
+    return untrained_models
 
 
 def _stage(run_models, tmp_path, target, settings, version=1):

@@ -46,12 +46,12 @@ def milvus_uri(request) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def offline_settings(cpu_repository) -> FacadeSettings:
+def offline_settings(artifact_repository) -> FacadeSettings:
     (closed,) = free_ports(1)
     return FacadeSettings(
         triton_url=f"127.0.0.1:{closed}",
         triton_timeout_s=5,
-        model_repository=cpu_repository,
+        model_repository=artifact_repository,
         index_dir=None,
         **TEST_LIMITS,
     )

@@ -32,12 +32,12 @@ class ScriptedTriton:
 
 
 @pytest.fixture
-def two_versions(cpu_repository, tmp_path) -> Path:
+def two_versions(artifact_repository, tmp_path) -> Path:
     """A repository whose ensembles hold version 1 and a copy of it as version 2."""
     repository = tmp_path / "repository"
     for name in ENSEMBLE_NAMES:
         for version in ("1", "2"):
-            shutil.copytree(cpu_repository / name / "1", repository / name / version)
+            shutil.copytree(artifact_repository / name / "1", repository / name / version)
     return repository
 
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from fbmr.core.cli import build_app
 from fbmr.core.contract import INPUT_DATATYPES, TRITON_ADMIN_KEY_ENV
-from fbmr.export.onnx_models import PARITY_TOLERANCE, load_run
+from fbmr.export.onnx_models import PARITY_TOLERANCE
 from fbmr.serving.triton.admin import admin_client
 from fbmr.serving.triton.server import (
     SHM_PREFIX,
@@ -34,18 +34,12 @@ from fbmr.serving.triton.server import (
     reap_orphan_stubs,
     stop_tritonserver,
 )
-from fbmr.training.data.prepared import PreparedDataset
 from tests.helpers import TRITON_ADMIN_KEY, free_ports
 
 ALL_MODELS = {
     "image_encoder", "image_head", "text_encoder", "text_head", "fusion_head",
     "image_classifier", "text_classifier", "product_classifier",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def run_models(tiny_run, demo_prepared):
-    return load_run(tiny_run, PreparedDataset(demo_prepared))
 
 
 @pytest.fixture(scope="module")

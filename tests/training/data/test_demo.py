@@ -12,15 +12,23 @@ import pytest
 from PIL import Image, ImageOps
 
 from fbmr.training.data.demo import DEMO_CATEGORIES, DemoSummary, generate_demo
+from fbmr.training.data.settings import DemoSettings
 
 PER_CATEGORY = 24
 SIZE = 128
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoSummary:
-    out = tmp_path_factory.mktemp("demo") / "seed"
-    return generate_demo(out, PER_CATEGORY, SIZE, seed=0, progress=False)
+def demo(demo_summary: DemoSummary) -> DemoSummary:
+    """The session's demo data (tests/conftest.py), generated with the defaults these tests
+    expect."""
+    defaults = DemoSettings()
+    assert (defaults.products_per_category, defaults.image_size, defaults.seed) == (
+        PER_CATEGORY,
+        SIZE,
+        0,
+    )
+    return demo_summary
 
 
 @pytest.fixture(scope="module")

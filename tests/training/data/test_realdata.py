@@ -9,7 +9,7 @@ from fbmr.training.data.prepare import PrepareSettings, prepare_dataset
 from fbmr.training.data.prepared import PreparedDataset
 
 # it prepares all 10,117 real photos: not the fast tier's
-pytestmark = [pytest.mark.realdata, pytest.mark.integration]
+pytestmark = [pytest.mark.realdata, pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
