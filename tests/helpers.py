@@ -7,7 +7,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -164,15 +164,29 @@ def serving_stack(repository, facade_settings, log_dir) -> Iterator:
         yield client
 
 
-def wait_until_ready(url: str, process, log, timeout_s: float = 90) -> None:
-    """Wait until the facade `process` (its output in file `log`) answers /readyz with 200."""
+def wait_for(
+    condition: Callable[[], bool],
+    within_s: float,
+    what: str,
+    detail: Callable[[], str] = lambda: "",
+) -> None:
+    """Wait until `condition()` holds, polling; fail saying `what` (and `detail()`) did not
+    happen within `within_s` seconds. What tests use instead of a fixed sleep."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within_s:.0f} s: {what} {detail()}"
+        time.sleep(0.05)
+
+
+def wait_until_ready(url: str, process, log, timeout_s: float = 90, path: str = "/readyz") -> None:
+    """Wait until the facade `process` (its output in file `log`) answers `path` with 200."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

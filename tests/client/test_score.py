@@ -22,7 +22,7 @@ from fbmr.client.retry import RetryPolicy
 from fbmr.client.score import FacadeTarget, TritonTarget, read_output, score, work_dir
 from fbmr.core.cli import build_app
 from tests.client.conftest import assert_same_rows, first_photo_problems
-from tests.helpers import encode
+from tests.helpers import encode, wait_for
 
 
 def _reasons(frame: pd.DataFrame) -> dict[str, str]:
@@ -226,14 +226,6 @@ def _many_rows(demo_seed: Path, folder: Path, copies: int) -> Path:
     return folder / "rows.parquet"
 
 
-def _wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(700)  # two scoring commands of up to 300 s each
 def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
     demo_seed, triton, cpu_repository, tmp_path
@@ -251,9 +243,7 @@ def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
     out = tmp_path / "killed.parquet"
     process = subprocess.Popen([*command, "--out", str(out)])
     try:
-        _wait_for(
-            lambda: len(list(work_dir(out).glob("chunk-*.parquet"))) >= 3, 120, "three chunks"
-        )
+        wait_for(lambda: len(list(work_dir(out).glob("chunk-*.parquet"))) >= 3, 120, "three chunks")
         os.kill(process.pid, signal.SIGKILL)
         process.wait(30)
     finally:
@@ -301,12 +291,12 @@ def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repo
     stamina.instrumentation.set_on_retry_hooks([*hooks, lambda _: retries.append(time.monotonic())])
     try:
         worker.start()
-        _wait_for(lambda: len(list(work_dir(out).glob("chunk-*.parquet"))) >= 2, 120, "chunks")
+        wait_for(lambda: len(list(work_dir(out).glob("chunk-*.parquet"))) >= 2, 120, "chunks")
         first.stop()
         stopped = time.monotonic()
         done_while_down = len(list(work_dir(out).glob("chunk-*.parquet")))
         # Triton stays away until the run has found it gone and tried again more than once
-        _wait_for(lambda: sum(t > stopped for t in retries) >= 3, 60, "retries while down")
+        wait_for(lambda: sum(t > stopped for t in retries) >= 3, 60, "retries while down")
         assert worker.is_alive(), "the run ended while Triton was down"
         second = LocalTriton(cpu_repository, ports, log_path=tmp_path / "triton-2.log").start()
         worker.join(450)

@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 
 from fbmr.core.contract import DEFAULT_MAX_PIXELS
-from tests.helpers import encode, free_ports
+from tests.helpers import encode, free_ports, wait_until_ready
 from tests.serving.http.stand_in import stand_in_repository
 
 pytestmark = pytest.mark.integration  # `fbmr serve` in a subprocess
@@ -94,14 +94,7 @@ def test_sixteen_near_limit_photos_at_once_stay_within_the_memory_bound(tmp_path
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+        wait_until_ready(url, process, log, timeout_s=60, path="/healthz")
         # one small photo first, so that what the first request loads is in the baseline
         small = encode(Image.new("RGB", (64, 48)), "JPEG")
         warm = httpx.post(f"{url}/v1/predict/image", files={"photo": ("p.jpg", small)}, timeout=30)

@@ -8,26 +8,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import free_ports
+from tests.helpers import free_ports, wait_for, wait_until_ready
 
 # how long a connection may wait in the listening socket's queue, unread, on a loaded machine
 QUEUED_AT_MOST_S = 1.0
 
 pytestmark = pytest.mark.integration  # `fbmr serve` in a subprocess
-
-
-def _wait_for(condition: Callable[[], bool], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within_s:.0f} s: {what}"
-        time.sleep(0.05)
 
 
 def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
@@ -43,14 +36,7 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+        wait_until_ready(url, process, log, timeout_s=60)
 
         outcomes: list[tuple[float, float, str]] = []  # (sent, answered, outcome)
         stop = threading.Event()
@@ -97,7 +83,7 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
             slow = pool.submit(slow_request)
             try:
                 # a request answered that was sent well before the signal (see `before` below)
-                _wait_for(
+                wait_for(
                     lambda: any(
                         o == "200" and sent < time.monotonic() - QUEUED_AT_MOST_S
                         for sent, _, o in list(outcomes)
@@ -110,7 +96,7 @@ def test_sigterm_under_load_answers_requests_in_flight_and_refuses_new_ones(
                 process.send_signal(signal.SIGTERM)
                 signalled.set()
                 process.wait(30)
-                _wait_for(
+                wait_for(
                     lambda: any(
                         sent > terminated and o == "ConnectError" for sent, _, o in list(outcomes)
                     ),

@@ -33,7 +33,14 @@ from fbmr.core.pooling import pool_embeddings, pool_probabilities
 from fbmr.serving.index.catalogue import build_catalogue_index
 from fbmr.serving.triton.server import LocalTriton, TritonPorts, alive
 from fbmr.training.data.demo import DEMO_CATEGORIES
-from tests.helpers import assert_error, encode, free_ports, running_facade, split_listings
+from tests.helpers import (
+    assert_error,
+    encode,
+    free_ports,
+    running_facade,
+    split_listings,
+    wait_for,
+)
 from tests.serving.onnx_reference import OnnxReference
 
 
@@ -271,13 +278,6 @@ def test_index_reload_under_concurrent_requests_fails_none(
         assert client.get("/readyz").json()["index_version"] == "v0002"
 
 
-def _wait_for(condition, within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within_s:.0f} s: {what}"
-        time.sleep(0.05)
-
-
 def _answered(answers: list, status: int, after: float) -> int:
     """How many of `answers` (sent, seconds, response) sent after `after` had `status`."""
     return sum(t > after and r.status_code == status for t, _, r in list(answers))
@@ -305,14 +305,14 @@ def test_triton_killed_under_load_gives_only_503s_then_recovers(
                 for _ in range(3):
                     pool.submit(hammer)
                 try:
-                    _wait_for(lambda: _answered(answers, 200, after=0) >= 3, 60, "answers")
+                    wait_for(lambda: _answered(answers, 200, after=0) >= 3, 60, "answers")
                     stubs = [int(p) for p in subprocess.check_output(
                         ["pgrep", "-P", str(triton.pid)], text=True).split()]  # fmt: skip
                     triton.process.kill()
                     triton.process.wait()
                     killed = time.monotonic()
                     # Triton stays down until a request sent since has had its 503
-                    _wait_for(lambda: _answered(answers, 503, after=killed) > 0, 30, "a 503")
+                    wait_for(lambda: _answered(answers, 503, after=killed) > 0, 30, "a 503")
                     triton = LocalTriton(cpu_repository, ports, tmp_path / "triton2.log").start()
                     ready = time.monotonic()
                     # nothing the killed server started runs on beside the new one

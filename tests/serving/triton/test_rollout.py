@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +36,7 @@ from fbmr.serving.triton import supervisor
 from fbmr.serving.triton.rollout import Rollout
 from fbmr.serving.triton.server import LocalTriton, TritonPorts, is_live
 from fbmr.serving.triton.supervisor import TritonSupervisor, read_status
-from tests.helpers import free_ports, running_facade, serving_stack
+from tests.helpers import free_ports, running_facade, serving_stack, wait_for
 
 pytestmark = pytest.mark.integration  # each test starts a tritonserver of its own
 
@@ -143,18 +143,6 @@ class Load:
 
     def failures(self) -> list[tuple[int, dict]]:
         return [(status, body) for _, status, body in self.answers if status != 200]
-
-
-def wait_for(
-    condition: Callable[[], bool],
-    within_s: float,
-    what: str,
-    detail: Callable[[], str] = lambda: "",
-) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within_s:.0f} s: {what} {detail()}"
-        time.sleep(0.2)
 
 
 @contextmanager
