@@ -13,7 +13,9 @@ from fbmr.serving.settings import FacadeSettings
 from tests.helpers import TEST_LIMITS, free_ports, split_listings
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+# The Milvus cases are integration: milvus-lite costs about a second a test on 2 cores (the index
+# tests' 30 Milvus cases were a third of the fast tier); the fast tier runs the same tests on FAISS.
+@pytest.fixture(params=["faiss", pytest.param("milvus", marks=pytest.mark.integration)])
 def milvus_uri(request) -> str | None:
     """The engine an index test builds on: None for FAISS, or a milvus-lite file (relative to
     the index directory) for Milvus."""
