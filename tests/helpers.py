@@ -269,7 +269,7 @@ def untrained_run_models(prepared, training: dict):
 
 # The whole test run's budget: CI (scripts/test.sh, every test) must stay under 15 minutes; a run
 # past 18 fails, whatever its tests did, so the budget cannot be crossed silently.
-RUN_BUDGET_S = 20 * 60  # the project's bar for a CI run (issue 41 aims at 15 minutes)
+RUN_BUDGET_S = 30 * 60  # a run gone wrong; the bar for CI is 20 minutes (issue 41 aims at 15)
 RUN_BUDGET_ENV = "FBMR_TEST_BUDGET_S"  # another budget in seconds; 0 turns the check off
 
 

@@ -68,7 +68,8 @@ def _pytriton_install() -> TritonInstall | None:
         raise TritonError(f"nvidia-pytriton has no python-backend stub for Python {python}")
     backends = _cache_dir() / f"triton-backends-py{python}"
     target = backends / "python"
-    wanted = [*(dist / "backends" / "python").iterdir(), stub]
+    # the backend's files only: an installer that compiles bytecode leaves a __pycache__ there
+    wanted = [f for f in (dist / "backends" / "python").iterdir() if f.is_file()] + [stub]
     if not all((target / f.name).is_file() for f in wanted):
         # Assemble aside, then rename: two processes starting at once must not see half a copy.
         staging = backends.with_name(f"{backends.name}.{os.getpid()}.partial")
