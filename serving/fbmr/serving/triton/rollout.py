@@ -364,8 +364,29 @@ class Rollout:
                 self._run_steps(ensemble, version, tensors, datatypes)
             else:
                 wanted = [o.name for o in ensemble.output]
-                tensors.update(self._infer(name, version, tensors, wanted, datatypes))
+                tensors.update(self._through_ensemble(name, version, tensors, wanted, datatypes))
             self._check(ensemble, tensors)
+
+    def _through_ensemble(
+        self,
+        name: str,
+        version: int,
+        inputs: dict[str, NDArray[Any]],
+        wanted: list[str],
+        datatypes: dict[str, str],
+    ) -> dict[str, NDArray[Any]]:
+        """`_infer` through a just-switched ensemble: one that Triton is still re-loading answers
+        "not at ready state" for a moment (on a loaded machine, right after a restart), which is
+        asked again after ENSEMBLE_SETTLE_S, up to ENSEMBLE_LOAD_TRIES times, before it refuses
+        the version; its composing models already answered step by step."""
+        for attempt in range(ENSEMBLE_LOAD_TRIES):
+            try:
+                return self._infer(name, version, inputs, wanted, datatypes)
+            except VersionRefused as err:
+                if "ready state" not in str(err) or attempt == ENSEMBLE_LOAD_TRIES - 1:
+                    raise
+                time.sleep(ENSEMBLE_SETTLE_S)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _run_steps(
         self,
