@@ -333,8 +333,7 @@ class LocalTriton:
                     f"tritonserver exited with code {self.process.returncode}; its log "
                     f"({self.log_path}) ends:\n{_tail(self.log_path)}"
                 )
-            if is_live(self.ports.grpc_url, timeout_s=1.0):
-                self._load_models(deadline)
+            if is_live(self.ports.grpc_url, timeout_s=1.0) and self._load_models(deadline):
                 return self
             time.sleep(0.5)
         self.stop()
@@ -343,7 +342,9 @@ class LocalTriton:
             f"ends:\n{_tail(self.log_path)}"
         )
 
-    def _load_models(self, deadline: float) -> None:
+    def _load_models(self, deadline: float) -> bool:
+        """Load the version to serve; False while Triton is live but not ready for it yet (a
+        restarted server says "Server not ready" for a moment), to be asked again."""
         # One rollout for the server's life: after a restart it remembers the version it served
         # and the versions it refused.
         if self.rollout is None:
@@ -352,6 +353,8 @@ class LocalTriton:
         try:
             status = self.rollout.converge()
         except InferenceServerException as err:
+            if "Server not ready" in str(err) and time.monotonic() < deadline:
+                return False
             self.stop()
             raise TritonError(f"tritonserver stopped answering: {err}") from None
         if status.in_use is None:
@@ -360,6 +363,7 @@ class LocalTriton:
                 f"no model version could be served from {self.repository}: {status.summary()}; "
                 f"Triton's log ({self.log_path}) ends:\n{_tail(self.log_path)}"
             )
+        return True
 
     @property
     def pid(self) -> int:
