@@ -24,7 +24,9 @@ next request, as `fbmr.client` does.
 
 Options (also from environment variables): --data / FBMR_BENCH_DATA (prepared dataset, required),
 --split / FBMR_BENCH_SPLIT (default val), --listings / FBMR_BENCH_LISTINGS (how many, default
-128), --api-key / FBMR_API_KEY (sent as a bearer token when set), --warmup / FBMR_BENCH_WARMUP
+128), --photos / FBMR_BENCH_PHOTOS (a folder of photos as sellers upload them, named by image id,
+such as the sample's raw_images/: sent instead of the prepared 256-px ones), --api-key /
+FBMR_API_KEY (sent as a bearer token when set), --warmup / FBMR_BENCH_WARMUP
 (seconds after the start whose requests are left out of the statistics), --k (similar listings
 asked for, default 10). FBMR_LOCUST_HTTP=requests switches the users from FastHttpUser
 (geventhttpclient, the default: less CPU per request in the load generator) to HttpUser
@@ -69,19 +71,31 @@ class Listing:
     text: str
 
 
-def load_listings(data: Path, split: str, count: int) -> list[Listing]:
-    """The first `count` products of `split` with their first photo and their text."""
+def load_listings(data: Path, split: str, count: int, photos: Path | None = None) -> list[Listing]:
+    """The first `count` products of `split` with their first photo and their text. With
+    `photos` (a folder of photos named by image id, as sellers uploaded them: the sample's
+    `raw_images/`), the products of any split that have a photo there, with that photo."""
     products = pd.read_parquet(data / "products.parquet")
     images = pd.read_parquet(data / "images.parquet")
-    products = products[products["split"] == split]
-    first_photo = images.drop_duplicates("product_id").set_index("product_id")["image_id"]
-    products = products[products["product_id"].isin(first_photo.index)].head(count)
+    if photos is None:
+        products = products[products["split"] == split]
+        first_photo = images.drop_duplicates("product_id").set_index("product_id")["image_id"]
+        path = {p: data / "images" / f"{i}.jpg" for p, i in first_photo.items()}
+    else:
+        found = {f.stem: f for f in photos.iterdir() if f.is_file()}
+        images = images[images["image_id"].isin(found.keys())].drop_duplicates("product_id")
+        path = {row.product_id: found[row.image_id] for row in images.itertuples()}
+    products = products[products["product_id"].isin(path.keys())].head(count)
     if products.empty:
-        raise SystemExit(f"no {split} listings with a photo in {data}")
+        where = (
+            f"{split} listings with a photo in {data}"
+            if photos is None
+            else f"photos of {data}'s listings in {photos}"
+        )
+        raise SystemExit(f"no {where}")
     return [
         Listing(
-            (data / "images" / f"{first_photo[p.product_id]}.jpg").read_bytes(),
-            listing_text(p.product_name, p.product_description),
+            path[p.product_id].read_bytes(), listing_text(p.product_name, p.product_description)
         )
         for p in products.itertuples()
     ]
@@ -138,6 +152,13 @@ def _options(parser: Any) -> None:
     )
     parser.add_argument("--split", env_var="FBMR_BENCH_SPLIT", default="val")
     parser.add_argument("--listings", env_var="FBMR_BENCH_LISTINGS", type=int, default=128)
+    parser.add_argument(
+        "--photos",
+        env_var="FBMR_BENCH_PHOTOS",
+        default="",
+        help="photos as sellers upload them, named by image id (the sample's raw_images/): "
+        "sent instead of the prepared ones, with their listings' texts (any split)",
+    )
     parser.add_argument("--api-key", env_var="FBMR_API_KEY", default="", is_secret=True)
     parser.add_argument(
         "--warmup",
@@ -167,7 +188,10 @@ def _init(environment: Environment, **_: Any) -> None:
         raise SystemExit("give the prepared dataset: --data DIR or FBMR_BENCH_DATA")
     data = Path(options.data)
     Shared.requests = [
-        requests_for(x, options.k) for x in load_listings(data, options.split, options.listings)
+        requests_for(x, options.k)
+        for x in load_listings(
+            data, options.split, options.listings, Path(options.photos) if options.photos else None
+        )
     ]
     label_map = data / "label_map.json"
     Shared.classes = frozenset(LabelMap.load(label_map).classes) if label_map.is_file() else None
