@@ -62,14 +62,30 @@ def test_columns_select_exactly_the_listings_that_pass(where):
     assert np.flatnonzero(ListingColumns(listings).mask(where)).tolist() == expected
 
 
+@pytest.fixture(scope="module")
+def catalogues(tmp_path_factory):
+    """The catalogue built once per engine and index type for the module (on a Milvus server a
+    build takes seconds); the filter cases only search it."""
+    built = {}
+
+    def catalogue(kind: IndexType, milvus_uri: str | None):
+        if (kind, milvus_uri) not in built:
+            vectors, listings = _catalogue()
+            folder = tmp_path_factory.mktemp("filters")
+            path = save_version(folder, {Kind.text: vectors}, listings, {}, kind, milvus_uri)
+            built[kind, milvus_uri] = open_version(path)
+        return built[kind, milvus_uri]
+
+    return catalogue
+
+
 @pytest.mark.parametrize("kind", [IndexType.exact, IndexType.hnsw, IndexType.ivf])
 @pytest.mark.parametrize("where", FILTERS)
 def test_filtered_search_returns_k_listings_that_pass_nearest_first(
-    tmp_path, kind, where, milvus_uri
+    catalogues, kind, where, milvus_uri
 ):
     vectors, listings = _catalogue()
-    path = save_version(tmp_path, {Kind.text: vectors}, listings, {}, kind, milvus_uri)
-    index = open_version(path)
+    index = catalogues(kind, milvus_uri)
     query = vectors[0] + 0.1
     hits = index.search(Kind.text, query, 10, where)
     assert len(hits) == 10

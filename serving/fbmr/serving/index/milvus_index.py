@@ -61,6 +61,10 @@ MAX_TOPK = 16384
 HNSW_EF_CONSTRUCTION = 40
 
 
+# How much wider an HNSW search looks under a filter (Milvus chooses no breadth by itself).
+FILTERED_EF_FACTOR = 8
+
+
 def connect(index_dir: Path, uri: str, token: str | None = None) -> MilvusClient:
     """A client of the Milvus at `uri`: a URL, or a milvus-lite file relative to `index_dir`."""
     if "://" not in uri:
@@ -284,24 +288,28 @@ class MilvusIndex(LiveIndex):
         self, kind: Kind, query: NDArray[np.float32], k: int, where: ListingFilter
     ) -> list[tuple[Hit, dict[str, Any]]]:
         """The `k` nearest rows that pass `where`'s expression: hits, and the rows as found."""
+        condition = expression(where, self.nullable)
         found = self.client.search(
             self.collections[kind],
             data=query.tolist(),
             limit=k,
-            filter=expression(where, self.nullable),
+            filter=condition,
             output_fields=[*_output_fields(self.nullable), "location_key"],
-            search_params={"params": self._search_params(k)},
+            search_params={"params": self._search_params(k, filtered=bool(condition))},
         )
         return [
             (Hit(_listing(hit["entity"], self.nullable), float(hit["distance"])), hit["entity"])
             for hit in found[0]
         ]
 
-    def _search_params(self, k: int) -> dict[str, int]:
+    def _search_params(self, k: int, filtered: bool = False) -> dict[str, int]:
         """The search breadth the FAISS engine serves with (HNSW's ef at least k, as Milvus
-        requires)."""
+        requires), FILTERED_EF_FACTOR times wider under a filter: the graph's neighbours of a
+        query mostly fail a selective one (milvus-lite found 7 of the 10 nearest passing
+        listings in one build of four, when 2% pass, at the plain breadth)."""
         if self.type is IndexType.hnsw:
-            return {"ef": max(HNSW_EF_SEARCH, k)}
+            ef = max(HNSW_EF_SEARCH, k)
+            return {"ef": ef * FILTERED_EF_FACTOR if filtered else ef}
         if self.type is IndexType.ivf:
             return {"nprobe": IVF_NPROBE}
         return {}
