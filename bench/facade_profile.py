@@ -3,9 +3,9 @@ facade while a load command runs, and the samples become CPU ms per request by l
 server, Starlette and FastAPI, form parsing, validation, photo decoding, tokenising, the gRPC
 client, the access log and metrics, fbmr's own code) and by function.
 
-    uv run python bench/facade_profile.py --url http://127.0.0.1:8080 --out runs/bench/profile \
-        -- .venv/bin/python bench/load.py http://127.0.0.1:8080 --data runs/real/prepared \
-           --users 8 --duration 30 --warmup 5 --out runs/bench/profile/load CombinedUser
+    uv run python bench/facade_profile.py --url http://127.0.0.1:8080 --out runs/bench/prof \
+        -- .venv/bin/python bench/load.py http://127.0.0.1:8080 CombinedUser \
+           --data runs/real/prepared --users 8 --duration 30 --warmup 5 --out runs/bench/prof/load
 
 The facade is the process listening on the URL's port (one worker; with several, profile one).
 Its CPU seconds (psutil) and its answered requests (the `fbmr_requests_total` counter of
@@ -145,7 +145,7 @@ def main() -> None:
     pid = listening_pid(urlparse(url).port or 80)
     collapsed = args.out / "pyspy.txt"
     spy_cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid)]
-    spy_cmd += ["--rate", str(args.rate), "--nonblocking"]
+    spy_cmd += ["--rate", str(args.rate), "--nonblocking", "--full-filenames"]
 
     before = (answered(url), cpu_seconds(pid))
     spy = subprocess.Popen([*spy_cmd, "--format", "raw", "--output", str(collapsed)])
