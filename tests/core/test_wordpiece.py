@@ -26,14 +26,14 @@ def test_basic_tokens_lowercase_strip_accents_and_split_punctuation():
 
 
 def test_ascii_text_takes_the_short_path_to_the_same_tokens():
-    """ASCII text skips the per-character rules; each ASCII character, alone, between words and
-    in random strings, must come out as the general path has it (an accent moves the text to
-    that path, so the pair checks both)."""
-    texts = [chr(i) for i in range(128)] + [f"Ab{chr(i)}cD e" for i in range(128)]
+    """ASCII text (with pound signs) skips the per-character rules; each ASCII character, alone,
+    between words and in random strings with pound signs, must come out as the general path has
+    it (an accent moves the text to that path, so the pair checks both)."""
+    texts = [chr(i) for i in range(128)] + [f"Ab{chr(i)}cD £5 e" for i in range(128)]
     rng = np.random.default_rng(0)
-    texts += ["".join(map(chr, rng.integers(0, 128, 40))) for _ in range(500)]
+    alphabet = [chr(i) for i in range(128)] + ["£"] * 8
+    texts += ["".join(rng.choice(alphabet, 40)) for _ in range(500)]
     for text in texts:
-        assert text.isascii()
         # the same text with one accented letter goes the general way: its tokens, that
         # letter's word aside, are the short path's
         general = basic_tokens(text + " é")

@@ -67,16 +67,18 @@ def _is_cjk(char: str) -> bool:
     return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
 
 
-# ASCII text (most listings) has no accents, no Chinese and no Unicode spaces: step 1 is then a
-# drop of the control characters and one regular expression, the same tokens in a tenth of the
-# time (a request's tokenising was a sixth of the facade's CPU).
+# ASCII text has no accents, no Chinese and no Unicode spaces, and a pound sign is a letter to
+# BERT (a currency symbol, not punctuation): such text (four listings in five) takes step 1 as a
+# drop of the control characters and one regular expression, the same tokens in a twentieth of
+# the time.
+_SHORT_PATH = re.compile(r"[\x00-\x7f£]*")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ASCII_TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
+_ASCII_TOKEN = re.compile(r"[a-z0-9£]+|[^a-z0-9£\s]")
 
 
 def basic_tokens(text: str) -> list[str]:
     """Step 1: the lowercased, accent-free words and punctuation marks of a text."""
-    if text.isascii():
+    if _SHORT_PATH.fullmatch(text):
         return _ASCII_TOKEN.findall(_ASCII_CONTROL.sub("", text).lower())
     chars = []
     for char in text:
