@@ -1,6 +1,6 @@
 """The load tests' answer checks and Locust statistics parser (bench/answers.py, load.py), the
 data types of the benchmarks' tensors (bench/common.py), and the CPU accounting per process
-(bench/cpu_share.py)."""
+(bench/cpu_share.py), and the split of py-spy's samples by layer (bench/facade_profile.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from answers import check_prediction, check_similar
 from common import triton_datatype
 from cpu_share import COMMAND, group_of, measure
+from facade_profile import STDLIB, summarise
 from load import parse_stats
 
 CLASSES = frozenset({"Phones", "Office", "Sports"})
@@ -119,3 +120,27 @@ def test_the_cpu_of_a_command_and_its_children_is_counted() -> None:
     assert result.returncode == 0
     assert 0.5 <= result.cpu_s[COMMAND] <= result.wall_s * result.cores
     assert "| the command (and its children) |" in result.table()
+
+
+def test_a_profile_sample_counts_for_its_innermost_frame_outside_the_standard_library() -> None:
+    site = "/venv/lib/python3.11/site-packages"
+    loop = f"BaseEventLoop._run_once ({STDLIB}/asyncio/base_events.py:1922)"
+    decode = f"ImageFile.load ({site}/PIL/ImageFile.py:425)"
+    log = f"dumps ({STDLIB}/json/__init__.py:231)"
+    middleware = "access_log (/src/serving/fbmr/serving/http/middleware.py:80)"
+    collapsed = "\n".join(
+        [
+            f"process 1;thread 2;{loop};image_pixels (/src/core/fbmr/core/image.py:350);{decode} 6",
+            f"{loop};{middleware};{log} 3",
+            f"{loop} 1",
+        ]
+    )
+    summary = summarise(collapsed, ms_per_sample=0.5, top=10)
+    layers = {row["name"]: row["ms_per_request"] for row in summary["layers"]}
+    assert summary["samples"] == 10
+    assert layers == {
+        "photo decoding (fbmr.core.image, Pillow)": 3.0,
+        "access log, body limit, metrics (middleware)": 1.5,  # json inside it counts for it
+        "event loop and threads (asyncio, anyio)": 0.5,  # only the standard library: the loop
+    }
+    assert summary["functions"][0]["name"].endswith(decode)
