@@ -25,7 +25,10 @@
 #   BARE_SECONDS (bare onnxruntime, at least per batch size, default 15),
 #   DURATION / WARMUP (Locust seconds measured / left out per step, default 40 / 10),
 #   INDEX_SPLITS (listings in the facade's similar-listing index, default test), BASE_PORT
-#   (default 18100: Triton 18100-18102, facade +80, seed-style server +90), NICE (default 0).
+#   (default 18100: Triton 18100-18102, facade +80, seed-style server +90), NICE (default 0),
+#   PHOTOS (a folder of photos as sellers upload them, named by image id, such as the sample's
+#   raw_images/: the Locust steps send those, with their listings' texts, instead of DATA's
+#   prepared photos; bare onnxruntime and Triton direct take preprocessed inputs either way).
 # Everything listens on 127.0.0.1 and is stopped at the end, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +39,7 @@ TARGET="${TARGET:-cpu}"
 DURATION="${DURATION:-40}"
 WARMUP="${WARMUP:-10}"
 INDEX_SPLITS="${INDEX_SPLITS:-test}"
+export FBMR_BENCH_PHOTOS="${PHOTOS:-}"  # read by bench/locustfile.py
 INT8="${INT8:-$([ "$TARGET" = cpu ] && echo 1 || echo 0)}"
 TRUNKS="${TRUNKS:-1}"
 REQUESTS="${REQUESTS:-300}"
@@ -65,8 +69,9 @@ if [ "$INT8" = 1 ] && [ -z "${REPO_INT8:-}" ]; then
   fbmr export --run "$RUN" --repo "$REPO_INT8" --target cpu --precision int8 ${INT8_EXPORT_ARGS:-} \
     --no-progress > "$OUT/export-int8.log" 2>&1 || { tail -20 "$OUT/export-int8.log"; exit 1; }
 fi
-printf 'run=%s\nrepo=%s\nrepo_int8=%s\ndata=%s\ntarget=%s\nduration=%s\nwarmup=%s\n' \
-  "$RUN" "$REPO" "${REPO_INT8:-}" "$DATA" "$TARGET" "$DURATION" "$WARMUP" > "$OUT/settings.txt"
+printf 'run=%s\nrepo=%s\nrepo_int8=%s\ndata=%s\nphotos=%s\ntarget=%s\nduration=%s\nwarmup=%s\n' \
+  "$RUN" "$REPO" "${REPO_INT8:-}" "$DATA" "${PHOTOS:-prepared}" "$TARGET" "$DURATION" "$WARMUP" \
+  > "$OUT/settings.txt"
 
 pids=()
 stop_all() {
