@@ -316,25 +316,34 @@ class Rollout:
         inputs: dict[str, NDArray[Any]],
         wanted: list[str],
         datatypes: dict[str, str],
+        tries: int = 1,
     ) -> dict[str, NDArray[Any]]:
+        """`wanted` outputs of model `name` at `version`; a model "not at ready state" is asked
+        again after ENSEMBLE_SETTLE_S, `tries` times in all, before the version is refused."""
         tensors = []
         for key, array in inputs.items():
             tensor = InferInput(key, list(array.shape), datatypes[key])
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
-        try:
-            result = self.client.infer(
-                name,
-                tensors,
-                model_version=str(version),
-                outputs=[InferRequestedOutput(w) for w in wanted],
-                client_timeout=60.0,
-            )
-        except InferenceServerException as err:
-            message = f"{name}: {_short(err.message() or str(err))}"
-            busy = err.status() in _BUSY_STATUSES and "ready state" not in message
-            raise (VersionBusy if busy else VersionRefused)(message) from None
-        return {w: result.as_numpy(w) for w in wanted}
+        for attempt in range(1, tries + 1):
+            try:
+                result = self.client.infer(
+                    name,
+                    tensors,
+                    model_version=str(version),
+                    outputs=[InferRequestedOutput(w) for w in wanted],
+                    client_timeout=60.0,
+                )
+                return {w: result.as_numpy(w) for w in wanted}
+            except InferenceServerException as err:
+                message = f"{name}: {_short(err.message() or str(err))}"
+                not_ready = "ready state" in message
+                if not_ready and attempt < tries:
+                    time.sleep(ENSEMBLE_SETTLE_S)
+                    continue
+                busy = err.status() in _BUSY_STATUSES and not not_ready
+                raise (VersionBusy if busy else VersionRefused)(message) from None
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def _check(self, ensemble: mc.ModelConfig, answers: dict[str, NDArray[Any]]) -> None:
         for output in ensemble.output:
@@ -364,29 +373,15 @@ class Rollout:
                 self._run_steps(ensemble, version, tensors, datatypes)
             else:
                 wanted = [o.name for o in ensemble.output]
-                tensors.update(self._through_ensemble(name, version, tensors, wanted, datatypes))
+                # a just-switched ensemble that Triton is still re-loading answers "not at ready
+                # state" for a moment (on a loaded machine, right after a restart): asked again
+                # after ENSEMBLE_SETTLE_S, up to ENSEMBLE_LOAD_TRIES times; its composing models
+                # already answered step by step
+                answers = self._infer(
+                    name, version, tensors, wanted, datatypes, ENSEMBLE_LOAD_TRIES
+                )
+                tensors.update(answers)
             self._check(ensemble, tensors)
-
-    def _through_ensemble(
-        self,
-        name: str,
-        version: int,
-        inputs: dict[str, NDArray[Any]],
-        wanted: list[str],
-        datatypes: dict[str, str],
-    ) -> dict[str, NDArray[Any]]:
-        """`_infer` through a just-switched ensemble: one that Triton is still re-loading answers
-        "not at ready state" for a moment (on a loaded machine, right after a restart), which is
-        asked again after ENSEMBLE_SETTLE_S, up to ENSEMBLE_LOAD_TRIES times, before it refuses
-        the version; its composing models already answered step by step."""
-        for attempt in range(ENSEMBLE_LOAD_TRIES):
-            try:
-                return self._infer(name, version, inputs, wanted, datatypes)
-            except VersionRefused as err:
-                if "ready state" not in str(err) or attempt == ENSEMBLE_LOAD_TRIES - 1:
-                    raise
-                time.sleep(ENSEMBLE_SETTLE_S)
-        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _run_steps(
         self,
