@@ -89,10 +89,10 @@ FUSION = OptionGroup(TrainConfig, {
     "fusion_lr": "Learning rate of the fusion head.",
     "unfreeze_text": "Fine-tune the text encoder together with the fusion head.",
     "fusion_stacking": "Fusion logits: the image and text heads' stacked with the combined head's.",
-    "fusion_modality_dropout": "Chance of zeroing a sample's image embedding.",
+    "fusion_modality_dropout": "Chance of zeroing a sample's image embedding in training.",
     "fusion_folds": "Fit the stacking on out-of-fold predictions from models refit on this many "
     "folds of the train split (0: on the served models' in-sample predictions).",
-}, panel="Fusion stage")  # fmt: skip
+}, panel="Fusion stage", names={"fusion_modality_dropout": "photo_dropout"})  # fmt: skip
 GROUPS = (GENERAL, WORD2VEC, IMAGE, TEXT, FUSION)
 
 

@@ -33,7 +33,7 @@ DEMO = OptionGroup(DemoSettings, {
     "image_size": "Side of the generated photos, in pixels.",
     "seed": "Seed; the same seed gives the same files.",
     "hard_fraction": "Share of listings whose photo or text points to another category.",
-})  # fmt: skip
+}, names={"products_per_category": "per_category"})  # fmt: skip
 SKIPPED_SHOWN = 10  # unreadable photos listed on screen; the manifest lists them all
 
 
