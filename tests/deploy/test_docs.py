@@ -67,3 +67,38 @@ def test_relative_links_point_at_files(doc) -> None:
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
         if "://" not in target:
             assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def _fbmr_commands(text: str) -> list[list[str]]:
+    """Each `fbmr ...` command written in a document's code (inline spans, which may wrap, and
+    fenced blocks), as its words up to the end of the span or line."""
+    fenced = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+    inline = re.findall(r"`([^`\n]+(?:\n[^`\n]+)?)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    spans = [line for block in fenced for line in block.splitlines()] + inline
+    commands = []
+    for span in spans:
+        for found in re.finditer(r"(?:^|[\s;(|&])fbmr ([^;|&#]*)", span.replace("\n", " ")):
+            commands.append(found.group(1).split())
+    return commands
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_fbmr_option_the_docs_write_exists(doc) -> None:
+    """A renamed or removed option fails here, not in a reader's shell (`fbmr score --triton`)."""
+    import typer
+
+    from fbmr.core.cli import build_app
+
+    root = typer.main.get_command(build_app())
+    missing = []
+    for words in _fbmr_commands(doc.read_text()):
+        command, path = root, ["fbmr"]
+        while words and words[0] in getattr(command, "commands", {}):
+            command = command.commands[words[0]]  # type: ignore[attr-defined]
+            path.append(words.pop(0))
+        known = {"--help"} | {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        for word in words:
+            option = word.strip("[]").split("=")[0]
+            if re.fullmatch(r"--[a-z0-9-]+", option) and option not in known:
+                missing.append(f"{' '.join(path)} {option}")
+    assert missing == [], f"{doc.name} writes options that do not exist: {missing}"
