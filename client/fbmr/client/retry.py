@@ -8,9 +8,10 @@ the same request gets the same answer. The back-off is stamina's (exponential, j
 a 503's `Retry-After` replaces it for that wait. `RetryPolicy.timeout_s` bounds the total time.
 
 Each retry is logged as one INFO line of `fbmr.client.retry` naming what failed. stamina also
-records each as a WARNING of its own logger (`stamina.retry_scheduled`), which the `fbmr`
-command keeps below the terminal; a program configures or silences the `stamina` logger as it
-likes.
+records each as a WARNING of its own logger (`stamina.retry_scheduled`). The client's
+retry module gives that logger a `NullHandler`, so a program that has not set up logging does not
+get them on its terminal through Python's last-resort handler; a program that has set up logging
+still gets them (they propagate as before), and the `fbmr` command keeps them below the terminal.
 
 `retry_call` applies the same policy to any call and exception type, so code outside the HTTP
 client (the direct scorer's Triton calls, which raise their own `Unavailable`) retries the same
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+# no last-resort output of stamina's retry records where logging is not set up (module docstring)
+logging.getLogger("stamina").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,23 @@ class RetryPolicy:
         for `refused_s` only; honour an `Unavailable`'s Retry-After (with jitter, so clients told
         the same delay do not return together)."""
         started = time.monotonic()
+        refused_tries = 0
 
         def decide(error: Exception) -> bool | float:
+            nonlocal refused_tries
             if not isinstance(error, retryable):
                 return False
-            if getattr(error, "refused", False) and time.monotonic() - started >= self.refused_s:
-                return False
+            if getattr(error, "refused", False):
+                # the back-off, cut to what is left of `refused_s`: the last wait would
+                # otherwise run past it (a typo then failed after 3 s, not 2)
+                left = self.refused_s - (time.monotonic() - started)
+                if left <= 0.05:
+                    return False
+                refused_tries += 1
+                grown = self.wait_initial_s * self.wait_exp_base ** (refused_tries - 1)
+                wait = min(grown, self.wait_max_s) + random.uniform(0, self.wait_jitter_s)
+                log.info("%s; trying again in %.1f s", error, min(wait, left))
+                return min(wait, left)
             retry_after = getattr(error, "retry_after", None)
             if isinstance(retry_after, int | float) and retry_after > 0:
                 jitter = random.uniform(0, self.wait_jitter_s)
