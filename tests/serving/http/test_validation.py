@@ -267,3 +267,20 @@ def test_readyz_names_no_server_path(offline_settings):
         body = client.get("/readyz").json()
     assert body["refused"] == {"2": "image_encoder: failed to load image_encoder/2/model.onnx"}
     assert str(where) not in json.dumps(body)
+
+
+def test_readyz_names_triton_s_log_by_its_name_alone(offline_settings, tmp_path):
+    """A failed restart's cause names Triton's log, which lives outside the repository."""
+    from dataclasses import asdict
+
+    from fbmr.serving.triton.supervisor import SupervisorStatus
+
+    log = tmp_path / "srv" / "triton.log"
+    cause = f"tritonserver exited with code 1; its log ({log}) ends:"
+    status_file = tmp_path / "triton-status.json"
+    status_file.write_text(json.dumps(asdict(SupervisorStatus("restarting", 1, 2, cause))))
+    settings = offline_settings.model_copy(update={"triton_status_file": status_file})
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/readyz").json()
+    assert "its log (triton.log) ends" in body["triton_process"], body
+    assert str(tmp_path) not in json.dumps(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from fastapi import APIRouter
@@ -25,6 +26,8 @@ from fbmr.serving.triton.supervisor import read_status
 
 router = APIRouter()
 
+# the folders of an absolute path (the file name stays): /readyz needs no key
+SERVER_FOLDERS = re.compile(r"(?<![\w.~])/(?:[^/\s()'\"]+/)+")
 # how long one /readyz answer is reused: probes come every few seconds, a flood gets the copy
 READYZ_CACHE_S = 1.0
 
@@ -62,12 +65,13 @@ async def _readiness(state: FacadeState) -> tuple[dict[str, object], int]:
     status = state.rollout_status
     status_file = state.settings.triton_status_file
     supervisor = read_status(status_file) if status_file else None
-    # /readyz needs no key: the causes it gives name files relative to the model repository,
-    # never where the server keeps it
+    # /readyz needs no key: the causes it gives name files relative to the model repository
+    # (image_encoder/2/model.onnx), and any other file (Triton's log) by its name alone, never
+    # where the server keeps them
     repository = f"{state.settings.model_repository.resolve()}/"
 
     def public(text: str) -> str:
-        return text.replace(repository, "")
+        return SERVER_FOLDERS.sub("", text.replace(repository, ""))
 
     body = Readiness(
         triton=triton,
@@ -78,7 +82,7 @@ async def _readiness(state: FacadeState) -> tuple[dict[str, object], int]:
         rollout=public(status.summary()) if status else None,
         refused={v: public(why) for v, why in status.refused.items()} if status else {},
         pinned=status.pinned if status else None,
-        triton_process=supervisor.summary() if supervisor else None,
+        triton_process=public(supervisor.summary()) if supervisor else None,
     )
     # a facade started without an index only classifies: it is ready without one
     index_ready = index is not None or state.index.index_dir is None
