@@ -28,7 +28,7 @@ from fbmr.client.inputs import InputError
 from fbmr.client.listings import read_listings
 from fbmr.client.listings_cli import app
 from fbmr.core.contract import ErrorCode
-from tests.helpers import running_facade, split_listings
+from tests.helpers import free_ports, running_facade, split_listings
 
 
 def test_both_clients_send_listing_updates_and_filters_alike():
@@ -195,3 +195,24 @@ def test_listings_put_and_delete_in_bulk_record_each_refusal(
             assert "1 listing deleted, 2 not deleted" in deleted.output, deleted.output
             assert deleted.exit_code == 1 and "shop/1" in deleted.output
             assert "bulk-0" not in client.similar(photo=photo, text=query, k=20).ids
+
+
+def test_rows_put_where_nothing_listens_are_reported_unreachable(tmp_path):
+    """No answer is a code of its own in the report (it was null), and an id is shown escaped."""
+    (closed,) = free_ports(1)
+    (tmp_path / "p.jpg").write_bytes(b"never read: nothing answers")
+    (tmp_path / "new.csv").write_text(
+        "id,name,description,photo\na,A chair,Oak,p.jpg\nb,A desk,,p.jpg\n"
+    )
+    report = tmp_path / "report.jsonl"
+    url = f"http://127.0.0.1:{closed}"
+    put = CliRunner().invoke(app, ["put", str(tmp_path / "new.csv"), "--report", str(report),
+                                   "--url", url])  # fmt: skip
+    assert put.exit_code == 1, put.output
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [(line["id"], line["code"]) for line in lines] == [
+        ("a", "unreachable"),
+        ("b", "unreachable"),
+    ]
+    deleted = CliRunner().invoke(app, ["delete", "a\nb", "--url", url])
+    assert deleted.exit_code == 1 and '"a\\nb": ' in deleted.output, deleted.output

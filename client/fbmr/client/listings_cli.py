@@ -7,13 +7,39 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from fbmr.core.cli import ApiKeyOption, FacadeUrlOption, count, fail
 from fbmr.core.contract import DEFAULT_FACADE_URL
 
+if TYPE_CHECKING:  # the client is imported when a command runs, so --help stays quick
+    from fbmr.client.errors import FbmrError
+
+# a report's code for a row that got no answer (the facade's own codes are fbmr.core's ErrorCode)
+UNREACHABLE = "unreachable"
+
 app = typer.Typer(help="Listings posted and sold while serving (the live similar-listing index).")
+
+
+def row_code(err: FbmrError) -> str:
+    """A refused row's code in the report: the facade's, or `unreachable` when no answer came
+    (nothing listened, or the connection failed once retries were spent), or the HTTP status
+    of an answer that named no code (a proxy's, say) as `status_NNN`."""
+    from fbmr.client.errors import ServerUnreachable
+
+    if err.code is not None:
+        return err.code.value
+    if isinstance(err, ServerUnreachable):
+        return UNREACHABLE
+    return f"status_{err.status}"
+
+
+def shown(listing_id: str) -> str:
+    """An id as the terminal may show it: one that breaks the id rule (a line break, a control
+    character) is quoted with its escapes rather than written raw."""
+    return listing_id if listing_id.isprintable() else json.dumps(listing_id)
 
 
 @app.command()
@@ -45,8 +71,7 @@ def put(
     rows: list[dict[str, object]] = []
     for listing, result in zip(listings, results, strict=True):
         if isinstance(result, FbmrError):
-            code = result.code.value if result.code else None
-            rows.append({"id": listing.id, "error": result.message, "code": code})
+            rows.append({"id": listing.id, "error": result.message, "code": row_code(result)})
         else:
             rows.append({"id": listing.id, "stored": True, "category": result.category})
     if report is not None:
@@ -54,7 +79,7 @@ def put(
     refused = [row for row in rows if "error" in row]
     typer.echo(f"{count(len(rows) - len(refused), 'listing')} stored, {len(refused)} refused")
     for row in refused[:5]:
-        typer.echo(f"  {row['id']}: {row['code']}: {row['error']}", err=True)
+        typer.echo(f"  {shown(str(row['id']))}: {row['code']}: {row['error']}", err=True)
     if refused:
         fail(f"{len(refused)} of {count(len(rows), 'listing')} refused")
 
@@ -76,7 +101,7 @@ def delete(
                 client.delete_listing(listing_id)
             except FbmrError as err:
                 missing += 1
-                typer.echo(f"  {listing_id}: {err.message}", err=True)
+                typer.echo(f"  {shown(listing_id)}: {err.message}", err=True)
     typer.echo(f"{count(len(ids) - missing, 'listing')} deleted, {missing} not deleted")
     if missing:
         fail(f"{missing} of {count(len(ids), 'listing')} not deleted")
