@@ -104,29 +104,39 @@ OVERTAKEN = (
 
 
 class _Triton:
-    """What `_load_ensembles` sees of Triton: ensembles loaded at a version, and one that
-    Triton's own re-load puts back on the old version `reverts` times, after dropping our
-    loads of it `overtakes` times (its message when its own load overtakes ours)."""
+    """What `_load_ensembles` sees of Triton: ensembles loaded one by one at a version, and one
+    that Triton's own re-load puts back on the old version `reverts` times, after dropping our
+    loads of it `overtakes` times (its message when its own load overtakes ours); its own loads
+    and unloads under way for the first `busy` looks at its repository index."""
 
-    def __init__(self, reverts: int, overtakes: int = 0, refusal: str = OVERTAKEN) -> None:
+    def __init__(
+        self, reverts: int, overtakes: int = 0, refusal: str = OVERTAKEN, busy: int = 0
+    ) -> None:
         self.at: dict[str, int] = {}
         self.loads: list[str] = []
+        self.events: list[str] = []  # "busy", "quiet" (index looks) and each load, in order
         self.reverts = reverts
         self.overtakes = overtakes
         self.refusal = refusal
+        self.busy = busy
 
-    def load_all(self, loads: list[tuple[str, list[int], int | None]]) -> None:
-        overtaken = self.overtakes > 0 and any(name == "text_classifier" for name, _, _ in loads)
-        for name, (version,), _pin in loads:
-            self.loads.append(name)
-            if not (overtaken and name == "text_classifier"):
-                self.at[name] = version
-        if overtaken:
+    def load(self, name: str, versions: list[int], pin: int | None = None) -> None:
+        (version,) = versions
+        self.loads.append(name)
+        self.events.append(name)
+        if self.overtakes > 0 and name == "text_classifier":
             self.overtakes -= 1
             raise VersionRefused(f"load failed for model 'text_classifier': {self.refusal}")
-        if self.reverts:  # a re-load with the config it had lands after ours
+        self.at[name] = version
+        if self.reverts and name == "text_classifier":  # a re-load with its old config
             self.reverts -= 1
-            self.at["text_classifier"] = 1
+            self.at[name] = 1
+
+    def get_model_repository_index(self, as_json: bool) -> dict[str, list[dict[str, str]]]:
+        state = "LOADING" if self.busy > 0 else "READY"
+        self.events.append("busy" if self.busy > 0 else "quiet")
+        self.busy -= 1
+        return {"models": [{"name": "text_encoder", "version": "2", "state": state}]}
 
     def is_model_ready(self, name: str, version: str) -> bool:
         return self.at.get(name) == int(version)
@@ -138,12 +148,14 @@ def faked(
     reverts: int,
     overtakes: int = 0,
     refusal: str = OVERTAKEN,
+    busy: int = 0,
 ) -> _Triton:
     """`rollout` loading ensembles into a _Triton, with no wait for them to settle."""
-    triton = _Triton(reverts, overtakes, refusal)
+    triton = _Triton(reverts, overtakes, refusal, busy)
     monkeypatch.setattr("fbmr.serving.triton.rollout.ENSEMBLE_SETTLE_S", 0)
-    monkeypatch.setattr(rollout, "_load_all", triton.load_all)
-    monkeypatch.setattr(rollout.client, "is_model_ready", triton.is_model_ready)
+    monkeypatch.setattr(rollout, "_load", triton.load)
+    for method in ("is_model_ready", "get_model_repository_index"):
+        monkeypatch.setattr(rollout.client, method, getattr(triton, method))
     return triton
 
 
@@ -153,6 +165,15 @@ def test_an_ensemble_put_back_on_the_old_version_is_loaded_again(rollout, monkey
     rollout._load_ensembles(2)
     assert triton.at == dict.fromkeys(ENSEMBLE_NAMES, 2)
     assert triton.loads == [*ENSEMBLE_NAMES, *["text_classifier"] * reverts]
+
+
+def test_ensembles_are_loaded_one_at_a_time_once_tritons_own_loads_have_ended(rollout, monkeypatch):
+    """tritonserver died (SIGSEGV in its model lifecycle) with our ensemble loads landing
+    beside its own re-loads of them."""
+    triton = faked(rollout, monkeypatch, reverts=0, busy=3)
+    rollout._load_ensembles(2)
+    assert triton.events == ["busy", "busy", "busy", "quiet", *ENSEMBLE_NAMES]
+    assert triton.at == dict.fromkeys(ENSEMBLE_NAMES, 2)
 
 
 def test_an_ensemble_that_never_stays_at_the_version_refuses_it(rollout, monkeypatch):

@@ -60,6 +60,9 @@ BUSY_TRIES = 3
 # re-loads Triton makes of its own land within a few hundred ms).
 ENSEMBLE_LOAD_TRIES = 4
 ENSEMBLE_SETTLE_S = 0.5
+# The longest wait for Triton's own loads and unloads to end before the ensembles are loaded.
+LIFECYCLE_QUIET_S = 10.0
+_IN_MOTION = frozenset({"LOADING", "UNLOADING"})
 # Triton's refusal of a load that one of its own re-loads overtook (not a fault of the version)
 _OVERTAKEN = "current load operation is out-dated"
 # Triton's answers that say "not now" rather than "wrong"
@@ -273,20 +276,35 @@ class Rollout:
         loaded again, as is one whose load Triton dropped for its own."""
         stale = list(ENSEMBLE_NAMES)
         for _ in range(ENSEMBLE_LOAD_TRIES):
-            try:
-                self._load_all([(n, [version], version) for n in stale])
-            except VersionRefused as err:
-                # that re-load can also start while ours runs, and Triton then drops ours as
-                # out-dated (seen under load): what matters is where the ensembles end up
-                if _OVERTAKEN not in str(err):
-                    raise
-                log.info("a load by Triton itself overtook ours: %s", err)
+            # One at a time, and once Triton's own loads and unloads have ended: tritonserver
+            # 2.51 died of SIGSEGV in its model lifecycle with our three ensemble loads landing
+            # beside its own re-loads of them (seen once under load, in a rollback).
+            self._wait_for_quiet_lifecycle()
+            for name in stale:
+                try:
+                    self._load(name, [version], version)
+                except VersionRefused as err:
+                    # that re-load can also start while ours runs, and Triton then drops ours
+                    # as out-dated (seen under load): what matters is where they end up
+                    if _OVERTAKEN not in str(err):
+                        raise
+                    log.info("a load by Triton itself overtook ours: %s", err)
             time.sleep(ENSEMBLE_SETTLE_S)
             stale = [n for n in ENSEMBLE_NAMES if not self.client.is_model_ready(n, str(version))]
             if not stale:
                 return
             log.info("%s put back on another version by Triton; loading again", ", ".join(stale))
         raise VersionRefused(f"{', '.join(stale)} not ready at version {version}")
+
+    def _wait_for_quiet_lifecycle(self) -> None:
+        """Until no model of the repository is loading or unloading, LIFECYCLE_QUIET_S at most
+        (then the loads go ahead: a Triton that stays busy still gets them)."""
+        deadline = time.monotonic() + LIFECYCLE_QUIET_S
+        while time.monotonic() < deadline:
+            index = self.client.get_model_repository_index(as_json=True).get("models", [])
+            if not any(model.get("state") in _IN_MOTION for model in index):
+                return
+            time.sleep(0.05)
 
     def _restore(self, composing: list[str], keep: int | None) -> None:
         """Back to `keep` alone: the refused version unloaded, or everything when none served."""
