@@ -238,6 +238,12 @@ def build(
         envvar=f"{contract.ENV_PREFIX}MILVUS_TOKEN",
         help="The Milvus cluster's token, where it needs one.",
     ),
+    keep_versions: int = typer.Option(
+        3,
+        min=1,
+        help="Versions kept after the build, the new one included (older ones are removed, "
+        "with their Milvus collections; the one in use never).",
+    ),
     progress: ProgressOption = True,
 ) -> None:
     """Embed a prepared dataset's listings through the running Triton and save the index's next
@@ -252,7 +258,7 @@ def build(
     try:
         path = build_catalogue_index(
             data, out, triton_url, repo, index_type, chosen, tuple(kinds), progress, milvus_uri,
-            milvus_token,
+            milvus_token, keep_versions,
         )  # fmt: skip
     except (FileNotFoundError, ValueError, Unavailable) as err:
         fail(f"index not built: {err}")

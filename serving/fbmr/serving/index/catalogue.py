@@ -30,6 +30,7 @@ from fbmr.core.contract import Kind
 from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
 from fbmr.core.listing import listing_text, photo_cell
 from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.retention import KEEP_VERSIONS, prune_versions
 from fbmr.serving.index.store import save_version
 from fbmr.serving.index.updates import changes, fold, prune_photos
 
@@ -116,9 +117,11 @@ def build_catalogue_index(
     progress: bool = True,
     milvus_uri: str | None = None,
     milvus_token: str | None = None,
+    keep: int = KEEP_VERSIONS,
 ) -> Path:
     """Embed the catalogue and save it as the index's next version (in FAISS files, or in the
-    Milvus at `milvus_uri`); returns its folder."""
+    Milvus at `milvus_uri`), then remove all but the newest `keep` versions; returns its
+    folder."""
     # listings put or deleted while the previous versions served are folded in, embedded again
     # by this version's models; the new version replays only what comes after
     catalogue, folded = fold(read_catalogue(prepared, splits), index_dir)
@@ -159,4 +162,5 @@ def build_catalogue_index(
     path = save_version(index_dir, vectors, public, meta, index_type, milvus_uri, milvus_token)
     if removed := prune_photos(index_dir):  # deleted or replaced listings' photos
         log.info("%d photos no listing needs any more removed", removed)
+    prune_versions(index_dir, keep, milvus_uri, milvus_token)
     return path
