@@ -86,3 +86,46 @@ def test_serve_refuses_a_network_address_without_a_key(host, monkeypatch, tmp_pa
         assert CliRunner().invoke(build_app(), [*command, *allowed]).exit_code == 0
     assert CliRunner().invoke(build_app(), ["serve", "--repo", str(tmp_path)]).exit_code == 0
     assert started == [host, host, host]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "triton.internal"])
+def test_triton_start_refuses_a_network_address_without_an_admin_key(host, monkeypatch, tmp_path):
+    """Its repository API can load model code: open to the network only when told so."""
+    monkeypatch.setenv("FBMR_TRITON_ADMIN_KEY", "")
+    started: list[object] = []
+    monkeypatch.setattr("fbmr.serving.triton.server.LocalTriton.start", started.append)
+    command = ["triton", "start", "--host", host, "--repo", str(tmp_path)]
+    refused = CliRunner().invoke(build_app(), command)
+    assert refused.exit_code == USER_ERROR and "without an admin key" in refused.output
+    assert started == []
+
+
+def test_serve_with_triton_gives_its_triton_a_key_of_its_own(monkeypatch, artifact_repository):
+    """No FBMR_TRITON_ADMIN_KEY: the local Triton's control plane takes a key made for the run,
+    which the facade's settings hold (and its workers get through the environment)."""
+    monkeypatch.setenv("FBMR_TRITON_ADMIN_KEY", "")
+    keys: list[str | None] = []
+    served: list[object] = []
+
+    class Supervisor:
+        def __init__(self, local, status_file) -> None:
+            keys.append(local.admin_key)
+
+        def start(self):
+            return self
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr("fbmr.serving.triton.supervisor.TritonSupervisor", Supervisor)
+    monkeypatch.setattr(
+        "fbmr.serving.cli._run_uvicorn", lambda settings, *a: served.append(settings)
+    )
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    monkeypatch.setattr("logging.config.dictConfig", lambda *args: None)
+    for _ in range(2):
+        command = ["serve", "--with-triton", "--repo", str(artifact_repository)]
+        done = CliRunner().invoke(build_app(), command)
+        assert done.exit_code == 0, done.output
+    assert all(keys) and len(set(keys)) == 2 and len(keys[0]) >= 32  # a new one each run
+    assert [s.triton_admin_key.get_secret_value() for s in served] == keys

@@ -53,6 +53,18 @@ def count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (or `localhost`): reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def fail(message: str) -> NoReturn:
     """Stop the command with `message` on standard error and the user-error exit code."""
     typer.secho(message, fg=typer.colors.RED, err=True)

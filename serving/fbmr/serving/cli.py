@@ -27,8 +27,11 @@ from fbmr.core.cli import (
     RepoOption,
     TritonUrlOption,
     fail,
+    is_loopback,
 )
 from fbmr.serving.index.index_type import IndexType
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fbmr.client import Client
@@ -88,7 +91,9 @@ def serve(
     ),
 ) -> None:
     """Start the FastAPI facade (uvicorn) against Triton; with --with-triton, Triton too."""
-    from pydantic import ValidationError
+    import secrets
+
+    from pydantic import SecretStr, ValidationError
 
     from fbmr.serving.settings import FacadeSettings
     from fbmr.serving.triton.server import LocalTriton, TritonError, TritonPorts
@@ -112,7 +117,16 @@ def serve(
         settings = FacadeSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as err:
         raise typer.BadParameter(str(err)) from None
-    if settings.api_key is None and not _loopback(host) and not insecure:
+    if with_triton and settings.triton_admin_key is None:
+        # The local Triton's repository API (which loads model code) answers only to this facade
+        # and its workers (they read the key from the environment), not to other local users.
+        generated = SecretStr(secrets.token_urlsafe(32))
+        settings = settings.model_copy(update={"triton_admin_key": generated})
+        log.info(
+            "the local Triton's control plane takes a key made for this run (%s unset)",
+            contract.TRITON_ADMIN_KEY_ENV,
+        )
+    if settings.api_key is None and not is_loopback(host) and not insecure:
         fail(
             f"refusing to serve {host} without an API key: set FBMR_API_KEY (and FBMR_WRITE_KEY, "
             "FBMR_ADMIN_KEY for listing writes and administration), or pass --insecure"
@@ -140,18 +154,6 @@ def serve(
             triton.stop()
         if status_dir:
             status_dir.cleanup()
-
-
-def _loopback(host: str) -> bool:
-    """Whether `host` is a loopback address (or `localhost`): reachable from this machine only."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
 
 
 def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -> None:

@@ -293,10 +293,12 @@ def test_serve_with_triton_restarts_a_killed_triton_by_itself(cpu_repository, tm
         "--triton-http-port", str(triton_ports[0]), "--triton-grpc-port", str(grpc_port),
         "--triton-metrics-port", str(triton_ports[2]),
     ]  # fmt: skip
+    # the facade starts its Triton with the admin key of its environment (without one, with a
+    # key of its own that this test could not know)
+    admin_key = "restart-test-admin-key"
+    env = {**os.environ, TRITON_ADMIN_KEY_ENV: admin_key}
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    # the facade starts its Triton with the admin key of its environment, when it has one
-    admin_key = os.environ.get(TRITON_ADMIN_KEY_ENV)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     rollout = Rollout(cpu_repository, f"127.0.0.1:{grpc_port}", admin_key=admin_key)
     try:
         client = httpx.Client(base_url=url, timeout=30)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fbmr.core.cli import RepoOption, fail
+from fbmr.core.cli import RepoOption, fail, is_loopback
 from fbmr.core.contract import (
     DEFAULT_MODEL_REPOSITORY,
     LOCALHOST,
@@ -62,9 +62,20 @@ def start(
         False, help="Stay in the foreground and start tritonserver again if it crashes."
     ),
     admin_key: AdminKeyOption = None,
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        help="Bind an address other than loopback without an admin key (anyone who reaches it "
+        "may load model code through the repository API); refused otherwise.",
+    ),
 ) -> None:
     """Start tritonserver in the background and wait until the version to serve is loaded and
     checked (the newest export that loads and answers, or the pinned one)."""
+    if not admin_key and not is_loopback(host) and not insecure:
+        fail(
+            f"refusing to start tritonserver on {host} without an admin key: set "
+            f"{TRITON_ADMIN_KEY_ENV}, or pass --insecure"
+        )
     from fbmr.core.fileio import atomic_write_json
     from fbmr.serving.triton.server import LocalTriton, TritonError, TritonPorts, alive
 
