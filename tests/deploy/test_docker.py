@@ -98,6 +98,10 @@ def test_compose_serves_one_repository_to_both_and_publishes_grpc_and_metrics(
     assert "FBMR_TRITON_ADMIN_KEY" in triton["environment"]
     assert "FBMR_TRITON_ADMIN_KEY" in facade["environment"]
     assert not any(p.startswith("8002:") for p in triton["ports"])
+    # Triton's HTTP and gRPC (its control plane among them) on the instance's loopback only
+    for port in triton["ports"]:
+        if port.rsplit(":", 1)[-1] in ("8000", "8001"):
+            assert port.startswith("127.0.0.1:"), port
     assert facade["environment"]["FBMR_TRITON_URL"] == "triton:8001"
 
 
