@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,13 @@ def test_the_default_trunk_starts_from_the_installed_imagenet_weights(demo_prepa
         assert torch.equal(trained, value), f"frozen {key} changed"
     head_before = pretrained.conv_head.weight
     assert not torch.equal(state["encoder.trunk.conv_head.weight"], head_before)
+    # another seed over the same pretrained trunk reads the same cache, not one of its own
+    features = tmp_path / "run" / "image" / "features"
+    made = {p.name: p.stat().st_mtime_ns for p in features.iterdir()}
+    (tmp_path / "seed-1" / "image").mkdir(parents=True)
+    (tmp_path / "seed-1" / "image" / "features").symlink_to(features)
+    train(replace(config, seed=1), tmp_path / "seed-1", Stage.image)
+    assert {p.name: p.stat().st_mtime_ns for p in features.iterdir()} == made
 
 
 @pytest.mark.integration  # trains an image stage: seconds, not the fast tier's

@@ -256,7 +256,9 @@ def train_image(
         key = {
             "backbone": config.backbone,
             "weights": model.weights_source,
-            "seed": config.seed,
+            # the seed draws a random trunk; pretrained frozen stages give the same maps for
+            # any seed, so runs that differ by seed alone share one cache
+            **({"seed": config.seed} if model.weights_source == RANDOM_INIT else {}),
             "image_spec": spec.to_dict(),
             "batch_norm": meta.batch_norm_recalibrated_on,
             "trainable_from": first,
