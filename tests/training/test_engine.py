@@ -149,3 +149,60 @@ def test_one_builder_reads_each_stages_settings():
     assert (fusion.epochs, fusion.label_smoothing, fusion.average_from) == (7, 0.0, None)
     with pytest.raises(ValueError, match="word2vec"):
         fit_settings(config, "word2vec")
+
+
+class Recording(Linear):
+    """Linear, keeping each training batch it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.seen.append(x.detach().clone())
+        return super().forward(x)
+
+
+def test_mixup_mixes_each_batch_with_itself_shuffled_and_weighs_both_targets(monkeypatch):
+    from fbmr.training.engine import train_one_epoch
+    from fbmr.training.optim import SplitAdam
+
+    data = _data(3)
+    x, y = data.tensors
+    order = torch.arange(len(y) - 1, -1, -1)  # the shuffle, fixed here: the batch reversed
+    monkeypatch.setattr(torch, "randperm", lambda n, device=None: order)
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self, *shape: torch.tensor(0.7))
+    loader = torch.utils.data.DataLoader(data, batch_size=len(y))  # one batch: the whole set
+    losses: list[tuple[torch.Tensor, float]] = []
+
+    def objective(embedding, logits, target, loss_fn):
+        losses.append((target.clone(), float(loss_fn(logits, target))))
+        return loss_fn(logits, target)
+
+    def epoch(mixup: float) -> tuple[Recording, float]:
+        model = Recording()
+        optimizer = SplitAdam(model.parameters(), [], lr=0.0, weight_decay=0.0)  # no step moves
+        loss, _ = train_one_epoch(
+            model, nn.CrossEntropyLoss(), optimizer, loader, torch.device("cpu"), "mix",
+            progress=False, objective=objective, mixup=mixup,
+        )  # fmt: skip
+        return model, loss
+
+    model, loss = epoch(0.4)
+    assert torch.allclose(model.seen[0], 0.7 * x + 0.3 * x[order])
+    (own, against_own), (other, against_other) = losses
+    assert torch.equal(own, y) and torch.equal(other, y[order])
+    assert loss == pytest.approx(0.7 * against_own + 0.3 * against_other, rel=1e-5)
+    # without mixup the batch goes in as it is, against its own targets alone
+    losses.clear()
+    model, loss = epoch(0.0)
+    assert torch.equal(model.seen[0], x) and len(losses) == 1
+    assert loss == pytest.approx(losses[0][1], rel=1e-6)
+
+
+def test_the_image_stage_reads_its_mixup_setting():
+    from fbmr.training.config import TrainConfig
+    from fbmr.training.engine import fit_settings
+
+    assert fit_settings(TrainConfig(image_mixup=0.2), "image").mixup == 0.2
+    assert fit_settings(TrainConfig(image_mixup=0.2), "text").mixup == 0.0

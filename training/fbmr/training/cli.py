@@ -53,6 +53,7 @@ IMAGE = OptionGroup(TrainConfig, {
     "image_label_smoothing": "Probability the image stage's targets put on the other classes.",
     "image_average_from": "Average the image weights from this epoch on (none: off).",
     "image_contrastive": "Weight of a contrastive loss on the image embedding (0: off).",
+    "image_mixup": "Mixup of the image stage's inputs and targets: Beta(a, a)'s a (0: off).",
 }, panel="Image stage")  # fmt: skip
 TEXT = OptionGroup(TrainConfig, {
     "max_length": "Words per listing for the text CNN.",

@@ -127,6 +127,9 @@ class TrainConfig:
     # weight of a supervised contrastive loss on the image embedding beside the classification
     # loss (fbmr.training.contrastive), for photo-only similar-listing search; 0: off
     image_contrastive: float = 0.0
+    # mixup of the training inputs (the cached maps, or the photos) and their targets: each
+    # batch mixed with itself shuffled, by a weight drawn from Beta(a, a); 0: off
+    image_mixup: float = 0.0
 
     # text encoder: CNN over word2vec (text_filters 0 turns it off) beside the n-gram bag. The
     # bag alone is the default: on the real sample it beat the CNN on validation and test

@@ -101,6 +101,9 @@ class FitSettings:
     # Learning rate of the pretrained weights being fine-tuned (`optim.pretrained_parameters`),
     # which the stage's rate would wipe out; None: the stage's rate for every parameter.
     pretrained_lr: float | None = None
+    # mixup (Zhang et al., 2018): each training batch is mixed with itself shuffled, its first
+    # input and its targets alike, by a weight drawn from Beta(mixup, mixup); 0: off
+    mixup: float = 0.0
 
 
 def fit_settings(
@@ -130,6 +133,7 @@ def fit_settings(
             label_smoothing=config.image_label_smoothing,
             average_from=config.image_average_from,
             pretrained_lr=config.image_trunk_lr if pretrained else None,
+            mixup=config.image_mixup,
         )
     # text and fusion: a pretrained sentence member keeps the rate it was trained at (in fusion
     # with --unfreeze-text)
@@ -308,6 +312,19 @@ def save_checkpoint(path: Path, fields: dict[str, object]) -> None:
         torch.save({"format": CHECKPOINT_FORMAT, **fields}, tmp)
 
 
+def _batch_loss(
+    objective: Objective | None,
+    loss_fn: nn.Module,
+    embedding: torch.Tensor,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+) -> torch.Tensor:
+    if objective is None:
+        loss: torch.Tensor = loss_fn(logits, target)
+        return loss
+    return objective(embedding, logits, target, loss_fn)
+
+
 def train_one_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -317,22 +334,33 @@ def train_one_epoch(
     desc: str,
     progress: bool = True,
     objective: Objective | None = None,
+    mixup: float = 0.0,
 ) -> tuple[float, float]:
     """One pass over `loader` (items: inputs..., target; model output: embedding, logits);
     returns the mean training loss and top-1. The loss is `loss_fn` of the logits, or what
-    `objective` makes of the batch."""
+    `objective` makes of the batch; with `mixup` (see FitSettings), the loss against each of
+    the two mixed targets, weighted as they were mixed, and top-1 against the heavier one."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress)
+    mixing = torch.distributions.Beta(mixup, mixup) if mixup > 0 else None
     for batch in bar:
         *inputs, target = _to(batch, device)
+        weight, other = 1.0, target
+        if mixing is not None:
+            weight = float(mixing.sample())
+            order = torch.randperm(len(target), device=target.device)
+            inputs[0] = weight * inputs[0] + (1 - weight) * inputs[0][order]
+            other = target[order]
         embedding, logits = model(*inputs)
-        if objective is None:
-            loss = loss_fn(logits, target)
-        else:
-            loss = objective(embedding, logits, target, loss_fn)
+        loss = _batch_loss(objective, loss_fn, embedding, logits, target)
+        if mixing is not None:
+            against_other = _batch_loss(objective, loss_fn, embedding, logits, other)
+            loss = torch.lerp(against_other, loss, weight)  # weight * loss + (1 - weight) * other
+        if weight < 0.5:
+            target = other
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's stub leaves it untyped
         optimizer.step()
         total_loss += loss.item() * len(target)
         correct += (logits.argmax(1) == target).sum().item()
@@ -448,7 +476,15 @@ def fit(
         loader = make_loader(train, settings, shuffle=True, epoch=epoch)
         desc = f"{stage_dir.name} epoch {epoch}"
         train_loss, train_top1 = train_one_epoch(
-            model, train_loss_fn, optimizer, loader, device, desc, settings.progress, objective
+            model,
+            train_loss_fn,
+            optimizer,
+            loader,
+            device,
+            desc,
+            settings.progress,
+            objective,
+            settings.mixup,
         )
         averaging = settings.average_from is not None and epoch >= settings.average_from
         if averaging:
