@@ -4,6 +4,7 @@ its answer printed as JSON, its refusal as one line and the user-error exit code
 import json
 from typing import ClassVar
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -129,3 +130,28 @@ def test_serve_with_triton_gives_its_triton_a_key_of_its_own(monkeypatch, artifa
         assert done.exit_code == 0, done.output
     assert all(keys) and len(set(keys)) == 2 and len(keys[0]) >= 32  # a new one each run
     assert [s.triton_admin_key.get_secret_value() for s in served] == keys
+
+
+def test_serve_refuses_several_workers_on_a_milvus_lite_index(monkeypatch, tmp_path):
+    """A milvus-lite file opens in one process only: said at the start, not as a worker's
+    failure to open it."""
+    from fbmr.core.contract import Kind
+    from fbmr.serving.index.store import save_version
+
+    monkeypatch.setattr("fbmr.serving.cli._run_uvicorn", lambda *args: None)
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    monkeypatch.setattr("logging.config.dictConfig", lambda *args: None)
+    listings = [{"id": "a", "name": "a", "category": "c", "price": None, "location": None}]
+    vectors = {Kind.combined: np.ones((1, 4), np.float32)}
+    faiss_dir, lite_dir = tmp_path / "faiss", tmp_path / "lite"
+    save_version(faiss_dir, vectors, listings, {})
+    # a version whose meta.json names a milvus-lite file (what is read; no Milvus started here)
+    meta_file = save_version(lite_dir, vectors, listings, {}) / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "backend": "milvus", "milvus_uri": "milvus.db"}))
+    command = ["serve", "--repo", str(tmp_path), "--workers", "2", "--index-dir"]
+    refused = CliRunner().invoke(build_app(), [*command, str(lite_dir)])
+    assert refused.exit_code == USER_ERROR and "milvus-lite file (milvus.db)" in refused.output
+    assert CliRunner().invoke(build_app(), [*command, str(faiss_dir)]).exit_code == 0
+    one = ["serve", "--repo", str(tmp_path), "--index-dir", str(lite_dir)]
+    assert CliRunner().invoke(build_app(), one).exit_code == 0

@@ -126,6 +126,12 @@ def serve(
             "the local Triton's control plane takes a key made for this run (%s unset)",
             contract.TRITON_ADMIN_KEY_ENV,
         )
+    if workers > 1 and (lite := _milvus_lite_in_use(settings.index_dir)):
+        fail(
+            f"the index in use is in a milvus-lite file ({lite}), which opens in one process "
+            "only: serve it with --workers 1, or build the index into a Milvus server "
+            "(fbmr index build --milvus-uri http://HOST:19530)"
+        )
     if settings.api_key is None and not is_loopback(host) and not insecure:
         fail(
             f"refusing to serve {host} without an API key: set FBMR_API_KEY (and FBMR_WRITE_KEY, "
@@ -154,6 +160,22 @@ def serve(
             triton.stop()
         if status_dir:
             status_dir.cleanup()
+
+
+def _milvus_lite_in_use(index_dir: Path | None) -> str | None:
+    """The milvus-lite file the index directory's current version lives in, if it does (a
+    Milvus server's URL, FAISS files or no index: None)."""
+    from fbmr.serving.index.live_index import read_meta
+    from fbmr.serving.index.store import CURRENT
+
+    if index_dir is None or not (index_dir / CURRENT).is_file():
+        return None
+    try:
+        meta = read_meta(index_dir / (index_dir / CURRENT).read_text().strip())
+    except (OSError, ValueError):
+        return None  # the facade says what is wrong with it when it loads it
+    uri = meta.get("milvus_uri")
+    return uri if isinstance(uri, str) and "://" not in uri else None
 
 
 def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -> None:

@@ -6,7 +6,8 @@ named in the version's meta.json) instead of the facade's memory. `milvus_uri` i
 cluster's address (`http://milvus:19530`; its token, where it needs one, from the facade's
 `FBMR_MILVUS_TOKEN`, never written to disk) or a milvus-lite file, the embedded Milvus that
 installs from PyPI, taken relative to the index directory (tests, one machine). A milvus-lite
-file opens in one process only, so a facade with `--workers 2` or more needs a Milvus server.
+file opens in one process only, so a facade with `--workers 2` or more needs a Milvus server
+(`fbmr serve` refuses the combination at start).
 
 Filters become a Milvus boolean expression evaluated inside the search, so k listings that pass
 come back. Collections are created with strong consistency: a listing upserted is searchable
