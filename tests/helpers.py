@@ -267,9 +267,11 @@ def untrained_run_models(prepared, training: dict):
     return RunModels(models, classes, spec, tokenizer, TEXT_ENCODER, trunk_record, data)
 
 
-# The whole test run's budget: CI (scripts/test.sh, every test) must stay under 15 minutes; a run
-# past 18 fails, whatever its tests did, so the budget cannot be crossed silently.
-RUN_BUDGET_S = 30 * 60  # a run gone wrong; the bar for CI is 20 minutes (issue 41 aims at 15)
+# The whole test run's budget: a run past it fails, whatever its tests did, so a run gone wrong
+# (a server hung, a test grown tenfold) cannot pass silently. The bar for CI is 20 minutes in all;
+# the budget sits above it (30) because the same suite's time varies by a third from hour to
+# hour on a shared 2-core machine (1,113 to 1,306 s of pytest for the same commit).
+RUN_BUDGET_S = 30 * 60
 RUN_BUDGET_ENV = "FBMR_TEST_BUDGET_S"  # another budget in seconds; 0 turns the check off
 
 
