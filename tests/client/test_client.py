@@ -348,7 +348,7 @@ def test_a_refused_connection_gives_up_in_seconds_where_a_reset_is_retried():
             client.predict_text("a bike")
     # the default policy (8 tries in 60 s, about 16 s of waits) stops once its 2 s of refused
     # tries have passed: its last wait is cut to what is left of them, not run past
-    assert time.monotonic() - began < 2.5
+    assert time.monotonic() - began < 3  # (the waits end at 2 s; the rest is a loaded machine)
     assert 2 <= attempts["refused"] < 8
     quick = RetryPolicy(attempts=4, wait_initial_s=0.01, wait_max_s=0.01, wait_jitter_s=0)
     transport = httpx.MockTransport(reset)

@@ -93,6 +93,7 @@ def test_serve_refuses_a_network_address_without_a_key(host, monkeypatch, tmp_pa
 def test_triton_start_refuses_a_network_address_without_an_admin_key(host, monkeypatch, tmp_path):
     """Its repository API can load model code: open to the network only when told so."""
     monkeypatch.setenv("FBMR_TRITON_ADMIN_KEY", "")
+    monkeypatch.delenv("FBMR_INSECURE", raising=False)
     started: list[object] = []
     monkeypatch.setattr("fbmr.serving.triton.server.LocalTriton.start", started.append)
     command = ["triton", "start", "--host", host, "--repo", str(tmp_path)]

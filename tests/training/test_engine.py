@@ -193,6 +193,16 @@ def test_mixup_mixes_each_batch_with_itself_shuffled_and_weighs_both_targets(mon
     (own, against_own), (other, against_other) = losses
     assert torch.equal(own, y) and torch.equal(other, y[order])
     assert loss == pytest.approx(0.7 * against_own + 0.3 * against_other, rel=1e-5)
+    # mixed the other way round (0.3): top-1 counts against the heavier, shuffled targets
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self, *shape: torch.tensor(0.3))
+    torch.manual_seed(0)  # a model whose top-1 differs between the two targets
+    model = Recording()
+    optimizer = SplitAdam(model.parameters(), [], lr=0.0, weight_decay=0.0)
+    _, top1 = train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, loader,
+                              torch.device("cpu"), "mix", progress=False, mixup=0.4)  # fmt: skip
+    logits = model(0.3 * x + 0.7 * x[order])[1]
+    assert top1 == pytest.approx(float((logits.argmax(1) == y[order]).float().mean()))
+    assert top1 != pytest.approx(float((logits.argmax(1) == y).float().mean()))
     # without mixup the batch goes in as it is, against its own targets alone
     losses.clear()
     model, loss = epoch(0.0)

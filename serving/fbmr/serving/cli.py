@@ -119,7 +119,8 @@ def serve(
         raise typer.BadParameter(str(err)) from None
     if with_triton and settings.triton_admin_key is None:
         # The local Triton's repository API (which loads model code) answers only to this facade
-        # and its workers (they read the key from the environment), not to other local users.
+        # and its workers (they read the key from the environment), not to local processes that
+        # cannot read the process list (Triton takes the key on its command line).
         generated = SecretStr(secrets.token_urlsafe(32))
         settings = settings.model_copy(update={"triton_admin_key": generated})
         log.info(
@@ -264,9 +265,10 @@ def build(
     ),
     keep_versions: int = typer.Option(
         3,
-        min=1,
+        min=2,
         help="Versions kept after the build, the new one included (older ones are removed, "
-        "with their Milvus collections; the one in use never).",
+        "with their Milvus collections; the one in use never). At least 2: workers search the "
+        "previous version until they next look for a new one.",
     ),
     progress: ProgressOption = True,
 ) -> None:

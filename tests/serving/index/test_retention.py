@@ -17,7 +17,7 @@ from fbmr.serving.index.retention import KEEP_VERSIONS, prune_versions
 from fbmr.serving.index.store import CURRENT, open_version, save_version
 
 
-def _versions(index_dir, milvus_uri, count: int, token: str | None = None) -> list[str]:
+def _versions(index_dir, milvus_uri, count: int) -> list[str]:
     rng = np.random.default_rng(0)
     listings = [
         {"id": f"l{i}", "name": f"item {i}", "category": "c", "price": None, "location": None}

@@ -4,6 +4,7 @@ version it tries next, when a refused version is tried again, the pin file, and 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,11 @@ class _Triton:
     and unloads under way for the first `busy` looks at its repository index."""
 
     def __init__(
-        self, reverts: int, overtakes: int = 0, refusal: str = OVERTAKEN, busy: int = 0
+        self,
+        reverts: int,
+        overtakes: int = 0,
+        refusal: str = OVERTAKEN,
+        busy: tuple[bool, ...] = (),
     ) -> None:
         self.at: dict[str, int] = {}
         self.loads: list[str] = []
@@ -132,10 +137,14 @@ class _Triton:
             self.reverts -= 1
             self.at[name] = 1
 
-    def get_model_repository_index(self, as_json: bool) -> dict[str, list[dict[str, str]]]:
-        state = "LOADING" if self.busy > 0 else "READY"
-        self.events.append("busy" if self.busy > 0 else "quiet")
-        self.busy -= 1
+    def get_model_repository_index(
+        self, as_json: bool, client_timeout: float
+    ) -> dict[str, list[dict[str, str]]]:
+        """Loading for each True of `busy` in turn, then quiet."""
+        busy = bool(self.busy) and self.busy[0]
+        self.busy = self.busy[1:]
+        self.events.append("busy" if busy else "quiet")
+        state = "LOADING" if busy else "READY"
         return {"models": [{"name": "text_encoder", "version": "2", "state": state}]}
 
     def is_model_ready(self, name: str, version: str) -> bool:
@@ -148,11 +157,12 @@ def faked(
     reverts: int,
     overtakes: int = 0,
     refusal: str = OVERTAKEN,
-    busy: int = 0,
+    busy: tuple[bool, ...] = (),
 ) -> _Triton:
     """`rollout` loading ensembles into a _Triton, with no wait for them to settle."""
     triton = _Triton(reverts, overtakes, refusal, busy)
     monkeypatch.setattr("fbmr.serving.triton.rollout.ENSEMBLE_SETTLE_S", 0)
+    monkeypatch.setattr("fbmr.serving.triton.rollout.QUIET_WINDOW_S", 0.01)
     monkeypatch.setattr(rollout, "_load", triton.load)
     for method in ("is_model_ready", "get_model_repository_index"):
         monkeypatch.setattr(rollout.client, method, getattr(triton, method))
@@ -170,9 +180,16 @@ def test_an_ensemble_put_back_on_the_old_version_is_loaded_again(rollout, monkey
 def test_ensembles_are_loaded_one_at_a_time_once_tritons_own_loads_have_ended(rollout, monkeypatch):
     """tritonserver died (SIGSEGV in its model lifecycle) with our ensemble loads landing
     beside its own re-loads of them."""
-    triton = faked(rollout, monkeypatch, reverts=0, busy=3)
+    # busy, a moment of quiet (not enough), busy again, then quiet for good
+    triton = faked(rollout, monkeypatch, reverts=0, busy=(True, True, False, True))
+    monkeypatch.setattr("fbmr.serving.triton.rollout.QUIET_WINDOW_S", 0.2)
+    started = time.monotonic()
     rollout._load_ensembles(2)
-    assert triton.events == ["busy", "busy", "busy", "quiet", *ENSEMBLE_NAMES]
+    first_load = triton.events.index(ENSEMBLE_NAMES[0])
+    looks = triton.events[:first_load]
+    assert looks[:4] == ["busy", "busy", "quiet", "busy"] and set(looks[4:]) == {"quiet"}
+    assert time.monotonic() - started >= 0.2  # quiet for the whole window before loading
+    assert triton.events[first_load:] == list(ENSEMBLE_NAMES)
     assert triton.at == dict.fromkeys(ENSEMBLE_NAMES, 2)
 
 

@@ -66,10 +66,13 @@ def _drop_collections(
 ) -> bool:
     """Drop the Milvus collections of the version in `folder`, if it has any; False when they
     live in another Milvus than `milvus_uri` (left, with the folder that names them)."""
+    if not (folder / "meta.json").exists():
+        return True  # a version never finished: nothing outside its folder
     try:
         meta = read_meta(folder)
-    except (OSError, ValueError):
-        return True  # nothing readable to clean up beyond the folder itself
+    except (OSError, ValueError) as err:  # another format, or damaged: it may name collections
+        log.warning("index version folder %s kept: its meta.json cannot be read (%s)", folder, err)
+        return False
     if meta.get("backend") != MILVUS:
         return True
     if meta.get("milvus_uri") != milvus_uri or milvus_uri is None:

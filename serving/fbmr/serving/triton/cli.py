@@ -18,6 +18,7 @@ import typer
 from fbmr.core.cli import RepoOption, fail, is_loopback
 from fbmr.core.contract import (
     DEFAULT_MODEL_REPOSITORY,
+    ENV_PREFIX,
     LOCALHOST,
     TRITON_ADMIN_HEADER,
     TRITON_ADMIN_KEY_ENV,
@@ -65,6 +66,7 @@ def start(
     insecure: bool = typer.Option(
         False,
         "--insecure",
+        envvar=f"{ENV_PREFIX}INSECURE",
         help="Bind an address other than loopback without an admin key (anyone who reaches it "
         "may load model code through the repository API); refused otherwise.",
     ),

@@ -60,8 +60,11 @@ BUSY_TRIES = 3
 # re-loads Triton makes of its own land within a few hundred ms).
 ENSEMBLE_LOAD_TRIES = 4
 ENSEMBLE_SETTLE_S = 0.5
-# The longest wait for Triton's own loads and unloads to end before the ensembles are loaded.
+# The longest wait for Triton's own loads and unloads to end before the ensembles are loaded,
+# and how long nothing must be loading or unloading to count as ended (Triton's own re-loads of
+# an ensemble start a moment after the load of a model it composes returns).
 LIFECYCLE_QUIET_S = 10.0
+QUIET_WINDOW_S = 0.3
 _IN_MOTION = frozenset({"LOADING", "UNLOADING"})
 # Triton's refusal of a load that one of its own re-loads overtook (not a fault of the version)
 _OVERTAKEN = "current load operation is out-dated"
@@ -297,12 +300,24 @@ class Rollout:
         raise VersionRefused(f"{', '.join(stale)} not ready at version {version}")
 
     def _wait_for_quiet_lifecycle(self) -> None:
-        """Until no model of the repository is loading or unloading, LIFECYCLE_QUIET_S at most
-        (then the loads go ahead: a Triton that stays busy still gets them)."""
-        deadline = time.monotonic() + LIFECYCLE_QUIET_S
-        while time.monotonic() < deadline:
-            index = self.client.get_model_repository_index(as_json=True).get("models", [])
-            if not any(model.get("state") in _IN_MOTION for model in index):
+        """Until no model of the repository has been loading or unloading for QUIET_WINDOW_S,
+        LIFECYCLE_QUIET_S at most (then the loads go ahead: a Triton that stays busy, or does not
+        answer the question, still gets them, and their own errors say what is wrong)."""
+        now = time.monotonic()
+        deadline, quiet_since = now + LIFECYCLE_QUIET_S, None
+        while (now := time.monotonic()) < deadline:
+            try:
+                index = self.client.get_model_repository_index(
+                    as_json=True, client_timeout=LIFECYCLE_QUIET_S
+                ).get("models", [])
+                moving = any(model.get("state") in _IN_MOTION for model in index)
+            except InferenceServerException:
+                moving = True
+            if moving:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= QUIET_WINDOW_S:
                 return
             time.sleep(0.05)
 

@@ -257,7 +257,8 @@ def train_image(
             "backbone": config.backbone,
             "weights": model.weights_source,
             # the seed draws a random trunk; pretrained frozen stages give the same maps for
-            # any seed, so runs that differ by seed alone share one cache
+            # any seed, so runs that differ by seed alone can share one cache (a `features`
+            # folder linked between their run directories)
             **({"seed": config.seed} if model.weights_source == RANDOM_INIT else {}),
             "image_spec": spec.to_dict(),
             "batch_norm": meta.batch_norm_recalibrated_on,

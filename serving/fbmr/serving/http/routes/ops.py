@@ -27,7 +27,8 @@ from fbmr.serving.triton.supervisor import read_status
 router = APIRouter()
 
 # the folders of an absolute path (the file name stays): /readyz needs no key
-SERVER_FOLDERS = re.compile(r"(?<![\w.~])/(?:[^/\s()'\"]+/)+")
+# (not inside a URL's path, whose "/" follows a word character, ":" or another "/")
+SERVER_FOLDERS = re.compile(r"(?<![\w.~/:])/(?:[^/\s()'\"]+/)+")
 # how long one /readyz answer is reused: probes come every few seconds, a flood gets the copy
 READYZ_CACHE_S = 1.0
 
