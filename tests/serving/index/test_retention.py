@@ -109,3 +109,13 @@ def test_keep_must_keep_one_and_the_cli_default_is_the_module_s():
     with pytest.raises(ValueError, match="at least 1"):
         prune_versions(Path("."), 0)
     assert inspect.signature(build).parameters["keep_versions"].default.default == KEEP_VERSIONS
+
+
+def test_a_version_whose_meta_cannot_be_read_is_kept(tmp_path, caplog):
+    """It may name Milvus collections (another format, a damaged file): never deleted blind."""
+    index_dir = tmp_path / "index"
+    names = _versions(index_dir, None, 3)
+    (index_dir / names[0] / "meta.json").write_text('{"format": 99, "collections"')
+    (index_dir / "v0000").mkdir()  # a version never finished: nothing outside its folder
+    assert prune_versions(index_dir, 1) == ["v0000", names[1]]
+    assert (index_dir / f".{names[0]}.removing").is_dir() and "cannot be read" in caplog.text
