@@ -44,17 +44,17 @@ def _named(index_dir, version: str) -> set[str]:
 
 def test_all_but_the_newest_are_removed_with_their_collections(tmp_path, milvus_uri):
     index_dir = tmp_path / "index"
-    names = _versions(index_dir, milvus_uri, 5)
-    old = set().union(*(_named(index_dir, v) for v in names[:2])) if milvus_uri else set()
-    assert prune_versions(index_dir, 3, milvus_uri) == names[:2]
-    assert sorted(p.name for p in index_dir.glob("v[0-9]*")) == names[2:]
+    names = _versions(index_dir, milvus_uri, 3)  # (on a Milvus server, seconds a version)
+    old = _named(index_dir, names[0]) if milvus_uri else set()
+    assert prune_versions(index_dir, 2, milvus_uri) == names[:1]
+    assert sorted(p.name for p in index_dir.glob("v[0-9]*")) == names[1:]
     assert (index_dir / CURRENT).read_text().strip() == names[-1]
     assert open_version(index_dir / names[-1]).search(Kind.combined, np.ones(8), 3)
     if milvus_uri:
         left = _collections(index_dir, milvus_uri)
         assert old and not old & left
-        assert set().union(*(_named(index_dir, v) for v in names[2:])) <= left
-    assert prune_versions(index_dir, 3, milvus_uri) == []  # nothing more to do
+        assert set().union(*(_named(index_dir, v) for v in names[1:])) <= left
+    assert prune_versions(index_dir, 2, milvus_uri) == []  # nothing more to do
 
 
 def test_the_version_in_use_is_kept_however_old(tmp_path):
@@ -69,7 +69,7 @@ def test_a_removal_stopped_part_way_is_finished_by_the_next(tmp_path, milvus_uri
     """Stopped after the rename (the collections could not be dropped: Milvus away, or the
     process killed): the version is out of reach at once, and the next prune removes it."""
     index_dir = tmp_path / "index"
-    names = _versions(index_dir, milvus_uri, 3)
+    names = _versions(index_dir, milvus_uri, 2)
     old = _named(index_dir, names[0]) if milvus_uri else set()
 
     def stopped(*args, **kwargs):
@@ -78,11 +78,11 @@ def test_a_removal_stopped_part_way_is_finished_by_the_next(tmp_path, milvus_uri
     with monkeypatch.context() as patch:
         patch.setattr("fbmr.serving.index.retention._drop_collections", stopped)
         with pytest.raises(ConnectionError):
-            prune_versions(index_dir, 2, milvus_uri)
+            prune_versions(index_dir, 1, milvus_uri)
     assert (index_dir / f".{names[0]}.removing").is_dir()
     assert not (index_dir / names[0]).exists()
-    assert _versions(index_dir, milvus_uri, 1) == ["v0004"]  # numbering goes on
-    assert prune_versions(index_dir, 2, milvus_uri) == [names[0], names[1]]
+    assert _versions(index_dir, milvus_uri, 1) == ["v0003"]  # numbering goes on
+    assert prune_versions(index_dir, 2, milvus_uri) == [names[0]]
     assert not list(index_dir.glob(".*removing"))
     if milvus_uri:
         assert not old & _collections(index_dir, milvus_uri)
