@@ -176,7 +176,7 @@ def test_mixup_mixes_each_batch_with_itself_shuffled_and_weighs_both_targets(mon
     losses: list[tuple[torch.Tensor, float]] = []
 
     def objective(embedding, logits, target, loss_fn):
-        losses.append((target.clone(), float(loss_fn(logits, target))))
+        losses.append((target.clone(), float(loss_fn(logits, target).detach())))
         return loss_fn(logits, target)
 
     def epoch(mixup: float) -> tuple[Recording, float]:
