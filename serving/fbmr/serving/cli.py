@@ -166,17 +166,17 @@ def serve(
 def _milvus_lite_in_use(index_dir: Path | None) -> str | None:
     """The milvus-lite file the index directory's current version lives in, if it does (a
     Milvus server's URL, FAISS files or no index: None)."""
-    from fbmr.serving.index.live_index import read_meta
-    from fbmr.serving.index.store import CURRENT
+    from fbmr.serving.index.live_index import is_milvus_lite, read_meta
+    from fbmr.serving.index.store import current_version
 
-    if index_dir is None or not (index_dir / CURRENT).is_file():
+    if index_dir is None or (current := current_version(index_dir)) is None:
         return None
     try:
-        meta = read_meta(index_dir / (index_dir / CURRENT).read_text().strip())
+        meta = read_meta(index_dir / current)
     except (OSError, ValueError):
         return None  # the facade says what is wrong with it when it loads it
     uri = meta.get("milvus_uri")
-    return uri if isinstance(uri, str) and "://" not in uri else None
+    return uri if isinstance(uri, str) and is_milvus_lite(uri) else None
 
 
 def _run_uvicorn(settings: FacadeSettings, host: str, port: int, workers: int) -> None:

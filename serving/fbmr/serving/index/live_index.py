@@ -34,6 +34,12 @@ FAISS = "faiss"
 MILVUS = "milvus"
 
 
+def is_milvus_lite(milvus_uri: str) -> bool:
+    """Whether a version's `milvus_uri` names a milvus-lite file (relative to the index
+    directory; one process only) rather than a Milvus server's URL."""
+    return "://" not in milvus_uri
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     """An index version's meta.json; a folder that is not an fbmr index is a ValueError."""
     meta: dict[str, Any] = json.loads((path / "meta.json").read_text())

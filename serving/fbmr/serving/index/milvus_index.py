@@ -46,7 +46,7 @@ from fbmr.serving.index.build import (
 )
 from fbmr.serving.index.filters import ListingFilter
 from fbmr.serving.index.index_type import IndexType
-from fbmr.serving.index.live_index import Hit, LiveIndex
+from fbmr.serving.index.live_index import Hit, LiveIndex, is_milvus_lite
 from fbmr.serving.index.updates import Update
 
 # Milvus counts VARCHAR lengths in bytes: an id of up to 200 characters (the route's limit)
@@ -69,7 +69,7 @@ FILTERED_EF_FACTOR = 8
 
 def connect(index_dir: Path, uri: str, token: str | None = None) -> MilvusClient:
     """A client of the Milvus at `uri`: a URL, or a milvus-lite file relative to `index_dir`."""
-    if "://" not in uri:
+    if is_milvus_lite(uri):
         uri = str((index_dir / uri).resolve())
     return MilvusClient(uri=uri, token=token or "")
 

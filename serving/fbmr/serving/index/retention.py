@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import shutil
 from pathlib import Path
 
 from fbmr.serving.index.live_index import MILVUS, read_meta
-from fbmr.serving.index.store import CURRENT
+from fbmr.serving.index.store import current_version, version_folders
 
 log = logging.getLogger(__name__)
 
 KEEP_VERSIONS = 3
-_VERSION = re.compile(r"v\d+")
 _REMOVING = ".removing"
 
 
@@ -42,13 +40,8 @@ def prune_versions(
     removals an earlier prune left; returns the versions removed now (leftovers included)."""
     if keep < 1:
         raise ValueError(f"keep must be at least 1 (got {keep})")
-    current_file = index_dir / CURRENT
-    current = current_file.read_text().strip() if current_file.is_file() else None
-    versions = sorted(
-        (p for p in index_dir.iterdir() if p.is_dir() and _VERSION.fullmatch(p.name)),
-        key=lambda p: int(p.name[1:]),
-    )
-    for old in versions[:-keep]:
+    current = current_version(index_dir)
+    for old in version_folders(index_dir)[:-keep]:
         if old.name != current:
             old.rename(index_dir / f".{old.name}{_REMOVING}")
     removed = []

@@ -56,6 +56,20 @@ from fbmr.serving.index.updates import Update
 log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
+
+
+def version_folders(index_dir: Path) -> list[Path]:
+    """The index's version folders (`v0001`, ...), oldest first."""
+    found = [p for p in index_dir.glob("v[0-9]*") if p.is_dir() and p.name[1:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[1:]))
+
+
+def current_version(index_dir: Path) -> str | None:
+    """The name of the version CURRENT points at; None before the first build."""
+    pointer = index_dir / CURRENT
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
 GPU_MAX_K = 2048  # the most neighbours a faiss GPU search returns
 
 
@@ -87,7 +101,7 @@ def save_version(
         if len(array) != len(listings):
             raise ValueError(f"{name}: {len(array)} vectors for {len(listings)} listings")
     index_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.name[1:]) for p in index_dir.glob("v[0-9]*") if p.name[1:].isdigit()]
+    numbers = [int(p.name[1:]) for p in version_folders(index_dir)]
     version = f"v{max(numbers, default=0) + 1:04d}"
     staging = index_dir / f".{version}.partial"
     staging.mkdir()
