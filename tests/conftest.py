@@ -15,24 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from fbmr.training.config import PRESETS, Preset
+from tests.helpers import (
+    INT8_CALIBRATION_PHOTOS,
+    REAL_DATA,
+    SESSION_BUILD_S,
+    TINY_TRAINING,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "marketplace"
 # The slow links of the chain: training the tiny run, and the tritonserver on its export; every
 # fixture built on them (the exports, the index, the facade) needs them too.
 INTEGRATION_FIXTURES = frozenset({"tiny_run", "triton"})
-
-
-# The session fixtures that take minutes to build, with the time each may take on top of a test's
-# timeout (pyproject.toml): given to the first test in the run that uses it, which builds it.
-SESSION_BUILD_S = {
-    "tiny_run": 300,  # the demo data prepared, all four stages trained
-    "cpu_repository": 300,  # the ONNX export, parity-checked
-    "int8_repository": 300,  # the INT8 export and its gate
-    "triton": 120,  # tritonserver loading the repository
-    "demo_index": 120,  # the catalogue embedded through Triton
-}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers
@@ -120,10 +112,6 @@ def demo_prepared(demo_seed, tmp_path_factory) -> Path:
     return out
 
 
-# The whole chain on the demo data in well under a minute on 2 CPU cores, without progress bars.
-TINY_TRAINING = {"progress": False, **PRESETS[Preset.tiny]}
-
-
 @pytest.fixture(scope="session")
 def tiny_run(demo_prepared, tmp_path_factory) -> Path:
     """A run directory with all four stages trained with TINY_TRAINING on the demo data."""
@@ -187,19 +175,6 @@ def artifact_repository(untrained_models, tmp_path_factory) -> Path:
     )
     publish_version(root / "staging", repository, names, 1)
     return repository
-
-
-# The tiny run's image encoder is trained from random weights on 64 px demo photos, which
-# quantise worse than a pretrained trunk: the INT8 gate is opened here, and tested apart.
-INT8_CALIBRATION_PHOTOS = 24
-INT8_OPEN_GATE = [
-    "--calibration-photos",
-    str(INT8_CALIBRATION_PHOTOS),
-    "--min-agreement",
-    "0",
-    "--max-accuracy-drop",
-    "1",
-]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Small helpers shared by tests."""
+"""Constants and small helpers shared by the tests and by tests/conftest.py's fixtures (tests
+import them from here, never from a conftest)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,32 @@ from pathlib import Path
 from PIL import Image
 
 from fbmr.serving.triton.server import free_ports as free_ports  # re-exported for the tests
+from fbmr.training.config import PRESETS, Preset
 
-# The facade's limits in the tests: small enough to test going over them cheaply.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "marketplace"
+
+# The whole chain on the demo data in well under a minute on 2 CPU cores, without progress bars.
+TINY_TRAINING = {"progress": False, **PRESETS[Preset.tiny]}
+
+# The session fixtures that take minutes to build, with the time each may take on top of a test's
+# timeout (pyproject.toml): given to the first test in the run that uses it, which builds it.
+SESSION_BUILD_S = {
+    "tiny_run": 300,  # the demo data prepared, all four stages trained
+    "cpu_repository": 300,  # the ONNX export, parity-checked
+    "int8_repository": 300,  # the INT8 export and its gate
+    "triton": 120,  # tritonserver loading the repository
+    "demo_index": 120,  # the catalogue embedded through Triton
+}
+
+
+# The tiny run's image encoder is trained from random weights on 64 px demo photos, which
+# quantise worse than a pretrained trunk: the INT8 gate is opened here, and tested apart.
+INT8_CALIBRATION_PHOTOS = 24
+
 # the key the session's tritonserver restricts its repository API to (tests/conftest.py)
 TRITON_ADMIN_KEY = "test-triton-admin-key"
+# The facade's limits in the tests: small enough to test going over them cheaply.
 TEST_LIMITS = {
     "max_body_bytes": 2_000_000,
     "max_pixels": 4_000_000,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 SERVING = "fbmr.serving"
 HTTP, SERVICE = f"{SERVING}.http", f"{SERVING}.service"

@@ -68,7 +68,7 @@ def test_a_run_within_its_budget_passes(pytester, monkeypatch):
 
 
 def test_the_first_test_over_a_slow_session_fixture_gets_its_build_time(pytester, monkeypatch):
-    from tests.conftest import SESSION_BUILD_S
+    from tests.helpers import SESSION_BUILD_S
 
     monkeypatch.setenv(RUN_BUDGET_ENV, "0")
     result = _inner_run(

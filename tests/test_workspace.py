@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fbmr.core.cli import build_app
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 COMPONENTS = ("core", "training", "export", "serving", "client")
 LOCK = tomllib.loads((REPO_ROOT / "uv.lock").read_text())

@@ -18,8 +18,7 @@ from pydantic import SecretStr
 
 from fbmr.core.contract import API_KEY_ENV
 from fbmr.training.data.demo import DEMO_CATEGORIES
-from tests.conftest import REPO_ROOT
-from tests.helpers import running_facade
+from tests.helpers import REPO_ROOT, running_facade
 
 pytestmark = pytest.mark.integration  # the demo facade over a real tritonserver
 

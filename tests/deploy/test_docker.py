@@ -17,7 +17,7 @@ import yaml
 from fbmr.core import contract
 from fbmr.core.artifacts import ARTIFACTS_FILE
 from fbmr.serving.settings import FacadeSettings
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
 DOCKERFILES = {

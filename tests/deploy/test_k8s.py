@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from fbmr.serving.settings import FacadeSettings
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 # The oldest Kubernetes the manifests are meant for (every API they use is GA there).

@@ -31,8 +31,7 @@ from fbmr.export.export import export_run
 from fbmr.export.quantize import AccuracyGateError, GateFigures
 from fbmr.export.settings import Int8Settings, Precision
 from fbmr.training.data.prepared import PreparedDataset
-from tests.conftest import INT8_CALIBRATION_PHOTOS
-from tests.helpers import serving_stack, split_listings
+from tests.helpers import INT8_CALIBRATION_PHOTOS, serving_stack, split_listings
 
 
 def _op_types(path) -> set[str]:

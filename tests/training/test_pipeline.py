@@ -24,7 +24,7 @@ from fbmr.training.engine import load_checkpoint
 from fbmr.training.pipeline import StageError, train
 from fbmr.training.trained import load_trained_models
 from fbmr.training.trunks import Backbone, build_trunk
-from tests.conftest import TINY_TRAINING
+from tests.helpers import TINY_TRAINING
 
 CHANCE = 1 / 13
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -30,6 +31,7 @@ from fbmr.serving.triton.server import (
     LocalTriton,
     TritonError,
     TritonPorts,
+    alive,
     orphan_stubs,
     reap_orphan_stubs,
     stop_tritonserver,
@@ -305,6 +307,24 @@ def test_a_server_is_stopped_with_sigterm_then_killed_if_it_hangs(ignores_sigter
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_server_that_exited_unwaited_for_is_not_alive():
+    """`fbmr triton stop` stops a server by its pid and waits until it is gone. A server started
+    by a process that lives on (a test, a notebook) is that process's child: once it exits it is
+    a zombie until waited for, which has stopped, and the stop must not wait its whole timeout
+    for it (30 s by default) then kill it."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat = Path(f"/proc/{process.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.02)
+        assert not alive(process.pid)
+    finally:
+        process.wait()
+    assert alive(os.getpid())
 
 
 def test_tritonserver_gets_none_of_the_facades_keys(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.models import TextModel
 from fbmr.training.stages.text import member_views, start_members, train_text
-from tests.conftest import TINY_TRAINING
+from tests.helpers import TINY_TRAINING
 
 
 def test_members_read_the_views_in_turn():

@@ -200,13 +200,19 @@ SHM_PREFIX = "fbmr"
 
 
 def alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie (exited, not yet waited for by its parent: a server
+    `fbmr triton start` left as a child of a long-lived process) has stopped, so it is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # the state is the field after the command name, which is in parentheses
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def orphan_stubs() -> list[int]:
