@@ -53,15 +53,15 @@ def publish_copy(repository: Path, source: int, version: int) -> None:
     (repository / REPOSITORY_MANIFEST).write_text(json.dumps({**manifest, "version": version}))
 
 
-def damaged_onnx(repository: Path) -> str:
+def damaged_onnx(repository: Path, version: int) -> str:
     """Half of image_encoder's model.onnx: what a partial copy or a full disk leaves."""
-    path = repository / "image_encoder" / "2" / "model.onnx"
+    path = repository / "image_encoder" / str(version) / "model.onnx"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     return "image_encoder"
 
 
-def raises_in_initialize(repository: Path) -> str:
-    (repository / "text_encoder" / "2" / "model.py").write_text(
+def raises_in_initialize(repository: Path, version: int) -> str:
+    (repository / "text_encoder" / str(version) / "model.py").write_text(
         "class TritonPythonModel:\n"
         "    def initialize(self, args):\n"
         "        raise RuntimeError('weights folder not mounted')\n"
@@ -69,9 +69,9 @@ def raises_in_initialize(repository: Path) -> str:
     return "weights folder not mounted"
 
 
-def wrong_output_shape(repository: Path) -> str:
+def wrong_output_shape(repository: Path, version: int) -> str:
     """fusion_head answering one class fewer: it loads, and only an answer shows it."""
-    path = repository / "fusion_head" / "2" / "model.onnx"
+    path = repository / "fusion_head" / str(version) / "model.onnx"
     model = onnx.load(path)
     for node in model.graph.node:
         node.output[:] = [f"{PROBABILITIES}_all" if o == PROBABILITIES else o for o in node.output]
@@ -170,48 +170,64 @@ def repository(cpu_repository, tmp_path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize(
-    "fault", [damaged_onnx, raises_in_initialize, wrong_output_shape], ids=lambda f: f.__name__
-)
-def test_a_bad_new_version_is_refused_and_the_old_one_serves_on(
-    fault, repository, facade_settings, listings, tmp_path
+def _publish_refused(client, listings, repository, version, fault, logged):
+    """`version` published with `fault` while requests arrive; what the stack answered."""
+    with Load(client, listings).running() as load:
+        wait_for(lambda: len(load.answers) >= 10, 60, "answers before the new version")
+        publish_copy(repository, 1, version)
+        cause = fault(repository, version)
+        wait_for(
+            lambda: any(str(version) in body["refused"] for _, _, body in load.readiness),
+            90,
+            f"version {version} refused in /readyz",
+            lambda: f"{load.readiness[-1:]}; log: {logged[-10:]}",
+        )
+        seen = len(load.answers)
+        wait_for(lambda: len(load.answers) >= seen + 10, 60, "answers after the refusal")
+    ready = client.get("/readyz").json()
+    metrics = client.get("/metrics").text
+    pinned = client.put("/v1/admin/model-version", json={"version": version})
+    after_pin = [load.ask(i) for i in range(3)]
+    return version, cause, load, ready, metrics, pinned, after_pin
+
+
+FAULTS = (damaged_onnx, raises_in_initialize, wrong_output_shape)
+
+
+def test_bad_new_versions_are_refused_one_after_another_and_the_old_one_serves_on(
+    repository, facade_settings, listings, tmp_path
 ):
+    """Each fault on a version of its own (2, 3, 4), published in turn to one served stack: each
+    is refused with its cause while version 1 answers every request, and a pin to it is
+    answered with that cause."""
     with (
         recorded("fbmr.serving") as logged,
         serving_stack(repository, facade_settings, tmp_path) as client,
     ):
-        with Load(client, listings).running() as load:
-            wait_for(lambda: len(load.answers) >= 10, 60, "answers before the new version")
-            publish_copy(repository, 1, 2)
-            cause = fault(repository)
-            wait_for(
-                lambda: any("2" in body["refused"] for _, _, body in load.readiness),
-                90,
-                "version 2 refused in /readyz",
-                lambda: f"{load.readiness[-1:]}; log: {logged[-10:]}",
-            )
-            seen = len(load.answers)
-            wait_for(lambda: len(load.answers) >= seen + 10, 60, "answers after the refusal")
-        ready = client.get("/readyz").json()
-        metrics = client.get("/metrics").text
-        pinned = client.put("/v1/admin/model-version", json={"version": 2})
-        after_pin = [load.ask(i) for i in range(3)]
+        results = {
+            fault.__name__: _publish_refused(client, listings, repository, version, fault, logged)
+            for version, fault in enumerate(FAULTS, start=2)
+        }
 
-    counts = f"{len(load.answers)} answers, {len(load.failures())} failed"
-    print(f"{fault.__name__}: {counts}; /readyz polled {len(load.readiness)} times")
-    print(f"  /readyz: {ready['rollout']}")
-    assert load.failures() == []
-    assert load.versions() == {1}
-    assert load.unready() == []  # ready throughout
-    assert ready["model_version"] == 1 and ready["triton"] is True
-    assert cause in ready["refused"]["2"], ready
-    assert ready["rollout"].startswith("serving version 1; version 2 refused: ")
-    assert 'fbmr_model_version_refused{version="2"} 1.0' in metrics
-    assert "fbmr_model_version 1.0" in metrics
-    assert any("model version 2 refused" in m and cause in m for m in logged), logged
-    # asking for the refused version by pin is answered with the cause; version 1 serves on
-    assert pinned.status_code == 409 and cause in pinned.json()["error"], pinned.text
-    assert [(r.status_code, r.json()["model_version"]) for r in after_pin] == [(200, 1)] * 3
+    for name, (version, cause, load, ready, metrics, pinned, after_pin) in results.items():
+        counts = f"{len(load.answers)} answers, {len(load.failures())} failed"
+        print(f"{name} (version {version}): {counts}; /readyz polled {len(load.readiness)} times")
+        print(f"  /readyz: {ready['rollout']}")
+        assert load.failures() == [], name
+        assert load.versions() == {1}, name
+        assert load.unready() == [], name  # ready throughout
+        assert ready["model_version"] == 1 and ready["triton"] is True, name
+        assert cause in ready["refused"][str(version)], ready
+        assert ready["rollout"].startswith("serving version 1; ") and (
+            f"version {version} refused: " in ready["rollout"]
+        ), ready["rollout"]
+        assert f'fbmr_model_version_refused{{version="{version}"}} 1.0' in metrics, name
+        assert "fbmr_model_version 1.0" in metrics, name
+        refusal = f"model version {version} refused"
+        assert any(refusal in m and cause in m for m in logged), (name, logged)
+        # asking for the refused version by pin is answered with the cause; version 1 serves on
+        assert pinned.status_code == 409 and cause in pinned.json()["error"], pinned.text
+        assert [(r.status_code, r.json()["model_version"]) for r in after_pin] == [(200, 1)] * 3
 
 
 def test_the_version_in_use_removed_from_the_repository_serves_on(
