@@ -156,7 +156,7 @@ def test_cached_mode_trains_the_last_blocks_over_cached_maps(tiny_run):
 @pytest.mark.integration  # trains an image stage: seconds, not the fast tier's
 def test_finetune_mode_trains_on_photos(demo_prepared, tmp_path):
     config = TrainConfig(
-        data=str(demo_prepared), **{**TINY_TRAINING, "image_mode": "finetune", "image_epochs": 4}
+        data=str(demo_prepared), **{**TINY_TRAINING, "image_mode": "finetune", "image_epochs": 2}
     )
     result = train(config, tmp_path / "run", Stage.image)["image"]
     assert result["mode"] == "finetune"
