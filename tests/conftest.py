@@ -1,5 +1,7 @@
 """Shared fixtures, each built once per session: the real marketplace sample (when present), the
 demo data, a tiny trained run, its export, a real tritonserver on it, the demo index, the facade.
+The tiny run and its exports are also kept between sessions, keyed by the code that builds them
+(tests/fixture_cache.py).
 
 Tests that use the chain from the tiny run up (its export, the session's tritonserver, the index,
 the facade: minutes to build on 2 cores) are marked `integration` here; tests that start a server
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixture_cache import FixtureCache
 from tests.helpers import (
     INT8_CALIBRATION_PHOTOS,
     REAL_DATA,
+    REPO_ROOT,
     SESSION_BUILD_S,
     TINY_TRAINING,
 )
@@ -113,25 +117,37 @@ def demo_prepared(demo_seed, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(demo_prepared, tmp_path_factory) -> Path:
-    """A run directory with all four stages trained with TINY_TRAINING on the demo data."""
-    from fbmr.training.config import TrainConfig
-    from fbmr.training.pipeline import train
-
-    run = tmp_path_factory.mktemp("tiny-run") / "run"
-    train(TrainConfig(data=str(demo_prepared), **TINY_TRAINING), run)
-    return run
+def fixture_cache(demo_prepared) -> FixtureCache:
+    """Where the tiny run and its exports are kept between test runs (tests/fixture_cache.py)."""
+    settings = {"training": TINY_TRAINING, "int8_photos": INT8_CALIBRATION_PHOTOS}
+    return FixtureCache.open(REPO_ROOT, demo_prepared, settings)
 
 
 @pytest.fixture(scope="session")
-def cpu_repository(tiny_run, demo_prepared, tmp_path_factory) -> Path:
-    """tiny_run exported to a cpu-target Triton model repository, once per test session."""
+def tiny_run(fixture_cache, tmp_path_factory) -> Path:
+    """A run directory with all four stages trained with TINY_TRAINING on the demo data (a copy
+    of the cached one where this code trained it before)."""
+    from fbmr.training.config import TrainConfig
+    from fbmr.training.pipeline import train
+
+    def build(run: Path) -> None:
+        train(TrainConfig(data=str(fixture_cache.data), **TINY_TRAINING), run)
+
+    return fixture_cache.provide("tiny_run", tmp_path_factory.mktemp("tiny-run") / "run", build)
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tiny_run, demo_prepared, fixture_cache, tmp_path_factory) -> Path:
+    """tiny_run exported to a cpu-target Triton model repository, once per test session (or
+    cached with it)."""
     from fbmr.export.export import export_run
     from fbmr.training.data.prepared import PreparedDataset
 
+    def build(repository: Path) -> None:
+        export_run(tiny_run, repository, data=PreparedDataset(demo_prepared), progress=False)
+
     repository = tmp_path_factory.mktemp("triton") / "model_repository"
-    export_run(tiny_run, repository, data=PreparedDataset(demo_prepared), progress=False)
-    return repository
+    return fixture_cache.provide("cpu_repository", repository, build)
 
 
 @pytest.fixture(scope="session")
@@ -178,24 +194,27 @@ def artifact_repository(untrained_models, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def int8_repository(tiny_run, demo_prepared, tmp_path_factory) -> Path:
-    """tiny_run exported with INT8 encoders (gate opened), once per test session."""
+def int8_repository(tiny_run, demo_prepared, fixture_cache, tmp_path_factory) -> Path:
+    """tiny_run exported with INT8 encoders (gate opened), once per test session (or cached)."""
     from fbmr.export.export import export_run
     from fbmr.export.settings import Int8Settings, Precision
     from fbmr.training.data.prepared import PreparedDataset
 
+    def build(repository: Path) -> None:
+        gate = Int8Settings(INT8_CALIBRATION_PHOTOS, min_agreement=0.0, max_accuracy_drop=1.0)
+        report = export_run(
+            tiny_run,
+            repository,
+            data=PreparedDataset(demo_prepared),
+            progress=False,
+            precision=Precision.int8,
+            int8=gate,
+        )
+        assert report.precision is Precision.int8
+        assert set(report.gate) == {"image", "text", "combined"}
+
     repository = tmp_path_factory.mktemp("int8") / "model_repository"
-    gate = Int8Settings(INT8_CALIBRATION_PHOTOS, min_agreement=0.0, max_accuracy_drop=1.0)
-    report = export_run(
-        tiny_run,
-        repository,
-        data=PreparedDataset(demo_prepared),
-        progress=False,
-        precision=Precision.int8,
-        int8=gate,
-    )
-    assert report.precision is Precision.int8 and set(report.gate) == {"image", "text", "combined"}
-    return repository
+    return fixture_cache.provide("int8_repository", repository, build)
 
 
 @pytest.fixture(scope="session")
