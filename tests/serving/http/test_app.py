@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
 from pydantic import SecretStr
 
 from fbmr.core.artifacts import ModelArtifacts
@@ -35,7 +34,6 @@ from fbmr.serving.triton.server import LocalTriton, TritonPorts, alive
 from fbmr.training.data.demo import DEMO_CATEGORIES
 from tests.helpers import (
     assert_error,
-    encode,
     free_ports,
     running_facade,
     split_listings,
@@ -81,21 +79,6 @@ def test_predictions_rank_every_category_and_beat_chance(facade, queries, cpu_re
     assert unread.status_code == 200 and unread.json()["known_words"] == 0.0
     chance = len(queries) / len(classes)
     assert all(c > 3 * chance for c in correct.values()), (correct, len(queries))
-
-
-def test_a_png_under_a_jpg_name_is_read_by_its_content(facade):
-    # a picture with structure, so that a misread photo would change the answer
-    picture = Image.effect_mandelbrot((96, 72), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
-    answers = [
-        facade.post("/v1/predict/image", files={"photo": (name, data, "image/jpeg")})
-        for name, data in (
-            ("photo.jpg", encode(picture, "PNG")),
-            ("photo.png", encode(picture, "PNG")),
-        )
-    ]
-    for response in answers:
-        assert response.status_code == 200, response.text
-    assert answers[0].json() == answers[1].json()
 
 
 def test_a_listings_photos_are_pooled_into_one_answer(facade, queries):
