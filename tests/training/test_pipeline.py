@@ -205,6 +205,19 @@ def test_train_says_which_trunk_and_weights_it_used(demo_prepared, tmp_path):
     assert "trunk resnet18, weights random initialisation, trained from layer4" in result.output
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--image-mixup", "-0.2"), ("--image-label-smoothing", "1"), ("--photo-dropout", "1.5")],
+)
+def test_settings_that_cannot_train_are_refused_before_any_stage(option, value, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "image", "--data", str(tmp_path / "data"), "--run", str(run), option, value]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 1 and "must be" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not run.exists()
+
+
 def test_unavailable_imagenet_weights_stop_training_with_the_reason(
     demo_prepared, tmp_path, monkeypatch
 ):

@@ -119,8 +119,9 @@ def train(
     logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs every lifecycle event
     if options["backbone"] not in Backbone.__members__:
         raise typer.BadParameter(f"one of {list(Backbone.__members__)}", param_hint="--backbone")
-    config = TrainConfig(data=str(data), progress=progress, **_with_preset(ctx, preset, options))
     try:
+        chosen = _with_preset(ctx, preset, options)
+        config = TrainConfig(data=str(data), progress=progress, **chosen)
         results = run_training(config, run, stage, force)
     except (StageError, FileNotFoundError, ValueError) as err:
         fail(f"error: {err}")

@@ -198,6 +198,18 @@ class TrainConfig:
     # image stage's epochs (five would cost four times)
     fusion_folds: int = 3
 
+    def __post_init__(self) -> None:
+        """Refuse what would train nonsense, or fail deep inside a stage with a torch error."""
+        if self.image_mixup < 0:
+            raise ValueError(f"image_mixup must be 0 (off) or more (got {self.image_mixup})")
+        for name in ("image_label_smoothing", "text_label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1) (got {getattr(self, name)})")
+        if not 0 <= self.fusion_modality_dropout < 1:
+            raise ValueError(
+                f"fusion_modality_dropout must be in [0, 1) (got {self.fusion_modality_dropout})"
+            )
+
     def to_dict(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["image_mode"] = str(self.image_mode)
