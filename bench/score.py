@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from fbmr.client import Client
-from fbmr.client.batch import TritonScorer, prepare_photos
-from fbmr.client.score import default_workers
+from fbmr.client.batch.rows import TritonScorer, prepare_photos
+from fbmr.client.batch.run import default_workers
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind

@@ -5,6 +5,7 @@ read from the source with `ast`, so a rule broken in a branch that is never run 
 - the service layer never imports the web framework or the HTTP layer: it raises its own errors;
 - the Triton and index layers import neither the HTTP nor the service layer, nor each other;
 - the modules at the top of `fbmr.serving` that every layer reads import no layer;
+- the client library never imports batch scoring (`fbmr.client.batch`), which builds on it;
 - serving and the client never import training, export or torch.
 
 Every import counts, also one inside a function or under `TYPE_CHECKING`.
@@ -127,6 +128,25 @@ def test_the_triton_and_index_layers_stand_below_http_and_service(layer, other):
 def test_the_shared_modules_import_no_layer():
     found = broken(SHARED, (*WEB_FRAMEWORK, *LAYERS))
     assert not found, str(found)
+
+
+CLIENT_BATCH = "fbmr.client.batch"
+# the commands stand above both: they may import anything of the client
+CLIENT_COMMANDS = ("fbmr.client.cli", "fbmr.client.listings_cli")
+
+
+def test_the_client_library_stands_below_batch_scoring():
+    batch = [m for m in CLIENT_MODULES if within(m, CLIENT_BATCH)]
+    assert len(batch) >= 8 and "fbmr.client.client" in CLIENT_MODULES  # found, and read
+    assert "fbmr.client.client" in CLIENT_MODULES[f"{CLIENT_BATCH}.facade"]
+    found = sorted(
+        f"{module} imports {name}"
+        for module, names in CLIENT_MODULES.items()
+        if not within(module, (CLIENT_BATCH, *CLIENT_COMMANDS)) and module != "fbmr.client"
+        for name in names
+        if within(name, CLIENT_BATCH)
+    )
+    assert not found, "the library knows nothing of batch scoring: " + str(found)
 
 
 @pytest.mark.parametrize("component", ["serving", "client"])

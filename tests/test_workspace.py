@@ -88,7 +88,7 @@ def test_the_client_installs_without_torch_with_or_without_ray(extras):
 
 def test_fbmr_client_imports_none_of_the_other_components():
     code = (
-        "import sys, fbmr.client, fbmr.client.cli, fbmr.client.score, fbmr.client.batch;"
+        "import sys, fbmr.client, fbmr.client.cli, fbmr.client.batch.run, fbmr.client.batch;"
         "from fbmr.client import Client;"
         "bad = [m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith("
         "('fbmr.serving', 'fbmr.training', 'fbmr.export'))];"

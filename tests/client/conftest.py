@@ -61,7 +61,7 @@ def tritonless_facade_url(facade_settings):
 @pytest.fixture(scope="session")
 def direct_scores(demo_seed, triton, cpu_repository, tmp_path_factory) -> pd.DataFrame:
     """The demo catalogue (seed layout) scored once straight against the session's Triton."""
-    from fbmr.client.score import TritonTarget, score
+    from fbmr.client.batch.run import TritonTarget, score
 
     out = tmp_path_factory.mktemp("scores") / "direct.parquet"
     target = TritonTarget((triton.ports.grpc_url,), cpu_repository, workers=2)

@@ -8,9 +8,9 @@
         client.predict_text(ListingText(name="Oak chair | in Leeds | Gumtree", description="..."))
 
 `AsyncClient` is the same API for asyncio. Errors are typed (`fbmr.client.errors`); 503s and
-transport failures are retried (`fbmr.client.retry`). `fbmr score` (`fbmr.client.score`) scores a
-catalogue resumably through the facade, straight to Triton (`fbmr.client.batch.TritonScorer`),
-or on Ray.
+transport failures are retried (`fbmr.client.retry`). Whole tables are `fbmr.client.batch`'s:
+`fbmr score` scores a catalogue resumably through the facade, straight to Triton
+(`fbmr.client.batch.TritonScorer`) or on Ray, and `fbmr listings put` puts a table of listings.
 
 Names are imported on first use, so `fbmr --help` (which imports `fbmr.client.cli`) does not
 pay for httpx and numpy.

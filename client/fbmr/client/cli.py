@@ -88,12 +88,12 @@ def score(
     similar listings. Interrupted, the same command continues where it stopped."""
     from dataclasses import replace
 
-    from fbmr.client.batch import TRITON_RETRY, ScoreOptions
+    from fbmr.client.batch.inputs import InputError
+    from fbmr.client.batch.rows import TRITON_RETRY, ScoreOptions
+    from fbmr.client.batch.run import FacadeTarget, ScoreError, TritonTarget, default_workers
+    from fbmr.client.batch.run import score as run_score
     from fbmr.client.errors import FbmrError, Unavailable
-    from fbmr.client.inputs import InputError
     from fbmr.client.retry import DEFAULT_POLICY
-    from fbmr.client.score import FacadeTarget, ScoreError, TritonTarget, default_workers
-    from fbmr.client.score import score as run_score
 
     if url and triton:
         raise typer.BadParameter("give --url or --triton-url, not both")

@@ -59,8 +59,8 @@ def put(
 ) -> None:
     """Add the table's listings to the live index (or replace those of the same ids)."""
     from fbmr.client import Client, FbmrError
-    from fbmr.client.inputs import InputError
-    from fbmr.client.listings import read_listings
+    from fbmr.client.batch.inputs import InputError
+    from fbmr.client.batch.listings import read_listings
 
     try:
         listings = read_listings(source)

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pandas as pd
 
-from fbmr.client.batch import reason
-from fbmr.client.score_chunks import Unit, Work
+from fbmr.client.batch.chunks import Unit, Work
+from fbmr.client.batch.rows import reason
 
 
 def _batches(units: list[Unit], batch_size: int) -> Iterator[tuple[Unit, pd.DataFrame]]:

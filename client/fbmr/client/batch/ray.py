@@ -7,10 +7,10 @@ from typing import cast
 
 import pandas as pd
 
-from fbmr.client.batch import TritonScorer
-from fbmr.client.ray_start import ray_session
-from fbmr.client.score_chunks import ROW, Work
-from fbmr.client.score_triton import TritonTarget
+from fbmr.client.batch.chunks import ROW, Work
+from fbmr.client.batch.ray_session import ray_session
+from fbmr.client.batch.rows import TritonScorer
+from fbmr.client.batch.triton import TritonTarget
 
 
 def score_ray(work: Work, target: TritonTarget, progress: bool) -> None:

@@ -17,9 +17,9 @@ import pytest
 import stamina.instrumentation
 from typer.testing import CliRunner
 
-from fbmr.client.batch import ScoreOptions
+from fbmr.client.batch.rows import ScoreOptions
+from fbmr.client.batch.run import FacadeTarget, TritonTarget, read_output, score, work_dir
 from fbmr.client.retry import RetryPolicy
-from fbmr.client.score import FacadeTarget, TritonTarget, read_output, score, work_dir
 from fbmr.core.cli import build_app
 from tests.client.conftest import assert_same_rows, first_photo_problems
 from tests.helpers import encode, wait_for
@@ -38,7 +38,7 @@ def _reasons(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def test_direct_mode_scores_each_row_once_and_records_bad_photos(direct_scores, demo_seed):
-    from fbmr.client.inputs import read_input
+    from fbmr.client.batch.inputs import read_input
 
     rows = read_input(demo_seed)
     assert list(direct_scores["id"]) == list(rows["id"])  # input order, each row once
@@ -214,7 +214,7 @@ def test_a_run_with_other_options_is_not_mixed_in(bad_rows, facade_url, tmp_path
 def _many_rows(demo_seed: Path, folder: Path, copies: int) -> Path:
     """The demo catalogue `copies` times over (new ids), as a table: enough rows that a run can
     be stopped in the middle."""
-    from fbmr.client.inputs import read_input
+    from fbmr.client.batch.inputs import read_input
 
     rows = read_input(demo_seed)
     table = pd.concat(

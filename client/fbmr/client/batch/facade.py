@@ -7,11 +7,11 @@ import asyncio
 import math
 from dataclasses import dataclass
 
-from fbmr.client.batch import score_facade_batch
+from fbmr.client.batch.chunks import Work
+from fbmr.client.batch.rows import score_facade_batch
+from fbmr.client.batch.window import score_units
 from fbmr.client.client import AsyncClient
 from fbmr.client.retry import DEFAULT_POLICY, RetryPolicy
-from fbmr.client.score_chunks import Work
-from fbmr.client.score_window import score_units
 from fbmr.core.contract import DEFAULT_FACADE_URL
 
 

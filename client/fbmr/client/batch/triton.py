@@ -11,10 +11,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from fbmr.client.batch import TRITON_RETRY, ScoreOptions, TritonScorer
+from fbmr.client.batch.chunks import Work
+from fbmr.client.batch.rows import TRITON_RETRY, ScoreOptions, TritonScorer
+from fbmr.client.batch.window import score_units
 from fbmr.client.retry import RetryPolicy
-from fbmr.client.score_chunks import Work
-from fbmr.client.score_window import score_units
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_REPOSITORY
 

@@ -3,7 +3,7 @@ written once whole as one atomic Parquet file in `OUTPUT.partial/` beside a stat
 input's fingerprint and the options, then OUTPUT assembled from the chunks in row order.
 
 A run stopped in any way leaves only whole chunks behind, so the same command resumes it and
-gives each input row exactly once (`fbmr.client.score` drives a run; the backends fill units).
+gives each input row exactly once (`fbmr.client.batch.run` drives a run; the backends fill units).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from fbmr.client.batch import ScoreOptions, output_schema
-from fbmr.client.inputs import fingerprint, read_input
+from fbmr.client.batch.inputs import fingerprint, read_input
+from fbmr.client.batch.rows import ScoreOptions, output_schema
 from fbmr.core.fileio import atomic_path, atomic_write_json
 
 STATE_FORMAT = "fbmr.score/1"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fbmr.client.ray_start import start_ray
+from fbmr.client.batch.ray_session import start_ray
 from tests.client.conftest import assert_same_rows
 
 ray = pytest.importorskip("ray")  # no Ray starts in this process: `fbmr score` starts its own

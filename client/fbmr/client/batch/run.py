@@ -1,12 +1,12 @@
 """Resumable batch scoring of a whole catalogue (`fbmr score`).
 
-The input's rows are numbered and cut into chunks (`fbmr.client.score_chunks`). Batches of rows
-are scored concurrently through the facade (`score_facade`), straight to Triton
-(`score_triton`) or on a Ray cluster (`score_ray`, started by `ray_start`), and each chunk is
-written once all its rows are scored. A run stopped in any way (Ctrl-C, `kill -9`, Triton down
-past the retries) leaves only whole chunks behind; the same command scores the chunks that are
-missing, then writes OUTPUT (atomically) from the chunks in row order and removes the folder. So a
-resumed run gives the same rows as an uninterrupted one, each input row exactly once.
+The input's rows are numbered and cut into chunks (`fbmr.client.batch.chunks`). Batches of rows are
+scored concurrently through the facade (`batch.facade`), straight to Triton (`batch.triton`) or on a
+Ray cluster (`batch.ray`, started by `batch.ray_session`), and each chunk is written once all its
+rows are scored. A run stopped in any way (Ctrl-C, `kill -9`, Triton down past the retries) leaves
+only whole chunks behind; the same command scores the chunks that are missing, then writes OUTPUT
+(atomically) from the chunks in row order and removes the folder. So a resumed run gives the same
+rows as an uninterrupted one, each input row exactly once.
 
 `retry_errors` scores again the rows recorded with an error, in the chunks of a run in progress
 or in a finished OUTPUT (which is cut back into chunks first).
@@ -24,8 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fbmr.client.batch import ScoreOptions, reason
-from fbmr.client.score_chunks import (
+from fbmr.client.batch.chunks import (
     ChunkStore,
     ScoreError,
     Work,
@@ -33,9 +32,10 @@ from fbmr.client.score_chunks import (
     work_dir,
     write_output,
 )
-from fbmr.client.score_facade import FacadeTarget, score_facade
-from fbmr.client.score_ray import score_ray
-from fbmr.client.score_triton import TritonTarget, default_workers, score_triton
+from fbmr.client.batch.facade import FacadeTarget, score_facade
+from fbmr.client.batch.ray import score_ray
+from fbmr.client.batch.rows import ScoreOptions, reason
+from fbmr.client.batch.triton import TritonTarget, default_workers, score_triton
 
 __all__ = [
     "FacadeTarget",

@@ -7,7 +7,7 @@ import numpy as np
 
 from fbmr.client import Client
 from fbmr.client.batch import TritonScorer
-from fbmr.client.inputs import read_input
+from fbmr.client.batch.inputs import read_input
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from tests.client.conftest import first_photo_problems

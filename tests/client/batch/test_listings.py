@@ -23,9 +23,9 @@ from fbmr.client import (
     ListingStored,
     SimilarFilter,
 )
+from fbmr.client.batch.inputs import InputError
+from fbmr.client.batch.listings import read_listings
 from fbmr.client.errors import NotFound
-from fbmr.client.inputs import InputError
-from fbmr.client.listings import read_listings
 from fbmr.client.listings_cli import app
 from fbmr.core.contract import ErrorCode
 from tests.helpers import free_ports, running_facade, split_listings

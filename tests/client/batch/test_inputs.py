@@ -6,7 +6,7 @@ import fsspec
 import pandas as pd
 import pytest
 
-from fbmr.client.inputs import InputError, fingerprint, read_input
+from fbmr.client.batch.inputs import InputError, fingerprint, read_input
 from tests.helpers import write_seed_layout
 
 
@@ -139,7 +139,7 @@ def test_fingerprint_changes_with_the_rows(tmp_path):
 
 
 def test_a_rows_photos_plan_as_one_listing_and_too_many_are_its_error():
-    from fbmr.client.batch import plan_row
+    from fbmr.client.batch.rows import plan_row
     from fbmr.core.contract import MAX_PHOTOS, ErrorCode, Kind
 
     row = plan_row(["a.jpg", "b.jpg"], "a bike", "auto")

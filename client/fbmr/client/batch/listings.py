@@ -1,19 +1,24 @@
 """What `fbmr listings put` reads: a table of listings to put in the live similar-listing index.
 
-A CSV, Parquet or JSON-lines table (read as `fbmr score` reads its tables, `fbmr.client.inputs`)
-with an `id` and a `name` column (the title as the marketplace wrote it), and as the index needs
-them `description` and `photo` (a path relative to the table, absolute, or an fsspec URL; a
-listing's several photos as a list, or in a CSV joined by `|`);
-optional `category` (by default the facade predicts it), `price` and `location`. A photo is read
-when its listing is sent, so a photo that cannot be read fails that row alone.
-"""
+A CSV, Parquet or JSON-lines table (read as `fbmr score` reads its tables,
+`fbmr.client.batch.inputs`) with an `id` and a `name` column (the title as the marketplace wrote
+it), and as the index needs them `description` and `photo` (a path relative to the table, absolute,
+or an fsspec URL; a listing's several photos as a list, or in a CSV joined by `|`); optional
+`category` (by default the facade predicts it), `price` and `location`. A photo is read when its
+listing is sent, so a photo that cannot be read fails that row alone."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from fbmr.client.inputs import InputError, optional_text, photo_locations, read_frame, table_base
+from fbmr.client.batch.inputs import (
+    InputError,
+    optional_text,
+    photo_locations,
+    read_frame,
+    table_base,
+)
 from fbmr.client.types import Listing
 from fbmr.core.listing import parse_price
 
