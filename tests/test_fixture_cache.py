@@ -4,12 +4,14 @@ from a build that failed."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixture_cache import BUILDING_CODE, CACHE_ENV, FixtureCache, entry_key
+from tests.fixture_cache import BUILDING_CODE, CACHE_ENV, FIXTURE_CODE, FixtureCache, entry_key
 
 
 @pytest.fixture
@@ -20,6 +22,9 @@ def checkout(tmp_path) -> Path:
         (root / name / "fbmr").mkdir(parents=True)
         (root / name / "fbmr" / "a.py").write_text(f"# {name}\n")
     (root / "uv.lock").write_text("lock 1\n")
+    for name in FIXTURE_CODE:
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_text(f"# {name}\n")
     data = root / "prepared"
     data.mkdir()
     (data / "products.parquet").write_bytes(b"rows")
@@ -40,6 +45,7 @@ def test_the_key_moves_with_the_code_the_lock_the_settings_and_the_data(checkout
         lambda: (checkout / "training" / "fbmr" / "a.py").write_text("# changed\n"),
         lambda: (checkout / "export" / "fbmr" / "new.py").write_text(""),
         lambda: (checkout / "uv.lock").write_text("lock 2\n"),
+        lambda: (checkout / "tests" / "conftest.py").write_text("# builds otherwise\n"),
         lambda: (data / "products.parquet").write_bytes(b"other rows"),
     ]
     seen = {key, entry_key(checkout, data, {"epochs": 2})}
@@ -94,3 +100,29 @@ def test_turned_off_every_session_builds_its_own(checkout, tmp_path, monkeypatch
     assert cache.entry is None and cache.data == checkout / "prepared"
     built = cache.provide("run", tmp_path / "run", lambda out: out.mkdir())
     assert built.is_dir() and not (tmp_path / "cache").exists()
+
+
+def test_a_cache_folder_that_cannot_be_written_turns_the_cache_off(checkout, tmp_path, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
+    cache = FixtureCache.open(checkout, checkout / "prepared", {})
+    assert cache.entry is None and cache.data == checkout / "prepared"
+
+
+def test_old_entries_past_the_newest_are_pruned_and_recent_ones_kept(
+    checkout, tmp_path, monkeypatch
+):
+    root = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(root))
+    long_ago = time.time() - 3 * 3600
+    for i in range(5):
+        (root / f"old-{i}" / ".run.x1").mkdir(parents=True)
+        for folder in (root / f"old-{i}" / ".run.x1", root / f"old-{i}"):
+            os.utime(folder, (long_ago - i, long_ago - i))
+    (root / "recent").mkdir()  # opened by a session a moment ago: kept, whatever its rank
+    cache = FixtureCache.open(checkout, checkout / "prepared", {})
+    assert cache.entry is not None
+    kept = {p.name for p in root.iterdir() if p.is_dir()}
+    assert kept == {cache.entry.name, "recent", "old-0"}  # the newest three, and one in use
+    assert not (root / "old-0" / ".run.x1").exists()  # a killed session's build: gone
