@@ -26,6 +26,7 @@ from fbmr.export.onnx_models import (
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.models import ImageModel, TextModel
 from fbmr.training.trunks import TRUNKS, Backbone
+from tests.helpers import REPO_ROOT
 
 
 def _model(run_models, name):
@@ -88,6 +89,9 @@ def test_members_reading_the_same_view_share_their_constants_in_the_file(tmp_pat
     lookups = [c for c in contents if c[0] == (4001,)]
     assert len(lookups) == 1
     assert sum(c[0] == (members[0].bag.rows + 1, 5) for c in contents) == 3
+    # where the code was checked out is not in the model: the same model, the same bytes
+    written = path.read_bytes()
+    assert str(REPO_ROOT).encode() not in written and b"onnx_models.py" not in written
 
 
 def test_corrupted_onnx_file_is_refused(run_models, tmp_path):

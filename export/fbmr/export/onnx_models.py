@@ -258,6 +258,9 @@ def toolchain() -> Toolchain:
     )
 
 
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata the exporter writes
+
+
 def export_onnx(model: OnnxModel, path: Path) -> None:
     """Write one model as ONNX (single file, dynamic batch axis) and check it with onnx.
 
@@ -290,6 +293,12 @@ def export_onnx(model: OnnxModel, path: Path) -> None:
                 value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
     # by content, whatever the size (the pass leaves tensors over 1,024 elements alone by default)
     DeduplicateHashedInitializersPass(size_limit=2**62)(program.model)
+    # The exporter notes each node's Python stack trace: the build machine's absolute paths and
+    # line numbers, which would ship in every model and make the same model's bytes differ
+    # with where the code was checked out.
+    for graph in program.model.graphs():
+        for node in graph:
+            node.metadata_props.pop(STACK_TRACE, None)
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
 
