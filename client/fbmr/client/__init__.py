@@ -18,8 +18,9 @@ pay for httpx and numpy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fbmr.client._lazy import lazy_names
 
 if TYPE_CHECKING:
     from fbmr.client.client import AsyncClient, Client
@@ -104,7 +105,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"fbmr.client.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'fbmr.client' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _HOMES)

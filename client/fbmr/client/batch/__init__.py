@@ -24,8 +24,9 @@ Names are imported on first use (pandas and pyarrow are paid for by what uses th
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fbmr.client._lazy import lazy_names
 
 if TYPE_CHECKING:
     from fbmr.client.batch.facade import FacadeTarget
@@ -59,7 +60,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"fbmr.client.batch.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'fbmr.client.batch' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _HOMES)
