@@ -120,9 +120,13 @@ def test_old_entries_past_the_newest_are_pruned_and_recent_ones_kept(
         (root / f"old-{i}" / ".run.x1").mkdir(parents=True)
         for folder in (root / f"old-{i}" / ".run.x1", root / f"old-{i}"):
             os.utime(folder, (long_ago - i, long_ago - i))
-    (root / "recent").mkdir()  # opened by a session a moment ago: kept, whatever its rank
+    # opened by sessions within the last hour, more of them than the newest kept: all in use
+    recent = {f"recent-{i}" for i in range(4)}
+    for i, name in enumerate(sorted(recent)):
+        (root / name).mkdir()
+        os.utime(root / name, (time.time() - 600 * i, time.time() - 600 * i))
     cache = FixtureCache.open(checkout, checkout / "prepared", {})
     assert cache.entry is not None
     kept = {p.name for p in root.iterdir() if p.is_dir()}
-    assert kept == {cache.entry.name, "recent", "old-0"}  # the newest three, and one in use
-    assert not (root / "old-0" / ".run.x1").exists()  # a killed session's build: gone
+    assert kept == {cache.entry.name, *recent}  # the old ones, past the newest three: gone
+    assert not any(root.glob("old-*/.run.x1"))  # killed sessions' builds: gone
