@@ -10,4 +10,6 @@ bash scripts/uv.sh run --frozen ruff format --check .
 echo "== types (mypy, strict on every component)"
 bash scripts/uv.sh run --frozen mypy -p fbmr.core -p fbmr.serving -p fbmr.client -p fbmr.training -p fbmr.export
 echo "== tests (pytest)"
-bash scripts/uv.sh run --frozen pytest "$@"
+# Two workers (pytest-xdist), each test file on one of them: most tests wait on servers they
+# started, so one process leaves a core idle; FBMR_TEST_WORKERS=0 runs them in this process.
+bash scripts/uv.sh run --frozen pytest -n "${FBMR_TEST_WORKERS:-2}" --dist loadfile "$@"

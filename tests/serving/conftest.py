@@ -17,10 +17,11 @@ from tests.milvus_server import MilvusSandbox, milvus_unavailable
 
 
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory) -> Iterator[MilvusSandbox]:
+def milvus_session(tmp_path_factory) -> Iterator[MilvusSandbox]:
     """A real Milvus server (the standalone server of the `milvus` wheel) for the session,
     reachable at 127.0.0.1 on a free port only (tests/milvus_server.py says how), always stopped.
-    Skipped, with the reason, where its binary cannot run here."""
+    Skipped, with the reason, where its binary cannot run here. Tests take it as
+    `milvus_server`."""
     reason = milvus_unavailable()
     if reason:
         pytest.skip(reason)
@@ -29,6 +30,15 @@ def milvus_server(tmp_path_factory) -> Iterator[MilvusSandbox]:
         yield sandbox
     finally:
         sandbox.stop()
+
+
+@pytest.fixture(scope="module")
+def milvus_server(milvus_session) -> Iterator[MilvusSandbox]:
+    """The session's Milvus server for one test module, which leaves it with no collection: a
+    module's collections are dropped after its last test (a module may share one between its
+    tests), so the server does not spend the rest of the run keeping them loaded."""
+    yield milvus_session
+    milvus_session.drop_collections()
 
 
 # The Milvus cases are integration: milvus-lite costs about a second a test on 2 cores (the index

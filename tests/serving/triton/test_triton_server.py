@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,11 +27,13 @@ from fbmr.core.contract import INPUT_DATATYPES, TRITON_ADMIN_KEY_ENV
 from fbmr.export.onnx_models import PARITY_TOLERANCE
 from fbmr.serving.triton.admin import admin_client
 from fbmr.serving.triton.server import (
+    PORTS_FROM,
     SHM_PREFIX,
     STUB_NAME,
     LocalTriton,
     TritonError,
     TritonPorts,
+    _ephemeral_start,
     alive,
     orphan_stubs,
     reap_orphan_stubs,
@@ -322,6 +325,23 @@ def test_a_server_that_exited_unwaited_for_is_not_alive():
     finally:
         process.wait()
     assert alive(os.getpid())
+
+
+def test_free_ports_differ_and_lie_below_the_range_outgoing_connections_take():
+    """A port handed out by the kernel (`bind(0)`) comes from the ephemeral range, where any
+    client socket (a load test opens hundreds) can take it before the server binds it."""
+    top = _ephemeral_start()
+    assert top - PORTS_FROM >= 1_000, "this machine's ephemeral range leaves no room below it"
+    for _ in range(20):
+        ports = free_ports(4)
+        assert len(set(ports)) == 4
+        assert all(PORTS_FROM <= port < top for port in ports), ports
+    held = socket.socket()
+    held.bind(("127.0.0.1", free_ports(1)[0]))  # a port in use is never handed out
+    try:
+        assert held.getsockname()[1] not in {p for _ in range(200) for p in free_ports(3)}
+    finally:
+        held.close()
 
 
 def test_tritonserver_gets_none_of_the_facades_keys(monkeypatch, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -173,13 +174,45 @@ def server_command(
     return [*command, *extra]
 
 
-def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
-    """Ports free on `host` right now (held open together so that they differ): for a local
-    Triton and facade beside others, as the tests and benchmarks start them."""
-    sockets = [socket.socket() for _ in range(count)]
+# Where free_ports draws from: above the registered ports most local services use, below the
+# kernel's ephemeral range (Linux's default starts at 32768).
+PORTS_FROM = 20_000
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out to outgoing connections and `bind(0)`."""
     try:
-        for s in sockets:
-            s.bind((host, 0))
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
+    """Ports free on `host` right now, for a local Triton and facade beside others (the tests
+    and benchmarks start them), held open together so that they differ.
+
+    Drawn at random from below the kernel's ephemeral range, not by `bind(0)`: a port from that
+    range can be taken by any outgoing connection (a load test opens hundreds) between this
+    choice and the server's own bind, and `bind(0)` hands out the same port to two callers that
+    close it in turn. Here only another caller of free_ports can pick the same port, 1 in about
+    12,000 a draw. Where the ephemeral range leaves no room below it, the kernel chooses."""
+    top = _ephemeral_start()
+    draw = random.SystemRandom()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count * 50):
+            if len(sockets) == count:
+                break
+            port = draw.randrange(PORTS_FROM, top) if top - PORTS_FROM >= 1_000 else 0
+            s = socket.socket()
+            try:
+                s.bind((host, port))
+            except OSError:  # in use (or lingering after use): draw again
+                s.close()
+                continue
+            sockets.append(s)
+        if len(sockets) < count:
+            raise OSError(f"no {count} free ports on {host} in {PORTS_FROM}-{top - 1}")
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
