@@ -31,19 +31,47 @@ from tests.helpers import (
 INTEGRATION_FIXTURES = frozenset({"tiny_run", "triton"})
 
 
+# The files that take longest (a minute or more each on 2 cores), longest first. The test
+# command runs each file on one of two workers, handed out in collection order as workers come
+# free: a long file collected last would leave one worker running it alone at the end. So these
+# go first; a file not listed keeps its place after them.
+LONGEST_FIRST = (
+    "tests/client/batch/test_run.py",
+    "tests/training/test_pipeline.py",
+    "tests/export/test_quantize.py",
+    "tests/test_demo.py",
+    "tests/bench/test_compare.py",
+    "tests/serving/triton/test_rollout.py",
+    "tests/serving/http/test_app.py",
+    "tests/serving/test_decode_memory.py",
+    "tests/export/test_onnx_models.py",
+    "tests/serving/triton/test_versions.py",
+)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `integration` every test whose fixtures (all of them, transitively) build the chain."""
+    """Mark `integration` every test whose fixtures (all of them, transitively) build the chain;
+    then put the LONGEST_FIRST files first (a stable sort: the order within a file is kept)."""
     for item in items:
         if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Give the first test over each of SESSION_BUILD_S (in the final order, after any
-    deselection: the one that builds the fixture) its build time on top of its timeout."""
+    deselection: the one that builds the fixture) its build time on top of its timeout. Under
+    the test command's workers, which file a worker starts with is decided as the run goes, so
+    there the first such test of each file gets it."""
+    per_file = "PYTEST_XDIST_WORKER" in os.environ
     unbuilt = dict(SESSION_BUILD_S)
+    file = ""
     for item in session.items:
+        if per_file and item.nodeid.partition("::")[0] != file:
+            file = item.nodeid.partition("::")[0]
+            unbuilt = dict(SESSION_BUILD_S)
         fixtures = set(getattr(item, "fixturenames", ()))
         extra = sum(unbuilt.pop(name) for name in sorted(fixtures & set(unbuilt)))
         if extra:

@@ -71,6 +71,7 @@ def test_the_first_test_over_a_slow_session_fixture_gets_its_build_time(pytester
     from tests.helpers import SESSION_BUILD_S
 
     monkeypatch.setenv(RUN_BUDGET_ENV, "0")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # one process, as run alone
     result = _inner_run(
         pytester,
         f"""
@@ -100,3 +101,36 @@ def test_the_first_test_over_a_slow_session_fixture_gets_its_build_time(pytester
     # the fast tier leaves out both tests over the chain, marked before `-m` deselects
     fast = pytester.runpytest("-p", "no:cacheprovider", "-m", "not integration")
     fast.assert_outcomes(passed=1, deselected=2)
+
+
+def test_under_the_workers_the_first_test_of_each_file_gets_the_build_time(
+    pytester, monkeypatch
+):
+    """Which worker runs which file is decided as the run goes, so either file may be the one
+    that builds the fixture on its worker."""
+    from tests.helpers import SESSION_BUILD_S
+
+    monkeypatch.setenv(RUN_BUDGET_ENV, "0")
+    body = f"""
+        import pytest
+
+        def timeout(request):
+            marker = request.node.get_closest_marker("timeout")
+            return marker.args[0] if marker else None
+
+        def test_first(tiny_run, request):
+            assert timeout(request) == 300 + {SESSION_BUILD_S["tiny_run"]}
+
+        def test_second(tiny_run, request):
+            assert timeout(request) is None
+        """
+    pytester.makepyfile(test_one=textwrap.dedent(body), test_two=textwrap.dedent(body))
+    pytester.makeconftest(
+        (Path(__file__).parent / "conftest.py").read_text()
+        + '\n\n@pytest.fixture(scope="session")\ndef tiny_run():\n    return "built"\n'
+    )
+    pytester.makeini("[pytest]\ntimeout = 300\n")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")  # one process: only the run's first test
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3, failed=1)
