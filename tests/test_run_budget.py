@@ -103,9 +103,7 @@ def test_the_first_test_over_a_slow_session_fixture_gets_its_build_time(pytester
     fast.assert_outcomes(passed=1, deselected=2)
 
 
-def test_under_the_workers_the_first_test_of_each_file_gets_the_build_time(
-    pytester, monkeypatch
-):
+def test_under_the_workers_the_first_test_of_each_file_gets_the_build_time(pytester, monkeypatch):
     """Which worker runs which file is decided as the run goes, so either file may be the one
     that builds the fixture on its worker."""
     from tests.helpers import SESSION_BUILD_S
