@@ -21,8 +21,10 @@ from numpy.typing import NDArray
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
-from fbmr.training.engine import fit_settings, predict, top1
+from fbmr.training.engine import predict
 from fbmr.training.fusion_report import per_product
+from fbmr.training.metrics import top1
+from fbmr.training.stage_settings import fit_settings
 from fbmr.training.stages.fusion import _cached_image_embeddings, _image_logits
 from fbmr.training.trained import load_trained_models
 

@@ -15,11 +15,14 @@ from pathlib import Path
 import torch
 
 from fbmr.core.fileio import atomic_write_json
+from fbmr.training.checkpoints import load_checkpoint
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.engine import SPLITS, fit_settings, load_checkpoint, predict, top1
+from fbmr.training.engine import SPLITS, predict
 from fbmr.training.layout import RunLayout
 from fbmr.training.meta import ImageMeta
+from fbmr.training.metrics import top1
+from fbmr.training.stage_settings import fit_settings
 from fbmr.training.stages.image import (
     CachedFeatures,
     _OverCache,

@@ -26,7 +26,8 @@ from common import listings, model_inputs, percentiles, triton_datatype
 from figures import plt, save
 
 from fbmr.core import contract
-from fbmr.serving.triton.server import LocalTriton, TritonPorts
+from fbmr.serving.triton.ports import TritonPorts
+from fbmr.serving.triton.server import LocalTriton
 
 
 def triton_caller(

@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from fbmr.client import Client
-from fbmr.client.batch.rows import TritonScorer, prepare_photos
+from fbmr.client.batch.rows import prepare_photos
 from fbmr.client.batch.run import default_workers
+from fbmr.client.batch.scorer import TritonScorer
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
@@ -257,7 +258,8 @@ def main() -> None:
 def measure(repo: Path, table_path: Path, table: pd.DataFrame, out: Path, workers: int) -> dict:
     """Direct, facade and bare onnxruntime scoring of the rows with `repo`'s latest files, then
     where the time goes."""
-    from fbmr.serving.triton.server import LocalTriton, TritonPorts, free_ports
+    from fbmr.serving.triton.ports import TritonPorts, free_ports
+    from fbmr.serving.triton.server import LocalTriton
 
     out.mkdir(parents=True, exist_ok=True)
     artifacts = ModelArtifacts.load(repo)

@@ -12,4 +12,6 @@ bash scripts/uv.sh run --frozen mypy -p fbmr.core -p fbmr.serving -p fbmr.client
 echo "== tests (pytest)"
 # Two workers (pytest-xdist), each test file on one of them: most tests wait on servers they
 # started, so one process leaves a core idle; FBMR_TEST_WORKERS=0 runs them in this process.
-bash scripts/uv.sh run --frozen pytest -n "${FBMR_TEST_WORKERS:-2}" --dist loadfile "$@"
+# Files are handed out in collection order (the longest first, tests/conftest.py), not xdist's
+# default of the files with the most tests first.
+bash scripts/uv.sh run --frozen pytest -n "${FBMR_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -52,12 +52,17 @@ LONGEST_FIRST = (
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `integration` every test whose fixtures (all of them, transitively) build the chain;
-    then put the LONGEST_FIRST files first (a stable sort: the order within a file is kept)."""
+    then put the LONGEST_FIRST files first (a stable sort: the order within a file is kept);
+    refuse tests that share an id."""
     for item in items:
         if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+    # The workers run one test per id: a second test with the same id would silently not run.
+    seen: set[str] = set()
+    if shared := sorted({i.nodeid for i in items if i.nodeid in seen or seen.add(i.nodeid)}):
+        raise pytest.UsageError(f"tests that share an id (give each its own): {shared}")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -253,7 +258,8 @@ def triton(cpu_repository):
     process's environment for the session, so facades (in process or started as commands)
     send it as a deployment's would."""
     from fbmr.core.contract import TRITON_ADMIN_KEY_ENV
-    from fbmr.serving.triton.server import LocalTriton, TritonPorts
+    from fbmr.serving.triton.ports import TritonPorts
+    from fbmr.serving.triton.server import LocalTriton
     from tests.helpers import TRITON_ADMIN_KEY, free_ports
 
     ports = TritonPorts("127.0.0.1", *free_ports(3))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from fbmr.serving.triton.server import free_ports as free_ports  # re-exported for the tests
+from fbmr.serving.triton.ports import free_ports as free_ports  # re-exported for the tests
 from fbmr.training.config import PRESETS, Preset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,8 @@ def serving_stack(repository, facade_settings, log_dir) -> Iterator:
     """A tritonserver of its own on `repository` and a facade in front of it (free ports), for a
     test that changes the repository while serving; yields an httpx client once /readyz is 200.
     The facade looks for new versions every 0.5 s and lets requests wait 45 s for a switch."""
-    from fbmr.serving.triton.server import LocalTriton, TritonPorts
+    from fbmr.serving.triton.ports import TritonPorts
+    from fbmr.serving.triton.server import LocalTriton
 
     ports = TritonPorts("127.0.0.1", *free_ports(3))
     settings = facade_settings.model_copy(

@@ -4,7 +4,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from fbmr.core.schema import SchemaVersionError
-from fbmr.training.engine import FitSettings, fit, load_checkpoint, running_mean
+from fbmr.training.averaging import running_mean
+from fbmr.training.checkpoints import load_checkpoint
+from fbmr.training.engine import fit
+from fbmr.training.stage_settings import FitSettings
 
 
 class Linear(nn.Module):
@@ -136,7 +139,7 @@ def test_a_checkpoint_of_another_format_is_refused_with_what_to_rerun(tmp_path):
 
 def test_one_builder_reads_each_stages_settings():
     from fbmr.training.config import TrainConfig
-    from fbmr.training.engine import fit_settings
+    from fbmr.training.stage_settings import fit_settings
 
     config = TrainConfig(workers=3, text_lr=0.5, image_average_from=4, fusion_epochs=7)
     text = fit_settings(config, "text", pretrained=True)
@@ -212,7 +215,7 @@ def test_mixup_mixes_each_batch_with_itself_shuffled_and_weighs_both_targets(mon
 
 def test_the_image_stage_reads_its_mixup_setting():
     from fbmr.training.config import TrainConfig
-    from fbmr.training.engine import fit_settings
+    from fbmr.training.stage_settings import fit_settings
 
     assert fit_settings(TrainConfig(image_mixup=0.2), "image").mixup == 0.2
     assert fit_settings(TrainConfig(image_mixup=0.2), "text").mixup == 0.0

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from fbmr.training.engine import classification_metrics
+from fbmr.training.metrics import classification_metrics
 from fbmr.training.models import (
     Backbone,
     FusionHead,

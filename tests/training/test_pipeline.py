@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from fbmr.core.cli import build_app
 from fbmr.core.text import Tokenizer
 from fbmr.training.calibration import fit_stacking
+from fbmr.training.checkpoints import load_checkpoint
 from fbmr.training.config import Stage, TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
-from fbmr.training.engine import load_checkpoint
 from fbmr.training.pipeline import StageError, train
 from fbmr.training.trained import load_trained_models
 from fbmr.training.trunks import Backbone, build_trunk

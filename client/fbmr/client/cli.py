@@ -89,9 +89,10 @@ def score(
     from dataclasses import replace
 
     from fbmr.client.batch.inputs import InputError
-    from fbmr.client.batch.rows import TRITON_RETRY, ScoreOptions
+    from fbmr.client.batch.rows import ScoreOptions
     from fbmr.client.batch.run import FacadeTarget, ScoreError, TritonTarget, default_workers
     from fbmr.client.batch.run import score as run_score
+    from fbmr.client.batch.scorer import TRITON_RETRY
     from fbmr.client.errors import FbmrError, Unavailable
     from fbmr.client.retry import DEFAULT_POLICY
 

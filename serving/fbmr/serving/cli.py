@@ -96,7 +96,8 @@ def serve(
     from pydantic import SecretStr, ValidationError
 
     from fbmr.serving.settings import FacadeSettings
-    from fbmr.serving.triton.server import LocalTriton, TritonError, TritonPorts
+    from fbmr.serving.triton.ports import TritonPorts
+    from fbmr.serving.triton.server import LocalTriton, TritonError
     from fbmr.serving.triton.supervisor import TritonSupervisor
 
     logging.config.dictConfig(log_config())

@@ -264,7 +264,8 @@ def test_sigkill_then_resume_gives_the_rows_of_an_uninterrupted_run(
 
 
 def test_triton_stopped_mid_run_and_restarted(demo_seed, direct_scores, cpu_repository, tmp_path):
-    from fbmr.serving.triton.server import LocalTriton, TritonPorts
+    from fbmr.serving.triton.ports import TritonPorts
+    from fbmr.serving.triton.server import LocalTriton
     from tests.helpers import free_ports
 
     rows = _many_rows(demo_seed, tmp_path / "input", copies=3)

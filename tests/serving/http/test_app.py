@@ -30,7 +30,9 @@ from fbmr.core.contract import (
 )
 from fbmr.core.pooling import pool_embeddings, pool_probabilities
 from fbmr.serving.index.catalogue import build_catalogue_index
-from fbmr.serving.triton.server import LocalTriton, TritonPorts, alive
+from fbmr.serving.triton.ports import TritonPorts
+from fbmr.serving.triton.processes import alive
+from fbmr.serving.triton.server import LocalTriton
 from fbmr.training.data.demo import DEMO_CATEGORIES
 from tests.helpers import (
     assert_error,

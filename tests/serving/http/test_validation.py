@@ -257,7 +257,7 @@ def test_a_pin_takes_a_version_number_only(offline_client):
 def test_readyz_names_no_server_path(offline_settings):
     """/readyz needs no key: a refused version's cause names its files within the repository,
     not where the server keeps it."""
-    from fbmr.serving.triton.rollout import RolloutStatus
+    from fbmr.serving.triton.versions import RolloutStatus
 
     where = offline_settings.model_repository.resolve()
     cause = f"image_encoder: failed to load {where}/image_encoder/2/model.onnx"

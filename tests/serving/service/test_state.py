@@ -17,7 +17,7 @@ from fbmr.core.contract import ENSEMBLE_NAMES, Kind
 from fbmr.serving.metrics import Metrics
 from fbmr.serving.service.state import FacadeState
 from fbmr.serving.settings import FacadeSettings
-from fbmr.serving.triton.rollout import RolloutStatus
+from fbmr.serving.triton.versions import RolloutStatus
 
 
 class ScriptedTriton:

@@ -28,13 +28,16 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from tritonclient.grpc import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from fbmr.core.artifacts import REPOSITORY_MANIFEST
 from fbmr.core.contract import PROBABILITIES, TRITON_ADMIN_KEY_ENV
 from fbmr.serving.triton import supervisor
+from fbmr.serving.triton.admin import admin_client
+from fbmr.serving.triton.ports import TritonPorts, is_live
 from fbmr.serving.triton.rollout import Rollout
-from fbmr.serving.triton.server import LocalTriton, TritonPorts, is_live
+from fbmr.serving.triton.server import LocalTriton
 from fbmr.serving.triton.supervisor import TritonSupervisor, read_status
 from tests.helpers import free_ports, running_facade, serving_stack, wait_for
 
@@ -315,7 +318,9 @@ def test_serve_with_triton_restarts_a_killed_triton_by_itself(cpu_repository, tm
     env = {**os.environ, TRITON_ADMIN_KEY_ENV: admin_key}
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    rollout = Rollout(cpu_repository, f"127.0.0.1:{grpc_port}", admin_key=admin_key)
+    rollout = Rollout(
+        cpu_repository, admin_client(InferenceServerClient(f"127.0.0.1:{grpc_port}"), admin_key)
+    )
     try:
         client = httpx.Client(base_url=url, timeout=30)
 

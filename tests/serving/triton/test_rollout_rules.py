@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tritonclient.grpc import InferenceServerClient
 
 from fbmr.core.artifacts import ARTIFACTS_FILE, REPOSITORY_MANIFEST
 from fbmr.core.contract import ARTIFACTS_ENSEMBLE, ENSEMBLE_NAMES
-from fbmr.serving.triton.rollout import (
-    ENSEMBLE_LOAD_TRIES,
+from fbmr.serving.triton.rollout import Rollout
+from fbmr.serving.triton.smoke import ENSEMBLE_LOAD_TRIES
+from fbmr.serving.triton.versions import (
     PIN_FILE,
-    Rollout,
     RolloutStatus,
     VersionRefused,
     read_pin,
@@ -38,7 +39,8 @@ def exported(repository: Path, versions: list[int], published: int | None) -> Pa
 @pytest.fixture
 def rollout(tmp_path):
     (closed,) = free_ports(1)
-    rollout = Rollout(exported(tmp_path / "repo", [1, 2, 3], published=3), f"127.0.0.1:{closed}")
+    client = InferenceServerClient(f"127.0.0.1:{closed}")
+    rollout = Rollout(exported(tmp_path / "repo", [1, 2, 3], published=3), client)
     yield rollout
     rollout.close()
 
@@ -46,7 +48,7 @@ def rollout(tmp_path):
 def test_a_version_still_being_published_is_not_a_candidate(tmp_path):
     (closed,) = free_ports(1)
     repository = exported(tmp_path / "repo", [1, 2], published=1)
-    assert Rollout(repository, f"127.0.0.1:{closed}").versions() == [1]
+    assert Rollout(repository, InferenceServerClient(f"127.0.0.1:{closed}")).versions() == [1]
 
 
 def test_newer_versions_are_tried_newest_first_and_nothing_older_while_one_serves(rollout):

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -26,20 +20,9 @@ from fbmr.core.cli import build_app
 from fbmr.core.contract import INPUT_DATATYPES, TRITON_ADMIN_KEY_ENV
 from fbmr.export.onnx_models import PARITY_TOLERANCE
 from fbmr.serving.triton.admin import admin_client
-from fbmr.serving.triton.server import (
-    PORTS_FROM,
-    SHM_PREFIX,
-    STUB_NAME,
-    LocalTriton,
-    TritonError,
-    TritonPorts,
-    _ephemeral_start,
-    alive,
-    orphan_stubs,
-    reap_orphan_stubs,
-    stop_tritonserver,
-)
-from tests.helpers import TRITON_ADMIN_KEY, free_ports, wait_for
+from fbmr.serving.triton.ports import TritonPorts
+from fbmr.serving.triton.server import LocalTriton, TritonError
+from tests.helpers import TRITON_ADMIN_KEY, free_ports
 
 ALL_MODELS = {
     "image_encoder", "image_head", "text_encoder", "text_head", "fusion_head",
@@ -261,87 +244,6 @@ def test_cli_starts_reports_and_stops_a_server(cpu_repository, tmp_path, monkeyp
         stopped = runner.invoke(app, ["triton", "stop", "--grpc-port", str(grpc)])
     assert stopped.exit_code == 0, stopped.output
     assert runner.invoke(app, ["triton", "status", "--grpc-port", str(grpc)]).exit_code == 1
-
-
-def test_stubs_whose_server_is_gone_are_found_and_reaped(tmp_path):
-    """A python-backend stub records its server's pid (argv[5]); stubs of a server that died
-    without stopping them are killed, and nobody else's."""
-    stub = tmp_path / STUB_NAME  # this interpreter under the stub's name
-    stub.symlink_to(sys.executable)
-    script = tmp_path / "model.py"
-    script.write_text("import time\ntime.sleep(120)\n")  # the stimulus: a stub that lives on
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-
-    def fake_stub(server_pid: int) -> subprocess.Popen:
-        shm = f"{SHM_PREFIX}1p2_region"
-        return subprocess.Popen([str(stub), str(script), shm, "1", "1", str(server_pid)])
-
-    orphan, adopted = fake_stub(gone.pid), fake_stub(os.getpid())
-    try:
-        deadline = time.monotonic() + 10
-        while orphan.pid not in orphan_stubs() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert orphan.pid in orphan_stubs() and adopted.pid not in orphan_stubs()
-        assert orphan.pid in reap_orphan_stubs()
-        assert orphan.wait(10) == -signal.SIGKILL
-        assert adopted.poll() is None
-    finally:
-        for process in (orphan, adopted):
-            process.kill()
-            process.wait()
-
-
-@pytest.mark.parametrize(("ignores_sigterm", "code"), [(False, -signal.SIGTERM), (True, -9)])
-def test_a_server_is_stopped_with_sigterm_then_killed_if_it_hangs(ignores_sigterm, code):
-    handler = "signal.SIG_IGN" if ignores_sigterm else "signal.SIG_DFL"
-    # the stimulus: a server that runs until stopped (its sleep is not a wait in this test)
-    script = (
-        f"import signal, time; signal.signal(signal.SIGTERM, {handler}); "
-        "print('ready', flush=True); time.sleep(60)"
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None and process.stdout.readline() == "ready\n"
-        started = time.monotonic()
-        stop_tritonserver(process, timeout_s=1.0)
-        assert process.poll() == code
-        assert time.monotonic() - started < 10
-    finally:
-        process.kill()
-        process.wait()
-
-
-def test_a_server_that_exited_unwaited_for_is_not_alive():
-    """`fbmr triton stop` stops a server by its pid and waits until it is gone. A server started
-    by a process that lives on (a test, a notebook) is that process's child: once it exits it is
-    a zombie until waited for, which has stopped, and the stop must not wait its whole timeout
-    for it (30 s by default) then kill it."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        stat = Path(f"/proc/{process.pid}/stat")  # the state follows the parenthesised name
-        wait_for(lambda: stat.read_text().rpartition(")")[2].split()[0] == "Z", 10, "its exit")
-        assert not alive(process.pid)
-    finally:
-        process.wait()
-    assert alive(os.getpid())
-
-
-def test_free_ports_differ_and_lie_below_the_range_outgoing_connections_take():
-    """A port handed out by the kernel (`bind(0)`) comes from the ephemeral range, where any
-    client socket (a load test opens hundreds) can take it before the server binds it."""
-    top = _ephemeral_start()
-    assert top - PORTS_FROM >= 1_000, "this machine's ephemeral range leaves no room below it"
-    for _ in range(20):
-        ports = free_ports(4)
-        assert len(set(ports)) == 4
-        assert all(PORTS_FROM <= port < top for port in ports), ports
-    held = socket.socket()
-    held.bind(("127.0.0.1", free_ports(1)[0]))  # a port in use is never handed out
-    try:
-        assert held.getsockname()[1] not in {p for _ in range(200) for p in free_ports(3)}
-    finally:
-        held.close()
 
 
 def test_tritonserver_gets_none_of_the_facades_keys(monkeypatch, tmp_path):

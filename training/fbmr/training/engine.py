@@ -1,6 +1,8 @@
 """The training loop every stage shares: epochs with tqdm progress, early stopping on validation
-top-1, atomic checkpoints, resume after an interruption, optional weight averaging, and the
-stage's report (metrics.json, training curves, confusion matrix).
+top-1, atomic checkpoints and resume after an interruption (`fbmr.training.checkpoints`),
+optional weight averaging (`fbmr.training.averaging`); the stage's report (metrics.json,
+training curves, confusion matrix) is `fbmr.training.metrics`, its settings
+`fbmr.training.stage_settings`.
 
 A stage folder holds:
     last.pt        model and optimizer after the latest epoch, and the running weight average
@@ -17,136 +19,35 @@ A stage folder holds:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from sklearn.metrics import confusion_matrix, f1_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fbmr.core.fileio import atomic_path, atomic_write_json
-from fbmr.core.schema import SchemaVersionError
-from fbmr.training import plots
-from fbmr.training.config import TrainConfig
-from fbmr.training.layout import BEST, CONFUSION, CURVES, HISTORY, LAST, METRICS
-from fbmr.training.meta import RETRAIN, StageMeta
+from fbmr.core.fileio import atomic_write_json
+from fbmr.training.averaging import measure_batch_norm, running_mean, trained_norms
+from fbmr.training.checkpoints import load_checkpoint, resume, save_checkpoint
+from fbmr.training.layout import BEST, HISTORY, LAST
+from fbmr.training.metrics import EpochRecord, selection_key, top1
 from fbmr.training.optim import SplitAdam, pretrained_parameters, sparse_parameters
+from fbmr.training.stage_settings import FitSettings
 
-# 2: `meta` a versioned spec (fbmr.training.meta), last.pt's progress fields all present
-CHECKPOINT_FORMAT = "fbmr.checkpoint/2"
 SPLITS = ("train", "val", "test")
 
 
 # What the loop trains and judges on: items of model inputs followed by the target.
 Samples = Dataset[tuple[torch.Tensor, ...]]
 Loader = DataLoader[tuple[torch.Tensor, ...]]
-# A stage's report (metrics.json): JSON, with figures of the stage's own beside the metrics.
-Report = dict[str, Any]
-# A split's logits (N, C) and targets (N), as numpy arrays.
-Predictions = tuple[NDArray[np.float32], NDArray[np.int64]]
-
-
-class EpochRecord(TypedDict):
-    """One epoch in history.json."""
-
-    epoch: int
-    train_loss: float
-    train_top1: float
-    val_loss: float
-    val_top1: float
-    averaged: bool  # the validation figures are the averaged model's
 
 
 # A training loss other than the logits' cross-entropy: (embedding, logits, target, the
 # cross-entropy with the settings' label smoothing) -> the batch's loss.
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
-
-
-@dataclass
-class TrainState:
-    """Where training stands between epochs: what last.pt saves and a resumed run restores."""
-
-    history: list[EpochRecord] = field(default_factory=list)
-    best_top1: float = -1.0
-    best_loss: float = float("inf")  # validation loss of the best epoch: breaks ties of top-1
-    bad_epochs: int = 0
-    start: int = 0  # the next epoch to run
-    average: dict[str, torch.Tensor] | None = None  # the running mean of the weights, if averaging
-    averaged: int = 0  # how many epochs' weights `average` holds
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 1e-4
-    patience: int = 3
-    seed: int = 0
-    workers: int = 0
-    progress: bool = True
-    # Training targets put this much probability on the other classes (validation loss, which
-    # breaks ties of top-1, is measured without it).
-    label_smoothing: float = 0.0
-    # From this epoch on, the model judged on validation (and saved as best when it is) is the
-    # mean of the weights at the end of every epoch since, stochastic weight averaging; training
-    # goes on from the live weights. None: each epoch's live model is judged.
-    average_from: int | None = None
-    # Learning rate of the pretrained weights being fine-tuned (`optim.pretrained_parameters`),
-    # which the stage's rate would wipe out; None: the stage's rate for every parameter.
-    pretrained_lr: float | None = None
-    # mixup (Zhang et al., 2018): each training batch is mixed with itself shuffled, its first
-    # input and its targets alike, by a weight drawn from Beta(mixup, mixup); 0: off
-    mixup: float = 0.0
-
-
-def fit_settings(
-    config: TrainConfig, stage: str, *, pretrained: bool = False, epochs: int | None = None
-) -> FitSettings:
-    """How `stage` ("text", "image" or "fusion") fits, from the run's config: the one place a
-    stage's settings are read, so the served models and their out-of-fold refits
-    (fbmr.training.stages.crossfit) fit alike. `pretrained`: the model fine-tunes pretrained
-    weights (the sentence member in text and fusion, the trunk in image), which keep a rate of
-    their own; `epochs` overrides the configured count."""
-    if stage not in ("text", "image", "fusion"):
-        raise ValueError(f"no fit settings for stage {stage!r}")
-    # every stage's `<stage>_epochs`, `_batch_size` and `_lr`; then what is its own
-    common = FitSettings(
-        epochs=getattr(config, f"{stage}_epochs") if epochs is None else epochs,
-        batch_size=getattr(config, f"{stage}_batch_size"),
-        lr=getattr(config, f"{stage}_lr"),
-        patience=config.patience,
-        seed=config.seed,
-        progress=config.progress,
-        # text batches are tensors in memory: loader workers would only copy them
-        workers=0 if stage == "text" else config.workers,
-    )
-    if stage == "image":
-        return replace(
-            common,
-            label_smoothing=config.image_label_smoothing,
-            average_from=config.image_average_from,
-            pretrained_lr=config.image_trunk_lr if pretrained else None,
-            mixup=config.image_mixup,
-        )
-    # text and fusion: a pretrained sentence member keeps the rate it was trained at (in fusion
-    # with --unfreeze-text)
-    sentence_lr = config.text_sentence_lr if pretrained else None
-    if stage == "fusion":
-        return replace(common, pretrained_lr=sentence_lr)
-    return replace(
-        common,
-        weight_decay=config.text_weight_decay,
-        label_smoothing=config.text_label_smoothing,
-        average_from=config.text_average_from,
-        pretrained_lr=sentence_lr,
-    )
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -162,20 +63,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by this module; tensors and plain data only (weights_only)."""
-    checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
-    if not isinstance(found, str) or not found.startswith("fbmr.checkpoint/"):
-        raise ValueError(f"{path} is not an fbmr checkpoint")
-    if found != CHECKPOINT_FORMAT:
-        raise SchemaVersionError(
-            f"{path} is in checkpoint format {found!r}; this fbmr reads {CHECKPOINT_FORMAT!r}: "
-            f"{RETRAIN}"
-        )
-    return checkpoint
 
 
 def make_loader(data: Samples, settings: FitSettings, shuffle: bool, epoch: int = 0) -> Loader:
@@ -209,107 +96,6 @@ def predict(
         logits.append(logit.float().cpu())
         targets.append(target.cpu())
     return torch.cat(embeddings).numpy(), torch.cat(logits).numpy(), torch.cat(targets).numpy()
-
-
-def top1(logits: NDArray[np.float32], targets: NDArray[np.int64]) -> float:
-    """Share of samples whose highest logit is their target (NaN without samples)."""
-    return float((logits.argmax(1) == targets).mean()) if len(targets) else float("nan")
-
-
-def selection_key(accuracy: float, loss: float) -> tuple[float, float]:
-    """What picks the best of several models on validation: top-1, ties broken by the lower loss
-    (a saturated validation top-1, as on small data, would otherwise keep the first)."""
-    return accuracy, -loss
-
-
-def classification_metrics(
-    logits: NDArray[np.float32], targets: NDArray[np.int64], num_classes: int
-) -> dict[str, float]:
-    top3 = np.argsort(-logits, axis=1)[:, :3]
-    predicted = top3[:, 0]
-    return {
-        "count": len(targets),
-        "top1": top1(logits, targets),
-        "top3": float((top3 == targets[:, None]).any(axis=1).mean())
-        if len(targets)
-        else float("nan"),
-        "macro_f1": float(
-            f1_score(
-                targets, predicted, average="macro", labels=range(num_classes), zero_division=0
-            )
-        ),
-    }
-
-
-def running_mean(
-    mean: dict[str, torch.Tensor] | None, count: int, weights: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """The mean of `count` state dicts (`mean`) with `weights` added, as a new dict. Entries that
-    are not floating point (lookups of ids) are taken from `weights` as they are."""
-    if mean is None:
-        return {name: value.detach().clone() for name, value in weights.items()}
-    return {
-        name: mean[name] + (value.detach() - mean[name]) / (count + 1)
-        if value.is_floating_point()
-        else value.detach().clone()
-        for name, value in weights.items()
-    }
-
-
-def _resume(
-    path: Path, saved: nn.Module, optimizer: SplitAdam, meta: object, average_from: int | None
-) -> TrainState:
-    """The state a stage left in `path` (last.pt), loaded into `saved` and `optimizer`; a
-    fresh state when there is no such file."""
-    if not path.is_file():
-        return TrainState()
-    last = load_checkpoint(path)
-    if last.get("meta") != meta:  # none when `fit` ran outside a stage
-        raise ValueError(
-            f"{path} was written by a model of another shape ({last.get('meta')}); "
-            "resume with the same settings, or retrain the stage with --force"
-        )
-    if last["average_from"] != average_from:
-        raise ValueError(
-            f"{path} was trained with weight averaging from epoch {last['average_from']}, "
-            f"not {average_from}; resume with the same settings, or retrain the stage with --force"
-        )
-    saved.load_state_dict(last["model"])
-    optimizer.load_state_dict(last["optimizer"])
-    average = last["average"]
-    if average is not None:
-        # checkpoints load onto the CPU; the average stays beside the weights it follows
-        here = saved.state_dict()
-        average = {name: value.to(here[name].device) for name, value in average.items()}
-    tqdm.write(f"{path.parent.name}: resuming after epoch {last['epoch']}")
-    return TrainState(
-        last["history"],
-        last["best_top1"],
-        last["best_loss"],
-        last["bad_epochs"],
-        last["epoch"] + 1,
-        average,
-        last["averaged"],
-    )
-
-
-def stage_fields(
-    stage: str, config: TrainConfig, classes: Sequence[str], meta: StageMeta
-) -> dict[str, object]:
-    """What every checkpoint of a stage records besides its weights and progress: the stage,
-    the run's settings, the class names in logit order and its model's shape (`meta`)."""
-    return {
-        "stage": stage,
-        "config": config.to_dict(),
-        "classes": list(classes),
-        "meta": meta.to_dict(),
-    }
-
-
-def save_checkpoint(path: Path, fields: dict[str, object]) -> None:
-    """An fbmr checkpoint (tensors and plain data), written atomically."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **fields}, tmp)
 
 
 def _batch_loss(
@@ -382,35 +168,6 @@ def evaluate(
     return loss, top1(logits, targets)
 
 
-@torch.no_grad()
-def measure_batch_norm(
-    model: nn.Module,
-    norms: Sequence[nn.modules.batchnorm._BatchNorm],
-    batches: Iterable[Sequence[torch.Tensor]],
-    most: int | None = None,
-) -> int:
-    """Set `norms`' statistics (batch norms of `model`) to those of the inputs `batches` give
-    `model` (up to `most` samples), as torch.optim.swa_utils.update_bn does; the rest of the
-    model runs in eval mode, as served. Returns the number of samples seen."""
-    momenta = [norm.momentum for norm in norms]
-    was_training = model.training
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over every batch
-        norm.train()
-    seen = 0
-    for inputs in batches:
-        model(*inputs)
-        seen += len(inputs[0])
-        if most is not None and seen >= most:
-            break
-    for norm, momentum in zip(norms, momenta, strict=True):
-        norm.momentum = momentum
-    model.train(was_training)
-    return seen
-
-
 def _update_batch_norm(
     model: nn.Module, train: Samples, settings: FitSettings, device: torch.device
 ) -> None:
@@ -418,16 +175,7 @@ def _update_batch_norm(
     for the batch norms that train only: a frozen stage's keep the statistics its weights were
     given, and in cached mode are not even run."""
     loader = make_loader(train, settings, shuffle=False)
-    measure_batch_norm(model, _trained_norms(model), (_to(b, device)[:-1] for b in loader))
-
-
-def _trained_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and any(p.requires_grad for p in m.parameters())
-    ]
+    measure_batch_norm(model, trained_norms(model), (_to(b, device)[:-1] for b in loader))
 
 
 def fit(
@@ -451,7 +199,7 @@ def fit(
     # An average of weights needs batch-norm statistics of its own: the live model's describe
     # other weights' activations. They are measured again over the training samples before the
     # average is judged (`_update_batch_norm`: one forward pass, no gradients).
-    norms = bool(_trained_norms(model))
+    norms = bool(trained_norms(model))
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -465,7 +213,7 @@ def fit(
     )
     loss_fn = nn.CrossEntropyLoss()
     train_loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    state = _resume(
+    state = resume(
         stage_dir / LAST, saved, optimizer, checkpoint_fields.get("meta"), settings.average_from
     )
 
@@ -537,33 +285,3 @@ def fit(
             on_epoch(record)
     saved.load_state_dict(load_checkpoint(stage_dir / BEST)["model"])
     return state.history
-
-
-def report(
-    stage_dir: Path,
-    title: str,
-    history: list[EpochRecord],
-    predictions: dict[str, Predictions],
-    classes: tuple[str, ...],
-    extra: Report | None = None,
-) -> Report:
-    """metrics.json (per split: top-1, top-3, macro-F1), curves.png and confusion.png (on the
-    test split, or validation when there is no test split)."""
-    metrics = {
-        split: classification_metrics(logits, targets, len(classes))
-        for split, (logits, targets) in predictions.items()
-    }
-    plots.training_curves(history, stage_dir / CURVES, title)
-    shown = "test" if "test" in predictions and len(predictions["test"][1]) else "val"
-    logits, targets = predictions[shown]
-    matrix = confusion_matrix(targets, logits.argmax(1), labels=range(len(classes)))
-    plots.confusion_matrix(matrix, classes, stage_dir / CONFUSION, f"{title}: {shown} split")
-    best = max(history, key=lambda h: selection_key(h["val_top1"], h["val_loss"]), default=None)
-    result = {
-        "stage": stage_dir.name,
-        "splits": metrics,
-        "best_epoch": best["epoch"] if best is not None else None,
-        **(extra or {}),
-    }
-    atomic_write_json(stage_dir / METRICS, result)
-    return result

@@ -21,9 +21,11 @@ from numpy.typing import NDArray
 from torch.utils.data import TensorDataset
 
 from fbmr.core.pooling import log_softmax, pool_log_probabilities
-from fbmr.training.engine import FitSettings, make_loader, top1
+from fbmr.training.engine import make_loader
+from fbmr.training.metrics import top1
 from fbmr.training.models import FusionModel
 from fbmr.training.retrieval import by_listing
+from fbmr.training.stage_settings import FitSettings
 
 # A model's logits per photo, by name
 Answers = dict[str, NDArray[np.float32]]

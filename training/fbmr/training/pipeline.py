@@ -10,8 +10,9 @@ from pathlib import Path
 
 from fbmr.training.config import Stage, TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
-from fbmr.training.engine import Report, pick_device, seed_everything
+from fbmr.training.engine import pick_device, seed_everything
 from fbmr.training.layout import RunLayout, stage_complete
+from fbmr.training.metrics import Report
 from fbmr.training.stages.fusion import train_fusion
 from fbmr.training.stages.image import train_image
 from fbmr.training.stages.text import train_text

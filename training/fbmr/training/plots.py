@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:  # the engine draws with this module
-    from fbmr.training.engine import EpochRecord
+    from fbmr.training.metrics import EpochRecord
 
 
 def training_curves(history: Sequence[EpochRecord], path: Path, title: str) -> None:

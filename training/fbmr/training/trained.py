@@ -11,8 +11,8 @@ import torch
 
 from fbmr.core.image import ImageSpec
 from fbmr.core.text import Tokenizer
+from fbmr.training.checkpoints import load_checkpoint
 from fbmr.training.config import ImageMode
-from fbmr.training.engine import load_checkpoint
 from fbmr.training.layout import RunLayout
 from fbmr.training.meta import FusionMeta, ImageMeta, TextMeta
 from fbmr.training.models import ClassifierHead, FusionHead, FusionModel, ImageModel, TextModel

@@ -15,8 +15,10 @@ Where each part lives, in the order a run goes through them:
 - `window`: a window of batches in flight in asyncio, for the two backends below.
 - `facade`, `triton`, `ray` (with `ray_session`, which starts or joins Ray): the backends, through
   the facade's HTTP API, straight to Triton's ensembles, or on a Ray actor pool.
-- `rows`: one batch of rows scored (`TritonScorer` for Triton and Ray, `score_facade_batch` for
-  the facade), every row answered or given its reason.
+- `rows`: one batch's rows planned (what each row sends, or why it cannot be scored) and its
+  output built, every row answered or given its reason; `scorer`: `TritonScorer`, a batch
+  straight to Triton's ensembles (the triton and ray backends); the facade backend scores its
+  rows itself (`score_facade_batch`).
 - `listings`: the table `fbmr listings put` reads.
 
 Names are imported on first use (pandas and pyarrow are paid for by what uses them).
@@ -32,8 +34,9 @@ if TYPE_CHECKING:
     from fbmr.client.batch.facade import FacadeTarget
     from fbmr.client.batch.inputs import InputError, read_input
     from fbmr.client.batch.listings import read_listings
-    from fbmr.client.batch.rows import ScoreOptions, TritonScorer
+    from fbmr.client.batch.rows import ScoreOptions
     from fbmr.client.batch.run import Summary, score
+    from fbmr.client.batch.scorer import TritonScorer
     from fbmr.client.batch.triton import TritonTarget
 
 _HOMES = {
@@ -42,7 +45,7 @@ _HOMES = {
     "read_input": "inputs",
     "read_listings": "listings",
     "ScoreOptions": "rows",
-    "TritonScorer": "rows",
+    "TritonScorer": "scorer",
     "Summary": "run",
     "score": "run",
     "TritonTarget": "triton",

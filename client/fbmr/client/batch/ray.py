@@ -9,7 +9,7 @@ import pandas as pd
 
 from fbmr.client.batch.chunks import ROW, Work
 from fbmr.client.batch.ray_session import ray_session
-from fbmr.client.batch.rows import TritonScorer
+from fbmr.client.batch.scorer import TritonScorer
 from fbmr.client.batch.triton import TritonTarget
 
 

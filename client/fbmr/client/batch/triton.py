@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from fbmr.client.batch.chunks import Work
-from fbmr.client.batch.rows import TRITON_RETRY, ScoreOptions, TritonScorer
+from fbmr.client.batch.rows import ScoreOptions
+from fbmr.client.batch.scorer import TRITON_RETRY, TritonScorer
 from fbmr.client.batch.window import score_units
 from fbmr.client.retry import RetryPolicy
 from fbmr.core.artifacts import ModelArtifacts

@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from tritonclient.grpc import InferenceServerClient
 
 from fbmr.serving.http import docs
 from fbmr.serving.http.auth import KeyGuard, Keys
@@ -29,6 +30,7 @@ from fbmr.serving.index.store import IndexStore
 from fbmr.serving.metrics import Metrics
 from fbmr.serving.service.state import FacadeState, watch_models
 from fbmr.serving.settings import FacadeSettings
+from fbmr.serving.triton.admin import admin_client
 from fbmr.serving.triton.inference import TritonModels
 from fbmr.serving.triton.rollout import Rollout
 
@@ -56,11 +58,11 @@ def create_app(settings: FacadeSettings | None = None) -> FastAPI:
         models = TritonModels(settings.triton_url, settings.triton_timeout_s)
         # requests inside the old ensembles at a switch end within one Triton deadline
         admin_key = settings.triton_admin_key
+        triton = InferenceServerClient(settings.triton_url)
         rollout = Rollout(
             settings.model_repository,
-            settings.triton_url,
+            admin_client(triton, admin_key.get_secret_value() if admin_key else None),
             drain_s=settings.triton_timeout_s,
-            admin_key=admin_key.get_secret_value() if admin_key else None,
         )
         state = FacadeState(settings, models, index, rollout, metrics)
         app.state.facade = state

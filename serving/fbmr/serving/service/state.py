@@ -27,7 +27,8 @@ from fbmr.serving.service.admission import Admission
 from fbmr.serving.service.errors import Unavailable
 from fbmr.serving.settings import FacadeSettings
 from fbmr.serving.triton.inference import TritonModels
-from fbmr.serving.triton.rollout import Rollout, RolloutStatus
+from fbmr.serving.triton.rollout import Rollout
+from fbmr.serving.triton.versions import RolloutStatus
 
 log = logging.getLogger(__name__)
 

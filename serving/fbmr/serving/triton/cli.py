@@ -79,7 +79,9 @@ def start(
             f"{TRITON_ADMIN_KEY_ENV}, or pass --insecure"
         )
     from fbmr.core.fileio import atomic_write_json
-    from fbmr.serving.triton.server import LocalTriton, TritonError, TritonPorts, alive
+    from fbmr.serving.triton.ports import TritonPorts
+    from fbmr.serving.triton.processes import alive
+    from fbmr.serving.triton.server import LocalTriton, TritonError
 
     if foreground:
         ports = TritonPorts(host, http_port, grpc_port, metrics_port)
@@ -118,7 +120,7 @@ def status(
     from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
     from fbmr.serving.triton.admin import admin_client
-    from fbmr.serving.triton.rollout import served_version
+    from fbmr.serving.triton.versions import served_version
 
     try:
         with admin_client(InferenceServerClient(f"{host}:{grpc_port}"), admin_key) as client:
@@ -141,7 +143,7 @@ def stop(
     timeout: float = typer.Option(30.0, help="Seconds to wait before killing it."),
 ) -> None:
     """Stop the tritonserver that `fbmr triton start` started on this port."""
-    from fbmr.serving.triton.server import stop_tritonserver
+    from fbmr.serving.triton.processes import stop_tritonserver
 
     state = _state_path(grpc_port)
     if not state.is_file():

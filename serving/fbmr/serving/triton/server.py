@@ -1,6 +1,7 @@
 """A local `tritonserver` process: find the binary, start it on a model repository, load the
 version to serve (`fbmr.serving.triton.rollout`), stop it; `TritonSupervisor` restarts it after
-a crash.
+a crash. Its ports are `fbmr.serving.triton.ports`; its processes as the system sees them
+(alive, stopped, stubs left behind) `fbmr.serving.triton.processes`.
 
 In production Triton runs in the NVIDIA container and the facade only talks to it. On a machine
 without Docker (development, CI) the `nvidia-pytriton` wheel ships a `tritonserver` binary with
@@ -10,12 +11,8 @@ so the backend directory is assembled in a cache folder rather than edited insid
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -26,14 +23,15 @@ from pathlib import Path
 
 from tritonclient.grpc import InferenceServerClient, InferenceServerException
 
-from fbmr.core.contract import (
-    ENV_PREFIX,
-    LOCALHOST,
-    TRITON_GRPC_PORT,
-    TRITON_HTTP_PORT,
-    TRITON_METRICS_PORT,
+from fbmr.core.contract import ENV_PREFIX
+from fbmr.serving.triton.admin import admin_client, restricted_flags
+from fbmr.serving.triton.ports import TritonPorts, is_live
+from fbmr.serving.triton.processes import (
+    SHM_PREFIX,
+    dying_with_parent,
+    reap_orphan_stubs,
+    stop_tritonserver,
 )
-from fbmr.serving.triton.admin import restricted_flags
 from fbmr.serving.triton.rollout import Rollout
 
 BINARY_ENV = "FBMR_TRITONSERVER"
@@ -101,22 +99,6 @@ def find_tritonserver() -> TritonInstall:
     )
 
 
-@dataclass(frozen=True)
-class TritonPorts:
-    host: str = LOCALHOST
-    http: int = TRITON_HTTP_PORT
-    grpc: int = TRITON_GRPC_PORT
-    metrics: int = TRITON_METRICS_PORT
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics}/metrics"
-
-
 def _environment(install: TritonInstall) -> dict[str, str]:
     """The server's environment: python-backend models run in an interpreter embedded in the
     stub, which must load this Python's libpython and import this environment's packages
@@ -174,150 +156,6 @@ def server_command(
     return [*command, *extra]
 
 
-# Where free_ports draws from: above the registered ports most local services use, below the
-# kernel's ephemeral range (Linux's default starts at 32768).
-PORTS_FROM = 20_000
-
-
-def _ephemeral_start() -> int:
-    """The first port the kernel hands out to outgoing connections and `bind(0)`."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768
-
-
-def free_ports(count: int, host: str = LOCALHOST) -> list[int]:
-    """Ports free on `host` right now, for a local Triton and facade beside others (the tests
-    and benchmarks start them), held open together so that they differ.
-
-    Drawn at random from below the kernel's ephemeral range, not by `bind(0)`: a port from that
-    range can be taken by any outgoing connection (a load test opens hundreds) between this
-    choice and the server's own bind, and `bind(0)` hands out the same port to two callers that
-    close it in turn. Here only another caller of free_ports can pick the same port, 1 in about
-    12,000 a draw. Where the ephemeral range leaves no room below it, the kernel chooses."""
-    top = _ephemeral_start()
-    draw = random.SystemRandom()
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count * 50):
-            if len(sockets) == count:
-                break
-            port = draw.randrange(PORTS_FROM, top) if top - PORTS_FROM >= 1_000 else 0
-            s = socket.socket()
-            try:
-                s.bind((host, port))
-            except OSError:  # in use (or lingering after use): draw again
-                s.close()
-                continue
-            sockets.append(s)
-        if len(sockets) < count:
-            raise OSError(f"no {count} free ports on {host} in {PORTS_FROM}-{top - 1}")
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def is_live(url: str, timeout_s: float = 2.0) -> bool:
-    """Whether the server at `url` answers (its models may still be loading)."""
-    try:
-        with InferenceServerClient(url) as client:
-            return bool(client.is_server_live(client_timeout=timeout_s))
-    except InferenceServerException:
-        return False
-
-
-STUB_NAME = "triton_python_backend_stub"
-SHM_PREFIX = "fbmr"
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` runs. A zombie (exited, not yet waited for by its parent: a server
-    `fbmr triton start` left as a child of a long-lived process) has stopped, so it is not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # the state is the field after the command name, which is in parentheses
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
-def orphan_stubs() -> list[int]:
-    """Python-backend stub processes of our servers whose tritonserver is gone.
-
-    A stub is started as `stub MODEL.py SHM_REGION SHM_SIZE SHM_GROWTH PARENT_PID ...`; a
-    tritonserver killed with SIGKILL cannot stop its stubs, which then run on (and may spin)
-    with nothing to serve.
-    """
-    orphans = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if len(argv) < 6 or not argv[0].endswith(STUB_NAME.encode()):
-            continue
-        ours = argv[2].startswith(SHM_PREFIX.encode()) and argv[5].isdigit()
-        if ours and not alive(int(argv[5])):
-            orphans.append(int(proc.name))
-    return orphans
-
-
-def reap_orphan_stubs() -> list[int]:
-    """Kill the stubs `orphan_stubs` finds, so that a new server gets the cores to itself."""
-    reaped = []
-    for pid in orphan_stubs():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-            reaped.append(pid)
-    return reaped
-
-
-def stop_tritonserver(server: subprocess.Popen[bytes] | int, timeout_s: float = 30.0) -> None:
-    """Stop a tritonserver: SIGTERM (it unloads its models and exits), SIGKILL if it is still
-    there after `timeout_s`, then its python-backend stubs, which a killed server cannot stop.
-    `server`: a process this one started, or the pid of one started elsewhere."""
-    child, pid = (server, server.pid) if isinstance(server, subprocess.Popen) else (None, server)
-
-    def gone() -> bool:  # a child is waited for: its zombie would still look alive
-        return child.poll() is not None if child is not None else not alive(pid)
-
-    if gone():
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while not gone() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if gone():
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    if child is not None:
-        child.wait()
-    reap_orphan_stubs()
-
-
-def _dying_with_parent(command: list[str]) -> list[str]:
-    """`command` run so that Linux SIGTERMs it when its parent exits (an attached server dies
-    with the facade or test that started it, even one killed without cleanup).
-
-    util-linux's `setpriv --pdeathsig` sets that before exec. Setting it from Python would need
-    a `preexec_fn`, which makes subprocess fork() the whole process: with the gRPC client's
-    threads busy (a facade in the same process) that fork can abort the child.
-    """
-    setpriv = shutil.which("setpriv")
-    if sys.platform != "linux" or setpriv is None:
-        return command
-    return [setpriv, "--pdeathsig", "TERM", "--", *command]
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -355,7 +193,7 @@ class LocalTriton:
         reap_orphan_stubs()  # left by a server killed before this one
         command = server_command(install, self.repository, self.ports, self.extra_args)
         if not detach:
-            command = _dying_with_parent(command)
+            command = dying_with_parent(command)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -387,7 +225,8 @@ class LocalTriton:
         # One rollout for the server's life: after a restart it remembers the version it served
         # and the versions it refused.
         if self.rollout is None:
-            self.rollout = Rollout(self.repository, self.ports.grpc_url, admin_key=self.admin_key)
+            client = admin_client(InferenceServerClient(self.ports.grpc_url), self.admin_key)
+            self.rollout = Rollout(self.repository, client)
         self.rollout.load_timeout_s = max(1.0, deadline - time.monotonic())
         try:
             status = self.rollout.converge()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from fbmr.core.cli import count
 from fbmr.core.fileio import atomic_write_json
-from fbmr.serving.triton.server import LocalTriton, TritonError, reap_orphan_stubs
+from fbmr.serving.triton.processes import reap_orphan_stubs
+from fbmr.serving.triton.server import LocalTriton, TritonError
 
 log = logging.getLogger(__name__)
 

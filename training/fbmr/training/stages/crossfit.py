@@ -39,14 +39,16 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from fbmr.training.checkpoints import stage_fields
 from fbmr.training.config import ImageMode, TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
-from fbmr.training.engine import fit, fit_settings, predict, seed_everything, stage_fields
+from fbmr.training.engine import fit, predict, seed_everything
 from fbmr.training.layout import RunLayout
 from fbmr.training.models import EnsembleHead, ImageModel, TextModel
 from fbmr.training.optim import mark_pretrained
 from fbmr.training.sentence import minilm_dir
+from fbmr.training.stage_settings import fit_settings
 from fbmr.training.stages.image import CachedFeatures, _OverCache, image_objective
 from fbmr.training.stages.text import build_text_model, sentence_cache, start_members
 from fbmr.training.stages.word2vec import embedding_matrix

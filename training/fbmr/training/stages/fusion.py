@@ -30,28 +30,17 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from fbmr.training.calibration import fit_stacking
+from fbmr.training.checkpoints import load_checkpoint, save_checkpoint, stage_fields
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
-from fbmr.training.engine import (
-    SPLITS,
-    FitSettings,
-    Report,
-    evaluate,
-    fit,
-    fit_settings,
-    load_checkpoint,
-    predict,
-    report,
-    save_checkpoint,
-    selection_key,
-    stage_fields,
-    top1,
-)
+from fbmr.training.engine import SPLITS, evaluate, fit, predict
 from fbmr.training.fusion_report import decision_report, fused_and_dropped
 from fbmr.training.layout import BEST, OUT_OF_FOLD, RunLayout
 from fbmr.training.meta import FusionMeta
+from fbmr.training.metrics import Report, report, selection_key, top1
 from fbmr.training.models import FusionHead, FusionModel, ImageModel
+from fbmr.training.stage_settings import FitSettings, fit_settings
 from fbmr.training.stages.crossfit import OutOfFold, cross_fit
 from fbmr.training.stages.image import load_cached_features
 from fbmr.training.trained import TrainedModels, load_trained_models

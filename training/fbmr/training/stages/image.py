@@ -27,31 +27,21 @@ from tqdm.auto import tqdm
 
 from fbmr.core.fileio import atomic_path
 from fbmr.core.image import ImageSpec
+from fbmr.training.averaging import measure_batch_norm
+from fbmr.training.checkpoints import stage_fields
 from fbmr.training.config import ImageMode, TrainConfig
 from fbmr.training.contrastive import with_contrastive
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset
-from fbmr.training.engine import (
-    SPLITS,
-    FitSettings,
-    Objective,
-    Report,
-    fit,
-    fit_settings,
-    make_loader,
-    measure_batch_norm,
-    predict,
-    report,
-    seed_everything,
-    stage_fields,
-    top1,
-)
+from fbmr.training.engine import SPLITS, Objective, fit, make_loader, predict, seed_everything
 from fbmr.training.fusion_report import per_product
 from fbmr.training.layout import RunLayout
 from fbmr.training.meta import ImageMeta
+from fbmr.training.metrics import Report, report, top1
 from fbmr.training.models import ImageModel
 from fbmr.training.optim import mark_pretrained
 from fbmr.training.retrieval import category_share, per_listing
+from fbmr.training.stage_settings import FitSettings, fit_settings
 from fbmr.training.trunks import RANDOM_INIT, TRUNKS, Backbone
 
 log = logging.getLogger(__name__)

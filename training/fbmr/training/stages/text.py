@@ -21,22 +21,17 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from fbmr.core.text import Tokenizer
+from fbmr.training.checkpoints import stage_fields
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import token_dataset
-from fbmr.training.engine import (
-    SPLITS,
-    Report,
-    fit,
-    fit_settings,
-    predict,
-    report,
-    stage_fields,
-)
+from fbmr.training.engine import SPLITS, fit, predict
 from fbmr.training.layout import RunLayout
 from fbmr.training.meta import TextMeta
+from fbmr.training.metrics import Report, report
 from fbmr.training.models import VIEWS, EnsembleHead, TextEnsembleEncoder, TextModel
 from fbmr.training.sentence import minilm_dir, sentence_spec
+from fbmr.training.stage_settings import fit_settings
 from fbmr.training.stages.word2vec import embedding_matrix
 
 

@@ -23,8 +23,8 @@ from fbmr.training import plots
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.data.split import SPLITS
-from fbmr.training.engine import Report
 from fbmr.training.layout import SUMMARY, TOKENIZER, TSNE_PLOT, VECTORS
+from fbmr.training.metrics import Report
 from fbmr.training.sentence import wordpiece
 
 

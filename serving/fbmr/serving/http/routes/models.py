@@ -1,7 +1,7 @@
 """Model versions: what the rollout serves, and a pin that holds the service at an exported
 version (a rollback, or a roll forward to a chosen one) or releases it to the newest again.
 
-The pin is a file in the model repository (`fbmr.serving.triton.rollout.PIN_FILE`), so every facade
+The pin is a file in the model repository (`fbmr.serving.triton.versions.PIN_FILE`), so every facade
 worker and replica on that repository follows it; the worker that gets the request applies it at
 once and answers with the outcome.
 """
@@ -17,7 +17,7 @@ from fbmr.serving.http.deps import PROTECTED, State
 from fbmr.serving.http.errors import ERROR_RESPONSES, ApiError, unavailable
 from fbmr.serving.http.schemas import PinRequest, RolloutResponse
 from fbmr.serving.service.state import FacadeState
-from fbmr.serving.triton.rollout import read_pin, write_pin
+from fbmr.serving.triton.versions import read_pin, write_pin
 
 router = APIRouter(prefix=MODEL_VERSION_PATH, dependencies=PROTECTED)
 
