@@ -23,12 +23,8 @@ from fbmr.training.layout import RunLayout
 from fbmr.training.meta import ImageMeta
 from fbmr.training.metrics import top1
 from fbmr.training.stage_settings import fit_settings
-from fbmr.training.stages.image import (
-    CachedFeatures,
-    _OverCache,
-    build_image_model,
-    listing_figures,
-)
+from fbmr.training.stages.image import build_image_model, listing_figures
+from fbmr.training.stages.image_cache import CachedFeatures, OverCache
 
 
 def figures(run: Path, data: PreparedDataset) -> dict[str, object]:
@@ -38,7 +34,7 @@ def figures(run: Path, data: PreparedDataset) -> dict[str, object]:
     model = build_image_model(meta, len(checkpoint["classes"]))
     model.load_state_dict(checkpoint["model"])
     settings = fit_settings(TrainConfig(), "image")
-    trainable = _OverCache(model, meta.trainable_from).eval()
+    trainable = OverCache(model, meta.trainable_from).eval()
     answers = {}
     for split in SPLITS:
         cache = torch.load(layout.image_features(split), map_location="cpu", weights_only=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from fbmr.core.artifacts import latest_version_dir
 from fbmr.core.contract import IMAGE_ENCODER
+from fbmr.export.int8_gate import int8_figures
 from fbmr.export.onnx_models import load_run
-from fbmr.export.quantize import int8_figures
 
 
 def latest_files(repository: Path) -> dict[str, Path]:

@@ -40,7 +40,10 @@ import numpy as np
 from faiss_scale import ClusteredVectors
 
 from fbmr.core.contract import LISTING_PATH, SIMILAR_PATH, Kind
-from fbmr.serving.index.store import FaissIndex, IndexType, normalise, save_version
+from fbmr.serving.index.build import normalise
+from fbmr.serving.index.faiss_index import FaissIndex
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.store import save_version
 from fbmr.serving.index.updates import Update, UpdateLog
 
 matplotlib.use("Agg")

@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from fbmr.core.contract import API_KEY_ENV
-from fbmr.training.data.demo import DEMO_CATEGORIES
+from fbmr.training.data.demo_vocabulary import DEMO_CATEGORIES
 from tests.helpers import REPO_ROOT, running_facade
 
 pytestmark = pytest.mark.integration  # the demo facade over a real tritonserver

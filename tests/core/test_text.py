@@ -7,15 +7,8 @@ import zlib
 import numpy as np
 import pytest
 
-from fbmr.core.text import (
-    PAD_ID,
-    UNK_ID,
-    NgramHashing,
-    Tokenizer,
-    kind_bounds,
-    stable_hash,
-    tokenize,
-)
+from fbmr.core.ngrams import NgramHashing, kind_bounds, stable_hash
+from fbmr.core.text import PAD_ID, UNK_ID, Tokenizer, tokenize
 from fbmr.core.wordpiece import WordPiece
 
 
@@ -122,7 +115,8 @@ def test_ngram_ids_are_the_same_in_another_process_with_another_hash_seed():
     tokenizer = Tokenizer(["sofa"], max_words=4, ngrams=NGRAMS)
     text = "Velvet corner sofa, grey \u2014 caf\u00e9 table"
     script = (
-        "import sys; from fbmr.core.text import NgramHashing, Tokenizer; "
+        "import sys; from fbmr.core.ngrams import NgramHashing; "
+        "from fbmr.core.text import Tokenizer; "
         "t = Tokenizer(['sofa'], 4, NgramHashing(buckets=1000, slots=16, char_max=3)); "
         "print(t.encode(sys.argv[1]).tolist())"
     )

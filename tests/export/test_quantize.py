@@ -30,7 +30,7 @@ from fbmr.core.contract import (
 )
 from fbmr.export import quantize
 from fbmr.export.export import export_run
-from fbmr.export.quantize import AccuracyGateError, GateFigures
+from fbmr.export.int8_gate import AccuracyGateError, GateFigures
 from fbmr.export.settings import Int8Settings, Precision
 from fbmr.training.data.prepared import PreparedDataset
 from tests.helpers import INT8_CALIBRATION_PHOTOS, serving_stack, split_listings

@@ -7,13 +7,13 @@ from torch import nn
 
 from fbmr.training.metrics import classification_metrics
 from fbmr.training.models import (
-    Backbone,
     FusionHead,
     FusionModel,
     ImageModel,
     NgramBag,
     TextModel,
 )
+from fbmr.training.trunks import Backbone
 
 
 def test_text_and_fusion_shapes():

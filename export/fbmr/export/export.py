@@ -12,8 +12,8 @@ from typing import Any
 from tqdm import tqdm
 
 from fbmr.core.artifacts import Provenance
-from fbmr.export import onnx_models, quantize
-from fbmr.export.quantize import GateFigures
+from fbmr.export import int8_gate, onnx_models, quantize
+from fbmr.export.int8_gate import GateFigures
 from fbmr.export.repository import next_version, publish_version, stage_version
 from fbmr.export.settings import Int8Settings, Precision, ServingSettings, Target
 from fbmr.training.data.prepared import PreparedDataset
@@ -103,7 +103,7 @@ def _int8_files(
     """The INT8 files, their gate figures (raises AccuracyGateError on a miss), the encoders
     kept float32 with why, and what `fbmr.json` records about them."""
     int8_files = quantize.quantize_encoders(files, onnx_dir, run, data, settings, progress)
-    choice = quantize.choose_int8(files, int8_files, run, data, settings, progress)
+    choice = int8_gate.choose_int8(files, int8_files, run, data, settings, progress)
     for kind, figures in choice.figures.items():
         log.info(
             "int8 %s: agreement %.2f%%, accuracy %.2f%% (float32 %.2f%%)",
@@ -113,5 +113,5 @@ def _int8_files(
             100 * figures.accuracy_float32,
         )
     quantized = [name for name in files if choice.files[name] != files[name]]
-    provenance = quantize.int8_provenance(settings, choice, quantized)
+    provenance = int8_gate.int8_provenance(settings, choice, quantized)
     return choice.files, choice.figures, choice.kept_float32, provenance

@@ -33,7 +33,7 @@ from fbmr.serving.index.catalogue import build_catalogue_index
 from fbmr.serving.triton.ports import TritonPorts
 from fbmr.serving.triton.processes import alive
 from fbmr.serving.triton.server import LocalTriton
-from fbmr.training.data.demo import DEMO_CATEGORIES
+from fbmr.training.data.demo_vocabulary import DEMO_CATEGORIES
 from tests.helpers import (
     assert_error,
     free_ports,

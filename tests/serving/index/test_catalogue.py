@@ -13,7 +13,7 @@ import stamina.instrumentation
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import Kind
 from fbmr.serving.index.catalogue import build_catalogue_index, read_catalogue
-from fbmr.serving.index.store import FaissIndex
+from fbmr.serving.index.faiss_index import FaissIndex
 from fbmr.serving.triton.ports import TritonPorts
 from fbmr.serving.triton.server import LocalTriton
 from tests.helpers import free_ports

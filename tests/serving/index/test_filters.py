@@ -11,7 +11,8 @@ import pytest
 
 from fbmr.core.contract import Kind
 from fbmr.serving.index.filters import ListingColumns, ListingFilter
-from fbmr.serving.index.store import IndexType, open_version, save_version
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.store import open_version, save_version
 from tests.helpers import assert_error
 
 CATEGORIES = ("chairs", "lamps", "bikes", "books")

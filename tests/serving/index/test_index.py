@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
-from fbmr.serving.index.build import EXACT_MAX, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, factory_string
-from fbmr.serving.index.store import (
-    CURRENT,
-    FaissIndex,
-    IndexStore,
-    IndexType,
-    build_faiss,
+from fbmr.serving.index.build import (
+    EXACT_MAX,
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    IVF_NPROBE,
+    factory_string,
     resolve_type,
-    save_version,
 )
+from fbmr.serving.index.faiss_index import FaissIndex, build_faiss
+from fbmr.serving.index.index_type import IndexType
+from fbmr.serving.index.store import CURRENT, IndexStore, save_version
 
 
 def _clustered(

@@ -12,17 +12,11 @@ import pytest
 
 from fbmr.core.contract import Kind
 from fbmr.serving.index import catalogue, updates
+from fbmr.serving.index.faiss_index import DEAD_MIN, DEAD_SHARE, FaissIndex
 from fbmr.serving.index.filters import ListingFilter
+from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.live_index import LiveIndex
-from fbmr.serving.index.store import (
-    DEAD_MIN,
-    DEAD_SHARE,
-    FaissIndex,
-    IndexStore,
-    IndexType,
-    open_version,
-    save_version,
-)
+from fbmr.serving.index.store import IndexStore, open_version, save_version
 from fbmr.serving.index.updates import UPDATES_LOG, Update, UpdateLog, changes, fold
 
 DIM = 16

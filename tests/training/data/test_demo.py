@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from fbmr.training.data.demo import DEMO_CATEGORIES, DemoSummary, generate_demo
+from fbmr.training.data.demo import DemoSummary, generate_demo
+from fbmr.training.data.demo_vocabulary import DEMO_CATEGORIES
 from fbmr.training.data.settings import DemoSettings
 
 PER_CATEGORY = 24

@@ -25,7 +25,6 @@ pass the rest, widened until k pass or every candidate was seen (at most Milvus'
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +46,7 @@ from fbmr.serving.index.build import (
 from fbmr.serving.index.filters import ListingFilter
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.live_index import Hit, LiveIndex, is_milvus_lite
+from fbmr.serving.index.milvus_expressions import expression, id_list
 from fbmr.serving.index.updates import Update
 
 # Milvus counts VARCHAR lengths in bytes: an id of up to 200 characters (the route's limit)
@@ -177,45 +177,6 @@ def write_collections(
     with ThreadPoolExecutor(max(1, len(vectors))) as pool:
         futures = {k.value: pool.submit(write, k, a) for k, a in vectors.items()}
         return {kind_name: future.result() for kind_name, future in futures.items()}
-
-
-def literal(value: str) -> str:
-    """`value` as a string literal of Milvus's expression language, whatever it holds.
-
-    Every value that reaches an expression goes through here: Milvus reads a double-quoted
-    literal with backslash escapes, so quotes, backslashes and control characters are escaped
-    (JSON's escapes are its own) and nothing in `value` can end the literal. Non-ASCII
-    characters go as they are: Milvus refuses the surrogate pairs JSON would write for an emoji.
-    """
-    return json.dumps(value, ensure_ascii=False)
-
-
-def id_list(ids: list[str]) -> str:
-    """`ids` as a list literal, for `id in ...`: what deletes and lookups by id use, never
-    pymilvus's `ids=`, which writes the ids into the expression unescaped."""
-    return f"[{', '.join(literal(i) for i in ids)}]"
-
-
-def expression(where: ListingFilter, nullable: bool = False) -> str:
-    """`where` as a Milvus filter expression ("" for no filter); `nullable` for a collection
-    with nullable fields, where a null price fails a bound by itself."""
-    parts = []
-    if where.category is not None:
-        parts.append(f"category == {literal(where.category)}")
-    if not nullable and (where.price_min is not None or where.price_max is not None):
-        parts.append("has_price == true")  # a listing without a price never passes a bound
-    if where.price_min is not None:
-        parts.append(f"price >= {float(where.price_min)!r}")
-    if where.price_max is not None:
-        parts.append(f"price <= {float(where.price_max)!r}")
-    if where.location is not None:
-        # LIKE's own wildcards in the substring are matched literally
-        needle = where.location.casefold().replace("\\", "\\\\")
-        needle = needle.replace("%", "\\%").replace("_", "\\_")
-        parts.append(f"location_key like {literal('%' + needle + '%')}")
-    if where.exclude_ids:
-        parts.append(f"id not in {id_list(sorted(where.exclude_ids))}")
-    return " and ".join(parts)
 
 
 class MilvusIndex(LiveIndex):

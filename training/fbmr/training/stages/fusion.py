@@ -11,10 +11,10 @@ predictions the text is always right, so a head fit there learns to ignore the p
 combined head then trains for its embedding (what similar-listing search indexes) on its own
 loss, and its logits get no weight in the stack: they are fit on the very training listings, and
 no held-out logits of it exist to weigh them by. Validation then keeps the fit weights unless
-an input alone has the lower loss (`_hold_to_inputs`). `fusion_folds` 0 fits everything on the
-in-sample predictions, as before, judged by validation top-1. The served text and image models
-stay the ones trained on the whole train split either way: only what the fusion head is fit on
-changes.
+an input alone has the lower loss (`fbmr.training.stages.fusion_choice`). `fusion_folds` 0 fits
+everything on the in-sample predictions, as before, judged by validation top-1. The served text
+and image models stay the ones trained on the whole train split either way: only what the
+fusion head is fit on changes.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ from fbmr.training.checkpoints import load_checkpoint, save_checkpoint, stage_fi
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
-from fbmr.training.engine import SPLITS, evaluate, fit, predict
+from fbmr.training.engine import SPLITS, fit, predict
 from fbmr.training.fusion_report import decision_report, fused_and_dropped
 from fbmr.training.layout import BEST, OUT_OF_FOLD, RunLayout
 from fbmr.training.meta import FusionMeta
-from fbmr.training.metrics import Report, report, selection_key, top1
+from fbmr.training.metrics import Report, report
 from fbmr.training.models import FusionHead, FusionModel, ImageModel
-from fbmr.training.stage_settings import FitSettings, fit_settings
+from fbmr.training.stage_settings import fit_settings
 from fbmr.training.stages.crossfit import OutOfFold, cross_fit
-from fbmr.training.stages.image import load_cached_features
+from fbmr.training.stages.fusion_choice import INPUTS_ALONE, hold_to_inputs, inputs_top1
+from fbmr.training.stages.image_cache import load_cached_features
 from fbmr.training.trained import TrainedModels, load_trained_models
 
 
@@ -78,15 +79,6 @@ def _image_logits(
     return logits
 
 
-def _inputs_top1(answers: dict[str, NDArray[np.float32]], labels: torch.Tensor) -> dict[str, float]:
-    """Top-1 of the image and text models alone on the fusion samples (photos), the figures the
-    fusion model is held to: never worse than the better of the two."""
-    target = labels.numpy()
-    if not len(target):
-        return {}
-    return {name: top1(logits, target) for name, logits in answers.items()}
-
-
 class _CombinedAlone(nn.Module):
     """The fusion head answering with its combined head's logits alone: what trains when the
     stacking weights are fit out of fold (the combined embedding's own training)."""
@@ -100,56 +92,6 @@ class _CombinedAlone(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         combined = self.head.combined(image_embedding, text_embedding)
         return combined, self.head.combined_logits(combined)
-
-
-# Stacking weights (text, image, combined) that answer with one input model alone.
-INPUTS_ALONE = {"text": (1.0, 0.0, 0.0), "image": (0.0, 1.0, 0.0)}
-
-
-def _hold_to_inputs(
-    model: FusionModel,
-    trainable: nn.Module,
-    val: TensorDataset,
-    settings: FitSettings,
-    device: torch.device,
-    stage_dir: Path,
-    alone: dict[str, tuple[float, float, float]],
-    by_loss: bool,
-) -> tuple[str, dict[str, dict[str, float]]]:
-    """Keep the trained stacking weights only if they beat, on validation, each input model
-    answering alone (`alone`: its weights); else switch to the better input and rewrite best.pt.
-    The combined head and embedding stay as trained either way. Returns which weights were kept
-    ("trained", "text" or "image") and each candidate's validation loss and top-1.
-
-    Weights fit in-sample (`by_loss` False) are judged by top-1, ties broken by the loss: they
-    trust the text as far as the training listings, whose text the text model has memorised,
-    reward, which can be further than validation does. Weights fit out of fold (`by_loss`) are
-    judged by the loss, each input alone at its out-of-fold temperature: the weights were fit to
-    minimise exactly that loss on eight times as many photos, and a proper score over every
-    photo's probabilities tells a better stack apart where top-1 over about 570 products cannot
-    (one product is 0.18 point: on the real sample a stack better by the loss on validation and on
-    test, and by 0.7 point of test top-1, lost to text alone by one validation product)."""
-    weights = model.head.weights
-    loss_fn = nn.CrossEntropyLoss()
-    candidates = {"trained": tuple(weights.tolist()), **alone}
-    scores: dict[str, dict[str, float]] = {}
-    for name, candidate in candidates.items():
-        with torch.no_grad():
-            weights.copy_(torch.tensor(candidate))
-        loss, val_top1 = evaluate(trainable, loss_fn, val, settings, device)
-        scores[name] = {"loss": loss, "top1": val_top1}
-
-    def key(name: str) -> tuple[float, ...]:
-        score = scores[name]
-        return (-score["loss"],) if by_loss else selection_key(score["top1"], score["loss"])
-
-    kept = max(candidates, key=key)  # the first of equals: the trained weights win a tie
-    with torch.no_grad():
-        weights.copy_(torch.tensor(candidates[kept]))
-    if kept != "trained":
-        checkpoint = load_checkpoint(stage_dir / BEST)
-        save_checkpoint(stage_dir / BEST, {**checkpoint, "model": model.state_dict()})
-    return kept, scores
 
 
 def train_fusion(
@@ -289,12 +231,12 @@ def train_fusion(
                 "text": (1 / stacking.text_temperature, 0.0, 0.0),
                 "image": (0.0, 1 / stacking.image_temperature, 0.0),
             }
-        extra["stacking"], extra["validation"] = _hold_to_inputs(
+        extra["stacking"], extra["validation"] = hold_to_inputs(
             model, trainable, sets["val"], settings, device, stage_dir, alone, out_of_fold
         )
         extra["stacking_weights"] = model.head.weights.tolist()
     seconds["head"] = time.perf_counter() - start
-    extra["inputs_top1"] = {s: _inputs_top1(answers[s], sets[s].tensors[2]) for s in SPLITS}
+    extra["inputs_top1"] = {s: inputs_top1(answers[s], sets[s].tensors[2]) for s in SPLITS}
     decisions = {}
     for split in ("val", "test"):
         fused, dropped = fused_and_dropped(

@@ -18,7 +18,8 @@ from sklearn.manifold import TSNE
 from tqdm.auto import tqdm
 
 from fbmr.core.fileio import atomic_write_json
-from fbmr.core.text import NgramHashing, Tokenizer, tokenize
+from fbmr.core.ngrams import NgramHashing
+from fbmr.core.text import Tokenizer, tokenize
 from fbmr.training import plots
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
