@@ -34,12 +34,14 @@ INTEGRATION_FIXTURES = frozenset({"tiny_run", "triton"})
 # The files that take longest (a minute or more each on 2 cores), longest first. The test
 # command runs each file on one of two workers, handed out in collection order as workers come
 # free: a long file collected last would leave one worker running it alone at the end. So these
-# go first; a file not listed keeps its place after them.
+# go first; a file not listed keeps its place after them. The demo's test (it trains a run of
+# its own) comes second, so that where the tiny run is not cached yet, one worker runs it while
+# the other builds the tiny run every other file here needs.
 LONGEST_FIRST = (
     "tests/client/batch/test_run.py",
+    "tests/test_demo.py",
     "tests/training/test_pipeline.py",
     "tests/export/test_quantize.py",
-    "tests/test_demo.py",
     "tests/bench/test_compare.py",
     "tests/serving/triton/test_rollout.py",
     "tests/serving/http/test_app.py",
