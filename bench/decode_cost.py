@@ -1,5 +1,5 @@
 """What decoding a seller's photo costs the facade: CPU time per photo and peak memory, before
-and after decoding large JPEGs at a reduced scale (`fbmr.core.image._draft`) and bounding the
+and after decoding large JPEGs at a reduced scale (`fbmr.core.decode.draft`) and bounding the
 pixels being decoded at once (`PixelBudget`).
 
     uv run python bench/decode_cost.py ../shared/data/marketplace/raw_images
@@ -28,14 +28,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fbmr.core import image as core_image
+from fbmr.core import decode
 from fbmr.core.image import ImageSpec, image_pixels
 
 MEMORY_PROBE = """
 import os, resource, sys
 from concurrent.futures import ThreadPoolExecutor
 import psutil
-from fbmr.core.image import PixelBudget, image_pixels
+from fbmr.core.decode import PixelBudget
+from fbmr.core.image import image_pixels
 from fbmr.serving.http.inputs import return_large_buffers
 budget = None
 if sys.argv[1] == "now":  # what the facade does
@@ -60,12 +61,12 @@ def _ms(decode: Callable[[bytes], object], data: bytes, repeat: int) -> float:
 
 
 def _without_draft(data: bytes) -> np.ndarray:
-    draft = core_image._draft
-    core_image._draft = lambda image, side: None  # type: ignore[assignment]
+    draft = decode.draft
+    decode.draft = lambda image, side: None  # type: ignore[assignment]
     try:
         return image_pixels(data)
     finally:
-        core_image._draft = draft  # type: ignore[assignment]
+        decode.draft = draft  # type: ignore[assignment]
 
 
 def main() -> None:

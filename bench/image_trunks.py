@@ -28,7 +28,7 @@ import torch
 from bare_onnxruntime import session_options
 
 from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
-from fbmr.export import onnx_models
+from fbmr.export import onnx_files, onnx_models
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.models import ImageModel
 from fbmr.training.trunks import TRUNKS, Backbone, WeightsUnavailableError
@@ -85,7 +85,7 @@ def main() -> None:
             photos = np.stack([image_pixels(data.image_path(i), spec) for i in ids])
             onnx_model = onnx_models.image_encoder(model.encoder, spec, EMBEDDING_DIM, photos[:8])
             path = Path(tmp) / f"{backbone}.onnx"
-            onnx_models.export_onnx(onnx_model, path)
+            onnx_files.export_onnx(onnx_model, path)
             session = ort.InferenceSession(
                 str(path), session_options(args.threads), providers=["CPUExecutionProvider"]
             )

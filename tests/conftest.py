@@ -211,7 +211,7 @@ def artifact_repository(untrained_models, tmp_path_factory) -> Path:
     ONNX files: for the fast tier's tests that read an export's files and never run its models
     (no training, no ONNX export, no tritonserver)."""
     from fbmr.core.artifacts import Provenance
-    from fbmr.export.onnx_models import toolchain
+    from fbmr.export.onnx_files import toolchain
     from fbmr.export.repository import publish_version, stage_version
     from fbmr.export.settings import ServingSettings, Target
 

@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fbmr.core import image as image_module
+from fbmr.core import decode
 from fbmr.core.contract import DEFAULT_MAX_PIXELS
+from fbmr.core.decode import ImageDecodeError, PixelBudget, decode_image
 from fbmr.core.image import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    ImageDecodeError,
     ImageSpec,
-    PixelBudget,
-    decode_image,
     image_pixels,
     pad_to_square,
     preprocess_image,
@@ -182,11 +180,11 @@ def test_a_large_jpeg_decodes_at_a_reduced_scale_that_still_covers_the_resize():
     small = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
     photo = Image.fromarray(small).resize((2048, 1536), Image.Resampling.BICUBIC)
     jpeg, png = encode(photo, "JPEG", quality=95), encode(photo, "PNG")
-    opened = image_module._opened(jpeg, DEFAULT_MAX_PIXELS)
-    image_module._draft(opened, spec.resize_size)
+    opened = decode.opened(jpeg, DEFAULT_MAX_PIXELS)
+    decode.draft(opened, spec.resize_size)
     assert opened.size == (512, 384)  # 1/4: 1/8 would go below twice the resize (2 x 256)
-    untouched = image_module._opened(png, DEFAULT_MAX_PIXELS)
-    image_module._draft(untouched, spec.resize_size)
+    untouched = decode.opened(png, DEFAULT_MAX_PIXELS)
+    decode.draft(untouched, spec.resize_size)
     assert untouched.size == (2048, 1536)
     # the model's input barely moves: within a grey level on average
     drafted = image_pixels(jpeg, spec).astype(int)

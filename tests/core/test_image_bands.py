@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fbmr.core import image as core_image
-from fbmr.core.image import ImageTooLargeError, decode_image, image_pixels, webp_size
+from fbmr.core import decode
+from fbmr.core.decode import ImageTooLargeError, decode_image, webp_size
+from fbmr.core.image import image_pixels
 from tests.helpers import encode
 
 RNG = np.random.default_rng(0)
@@ -48,7 +49,7 @@ CASES = {
 @pytest.mark.parametrize("name", CASES)
 def test_a_conversion_in_bands_gives_the_whole_image_s_pixels(name, monkeypatch):
     image = CASES[name]()
-    monkeypatch.setattr(core_image, "BAND_PIXELS", 1000)  # bands of 3 rows, the last shorter
+    monkeypatch.setattr(decode, "BAND_PIXELS", 1000)  # bands of 3 rows, the last shorter
     banded = np.asarray(decode_image(image))
     assert banded.shape == (301, 257, 3)
     np.testing.assert_array_equal(banded, _whole(image))
@@ -74,6 +75,6 @@ def test_a_webp_over_the_limit_is_refused_before_it_is_opened(monkeypatch):
         raise AssertionError("opened")
 
     monkeypatch.setattr(Image, "open", never)
-    for decode in (decode_image, image_pixels):
+    for read in (decode_image, image_pixels):
         with pytest.raises(ImageTooLargeError, match="300x200"):
-            decode(data, max_pixels=59_999)
+            read(data, max_pixels=59_999)

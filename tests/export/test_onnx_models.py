@@ -13,16 +13,15 @@ import torch
 
 from fbmr.core.contract import TEXT_EMBEDDING, TEXT_ENCODER, TOKEN_IDS, Datatype
 from fbmr.core.image import ImageSpec, image_pixels, normalize_pixels
-from fbmr.export import onnx_models
+from fbmr.export import onnx_files, onnx_models
 from fbmr.export.export import export_run
-from fbmr.export.onnx_models import (
+from fbmr.export.onnx_files import (
     PARITY_TOLERANCE,
-    OnnxModel,
     ParityError,
-    TensorSpec,
     check_parity,
     export_onnx,
 )
+from fbmr.export.onnx_models import OnnxModel, TensorSpec
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.models import ImageModel, TextModel
 from fbmr.training.trunks import TRUNKS, Backbone
@@ -91,7 +90,8 @@ def test_members_reading_the_same_view_share_their_constants_in_the_file(tmp_pat
     assert sum(c[0] == (members[0].bag.rows + 1, 5) for c in contents) == 3
     # where the code was checked out is not in the model: the same model, the same bytes
     written = path.read_bytes()
-    assert str(REPO_ROOT).encode() not in written and b"onnx_models.py" not in written
+    assert str(REPO_ROOT).encode() not in written
+    assert b"onnx_models.py" not in written and b"onnx_files.py" not in written
 
 
 def test_corrupted_onnx_file_is_refused(run_models, tmp_path):
@@ -151,14 +151,14 @@ def test_export_refuses_and_leaves_the_repository_as_it_was(
     repository = tmp_path / "model_repository"
     repository.mkdir()
     (repository / "README.md").write_text("contract\n")
-    real_export = onnx_models.export_onnx
+    real_export = onnx_files.export_onnx
 
     def export_then_corrupt(model, path):
         real_export(model, path)
         if model.name == "fusion_head":
             path.write_bytes(b"not an onnx model")
 
-    monkeypatch.setattr(onnx_models, "export_onnx", export_then_corrupt)
+    monkeypatch.setattr(onnx_files, "export_onnx", export_then_corrupt)
     with pytest.raises(ParityError, match="fusion_head"):
         export_run(tiny_run, repository, data=PreparedDataset(demo_prepared), progress=False)
     assert [p.name for p in repository.iterdir()] == ["README.md"]
@@ -184,7 +184,7 @@ def test_export_records_parity_and_artifacts(cpu_repository, tiny_run):
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
-        "opset": onnx_models.OPSET,
+        "opset": onnx_files.OPSET,
     }
 
 

@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from fbmr.core.artifacts import ModelArtifacts, Provenance, latest_version_dir
 from fbmr.core.contract import ENSEMBLE_NAMES
-from fbmr.export.onnx_models import toolchain
+from fbmr.export.onnx_files import toolchain
 from fbmr.export.repository import (
     next_version,
     publish_version,

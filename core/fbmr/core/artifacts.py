@@ -20,8 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fbmr.core.contract import ARTIFACTS_ENSEMBLE, DEFAULT_MAX_PIXELS
+from fbmr.core.decode import ImageSource, PixelBudget
 from fbmr.core.fileio import atomic_write_json
-from fbmr.core.image import ImageSource, ImageSpec, PixelBudget, image_pixels
+from fbmr.core.image import ImageSpec, image_pixels
 from fbmr.core.labels import LabelMap
 from fbmr.core.schema import checked, stamped
 from fbmr.core.text import Tokenizer

@@ -56,7 +56,7 @@ def export(
     """Export a trained run to ONNX, check parity against PyTorch, and publish it as the next
     version of a Triton model repository with its ensembles."""
     from fbmr.export.export import export_run
-    from fbmr.export.onnx_models import ExportRefused
+    from fbmr.export.onnx_files import ExportRefused
 
     # the export's own steps; the exporter's and quantiser's internals only when they warn
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")

@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from fbmr.core.artifacts import Provenance
-from fbmr.export import int8_gate, onnx_models, quantize
+from fbmr.export import int8_gate, onnx_files, onnx_models, quantize
 from fbmr.export.int8_gate import GateFigures
 from fbmr.export.repository import next_version, publish_version, stage_version
 from fbmr.export.settings import Int8Settings, Precision, ServingSettings, Target
@@ -42,7 +42,7 @@ def export_run(
     target: Target = Target.cpu,
     settings: ServingSettings | None = None,
     data: PreparedDataset | None = None,
-    tolerance: float = onnx_models.PARITY_TOLERANCE,
+    tolerance: float = onnx_files.PARITY_TOLERANCE,
     progress: bool = True,
     precision: Precision = Precision.float32,
     int8: Int8Settings | None = None,
@@ -69,8 +69,8 @@ def export_run(
         parity: dict[str, float] = {}
         for model in tqdm(run.models, desc="export", unit="model", disable=not progress):
             files[model.name] = onnx_dir / f"{model.name}.onnx"
-            onnx_models.export_onnx(model, files[model.name])
-            parity[model.name] = onnx_models.check_parity(model, files[model.name], tolerance)
+            onnx_files.export_onnx(model, files[model.name])
+            parity[model.name] = onnx_files.check_parity(model, files[model.name], tolerance)
             log.info("%s: max |ONNX - PyTorch| = %.2e", model.name, parity[model.name])
         gate: dict[str, GateFigures] = {}
         kept: dict[str, str] = {}
@@ -84,7 +84,7 @@ def export_run(
             image_trunk=run.image_trunk,
             precision=precision.value,
             parity_max_abs_diff=parity,
-            toolchain=onnx_models.toolchain(),
+            toolchain=onnx_files.toolchain(),
             int8=int8_record,
         )
         names = stage_version(run, files, staging, version, target, settings, provenance)

@@ -34,7 +34,8 @@ from fbmr.core.contract import (
     TOKEN_IDS,
 )
 from fbmr.core.image import image_pixels
-from fbmr.export.onnx_models import ExportRefused, RunModels
+from fbmr.export.onnx_files import ExportRefused
+from fbmr.export.onnx_models import RunModels
 from fbmr.export.settings import Int8Settings
 from fbmr.training.data.prepared import PreparedDataset
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fbmr.core.cli import build_app
 from fbmr.core.contract import INPUT_DATATYPES, TRITON_ADMIN_KEY_ENV
-from fbmr.export.onnx_models import PARITY_TOLERANCE
+from fbmr.export.onnx_files import PARITY_TOLERANCE
 from fbmr.serving.triton.admin import admin_client
 from fbmr.serving.triton.ports import TritonPorts
 from fbmr.serving.triton.server import LocalTriton, TritonError

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from torchvision.transforms import v2
 
-from fbmr.core.image import ImageSpec, decode_image, normalize, pad_to_square, preprocess_image
+from fbmr.core.decode import decode_image
+from fbmr.core.image import ImageSpec, normalize, pad_to_square, preprocess_image
 from fbmr.core.text import Tokenizer
 from fbmr.training.data.prepared import PreparedDataset
 

@@ -40,7 +40,8 @@ from fbmr.core.contract import (
     Kind,
     kind_of,
 )
-from fbmr.core.image import ImageDecodeError, ImageSpec, ImageTooLargeError, image_pixels
+from fbmr.core.decode import ImageDecodeError, ImageTooLargeError
+from fbmr.core.image import ImageSpec, image_pixels
 from fbmr.core.listing import cell_photos
 
 AUTO = "auto"

@@ -35,7 +35,7 @@ from fbmr.core.contract import (
     kind_of,
     listing_id_problem,
 )
-from fbmr.core.image import ImageDecodeError, ImageTooLargeError, PixelBudget
+from fbmr.core.decode import ImageDecodeError, ImageTooLargeError, PixelBudget
 from fbmr.core.listing import model_text
 from fbmr.serving.http.errors import FORM_TYPES, ApiError, media_type
 from fbmr.serving.http.schemas import TextQuery

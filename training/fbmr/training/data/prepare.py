@@ -40,8 +40,9 @@ from fbmr.core.datasets import (
     SEED_PRODUCTS,
     photo_file,
 )
+from fbmr.core.decode import ImageDecodeError
 from fbmr.core.fileio import atomic_path, atomic_write_json
-from fbmr.core.image import ImageDecodeError, square_photo
+from fbmr.core.image import square_photo
 from fbmr.core.labels import LabelMap
 from fbmr.training.data.seed import (
     IMAGE_COLUMNS,
