@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
     # The workers run one test per id: a second test with the same id would silently not run.
-    seen: set[str] = set()
-    if shared := sorted({i.nodeid for i in items if i.nodeid in seen or seen.add(i.nodeid)}):
+    ids = Counter(item.nodeid for item in items)
+    if shared := sorted(nodeid for nodeid, count in ids.items() if count > 1):
         raise pytest.UsageError(f"tests that share an id (give each its own): {shared}")
 
 
@@ -74,10 +75,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     there the first such test of each file gets it."""
     per_file = "PYTEST_XDIST_WORKER" in os.environ
     unbuilt = dict(SESSION_BUILD_S)
-    file = ""
+    file: Path | None = None
     for item in session.items:
-        if per_file and item.nodeid.partition("::")[0] != file:
-            file = item.nodeid.partition("::")[0]
+        if per_file and item.path != file:
+            file = item.path
             unbuilt = dict(SESSION_BUILD_S)
         fixtures = set(getattr(item, "fixturenames", ()))
         extra = sum(unbuilt.pop(name) for name in sorted(fixtures & set(unbuilt)))
