@@ -1,4 +1,4 @@
-"""`fbmr serve`, `fbmr index build|reload` and `fbmr model status|pin|unpin`.
+"""`fbmr serve`, `fbmr index build|compact|reload` and `fbmr model status|pin|unpin`.
 
 Only typer and light modules are imported here: the commands' own imports (uvicorn, FAISS, the
 gRPC client) happen when a command runs, so `fbmr --help` answers at once.
@@ -7,6 +7,7 @@ gRPC client) happen when a command runs, so `fbmr --help` answers at once.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import logging.config
@@ -291,6 +292,33 @@ def build(
         fail(f"index not built: {err}")
     meta = json.loads((path / "meta.json").read_text())
     typer.echo(f"{path}: {meta['count']} listings ({meta['skipped']} skipped), {meta['type']}")
+
+
+@index_app.command()
+def compact(
+    index_dir: Path = typer.Option(..., "--index-dir", help="The index directory to compact."),
+    milvus_uri: str = typer.Option(
+        None,
+        help="The Milvus the token is for (as given to `fbmr index build`); needed to save a "
+        "Milvus version's successor and drop old collections there.",
+    ),
+    milvus_token: str = typer.Option(
+        None,
+        envvar=f"{contract.ENV_PREFIX}MILVUS_TOKEN",
+        help="The Milvus cluster's token, where it needs one.",
+    ),
+    keep_versions: int = typer.Option(
+        3, min=2, help="Versions kept afterwards, the new one included (as `index build`)."
+    ),
+) -> None:
+    """Cut the update log down to each listing's last record and fold it into a new index
+    version, embedding nothing again (safe to stop at any point; the facade keeps serving)."""
+    from fbmr.serving.index.compaction import compact as compact_index
+
+    if not index_dir.is_dir():
+        fail(f"no index directory {index_dir}")
+    done = compact_index(index_dir, keep_versions, milvus_uri, milvus_token)
+    typer.echo(json.dumps(dataclasses.asdict(done)))
 
 
 @index_app.command()

@@ -17,7 +17,8 @@ from fbmr.serving.index.filters import ListingFilter
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.live_index import LiveIndex
 from fbmr.serving.index.store import IndexStore, open_version, save_version
-from fbmr.serving.index.updates import UPDATES_LOG, Update, UpdateLog, changes, fold
+from fbmr.serving.index.log_generations import UPDATES_LOG, Position
+from fbmr.serving.index.updates import Update, UpdateLog, changes, fold
 
 DIM = 16
 KINDS = (Kind.text, Kind.combined)
@@ -304,7 +305,7 @@ def test_the_log_folds_into_the_next_built_version_which_replays_only_the_rest(
     rebuilt = {k: v[:2] for k, v in vectors.items()}
     save_version(
         index_dir, rebuilt, [_listing(0), _listing(1)],
-        {"model_version": MODEL_VERSION, "updates_folded": folded}, milvus_uri=milvus_uri,
+        {"model_version": MODEL_VERSION, **folded.meta()}, milvus_uri=milvus_uri,
     )  # fmt: skip
     second = open_version(index_dir / "v0002")
     assert len(second) == 3 and "late" in second and "new-1" not in second and "0" in second
@@ -355,15 +356,15 @@ def test_a_writer_that_died_mid_record_costs_that_record_only(tmp_path):
     assert [row["product_id"] for row in rows] == ["before", "after"]
 
 
-def test_changes_keep_the_last_update_of_each_listing_from_an_offset(tmp_path):
+def test_changes_keep_the_last_update_of_each_listing_from_a_position(tmp_path):
     index_dir, _ = _index_dir(tmp_path, None)
     log = UpdateLog(index_dir)
     start = log.append(_put("a", np.ones(DIM, np.float32)))
     log.append(_put("b", np.ones(DIM, np.float32)))
     log.append(Update("delete", "b"))
     end = log.append(_put("c", np.ones(DIM, np.float32), category="bikes"))
-    late, offset = changes(index_dir, start)
-    assert offset == end and list(late) == ["b", "c"]
+    late, position = changes(index_dir, start)
+    assert position == end and list(late) == ["b", "c"]
     assert late["b"] is None and late["c"]["label"] == "bikes"
 
 
@@ -397,7 +398,7 @@ def test_a_build_folds_in_the_updates_acknowledged_while_it_embedded(
     index = open_version(path)
     assert "late" in index and embedded[0][0] not in index
     assert len(index) == len(embedded[0])  # one in, one out
-    assert index.meta["updates_folded"] == UpdateLog(index_dir).end()
+    assert Position.of(index.meta) == UpdateLog(index_dir).end()
 
 
 def test_the_milvus_token_goes_only_to_the_milvus_it_is_for(tmp_path, monkeypatch):

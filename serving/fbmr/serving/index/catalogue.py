@@ -30,9 +30,9 @@ from fbmr.core.contract import Kind
 from fbmr.core.datasets import PREPARED_IMAGES, PREPARED_PRODUCTS
 from fbmr.core.listing import listing_text, photo_cell
 from fbmr.serving.index.index_type import IndexType
-from fbmr.serving.index.retention import KEEP_VERSIONS, prune_versions
-from fbmr.serving.index.store import save_version
-from fbmr.serving.index.updates import changes, fold, prune_photos
+from fbmr.serving.index.retention import KEEP_VERSIONS, tidy_up
+from fbmr.serving.index.store import save_version, writer_lock
+from fbmr.serving.index.updates import changes, fold
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,27 @@ def build_catalogue_index(
 ) -> Path:
     """Embed the catalogue and save it as the index's next version (in FAISS files, or in the
     Milvus at `milvus_uri`), then remove all but the newest `keep` versions; returns its
-    folder."""
+    folder. One build or compaction at a time (`writer_lock`)."""
+    with writer_lock(index_dir):
+        return _build(
+            prepared, index_dir, triton_url, repository, index_type, splits, kinds, progress,
+            milvus_uri, milvus_token, keep,
+        )  # fmt: skip
+
+
+def _build(
+    prepared: Path,
+    index_dir: Path,
+    triton_url: str,
+    repository: Path,
+    index_type: IndexType,
+    splits: tuple[str, ...] | None,
+    kinds: tuple[Kind, ...],
+    progress: bool,
+    milvus_uri: str | None,
+    milvus_token: str | None,
+    keep: int,
+) -> Path:
     # listings put or deleted while the previous versions served are folded in, embedded again
     # by this version's models; the new version replays only what comes after
     catalogue, folded = fold(read_catalogue(prepared, splits), index_dir)
@@ -157,13 +177,8 @@ def build_catalogue_index(
         "splits": list(splits) if splits else "all",
         "model_version": artifacts.version,
         "skipped": len(catalogue) - len(listings),
-        "updates_folded": folded,
+        **folded.meta(),
     }
     path = save_version(index_dir, vectors, public, meta, index_type, milvus_uri, milvus_token)
-    if removed := prune_photos(index_dir):  # deleted or replaced listings' photos
-        log.info("%d photos no listing needs any more removed", removed)
-    try:  # the new version is in use already: a removal that fails is finished by the next
-        prune_versions(index_dir, keep, milvus_uri, milvus_token)
-    except Exception as err:  # whatever stopped it, the build itself succeeded
-        log.warning("old index versions not removed yet: %s", err)
+    tidy_up(index_dir, keep, milvus_uri, milvus_token)
     return path

@@ -71,6 +71,19 @@ def _overwrite(index: Any, position: int, vector: NDArray[np.float32]) -> None:
     stored[position * index.d : (position + 1) * index.d] = vector
 
 
+def _stored(index: faiss.Index, ids: NDArray[np.int64]) -> NDArray[np.float32]:
+    """The vectors stored under `ids` (an IVF index looks them up by id through a map, made
+    here when it has none)."""
+    if on_gpu(index):
+        index = faiss.index_gpu_to_cpu(index)
+    ivf = faiss.try_extract_index_ivf(index)
+    hashtable = faiss.DirectMap.Hashtable  # type: ignore[attr-defined]  # not in faiss's stubs
+    if ivf is not None and ivf.direct_map.type != hashtable:
+        ivf.set_direct_map_type(hashtable)  # a table, not an array: the ids may have gaps
+    vectors: NDArray[np.float32] = index.reconstruct_batch(ids)
+    return vectors
+
+
 def _ivf(index: faiss.Index) -> bool:
     """An IVF index on the CPU: removes a vector by its id, and adds one under a given id."""
     return isinstance(index, faiss.IndexIVF)
@@ -112,6 +125,14 @@ class FaissIndex(LiveIndex):
 
     def __len__(self) -> int:
         return len(self.columns.positions)
+
+    def live(self) -> tuple[list[dict[str, Any]], dict[Kind, NDArray[np.float32]]]:
+        """The live listings and each kind's vectors of them, in position order: what a new
+        version of this index holds (`fbmr index compact`)."""
+        with self._lock.reading():
+            alive = np.flatnonzero(self.columns.alive[: self.columns.size]).astype(np.int64)
+            vectors = {kind: _stored(index, alive) for kind, index in self.indexes.items()}
+            return [self.listings[i] for i in alive], vectors
 
     def _delete(self, listing_id: str) -> None:
         position = self.columns.positions.get(listing_id)

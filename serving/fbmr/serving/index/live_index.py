@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from fbmr.core.contract import Kind
 from fbmr.serving.index.build import normalise
 from fbmr.serving.index.filters import ListingFilter
+from fbmr.serving.index.log_generations import Position
 from fbmr.serving.index.updates import Update, UpdateLog
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class LiveIndex(ABC):
         self.kinds = tuple(Kind(k) for k in self.meta["kinds"])
         # the updates made since this version was built, then those made while it serves;
         # an engine applies them (`catch_up`) once it has loaded
-        self.updates = UpdateLog(path.parent, start=int(self.meta.get("updates_folded", 0)))
+        self.updates = UpdateLog.resume(path.parent, Position.of(self.meta))
         # one applier at a time (the watcher and the routes all call catch_up), and for engines
         # whose search cannot run beside a change (FAISS), no search meanwhile
         self._lock = ReadWriteLock()
@@ -119,7 +120,7 @@ class LiveIndex(ABC):
 
     def catch_up(self) -> int:
         """Apply the log's records not seen yet; returns how many were read."""
-        if self.updates.end() <= self.updates.offset:  # nothing new: no lock, searches go on
+        if not self.updates.has_new():  # nothing new: no lock, searches go on
             return 0
         with self._lock.writing():
             updates = self.updates.read_new()

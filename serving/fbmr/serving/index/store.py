@@ -14,10 +14,13 @@ product (cosine similarity). Layout on disk:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +77,7 @@ def save_version(
     for name, array in vectors.items():
         if len(array) != len(listings):
             raise ValueError(f"{name}: {len(array)} vectors for {len(listings)} listings")
-    index_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.name[1:]) for p in version_folders(index_dir)]
-    version = f"v{max(numbers, default=0) + 1:04d}"
-    staging = index_dir / f".{version}.partial"
-    staging.mkdir()
+    version, staging = _staging(index_dir)
     engine: dict[str, Any] = {"backend": FAISS}
     if milvus_uri is None:
         for name, array in vectors.items():
@@ -98,13 +97,48 @@ def save_version(
         "type": resolve_type(kind, len(listings)).value,
         "count": len(listings),
         "kinds": [k.value for k in vectors],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **meta,
     }
+    return _publish(index_dir, staging, meta)
+
+
+def save_meta_version(index_dir: Path, meta: dict[str, Any]) -> Path:
+    """A new version of what `meta` (another version's, changed) says: for a version on the same
+    Milvus collections as the one it follows, which hold every update already."""
+    version, staging = _staging(index_dir)
+    return _publish(index_dir, staging, {**meta, "version": version})
+
+
+def _staging(index_dir: Path) -> tuple[str, Path]:
+    """The next version's name and an empty folder to write it in (what a writer stopped part
+    way left there is cleared: one writer at a time holds `writer_lock`)."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[1:]) for p in version_folders(index_dir)]
+    version = f"v{max(numbers, default=0) + 1:04d}"
+    staging = index_dir / f".{version}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return version, staging
+
+
+def _publish(index_dir: Path, staging: Path, meta: dict[str, Any]) -> Path:
+    """The version in `staging` with its meta.json, renamed into place and made CURRENT."""
+    meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-    staging.rename(index_dir / version)
-    atomic_write_text(index_dir / CURRENT, version + "\n")
-    return index_dir / version
+    path = staging.rename(index_dir / meta["version"])
+    atomic_write_text(index_dir / CURRENT, meta["version"] + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def writer_lock(index_dir: Path) -> Iterator[None]:
+    """One writer of new versions at a time in an index directory (`fbmr index build`,
+    `fbmr index compact`): an exclusive lock on a file there, which the kernel releases
+    however its holder ends. A second writer waits."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".writer.lock", "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        yield
 
 
 def open_version(

@@ -5,10 +5,14 @@ under an exclusive lock, flushed and fsynced), so a facade killed right after it
 Every facade worker tails the same log (`UpdateLog.read_new`) and applies what it has not seen
 to its copy of the index, so all workers answer with the same catalogue within one poll.
 
-One log per index directory, `INDEX_DIR/updates.jsonl`, beside the photos of the listings put
-(`INDEX_DIR/photos/`, named by their SHA-256). A built index version records how far into the
-log it has folded (`updates_folded`, a byte offset): its listings already hold those updates,
-embedded again by the model of the new version, and a load replays only the records after it.
+One log per index directory, beside the photos of the listings put (`INDEX_DIR/photos/`, named
+by their SHA-256), in generations: `updates.jsonl`, then `updates.1.jsonl`, ... Compaction
+(`fbmr.serving.index.compaction`) starts the next generation with what the log says in the end
+(each listing's last record), then seals the live one with a last record that says where to go
+on: readers follow it to the new generation, past that head, and writers append there. So a
+reader's place in the log is a `Position` (generation, byte offset), and a built index version
+records the one it has folded up to (`updates_generation`, `updates_folded`): its listings
+already hold those updates, and a load replays only the records after it.
 Each record carries the model version that embedded it; a record of another version than the
 index's is never mixed in (its vectors live in another embedding space).
 """
@@ -32,10 +36,16 @@ from numpy.typing import NDArray
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_bytes
 from fbmr.core.listing import cell_photos, photo_cell
+from fbmr.serving.index.log_generations import (
+    Position,
+    live_generation,
+    log_path,
+    read_tail,
+    seal_in,
+)
 
 log = logging.getLogger(__name__)
 
-UPDATES_LOG = "updates.jsonl"
 PHOTOS = "photos"
 
 
@@ -83,51 +93,82 @@ class Update:
 
 
 class UpdateLog:
-    """The append-only log of one index directory; each reader keeps its own position."""
+    """The log of one index directory, as a reader (its own position) and a writer."""
 
-    def __init__(self, index_dir: Path, start: int = 0) -> None:
-        self.path = index_dir / UPDATES_LOG
+    def __init__(self, index_dir: Path, start: Position = Position(0, 0)) -> None:
+        self.index_dir = index_dir
         self.photos = index_dir / PHOTOS
-        self.offset = start
+        self.position = start
+        self._writing = start.generation  # where appends go, unless sealed since
 
-    def append(self, update: Update) -> int:
-        """Write `update` durably; returns the log's size after it (the offset past it)."""
+    @classmethod
+    def resume(cls, index_dir: Path, start: Position) -> UpdateLog:
+        """A reader from `start`; from the start of the live generation (whose head says what
+        every earlier one did) when `start`'s generation is no longer there. Replaying a record
+        an index already holds changes nothing: a put sets the listing, a delete removes it."""
+        if start != Position(0, 0) and not log_path(index_dir, start.generation).is_file():
+            live = live_generation(index_dir)
+            log.warning("update log generation %d is gone: replaying %d", start.generation, live)
+            start = Position(live, 0)
+        return cls(index_dir, start)
+
+    @property
+    def path(self) -> Path:
+        """The file this reader reads now."""
+        return log_path(self.index_dir, self.position.generation)
+
+    def append(self, update: Update) -> Position:
+        """Write `update` durably; returns the position past it."""
         line = (update.to_json() + "\n").encode()
-        with open(self.path, "ab") as file:
-            # one writer at a time across worker processes, each record one write
-            fcntl.flock(file, fcntl.LOCK_EX)
-            try:
-                if file.tell() and not _ends_a_line(self.path):
-                    # a writer died mid-record: end that torn line, so this record stands alone
-                    line = b"\n" + line
-                file.write(line)
-                file.flush()
-                os.fsync(file.fileno())
-                return file.tell()
-            finally:
-                fcntl.flock(file, fcntl.LOCK_UN)
+        while True:
+            with open(log_path(self.index_dir, self._writing), "ab+") as file:
+                # one writer at a time across worker processes, each record one write
+                fcntl.flock(file, fcntl.LOCK_EX)
+                try:
+                    tail = read_tail(file)
+                    if (after := seal_in(tail)) is not None:  # compacted: go on in the next
+                        self._writing = after.generation
+                        continue
+                    if tail and not tail.endswith(b"\n"):
+                        # a writer died mid-record: end that torn line, so this record stands alone
+                        line = b"\n" + line
+                    file.write(line)
+                    file.flush()
+                    os.fsync(file.fileno())
+                    return Position(self._writing, file.tell())
+                finally:
+                    fcntl.flock(file, fcntl.LOCK_UN)
 
-    def read_new(self, until: int | None = None) -> list[Update]:
-        """The complete records written since this reader's last call, up to offset `until`
-        (a record being written at that moment is read next time)."""
-        if not self.path.is_file():
-            return []
-        with open(self.path, "rb") as file:
-            file.seek(self.offset)
-            data = file.read(-1 if until is None else max(0, until - self.offset))
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        updates = []
-        for line in data[:end].splitlines():
-            try:
-                updates.append(Update.from_json(line.decode()))
-            except (ValueError, KeyError) as err:  # a record torn by a writer that died
-                if line.strip():
-                    log.error("%s: unreadable record skipped (%s): %.80r", self.path, err, line)
+    def read_new(self) -> list[Update]:
+        """The complete records written since this reader's last call, across seals (a record
+        being written at that moment is read next time)."""
+        updates: list[Update] = []
+        while self.path.is_file():
+            with open(self.path, "rb") as file:
+                file.seek(self.position.offset)
+                data = file.read()
+            end = data.rfind(b"\n") + 1
+            self.position = self.position._replace(offset=self.position.offset + end)
+            lines = data[:end].splitlines()
+            after = seal_in(lines[-1]) if lines else None
+            updates += _records(self.path, lines[:-1] if after else lines)
+            if after is None:
+                break
+            self.position = after
         return updates
 
-    def end(self) -> int:
-        return self.path.stat().st_size if self.path.is_file() else 0
+    def has_new(self) -> bool:
+        """Whether there is anything past this reader's position (cheap: one stat)."""
+        try:
+            return self.path.stat().st_size > self.position.offset
+        except FileNotFoundError:
+            return False
+
+    def end(self) -> Position:
+        """The position past the last complete record now (read to by a new reader)."""
+        reader = UpdateLog(self.index_dir, self.position)
+        reader.read_new()
+        return reader.position
 
     def save_photo(self, data: bytes) -> str:
         """Keep a put listing's photo for the next rebuild; returns its name under photos/."""
@@ -141,20 +182,26 @@ class UpdateLog:
         return name
 
 
-def _ends_a_line(path: Path) -> bool:
-    with open(path, "rb") as file:
-        file.seek(-1, os.SEEK_END)
-        return file.read(1) == b"\n"
+def _records(path: Path, lines: list[bytes]) -> list[Update]:
+    updates = []
+    for line in lines:
+        try:
+            updates.append(Update.from_json(line.decode()))
+        except (ValueError, KeyError) as err:  # a record torn by a writer that died
+            if line.strip():
+                log.error("%s: unreadable record skipped (%s): %.80r", path, err, line)
+    return updates
 
 
 def changes(
-    index_dir: Path, start: int = 0, upto: int | None = None
-) -> tuple[dict[str, dict[str, Any] | None], int]:
-    """The log's updates from offset `start` to `upto` (its end): by listing id, the last one's
-    prepared-dataset row for a put, None for a delete. Returns them and the offset read to."""
-    reader = UpdateLog(index_dir, start)
+    index_dir: Path, start: Position | None = None
+) -> tuple[dict[str, dict[str, Any] | None], Position]:
+    """The log's updates from `start` (by default the start of the live generation, whose head
+    holds what every earlier one said: the whole history): by listing id, the last one's
+    prepared-dataset row for a put, None for a delete. Returns them and the position read to."""
+    reader = UpdateLog(index_dir, start or Position(live_generation(index_dir), 0))
     rows: dict[str, dict[str, Any] | None] = {}
-    for update in reader.read_new(reader.end() if upto is None else upto):
+    for update in reader.read_new():
         rows.pop(update.id, None)  # the last update of an id decides; keep log order
         if update.op == "delete":
             rows[update.id] = None
@@ -171,18 +218,18 @@ def changes(
                 "location": update.listing.get("location"),
                 "photo": photo_cell([str(reader.photos / name) for name in photos]),
             }
-    return rows, reader.offset
+    return rows, reader.position
 
 
 def fold(
-    catalogue: list[dict[str, Any]], index_dir: Path, start: int = 0, upto: int | None = None
-) -> tuple[list[dict[str, Any]], int]:
-    """The catalogue (prepared-dataset rows) with the log's updates from `start` to `upto`
+    catalogue: list[dict[str, Any]], index_dir: Path, start: Position | None = None
+) -> tuple[list[dict[str, Any]], Position]:
+    """The catalogue (prepared-dataset rows) with the log's updates from `start` (see `changes`)
     applied: puts added or replacing the row of their id, deletes removed. Returns the rows and
-    the offset folded, for the new version's `updates_folded`."""
-    changed, offset = changes(index_dir, start, upto)
+    the position folded to, for the new version's meta."""
+    changed, position = changes(index_dir, start)
     rows = [row for row in catalogue if row["product_id"] not in changed]
-    return rows + [row for row in changed.values() if row is not None], offset
+    return rows + [row for row in changed.values() if row is not None], position
 
 
 # A photo is saved before its put is logged; one this recent may belong to a put on its way.
@@ -191,7 +238,8 @@ PHOTO_GRACE_S = 3600.0
 
 def prune_photos(index_dir: Path, grace_s: float = PHOTO_GRACE_S) -> int:
     """Remove the photos under `photos/` that no listing in the log needs any more (its last
-    update a delete, or a put with another photo): a rebuild embeds only the live listings'.
+    update a delete, or a put with another photo): a rebuild embeds only the live listings',
+    which the live generation holds.
     Photos newer than `grace_s` stay, since their put may not be logged yet. Returns how many
     were removed."""
     rows, _ = changes(index_dir)
