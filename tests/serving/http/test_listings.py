@@ -21,7 +21,7 @@ import pytest
 from fbmr.core.artifacts import ModelArtifacts
 from fbmr.core.contract import ErrorCode
 from fbmr.serving.index.catalogue import build_catalogue_index
-from fbmr.serving.index.updates import UPDATES_LOG
+from fbmr.serving.index.log_generations import UPDATES_LOG
 from tests.helpers import assert_error, free_ports, running_facade, split_listings, wait_until_ready
 
 
@@ -185,7 +185,7 @@ def _fresh_connections(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
-def test_updates_reach_every_worker_within_a_second_and_survive_a_sigkill(
+def test_updates_reach_every_worker_survive_a_compaction_and_a_sigkill(
     triton, cpu_repository, index_copy, new_listings, tmp_path
 ):
     (port,) = free_ports(1)
@@ -220,10 +220,23 @@ def test_updates_reach_every_worker_within_a_second_and_survive_a_sigkill(
                 found = listing_id in _similar_ids(client, photo, text)
                 found_by = found_by + 1 if found else 0
 
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(put, added.items()))
+        first, last = list(added.items())[:3], list(added.items())[3:]
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(put, first))
         for listing_id in doomed:
             assert client.delete(f"/v1/listings/{listing_id}").status_code == 200
+        # the log compacted into a new version while the workers serve (`fbmr index compact`
+        # from another process); a put after it reaches every worker as well
+        compacted = subprocess.run(
+            [str(Path(sys.executable).with_name("fbmr")), "index", "compact",
+             "--index-dir", str(index_copy)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert compacted.returncode == 0, compacted.stderr
+        assert json.loads(compacted.stdout)["version"] is not None
+        list(map(put, last))
+        for listing_id, (photo, text, _) in first:
+            assert listing_id in _similar_ids(client, photo, text, k=20)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)

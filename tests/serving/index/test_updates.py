@@ -16,8 +16,8 @@ from fbmr.serving.index.faiss_index import DEAD_MIN, DEAD_SHARE, FaissIndex
 from fbmr.serving.index.filters import ListingFilter
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.live_index import LiveIndex
-from fbmr.serving.index.store import IndexStore, open_version, save_version
 from fbmr.serving.index.log_generations import UPDATES_LOG, Position
+from fbmr.serving.index.store import IndexStore, open_version, save_version
 from fbmr.serving.index.updates import Update, UpdateLog, changes, fold
 
 DIM = 16
