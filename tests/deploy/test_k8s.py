@@ -86,8 +86,10 @@ def rendered(request: pytest.FixtureRequest) -> list[dict]:
 
 
 def test_rendered_manifests_are_valid_kubernetes(rendered: list[dict]) -> None:
-    # the live catalogue adds the index volume every facade pod shares
-    kinds = sorted(r["kind"] for r in rendered if r["kind"] != "PersistentVolumeClaim")
+    # the live catalogue adds the index volume every facade pod shares, and its compaction
+    kinds = sorted(
+        r["kind"] for r in rendered if r["kind"] not in ("PersistentVolumeClaim", "CronJob")
+    )
     assert kinds == sorted(
         [
             "ConfigMap",
@@ -200,13 +202,27 @@ def test_the_live_catalogue_overlay_shares_one_writable_index_across_facade_pods
         assert "index" not in {m["name"] for m in init["volumeMounts"]}
     env = {e["name"]: e for e in _container(deployment, "facade")["env"]}
     assert env["FBMR_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    # the hourly compaction writes the same volume, one run at a time, with the same Milvus
+    compaction = _one(rendered, "CronJob", "fbmr-index-compact")
+    assert compaction["spec"]["concurrencyPolicy"] == "Forbid"
+    job = _pod(compaction)
+    (compact,) = job["containers"]
+    assert compact["command"][:3] == ["fbmr", "index", "compact"]
+    assert {"name": "index", "persistentVolumeClaim": index["persistentVolumeClaim"]} in job[
+        "volumes"
+    ]
+    assert {e["name"] for e in compact["env"]} == {"FBMR_MILVUS_TOKEN", "FBMR_MILVUS_URI"}
     base = _one(_render("base"), "Deployment", "fbmr-facade")
     base_mounts = {m["name"]: m for m in _container(base, "facade")["volumeMounts"]}
     assert base_mounts["index"]["readOnly"] is True  # the base keeps its read-only copy
 
 
-def _pod(deployment: dict) -> dict:
-    return deployment["spec"]["template"]["spec"]
+def _pod(workload: dict) -> dict:
+    """The pod spec of a Deployment or a CronJob."""
+    spec = workload["spec"]
+    return (spec["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else spec)["template"][
+        "spec"
+    ]
 
 
 def test_triton_takes_traffic_from_the_facade_only(rendered: list[dict]) -> None:
@@ -246,8 +262,8 @@ def test_triton_and_the_facade_share_the_control_plane_key(rendered: list[dict])
 def test_pods_drop_capabilities_and_only_the_s3_containers_hold_its_token(
     rendered: list[dict],
 ) -> None:
-    for deployment in [r for r in rendered if r["kind"] == "Deployment"]:
-        pod = _pod(deployment)
+    for workload in [r for r in rendered if r["kind"] in ("Deployment", "CronJob")]:
+        pod = _pod(workload)
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
         for container in pod["containers"] + pod.get("initContainers", []):

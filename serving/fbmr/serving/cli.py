@@ -299,8 +299,9 @@ def compact(
     index_dir: Path = typer.Option(..., "--index-dir", help="The index directory to compact."),
     milvus_uri: str = typer.Option(
         None,
-        help="The Milvus the token is for (as given to `fbmr index build`); needed to save a "
-        "Milvus version's successor and drop old collections there.",
+        envvar=f"{contract.ENV_PREFIX}MILVUS_URI",
+        help="The Milvus the token is for (as given to `fbmr index build`); old collections "
+        "are dropped there only.",
     ),
     milvus_token: str = typer.Option(
         None,

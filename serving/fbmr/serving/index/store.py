@@ -9,6 +9,9 @@ product (cosine similarity). Layout on disk:
     INDEX_DIR/
       CURRENT            name of the version in use, replaced atomically
       v0001/             image.faiss, text.faiss, combined.faiss, listings.json, meta.json
+      updates.jsonl      the live updates since (`updates`), then updates.1.jsonl, ... once
+                         compacted (`compaction`)
+      photos/            the photos of the listings put, for the next build
 """
 
 from __future__ import annotations
