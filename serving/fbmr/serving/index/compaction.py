@@ -32,6 +32,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,14 @@ CARRIED = ("catalogue", "splits", "model_version", "skipped")
 @dataclass(frozen=True)
 class Compacted:
     """What a compaction did: the live generation's records and bytes before, the new
-    generation's head after, and the version it saved (None without an index to fold into)."""
+    generation's head after, the seconds writers were held (steps 1-2) and the version it saved
+    (None without an index to fold into)."""
 
     records_before: int
     records_after: int
     bytes_before: int
     bytes_after: int
+    writers_held_s: float
     version: str | None
 
 
@@ -76,13 +79,15 @@ def compact(
     """Compact the update log of `index_dir` and fold it into a new version (see the module);
     `milvus_token` goes only to the Milvus at `milvus_uri`, as in `fbmr index build`."""
     with writer_lock(index_dir):
+        started = time.perf_counter()
         before, after = rotate(index_dir)
+        held_s = time.perf_counter() - started
         current = current_version(index_dir)
         version = None
         if current is not None:
             version = fold_into_version(index_dir / current, milvus_uri, milvus_token)
         tidy_up(index_dir, keep, milvus_uri, milvus_token)
-    return Compacted(len(before), len(after), _size(before), _size(after), version)
+    return Compacted(len(before), len(after), _size(before), _size(after), held_s, version)
 
 
 def rotate(index_dir: Path) -> tuple[list[bytes], list[bytes]]:
