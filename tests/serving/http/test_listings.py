@@ -185,9 +185,12 @@ def _fresh_connections(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
+# milvus-lite opens in one process only: two workers need FAISS files or a Milvus server
+@pytest.mark.parametrize("live_index", ["faiss", "milvus-server"], indirect=True)
 def test_updates_reach_every_worker_survive_a_compaction_and_a_sigkill(
-    triton, cpu_repository, index_copy, new_listings, tmp_path
+    triton, cpu_repository, live_index, new_listings, tmp_path
 ):
+    index_copy = live_index
     (port,) = free_ports(1)
     url, log = f"http://127.0.0.1:{port}", tmp_path / "serve.log"
     process = _serve(port, triton.ports.grpc_url, cpu_repository, index_copy, log)
@@ -227,9 +230,11 @@ def test_updates_reach_every_worker_survive_a_compaction_and_a_sigkill(
             assert client.delete(f"/v1/listings/{listing_id}").status_code == 200
         # the log compacted into a new version while the workers serve (`fbmr index compact`
         # from another process); a put after it reaches every worker as well
+        meta = json.loads((index_copy / "v0001" / "meta.json").read_text())
+        milvus = ["--milvus-uri", meta["milvus_uri"]] if "milvus_uri" in meta else []
         compacted = subprocess.run(
             [str(Path(sys.executable).with_name("fbmr")), "index", "compact",
-             "--index-dir", str(index_copy)],
+             "--index-dir", str(index_copy), *milvus],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert compacted.returncode == 0, compacted.stderr
