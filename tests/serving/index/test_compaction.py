@@ -206,3 +206,17 @@ def test_a_compaction_killed_after_any_step_loses_nothing(tmp_path, step):
         range(min(kept).generation, live_generation(index_dir) + 1)
     )
     assert not list(index_dir.glob(".*partial")) and not list(index_dir.glob(".*removing"))
+
+
+def test_a_writer_of_a_removed_generation_appends_to_the_live_one(tmp_path):
+    """A writer that last wrote before several compactions (a worker still on an old version)
+    never makes its removed generation again: that would start a log no reader follows."""
+    index_dir, expected = _catalogue(tmp_path, None)
+    stale = UpdateLog(index_dir)
+    for _ in range(3):
+        compact(index_dir, keep=2)
+    assert 0 not in generations(index_dir)
+    stale.append(_put("late", seed=7))
+    assert 0 not in generations(index_dir)
+    current = open_version(index_dir / (index_dir / CURRENT).read_text().strip())
+    assert _held(current, ALL_IDS) == expected | {"late": "lamps"}

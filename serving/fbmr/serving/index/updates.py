@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +38,7 @@ from fbmr.core.fileio import atomic_write_bytes
 from fbmr.core.listing import cell_photos, photo_cell
 from fbmr.serving.index.log_generations import (
     Position,
+    generations,
     live_generation,
     log_path,
     read_tail,
@@ -121,7 +122,7 @@ class UpdateLog:
         """Write `update` durably; returns the position past it."""
         line = (update.to_json() + "\n").encode()
         while True:
-            with open(log_path(self.index_dir, self._writing), "ab+") as file:
+            with self._live_file() as file:
                 # one writer at a time across worker processes, each record one write
                 fcntl.flock(file, fcntl.LOCK_EX)
                 try:
@@ -138,6 +139,20 @@ class UpdateLog:
                     return Position(self._writing, file.tell())
                 finally:
                     fcntl.flock(file, fcntl.LOCK_UN)
+
+    def _live_file(self) -> IO[bytes]:
+        """The file of the generation this writer appends to, opened to read and append. A
+        generation removed since (its version long replaced) is never made again: the writer
+        moves to the live one; only a log with no file yet gets its first."""
+        while True:
+            path = log_path(self.index_dir, self._writing)
+            try:
+                return os.fdopen(os.open(path, os.O_RDWR | os.O_APPEND), "a+b")
+            except FileNotFoundError:
+                live = live_generation(self.index_dir)
+                if live == self._writing or not generations(self.index_dir):
+                    return open(path, "a+b")  # the first record of a log
+                self._writing = live
 
     def read_new(self) -> list[Update]:
         """The complete records written since this reader's last call, across seals (a record
