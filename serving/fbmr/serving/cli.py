@@ -15,7 +15,7 @@ import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -237,6 +237,16 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+# the token of the Milvus cluster an index lives in; sent only to the `--milvus-uri` named
+MilvusTokenOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=f"{contract.ENV_PREFIX}MILVUS_TOKEN",
+        help="The Milvus cluster's token, where it needs one.",
+    ),
+]
+
+
 @index_app.command()
 def build(
     data: DataOption,
@@ -260,11 +270,7 @@ def build(
         "(http, port 19530 by default), or a milvus-lite file, relative to --out. The facade "
         "reads it from the version.",
     ),
-    milvus_token: str = typer.Option(
-        None,
-        envvar=f"{contract.ENV_PREFIX}MILVUS_TOKEN",
-        help="The Milvus cluster's token, where it needs one.",
-    ),
+    milvus_token: MilvusTokenOption = None,
     keep_versions: int = typer.Option(
         3,
         min=2,
@@ -303,11 +309,7 @@ def compact(
         help="The Milvus the token is for (as given to `fbmr index build`); old collections "
         "are dropped there only.",
     ),
-    milvus_token: str = typer.Option(
-        None,
-        envvar=f"{contract.ENV_PREFIX}MILVUS_TOKEN",
-        help="The Milvus cluster's token, where it needs one.",
-    ),
+    milvus_token: MilvusTokenOption = None,
     keep_versions: int = typer.Option(
         3, min=2, help="Versions kept afterwards, the new one included (as `index build`)."
     ),
