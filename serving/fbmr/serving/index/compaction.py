@@ -40,7 +40,13 @@ from typing import Any
 from fbmr.serving.index.faiss_index import FaissIndex
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.live_index import LiveIndex
-from fbmr.serving.index.log_generations import Position, live_generation, log_path, seal_record
+from fbmr.serving.index.log_generations import (
+    Position,
+    live_generation,
+    log_path,
+    seal_record,
+    write_durably,
+)
 from fbmr.serving.index.retention import KEEP_VERSIONS, tidy_up
 from fbmr.serving.index.store import (
     current_version,
@@ -132,21 +138,6 @@ def last_records(records: list[bytes]) -> list[bytes]:
             last.pop(listing_id, None)
             last[listing_id] = line if line.endswith(b"\n") else line + b"\n"
     return list(last.values())
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """`data` as the file `path`, complete or not there at all, and on disk once this returns."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself
-    finally:
-        os.close(directory)
 
 
 def fold_into_version(path: Path, milvus_uri: str | None, milvus_token: str | None) -> str | None:

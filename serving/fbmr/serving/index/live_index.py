@@ -10,6 +10,7 @@ index's, or for other kinds, is never mixed in (its vectors live in another embe
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from numpy.typing import NDArray
 from fbmr.core.contract import Kind
 from fbmr.serving.index.build import normalise
 from fbmr.serving.index.filters import ListingFilter
-from fbmr.serving.index.log_generations import Position
+from fbmr.serving.index.log_generations import Position, write_durably
 from fbmr.serving.index.updates import Update, UpdateLog
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,18 @@ def read_meta(path: Path) -> dict[str, Any]:
     if meta.get("format") != INDEX_FORMAT:
         raise ValueError(f"{path}: not an fbmr index (format {meta.get('format')!r})")
     return meta
+
+
+def applied_file(index_dir: Path, key: str) -> Path:
+    """Where a shared engine's copy `key` records how far it holds the log."""
+    return index_dir / f".applied.{key}.json"
+
+
+def _read_position(path: Path) -> Position | None:
+    try:
+        return Position(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -118,8 +131,19 @@ class LiveIndex(ABC):
         version = self.meta.get("model_version")
         return None if version is None else int(version)
 
+    # An engine whose index lives outside the process (Milvus) is one copy that every worker
+    # shares: each record is applied to it once, in log order, by whichever worker gets there
+    # first (the one that acknowledges it, unless another was quicker), under a lock that all
+    # workers take; a file beside the log records how far that copy holds the log. A record
+    # applied and not yet recorded so (its applier killed) is applied again, in order, by the
+    # next, before any update after it is acknowledged. So a delete, once acknowledged, is never
+    # undone by another worker replaying an older put.
+    shared = False
+
     def catch_up(self) -> int:
         """Apply the log's records not seen yet; returns how many were read."""
+        if self.shared:
+            return self._catch_up_shared()
         if not self.updates.has_new():  # nothing new: no lock, searches go on
             return 0
         with self._lock.writing():
@@ -130,6 +154,32 @@ class LiveIndex(ABC):
                 elif self._fits(update):
                     self._put(update)
         return len(updates)
+
+    def _catch_up_shared(self) -> int:
+        index_dir = self.path.parent
+        applied = applied_file(index_dir, self._shared_key())
+        if (done := _read_position(applied)) is not None:
+            self.updates = UpdateLog(index_dir, done)
+            if not self.updates.has_new():  # nothing new: no lock
+                return 0
+        with open(index_dir / ".applying.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+            start = _read_position(applied) or Position.of(self.meta)
+            self.updates = UpdateLog.resume(index_dir, start)
+            updates = self.updates.read_new()
+            for update in updates:
+                if update.op == "delete":
+                    self._delete(update.id)
+                elif self._fits(update):
+                    self._put(update)
+            if updates:
+                write_durably(applied, json.dumps(self.updates.position._asdict()).encode())
+        return len(updates)
+
+    def _shared_key(self) -> str:
+        """What names the shared copy this version searches (a version compacted from another
+        shares its copy); engines with `shared` say."""
+        raise NotImplementedError
 
     def _fits(self, update: Update) -> bool:
         assert update.vectors is not None

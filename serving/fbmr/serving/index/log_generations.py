@@ -90,3 +90,18 @@ def live_generation(index_dir: Path) -> int:
     while (after := sealed(index_dir, generation)) is not None:
         generation = after.generation
     return generation
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """`data` as the file `path`, complete or not there at all, and on disk once this returns."""
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself
+    finally:
+        os.close(directory)

@@ -180,7 +180,10 @@ def write_collections(
 
 
 class MilvusIndex(LiveIndex):
-    """One index version whose vectors and listings live in Milvus collections."""
+    """One index version whose vectors and listings live in Milvus collections, which every
+    facade worker shares (each update applied once: `LiveIndex.shared`)."""
+
+    shared = True
 
     def __init__(self, path: Path, token: str | None = None) -> None:
         super().__init__(path)
@@ -202,6 +205,9 @@ class MilvusIndex(LiveIndex):
                 raise
             return False
         return True
+
+    def _shared_key(self) -> str:
+        return self._first()
 
     def _first(self) -> str:
         """One of its collections (they all hold the same listings)."""

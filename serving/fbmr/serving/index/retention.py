@@ -25,7 +25,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from fbmr.serving.index.live_index import MILVUS, read_meta
+from fbmr.serving.index.live_index import MILVUS, applied_file, read_meta
 from fbmr.serving.index.log_generations import Position, generations, live_generation, log_path
 from fbmr.serving.index.store import current_version, version_folders
 from fbmr.serving.index.updates import prune_photos
@@ -136,4 +136,6 @@ def _drop_collections(
         for name in meta.get("collections", {}).values():
             if name not in kept and client.has_collection(name):
                 client.drop_collection(name)
+            if name not in kept:
+                applied_file(index_dir, name).unlink(missing_ok=True)
     return True
