@@ -11,7 +11,9 @@ file opens in one process only, so a facade with `--workers 2` or more needs a M
 
 Filters become a Milvus boolean expression evaluated inside the search, so k listings that pass
 come back. Collections are created with strong consistency: a listing upserted is searchable
-by the next query, from any facade worker.
+by the next query, from any facade worker. Every worker searches the same collections, so each
+logged update is written into them once, in log order, by whichever worker applies it first,
+under a lock all workers share (`LiveIndex.shared`), never by every worker again.
 
 A listing's price and location may be missing. Milvus servers before 2.5 have no nullable
 fields (a null is refused, or the rows miscounted), so a collection stores them as plain fields
