@@ -6,6 +6,7 @@ killed after any of its steps leaves all of that true."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,3 +221,16 @@ def test_a_writer_of_a_removed_generation_appends_to_the_live_one(tmp_path):
     assert 0 not in generations(index_dir)
     current = open_version(index_dir / (index_dir / CURRENT).read_text().strip())
     assert _held(current, ALL_IDS) == expected | {"late": "lamps"}
+
+
+def test_a_version_whose_generation_was_removed_replays_the_live_one(tmp_path):
+    """A version restored by hand after its log generation was removed still loads with every
+    update: it replays the live generation from its start, whose head says what came before."""
+    index_dir, expected = _catalogue(tmp_path, None)
+    shutil.copytree(index_dir / "v0001", tmp_path / "restored")
+    for _ in range(2):
+        compact(index_dir, keep=2)
+    assert 0 not in generations(index_dir)
+    shutil.copytree(tmp_path / "restored", index_dir / "v0099")
+    restored = open_version(index_dir / "v0099")
+    assert _held(restored, ALL_IDS) == expected

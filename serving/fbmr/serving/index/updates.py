@@ -107,7 +107,8 @@ class UpdateLog:
         """A reader from `start`; from the start of the live generation (whose head says what
         every earlier one did) when `start`'s generation is no longer there. Replaying a record
         an index already holds changes nothing: a put sets the listing, a delete removes it."""
-        if start != Position(0, 0) and not log_path(index_dir, start.generation).is_file():
+        found = generations(index_dir)
+        if found and start.generation < found[0]:  # removed once no kept version read it
             live = live_generation(index_dir)
             log.warning("update log generation %d is gone: replaying %d", start.generation, live)
             start = Position(live, 0)
