@@ -14,8 +14,8 @@ whole catalogue again. A compaction:
    new generation and readers follow the seal (`log_generations`);
 3. loads the CURRENT version, replays the log on it, through the seal, and saves the result as
    a new version at the position it read to: FAISS files of the live vectors (the records carry
-   their vectors), or on Milvus a meta.json over the same collections, which every worker has
-   kept up to date;
+   their vectors), or on Milvus a meta.json over the same collections, which the workers keep
+   up to date with the log;
 4. tidies up (`retention.tidy_up`): versions past `keep`, the generations no kept version reads
    any more, and the photos no live listing needs.
 
@@ -163,7 +163,7 @@ def _save_next(index: LiveIndex) -> str:
         listings, vectors = index.live()
         kind = IndexType(index.meta["type"])
         return save_version(index_dir, vectors, listings, meta, kind).name
-    # Milvus: every worker has applied the log to the collections, and this load did too
+    # Milvus: the collections hold the log as far as this load applied it (`LiveIndex.shared`)
     return save_meta_version(index_dir, {**index.meta, **meta, "count": len(index)}).name
 
 
