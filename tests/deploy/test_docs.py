@@ -8,6 +8,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -39,12 +40,17 @@ def test_the_settings_table_lists_every_facade_setting() -> None:
         assert f"`FBMR_{name.upper()}`" in in_readme
 
 
-def test_the_module_tables_are_the_ones_the_code_generates() -> None:
-    script = REPO_ROOT / "scripts" / "module_table.py"
-    spec = importlib.util.spec_from_file_location("module_table", script)
+def _script(name: str) -> Any:
+    """A module of scripts/, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
     assert spec and spec.loader
-    module_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module_table)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_module_tables_are_the_ones_the_code_generates() -> None:
+    module_table = _script("module_table")
     documents = module_table.documents()
     assert REPO_ROOT / "docs" / "architecture.md" in documents
     for doc in documents:
@@ -102,3 +108,16 @@ def test_every_fbmr_option_the_docs_write_exists(doc) -> None:
             if re.fullmatch(r"--[a-z0-9-]+", option) and option not in known:
                 missing.append(f"{' '.join(path)} {option}")
     assert missing == [], f"{doc.name} writes options that do not exist: {missing}"
+
+
+def test_the_layer_map_is_the_one_the_code_draws() -> None:
+    layer_map = _script("layer_map")
+    text = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    assert "<!-- layer-map:start -->" in text and "img/serving-layers.png" in text
+    assert layer_map.replaced(text) == text, "run: python scripts/layer_map.py --write"
+    assert (REPO_ROOT / "docs" / "img" / "serving-layers.png").is_file()
+    # the map reads imports as the layer rules do: the service layer imports Triton and the
+    # index, and neither of those imports the service or the HTTP layer
+    edges = layer_map.edges()
+    assert edges[("service", "triton")] and edges[("service", "index")]
+    assert not {("triton", "service"), ("index", "service"), ("index", "http")} & set(edges)
