@@ -20,10 +20,11 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 from common import ModelInputs, listings, model_inputs, percentiles
+from numpy.typing import NDArray
 
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
@@ -70,7 +71,7 @@ class ProductClassifier:
             for k, path in self.files.items()
         }
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, inputs: dict[str, NDArray[Any]]) -> NDArray[Any]:
         """Probabilities for a batch of the product classifier's inputs."""
         (image_embedding,) = self.sessions["image"].run(
             [contract.IMAGE_EMBEDDING], {contract.IMAGE: inputs[contract.IMAGE]}
@@ -78,6 +79,7 @@ class ProductClassifier:
         (text_embedding,) = self.sessions["text"].run(
             [contract.TEXT_EMBEDDING], {contract.TOKEN_IDS: inputs[contract.TOKEN_IDS]}
         )
+        probabilities: NDArray[Any]
         (probabilities,) = self.sessions["head"].run(
             [contract.PROBABILITIES],
             {contract.IMAGE_EMBEDDING: image_embedding, contract.TEXT_EMBEDDING: text_embedding},
@@ -87,7 +89,7 @@ class ProductClassifier:
 
 def measure(
     model: ProductClassifier, inputs: ModelInputs, batch: int, min_seconds: float, warmup: int
-) -> dict:
+) -> dict[str, Any]:
     """Batches of `batch` rows back to back, cycling over the listings, for at least
     `min_seconds` (and at least one pass over them)."""
     starts = list(range(0, len(inputs) - batch + 1, batch)) or [0]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
@@ -34,13 +36,13 @@ def listings(data: Path, count: int, split: str = "val") -> list[tuple[Path, str
 class ModelInputs:
     """Preprocessed inputs of N listings: one row per listing, by contract tensor name."""
 
-    images: np.ndarray  # (N, 3, S, S), the dtype fbmr.core.image gives
-    token_ids: np.ndarray  # (N, L) int64
+    images: NDArray[Any]  # (N, 3, S, S), the dtype fbmr.core.image gives
+    token_ids: NDArray[Any]  # (N, L) int64
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
+    def batch(self, rows: slice | NDArray[Any]) -> dict[str, NDArray[Any]]:
         """The product classifier's inputs for some rows."""
         return {
             contract.IMAGE: np.ascontiguousarray(self.images[rows]),
@@ -56,12 +58,12 @@ def model_inputs(repository: Path, items: list[tuple[Path, str]]) -> ModelInputs
     return ModelInputs(images, tokens)
 
 
-def triton_datatype(array: np.ndarray) -> str:
+def triton_datatype(array: NDArray[Any]) -> str:
     """Triton's name of an array's dtype (FP32, UINT8, INT64)."""
     return contract.Datatype.of_numpy(array.dtype.name)
 
 
-def percentiles(values_ms: list[float] | np.ndarray) -> dict[str, float]:
+def percentiles(values_ms: list[float] | NDArray[Any]) -> dict[str, float]:
     values = np.asarray(values_ms, dtype=np.float64)
     return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 90, 99)} | {
         "mean_ms": float(values.mean())

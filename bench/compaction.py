@@ -19,9 +19,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from faiss_scale import ClusteredVectors
+from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.serving.index import compaction
@@ -32,7 +34,7 @@ from fbmr.serving.index.updates import Update, UpdateLog
 KINDS = tuple(Kind)
 
 
-def _put(listing_id: str, vector: np.ndarray) -> Update:
+def _put(listing_id: str, vector: NDArray[Any]) -> Update:
     listing = {"id": listing_id, "name": listing_id, "category": "c", "price": None}
     source = {"name": listing_id, "description": "", "photo": "ab12"}
     vectors = {kind: vector for kind in KINDS}

@@ -21,20 +21,21 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from figures import plt, save
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _locust(folder: Path) -> dict[int, dict]:
+def _locust(folder: Path) -> dict[int, dict[str, Any]]:
     summary = _load(folder / "summary.json")
     return {s["users"]: s for s in summary["steps"]} if summary else {}
 
 
-def collect(out: Path) -> dict:
+def collect(out: Path) -> dict[str, Any]:
     """Per system: {1: {req_s, p50_ms, p99_ms}, 8: {...}} plus bare onnxruntime's batches."""
     bare = _load(out / "bare" / "bare_onnxruntime.json")
     if bare is None:
@@ -55,7 +56,7 @@ def collect(out: Path) -> dict:
                         for k in ("rows_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
                     },
                 }
-    systems: dict[str, dict[int, dict]] = {
+    systems: dict[str, dict[int, dict[str, Any]]] = {
         "bare onnxruntime (batch 1 / batch 8)": {
             1: {"req_s": batches[1]["rows_s"], **_lat(batches[1])},
             8: {"req_s": batches[8]["rows_s"], **_lat(batches[8])},
@@ -135,11 +136,11 @@ def _read(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def _lat(row: dict) -> dict:
+def _lat(row: dict[str, Any]) -> dict[str, Any]:
     return {"p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"]}
 
 
-def ratios(data: dict) -> dict[str, dict[str, float]]:
+def ratios(data: dict[str, Any]) -> dict[str, dict[str, float]]:
     bare = data["bare"]
     out = {}
     for name, levels in data["systems"].items():
@@ -159,7 +160,7 @@ def _f(value: float | None, fmt: str, unit: str = "") -> str:
     return "—" if value is None or math.isnan(value) else f"{value:{fmt}}{unit}"
 
 
-def markdown(data: dict, rates: dict) -> str:
+def markdown(data: dict[str, Any], rates: dict[str, Any]) -> str:
     bare = data["bare"]
     lines = [
         "| system | 1 client: p50, req/s | 8 clients: req/s, p99 | throughput ratio "
@@ -220,7 +221,9 @@ def cpu_table(split: dict[str, dict[str, float]]) -> list[str]:
     return [*lines, f"| all | {totals} |"]
 
 
-def int8_targets(systems: dict, bare: dict) -> list[str]:
+def int8_targets(
+    systems: dict[str, dict[int, dict[str, Any]]], bare: dict[int, dict[str, Any]]
+) -> list[str]:
     """The INT8 facade against float32: throughput at 8 users over float32 bare onnxruntime at
     batch 8 (target at least 1.8), and its p50 at 1 user over the float32 facade's (at most 0.7)."""
     int8, float32 = (
@@ -242,7 +245,7 @@ def int8_targets(systems: dict, bare: dict) -> list[str]:
     return lines
 
 
-def trunk_table(trunks: dict) -> list[str]:
+def trunk_table(trunks: dict[str, Any]) -> list[str]:
     """The image encoder alone per trunk (bench/image_trunks.py), with each trunk's cost
     relative to the first's (ResNet-50)."""
     rows = trunks["trunks"]
@@ -268,7 +271,7 @@ def trunk_table(trunks: dict) -> list[str]:
     return lines
 
 
-def plot(data: dict, path: Path) -> None:
+def plot(data: dict[str, Any], path: Path) -> None:
     systems = data["systems"]
     # the mixes' req/s counts cheap text requests: in the table only
     names = [n for n in systems if "mix" not in n]

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 COMMAND = "the command (and its children)"
 Key = tuple[int, float]  # (pid, create time): a pid reused between readings is another process

@@ -24,8 +24,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from fbmr.core import decode
@@ -60,13 +62,13 @@ def _ms(decode: Callable[[bytes], object], data: bytes, repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
-def _without_draft(data: bytes) -> np.ndarray:
+def _without_draft(data: bytes) -> NDArray[Any]:
     draft = decode.draft
-    decode.draft = lambda image, side: None  # type: ignore[assignment]
+    decode.draft = lambda image, side: None
     try:
         return image_pixels(data)
     finally:
-        decode.draft = draft  # type: ignore[assignment]
+        decode.draft = draft
 
 
 def main() -> None:
@@ -109,8 +111,8 @@ def main() -> None:
             capture_output=True,
             check=True,
         )
-        peak, after = out.stdout.decode().split()
-        print(f"| {name} | {peak} | {after} |")
+        peak_mb, after_mb = out.stdout.decode().split()
+        print(f"| {name} | {peak_mb} | {after_mb} |")
 
 
 if __name__ == "__main__":

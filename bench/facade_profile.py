@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 # (what a frame's file path contains, the layer it belongs to), the first match wins
 LAYERS = (

@@ -26,10 +26,12 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 from figures import plt, save
+from numpy.typing import NDArray
 
 from fbmr.serving.index.build import (
     TRAIN_PER_LIST,
@@ -68,7 +70,7 @@ class ClusteredVectors:
         self.centres = spread * rng.standard_normal((clusters, latent), dtype=np.float32)
         self.dim, self.latent, self.noise = dim, latent, noise
 
-    def sample(self, count: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+    def sample(self, count: int, seed: int, chunk: int = 100_000) -> NDArray[Any]:
         rng = np.random.default_rng(seed)
         out = np.empty((count, self.dim), dtype=np.float32)
         for start in range(0, count, chunk):
@@ -105,7 +107,7 @@ class Device:
 
 def build(
     factory: str,
-    base: np.ndarray,
+    base: NDArray[Any],
     device: Device,
     train_per_list: int = TRAIN_PER_LIST,
     seed: int = 0,
@@ -122,14 +124,14 @@ def build(
     return index, time.perf_counter() - started
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+def recall_at_k(found: NDArray[Any], truth: NDArray[Any]) -> float:
     hits = sum(len(set(f[f >= 0]) & set(t)) for f, t in zip(found, truth, strict=True))
     return hits / truth.size
 
 
 def timed_search(
-    index: faiss.Index, queries: np.ndarray, single: int, repeats: int = 3
-) -> tuple[np.ndarray, float, float]:
+    index: faiss.Index, queries: NDArray[Any], single: int, repeats: int = 3
+) -> tuple[NDArray[Any], float, float]:
     """(ids of every query, batched queries/s, one-at-a-time queries/s).
 
     Batched: all queries in one call, on every thread, the fastest of `repeats` calls. One at a
@@ -144,6 +146,7 @@ def timed_search(
         started = time.perf_counter()
         _, ids = index.search(queries, K)
         best = min(best, time.perf_counter() - started)
+    assert ids is not None  # repeats >= 1
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     times = []
@@ -157,8 +160,8 @@ def timed_search(
 
 def sweep(
     name: str,
-    base: np.ndarray,
-    queries: np.ndarray,
+    base: NDArray[Any],
+    queries: NDArray[Any],
     nlists: list[int],
     nprobes: list[int],
     hnsw: bool,
@@ -167,9 +170,9 @@ def sweep(
     device: Device,
     train_per_list: int = TRAIN_PER_LIST,
     repeats: int = 3,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Every index and search setting on one catalogue; the first row is exact search."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
 
     def record(factory: str, setting: str, index: faiss.Index, build_s: float, size: int) -> None:
         ids, batched, one = timed_search(index, queries, single, repeats)
@@ -222,20 +225,21 @@ def sweep(
     return rows
 
 
-def real_embeddings(index_dir: Path, kind: str) -> np.ndarray:
+def real_embeddings(index_dir: Path, kind: str) -> NDArray[Any]:
     """The vectors of a real index version (INDEX_DIR/CURRENT), L2-normalised already."""
     version = (index_dir / "CURRENT").read_text().strip()
     index = faiss.read_index(str(index_dir / version / f"{kind}.faiss"))
-    return index.reconstruct_n(0, index.ntotal)
+    vectors: NDArray[Any] = index.reconstruct_n(0, index.ntotal)
+    return vectors
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| catalogue | vectors | index | search | recall@10 | q/s batched | q/s one at a time "
         "| x exact (single) | build | size |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    exact: dict[tuple[str, int], dict] = {}
+    exact: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
         if r["search"] == "exact":
             exact[(r["catalogue"], r["vectors"])] = r
@@ -249,7 +253,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
     groups = sorted({(r["catalogue"], r["vectors"]) for r in rows}, key=lambda g: (g[0], g[1]))
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for axis, key, title in (
@@ -279,7 +283,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def pow2(x: float) -> int:
-    return 2 ** round(math.log2(max(1.0, x)))
+    power: int = 2 ** round(math.log2(max(1.0, x)))
+    return power
 
 
 def default_lists(count: int) -> list[int]:
@@ -287,7 +292,9 @@ def default_lists(count: int) -> list[int]:
     return sorted({pow2(math.sqrt(count)), ivf_lists(count)})
 
 
-def write_json(path: Path, args: argparse.Namespace, device: Device, rows: list[dict]) -> None:
+def write_json(
+    path: Path, args: argparse.Namespace, device: Device, rows: list[dict[str, Any]]
+) -> None:
     summary = {"dim": args.dim, "threads": args.threads, "device": device.name, "rows": rows}
     path.write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -322,7 +329,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.from_json:
-        rows = [r for path in args.from_json for r in json.loads(path.read_text())["rows"]]
+        rows: list[dict[str, Any]] = [
+            r for path in args.from_json for r in json.loads(path.read_text())["rows"]
+        ]
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "faiss_scale.md").write_text(markdown(rows))
         plot(rows, args.plot or args.out / "faiss_scale.png")
@@ -333,7 +342,7 @@ def main() -> None:
     device = Device(allow_gpu=not args.cpu)
     print(f"Flat and IVF indexes on the {device.name}; HNSW on the cpu", flush=True)
 
-    rows: list[dict] = []
+    rows = []
     if args.index_dir:
         real = real_embeddings(args.index_dir, args.kind)
         n = len(real)

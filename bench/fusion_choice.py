@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from fbmr.training.stages.fusion import _cached_image_embeddings, _image_logits
 from fbmr.training.trained import load_trained_models
 
 
-def answers(run: Path, data: PreparedDataset, split: str) -> dict[str, NDArray[np.generic]]:
+def answers(run: Path, data: PreparedDataset, split: str) -> dict[str, NDArray[Any]]:
     """The served text and image models' logits per photo of `split`, its targets and products."""
     device = torch.device("cpu")
     trained = load_trained_models(run, device, fusion=False)

@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -76,7 +77,7 @@ def main() -> None:
 
     data = PreparedDataset(args.data)
     ids = data.images("val")["image_id"].head(args.photos)
-    contenders: dict[str, dict] = {}
+    contenders: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in map(Backbone, args.trunks):
             info = TRUNKS[backbone]
@@ -99,7 +100,7 @@ def main() -> None:
                 "onnx_mb": path.stat().st_size / 1e6,
             }
 
-        results: dict[str, dict[str, dict]] = {name: {} for name in contenders}
+        results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in contenders}
         for batch in args.batches:
             times: dict[tuple[str, str], list[float]] = {}
             starts = range(0, max(1, len(ids) - batch + 1), batch)

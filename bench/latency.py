@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -32,7 +33,7 @@ from fbmr.serving.triton.server import LocalTriton
 
 def triton_caller(
     url: str, repository: Path, items: list[tuple[Path, str]]
-) -> tuple[Callable, Callable]:
+) -> tuple[Callable[[], Any], Callable[[Any, int], None]]:
     """(connect, call): call(connection, i) sends listing i to product_classifier, preprocessed."""
     inputs = model_inputs(repository, items)
     ensemble = contract.ENSEMBLES[contract.Kind.combined]
@@ -55,7 +56,9 @@ def triton_caller(
     return connect, call
 
 
-def facade_caller(url: str, items: list[tuple[Path, str]]) -> tuple[Callable, Callable]:
+def facade_caller(
+    url: str, items: list[tuple[Path, str]]
+) -> tuple[Callable[[], Any], Callable[[Any, int], None]]:
     """(connect, call): call(connection, i) posts listing i, raw photo and text, to the facade."""
     bodies = [(photo.read_bytes(), text) for photo, text in items]
 
@@ -73,8 +76,12 @@ def facade_caller(url: str, items: list[tuple[Path, str]]) -> tuple[Callable, Ca
 
 
 def run_load(
-    connect: Callable, call: Callable, requests: int, items: int, concurrency: int
-) -> dict:
+    connect: Callable[[], Any],
+    call: Callable[[Any, int], None],
+    requests: int,
+    items: int,
+    concurrency: int,
+) -> dict[str, Any]:
     """`requests` calls from `concurrency` clients, each with its own connection."""
     clients = [connect() for _ in range(concurrency)]
 
@@ -121,12 +128,12 @@ def main() -> None:
         parser.error("facade: give --url of a running facade (fbmr serve)")
 
     items = listings(args.data, min(args.requests, args.listings))
-    server = nullcontext()
+    server: LocalTriton | nullcontext[None] = nullcontext()
     if args.target == "triton" and not args.url:
         server = LocalTriton(args.repo, TritonPorts(http=18800, grpc=18801, metrics=18802))
     with server:
         if args.target == "triton":
-            url = args.url or server.ports.grpc_url
+            url = args.url or cast(LocalTriton, server).ports.grpc_url
             connect, call = triton_caller(url, args.repo, items)
         else:
             connect, call = facade_caller(args.url, items)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 LOCUSTFILE = BENCH / "locustfile.py"
@@ -65,7 +66,7 @@ def run_step(
     prefix: Path,
     user_classes: list[str],
     listings: int = 128,
-) -> dict:
+) -> dict[str, Any]:
     """One Locust run at `users` concurrent users; its aggregated figures and per endpoint."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     command = [
@@ -119,7 +120,7 @@ def run_step(
     }
 
 
-def markdown(rows: list[dict], title: str = "") -> str:
+def markdown(rows: list[dict[str, Any]], title: str = "") -> str:
     lines = [f"### {title}", ""] if title else []
     lines += [
         "| users | req/s | p50 | p95 | p99 | requests | failures "
@@ -139,7 +140,7 @@ def markdown(rows: list[dict], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(series: dict[str, list[dict]], path: Path, title: str) -> None:
+def plot(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
     """Throughput and p99 against users, one line per series."""
     from figures import plt, save  # here: the statistics parser is used without matplotlib
 

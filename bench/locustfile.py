@@ -43,7 +43,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import gevent
 import pandas as pd
@@ -84,7 +84,7 @@ def load_listings(data: Path, split: str, count: int, photos: Path | None = None
     else:
         found = {f.stem: f for f in photos.iterdir() if f.is_file()}
         images = images[images["image_id"].isin(found.keys())].drop_duplicates("product_id")
-        path = {row.product_id: found[row.image_id] for row in images.itertuples()}
+        path = {row.product_id: found[cast(str, row.image_id)] for row in images.itertuples()}
     products = products[products["product_id"].isin(path.keys())].head(count)
     if products.empty:
         where = (

@@ -36,9 +36,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from fbmr.client import Client
 from fbmr.client.batch.rows import prepare_photos
@@ -104,9 +106,10 @@ class BareOnnx:
             session, (contract.IMAGE_ENCODER, text_model, contract.FUSION_HEAD)
         )
 
-    def __call__(self, image: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    def __call__(self, image: NDArray[Any], tokens: NDArray[Any]) -> NDArray[Any]:
         (image_embedding,) = self.image.run([contract.IMAGE_EMBEDDING], {contract.IMAGE: image})
         (text_embedding,) = self.text.run([contract.TEXT_EMBEDDING], {contract.TOKEN_IDS: tokens})
+        probabilities: NDArray[Any]
         (probabilities,) = self.fusion.run(
             [contract.PROBABILITIES],
             {contract.IMAGE_EMBEDDING: image_embedding, contract.TEXT_EMBEDDING: text_embedding},
@@ -114,7 +117,7 @@ class BareOnnx:
         return probabilities
 
 
-def bare_onnxruntime(table: pd.DataFrame, artifacts: ModelArtifacts, repo: Path) -> dict:
+def bare_onnxruntime(table: pd.DataFrame, artifacts: ModelArtifacts, repo: Path) -> dict[str, Any]:
     """End to end in one process (read, preprocess, tokenise, run), and the models alone."""
     model = BareOnnx(repo)
     pixels, encode = artifacts.image_input, artifacts.text_input
@@ -158,7 +161,12 @@ def preprocess_pool(table: pd.DataFrame, artifacts: ModelArtifacts, workers: int
     return len(table) / (time.perf_counter() - started)
 
 
-def triton_only(url: str, artifacts: ModelArtifacts, inputs: list, in_flight: int) -> float:
+def triton_only(
+    url: str,
+    artifacts: ModelArtifacts,
+    inputs: list[tuple[NDArray[Any], NDArray[Any]]],
+    in_flight: int,
+) -> float:
     """Rows/s of the combined ensemble alone: preprocessed batches over gRPC."""
     scorer = TritonScorer(url, artifacts)
     rows = sum(len(image) for image, _ in inputs)
@@ -181,16 +189,17 @@ def triton_only(url: str, artifacts: ModelArtifacts, inputs: list, in_flight: in
         scorer.close()
 
 
-def fbmr_score(table: Path, out: Path, target: list[str], extra: list[str]) -> dict:
+def fbmr_score(table: Path, out: Path, target: list[str], extra: list[str]) -> dict[str, Any]:
     summary = out.with_suffix(".summary.json")
     command = [FBMR, "score", str(table), "--out", str(out), "--kind", "combined", "--overwrite",
                "--no-progress", "--summary-json", str(summary), *target, *extra]  # fmt: skip
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-    return json.loads(summary.read_text())
+    result: dict[str, Any] = json.loads(summary.read_text())
+    return result
 
 
-def wait_http(url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     with Client(url) as client:
         while time.monotonic() < deadline:
@@ -223,7 +232,7 @@ def main() -> None:
         table = table.iloc[: args.limit]
         table.to_parquet(table_path)
     workers = default_workers()
-    results: dict = {
+    results: dict[str, Any] = {
         "rows": len(table),
         "splits": args.splits,
         "cores": os.cpu_count(),
@@ -255,7 +264,9 @@ def main() -> None:
             )
 
 
-def measure(repo: Path, table_path: Path, table: pd.DataFrame, out: Path, workers: int) -> dict:
+def measure(
+    repo: Path, table_path: Path, table: pd.DataFrame, out: Path, workers: int
+) -> dict[str, Any]:
     """Direct, facade and bare onnxruntime scoring of the rows with `repo`'s latest files, then
     where the time goes."""
     from fbmr.serving.triton.ports import TritonPorts, free_ports
@@ -263,7 +274,7 @@ def measure(repo: Path, table_path: Path, table: pd.DataFrame, out: Path, worker
 
     out.mkdir(parents=True, exist_ok=True)
     artifacts = ModelArtifacts.load(repo)
-    results: dict = {"repo": str(repo)}
+    results: dict[str, Any] = {"repo": str(repo)}
     ports = TritonPorts("127.0.0.1", *free_ports(3))
     (facade_port,) = free_ports(1)
     facade_url = f"http://127.0.0.1:{facade_port}"
@@ -274,7 +285,12 @@ def measure(repo: Path, table_path: Path, table: pd.DataFrame, out: Path, worker
              "--port", str(facade_port)],
             stdout=(out / "facade.log").open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        stack.callback(lambda: (facade.terminate(), facade.wait(30)))
+
+        def stop_facade() -> None:
+            facade.terminate()
+            facade.wait(30)
+
+        stack.callback(stop_facade)
         wait_http(facade_url, facade)
 
         results["direct"] = fbmr_score(

@@ -72,7 +72,8 @@ class SeedModels:
         self.tokenizer = trained.tokenizer
 
     def photo(self, data: bytes) -> torch.Tensor:
-        return self.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None].to(self.device)
+        pixels: torch.Tensor = self.transform(Image.open(io.BytesIO(data)).convert("RGB"))
+        return pixels[None].to(self.device)
 
     def tokens(self, text: str) -> torch.Tensor:
         return torch.from_numpy(self.tokenizer.encode(text))[None].to(self.device)

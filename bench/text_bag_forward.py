@@ -12,13 +12,14 @@ prints the largest difference between their outputs, the median time of each and
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 import typer
 from text_timing import compare, default_model, training_listings
 
-from fbmr.training.models import NgramBag
+from fbmr.training.models import NgramBag, TextEncoder
 
 
 def masked_per_kind(bag: NgramBag, ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,7 @@ def main(
 ) -> None:
     tok, ids, _, classes = training_listings(data, tokenizer)
     model = default_model(tok, classes, ids)
+    assert isinstance(model.encoder, TextEncoder)
     bag = model.encoder.bag
     assert bag is not None
     bag.eval()
@@ -58,11 +60,11 @@ def main(
 
     def forward_backward(forward: Callable[..., torch.Tensor], batch: torch.Tensor) -> None:
         _, ngrams, counts = model.encoder.split(ids[batch])
-        forward(ngrams, counts).pow(2).sum().backward()
+        forward(ngrams, counts).pow(2).sum().backward()  # type: ignore[no-untyped-call]
         bag.embedding.weight.grad = None
 
     compare(
-        {name: lambda batch, f=f: forward_backward(f, batch) for name, f in forwards.items()},
+        {name: partial(forward_backward, f) for name, f in forwards.items()},
         len(ids),
         steps,
         batch_size,

@@ -20,9 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -46,7 +49,7 @@ def _char_vectorizer() -> TfidfVectorizer:
                            lowercase=True, strip_accents="unicode")  # fmt: skip
 
 
-def _scores(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+def _scores(scores: NDArray[Any], labels: NDArray[Any], num_classes: int) -> dict[str, Any]:
     top3 = np.argsort(-scores, axis=1)[:, :3]
     predicted = top3[:, 0]
     return {
@@ -82,7 +85,7 @@ def main() -> None:
             s: hstack([word.transform(texts[s]), char.transform(texts[s])]).tocsr() for s in SPLITS
         },
     }
-    candidates = {
+    candidates: dict[str, tuple[str, Callable[[], Any]]] = {
         "tfidf_word_logreg": ("word", lambda: LogisticRegression(C=args.c, max_iter=3000)),
         "tfidf_word_char_logreg": (
             "word+char",
@@ -90,7 +93,7 @@ def main() -> None:
         ),
         "tfidf_word_char_svm": ("word+char", lambda: LinearSVC(C=args.svm_c)),
     }
-    result: dict[str, dict] = {}
+    result: dict[str, dict[str, Any]] = {}
     for name, (kind, make) in candidates.items():
         started = time.monotonic()
         model = make().fit(features[kind]["train"], labels["train"])

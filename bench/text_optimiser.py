@@ -20,7 +20,7 @@ import typer
 from text_timing import compare, default_model, training_listings
 from torch import nn
 
-from fbmr.training.models import TextModel
+from fbmr.training.models import TextEncoder, TextModel
 from fbmr.training.optim import SplitAdam, sparse_parameters
 
 
@@ -34,6 +34,7 @@ def main(
 
     def contender(sparse: bool) -> tuple[TextModel, SplitAdam]:
         model = default_model(tok, classes, ids)
+        assert isinstance(model.encoder, TextEncoder)
         assert model.encoder.bag is not None
         model.encoder.bag.embedding.sparse = sparse
         return model, SplitAdam(model.parameters(), sparse_parameters(model), 3e-3, 0)
@@ -41,7 +42,7 @@ def main(
     def step(model: TextModel, optimizer: SplitAdam, batch: torch.Tensor) -> None:
         loss = nn.functional.cross_entropy(model(ids[batch])[1], labels[batch])
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's stub leaves it untyped
         optimizer.step()
 
     dense_model, dense_optimizer = contender(sparse=False)

@@ -7,8 +7,11 @@ bash scripts/setup.sh
 echo "== lint (ruff)"
 bash scripts/uv.sh run --frozen ruff check .
 bash scripts/uv.sh run --frozen ruff format --check .
-echo "== types (mypy, strict on every component)"
+echo "== types (mypy, strict on every component and on the benchmarks)"
 bash scripts/uv.sh run --frozen mypy -p fbmr.core -p fbmr.serving -p fbmr.client -p fbmr.training -p fbmr.export
+# bench/ is a folder of scripts, not a package: mypy takes it as files (a second call, as mypy
+# takes packages or files, not both); its exclusions are [tool.mypy] exclude in pyproject.toml.
+bash scripts/uv.sh run --frozen mypy bench
 echo "== tests (pytest)"
 # Two workers (pytest-xdist), each test file on one of them: most tests wait on servers they
 # started, so one process leaves a core idle; FBMR_TEST_WORKERS=0 runs them in this process.
