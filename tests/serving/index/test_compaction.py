@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
+from fbmr.serving.index import store
 from fbmr.serving.index.compaction import compact
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.live_index import read_meta
@@ -234,3 +235,29 @@ def test_a_version_whose_generation_was_removed_replays_the_live_one(tmp_path):
     shutil.copytree(tmp_path / "restored", index_dir / "v0099")
     restored = open_version(index_dir / "v0099")
     assert _held(restored, ALL_IDS) == expected
+
+
+@pytest.mark.parametrize("kind", [IndexType.exact, IndexType.hnsw, IndexType.ivf])
+def test_an_index_with_nothing_masked_is_saved_as_it_is(tmp_path, monkeypatch, kind):
+    """Only new listings put: the compaction writes the loaded indexes as they are (an HNSW
+    graph of a million listings takes minutes to build again), and they answer as the worker's."""
+    rng = np.random.default_rng(0)
+    index_dir = tmp_path / "index"
+    vectors = {k: rng.normal(size=(300, DIM)).astype(np.float32) for k in KINDS}
+    listings = [_listing(str(i)) for i in range(300)]
+    save_version(index_dir, vectors, listings, {"model_version": MODEL_VERSION}, kind)
+    for i in range(20):
+        UpdateLog(index_dir).append(_put(f"new-{i}", seed=i))
+    worker = open_version(index_dir / "v0001")
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("rebuilt")
+
+    monkeypatch.setattr(store, "build_faiss", no_rebuild)
+    assert compact(index_dir).version == "v0002"
+    saved = open_version(index_dir / "v0002")
+    assert saved.meta["type"] == kind.value and len(saved) == 320
+    for seed in range(5):
+        query = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+        found = [h.listing["id"] for h in saved.search(Kind.text, query, 10)]
+        assert found == [h.listing["id"] for h in worker.search(Kind.text, query, 10)]

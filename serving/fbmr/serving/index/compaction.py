@@ -51,6 +51,7 @@ from fbmr.serving.index.retention import KEEP_VERSIONS, tidy_up
 from fbmr.serving.index.store import (
     current_version,
     open_version,
+    save_faiss_version,
     save_meta_version,
     save_version,
     writer_lock,
@@ -160,8 +161,10 @@ def _save_next(index: LiveIndex) -> str:
     meta: dict[str, Any] = {key: index.meta[key] for key in CARRIED if key in index.meta}
     meta |= {**index.updates.position.meta(), "compacted_from": index.version}
     if isinstance(index, FaissIndex):
-        listings, vectors = index.live()
         kind = IndexType(index.meta["type"])
+        if index.columns.all_alive:  # nothing masked: its indexes as they are, no rebuild
+            return save_faiss_version(index_dir, index.indexes, index.listings, meta, kind).name
+        listings, vectors = index.live()  # rebuilt from the live vectors
         return save_version(index_dir, vectors, listings, meta, kind).name
     # Milvus: the collections hold the log as far as this load applied it (`LiveIndex.shared`)
     return save_meta_version(index_dir, {**index.meta, **meta, "count": len(index)}).name

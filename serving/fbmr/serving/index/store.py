@@ -23,7 +23,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,7 @@ from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
 from fbmr.core.fileio import atomic_write_text
-from fbmr.serving.index.build import (
-    resolve_type,
-)
+from fbmr.serving.index.build import on_gpu, resolve_type
 from fbmr.serving.index.faiss_index import FaissIndex, build_faiss
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.live_index import (
@@ -80,29 +78,56 @@ def save_version(
     for name, array in vectors.items():
         if len(array) != len(listings):
             raise ValueError(f"{name}: {len(array)} vectors for {len(listings)} listings")
-    version, staging = _staging(index_dir)
-    engine: dict[str, Any] = {"backend": FAISS}
+    concrete = resolve_type(kind, len(listings))
     if milvus_uri is None:
-        for name, array in vectors.items():
-            faiss.write_index(build_faiss(array, kind), str(staging / f"{name}.faiss"))
-        (staging / "listings.json").write_text(json.dumps(listings))
-    else:
-        # pymilvus: the `milvus` extra
-        from fbmr.serving.index.milvus_index import connect, write_collections
+        indexes = {name: build_faiss(array, kind) for name, array in vectors.items()}
+        return save_faiss_version(index_dir, indexes, listings, meta, concrete)
+    # pymilvus: the `milvus` extra
+    from fbmr.serving.index.milvus_index import connect, write_collections
 
-        with contextlib.closing(connect(index_dir, milvus_uri, milvus_token)) as client:
-            collections = write_collections(client, version, vectors, listings, kind)
-        engine = {"backend": MILVUS, "milvus_uri": milvus_uri, "collections": collections}
-    meta = {
+    version, staging = _staging(index_dir)
+    with contextlib.closing(connect(index_dir, milvus_uri, milvus_token)) as client:
+        collections = write_collections(client, version, vectors, listings, kind)
+    engine = {"backend": MILVUS, "milvus_uri": milvus_uri, "collections": collections}
+    return _publish(index_dir, staging, _meta(version, engine, concrete, listings, vectors, meta))
+
+
+def save_faiss_version(
+    index_dir: Path,
+    indexes: dict[Kind, faiss.Index],
+    listings: list[dict[str, Any]],
+    meta: dict[str, Any],
+    kind: IndexType,
+) -> Path:
+    """A new FAISS version of built `indexes` (of concrete type `kind`), FAISS id i being
+    `listings[i]`, made CURRENT."""
+    version, staging = _staging(index_dir)
+    for name, index in indexes.items():
+        cpu = faiss.index_gpu_to_cpu(index) if on_gpu(index) else index
+        faiss.write_index(cpu, str(staging / f"{name.value}.faiss"))
+    (staging / "listings.json").write_text(json.dumps(listings))
+    engine = {"backend": FAISS}
+    return _publish(index_dir, staging, _meta(version, engine, kind, listings, indexes, meta))
+
+
+def _meta(
+    version: str,
+    engine: dict[str, Any],
+    kind: IndexType,
+    listings: list[dict[str, Any]],
+    kinds: Iterable[Kind],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """A version's meta.json: what it is and holds, then what its writer adds."""
+    return {
         "format": INDEX_FORMAT,
         "version": version,
         **engine,
-        "type": resolve_type(kind, len(listings)).value,
+        "type": kind.value,
         "count": len(listings),
-        "kinds": [k.value for k in vectors],
+        "kinds": [k.value for k in kinds],
         **meta,
     }
-    return _publish(index_dir, staging, meta)
 
 
 def save_meta_version(index_dir: Path, meta: dict[str, Any]) -> Path:
