@@ -356,6 +356,37 @@ def search_case(
     }
 
 
+def plot_engines(result: dict[str, Any], path: Path) -> None:
+    """Queries/s (log scale) and recall@10 of each engine's searches, by filter."""
+    runs = [
+        (f"{engine}{' (Bounded)' if key.endswith('bounded') else ''}", result[engine][key])
+        for engine in ENGINES
+        if engine in result
+        for key in ("searches", "searches_bounded")
+        if key in result[engine]
+    ]
+    cases = ["none", *SELECTIVITY]
+    clients = f"{result['clients']}_clients"
+    figure, (speed, recall) = plt.subplots(1, 2, figsize=(10, 3.8))
+    width = 0.8 / len(runs)
+    for n, (name, searches) in enumerate(runs):
+        x = np.arange(len(cases)) + n * width
+        for axis, values in (
+            (speed, [searches[c][clients]["queries_per_s"] for c in cases]),
+            (recall, [searches[c]["recall_at_10"] for c in cases]),
+        ):
+            axis.bar(x, values, width, label=name)
+    for axis, label in ((speed, f"queries/s, {result['clients']} clients"), (recall, "recall@10")):
+        axis.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, ["no filter", *cases[1:]])
+        axis.set_ylabel(label)
+    speed.set_yscale("log")
+    recall.set_ylim(0.9, 1.0)
+    speed.legend(fontsize=8)
+    figure.suptitle(f"{result['listings']:,} listings of width {result['dim']}, HNSW32")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def engines(args: argparse.Namespace) -> dict:
     space = ClusteredVectors(args.dim, seed=1)
     vectors, queries = space.sample(args.listings, seed=2), space.sample(args.queries, seed=4)
@@ -384,6 +415,7 @@ def engines(args: argparse.Namespace) -> dict:
         for engine in args.engines:
             result[engine] = measure_engine(engine, Path(tmp), data, args)
             (args.out / "live_updates_engines.json").write_text(json.dumps(result, indent=2))
+    plot_engines(result, args.out / "live_updates_engines.png")
     return result
 
 
