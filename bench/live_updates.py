@@ -16,13 +16,20 @@ some. For each put: the latency of the PUT, and the time from its acknowledgemen
 on a fresh connection (any worker) returns it. Counts the queries that failed and any deleted
 listing returned after its DELETE was acknowledged.
 
-`engines`: the same synthetic catalogue built as an index version on each engine (FAISS files
-in the facade's memory; Milvus, here milvus-lite, the embedded one), side by side: build time,
-recall@10 against exact search, queries/s one query at a time (filtered and not), and memory:
-the engine's files and how much this process's resident memory grew to build and load it
-(milvus-lite runs in the process; a Milvus cluster holds the vectors on its own nodes).
+`engines`: the same synthetic catalogue built as an index version on each of --engines
+(`faiss`: files in the facade's memory; `milvus-server`: the standalone Milvus server of the
+`milvus` wheel, started here in the tests' sandbox, tests/milvus_server.py, and always stopped;
+`milvus-lite`: the embedded Milvus, in this process), through the code the facade serves
+(`save_version`, `open_version`), side by side: build time (and, on the server, the time until
+every row is indexed), memory (this process's resident growth for the embedded engines, the
+server's process tree above its idle size for the server) and files; then recall@10 against
+exact search, queries/s and p50/p99 latency at 1 client and at --clients threads, unfiltered
+and with a price filter that exactly 1%, 10% and 50% of the listings pass (recall against exact
+search over those). On the server, the searches run again at Bounded consistency (the facade's
+collections are Strong, which waits for the server's time tick).
 
-Writes live_updates_<mode>.json and a PNG of the time-until-searchable distribution to --out.
+Writes live_updates_<mode>.json to --out, with a PNG: for `facade`, the time-until-searchable
+distribution; for `engines`, queries/s and recall by filter.
 """
 
 from __future__ import annotations
