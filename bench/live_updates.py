@@ -67,7 +67,7 @@ import matplotlib.pyplot as plt
 K = 10
 
 
-def _listing(i: str) -> dict:
+def _listing(i: str) -> dict[str, Any]:
     return {"id": i, "name": i, "category": "c", "price": None, "location": None}
 
 
@@ -75,7 +75,7 @@ def _recall(found: list[list[str]], truth: list[list[str]]) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
 
 
-def recall(args: argparse.Namespace) -> dict:
+def recall(args: argparse.Namespace) -> dict[str, Any]:
     space = ClusteredVectors(args.dim, seed=1)
     base, added = space.sample(args.listings, seed=2), space.sample(args.adds, seed=3)
     queries = space.sample(args.queries, seed=4)
@@ -394,7 +394,7 @@ def plot_engines(result: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def engines(args: argparse.Namespace) -> dict:
+def engines(args: argparse.Namespace) -> dict[str, Any]:
     space = ClusteredVectors(args.dim, seed=1)
     vectors, queries = space.sample(args.listings, seed=2), space.sample(args.queries, seed=4)
     # each price on exactly 1% of the listings, shuffled across the catalogue
@@ -426,7 +426,7 @@ def engines(args: argparse.Namespace) -> dict:
     return result
 
 
-def facade(args: argparse.Namespace) -> dict:
+def facade(args: argparse.Namespace) -> dict[str, Any]:
     from fbmr.training.data.prepared import PreparedDataset
 
     dataset = PreparedDataset(args.data)
@@ -497,7 +497,7 @@ def facade(args: argparse.Namespace) -> dict:
         for user in users:
             user.join()
 
-    def pct(values: list[float]) -> dict:
+    def pct(values: list[float]) -> dict[str, float]:
         return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)}
 
     plt.figure(figsize=(6, 3.5))
