@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fbmr.core.contract import Kind
-from fbmr.serving.index.filters import ListingColumns, ListingFilter
+from fbmr.serving.index.filters import EXACT_BELOW, ListingColumns, ListingFilter, exact_limit
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.store import open_version, save_version
 from tests.helpers import assert_error
@@ -168,3 +168,13 @@ def test_the_facade_refuses_filters_that_cannot_hold(facade, listings):
     assert_error(
         facade.post("/v1/similar", data={"text": text, "price_max": "inf"}), 422, "price_max"
     )
+
+
+def test_filters_are_scored_exactly_below_a_limit_that_grows_with_the_catalogue():
+    """Where scoring the passing listings beat the widened walk (docs/results.md): 15,000 of
+    300,000 and 10,000 of 1M are scored; 30,000 of 300,000 and 100,000 of 1M are walked; a small
+    catalogue keeps the floor."""
+    assert exact_limit(10_000) == EXACT_BELOW
+    assert 15_000 < exact_limit(300_000) < 30_000
+    assert 10_000 < exact_limit(1_000_000) < 100_000
+    assert exact_limit(4_000_000) > exact_limit(1_000_000)

@@ -24,10 +24,10 @@ from fbmr.serving.index.build import (
     to_gpu_if_available,
 )
 from fbmr.serving.index.filters import (
-    EXACT_BELOW,
     ListingColumns,
     ListingFilter,
     exact_among,
+    exact_limit,
     search_parameters,
 )
 from fbmr.serving.index.index_type import IndexType
@@ -208,7 +208,7 @@ class FaissIndex(LiveIndex):
                     scores, ids = index.search(query, wanted)
                     passed = keep[np.maximum(ids[0], 0)] & (ids[0] >= 0)
                     scores, ids = scores[:, passed][:, :k], ids[:, passed][:, :k]
-                elif isinstance(index, faiss.IndexHNSW) and passing < EXACT_BELOW:
+                elif isinstance(index, faiss.IndexHNSW) and passing < exact_limit(total):
                     scores, ids = exact_among(index, keep, query, k)
                 else:
                     params = search_parameters(index, keep, k)

@@ -8,6 +8,7 @@ filtered search costs one vectorised pass over them, then the search itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,11 +116,20 @@ class ListingColumns:
         return keep
 
 
-# Below this many listings passing a filter, an HNSW index is not walked at all: the passing
-# listings' vectors are scored exactly (a few thousand dot products, well under a millisecond),
-# where a graph walk would have to visit about `total / passing` times its usual breadth to meet
-# k of them (the whole index, for a filter that one listing passes).
+# Below `exact_limit(total)` listings passing a filter, an HNSW index is not walked at all: the
+# passing listings' vectors are scored exactly. Scoring costs about `passing` dot products; a walk
+# must visit about `total / passing` times its usual breadth to meet k of them (the whole index,
+# for a filter that one listing passes). The two break even near passing ~ sqrt(total), times a
+# constant measured at width 256 (docs/results.md): at 300,000 listings, 15,000 passing scored in
+# 8 ms against a 15 ms walk and 30,000 in 11 against 8 (bench/filter_cost.py); at 1M, 10,000
+# scored in 6-8 ms against a 68 ms walk, and 100,000 walked in 9 (bench/live_updates.py engines).
 EXACT_BELOW = 4096
+EXACT_PER_ROOT = 32
+
+
+def exact_limit(total: int) -> int:
+    """Below how many listings passing a filter an HNSW index of `total` scores them exactly."""
+    return max(EXACT_BELOW, int(EXACT_PER_ROOT * math.sqrt(total)))
 
 
 def exact_among(
@@ -143,14 +153,14 @@ def search_parameters(
     hash set of the ids passing). HNSW only returns allowed neighbours among those it visits, so
     its search breadth grows as the filter narrows (about `total / passing` times as many
     candidates), which keeps k results coming back for a selective filter; the breadth is bounded
-    by `total / EXACT_BELOW` times its own, since narrower filters are scored exactly
+    by `total / exact_limit(total)` times its own, since narrower filters are scored exactly
     (`exact_among`).
     """
     bits = np.packbits(keep, bitorder="little")
     selector = _faiss.IDSelectorBitmap(len(keep), _faiss.swig_ptr(bits))
     params: Any
     if isinstance(index, faiss.IndexHNSW):
-        narrowing = len(keep) / max(int(keep.sum()), EXACT_BELOW)
+        narrowing = len(keep) / max(int(keep.sum()), exact_limit(len(keep)))
         breadth = int(min(len(keep), max(index.hnsw.efSearch, k) * narrowing))
         params = _faiss.SearchParametersHNSW(sel=selector, efSearch=breadth)
     elif isinstance(index, faiss.IndexIVF):
