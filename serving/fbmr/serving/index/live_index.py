@@ -147,13 +147,7 @@ class LiveIndex(ABC):
         if not self.updates.has_new():  # nothing new: no lock, searches go on
             return 0
         with self._lock.writing():
-            updates = self.updates.read_new()
-            for update in updates:
-                if update.op == "delete":
-                    self._delete(update.id)
-                elif self._fits(update):
-                    self._put(update)
-        return len(updates)
+            return self._apply(self.updates.read_new())
 
     def _catch_up_shared(self) -> int:
         index_dir = self.path.parent
@@ -166,14 +160,17 @@ class LiveIndex(ABC):
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
             start = _read_position(applied) or Position.of(self.meta)
             self.updates = UpdateLog.resume(index_dir, start)
-            updates = self.updates.read_new()
-            for update in updates:
-                if update.op == "delete":
-                    self._delete(update.id)
-                elif self._fits(update):
-                    self._put(update)
-            if updates:
+            if read := self._apply(self.updates.read_new()):
                 write_durably(applied, json.dumps(self.updates.position._asdict()).encode())
+        return read
+
+    def _apply(self, updates: list[Update]) -> int:
+        """Apply `updates` in order (a put this index cannot hold skipped); how many there were."""
+        for update in updates:
+            if update.op == "delete":
+                self._delete(update.id)
+            elif self._fits(update):
+                self._put(update)
         return len(updates)
 
     def _shared_key(self) -> str:
