@@ -108,7 +108,7 @@ def rotate(index_dir: Path) -> tuple[list[bytes], list[bytes]]:
             data = file.read()
             records = data.splitlines(keepends=True)
             head = last_records(records)
-            following = Position(generation + 1, sum(map(len, head)))
+            following = Position(generation + 1, _size(head))
             write_durably(log_path(index_dir, following.generation), b"".join(head))
             seal = seal_record(following)
             file.write(seal if not data or data.endswith(b"\n") else b"\n" + seal)

@@ -84,9 +84,9 @@ def prune_versions(
     for old in version_folders(index_dir)[:-keep]:
         if old.name != current:
             old.rename(index_dir / f".{old.name}{_REMOVING}")
-    removed = []
+    removed, kept = [], _named(index_dir)
     for aside in sorted(index_dir.glob(f".v*{_REMOVING}")):
-        if _drop_collections(aside, index_dir, milvus_uri, milvus_token, _named(index_dir)):
+        if _drop_collections(aside, index_dir, milvus_uri, milvus_token, kept):
             shutil.rmtree(aside)
             removed.append(aside.name[1 : -len(_REMOVING)])
     if removed:
@@ -133,9 +133,8 @@ def _drop_collections(
     from fbmr.serving.index.milvus_index import connect  # pymilvus: the `milvus` extra
 
     with contextlib.closing(connect(index_dir, milvus_uri, milvus_token)) as client:
-        for name in meta.get("collections", {}).values():
-            if name not in kept and client.has_collection(name):
+        for name in set(meta.get("collections", {}).values()) - kept:
+            if client.has_collection(name):
                 client.drop_collection(name)
-            if name not in kept:
-                applied_file(index_dir, name).unlink(missing_ok=True)
+            applied_file(index_dir, name).unlink(missing_ok=True)
     return True
