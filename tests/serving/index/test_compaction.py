@@ -261,3 +261,18 @@ def test_an_index_with_nothing_masked_is_saved_as_it_is(tmp_path, monkeypatch, k
         query = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
         found = [h.listing["id"] for h in saved.search(Kind.text, query, 10)]
         assert found == [h.listing["id"] for h in worker.search(Kind.text, query, 10)]
+
+
+def test_removing_old_versions_keeps_the_collections_a_compacted_version_shares(
+    tmp_path, milvus_uri
+):
+    """A compacted Milvus version searches its predecessor's collections: removing the
+    predecessor must leave them (on FAISS each version has files of its own)."""
+    index_dir, expected = _catalogue(tmp_path, milvus_uri)
+    for _ in range(3):
+        compact(index_dir, keep=2, milvus_uri=milvus_uri)
+    assert sorted(p.name for p in index_dir.glob("v*")) == ["v0003", "v0004"]
+    current = open_version(index_dir / "v0004")
+    assert _held(current, ALL_IDS) == expected
+    hits = current.search(Kind.text, _put("new-5", seed=405).vectors[Kind.text], 1)
+    assert hits[0].listing["id"] == "new-5"
