@@ -182,7 +182,7 @@ def test_a_large_jpeg_decodes_at_a_reduced_scale_that_still_covers_the_resize():
     jpeg, png = encode(photo, "JPEG", quality=95), encode(photo, "PNG")
     opened = decode.opened(jpeg, DEFAULT_MAX_PIXELS)
     decode.draft(opened, spec.resize_size)
-    assert opened.size == (512, 384)  # 1/4: 1/8 would go below twice the resize (2 x 256)
+    assert opened.size == (256, 192)  # 1/8: its longer side still covers the resize (256)
     untouched = decode.opened(png, DEFAULT_MAX_PIXELS)
     decode.draft(untouched, spec.resize_size)
     assert untouched.size == (2048, 1536)
