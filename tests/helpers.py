@@ -265,7 +265,7 @@ def untrained_run_models(prepared, training: dict):
         [w for w, _ in counts.most_common()], config.max_length, ngram_hashing(config), pieces
     )
     trunk = TRUNKS[Backbone(config.backbone)]
-    spec = ImageSpec.for_image_size(config.image_size, trunk.mean, trunk.std)
+    spec = ImageSpec.for_image_size(config.image_size, trunk.mean, trunk.std, config.image_crop)
     size = spec.image_size
     classes = list(data.label_map.classes)
     image_dim = config.embedding_dim

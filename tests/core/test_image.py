@@ -119,6 +119,18 @@ def test_a_long_strip_is_served_without_a_huge_canvas():
     assert wide[0, 16, 16] > 200 and wide[0, 0, 16] == 0  # a red band on black
 
 
+def test_a_spec_crops_imagenets_share_or_keeps_the_whole_photo():
+    assert ImageSpec.for_image_size(224) == ImageSpec(224, 256)
+    whole = ImageSpec.for_image_size(256, crop=1.0)
+    assert (whole.image_size, whole.resize_size) == (256, 256)
+    # nothing cropped: a photo's border reaches the model's input
+    framed = Image.new("RGB", (256, 256), (250, 0, 0))
+    framed.paste((0, 0, 250), (4, 4, 252, 252))
+    edge = image_pixels(encode(framed, "PNG"), whole)[:, 0, 128]
+    centre_crop = image_pixels(encode(framed, "PNG"), ImageSpec.for_image_size(224))[:, 0, 112]
+    assert edge[0] > 200 and centre_crop[2] > 200
+
+
 def test_pad_to_square_centres_on_black():
     square = pad_to_square(_two_tone(40, 20))
     assert square.size == (40, 40)

@@ -219,3 +219,11 @@ def test_the_image_stage_reads_its_mixup_setting():
 
     assert fit_settings(TrainConfig(image_mixup=0.2), "image").mixup == 0.2
     assert fit_settings(TrainConfig(image_mixup=0.2), "text").mixup == 0.0
+
+
+@pytest.mark.parametrize("crop", [0.3, 1.2])
+def test_a_crop_that_would_enlarge_or_shred_the_photo_is_refused(crop):
+    from fbmr.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="image_crop must be in"):
+        TrainConfig(image_crop=crop)

@@ -55,10 +55,12 @@ class ImageSpec:
         image_size: int,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        crop: float = 224 / 256,
     ) -> ImageSpec:
-        """The spec for a crop size, keeping the 256/224 resize ratio, with the normalisation
-        the trunk's pretrained weights expect."""
-        return cls(image_size, round(image_size * 256 / 224), mean, std)
+        """The spec for a crop size whose crop keeps `crop` of the resized side (ImageNet's
+        224 of 256 by default; 1: the whole photo), with the normalisation the trunk's
+        pretrained weights expect."""
+        return cls(image_size, round(image_size / crop), mean, std)
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -46,6 +46,7 @@ IMAGE = OptionGroup(TrainConfig, {
     "trainable_from": "First trunk stage trained (auto: the last blocks; e.g. layer3 or blocks5; "
     "head: none of the trunk).",
     "image_size": "Crop size of the image model's input.",
+    "image_crop": "Share of the resized photo's side the crop keeps (0.875: 224 of 256; 1: all).",
     "image_epochs": "Epochs of the image stage.",
     "image_batch_size": "Photos per batch.",
     "image_lr": "Learning rate of the projection and head.",

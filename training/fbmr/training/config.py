@@ -110,6 +110,9 @@ class TrainConfig:
     # mode). auto: the trunk's last blocks (layer4 of a ResNet, blocks6 of EfficientNet-Lite)
     trainable_from: str = "auto"
     image_size: int = 224
+    # The share of the resized photo's side its centre crop keeps: 0.875 is ImageNet's 224 of
+    # 256; 1 keeps the whole (padded) photo, at image_size.
+    image_crop: float = 0.875
     image_epochs: int = 10
     image_batch_size: int = 32
     image_lr: float = 1e-3  # the projection and head, and a random trunk's trainable stages
@@ -200,6 +203,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse what would train nonsense, or fail deep inside a stage with a torch error."""
+        if not 0.5 <= self.image_crop <= 1:
+            raise ValueError(f"image_crop must be in [0.5, 1] (got {self.image_crop})")
         if self.image_mixup < 0:
             raise ValueError(f"image_mixup must be 0 (off) or more (got {self.image_mixup})")
         for name in ("image_label_smoothing", "text_label_smoothing"):

@@ -128,7 +128,7 @@ def train_image(
     classes = data.label_map.classes
     backbone = Backbone(config.backbone)
     trunk = TRUNKS[backbone]
-    spec = ImageSpec.for_image_size(config.image_size, trunk.mean, trunk.std)
+    spec = ImageSpec.for_image_size(config.image_size, trunk.mean, trunk.std, config.image_crop)
     seed_everything(config.seed)  # a random trunk must be the same one on resume
     model = ImageModel(backbone, len(classes), config.embedding_dim, config.image_weights).to(
         device
