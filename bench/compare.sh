@@ -26,9 +26,11 @@
 #   DURATION / WARMUP (Locust seconds measured / left out per step, default 40 / 10),
 #   INDEX_SPLITS (listings in the facade's similar-listing index, default test), BASE_PORT
 #   (default 18100: Triton 18100-18102, facade +80, seed-style server +90), NICE (default 0),
-#   PHOTOS (a folder of photos as sellers upload them, named by image id, such as the sample's
-#   raw_images/: the Locust steps send those, with their listings' texts, instead of DATA's
-#   prepared photos; bare onnxruntime and Triton direct take preprocessed inputs either way).
+#   PHOTOS (a folder of photos as sellers upload them, named by image id: the Locust steps send
+#   those, with their listings' texts, instead of DATA's prepared photos; bare onnxruntime and
+#   Triton direct take preprocessed inputs either way. Unset: the raw_images/ folder of the
+#   source DATA was prepared from, when it has one, as the real sample does; PHOTOS= sends the
+#   prepared photos).
 # Everything listens on 127.0.0.1 and is stopped at the end, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +41,6 @@ TARGET="${TARGET:-cpu}"
 DURATION="${DURATION:-40}"
 WARMUP="${WARMUP:-10}"
 INDEX_SPLITS="${INDEX_SPLITS:-test}"
-export FBMR_BENCH_PHOTOS="${PHOTOS:-}"  # read by bench/locustfile.py
 INT8="${INT8:-$([ "$TARGET" = cpu ] && echo 1 || echo 0)}"
 TRUNKS="${TRUNKS:-1}"
 REQUESTS="${REQUESTS:-300}"
@@ -56,6 +57,10 @@ started=$SECONDS
 step() { echo "== [$((SECONDS - started)) s] $*"; }
 
 DATA="${DATA:-$(py -c 'import json, sys; print(json.load(open(sys.argv[1]))["data"])' "$RUN/config.json")}"
+if [ -z "${PHOTOS+set}" ]; then  # unset: the photos sellers uploaded, where the data has them
+  PHOTOS=$(py bench/sellers_photos.py "$DATA")
+fi
+export FBMR_BENCH_PHOTOS="$PHOTOS"  # read by bench/locustfile.py
 if [ -z "${REPO:-}" ]; then
   REPO="$OUT/model_repository"
   step "export $RUN ($TARGET target) -> $REPO"

@@ -1,6 +1,7 @@
 """The load tests' answer checks and Locust statistics parser (bench/answers.py, load.py), the
 data types of the benchmarks' tensors (bench/common.py), and the CPU accounting per process
-(bench/cpu_share.py), and the split of py-spy's samples by layer (bench/facade_profile.py)."""
+(bench/cpu_share.py), the split of py-spy's samples by layer (bench/facade_profile.py), and the
+sellers' photos compare.sh sends by default (bench/sellers_photos.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from common import triton_datatype
 from cpu_share import COMMAND, group_of, measure
 from facade_profile import STDLIB, summarise
 from load import parse_stats
+from sellers_photos import sellers_photos
 
 CLASSES = frozenset({"Phones", "Office", "Sports"})
 
@@ -144,3 +146,17 @@ def test_a_profile_sample_counts_for_its_innermost_frame_outside_the_standard_li
         "event loop and threads (asyncio, anyio)": 0.5,  # only the standard library: the loop
     }
     assert summary["functions"][0]["name"].endswith(decode)
+
+
+def test_compare_sends_sellers_photos_where_the_source_has_them(tmp_path: Path) -> None:
+    source, prepared = tmp_path / "sample", tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "manifest.json").write_text(f'{{"source": "{source.as_uri()}"}}')
+    source.mkdir()
+    assert sellers_photos(prepared) is None  # no raw_images/: the prepared photos are sent
+    (source / "raw_images").mkdir()
+    assert sellers_photos(prepared) is None  # an empty one too
+    (source / "raw_images" / "a.jpg").write_bytes(b"x")
+    assert sellers_photos(prepared) == source / "raw_images"
+    (prepared / "manifest.json").write_text('{"source": "s3://bucket/sample"}')
+    assert sellers_photos(prepared) is None
