@@ -58,17 +58,18 @@ def main() -> None:
     args = parser.parse_args()
     data = PreparedDataset(args.data)
     stacking = json.loads((args.run / "fusion" / "metrics.json").read_text())["calibration"]
+    bias = np.asarray(stacking.get("bias", 0.0), dtype=np.float32)  # none before the bias
     candidates = {
-        "trained": (stacking["text"], stacking["image"]),
-        "text": (1 / stacking["text_temperature"], 0.0),
-        "image": (0.0, 1 / stacking["image_temperature"]),
+        "trained": (stacking["text"], stacking["image"], bias),
+        "text": (1 / stacking["text_temperature"], 0.0, np.float32(0.0)),
+        "image": (0.0, 1 / stacking["image_temperature"], np.float32(0.0)),
     }
     figures: dict[str, dict[str, dict[str, float]]] = {}
     for split in ("val", "test"):
         split_answers = answers(args.run, data, split)
         target, products = split_answers["target"], split_answers["product"]
-        for name, (t, i) in candidates.items():
-            logits = (t * split_answers["text"] + i * split_answers["image"]).astype(np.float32)
+        for name, (t, i, b) in candidates.items():
+            logits = (t * split_answers["text"] + i * split_answers["image"] + b).astype(np.float32)
             loss = float(
                 torch.nn.functional.cross_entropy(
                     torch.from_numpy(logits), torch.from_numpy(target)

@@ -311,6 +311,10 @@ def test_fusion_stacking_is_fit_on_answers_of_models_that_did_not_see_the_listin
         "image": [0.0, 1 / refit.image_temperature, 0.0],
     }[metrics["stacking"]]
     assert metrics["stacking_weights"] == pytest.approx(kept, rel=1e-4)
+    # the stack's bias is served with the fitted weights, and an input alone answers without it
+    bias = refit.bias if metrics["stacking"] == "trained" else [0.0] * len(refit.bias)
+    assert metrics["calibration"]["bias"] == pytest.approx(refit.bias, abs=1e-4)
+    assert metrics["stacking_bias"] == pytest.approx(bias, abs=1e-4)
     decisions = metrics["decisions"]["val"]
     assert set(decisions["top1_per_product"]) == {"text", "image", "fusion", "fusion_photo_dropped"}
     assert decisions["products"] < decisions["photos"]

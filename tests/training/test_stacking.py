@@ -53,6 +53,54 @@ def test_stacking_weighs_an_informative_photo_and_drops_a_useless_one():
     assert useful.top1["stacked"] > useful.top1["text"]
 
 
+def test_the_stack_learns_the_prior_its_inputs_miss():
+    # both inputs favour the right class as often for every class, but class 0 is four times as
+    # common as each other class: the stack's bias, not its weights, can say so
+    rng = np.random.default_rng(2)
+    prior = np.array([4.0, 1.0, 1.0, 1.0, 1.0]) / 8.0
+    targets = rng.choice(CLASSES, size=6000, p=prior)
+    text, image = _informative(rng, targets, 1.5), _informative(rng, targets, 1.0)
+    stack = fit_stacking(text, image, targets)
+    assert sum(stack.bias) == pytest.approx(0.0, abs=1e-9)
+    assert stack.bias[0] - max(stack.bias[1:]) > 0.5  # log(4) = 1.4 if the inputs knew nothing
+    assert stack.nll["stacked"] < min(stack.nll["text"], stack.nll["image"])
+    # where every class is as common, there is no prior to learn
+    even = rng.integers(0, CLASSES, 6000)
+    flat = fit_stacking(_informative(rng, even, 1.5), _informative(rng, even, 1.0), even)
+    assert max(abs(b) for b in flat.bias) < 0.15
+
+
+def test_a_fusion_head_saved_before_the_bias_loads_and_answers_as_it_did():
+    import torch
+
+    from fbmr.training.models import FusionHead
+    from fbmr.training.models._head import ClassifierHead
+
+    def head() -> FusionHead:
+        torch.manual_seed(0)
+        return FusionHead(
+            8, 6, CLASSES, 4, 0.0, ClassifierHead(8, CLASSES), ClassifierHead(6, CLASSES)
+        )
+
+    saved = head().eval()
+    with torch.no_grad():
+        saved.weights.copy_(torch.tensor([1.0, 0.5, 0.0]))
+    old = {k: v for k, v in saved.state_dict().items() if k != "bias"}
+    loaded = head()
+    loaded.bias.fill_(3.0)
+    loaded.load_state_dict(old)
+    loaded.eval()
+    image, text = torch.randn(4, 8), torch.randn(4, 6)
+    assert torch.equal(loaded.bias, torch.zeros(CLASSES))
+    assert torch.allclose(loaded(image, text)[1], saved(image, text)[1])
+    with torch.no_grad():
+        loaded.bias.copy_(torch.arange(CLASSES, dtype=torch.float32))
+    moved = loaded(image, text)[1] - saved(image, text)[1]
+    assert torch.allclose(
+        moved, torch.arange(CLASSES, dtype=torch.float32).expand(4, -1), atol=1e-5
+    )
+
+
 def test_per_product_pools_mean_log_probability_and_report_counts_the_photo():
     # product a: two photos, one sure of class 1 and one mildly of class 0; product b: one photo
     logits = np.array([[0.0, 5.0], [1.0, 0.0], [2.0, 0.0]], dtype=np.float32)

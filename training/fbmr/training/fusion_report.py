@@ -51,7 +51,7 @@ def fused_and_dropped(
         blank = head.head(head.combined(torch.zeros_like(image), text))
         if head.text_head is not None:
             t, _, c = head.weights
-            blank = t * head.text_head(text) + c * blank
+            blank = t * head.text_head(text) + c * blank + head.bias  # all but the photo
         dropped.append(blank.float().cpu())
     if not fused:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,9 +17,10 @@ class FusionHead(nn.Module):
     The logits stack the calibrated logits of the image and text models' own heads (copies,
     frozen) with those of a head over the combined embedding:
 
-        logits = t * text_head(text) + i * image_head(image) + c * combined_head(combined)
+        logits = t * text_head(text) + i * image_head(image) + c * combined_head(combined) + bias
 
-    with t, i and c learned scalars that start at 1, 0 and 0, so the fusion model starts as
+    with t, i and c learned scalars that start at 1, 0 and 0 (and a bias per class, 0 unless set
+    from the out-of-fold fit: `fbmr.training.calibration`), so the fusion model starts as
     exactly the text model and moves away from it only as far as the training data rewards: it
     leans on the text where the image side carries nothing, and gains where it does. During
     training the image embedding is dropped (zeroed) with probability `modality_dropout`, so the
@@ -28,6 +31,8 @@ class FusionHead(nn.Module):
     Without `image_head` and `text_head` (stacking turned off), the logits are the combined
     head's alone.
     """
+
+    bias: torch.Tensor
 
     def __init__(
         self,
@@ -54,6 +59,8 @@ class FusionHead(nn.Module):
                 frozen.requires_grad_(False)
             # weights of the text, image and combined logits
             self.weights = nn.Parameter(torch.tensor([1.0, 0.0, 0.0]))
+            # the stack's prior between classes: set, not trained by gradient (a buffer)
+            self.register_buffer("bias", torch.zeros(num_classes))
 
     def combined(self, image_embedding: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
         if self.training and self.modality_dropout > 0:
@@ -73,8 +80,15 @@ class FusionHead(nn.Module):
                 t * self.text_head(text_embedding)
                 + i * self.image_head(image_embedding)
                 + c * logits
+                + self.bias
             )
         return combined, logits
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # runs trained before the stack had a bias load with none (zeros): the same answers
+        if self.image_head is not None and prefix + "bias" not in state_dict:
+            state_dict[prefix + "bias"] = torch.zeros_like(self.bias)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def train(self, mode: bool = True) -> FusionHead:
         super().train(mode)

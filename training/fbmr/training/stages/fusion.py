@@ -205,6 +205,7 @@ def train_fusion(
         )
         with torch.no_grad():
             head.weights.copy_(torch.tensor([stacking.text, stacking.image, 0.0]))
+            head.bias.copy_(torch.tensor(stacking.bias))
         checkpoint = load_checkpoint(stage_dir / BEST)
         save_checkpoint(stage_dir / BEST, {**checkpoint, "model": model.state_dict()})
     else:
@@ -235,6 +236,7 @@ def train_fusion(
             model, trainable, sets["val"], settings, device, stage_dir, alone, out_of_fold
         )
         extra["stacking_weights"] = model.head.weights.tolist()
+        extra["stacking_bias"] = model.head.bias.tolist()
     seconds["head"] = time.perf_counter() - start
     extra["inputs_top1"] = {s: inputs_top1(answers[s], sets[s].tensors[2]) for s in SPLITS}
     decisions = {}

@@ -42,8 +42,9 @@ def hold_to_inputs(
     alone: dict[str, tuple[float, float, float]],
     by_loss: bool,
 ) -> tuple[str, dict[str, dict[str, float]]]:
-    """Keep the trained stacking weights only if they beat, on validation, each input model
-    answering alone (`alone`: its weights); else switch to the better input and rewrite best.pt.
+    """Keep the trained stacking weights (and the stack's bias) only if they beat, on validation,
+    each input model answering alone (`alone`: its weights, with no bias); else switch to the
+    better input and rewrite best.pt.
     The combined head and embedding stay as trained either way. Returns which weights were kept
     ("trained", "text" or "image") and each candidate's validation loss and top-1.
 
@@ -55,13 +56,19 @@ def hold_to_inputs(
     photo's probabilities tells a better stack apart where top-1 over about 570 products cannot
     (one product is 0.18 point: on the real sample a stack better by the loss on validation and on
     test, and by 0.7 point of test top-1, lost to text alone by one validation product)."""
-    weights = model.head.weights
+    weights, bias = model.head.weights, model.head.bias
+    trained_bias = bias.clone()
     loss_fn = nn.CrossEntropyLoss()
     candidates = {"trained": tuple(weights.tolist()), **alone}
-    scores: dict[str, dict[str, float]] = {}
-    for name, candidate in candidates.items():
+
+    def use(name: str) -> None:
         with torch.no_grad():
-            weights.copy_(torch.tensor(candidate))
+            weights.copy_(torch.tensor(candidates[name]))
+            bias.copy_(trained_bias if name == "trained" else torch.zeros_like(bias))
+
+    scores: dict[str, dict[str, float]] = {}
+    for name in candidates:
+        use(name)
         loss, val_top1 = evaluate(trainable, loss_fn, val, settings, device)
         scores[name] = {"loss": loss, "top1": val_top1}
 
@@ -70,8 +77,7 @@ def hold_to_inputs(
         return (-score["loss"],) if by_loss else selection_key(score["top1"], score["loss"])
 
     kept = max(candidates, key=key)  # the first of equals: the trained weights win a tie
-    with torch.no_grad():
-        weights.copy_(torch.tensor(candidates[kept]))
+    use(kept)
     if kept != "trained":
         checkpoint = load_checkpoint(stage_dir / BEST)
         save_checkpoint(stage_dir / BEST, {**checkpoint, "model": model.state_dict()})
