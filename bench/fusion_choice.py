@@ -5,7 +5,11 @@ before), with every candidate's top-1 per photo and per product on val and test.
 fusion stage was judged by the earlier rule: the out-of-fold fit costs most of the stage (about
 an hour on 2 cores), and its weights are in the run's metrics.
 
-    uv run python bench/fusion_choice.py --data runs/real/prepared RUN_DIR
+    uv run python bench/fusion_choice.py --data runs/real/prepared RUN_DIR [--refit]
+
+With --refit, the stack fit again from the run's saved out-of-fold answers by this checkout
+(`fbmr.training.calibration.fit_stacking`), with its bias per class and without, are candidates
+too: how a change to the stack's fit judges on the same answers, without the refits.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from fbmr.training.calibration import Stacking, fit_stacking
 from fbmr.training.config import TrainConfig
 from fbmr.training.data.prepared import PreparedDataset
 from fbmr.training.datasets import PhotoDataset, token_dataset
@@ -51,10 +56,30 @@ def answers(run: Path, data: PreparedDataset, split: str) -> dict[str, NDArray[A
     }
 
 
+def refit_stacking(run: Path, data: PreparedDataset, bias: bool) -> Stacking:
+    """The stack fit by this checkout's `fit_stacking` on what the run's fusion stage fit its
+    own on: per training photo, its product's out-of-fold text logits and its own image logits."""
+    record = torch.load(run / "fusion" / "out_of_fold.pt", weights_only=True)
+    images = data.images("train")
+    row = {p: i for i, p in enumerate(data.products("train")["product_id"].astype(str))}
+    rows = [row[p] for p in images["product_id"].astype(str)]
+    return fit_stacking(
+        record["text_logits"].numpy()[rows],
+        record["image_logits"].numpy(),
+        images["label_id"].to_numpy(dtype=np.int64),
+        bias,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("run", type=Path)
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="also the stack fit again by this checkout from the run's out_of_fold.pt",
+    )
     args = parser.parse_args()
     data = PreparedDataset(args.data)
     stacking = json.loads((args.run / "fusion" / "metrics.json").read_text())["calibration"]
@@ -64,6 +89,10 @@ def main() -> None:
         "text": (1 / stacking["text_temperature"], 0.0, np.float32(0.0)),
         "image": (0.0, 1 / stacking["image_temperature"], np.float32(0.0)),
     }
+    if args.refit:
+        for name, bias_too in (("refit", True), ("refit_without_bias", False)):
+            refit = refit_stacking(args.run, data, bias_too)
+            candidates[name] = (refit.text, refit.image, np.asarray(refit.bias, np.float32))
     figures: dict[str, dict[str, dict[str, float]]] = {}
     for split in ("val", "test"):
         split_answers = answers(args.run, data, split)

@@ -64,6 +64,9 @@ def test_the_stack_learns_the_prior_its_inputs_miss():
     assert sum(stack.bias) == pytest.approx(0.0, abs=1e-9)
     assert stack.bias[0] - max(stack.bias[1:]) > 0.5  # log(4) = 1.4 if the inputs knew nothing
     assert stack.nll["stacked"] < min(stack.nll["text"], stack.nll["image"])
+    weights_only = fit_stacking(text, image, targets, bias=False)
+    assert weights_only.bias == [0.0] * CLASSES
+    assert stack.nll["stacked"] < weights_only.nll["stacked"] - 0.01
     # where every class is as common, there is no prior to learn
     even = rng.integers(0, CLASSES, 6000)
     flat = fit_stacking(_informative(rng, even, 1.5), _informative(rng, even, 1.0), even)

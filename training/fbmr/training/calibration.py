@@ -78,10 +78,11 @@ def fit_stacking(
     text_logits: NDArray[np.float32],
     image_logits: NDArray[np.float32],
     targets: NDArray[np.int64],
+    bias: bool = True,
 ) -> Stacking:
     """Temperatures of each input, then non-negative weights of their calibrated
     log-probabilities and a bias per class that minimise the stack's negative log-likelihood
-    (module docstring)."""
+    (module docstring); without `bias`, the weights alone (the stack as it was first fit)."""
     y = torch.from_numpy(np.array(targets, dtype=np.int64))
     temperatures = [fit_temperature(x, targets) for x in (text_logits, image_logits)]
     text, image = (
@@ -90,16 +91,17 @@ def fit_stacking(
     )
     # log-weights: non-negative weights, an input that helps nothing goes towards 0
     log_w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(text.shape[1], dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros(text.shape[1], dtype=torch.float64, requires_grad=bias)
 
     def stacked() -> torch.Tensor:
         a, b = log_w.exp()
-        logits: torch.Tensor = a * text + b * image + bias
+        logits: torch.Tensor = a * text + b * image + shift
         return logits
 
-    _minimise([log_w, bias], lambda: nn.functional.cross_entropy(stacked(), y))
+    fitted = [log_w, shift] if bias else [log_w]
+    _minimise(fitted, lambda: nn.functional.cross_entropy(stacked(), y))
     a, b = (float(w) for w in log_w.detach().exp())
-    centred = bias.detach() - bias.detach().mean()  # only differences between classes count
+    centred = shift.detach() - shift.detach().mean()  # only differences between classes count
     with torch.no_grad():
         answers = {"text": text, "image": image, "stacked": stacked()}
     return Stacking(
