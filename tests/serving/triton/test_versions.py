@@ -35,11 +35,13 @@ def rotated_class_order(run: Path, out: Path) -> Path:
         order = [*range(1, len(classes)), 0]  # new class id i is old class order[i]
         checkpoint["classes"] = [classes[i] for i in order]
         state = checkpoint["model"]
-        # the last layer of each classifier head (the fusion model stacks three): the only head
-        # parameters with a row per class
+        # the last layer of each classifier head (the fusion model stacks three) and the stack's
+        # bias: the only head tensors with a row per class
         last = [k for k, v in state.items() if "head" in k and tuple(v.shape[:1]) == (len(order),)]
-        ends = sorted(k.rsplit(".", 1)[1] for k in last)
-        assert last and ends == sorted(["bias", "weight"] * (len(last) // 2)), last
+        layers = [k for k in last if k != "head.bias"]
+        ends = sorted(k.rsplit(".", 1)[1] for k in layers)
+        assert layers and ends == sorted(["bias", "weight"] * (len(layers) // 2)), last
+        assert ("head.bias" in last) == (stage == "fusion"), last
         for key in last:
             state[key] = state[key][order]
         torch.save(checkpoint, path)
