@@ -47,7 +47,7 @@ def seller_sized(path: Path, side: int) -> bytes:
 
 def served(photos: list[bytes], spec: ImageSpec, margin: int) -> tuple[NDArray[np.uint8], float]:
     """The model inputs of `photos` decoded with `margin`, and the mean ms a photo took."""
-    decode.DRAFT_MARGIN = margin  # the one setting compared; restored by the caller's loop
+    decode.DRAFT_MARGIN = margin  # the one setting compared; main puts the default back
     start = time.perf_counter()
     pixels = np.stack([image_pixels(p, spec) for p in photos])
     return pixels, 1000 * (time.perf_counter() - start) / len(photos)

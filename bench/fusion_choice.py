@@ -45,8 +45,7 @@ def answers(run: Path, data: PreparedDataset, split: str) -> dict[str, NDArray[A
     embeddings = _cached_image_embeddings(trained, split, len(photos), device)
     if embeddings is None:
         embeddings = predict(trained.image, photos, settings, device)[0]
-    row = products.reset_index(drop=True).reset_index().set_index("product_id")["index"]
-    rows = images["product_id"].map(row).to_numpy(dtype=np.int64)
+    rows = data.product_rows(split)
     text = predict(trained.text, token_dataset(data, products, trained.tokenizer), settings, device)
     return {
         "text": text[1][rows],
@@ -60,13 +59,10 @@ def refit_stacking(run: Path, data: PreparedDataset, bias: bool) -> Stacking:
     """The stack fit by this checkout's `fit_stacking` on what the run's fusion stage fit its
     own on: per training photo, its product's out-of-fold text logits and its own image logits."""
     record = torch.load(run / "fusion" / "out_of_fold.pt", weights_only=True)
-    images = data.images("train")
-    row = {p: i for i, p in enumerate(data.products("train")["product_id"].astype(str))}
-    rows = [row[p] for p in images["product_id"].astype(str)]
     return fit_stacking(
-        record["text_logits"].numpy()[rows],
+        record["text_logits"].numpy()[data.product_rows("train")],
         record["image_logits"].numpy(),
-        images["label_id"].to_numpy(dtype=np.int64),
+        data.images("train")["label_id"].to_numpy(dtype=np.int64),
         bias,
     )
 

@@ -36,6 +36,15 @@ def test_tables_and_label_map(dataset):
         dataset.products("dev")
 
 
+def test_each_photo_finds_its_products_row(dataset):
+    for split in ("train", "test"):
+        images, products = dataset.images(split), dataset.products(split)
+        rows = dataset.product_rows(split)
+        assert len(rows) == len(images) and rows.max() < len(products)
+        assert (products["product_id"].to_numpy()[rows] == images["product_id"].to_numpy()).all()
+        assert len(set(rows.tolist())) > 1
+
+
 def test_not_a_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="fbmr data prepare"):
         PreparedDataset(tmp_path)

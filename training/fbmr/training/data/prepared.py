@@ -72,6 +72,13 @@ class PreparedDataset:
         table = self._images
         return table if split is None else table[table["split"] == split].reset_index(drop=True)
 
+    def product_rows(self, split: str) -> NDArray[np.int64]:
+        """Each photo of `images(split)`, in order: its product's row in `products(split)`
+        (texts and their answers are per product, photos' per photo)."""
+        row = self.products(split).reset_index().set_index("product_id")["index"]
+        rows: NDArray[np.int64] = self.images(split)["product_id"].map(row).to_numpy(np.int64)
+        return rows
+
     def image_path(self, image_id: str) -> Path:
         return self.root / photo_file(image_id)
 

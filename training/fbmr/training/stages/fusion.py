@@ -118,8 +118,7 @@ def train_fusion(
             image_embeddings = predict(image_model, photos, settings, device, f"image {split}")[0]
         texts = token_dataset(data, split_products, tokenizer)
         # Each photo takes its product's row: texts are per product, samples per photo.
-        row = split_products.reset_index(drop=True).reset_index().set_index("product_id")["index"]
-        rows = torch.from_numpy(images["product_id"].map(row).to_numpy(dtype=np.int64, copy=True))
+        rows = torch.from_numpy(data.product_rows(split))
         labels = torch.from_numpy(images["label_id"].to_numpy(dtype=np.int64, copy=True))
         text_embeddings, text_logits, _ = predict(text_model, texts, settings, device)
         if config.unfreeze_text:
