@@ -29,3 +29,22 @@ def test_a_listings_photos_pool_into_one_catalogue_row():
     assert labels.tolist() == [3, 4]
     np.testing.assert_allclose(pooled[0], [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
     np.testing.assert_array_equal(pooled[1], [5, 5])  # one photo: its own embedding
+
+
+def test_ranked_with_the_category_prior_a_probable_category_comes_before_a_closer_one():
+    # the query looks most like category 0's listings; its answer says category 1
+    catalogue = np.array([[1, 0], [0.95, 0.3], [0.9, 0.4], [0.85, 0.5]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    query, label = np.array([[1, 0.1]], dtype=np.float32), np.array([1])
+    answer = np.array([[0.1, 0.9]])
+    assert category_share(query, label, catalogue, labels, k=2) == 0.0
+    # weight 0 is plain nearest neighbours, whatever the answer
+    assert category_share(query, label, catalogue, labels, 2, answer, weight=0.0) == 0.0
+    # similarities 0.995, 0.979 (category 0), 0.950, 0.908 (category 1); log(0.9) - log(0.1) is
+    # 2.2: at weight 0.05 that is 0.11, more than the gaps (at most 0.087)
+    assert category_share(query, label, catalogue, labels, 2, answer, weight=0.05) == 1.0
+    # at 0.01 (0.022) less than the gaps (at least 0.029)
+    assert category_share(query, label, catalogue, labels, 2, answer, weight=0.01) == 0.0
+    # a category no search looks in (one category searched: 1) still comes in through the plain
+    # nearest neighbours, as the facade's plain search brings them in
+    assert category_share(query, np.array([0]), catalogue, labels, 2, answer, 0.01, 1) == 1.0

@@ -91,10 +91,15 @@ class SimilarListing:
     price: float | None
     location: str | None
     score: float  # cosine similarity to the query, 1 at most
+    # what the listings are ordered by: the score plus the prior on the listing's category
+    # (the score itself from a facade that ranks by similarity alone)
+    rank_score: float
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SimilarListing:
-        return cls(**_listing_fields(data), score=float(data["score"]))
+        score = float(data["score"])
+        rank_score = float(data.get("rank_score", score))
+        return cls(**_listing_fields(data), score=score, rank_score=rank_score)
 
 
 def _listing_fields(data: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fbmr.core.contract import (
     DEFAULT_TRITON_URL,
 )
 from fbmr.core.contract import ENV_PREFIX as ENV_PREFIX  # named here for `fbmr serve`
+from fbmr.core.ranking import DEFAULT_CATEGORIES, DEFAULT_CATEGORY_WEIGHT
 
 
 class FacadeSettings(BaseSettings):
@@ -58,6 +59,19 @@ class FacadeSettings(BaseSettings):
     )
     max_text_chars: int = Field(10_000, description="Longest listing text.")
     max_k: int = Field(100, description="Most similar listings one request may ask for.")
+    similar_category_weight: float = Field(
+        DEFAULT_CATEGORY_WEIGHT,
+        ge=0,
+        description="Weight of the prior on a similar listing's category: listings are ranked "
+        "by cosine similarity plus this times the log of the probability the query's answer "
+        "gives their category; 0: plain nearest neighbours.",
+    )
+    similar_categories: int = Field(
+        DEFAULT_CATEGORIES,
+        ge=1,
+        description="How many of the query's most probable categories a similar-listing "
+        "search looks in (one search each) when the weight is above 0.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="Bearer token of the read scope: predictions, embeddings, similar "

@@ -4,7 +4,9 @@ asks a running facade, here by exact search over the stage's own embeddings, so 
 records it and two trunks or losses compare without serving either).
 
 Listings, not photos, are what the index holds: a listing's photos are pooled into one
-embedding as the index pools them (`fbmr.core.pooling.pool_embeddings`).
+embedding as the index pools them (`fbmr.core.pooling.pool_embeddings`). Given each query's
+class probabilities and a weight, the catalogue is ranked as the facade ranks it, the cosine
+similarity raised by the prior on each candidate's category (`fbmr.core.ranking`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from fbmr.core.pooling import pool_embeddings
+from fbmr.core.ranking import DEFAULT_CATEGORIES, category_prior, searched_categories
 
 # queries scored at once: a block of the similarity matrix stays a few MB
 _BLOCK = 512
@@ -50,9 +53,14 @@ def category_share(
     catalogue: NDArray[np.float32],
     catalogue_labels: NDArray[np.int64],
     k: int = 10,
+    query_probabilities: NDArray[np.floating[Any]] | None = None,
+    weight: float = 0.0,
+    categories: int = DEFAULT_CATEGORIES,
 ) -> float:
     """Mean share of each query's `k` nearest catalogue rows (cosine similarity, exact) that
-    share its label; NaN without queries."""
+    share its label; NaN without queries. With `query_probabilities` (one row per query) and a
+    `weight`, ranked as the facade ranks: among the `categories` most probable classes, by
+    cosine similarity plus the prior on the candidate's category (`fbmr.core.ranking`)."""
     if len(queries) == 0 or len(catalogue) == 0:
         return float("nan")
     k = min(k, len(catalogue))
@@ -64,8 +72,33 @@ def category_share(
     shelf = unit(catalogue.astype(np.float32))
     shares = []
     for start in range(0, len(queries), _BLOCK):
-        block = unit(queries[start : start + _BLOCK].astype(np.float32)) @ shelf.T
+        rows = queries[start : start + _BLOCK].astype(np.float32)
+        block: NDArray[np.floating[Any]] = unit(rows) @ shelf.T
+        if query_probabilities is not None and weight:
+            block = _ranked(block, query_probabilities[start : start + _BLOCK], catalogue_labels,
+                            weight, categories, k)  # fmt: skip
         nearest = np.argpartition(-block, k - 1, axis=1)[:, :k]
         same = catalogue_labels[nearest] == query_labels[start : start + _BLOCK, None]
         shares.append(same.mean(axis=1))
     return float(np.concatenate(shares).mean())
+
+
+def _ranked(
+    similarities: NDArray[np.floating[Any]],
+    probabilities: NDArray[np.floating[Any]],
+    catalogue_labels: NDArray[np.int64],
+    weight: float,
+    categories: int,
+    k: int,
+) -> NDArray[np.float64]:
+    """Rank scores (queries, catalogue): each similarity plus the query's prior on the candidate's
+    category, and -inf for the candidates the facade's searches do not bring in (outside the
+    query's `categories` most probable classes and its plain `k` nearest)."""
+    prior = category_prior(probabilities, weight)
+    scores = similarities + prior[:, catalogue_labels]
+    plain = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
+    for row, p in enumerate(probabilities):
+        found = np.isin(catalogue_labels, searched_categories(p, categories))
+        found[plain[row]] = True
+        scores[row, ~found] = -np.inf
+    return scores

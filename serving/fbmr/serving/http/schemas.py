@@ -76,6 +76,14 @@ class ListingFields(BaseModel):
 
 class SimilarListing(ListingFields):
     score: float = Field(..., description="Cosine similarity to the query, 1 at most.")
+    rank_score: float = Field(
+        ...,
+        description="What the listings are ordered by, highest first: the score plus the prior "
+        "on the listing's category, the weighted log of the probability the query's answer "
+        "gives it (FBMR_SIMILAR_CATEGORY_WEIGHT), so a listing of a more probable category may "
+        "come before a closer one. The score itself when the query names a category or the "
+        "weight is 0.",
+    )
 
 
 class SimilarResponse(BaseModel):

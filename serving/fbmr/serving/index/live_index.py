@@ -64,8 +64,16 @@ def _read_position(path: Path) -> Position | None:
 
 @dataclass(frozen=True)
 class Hit:
+    """A listing found, its cosine similarity to the query, and the score it was ranked by (the
+    similarity, or with the prior on its category: `fbmr.serving.index.ranked`)."""
+
     listing: dict[str, Any]
     score: float
+    rank_score: float | None = None
+
+    @property
+    def ranked_by(self) -> float:
+        return self.score if self.rank_score is None else self.rank_score
 
 
 class ReadWriteLock:

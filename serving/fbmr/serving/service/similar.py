@@ -4,6 +4,7 @@ one that version predicts."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 from anyio import to_thread
@@ -13,6 +14,7 @@ from fbmr.core.contract import ErrorCode, Kind
 from fbmr.serving import request_context
 from fbmr.serving.index.filters import ListingFilter
 from fbmr.serving.index.live_index import Hit, LiveIndex
+from fbmr.serving.index.ranked import ranked_search
 from fbmr.serving.index.store import IndexStore
 from fbmr.serving.service.answers import Encoder, answer
 from fbmr.serving.service.errors import Invalid, Unavailable
@@ -83,14 +85,29 @@ async def similar_listings(
     where: ListingFilter,
 ) -> tuple[ModelArtifacts, list[Hit]]:
     """The `k` listings of `index` nearest to the query `encode` builds, among those `where`
-    passes, with the artifacts of the model version that embedded the query."""
+    passes, ranked with the prior on their category from the same call's answer
+    (`fbmr.serving.index.ranked`), with the artifacts of the model version that embedded the
+    query."""
     artifacts, result = await answer(state, kind, encode)
     same_embedding_space(index, artifacts, state.settings)
     known_category(where.category, artifacts)
     # FAISS holds the GIL only briefly but a search over a large index takes milliseconds:
     # off the event loop (in the same worker threads as the routes' other blocking work), so
     # other requests keep flowing meanwhile.
-    hits = await to_thread.run_sync(index.search, kind, result.embedding, k, where)
+    settings = state.settings
+    search = functools.partial(
+        ranked_search,
+        index,
+        kind,
+        result.embedding,
+        result.probabilities,
+        artifacts.labels.classes,
+        k,
+        where,
+        settings.similar_category_weight,
+        settings.similar_categories,
+    )
+    hits = await to_thread.run_sync(search)
     if info := request_context.current():
         info.index_version = index.version
     return artifacts, hits

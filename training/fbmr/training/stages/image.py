@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fbmr.core.image import ImageSpec
+from fbmr.core.ranking import DEFAULT_CATEGORY_WEIGHT
 from fbmr.training.averaging import measure_batch_norm
 from fbmr.training.checkpoints import stage_fields
 from fbmr.training.config import ImageMode, TrainConfig
@@ -91,7 +92,8 @@ def listing_figures(
     """Per listing, as the facade answers a listing's photos: top-1 with its photos' answers
     pooled, and the photo-only similar-listing share (`fbmr.training.retrieval`: val queries
     against the train listings, test queries against train and val, as the served catalogue
-    holds them)."""
+    holds them), by the embedding alone and ranked as the facade ranks (the prior on each
+    candidate's category from the query's pooled answer, `fbmr.core.ranking`)."""
     top1_per_listing = {}
     listings = {}
     for s in SPLITS:
@@ -99,18 +101,22 @@ def listing_figures(
         owners = data.images(s)["product_id"].astype(str).to_numpy()
         pooled, pooled_targets, _ = per_product(logits, targets, owners)
         top1_per_listing[s] = top1(pooled, pooled_targets)
-        listings[s] = per_listing(embeddings, targets, owners)
-    (train, train_labels), (val, val_labels) = listings["train"], listings["val"]
-    share = {
-        "val": category_share(val, val_labels, train, train_labels, k=SIMILAR_K),
-        "test": category_share(
-            *listings["test"],
-            np.concatenate([train, val]),
-            np.concatenate([train_labels, val_labels]),
-            k=SIMILAR_K,
-        ),
+        listings[s] = (*per_listing(embeddings, targets, owners), np.exp(pooled))
+    (train, train_labels, _), (val, val_labels, val_p) = listings["train"], listings["val"]
+    test, test_labels, test_p = listings["test"]
+    catalogue = (np.concatenate([train, val]), np.concatenate([train_labels, val_labels]))
+
+    def shares(weight: float) -> dict[str, float]:
+        return {
+            "val": category_share(val, val_labels, train, train_labels, SIMILAR_K, val_p, weight),
+            "test": category_share(test, test_labels, *catalogue, SIMILAR_K, test_p, weight),
+        }
+
+    return {
+        "top1_per_listing": top1_per_listing,
+        f"photo_similar_share_at_{SIMILAR_K}": shares(0.0),
+        f"photo_similar_share_at_{SIMILAR_K}_served": shares(DEFAULT_CATEGORY_WEIGHT),
     }
-    return {"top1_per_listing": top1_per_listing, f"photo_similar_share_at_{SIMILAR_K}": share}
 
 
 def image_objective(config: TrainConfig) -> Objective | None:

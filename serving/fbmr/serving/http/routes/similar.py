@@ -84,5 +84,7 @@ async def similar(
         kind=kind,
         index_version=index.version,
         model_version=artifacts.version,
-        listings=[SimilarListing(**hit.listing, score=hit.score) for hit in hits],
+        listings=[
+            SimilarListing(**hit.listing, score=hit.score, rank_score=hit.ranked_by) for hit in hits
+        ],
     )
