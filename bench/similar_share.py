@@ -1,8 +1,11 @@
-"""How often similar listings share the query's category: each test-split listing (photo + text,
-never in the index) is sent to a running facade's POST /v1/similar, and the share of the top-k
-results in the query's category is reported, overall and per category.
+"""How often similar listings share the query's category: each test-split listing (never in the
+index; its first photo and its text by default) is sent to a running facade's POST /v1/similar,
+and the share of the top-k results in the query's category is reported, overall and per
+category. `--kind image` sends the photos alone; `--photos all` every photo of the listing (the
+facade pools them), as training's photo-only figure queries.
 
     uv run python bench/similar_share.py --url http://127.0.0.1:8080 --data runs/real/prepared
+    uv run python bench/similar_share.py ... --kind image --photos all
 """
 
 from __future__ import annotations
@@ -26,15 +29,26 @@ def main() -> None:
         "--data", type=Path, required=True, help="prepared dataset (queries: test split)"
     )
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--kind",
+        choices=("combined", "image"),
+        default="combined",
+        help="combined: the photos and the text; image: the photos alone",
+    )
+    parser.add_argument("--photos", choices=("first", "all"), default="first",
+                        help="the listing's first photo, or all of them")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/bench/similar_share.json"))
     args = parser.parse_args()
 
     data = PreparedDataset(args.data)
-    photos = data.images("test").drop_duplicates("product_id").set_index("product_id")
+    images = data.images("test")
+    if args.photos == "first":
+        images = images.drop_duplicates("product_id")
+    photos = images.groupby("product_id")["image_id"].apply(list)
     queries = [
         (
-            data.image_path(photos.loc[p["product_id"], "image_id"]).read_bytes(),
-            data.text(p),
+            tuple(data.image_path(image_id).read_bytes() for image_id in photos[p["product_id"]]),
+            data.text(p) if args.kind == "combined" else None,
             p["label"],
         )
         for _, p in data.products("test").iterrows()
@@ -43,7 +57,7 @@ def main() -> None:
 
     with Client(args.url, timeout_s=120) as client:
 
-        def ask(query: tuple[bytes, str, str]) -> tuple[str, list[str]]:
+        def ask(query: tuple[tuple[bytes, ...], str | None, str]) -> tuple[str, list[str]]:
             photo, text, label = query
             similar = client.similar(photo=photo, text=text, k=args.k)
             return label, [item.category for item in similar.listings]
@@ -61,6 +75,8 @@ def main() -> None:
     total = sum(n for _, n in per_class.values())
     result = {
         "queries": len(answers),
+        "kind": args.kind,
+        "photos": args.photos,
         "k": args.k,
         "same_category_share": same / total,
         "top1_same_category": sum(c[:1] == [label] for label, c in answers) / len(answers),
