@@ -45,6 +45,5 @@ def test_ranked_with_the_category_prior_a_probable_category_comes_before_a_close
     assert category_share(query, label, catalogue, labels, 2, answer, weight=0.05) == 1.0
     # at 0.01 (0.022) less than the gaps (at least 0.029)
     assert category_share(query, label, catalogue, labels, 2, answer, weight=0.01) == 0.0
-    # a category no search looks in (one category searched: 1) still comes in through the plain
-    # nearest neighbours, as the facade's plain search brings them in
-    assert category_share(query, np.array([0]), catalogue, labels, 2, answer, 0.01, 1) == 1.0
+    # only the nearest candidates x k are re-ranked: with 1 x 2 those are category 0's two
+    assert category_share(query, label, catalogue, labels, 2, answer, 0.05, candidates=1) == 0.0

@@ -14,7 +14,7 @@ from fbmr.core.contract import (
     DEFAULT_TRITON_URL,
 )
 from fbmr.core.contract import ENV_PREFIX as ENV_PREFIX  # named here for `fbmr serve`
-from fbmr.core.ranking import DEFAULT_CATEGORIES, DEFAULT_CATEGORY_WEIGHT
+from fbmr.core.ranking import DEFAULT_CANDIDATES, DEFAULT_CATEGORY_WEIGHT
 
 
 class FacadeSettings(BaseSettings):
@@ -66,11 +66,11 @@ class FacadeSettings(BaseSettings):
         "by cosine similarity plus this times the log of the probability the query's answer "
         "gives their category; 0: plain nearest neighbours.",
     )
-    similar_categories: int = Field(
-        DEFAULT_CATEGORIES,
+    similar_candidates: int = Field(
+        DEFAULT_CANDIDATES,
         ge=1,
-        description="How many of the query's most probable categories a similar-listing "
-        "search looks in (one search each) when the weight is above 0.",
+        description="How many nearest listings, as a multiple of k, the prior on their "
+        "category re-ranks when its weight is above 0.",
     )
     api_key: SecretStr | None = Field(
         None,

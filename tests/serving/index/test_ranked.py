@@ -14,7 +14,7 @@ from fbmr.serving.index.ranked import ranked_search
 from fbmr.serving.index.store import open_version, save_version
 
 CLASSES = ("chairs", "lamps", "bikes", "books")
-# the query's answer: lamps first, then chairs, bikes; books are outside the 3 searched
+# the query's answer: lamps first, then chairs, bikes, books
 ANSWER = np.array([0.3, 0.45, 0.2, 0.05])
 
 
@@ -30,20 +30,18 @@ def catalogue(tmp_path, milvus_uri):
     return vectors, listings, open_version(path)
 
 
-def _expected(vectors, listings, query, weight, k, where=ListingFilter(), searched=3):
-    """The ranking's meaning over every listing: cosine plus the prior, among the listings of
-    the most probable categories and the plain k nearest."""
+def _expected(vectors, listings, query, weight, k, where=ListingFilter(), candidates=5):
+    """The ranking's meaning written out: the `candidates` x k nearest listings that pass, by
+    exact search, re-ranked by cosine plus the prior on their category."""
     cosine = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) @ (
         query / np.linalg.norm(query)
     )
     passing = [i for i, item in enumerate(listings) if item["id"] not in where.exclude_ids]
-    nearest = set(sorted(passing, key=lambda i: -cosine[i])[:k])
-    allowed = {CLASSES[c] for c in np.argsort(-ANSWER)[:searched]}
+    nearest = sorted(passing, key=lambda i: -cosine[i])[: candidates * k]
     prior = category_prior(ANSWER, weight)
     rows = [
         (cosine[i] + prior[CLASSES.index(listings[i]["category"])], listings[i]["id"], cosine[i])
-        for i in passing
-        if listings[i]["category"] in allowed or i in nearest
+        for i in nearest
     ]
     return sorted(rows, reverse=True)[:k]
 
@@ -51,7 +49,7 @@ def _expected(vectors, listings, query, weight, k, where=ListingFilter(), search
 def test_the_search_ranks_by_similarity_plus_the_prior_on_each_category(catalogue):
     vectors, listings, index = catalogue
     query = vectors[0] + 0.3 * vectors[1]  # near a chair (L0) and a lamp (L1)
-    hits = ranked_search(index, Kind.image, query, ANSWER, CLASSES, 10, ListingFilter(), 0.2, 3)
+    hits = ranked_search(index, Kind.image, query, ANSWER, CLASSES, 10, ListingFilter(), 0.2, 5)
     expected = _expected(vectors, listings, query, 0.2, 10)
     assert [hit.listing["id"] for hit in hits] == [row[1] for row in expected]
     # each keeps its cosine similarity as its score; the order is the rank score's
@@ -65,9 +63,9 @@ def test_the_search_ranks_by_similarity_plus_the_prior_on_each_category(catalogu
 def test_the_filters_other_conditions_hold_in_every_category_searched(catalogue):
     vectors, listings, index = catalogue
     query = vectors[5]
-    first = _expected(vectors, listings, query, 0.05, 3)
+    first = _expected(vectors, listings, query, 0.05, 5)
     where = ListingFilter(exclude_ids=frozenset(row[1] for row in first))
-    hits = ranked_search(index, Kind.image, query, ANSWER, CLASSES, 5, where, 0.05, 3)
+    hits = ranked_search(index, Kind.image, query, ANSWER, CLASSES, 5, where, 0.05, 5)
     expected = _expected(vectors, listings, query, 0.05, 5, where)
     assert [hit.listing["id"] for hit in hits] == [row[1] for row in expected]
 
@@ -76,17 +74,21 @@ def test_a_named_category_or_weight_0_is_the_plain_search(catalogue):
     vectors, _, index = catalogue
     query = vectors[9]
     for where, weight in ((ListingFilter(category="books"), 0.05), (ListingFilter(), 0.0)):
-        hits = ranked_search(index, Kind.image, query, ANSWER, CLASSES, 5, where, weight, 3)
+        hits = ranked_search(index, Kind.image, query, ANSWER, CLASSES, 5, where, weight, 5)
         assert hits == index.search(Kind.image, query, 5, where)
         assert all(hit.ranked_by == hit.score for hit in hits)
 
 
-def test_a_listing_of_a_category_not_searched_is_found_when_near_enough(catalogue):
+def test_only_the_nearest_candidates_are_re_ranked(catalogue):
     vectors, listings, index = catalogue
-    book = vectors[3]  # L3 is a book, a category the answer puts last and no search looks in
-    hits = ranked_search(index, Kind.image, book, ANSWER, CLASSES, 5, ListingFilter(), 0.05, 3)
-    assert hits[0].listing["id"] == "L3" and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert hits == ranked_search(index, Kind.image, book, ANSWER, CLASSES, 5, ListingFilter(),
-                                 0.05, 3)  # fmt: skip
-    expected = _expected(vectors, listings, book, 0.05, 5)
-    assert [hit.listing["id"] for hit in hits] == [row[1] for row in expected]
+    query = vectors[3]  # L3, a book: the category the answer puts last
+    plain = {hit.listing["id"] for hit in index.search(Kind.image, query, 5)}
+    found = {}
+    for candidates in (1, 2, 40):
+        hits = ranked_search(index, Kind.image, query, ANSWER, CLASSES, 5, ListingFilter(), 0.2,
+                             candidates)  # fmt: skip
+        expected = _expected(vectors, listings, query, 0.2, 5, candidates=candidates)
+        assert [hit.listing["id"] for hit in hits] == [row[1] for row in expected]
+        found[candidates] = {hit.listing["id"] for hit in hits}
+    # 1 x k candidates: the plain 5 in another order; more: listings from further out come in
+    assert found[1] == plain and found[40] != plain

@@ -18,7 +18,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from fbmr.core.pooling import pool_embeddings
-from fbmr.core.ranking import DEFAULT_CATEGORIES, category_prior, searched_categories
+from fbmr.core.ranking import DEFAULT_CANDIDATES, category_prior
 
 # queries scored at once: a block of the similarity matrix stays a few MB
 _BLOCK = 512
@@ -55,12 +55,12 @@ def category_share(
     k: int = 10,
     query_probabilities: NDArray[np.floating[Any]] | None = None,
     weight: float = 0.0,
-    categories: int = DEFAULT_CATEGORIES,
+    candidates: int = DEFAULT_CANDIDATES,
 ) -> float:
     """Mean share of each query's `k` nearest catalogue rows (cosine similarity, exact) that
     share its label; NaN without queries. With `query_probabilities` (one row per query) and a
-    `weight`, ranked as the facade ranks: among the `categories` most probable classes, by
-    cosine similarity plus the prior on the candidate's category (`fbmr.core.ranking`)."""
+    `weight`, ranked as the facade ranks: the `candidates` x k nearest re-ranked by cosine
+    similarity plus the prior on each one's category (`fbmr.core.ranking`)."""
     if len(queries) == 0 or len(catalogue) == 0:
         return float("nan")
     k = min(k, len(catalogue))
@@ -76,7 +76,7 @@ def category_share(
         block: NDArray[np.floating[Any]] = unit(rows) @ shelf.T
         if query_probabilities is not None and weight:
             block = _ranked(block, query_probabilities[start : start + _BLOCK], catalogue_labels,
-                            weight, categories, k)  # fmt: skip
+                            weight, candidates * k)  # fmt: skip
         nearest = np.argpartition(-block, k - 1, axis=1)[:, :k]
         same = catalogue_labels[nearest] == query_labels[start : start + _BLOCK, None]
         shares.append(same.mean(axis=1))
@@ -88,17 +88,14 @@ def _ranked(
     probabilities: NDArray[np.floating[Any]],
     catalogue_labels: NDArray[np.int64],
     weight: float,
-    categories: int,
-    k: int,
+    candidates: int,
 ) -> NDArray[np.float64]:
-    """Rank scores (queries, catalogue): each similarity plus the query's prior on the candidate's
-    category, and -inf for the candidates the facade's searches do not bring in (outside the
-    query's `categories` most probable classes and its plain `k` nearest)."""
+    """Rank scores (queries, catalogue): each of a query's `candidates` nearest rows scored by its
+    similarity plus the query's prior on its category, every other row -inf."""
+    scores = np.full(similarities.shape, -np.inf)
+    nearest = np.argpartition(-similarities, min(candidates, similarities.shape[1]) - 1, axis=1)
+    rows = np.arange(len(similarities))[:, None]
+    kept = nearest[:, :candidates]
     prior = category_prior(probabilities, weight)
-    scores = similarities + prior[:, catalogue_labels]
-    plain = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
-    for row, p in enumerate(probabilities):
-        found = np.isin(catalogue_labels, searched_categories(p, categories))
-        found[plain[row]] = True
-        scores[row, ~found] = -np.inf
+    scores[rows, kept] = similarities[rows, kept] + prior[rows, catalogue_labels[kept]]
     return scores

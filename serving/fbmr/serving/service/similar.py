@@ -105,7 +105,7 @@ async def similar_listings(
         k,
         where,
         settings.similar_category_weight,
-        settings.similar_categories,
+        settings.similar_candidates,
     )
     hits = await to_thread.run_sync(search)
     if info := request_context.current():
