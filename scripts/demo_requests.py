@@ -46,9 +46,9 @@ def main() -> None:
         embedding = client.embed(photo=photo, text=text)
         print(f"{'POST /v1/embed':28s} {embedding.kind} embedding, {len(embedding.vector)} floats")
         similar = client.similar(photo=photo, text=text, k=5)
-        print(f"POST /v1/similar (k=5, index {similar.index_version}):")
+        print(f"POST /v1/similar (k=5, index {similar.index_version}): similarity, rank score")
         for item in similar.listings:
-            print(f"  {item.score:.3f}  {item.category:36s} {item.name}")
+            print(f"  {item.score:.3f} {item.rank_score:6.3f}  {item.category:36s} {item.name}")
         cheaper = client.similar(photo=photo, text=text, k=3, where=SimilarFilter(price_max=20))
         print(f"POST /v1/similar (k=3, price_max=20): {[i.price for i in cheaper.listings]}")
         listing_id = f"demo-{product['product_id']}"
