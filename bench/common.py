@@ -8,6 +8,9 @@ fbmr.core.contract, and Triton data types from the arrays themselves.
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,3 +71,13 @@ def percentiles(values_ms: list[float] | NDArray[Any]) -> dict[str, float]:
     return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 90, 99)} | {
         "mean_ms": float(values.mean())
     }
+
+
+def median_ms(step: Callable[[], object], repeat: int) -> float:
+    """The median wall time of `repeat` calls of `step`, in milliseconds."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000

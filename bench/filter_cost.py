@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from common import median_ms
 
 from fbmr.core.contract import Kind
 from fbmr.serving.index.filters import ListingColumns, ListingFilter
 from fbmr.serving.index.index_type import IndexType
 from fbmr.serving.index.store import open_version, save_version
-
-
-def _ms(step: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def _queries_per_s(step: Callable[[], object], threads: int, seconds: float = 5.0) -> float:
@@ -95,13 +86,14 @@ def main() -> None:
         def before(ids: frozenset[str] = excluded) -> object:
             return ~np.isin(every_id, list(ids))  # what `mask` did for exclude_id
 
-        print(f"| exclude {count} ids, np.isin over every id (before) | {_ms(before, 3):.2f} |")
+        cost = median_ms(before, 3)
+        print(f"| exclude {count} ids, np.isin over every id (before) | {cost:.2f} |")
 
         def now(w: ListingFilter = where) -> object:
             return columns.mask(w)
 
         print(f"| exclude {count} ids, id-to-position map (now) | "
-              f"{_ms(now, args.repeat):.2f} |")  # fmt: skip
+              f"{median_ms(now, args.repeat):.2f} |")  # fmt: skip
 
     import tempfile
     from pathlib import Path
@@ -118,7 +110,7 @@ def main() -> None:
             def search(w: ListingFilter = where) -> object:
                 return index.search(Kind.text, query, 10, w)
 
-            cost = _ms(search, args.repeat)
+            cost = median_ms(search, args.repeat)
             print(f"| HNSW search, {name} (now) | {cost:.2f} |")
         # filters that 1% to 10% pass: scored exactly below `exact_limit(total)` (now), beside
         # the walk that a fixed limit of 4,096 chose at any catalogue size (before)
@@ -133,9 +125,9 @@ def main() -> None:
             def filtered(w: ListingFilter = where) -> object:
                 return index.search(Kind.text, query, 10, w)
 
-            now_ms = _ms(filtered, args.repeat)
+            now_ms = median_ms(filtered, args.repeat)
             per_root, filters.EXACT_PER_ROOT = filters.EXACT_PER_ROOT, 0
-            before_ms = _ms(filtered, args.repeat)
+            before_ms = median_ms(filtered, args.repeat)
             filters.EXACT_PER_ROOT = per_root
             print(f"| HNSW search, {passing:,} pass ({share:.0%}; now {chosen}) | "
                   f"before {before_ms:.2f}, now {now_ms:.2f} |")  # fmt: skip
@@ -150,7 +142,7 @@ def main() -> None:
               f"before {before_qps:,.0f}, now {now_qps:,.0f} |")  # fmt: skip
         # before: the graph walked with its breadth raised to total / passing (here, all of it)
         filters.EXACT_BELOW, filters.EXACT_PER_ROOT = 1, 0
-        cost = _ms(lambda: index.search(Kind.text, query, 10, narrow), 3)
+        cost = median_ms(lambda: index.search(Kind.text, query, 10, narrow), 3)
         print(f"| HNSW search, a filter few pass, breadth unbounded (before) | {cost:.2f} |")
 
 

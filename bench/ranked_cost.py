@@ -12,14 +12,12 @@ Prints a table of milliseconds per query (the median of --repeat runs over --que
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import median_ms
 from numpy.typing import NDArray
 
 from fbmr.core.contract import Kind
@@ -31,15 +29,6 @@ from fbmr.serving.index.ranked import ranked_search
 from fbmr.serving.index.store import open_version, save_version
 
 CLASSES = [f"c{c}" for c in range(13)]
-
-
-def _ms(step: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def _per_category(index: LiveIndex, query: NDArray[Any], answer: NDArray[Any], k: int) -> object:
@@ -90,7 +79,7 @@ def main() -> None:
         }
         print(f"| {n:,} listings, HNSW, dim {args.dim} | ms a query |\n| --- | --- |")
         for name, step in steps.items():
-            print(f"| {name} | {_ms(step, args.repeat) / len(pairs):.2f} |", flush=True)
+            print(f"| {name} | {median_ms(step, args.repeat) / len(pairs):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
