@@ -122,7 +122,7 @@ def test_embed_similar_health_ready_reload(facade_url, listing):
         similar = client.similar(photo=photo, text=text, k=5)
         assert similar.kind is Kind.combined and len(similar.listings) == 5
         assert similar.model_version == served
-        assert similar.scores == sorted(similar.scores, reverse=True)
+        assert similar.rank_scores == sorted(similar.rank_scores, reverse=True)
         assert len(set(similar.ids)) == 5
         assert client.health() is True
         ready = client.ready()

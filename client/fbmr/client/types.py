@@ -116,7 +116,8 @@ def _listing_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Similar:
-    """The catalogue listings nearest to a query, nearest first, from index `index_version`."""
+    """The catalogue listings most similar to a query, from index `index_version`, in the order
+    of their rank scores (the similarity plus the prior on each listing's category)."""
 
     kind: Kind
     index_version: str
@@ -130,6 +131,10 @@ class Similar:
     @property
     def scores(self) -> list[float]:
         return [listing.score for listing in self.listings]
+
+    @property
+    def rank_scores(self) -> list[float]:
+        return [listing.rank_score for listing in self.listings]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Similar:

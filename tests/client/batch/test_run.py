@@ -171,7 +171,10 @@ def test_embeddings_similar_and_every_probability(demo_seed, facade_url, tmp_pat
     widths = ok.groupby("kind")["embedding"].agg(lambda e: set(e.str.len()))
     assert (widths.map(len) == 1).all() and len(widths) > 1
     assert (ok["similar_ids"].str.len() == 4).all()
-    assert all(s == sorted(s, reverse=True) for s in ok["similar_scores"])
+    # in the facade's order: by rank score, each at most its cosine similarity
+    assert all(r == sorted(r, reverse=True) for r in ok["similar_rank_scores"])
+    for ranks, scores in zip(ok["similar_rank_scores"], ok["similar_scores"], strict=True):
+        assert len(ranks) == 4 and all(r <= s + 1e-5 for r, s in zip(ranks, scores, strict=True))
 
 
 def test_retry_errors_rescores_only_the_failed_rows(bad_rows, facade_url, tmp_path, listing):

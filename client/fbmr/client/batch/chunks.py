@@ -109,7 +109,9 @@ def read_output(out: Path) -> pd.DataFrame:
     if fmt == "jsonl":
         return pd.read_json(out, lines=True, dtype=False)
     frame = pd.read_csv(out, dtype=str, keep_default_na=False, na_values=[""])
-    for name in ("classes", "probabilities", "embedding", "similar_ids", "similar_scores"):
+    lists = ("classes", "probabilities", "embedding", "similar_ids", "similar_scores",
+             "similar_rank_scores")  # fmt: skip
+    for name in lists:
         if name in frame.columns:
             frame[name] = [None if pd.isna(v) else json.loads(v) for v in frame[name]]
     return frame

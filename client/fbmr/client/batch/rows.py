@@ -101,6 +101,7 @@ def output_schema(options: ScoreOptions, extra: Sequence[pa.Field] = ()) -> pa.S
         fields += [
             pa.field("similar_ids", pa.list_(pa.string())),
             pa.field("similar_scores", pa.list_(pa.float32())),
+            pa.field("similar_rank_scores", pa.list_(pa.float32())),
         ]
     # a row that could not be scored: its ErrorCode, and `code: message` (as `fbmr listings put
     # --report` writes them, code apart)
@@ -220,6 +221,10 @@ def output_frame(batch: pd.DataFrame, rows: list[Row], options: ScoreOptions) ->
         ]
         out["similar_scores"] = [
             r.similar.scores if good and r.similar else None
+            for r, good in zip(rows, ok, strict=True)
+        ]
+        out["similar_rank_scores"] = [
+            r.similar.rank_scores if good and r.similar else None
             for r, good in zip(rows, ok, strict=True)
         ]
     out["code"] = [reason(r.error) if r.error else None for r in rows]
