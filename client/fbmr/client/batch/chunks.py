@@ -109,10 +109,11 @@ def read_output(out: Path) -> pd.DataFrame:
     if fmt == "jsonl":
         return pd.read_json(out, lines=True, dtype=False)
     frame = pd.read_csv(out, dtype=str, keep_default_na=False, na_values=[""])
-    lists = ("classes", "probabilities", "embedding", "similar_ids", "similar_scores",
-             "similar_rank_scores")  # fmt: skip
-    for name in lists:
-        if name in frame.columns:
+    # the list columns are those the output schema (every option on) types as lists, as
+    # `write_output` wrote them
+    every = output_schema(ScoreOptions(embeddings=True, similar=1))
+    for name in frame.columns:
+        if name in every.names and pa.types.is_list(every.field(name).type):
             frame[name] = [None if pd.isna(v) else json.loads(v) for v in frame[name]]
     return frame
 
