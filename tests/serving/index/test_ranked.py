@@ -92,3 +92,18 @@ def test_only_the_nearest_candidates_are_re_ranked(catalogue):
         found[candidates] = {hit.listing["id"] for hit in hits}
     # 1 x k candidates: the plain 5 in another order; more: listings from further out come in
     assert found[1] == plain and found[40] != plain
+
+
+def test_a_listing_of_a_category_the_model_does_not_know_ranks_as_if_ruled_out(catalogue):
+    # a catalogue listing put with a category the serving model has no class for (an older
+    # model's, say): no error, and the lowest prior of any class
+    vectors, _, index = catalogue
+    known, answer = CLASSES[:3], ANSWER[:3] / ANSWER[:3].sum()  # no class for "books"
+    query = vectors[3] + 0.2 * vectors[1]  # L3 is a book
+    hits = ranked_search(index, Kind.image, query, answer, known, 10, ListingFilter(), 0.05, 5)
+    prior = category_prior(answer, 0.05)
+    for hit in hits:
+        category = hit.listing["category"]
+        expected = prior[known.index(category)] if category in known else prior.min()
+        assert hit.ranked_by == pytest.approx(hit.score + expected)
+    assert "books" in {hit.listing["category"] for hit in hits}
