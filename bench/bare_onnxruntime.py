@@ -11,6 +11,14 @@ load generator), all graph optimisations. The ONNX files are the latest version 
 repository (`MODEL/VERSION/model.onnx`); model and tensor names come from fbmr.core.contract.
 Preprocessing (decoding, resizing, tokenising) happens before the clock starts. Writes
 bare_onnxruntime.json to --out: per batch size, p50/p90/p99 per batch and rows/s.
+
+With --from-files, batches of 1 and 8 are measured once more from the request's content: each
+listing's photo as bytes (with --photos, the folder of photos as sellers uploaded them that the
+Locust steps send; else the prepared photos) and its text, decoded and tokenised on the clock
+through the same `fbmr.core` calls the facade makes, a batch's photos in parallel on --threads
+threads (Pillow decodes without the GIL). That is what a process with no HTTP and no Triton
+makes of those requests: the limit a front door that decodes the photos it is sent is held to
+(`from_files` in the json).
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ import argparse
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
-from common import ModelInputs, listings, model_inputs, percentiles
+from common import Listing, ModelInputs, listings, load_listings, model_inputs, percentiles
 from numpy.typing import NDArray
 
 from fbmr.core import contract
@@ -116,6 +126,51 @@ def measure(
     }
 
 
+def measure_from_files(
+    model: ProductClassifier,
+    artifacts: ModelArtifacts,
+    items: list[Listing],
+    batch: int,
+    min_seconds: float,
+    warmup: int,
+    decoders: ThreadPoolExecutor,
+) -> dict[str, Any]:
+    """As `measure`, with each batch's photos decoded (on `decoders`) and texts tokenised on the
+    clock, as the facade does for each request (`ModelArtifacts.image_input` and `text_input`)."""
+    starts = list(range(0, len(items) - batch + 1, batch)) or [0]
+    batches = [items[s : s + batch] for s in starts]
+
+    def answer(rows: list[Listing]) -> None:
+        photos = decoders.map(artifacts.image_input, [row.photo for row in rows])
+        model(
+            {
+                contract.IMAGE: np.stack(list(photos)),
+                contract.TOKEN_IDS: np.stack([artifacts.text_input(row.text) for row in rows]),
+            }
+        )
+
+    for i in range(warmup):
+        answer(batches[i % len(batches)])
+    latencies, rows = [], 0
+    began = time.perf_counter()
+    while True:
+        for b in batches:
+            start = time.perf_counter()
+            answer(b)
+            latencies.append((time.perf_counter() - start) * 1000)
+            rows += len(b)
+        if time.perf_counter() - began >= min_seconds:
+            break
+    elapsed = time.perf_counter() - began
+    return {
+        "batch": batch,
+        "batches": len(latencies),
+        "rows": rows,
+        "rows_s": rows / elapsed,
+        **percentiles(latencies),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=contract.DEFAULT_MODEL_REPOSITORY)
@@ -125,6 +180,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seconds", type=float, default=15.0, help="at least, per batch size")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bare_onnxruntime"))
+    parser.add_argument(
+        "--from-files",
+        action="store_true",
+        help="batches of 1 and 8 once more, decoding and tokenising on the clock",
+    )
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        help="with --from-files: photos as sellers uploaded them, named by image id "
+        "(bench/locustfile.py's --photos); default the prepared photos",
+    )
     args = parser.parse_args()
 
     inputs = model_inputs(args.repo, listings(args.data, args.listings))
@@ -138,6 +204,21 @@ def main() -> None:
             f"per batch, {result['rows_s']:.1f} rows/s",
             flush=True,
         )
+    from_files = []
+    if args.from_files:
+        artifacts = ModelArtifacts.load(args.repo)
+        items = load_listings(args.data, "val", args.listings, args.photos)
+        with ThreadPoolExecutor(args.threads) as decoders:
+            for batch in (1, 8):
+                result = measure_from_files(
+                    model, artifacts, items, batch, args.seconds, 3, decoders
+                )
+                from_files.append(result)
+                print(
+                    f"from files, batch {batch:>2}: p50 {result['p50_ms']:.1f} ms, "
+                    f"p99 {result['p99_ms']:.1f} ms per batch, {result['rows_s']:.1f} rows/s",
+                    flush=True,
+                )
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "what": "image encoder + text encoder + fusion head, onnxruntime in-process",
@@ -148,6 +229,12 @@ def main() -> None:
         "listings": len(inputs),
         "image_input": {"shape": list(inputs.images.shape), "dtype": str(inputs.images.dtype)},
         "results": results,
+        "from_files": {
+            "photos": str(args.photos) if args.photos else "prepared",
+            "results": from_files,
+        }
+        if args.from_files
+        else None,
     }
     (args.out / "bare_onnxruntime.json").write_text(json.dumps(report, indent=2) + "\n")
 

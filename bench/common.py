@@ -13,13 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
+from fbmr.core.listing import listing_text
 from fbmr.training.data.prepared import PreparedDataset
 
 
@@ -32,6 +34,44 @@ def listings(data: Path, count: int, split: str = "val") -> list[tuple[Path, str
     return [
         (dataset.image_path(photos.loc[p["product_id"], "image_id"]), dataset.text(p))
         for _, p in products.iterrows()
+    ]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A listing as a client sends it: one photo's bytes and its text."""
+
+    photo: bytes
+    text: str
+
+
+def load_listings(data: Path, split: str, count: int, photos: Path | None = None) -> list[Listing]:
+    """The first `count` products of `split` with their first photo and their text. With
+    `photos` (a folder of photos named by image id, as sellers uploaded them: the sample's
+    `raw_images/`), the products of any split that have a photo there, with that photo."""
+    products = pd.read_parquet(data / "products.parquet")
+    images = pd.read_parquet(data / "images.parquet")
+    if photos is None:
+        products = products[products["split"] == split]
+        first_photo = images.drop_duplicates("product_id").set_index("product_id")["image_id"]
+        path = {p: data / "images" / f"{i}.jpg" for p, i in first_photo.items()}
+    else:
+        found = {f.stem: f for f in photos.iterdir() if f.is_file()}
+        images = images[images["image_id"].isin(found.keys())].drop_duplicates("product_id")
+        path = {row.product_id: found[cast(str, row.image_id)] for row in images.itertuples()}
+    products = products[products["product_id"].isin(path.keys())].head(count)
+    if products.empty:
+        where = (
+            f"{split} listings with a photo in {data}"
+            if photos is None
+            else f"photos of {data}'s listings in {photos}"
+        )
+        raise SystemExit(f"no {where}")
+    return [
+        Listing(
+            path[p.product_id].read_bytes(), listing_text(p.product_name, p.product_description)
+        )
+        for p in products.itertuples()
     ]
 
 

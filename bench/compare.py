@@ -12,7 +12,9 @@ in the facade steps that ran under bench/cpu_share.py. Ratios, all from the same
   p99 (8)      the system's p99 at 8 clients / bare's p50 for one batch of 8 (the issue's target:
                at most 1.5)
 INT8 rows have the same ratios, still to float32 bare onnxruntime, so 2 means twice float32's
-limit.
+limit. Where bare onnxruntime was also measured from the files (--from-files: the photos the
+Locust steps send, decoded and tokenised on the clock), that row is in the table and the facade
+is held to it as well, in a line below it: what the facade costs beyond the decoding it must do.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def collect(out: Path) -> dict[str, Any]:
             8: {"req_s": batches[8]["rows_s"], **_lat(batches[8])},
         }
     }
+    if files := _from_files(bare, end):
+        systems[FROM_FILES] = {
+            size: {"req_s": row["rows_s"], **_lat(row)} for size, row in files.items()
+        }
     for suffix, precision in (("", ""), ("-int8", " INT8")):
         folder = out / f"bare{suffix}"
         if suffix and (bare_int8 := _load(folder / "bare_onnxruntime.json")):
@@ -105,6 +111,48 @@ def collect(out: Path) -> dict[str, Any]:
         "trunks": trunks,
         "cpu": cpu_split(out),
     }
+
+
+# bare onnxruntime answering from the photos and texts the facade is sent, decoding and
+# tokenising on the clock (bare_onnxruntime.py --from-files)
+FROM_FILES = "bare onnxruntime from the same photo files (decoded on the clock)"
+FACADE = "facade /v1/predict/combined"
+
+
+def _from_files(
+    bare: dict[str, Any], end: dict[str, Any] | None
+) -> dict[int, dict[str, Any]] | None:
+    """Batch size -> bare onnxruntime's figures from the files, the mean of its measurements
+    before and after the servers where both were taken; None where it was not measured."""
+    runs = [
+        {r["batch"]: r for r in report["from_files"]["results"]}
+        for report in (bare, end)
+        if report and report.get("from_files")
+    ]
+    if not runs:
+        return None
+    keys = ("rows_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+    return {
+        size: {k: sum(run[size][k] for run in runs) / len(runs) for k in keys}
+        for size in runs[0]
+        if all(size in run for run in runs)
+    }
+
+
+def from_files_line(systems: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    """The facade against bare onnxruntime doing the same work from the same files: what the
+    HTTP, Triton and thread hops cost beyond decoding and tokenising."""
+    files, facade = systems.get(FROM_FILES), systems.get(FACADE)
+    if not files or not facade or not {1, 8} <= files.keys() or not {1, 8} <= facade.keys():
+        return []
+    return [
+        "",
+        f"Against {FROM_FILES}: the facade at 8 users "
+        f"{facade[8]['req_s'] / files[8]['req_s']:.2f} x its batch-8 throughput, at 1 user "
+        f"{facade[1]['req_s'] / files[1]['req_s']:.2f} x its batch-1 rate; p50 at 1 user "
+        f"{facade[1]['p50_ms'] / files[1]['p50_ms']:.2f} x its batch-1 p50, p99 at 8 users "
+        f"{facade[8]['p99_ms'] / files[8]['p50_ms']:.2f} x its batch-8 p50.",
+    ]
 
 
 # The facade steps run once more under bench/cpu_share.py, and what they are called in the table
@@ -195,6 +243,7 @@ def markdown(data: dict[str, Any], rates: dict[str, Any]) -> str:
             f"{b32['p50_ms']:.0f} ms per batch (p50). Batch 8: {bare[8]['p50_ms']:.0f} ms per "
             f"batch (p50), {bare[8]['p99_ms']:.0f} ms (p99).",
         ]
+    lines += from_files_line(data["systems"])
     lines += int8_targets(data["systems"], bare)
     if data.get("cpu"):
         lines += ["", *cpu_table(data["cpu"])]
@@ -228,7 +277,7 @@ def int8_targets(
     batch 8 (target at least 1.8), and its p50 at 1 user over the float32 facade's (at most 0.7)."""
     int8, float32 = (
         systems.get("facade INT8 /v1/predict/combined"),
-        systems.get("facade /v1/predict/combined"),
+        systems.get(FACADE),
     )
     if not int8 or 8 not in int8 or 1 not in int8:
         return []

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side by side, in one run, on one machine: the same trained run, the same listings, one system
 # after another, so that the ratios between them hold even where the machine is shared.
-#   1. bare onnxruntime: the exported ONNX files in-process, batch 1, 8 and 32 (the limit)
+#   1. bare onnxruntime: the exported ONNX files in-process, batch 1, 8 and 32 (the limit), then
+#      batch 1 and 8 from the photo files the Locust steps send, decoded on the clock
 #   2. Triton direct: the product_classifier ensemble over gRPC, preprocessed inputs, 1 and 8 clients
 #   3. the facade under Locust: /v1/predict/combined at 1 and 8 users, then the mix at 8, then
 #      combined at 8 once more with the CPU seconds each process used (bench/cpu_share.py)
@@ -27,10 +28,10 @@
 #   INDEX_SPLITS (listings in the facade's similar-listing index, default test), BASE_PORT
 #   (default 18100: Triton 18100-18102, facade +80, seed-style server +90), NICE (default 0),
 #   PHOTOS (a folder of photos as sellers upload them, named by image id: the Locust steps send
-#   those, with their listings' texts, instead of DATA's prepared photos; bare onnxruntime and
-#   Triton direct take preprocessed inputs either way. Unset: the raw_images/ folder of the
-#   source DATA was prepared from, when it has one, as the real sample does; PHOTOS= sends the
-#   prepared photos).
+#   those, with their listings' texts, instead of DATA's prepared photos, and bare onnxruntime
+#   decodes them in its from-files step; Triton direct and its first step take preprocessed
+#   inputs either way. Unset: the raw_images/ folder of the source DATA was prepared from, when
+#   it has one, as the real sample does; PHOTOS= sends the prepared photos).
 # Everything listens on 127.0.0.1 and is stopped at the end, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,8 +118,10 @@ cpu_split() {  # NAME USERS CLASS: one Locust step with the CPU each process use
 }
 
 step "1. bare onnxruntime (no server running)"
-bare() {  # REPO OUT: bench/bare_onnxruntime.py on the repository's latest files
-  py bench/bare_onnxruntime.py --repo "$1" --data "$DATA" --seconds "$BARE_SECONDS" --out "$2"
+bare() {  # REPO OUT: bench/bare_onnxruntime.py on the repository's latest files, preprocessed
+  # inputs, then from the photos the Locust steps send (decoded on the clock)
+  py bench/bare_onnxruntime.py --repo "$1" --data "$DATA" --seconds "$BARE_SECONDS" --out "$2" \
+    --from-files ${PHOTOS:+--photos "$PHOTOS"}
 }
 bare "$REPO" "$OUT/bare"
 

@@ -43,17 +43,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import gevent
-import pandas as pd
 from answers import check_prediction, check_similar
+from common import Listing, load_listings
 from locust import FastHttpUser, HttpUser, constant, events, task
 from locust.env import Environment
 
 from fbmr.core import contract
 from fbmr.core.labels import LabelMap
-from fbmr.core.listing import listing_text
 
 PREDICT_IMAGE, PREDICT_TEXT = contract.PREDICT_IMAGE_PATH, contract.PREDICT_TEXT_PATH
 PREDICT_COMBINED, SIMILAR = contract.PREDICT_COMBINED_PATH, contract.SIMILAR_PATH
@@ -63,42 +62,6 @@ WEIGHTS = {"combined": 50, "text": 20, "image": 15, "similar": 15}
 
 
 # -- listings and request bodies -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Listing:
-    photo: bytes
-    text: str
-
-
-def load_listings(data: Path, split: str, count: int, photos: Path | None = None) -> list[Listing]:
-    """The first `count` products of `split` with their first photo and their text. With
-    `photos` (a folder of photos named by image id, as sellers uploaded them: the sample's
-    `raw_images/`), the products of any split that have a photo there, with that photo."""
-    products = pd.read_parquet(data / "products.parquet")
-    images = pd.read_parquet(data / "images.parquet")
-    if photos is None:
-        products = products[products["split"] == split]
-        first_photo = images.drop_duplicates("product_id").set_index("product_id")["image_id"]
-        path = {p: data / "images" / f"{i}.jpg" for p, i in first_photo.items()}
-    else:
-        found = {f.stem: f for f in photos.iterdir() if f.is_file()}
-        images = images[images["image_id"].isin(found.keys())].drop_duplicates("product_id")
-        path = {row.product_id: found[cast(str, row.image_id)] for row in images.itertuples()}
-    products = products[products["product_id"].isin(path.keys())].head(count)
-    if products.empty:
-        where = (
-            f"{split} listings with a photo in {data}"
-            if photos is None
-            else f"photos of {data}'s listings in {photos}"
-        )
-        raise SystemExit(f"no {where}")
-    return [
-        Listing(
-            path[p.product_id].read_bytes(), listing_text(p.product_name, p.product_description)
-        )
-        for p in products.itertuples()
-    ]
 
 
 def multipart(fields: dict[str, str], photo: bytes | None) -> tuple[bytes, str]:
