@@ -10,6 +10,11 @@ an hour on 2 cores), and its weights are in the run's metrics.
 With --refit, the stack fit again from the run's saved out-of-fold answers by this checkout
 (`fbmr.training.calibration.fit_stacking`), with its bias per class and without, are candidates
 too: how a change to the stack's fit judges on the same answers, without the refits.
+
+With --bound, the stack is also fit on each split's own answers and scored on them: no late
+fusion of these two models (weights and a bias per class on their log-probabilities) does better
+on that split, so it is how far the served text and image models can carry the combined answer,
+whatever the stack is fit on (`in_split_bound` in the output; not a model anyone could serve).
 """
 
 from __future__ import annotations
@@ -67,6 +72,22 @@ def refit_stacking(run: Path, data: PreparedDataset, bias: bool) -> Stacking:
     )
 
 
+def in_split_bound(split_answers: dict[str, NDArray[Any]]) -> dict[str, float]:
+    """Top-1 per photo and per product of the stack fit on these very answers, beside text's
+    alone at its own temperature fit on them too."""
+    target, products = split_answers["target"], split_answers["product"]
+    stack = fit_stacking(split_answers["text"], split_answers["image"], target, bias=True)
+    fused = stack.text * split_answers["text"] + stack.image * split_answers["image"]
+    fused = (fused + np.asarray(stack.bias, np.float32)).astype(np.float32)
+    text = (split_answers["text"] / stack.text_temperature).astype(np.float32)
+    out = {"text_weight": stack.text, "image_weight": stack.image}
+    for name, logits in (("text", text), ("stack", fused)):
+        pooled, product_target, _ = per_product(logits, target, products)
+        out[f"{name}_top1_per_photo"] = top1(logits, target)
+        out[f"{name}_top1_per_product"] = top1(pooled, product_target)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -75,6 +96,11 @@ def main() -> None:
         "--refit",
         action="store_true",
         help="also the stack fit again by this checkout from the run's out_of_fold.pt",
+    )
+    parser.add_argument(
+        "--bound",
+        action="store_true",
+        help="also the stack fit on each split's own answers: the ceiling of a late fusion",
     )
     args = parser.parse_args()
     data = PreparedDataset(args.data)
@@ -90,9 +116,12 @@ def main() -> None:
             refit = refit_stacking(args.run, data, bias_too)
             candidates[name] = (refit.text, refit.image, np.asarray(refit.bias, np.float32))
     figures: dict[str, dict[str, dict[str, float]]] = {}
+    bound: dict[str, dict[str, float]] = {}
     for split in ("val", "test"):
         split_answers = answers(args.run, data, split)
         target, products = split_answers["target"], split_answers["product"]
+        if args.bound:
+            bound[split] = in_split_bound(split_answers)
         for name, (t, i, b) in candidates.items():
             logits = (t * split_answers["text"] + i * split_answers["image"] + b).astype(np.float32)
             loss = float(
@@ -110,9 +139,10 @@ def main() -> None:
     by_top1 = max(
         candidates, key=lambda n: (figures[n]["val"]["top1_per_photo"], -figures[n]["val"]["loss"])
     )
-    print(
-        json.dumps({"kept_by_loss": by_loss, "kept_by_top1": by_top1, "figures": figures}, indent=2)
-    )
+    result: dict[str, Any] = {"kept_by_loss": by_loss, "kept_by_top1": by_top1, "figures": figures}
+    if bound:
+        result["in_split_bound"] = bound
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
