@@ -27,9 +27,10 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -38,6 +39,8 @@ from numpy.typing import NDArray
 
 from fbmr.core import contract
 from fbmr.core.artifacts import ModelArtifacts
+
+Batch = TypeVar("Batch")
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -104,26 +107,7 @@ def measure(
     `min_seconds` (and at least one pass over them)."""
     starts = list(range(0, len(inputs) - batch + 1, batch)) or [0]
     batches = [inputs.batch(slice(s, s + batch)) for s in starts]
-    for i in range(warmup):
-        model(batches[i % len(batches)])
-    latencies, rows = [], 0
-    began = time.perf_counter()
-    while True:
-        for b in batches:
-            start = time.perf_counter()
-            model(b)
-            latencies.append((time.perf_counter() - start) * 1000)
-            rows += len(b[contract.IMAGE])
-        if time.perf_counter() - began >= min_seconds:
-            break
-    elapsed = time.perf_counter() - began
-    return {
-        "batch": batch,
-        "batches": len(latencies),
-        "rows": rows,
-        "rows_s": rows / elapsed,
-        **percentiles(latencies),
-    }
+    return timed(model, batches, lambda b: len(b[contract.IMAGE]), batch, min_seconds, warmup)
 
 
 def measure_from_files(
@@ -138,7 +122,6 @@ def measure_from_files(
     """As `measure`, with each batch's photos decoded (on `decoders`) and texts tokenised on the
     clock, as the facade does for each request (`ModelArtifacts.image_input` and `text_input`)."""
     starts = list(range(0, len(items) - batch + 1, batch)) or [0]
-    batches = [items[s : s + batch] for s in starts]
 
     def answer(rows: list[Listing]) -> None:
         photos = decoders.map(artifacts.image_input, [row.photo for row in rows])
@@ -149,6 +132,20 @@ def measure_from_files(
             }
         )
 
+    batches = [items[s : s + batch] for s in starts]
+    return timed(answer, batches, len, batch, min_seconds, warmup)
+
+
+def timed(
+    answer: Callable[[Batch], object],
+    batches: list[Batch],
+    rows_of: Callable[[Batch], int],
+    batch: int,
+    min_seconds: float,
+    warmup: int,
+) -> dict[str, Any]:
+    """`answer` over `batches` (of `rows_of` rows each) back to back, cycling, for at least
+    `min_seconds` (and at least one pass) after `warmup` batches: per batch p50/p90/p99, rows/s."""
     for i in range(warmup):
         answer(batches[i % len(batches)])
     latencies, rows = [], 0
@@ -158,7 +155,7 @@ def measure_from_files(
             start = time.perf_counter()
             answer(b)
             latencies.append((time.perf_counter() - start) * 1000)
-            rows += len(b)
+            rows += rows_of(b)
         if time.perf_counter() - began >= min_seconds:
             break
     elapsed = time.perf_counter() - began
