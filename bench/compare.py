@@ -64,7 +64,8 @@ def collect(out: Path) -> dict[str, Any]:
             8: {"req_s": batches[8]["rows_s"], **_lat(batches[8])},
         }
     }
-    if files := _from_files(bare, end):
+    files, files_drift = _from_files(bare, end)
+    if files:
         systems[FROM_FILES] = {
             size: {"req_s": row["rows_s"], **_lat(row)} for size, row in files.items()
         }
@@ -108,6 +109,7 @@ def collect(out: Path) -> dict[str, Any]:
         "systems": systems,
         "bare_meta": bare,
         "drift": drift,
+        "files_drift": files_drift,
         "trunks": trunks,
         "cpu": cpu_split(out),
     }
@@ -115,28 +117,30 @@ def collect(out: Path) -> dict[str, Any]:
 
 # bare onnxruntime answering from the photos and texts the facade is sent, decoding and
 # tokenising on the clock (bare_onnxruntime.py --from-files)
-FROM_FILES = "bare onnxruntime from the same photo files (decoded on the clock)"
+FROM_FILES = "bare onnxruntime from the photo files, decoded on the clock"
 FACADE = "facade /v1/predict/combined"
 
 
 def _from_files(
     bare: dict[str, Any], end: dict[str, Any] | None
-) -> dict[int, dict[str, Any]] | None:
+) -> tuple[dict[int, dict[str, Any]], dict[int, tuple[dict[str, Any], dict[str, Any]]]]:
     """Batch size -> bare onnxruntime's figures from the files, the mean of its measurements
-    before and after the servers where both were taken; None where it was not measured."""
+    before and after the servers where both were taken (empty where it was not measured), and
+    batch size -> (before, after) where both were."""
     runs = [
         {r["batch"]: r for r in report["from_files"]["results"]}
         for report in (bare, end)
         if report and report.get("from_files")
     ]
     if not runs:
-        return None
+        return {}, {}
     keys = ("rows_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
-    return {
-        size: {k: sum(run[size][k] for run in runs) / len(runs) for k in keys}
-        for size in runs[0]
-        if all(size in run for run in runs)
+    sizes = [size for size in runs[0] if all(size in run for run in runs)]
+    mean = {
+        size: {k: sum(run[size][k] for run in runs) / len(runs) for k in keys} for size in sizes
     }
+    drift = {size: (runs[0][size], runs[-1][size]) for size in sizes} if len(runs) > 1 else {}
+    return mean, drift
 
 
 def from_files_line(systems: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
@@ -234,6 +238,13 @@ def markdown(data: dict[str, Any], rates: dict[str, Any]) -> str:
             lines.append(
                 f"batch {size}: {d['start']['rows_s']:.1f} then {d['end']['rows_s']:.1f} rows/s, "
                 f"p50 {d['start']['p50_ms']:.0f} then {d['end']['p50_ms']:.0f} ms per batch."
+            )
+    if data.get("files_drift"):
+        lines += ["", "Bare onnxruntime from the photo files, before the servers and after them:"]
+        for size, (start, end) in sorted(data["files_drift"].items()):
+            lines.append(
+                f"batch {size}: {start['rows_s']:.1f} then {end['rows_s']:.1f} rows/s, "
+                f"p50 {start['p50_ms']:.0f} then {end['p50_ms']:.0f} ms per batch."
             )
     b32 = bare.get(32)
     if b32:

@@ -29,8 +29,8 @@
 #   (default 18100: Triton 18100-18102, facade +80, seed-style server +90), NICE (default 0),
 #   PHOTOS (a folder of photos as sellers upload them, named by image id: the Locust steps send
 #   those, with their listings' texts, instead of DATA's prepared photos, and bare onnxruntime
-#   decodes them in its from-files step; Triton direct and its first step take preprocessed
-#   inputs either way. Unset: the raw_images/ folder of the source DATA was prepared from, when
+#   decodes them in its from-files step; Triton direct and bare onnxruntime's first step take
+#   preprocessed inputs either way. Unset: the raw_images/ folder of the source DATA was prepared from, when
 #   it has one, as the real sample does; PHOTOS= sends the prepared photos).
 # Everything listens on 127.0.0.1 and is stopped at the end, whatever happens.
 set -euo pipefail
@@ -118,12 +118,13 @@ cpu_split() {  # NAME USERS CLASS: one Locust step with the CPU each process use
 }
 
 step "1. bare onnxruntime (no server running)"
-bare() {  # REPO OUT: bench/bare_onnxruntime.py on the repository's latest files, preprocessed
-  # inputs, then from the photos the Locust steps send (decoded on the clock)
+bare() {  # REPO OUT [--from-files]: bench/bare_onnxruntime.py on the repository's latest files,
+  # preprocessed inputs; with --from-files, then from the photos the Locust steps send (decoded
+  # on the clock: the float32 reference only)
   py bench/bare_onnxruntime.py --repo "$1" --data "$DATA" --seconds "$BARE_SECONDS" --out "$2" \
-    --from-files ${PHOTOS:+--photos "$PHOTOS"}
+    ${3:+"$3"} ${3:+${PHOTOS:+--photos "$PHOTOS"}}
 }
-bare "$REPO" "$OUT/bare"
+bare "$REPO" "$OUT/bare" --from-files
 
 serve() {  # REPO LOG [fbmr serve options]: the facade and its Triton on 127.0.0.1, until stop_all
   local repo=$1 log=$2; shift 2
@@ -175,7 +176,7 @@ if [ "$INT8" = 1 ]; then
 fi
 
 step "7. bare onnxruntime again: how far the machine drifted during the run"
-bare "$REPO" "$OUT/bare-end"
+bare "$REPO" "$OUT/bare-end" --from-files
 
 if [ "$TRUNKS" = 1 ]; then
   step "8. the image encoder alone, trunk beside trunk: ResNet-50 and EfficientNet-Lite0"

@@ -11,10 +11,12 @@ With --refit, the stack fit again from the run's saved out-of-fold answers by th
 (`fbmr.training.calibration.fit_stacking`), with its bias per class and without, are candidates
 too: how a change to the stack's fit judges on the same answers, without the refits.
 
-With --bound, the stack is also fit on each split's own answers and scored on them: no late
-fusion of these two models (weights and a bias per class on their log-probabilities) does better
-on that split, so it is how far the served text and image models can carry the combined answer,
-whatever the stack is fit on (`in_split_bound` in the output; not a model anyone could serve).
+With --bound, the stack is also fit on each split's own answers and scored on them, and the
+photo's weight is then searched for the best top-1 per product on them too: how far a late
+fusion of the served text and image models (weights and a bias per class on their
+log-probabilities) can carry the combined answer on that split, whatever the stack is fit on;
+and one weight for both splits at once, chosen with test looked at (`in_split_bound` in the
+output; none of it a model anyone could serve).
 """
 
 from __future__ import annotations
@@ -72,20 +74,69 @@ def refit_stacking(run: Path, data: PreparedDataset, bias: bool) -> Stacking:
     )
 
 
+def top1_per_product(split_answers: dict[str, NDArray[Any]], logits: NDArray[Any]) -> float:
+    """Top-1 of `logits` (one row per photo of the split) with each product's photos pooled."""
+    pooled, target, _ = per_product(
+        logits.astype(np.float32), split_answers["target"], split_answers["product"]
+    )
+    return top1(pooled, target)
+
+
 def in_split_bound(split_answers: dict[str, NDArray[Any]]) -> dict[str, float]:
-    """Top-1 per photo and per product of the stack fit on these very answers, beside text's
-    alone at its own temperature fit on them too."""
-    target, products = split_answers["target"], split_answers["product"]
+    """Top-1 per photo and per product of the stack fit on these very answers (by its loss),
+    beside text's alone at its own temperature fit on them too; and the best top-1 per product
+    any weight of the photo gives on them, with the fit's bias per class or none (`BOUND_SCALES`
+    times the fit's weight), since the loss's optimum need not be top-1's."""
+    target = split_answers["target"]
     stack = fit_stacking(split_answers["text"], split_answers["image"], target, bias=True)
-    fused = stack.text * split_answers["text"] + stack.image * split_answers["image"]
-    fused = (fused + np.asarray(stack.bias, np.float32)).astype(np.float32)
+    bias = np.asarray(stack.bias, np.float32)
+
+    def stacked(image_weight: float, with_bias: bool) -> NDArray[np.float32]:
+        fused = stack.text * split_answers["text"] + image_weight * split_answers["image"]
+        return (fused + (bias if with_bias else 0)).astype(np.float32)
+
     text = (split_answers["text"] / stack.text_temperature).astype(np.float32)
     out = {"text_weight": stack.text, "image_weight": stack.image}
-    for name, logits in (("text", text), ("stack", fused)):
-        pooled, product_target, _ = per_product(logits, target, products)
+    for name, logits in (("text", text), ("stack", stacked(stack.image, True))):
         out[f"{name}_top1_per_photo"] = top1(logits, target)
-        out[f"{name}_top1_per_product"] = top1(pooled, product_target)
+        out[f"{name}_top1_per_product"] = top1_per_product(split_answers, logits)
+    out["best_image_weight_top1_per_product"] = max(
+        top1_per_product(split_answers, stacked(scale * stack.image, with_bias))
+        for scale in BOUND_SCALES
+        for with_bias in (True, False)
+    )
     return out
+
+
+def one_weight_bound(by_split: dict[str, dict[str, NDArray[Any]]]) -> dict[str, float]:
+    """The stack fit on val, its photo's weight (times `BOUND_SCALES`, with its bias or none)
+    then chosen for the largest gain over text per product on val and on test at once (the
+    smaller of the two): the most one late fusion gives on both splits, test looked at."""
+    val = by_split["val"]
+    stack = fit_stacking(val["text"], val["image"], val["target"], bias=True)
+    bias = np.asarray(stack.bias, np.float32)
+
+    text = {name: top1_per_product(split, split["text"]) for name, split in by_split.items()}
+    best: dict[str, float] = {}
+    for scale in BOUND_SCALES:
+        for with_bias in (True, False):
+            gains = {
+                f"{name}_gain_per_product": top1_per_product(
+                    split,
+                    stack.text * split["text"]
+                    + scale * stack.image * split["image"]
+                    + (bias if with_bias else 0),
+                )
+                - text[name]
+                for name, split in by_split.items()
+            }
+            if not best or min(gains.values()) > min(best.values()):
+                best = gains
+    return best
+
+
+# the photo's weights tried for the best top-1, as multiples of the weight the stack's fit gave
+BOUND_SCALES = np.linspace(0.0, 4.0, 81)
 
 
 def main() -> None:
@@ -117,11 +168,13 @@ def main() -> None:
             candidates[name] = (refit.text, refit.image, np.asarray(refit.bias, np.float32))
     figures: dict[str, dict[str, dict[str, float]]] = {}
     bound: dict[str, dict[str, float]] = {}
+    by_split: dict[str, dict[str, NDArray[Any]]] = {}
     for split in ("val", "test"):
         split_answers = answers(args.run, data, split)
         target, products = split_answers["target"], split_answers["product"]
         if args.bound:
             bound[split] = in_split_bound(split_answers)
+            by_split[split] = split_answers
         for name, (t, i, b) in candidates.items():
             logits = (t * split_answers["text"] + i * split_answers["image"] + b).astype(np.float32)
             loss = float(
@@ -141,7 +194,7 @@ def main() -> None:
     )
     result: dict[str, Any] = {"kept_by_loss": by_loss, "kept_by_top1": by_top1, "figures": figures}
     if bound:
-        result["in_split_bound"] = bound
+        result["in_split_bound"] = bound | {"one_weight_for_both": one_weight_bound(by_split)}
     print(json.dumps(result, indent=2))
 
 

@@ -3,7 +3,7 @@
 # and run the TF-IDF baseline on the same split. Usage: bash bench/real_data.sh SEED_DIR [OUT_DIR]
 # Each step's wall time is printed, so the figures in the results can be reproduced.
 # TRAIN_EXTRA: more `fbmr train` options for every stage, split on spaces (on a GPU:
-# TRAIN_EXTRA="--device cuda --image-mode finetune --trainable-from conv_stem --workers 8").
+# TRAIN_EXTRA="--device cuda --image-mode finetune --trainable-from conv_stem --workers 4").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC="${1:?usage: bench/real_data.sh SEED_DIR [OUT_DIR]}"

@@ -75,7 +75,7 @@ def test_compare_runs_every_step_on_a_tiny_run(tiny_run, demo_prepared, cpu_repo
     systems = json.loads((out / "compare.json").read_text())["systems"]
     expected = {
         "bare onnxruntime (batch 1 / batch 8)",
-        "bare onnxruntime from the same photo files (decoded on the clock)",
+        "bare onnxruntime from the photo files, decoded on the clock",
         "Triton product_classifier, gRPC, preprocessed",
         "facade /v1/predict/combined",
         "facade, the mix",
@@ -91,7 +91,7 @@ def test_compare_runs_every_step_on_a_tiny_run(tiny_run, demo_prepared, cpu_repo
     assert "INT8" not in table
     assert "| Triton model image_encoder |" in table  # the CPU split of the facade steps
     # the facade held to bare onnxruntime decoding the same photo files
-    assert "Against bare onnxruntime from the same photo files" in table
+    assert "Against bare onnxruntime from the photo files" in table
     assert (out / "compare.png").stat().st_size > 10_000
 
     # the INT8 steps' folders, as compare.sh names them: the table gains their rows
