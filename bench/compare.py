@@ -42,29 +42,19 @@ def collect(out: Path) -> dict[str, Any]:
     bare = _load(out / "bare" / "bare_onnxruntime.json")
     if bare is None:
         raise SystemExit(f"{out}: no bare/bare_onnxruntime.json; run bench/compare.sh first")
-    batches = {r["batch"]: r for r in bare["results"]}
-    drift = {}
     end = _load(out / "bare-end" / "bare_onnxruntime.json")
-    if end is not None:
-        # the reference is the mean of the measurements before and after the servers
-        later = {r["batch"]: r for r in end["results"]}
-        for size, first in list(batches.items()):
-            if size in later:
-                drift[size] = {"start": first, "end": later[size]}
-                batches[size] = {
-                    "batch": size,
-                    **{
-                        k: (first[k] + later[size][k]) / 2
-                        for k in ("rows_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
-                    },
-                }
+    # the reference is the mean of the measurements before and after the servers
+    batches, drift = _before_and_after(bare["results"], end["results"] if end else None)
     systems: dict[str, dict[int, dict[str, Any]]] = {
         "bare onnxruntime (batch 1 / batch 8)": {
             1: {"req_s": batches[1]["rows_s"], **_lat(batches[1])},
             8: {"req_s": batches[8]["rows_s"], **_lat(batches[8])},
         }
     }
-    files, files_drift = _from_files(bare, end)
+    files, files_drift = _before_and_after(
+        bare["from_files"]["results"] if bare.get("from_files") else [],
+        end["from_files"]["results"] if end and end.get("from_files") else None,
+    )
     if files:
         systems[FROM_FILES] = {
             size: {"req_s": row["rows_s"], **_lat(row)} for size, row in files.items()
@@ -121,25 +111,21 @@ FROM_FILES = "bare onnxruntime from the photo files, decoded on the clock"
 FACADE = "facade /v1/predict/combined"
 
 
-def _from_files(
-    bare: dict[str, Any], end: dict[str, Any] | None
-) -> tuple[dict[int, dict[str, Any]], dict[int, tuple[dict[str, Any], dict[str, Any]]]]:
-    """Batch size -> bare onnxruntime's figures from the files, the mean of its measurements
-    before and after the servers where both were taken (empty where it was not measured), and
-    batch size -> (before, after) where both were."""
-    runs = [
-        {r["batch"]: r for r in report["from_files"]["results"]}
-        for report in (bare, end)
-        if report and report.get("from_files")
-    ]
-    if not runs:
-        return {}, {}
+def _before_and_after(
+    first: list[dict[str, Any]], later: list[dict[str, Any]] | None
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, dict[str, Any]]]]:
+    """Bare onnxruntime's rows per batch size measured before the servers (`first`) and after
+    them (`later`, where taken): batch size -> the mean of the two (the first alone where it was
+    measured once), and batch size -> {"start", "end"} where it was measured twice."""
     keys = ("rows_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
-    sizes = [size for size in runs[0] if all(size in run for run in runs)]
-    mean = {
-        size: {k: sum(run[size][k] for run in runs) / len(runs) for k in keys} for size in sizes
-    }
-    drift = {size: (runs[0][size], runs[-1][size]) for size in sizes} if len(runs) > 1 else {}
+    after = {r["batch"]: r for r in later or []}
+    mean, drift = {}, {}
+    for row in first:
+        size = row["batch"]
+        if size in after:
+            drift[size] = {"start": row, "end": after[size]}
+            row = {"batch": size, **{k: (row[k] + after[size][k]) / 2 for k in keys}}
+        mean[size] = row
     return mean, drift
 
 
@@ -229,23 +215,14 @@ def markdown(data: dict[str, Any], rates: dict[str, Any]) -> str:
             f"| {name} | {first} | {second} | {_f(r['throughput_1'], '.2f')} / "
             f"{_f(r['throughput_8'], '.2f')} | {_f(r['p50_1'], '.2f')} | {_f(r['p99_8'], '.2f')} |"
         )
-    if data["drift"]:
-        lines += [
-            "",
-            "Bare onnxruntime before the servers and after them (the reference is the mean):",
-        ]
-        for size, d in sorted(data["drift"].items()):
-            lines.append(
-                f"batch {size}: {d['start']['rows_s']:.1f} then {d['end']['rows_s']:.1f} rows/s, "
-                f"p50 {d['start']['p50_ms']:.0f} then {d['end']['p50_ms']:.0f} ms per batch."
-            )
-    if data.get("files_drift"):
-        lines += ["", "Bare onnxruntime from the photo files, before the servers and after them:"]
-        for size, (start, end) in sorted(data["files_drift"].items()):
-            lines.append(
-                f"batch {size}: {start['rows_s']:.1f} then {end['rows_s']:.1f} rows/s, "
-                f"p50 {start['p50_ms']:.0f} then {end['p50_ms']:.0f} ms per batch."
-            )
+    lines += _drift_lines(
+        "Bare onnxruntime before the servers and after them (the reference is the mean):",
+        data["drift"],
+    )
+    lines += _drift_lines(
+        "Bare onnxruntime from the photo files, before the servers and after them:",
+        data.get("files_drift", {}),
+    )
     b32 = bare.get(32)
     if b32:
         lines += [
@@ -261,6 +238,17 @@ def markdown(data: dict[str, Any], rates: dict[str, Any]) -> str:
     if data.get("trunks"):
         lines += ["", *trunk_table(data["trunks"])]
     return "\n".join(lines) + "\n"
+
+
+def _drift_lines(title: str, drift: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
+    """Each batch size's rows/s and p50 before the servers and after them, under `title`."""
+    if not drift:
+        return []
+    return ["", title] + [
+        f"batch {size}: {d['start']['rows_s']:.1f} then {d['end']['rows_s']:.1f} rows/s, "
+        f"p50 {d['start']['p50_ms']:.0f} then {d['end']['p50_ms']:.0f} ms per batch."
+        for size, d in sorted(drift.items())
+    ]
 
 
 def cpu_table(split: dict[str, dict[str, float]]) -> list[str]:
