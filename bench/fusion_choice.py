@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,12 @@ from fbmr.training.fusion_report import per_product
 from fbmr.training.metrics import top1
 from fbmr.training.stage_settings import fit_settings
 from fbmr.training.stages.fusion import _cached_image_embeddings, _image_logits
-from fbmr.training.trained import load_trained_models
+from fbmr.training.trained import TrainedModels, load_trained_models
 
 
-def answers(run: Path, data: PreparedDataset, split: str) -> dict[str, NDArray[Any]]:
+def answers(trained: TrainedModels, data: PreparedDataset, split: str) -> dict[str, NDArray[Any]]:
     """The served text and image models' logits per photo of `split`, its targets and products."""
     device = torch.device("cpu")
-    trained = load_trained_models(run, device, fusion=False)
     settings = fit_settings(TrainConfig(), "fusion", pretrained=trained.text.sentence is not None)
     images, products = data.images(split), data.products(split)
     photos = PhotoDataset(data, images, trained.image_spec, augment=False)
@@ -74,6 +74,26 @@ def refit_stacking(run: Path, data: PreparedDataset, bias: bool) -> Stacking:
     )
 
 
+def fused(
+    split_answers: dict[str, NDArray[Any]],
+    text_weight: float,
+    image_weight: float,
+    bias: NDArray[np.float32] | np.float32,
+) -> NDArray[np.float32]:
+    """A stack's logits per photo: its weights on the text and image logits, plus its bias."""
+    logits = text_weight * split_answers["text"] + image_weight * split_answers["image"] + bias
+    return np.asarray(logits, dtype=np.float32)
+
+
+def weightings(stack: Stacking) -> Iterator[tuple[float, NDArray[np.float32] | np.float32]]:
+    """The photo's weights and biases the bounds try: `BOUND_SCALES` times the weight the
+    stack's fit gave, each with its bias per class and with none."""
+    bias = np.asarray(stack.bias, np.float32)
+    for scale in BOUND_SCALES:
+        for with_bias in (bias, np.float32(0.0)):
+            yield float(scale * stack.image), with_bias
+
+
 def top1_per_product(split_answers: dict[str, NDArray[Any]], logits: NDArray[Any]) -> float:
     """Top-1 of `logits` (one row per photo of the split) with each product's photos pooled."""
     pooled, target, _ = per_product(
@@ -89,21 +109,15 @@ def in_split_bound(split_answers: dict[str, NDArray[Any]]) -> dict[str, float]:
     times the fit's weight), since the loss's optimum need not be top-1's."""
     target = split_answers["target"]
     stack = fit_stacking(split_answers["text"], split_answers["image"], target, bias=True)
-    bias = np.asarray(stack.bias, np.float32)
-
-    def stacked(image_weight: float, with_bias: bool) -> NDArray[np.float32]:
-        fused = stack.text * split_answers["text"] + image_weight * split_answers["image"]
-        return (fused + (bias if with_bias else 0)).astype(np.float32)
-
     text = (split_answers["text"] / stack.text_temperature).astype(np.float32)
+    stacked = fused(split_answers, stack.text, stack.image, np.asarray(stack.bias, np.float32))
     out = {"text_weight": stack.text, "image_weight": stack.image}
-    for name, logits in (("text", text), ("stack", stacked(stack.image, True))):
+    for name, logits in (("text", text), ("stack", stacked)):
         out[f"{name}_top1_per_photo"] = top1(logits, target)
         out[f"{name}_top1_per_product"] = top1_per_product(split_answers, logits)
     out["best_image_weight_top1_per_product"] = max(
-        top1_per_product(split_answers, stacked(scale * stack.image, with_bias))
-        for scale in BOUND_SCALES
-        for with_bias in (True, False)
+        top1_per_product(split_answers, fused(split_answers, stack.text, weight, bias))
+        for weight, bias in weightings(stack)
     )
     return out
 
@@ -114,24 +128,18 @@ def one_weight_bound(by_split: dict[str, dict[str, NDArray[Any]]]) -> dict[str, 
     smaller of the two): the most one late fusion gives on both splits, test looked at."""
     val = by_split["val"]
     stack = fit_stacking(val["text"], val["image"], val["target"], bias=True)
-    bias = np.asarray(stack.bias, np.float32)
-
     text = {name: top1_per_product(split, split["text"]) for name, split in by_split.items()}
     best: dict[str, float] = {}
-    for scale in BOUND_SCALES:
-        for with_bias in (True, False):
-            gains = {
-                f"{name}_gain_per_product": top1_per_product(
-                    split,
-                    stack.text * split["text"]
-                    + scale * stack.image * split["image"]
-                    + (bias if with_bias else 0),
-                )
-                - text[name]
-                for name, split in by_split.items()
-            }
-            if not best or min(gains.values()) > min(best.values()):
-                best = gains
+    for weight, bias in weightings(stack):
+        gains = {
+            f"{name}_gain_per_product": top1_per_product(
+                split, fused(split, stack.text, weight, bias)
+            )
+            - text[name]
+            for name, split in by_split.items()
+        }
+        if not best or min(gains.values()) > min(best.values()):
+            best = gains
     return best
 
 
@@ -157,10 +165,11 @@ def main() -> None:
     data = PreparedDataset(args.data)
     stacking = json.loads((args.run / "fusion" / "metrics.json").read_text())["calibration"]
     bias = np.asarray(stacking.get("bias", 0.0), dtype=np.float32)  # none before the bias
-    candidates = {
+    none = np.zeros((), np.float32)
+    candidates: dict[str, tuple[float, float, NDArray[np.float32]]] = {
         "trained": (stacking["text"], stacking["image"], bias),
-        "text": (1 / stacking["text_temperature"], 0.0, np.float32(0.0)),
-        "image": (0.0, 1 / stacking["image_temperature"], np.float32(0.0)),
+        "text": (1 / stacking["text_temperature"], 0.0, none),
+        "image": (0.0, 1 / stacking["image_temperature"], none),
     }
     if args.refit:
         for name, bias_too in (("refit", True), ("refit_without_bias", False)):
@@ -169,24 +178,24 @@ def main() -> None:
     figures: dict[str, dict[str, dict[str, float]]] = {}
     bound: dict[str, dict[str, float]] = {}
     by_split: dict[str, dict[str, NDArray[Any]]] = {}
+    trained = load_trained_models(args.run, torch.device("cpu"), fusion=False)
     for split in ("val", "test"):
-        split_answers = answers(args.run, data, split)
-        target, products = split_answers["target"], split_answers["product"]
+        split_answers = answers(trained, data, split)
+        target = split_answers["target"]
         if args.bound:
             bound[split] = in_split_bound(split_answers)
             by_split[split] = split_answers
         for name, (t, i, b) in candidates.items():
-            logits = (t * split_answers["text"] + i * split_answers["image"] + b).astype(np.float32)
+            logits = fused(split_answers, t, i, b)
             loss = float(
                 torch.nn.functional.cross_entropy(
                     torch.from_numpy(logits), torch.from_numpy(target)
                 )
             )
-            pooled, product_target, _ = per_product(logits, target, products)
             figures.setdefault(name, {})[split] = {
                 "loss": loss,
                 "top1_per_photo": top1(logits, target),
-                "top1_per_product": top1(pooled, product_target),
+                "top1_per_product": top1_per_product(split_answers, logits),
             }
     by_loss = min(candidates, key=lambda n: figures[n]["val"]["loss"])
     by_top1 = max(
