@@ -105,8 +105,7 @@ def measure(
 ) -> dict[str, Any]:
     """Batches of `batch` rows back to back, cycling over the listings, for at least
     `min_seconds` (and at least one pass over them)."""
-    starts = list(range(0, len(inputs) - batch + 1, batch)) or [0]
-    batches = [inputs.batch(slice(s, s + batch)) for s in starts]
+    batches = [inputs.batch(cut) for cut in whole_batches(len(inputs), batch)]
     return timed(model, batches, lambda b: len(b[contract.IMAGE]), batch, min_seconds, warmup)
 
 
@@ -121,7 +120,6 @@ def measure_from_files(
 ) -> dict[str, Any]:
     """As `measure`, with each batch's photos decoded (on `decoders`) and texts tokenised on the
     clock, as the facade does for each request (`ModelArtifacts.image_input` and `text_input`)."""
-    starts = list(range(0, len(items) - batch + 1, batch)) or [0]
 
     def answer(rows: list[Listing]) -> None:
         photos = decoders.map(artifacts.image_input, [row.photo for row in rows])
@@ -132,8 +130,14 @@ def measure_from_files(
             }
         )
 
-    batches = [items[s : s + batch] for s in starts]
+    batches = [items[cut] for cut in whole_batches(len(items), batch)]
     return timed(answer, batches, len, batch, min_seconds, warmup)
+
+
+def whole_batches(count: int, batch: int) -> list[slice]:
+    """Consecutive batches of `batch` of `count` rows, the rest left out; all of them in one
+    batch when there are fewer."""
+    return [slice(s, s + batch) for s in range(0, count - batch + 1, batch)] or [slice(0, batch)]
 
 
 def timed(
